@@ -1,0 +1,32 @@
+"""Every setting of a chat server, with its default, in one frozen object."""
+
+from dataclasses import dataclass
+
+DEFAULT_PORT = "tcp:8000"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The knobs of one chat server; C{twistd chat --help} documents each one.
+
+    Times are in seconds, sizes in bytes.
+    """
+
+    #: Server endpoint strings to listen on; all share one registry.
+    endpoints: tuple[str, ...] = (DEFAULT_PORT,)
+    #: A registered user silent this long is disconnected.
+    idle_timeout: float = 300.0
+    #: A connection that has not chosen a nickname this long is disconnected.
+    register_timeout: float = 30.0
+    #: The longest accepted input line, not counting its line ending.
+    max_line: int = 2048
+    #: Output waiting for a client that does not read, beyond the transport's
+    #: own buffer, above which the client is disconnected.
+    max_sendq: int = 1024 * 1024
+    #: Connections served at once, in all.
+    max_clients: int = 10_000
+    #: Connections served at once from one peer address.
+    max_per_ip: int = 100
+    #: How long shutdown, or closing one connection, waits for a client to
+    #: read what it was sent before the connection is aborted.
+    shutdown_timeout: float = 5.0

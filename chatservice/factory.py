@@ -1,0 +1,104 @@
+"""The factory: one registry and one set of settings for every connection.
+
+It admits or refuses each new connection (C{--max-clients},
+C{--max-per-ip}), gives it a unique increasing id, counts what is open, and
+closes everything, with a deadline, when the server stops.
+"""
+
+import itertools
+from collections import Counter
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.logger import Logger
+
+from . import wire
+from .config import Settings
+from .interfaces import IRegistry
+from .protocol import ChatProtocol
+from .registry import Registry
+
+log = Logger()
+
+
+class _Refusal(Protocol):
+    """Says why a connection is refused, in one C{!!! } line, and closes."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+    def connectionMade(self) -> None:
+        self.transport.write(wire.error(self.why))
+        self.transport.loseConnection()
+
+
+class ChatFactory(ServerFactory):
+    """Builds a L{ChatProtocol} for every admitted connection."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        registry: IRegistry | None = None,
+        clock: IReactorTime | None = None,
+    ) -> None:
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.settings = settings if settings is not None else Settings()
+        self.registry = registry if registry is not None else Registry()
+        self.clock = clock
+        self.connections: dict[int, ChatProtocol] = {}
+        self._per_host: Counter[str] = Counter()
+        self._ids = itertools.count(1)
+        self._stopping = False
+        self._all_closed: Deferred[None] | None = None
+
+    def buildProtocol(self, addr: IAddress) -> Protocol:
+        """Admit the connection from C{addr}, or refuse it with a reason."""
+        host = getattr(addr, "host", None)
+        settings = self.settings
+        if self._stopping:
+            why = "the server is shutting down"
+        elif len(self.connections) >= settings.max_clients:
+            why = f"the server is full ({settings.max_clients} connections)"
+        elif host is not None and self._per_host[host] >= settings.max_per_ip:
+            why = (
+                f"too many connections from your address "
+                f"(at most {settings.max_per_ip})"
+            )
+        else:
+            protocol = ChatProtocol(self, next(self._ids), addr)
+            self.connections[protocol.connection_id] = protocol
+            if host is not None:
+                self._per_host[host] += 1
+            return protocol
+        log.info("refused a connection from {peer}: {why}", peer=str(addr), why=why)
+        return _Refusal(why)
+
+    def connection_closed(self, protocol: ChatProtocol) -> None:
+        """Forget C{protocol}'s connection; called once, by the protocol."""
+        del self.connections[protocol.connection_id]
+        host = protocol.host
+        if host is not None:
+            self._per_host[host] -= 1
+            if not self._per_host[host]:
+                del self._per_host[host]
+        if self._all_closed is not None and not self.connections:
+            self._all_closed, done = None, self._all_closed
+            done.callback(None)
+
+    def stop(self) -> Deferred[None]:
+        """Tell every connection the server is stopping, and close them all.
+
+        Fires once every connection is closed: each is aborted if its client
+        has not read everything after C{shutdown_timeout} seconds.
+        """
+        self._stopping = True
+        self.registry.stop()
+        if not self.connections:
+            return succeed(None)
+        self._all_closed = Deferred()
+        all_closed = self._all_closed
+        for protocol in list(self.connections.values()):
+            protocol.server_stopping()
+        return all_closed

@@ -1,0 +1,148 @@
+"""The seams of chatservice, as zope interfaces.
+
+Each contract is written here (MUST / MUST NOT); every implementation is
+checked against it with C{verifyObject} and, for registries, with the shared
+behaviour suite in L{chatservice.testing}.
+"""
+
+from typing import TYPE_CHECKING
+
+from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
+
+class IChatClient(Interface):
+    """One connected user, as the registry sees it.
+
+    The registry knows nothing of sockets or framing: it hands a client
+    finished bytes, and asks it to go.
+    """
+
+    connection_id = Attribute(
+        "An int unique to this connection in this process, increasing with "
+        "each new connection; for logs and internals, never shown as identity."
+    )
+
+    def deliver(data: bytes) -> None:
+        """Queue C{data}, one or more complete wire lines, for this client.
+
+        MUST NOT block or wait for the client, and MUST NOT raise: a client
+        that cannot keep up is disconnected later, by its own connection.
+        MUST NOT modify or keep a reference that outlives sending C{data}
+        beyond what is queued: the same object goes to every recipient.
+        """
+
+    def disconnect(reason: str) -> None:
+        """Close this client's connection; others are told C{reason}."""
+
+
+class IRegistry(Interface):
+    """Who is connected under which nickname, in which room; fan-out.
+
+    The only place that knows where a line must go.  Nicknames are unique
+    ignoring case (L{chatservice.text.fold}).  Every user is in the room
+    C{#lobby}.  Methods that may need another process to answer return
+    L{Deferred}s; an in-memory implementation fires them at once.
+    """
+
+    lobby = Attribute("The name of the room every user starts in.")
+
+    def register(client: IChatClient, nickname: str) -> "Deferred[str]":
+        """Give C{client} the (valid) C{nickname} and put it in the lobby.
+
+        Fires with the nickname as registered.  Every other member of the
+        lobby is told C{*** NICK has joined #lobby} exactly once; C{client}
+        is not.  Fails with L{chatservice.errors.NicknameInUse} if another
+        client has the nickname, ignoring case.  MUST NOT be called twice
+        for one client.
+        """
+
+    def rename(client: IChatClient, nickname: str) -> "Deferred[str]":
+        """Change a registered client's nickname to the valid C{nickname}.
+
+        Everyone who shares a room with C{client}, and C{client} itself, is
+        told C{*** OLD is now known as NEW} exactly once.  A change of case
+        only is allowed.  Fails with L{chatservice.errors.NicknameInUse}
+        if another client has the nickname, ignoring case.
+        """
+
+    def unregister(client: IChatClient, reason: str) -> None:
+        """Remove C{client}; the others in its rooms are told C{reason}.
+
+        Each of them gets C{*** NICK has left (REASON)} exactly once.
+        Idempotent: unregistering a client that is not registered (any
+        more) does nothing and tells nobody.
+        """
+
+    def broadcast(room: str, data: bytes, sender: IChatClient) -> None:
+        """Deliver C{data} to every member of C{room} except C{sender}.
+
+        MUST hand the same C{data} object to every recipient, and MUST NOT
+        wait for any of them.  A recipient that is unregistered while the
+        broadcast is under way may or may not get C{data}; the others all
+        do.
+        """
+
+    def send_private(nickname: str, data: bytes) -> "Deferred[str]":
+        """Deliver C{data} to the user called C{nickname}, ignoring case.
+
+        Fires with that user's nickname as registered, or fails with
+        L{chatservice.errors.NoSuchNickname}.
+        """
+
+    def nicknames(room: "str | None" = None) -> "Deferred[list[str]]":
+        """Fire with the nicknames in C{room}, or of everyone when C{None}.
+
+        Sorted ignoring case.
+        """
+
+    def stop() -> None:
+        """Prepare for every local user leaving at once: the server stops.
+
+        After this, the leaves of local users MUST NOT be announced to other
+        local users (they are all leaving at once; telling each about each
+        would be a number of lines that grows with the square of the users).
+        A registry shared with other servers SHOULD still announce them
+        there.
+        """
+
+
+class ICommand(Interface):
+    """One slash command, as an entry in the command table."""
+
+    name = Attribute("The command's name, lower case, without the slash.")
+    usage = Attribute("How to call it, e.g. C{/msg NICK TEXT}.")
+    help = Attribute("What it does, in one line.")
+    before_registration = Attribute("True if it works before a nickname.")
+    min_args = Attribute("How many space-separated arguments it needs.")
+
+    def __call__(session: object, args: str) -> "Deferred[None] | None":
+        """Run the command for C{session} with the text after its name.
+
+        C{args} has no leading or trailing spaces and at least C{min_args}
+        words.  Raise (or fail with) L{chatservice.errors.ChatError} to show
+        the user a C{!!! } line.
+        """
+
+
+class IChatSession(IChatClient):
+    """One user's connection, as commands see it.
+
+    Commands read and change the session only through this interface, so a
+    second framing of the protocol can reuse every command unchanged.
+    """
+
+    registry = Attribute("The L{IRegistry} this session's server shares.")
+    nickname = Attribute("The registered nickname, or C{None} before that.")
+    room = Attribute("The room the user's plain lines go to.")
+
+    def registered(nickname: str) -> str:
+        """Record that the registry accepted C{nickname}; returns it."""
+
+    def renamed(nickname: str) -> str:
+        """Record that the registry renamed this user; returns C{nickname}."""
+
+    def quit(reason: str) -> None:
+        """Leave: the others are told C{reason}; then close the connection."""

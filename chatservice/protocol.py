@@ -1,0 +1,359 @@
+"""One client's connection: framing, its state, its timers, its output.
+
+L{ChatProtocol} turns bytes into clean lines and hands each to
+L{chatservice.commands.dispatch}; it never looks at other connections (the
+registry does the fan-out).  What it owns:
+
+  - Framing.  Lines end in LF, with or without CR before it, in any
+    chunking.  A line longer than C{max_line} gets an error, is discarded up
+    to its newline, and the connection goes on; the buffer never holds more
+    than one read beyond that limit.
+  - Phase.  Unregistered until the registry accepts a nickname, then
+    registered; closing once it has decided to go.  It leaves the registry
+    exactly once, with the first reason that applied.
+  - Timers.  One C{TimeoutMixin} timer on the factory's clock: the
+    registration timeout, then the idle timeout, then (while closing) the
+    deadline after which a client that does not read is aborted.
+  - Output.  Everything sent goes through L{ChatProtocol.deliver}.  While the
+    transport's own buffer is full, output is held here, counted, and the
+    client is disconnected once more than C{max_sendq} bytes wait.
+"""
+
+from typing import TYPE_CHECKING
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IPushProducer,
+    ITCPTransport,
+)
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from . import commands, wire
+from .errors import ChatError
+from .interfaces import IChatSession
+from .text import clean_line
+
+if TYPE_CHECKING:
+    from .factory import ChatFactory
+
+log = Logger()
+
+GREETING = wire.notice("Welcome to chatservice.") + wire.notice(
+    "Choose a nickname: type it and press Enter (or use /nick NAME)."
+)
+
+
+@implementer(IPushProducer)
+class _OutputValve:
+    """Told by the transport when its buffer fills and drains.
+
+    A separate object, not the protocol: C{LineReceiver} has its own
+    C{pauseProducing} that stops I{reading}, and a client that does not read
+    must still be read (and disconnected when it falls too far behind).
+    """
+
+    __slots__ = ("_protocol",)
+
+    def __init__(self, protocol: "ChatProtocol") -> None:
+        self._protocol = protocol
+
+    def pauseProducing(self) -> None:
+        self._protocol._hold_output()
+
+    def resumeProducing(self) -> None:
+        self._protocol._release_output()
+
+    def stopProducing(self) -> None:
+        """The connection is gone; nothing to do."""
+
+
+@implementer(IChatSession)
+class ChatProtocol(LineReceiver, TimeoutMixin):
+    """The line protocol of one chat connection; see the module docstring."""
+
+    delimiter = b"\n"
+
+    def __init__(
+        self, factory: "ChatFactory", connection_id: int, address: IAddress
+    ) -> None:
+        self.factory = factory
+        self.connection_id = connection_id
+        #: The peer's IP address, or None for a transport without one (UNIX).
+        self.host: str | None = getattr(address, "host", None)
+        #: The peer, for logs: an address is not an identity.
+        self.peer = f"{self.host}:{address.port}" if self.host else str(address)
+        self.registry = factory.registry
+        self.room = factory.registry.lobby
+        self.nickname: str | None = None
+        settings = factory.settings
+        self.MAX_LENGTH = settings.max_line
+        self._max_sendq = settings.max_sendq
+        self._discarding = False
+        # Output held back while the transport's buffer is full, or None
+        # while output goes straight to the transport.
+        self._held: list[bytes] | None = None
+        self._held_size = 0
+        # Why this connection is ending, once something has decided it is.
+        self._close_reason: str | None = None
+        self._left = False
+
+    def __repr__(self) -> str:
+        return (
+            f"<ChatProtocol #{self.connection_id} {self.nickname or '-'} {self.peer}>"
+        )
+
+    def callLater(self, period: float, func: object) -> IDelayedCall:
+        """Run C{TimeoutMixin}'s timer on the factory's (injectable) clock."""
+        return self.factory.clock.callLater(period, func)
+
+    # Connection life -----------------------------------------------------
+
+    def connectionMade(self) -> None:
+        """Greet the client and start the registration timer."""
+        log.info(
+            "connection {connection_id} from {peer}",
+            connection_id=self.connection_id,
+            peer=self.peer,
+        )
+        if ITCPTransport.providedBy(self.transport):
+            # Notice peers that vanished without a FIN, eventually.
+            self.transport.setTcpKeepAlive(True)
+        self.transport.registerProducer(_OutputValve(self), True)
+        self.setTimeout(self.factory.settings.register_timeout)
+        self.deliver(GREETING)
+
+    def connectionLost(self, reason: Failure = ConnectionDone) -> None:
+        """Leave the registry, if that has not happened yet, and clean up."""
+        self.setTimeout(None)
+        if self._close_reason is None:
+            self._close_reason = "connection lost"
+        self._leave(self._close_reason)
+        log.info(
+            "connection {connection_id} closed ({reason}; {detail})",
+            connection_id=self.connection_id,
+            # A quit message is the user's text, which is never logged.
+            reason=self._close_reason.partition(":")[0],
+            detail=_describe(reason),
+        )
+        self.factory.connection_closed(self)
+
+    def timeoutConnection(self) -> None:
+        """The client was silent too long, or is too slow to let us close."""
+        if self._close_reason is not None:
+            self.transport.abortConnection()
+            return
+        settings = self.factory.settings
+        if self.nickname is None:
+            why = f"no nickname chosen within {settings.register_timeout:g} seconds"
+            reason = "registration timeout"
+        else:
+            why = f"no input for {settings.idle_timeout:g} seconds"
+            reason = "idle timeout"
+        self.deliver(wire.notice(f"idle timeout: {why}; disconnecting"))
+        self._close(reason)
+
+    def server_stopping(self) -> None:
+        """Tell the user the server is going away, and close."""
+        self.deliver(wire.notice("server shutting down"))
+        self._close("server shutting down")
+
+    # Input -----------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        """Frame C{data} into lines.
+
+        This replaces C{LineReceiver.dataReceived}, whose re-splitting of the
+        remaining buffer for every line costs time quadratic in the lines per
+        read (a cheap flood), and whose C{lineLengthExceeded} hands over the
+        rest of the buffer, good lines included.  Pausing (C{self.paused})
+        and re-entrancy work as in C{LineReceiver}.
+        """
+        self._buffer += data
+        if self._busyReceiving:
+            return
+        self._busyReceiving = True
+        try:
+            self._frame()
+        finally:
+            self._busyReceiving = False
+
+    def _frame(self) -> None:
+        buffer, self._buffer = self._buffer, b""
+        limit = self.MAX_LENGTH
+        start = 0
+        while not self.paused and self._close_reason is None:
+            end = buffer.find(b"\n", start)
+            if end < 0:
+                break
+            if self._discarding:
+                self._discarding = False
+            else:
+                stop = end - 1 if end > start and buffer[end - 1] == 13 else end
+                if stop - start > limit:
+                    self.lineLengthExceeded(buffer[start:stop])
+                else:
+                    self.lineReceived(buffer[start:stop])
+            start = end + 1
+        rest = buffer[start:]
+        if self._close_reason is not None:
+            rest = b""
+        elif self._discarding:
+            rest = b""
+        elif not self.paused and len(rest) > limit + 1:  # + 1 for a CR
+            self.lineLengthExceeded(rest)
+            self._discarding = True
+            rest = b""
+        # Whatever arrived while a line was being handled comes after.
+        self._buffer = rest + self._buffer
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """Refuse a line longer than C{max_line}; the rest of it is dropped."""
+        self.resetTimeout()
+        self.deliver(wire.error(f"line too long (max {self.MAX_LENGTH} bytes)"))
+
+    def lineReceived(self, line: bytes) -> None:
+        """Act on one line: the only way input reaches the chat."""
+        self.resetTimeout()
+        try:
+            result = commands.dispatch(self, clean_line(line))
+        except Exception:
+            self._command_failed(Failure())
+            return
+        if result is not None:
+            self._wait_for(result)
+
+    def _wait_for(self, result: Deferred[object]) -> None:
+        """Handle a command's Deferred; read no further lines until it fires.
+
+        Lines are acted on in the order they were sent, so a line after
+        C{/nick NAME} must wait for the registry's answer.
+        """
+        result.addErrback(self._command_failed)
+        fired: list[object] = []
+        result.addBoth(fired.append)
+        if not fired:
+            self.pauseProducing()
+            result.addBoth(lambda _: self.resumeProducing())
+
+    def _command_failed(self, failure: Failure) -> None:
+        if failure.check(ChatError):
+            self.deliver(wire.error(failure.getErrorMessage()))
+            return
+        log.failure(
+            "connection {connection_id}: a command failed",
+            failure,
+            connection_id=self.connection_id,
+        )
+        self.deliver(wire.error("that failed because of a server error; it was logged"))
+
+    # IChatSession ------------------------------------------------------------
+
+    def registered(self, nickname: str) -> str:
+        """See L{IChatSession.registered}."""
+        if self._close_reason is not None:
+            # The connection ended while the registry was deciding.
+            self.registry.unregister(self, self._close_reason)
+            return nickname
+        self.nickname = nickname
+        self.setTimeout(self.factory.settings.idle_timeout)
+        log.info(
+            "connection {connection_id} registered as {nickname}",
+            connection_id=self.connection_id,
+            nickname=nickname,
+        )
+        return nickname
+
+    def renamed(self, nickname: str) -> str:
+        """See L{IChatSession.renamed}."""
+        log.info(
+            "connection {connection_id} renamed from {old} to {nickname}",
+            connection_id=self.connection_id,
+            old=self.nickname,
+            nickname=nickname,
+        )
+        self.nickname = nickname
+        return nickname
+
+    def quit(self, reason: str) -> None:
+        """See L{IChatSession.quit}."""
+        self.deliver(wire.notice("Goodbye."))
+        self._close(reason)
+
+    def disconnect(self, reason: str) -> None:
+        """See L{IChatClient.disconnect}."""
+        self.deliver(wire.notice(f"disconnected: {reason}"))
+        self._close(reason)
+
+    # Output ----------------------------------------------------------------
+
+    def deliver(self, data: bytes) -> None:
+        """See L{IChatClient.deliver}."""
+        held = self._held
+        if held is None:
+            self.transport.write(data)
+            return
+        if self._close_reason == "send queue exceeded":
+            return
+        held.append(data)
+        self._held_size += len(data)
+        if self._held_size > self._max_sendq:
+            self._overflow()
+
+    def _hold_output(self) -> None:
+        if self._held is None:
+            self._held = []
+
+    def _release_output(self) -> None:
+        held, self._held = self._held, None
+        self._held_size = 0
+        if held:
+            # This may fill the transport again, and hold output again.
+            self.transport.writeSequence(held)
+
+    def _overflow(self) -> None:
+        """The client stopped reading: drop its output and abort.
+
+        This happens inside a fan-out loop, so the registry is left later,
+        in C{connectionLost}, not now; the others hear of it then.
+        """
+        log.info(
+            "connection {connection_id}: more than {max_sendq} bytes unsent",
+            connection_id=self.connection_id,
+            max_sendq=self._max_sendq,
+        )
+        self._close_reason = "send queue exceeded"
+        self._held = []
+        self._held_size = 0
+        self.transport.abortConnection()
+
+    # Leaving ---------------------------------------------------------------
+
+    def _close(self, reason: str) -> None:
+        """Leave now with C{reason}, flush, close; abort if that takes long."""
+        if self._close_reason is not None:
+            return
+        self._close_reason = reason
+        self._leave(reason)
+        self.transport.loseConnection()
+        self.setTimeout(self.factory.settings.shutdown_timeout)
+
+    def _leave(self, reason: str) -> None:
+        if self._left:
+            return
+        self._left = True
+        if self.nickname is not None:
+            self.registry.unregister(self, reason)
+
+
+def _describe(reason: Failure) -> str:
+    """How the transport ended, for the log: a clean close is not a reset."""
+    if reason.check(ConnectionDone):
+        return "closed cleanly"
+    return reason.getErrorMessage()

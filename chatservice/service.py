@@ -1,0 +1,91 @@
+"""The chat service: listeners sharing one factory, and a graceful stop.
+
+It binds every endpoint in C{privilegedStartService} (before twistd drops
+privileges), turning any failure into one readable L{StartupError} line, and
+on stop it closes the listeners, then every connection, with a deadline.
+"""
+
+from collections.abc import Sequence
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .errors import StartupError
+from .factory import ChatFactory
+
+log = Logger()
+
+
+class ChatService(Service):
+    """Serves one L{ChatFactory} on several endpoints."""
+
+    name = "chat"
+
+    def __init__(
+        self,
+        factory: ChatFactory,
+        endpoints: Sequence[tuple[str, IStreamServerEndpoint]],
+    ) -> None:
+        self.factory = factory
+        self.endpoints = list(endpoints)
+        self.ports: list[IListeningPort] = []
+
+    def privilegedStartService(self) -> None:
+        """Bind every endpoint, or raise L{StartupError} naming the failure."""
+        super().privilegedStartService()
+        self._listen()
+
+    def startService(self) -> None:
+        """Start serving; binds now if C{privilegedStartService} did not."""
+        if not self.ports:
+            self._listen()
+        super().startService()
+
+    def _listen(self) -> None:
+        for description, endpoint in self.endpoints:
+            outcome: list[object] = []
+            endpoint.listen(self.factory).addBoth(outcome.append)
+            if not outcome:
+                # Not one of Twisted's own endpoints, which all bind at once.
+                raise StartupError(
+                    f"chatservice: cannot listen on {description}: "
+                    "the endpoint did not bind synchronously"
+                )
+            (result,) = outcome
+            if isinstance(result, Failure):
+                for port in self.ports:
+                    port.stopListening()
+                self.ports = []
+                raise StartupError(
+                    f"chatservice: cannot listen on {description}: "
+                    f"{_cause(result.value)}"
+                )
+            self.ports.append(result)
+            log.info(
+                "listening on {description} ({address})",
+                description=description,
+                address=result.getHost(),
+            )
+
+    def stopService(self) -> Deferred[None]:
+        """Stop accepting, then close every connection within the deadline."""
+        super().stopService()
+        ports, self.ports = self.ports, []
+        stopped = DeferredList([maybeDeferred(port.stopListening) for port in ports])
+        stopped.addCallback(lambda _: self.factory.stop())
+        return stopped
+
+
+def _cause(error: BaseException) -> str:
+    """Say in a few words why binding failed."""
+    if isinstance(error, CannotListenError):
+        error = error.socketError
+    if isinstance(error, OverflowError):
+        return "the port number is out of range (0-65535)"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror.lower()
+    return str(error) or type(error).__name__

@@ -1,0 +1,174 @@
+"""twistd glue: C{twistd chat} options, turned into a running service.
+
+Everything is validated here, endpoint strings included; below this module
+nobody sees C{usage.Options}.  An invalid option ends twistd with one line
+naming it, not the whole help text.
+"""
+
+from collections.abc import Callable
+
+from twisted.internet.endpoints import serverFromString
+from twisted.python import usage
+
+from .config import DEFAULT_PORT, Settings
+from .errors import StartupError
+from .factory import ChatFactory
+from .service import ChatService
+
+_DEFAULTS = Settings()
+
+
+def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    def coerce(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise ValueError(f"{text!r} is not greater than 0")
+        return value
+
+    coerce.coerceDoc = "Must be greater than 0."  # type: ignore[attr-defined]
+    return coerce
+
+
+_seconds = _positive(float)
+_count = _positive(int)
+
+
+class Options(usage.Options):
+    """The command line of C{twistd chat}."""
+
+    synopsis = "[--port ENDPOINT]... [options]"
+    longdesc = (
+        "A chat server for telnet and netcat users. Connect, type a nickname, "
+        "and talk; type /help for the commands. Times are in seconds."
+    )
+
+    optParameters = [
+        [
+            "idle-timeout",
+            None,
+            _DEFAULTS.idle_timeout,
+            "Disconnect a registered user silent for this long.",
+            _seconds,
+        ],
+        [
+            "register-timeout",
+            None,
+            _DEFAULTS.register_timeout,
+            "Disconnect a connection that has not chosen a nickname after this long.",
+            _seconds,
+        ],
+        [
+            "max-line",
+            None,
+            _DEFAULTS.max_line,
+            "Longest accepted input line in bytes; longer lines are refused "
+            "with an error and discarded.",
+            _count,
+        ],
+        [
+            "max-sendq",
+            None,
+            _DEFAULTS.max_sendq,
+            "Disconnect a client when more than this many bytes of output "
+            "wait for it (it stopped reading).",
+            _count,
+        ],
+        [
+            "max-clients",
+            None,
+            _DEFAULTS.max_clients,
+            "Most connections served at once; more are refused.",
+            _count,
+        ],
+        [
+            "max-per-ip",
+            None,
+            _DEFAULTS.max_per_ip,
+            "Most connections served at once from one IP address.",
+            _count,
+        ],
+        [
+            "shutdown-timeout",
+            None,
+            _DEFAULTS.shutdown_timeout,
+            "On SIGTERM/SIGINT, abort connections still open after this long.",
+            _seconds,
+        ],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["port"] = []
+
+    def opt_port(self, description: str) -> None:  # noqa: D102 - doc set below
+        if description.isdigit():
+            description = f"tcp:{description}"
+        self["port"].append(description)
+
+    # usage.Options shows an opt_ method's docstring as its --help text.
+    opt_port.__doc__ = (
+        "Listen on ENDPOINT, a Twisted server endpoint string such as "
+        "tcp:8000:interface=127.0.0.1, ssl:6697:privateKey=KEY:certKey=CERT or "
+        "unix:/run/chat.sock; a bare number means tcp:NUMBER. Repeat for several "
+        "listeners. [default: tcp:8000]"
+    )
+    opt_p = opt_port
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """Parse, turning any error into one line for the operator."""
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as error:
+            raise StartupError(
+                f"twistd chat: {error} (see twistd chat --help)"
+            ) from None
+
+    def postOptions(self) -> None:
+        """Check every endpoint string and build the L{Settings}."""
+        from twisted.internet import reactor
+
+        self["port"] = self["port"] or [DEFAULT_PORT]
+        self["endpoints"] = [
+            (description, _parse_endpoint(reactor, description))
+            for description in self["port"]
+        ]
+        self["settings"] = Settings(
+            endpoints=tuple(self["port"]),
+            idle_timeout=self["idle-timeout"],
+            register_timeout=self["register-timeout"],
+            max_line=self["max-line"],
+            max_sendq=self["max-sendq"],
+            max_clients=self["max-clients"],
+            max_per_ip=self["max-per-ip"],
+            shutdown_timeout=self["shutdown-timeout"],
+        )
+
+
+def _parse_endpoint(reactor: object, description: str) -> object:
+    """Parse one endpoint string, or raise a readable L{usage.UsageError}."""
+    try:
+        return serverFromString(reactor, description)
+    except TypeError as error:
+        # e.g. "tcp:interface=::1" (no port): Python's message names a
+        # private parser function, which helps nobody.
+        why = "missing or unknown parameters"
+        if "required positional argument: 'port'" in str(error):
+            why = "no port given"
+        elif "unexpected keyword argument" in str(error):
+            why = "unknown parameter " + str(error).rpartition(" ")[2]
+        elif "multiple values" in str(error):
+            why = "a parameter is given twice (quote ':' in IPv6 addresses as '\\:')"
+    except OSError as error:
+        why = f"{error.strerror or error}: {error.filename or ''}".rstrip(": ")
+    except Exception as error:  # ValueError, IndexError, OpenSSL errors...
+        why = str(error) or type(error).__name__
+    raise usage.UsageError(f"invalid --port {description!r}: {why}")
+
+
+def makeService(options: Options) -> ChatService:
+    """Build the chat service that C{twistd chat} runs."""
+    factory = ChatFactory(options["settings"])
+    return ChatService(factory, options["endpoints"])

@@ -1,0 +1,69 @@
+"""The server's side of the line protocol: every line it sends is built here.
+
+Each function returns the finished bytes of one line, UTF-8 with CRLF, ready
+to hand to any number of clients unchanged.  This is the only module that
+knows the prefixes that let people and scripts tell lines apart:
+
+  - C{*** } a notice (greeting, joins and leaves, replies to commands)
+  - C{!!! } an error (what was wrong and what to do instead)
+  - C{<nick> text} a chat line, C{* nick text} an action,
+    C{*nick* text} a private message, C{-> *nick* text} its echo to the sender
+
+See C{docs/protocol.md} for the whole protocol.
+"""
+
+CRLF = "\r\n"
+
+
+def _line(text: str) -> bytes:
+    return (text + CRLF).encode("utf-8")
+
+
+def notice(text: str) -> bytes:
+    """A C{*** } line: information from the server."""
+    return _line("*** " + text)
+
+
+def error(text: str) -> bytes:
+    """A C{!!! } line: what the user did wrong and what to do instead."""
+    return _line("!!! " + text)
+
+
+def chat(nickname: str, text: str) -> bytes:
+    """A chat line from C{nickname}."""
+    return _line(f"<{nickname}> {text}")
+
+
+def action(nickname: str, text: str) -> bytes:
+    """An action (C{/me}) by C{nickname}."""
+    return _line(f"* {nickname} {text}")
+
+
+def private(sender: str, text: str) -> bytes:
+    """A private message from C{sender}, as its recipient sees it."""
+    return _line(f"*{sender}* {text}")
+
+
+def private_echo(recipient: str, text: str) -> bytes:
+    """A private message to C{recipient}, as its sender sees it."""
+    return _line(f"-> *{recipient}* {text}")
+
+
+def joined(nickname: str, room: str) -> bytes:
+    """Someone arrived."""
+    return notice(f"{nickname} has joined {room}")
+
+
+def left(nickname: str, reason: str) -> bytes:
+    """Someone left, and why."""
+    return notice(f"{nickname} has left ({reason})")
+
+
+def renamed(old: str, new: str) -> bytes:
+    """Someone changed nickname."""
+    return notice(f"{old} is now known as {new}")
+
+
+def pong(token: str) -> bytes:
+    """The answer to C{/ping TOKEN}: exactly C{*** PONG TOKEN}."""
+    return notice(f"PONG {token}" if token else "PONG")
