@@ -1,0 +1,251 @@
+"""Helpers for testing chatservice and code built on it.
+
+- L{FakeConnection}: one client of a L{ChatFactory} over a
+  C{StringTransport}, with the factory's clock, so a test can type lines,
+  read exactly what the user sees, stop reading, or drop the connection.
+- L{FakeClient}: a bare L{IChatClient} that records what it is given.
+- L{RegistryBehaviour}: the behaviour every L{IRegistry} must have, as a
+  pytest test class; subclass it with a C{make_registry} method.
+"""
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from .errors import NicknameInUse, NoSuchNickname
+from .factory import ChatFactory
+from .interfaces import IChatClient, IRegistry
+from .protocol import ChatProtocol
+
+
+class FakeConnection:
+    """A client connected to C{factory} through a C{StringTransport}."""
+
+    _ports = iter(range(40000, 65536))
+
+    def __init__(self, factory: ChatFactory, host: str = "127.0.0.1") -> None:
+        address = IPv4Address("TCP", host, next(self._ports))
+        self.transport = StringTransport(peerAddress=address)
+        self.protocol = factory.buildProtocol(address)
+        self.protocol.makeConnection(self.transport)
+
+    def send(self, data: bytes | str) -> None:
+        """Receive raw C{data} from the client, as one TCP read."""
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        self.protocol.dataReceived(data)
+
+    def type(self, *lines: str) -> None:
+        """Receive each of C{lines}, ended by CRLF as telnet sends them."""
+        for line in lines:
+            self.send(line.encode("utf-8") + b"\r\n")
+
+    def output(self) -> bytes:
+        """What the server wrote since the last call, as raw bytes."""
+        data = self.transport.value()
+        self.transport.clear()
+        return data
+
+    def lines(self) -> list[str]:
+        """What the server wrote since the last call, as lines."""
+        data = self.output().decode("utf-8")
+        assert data == "" or data.endswith("\r\n"), data
+        return data.split("\r\n")[:-1]
+
+    def stop_reading(self) -> None:
+        """Act as a client that stopped reading: the transport buffer fills."""
+        self.transport.producer.pauseProducing()
+
+    def resume_reading(self) -> None:
+        """The transport drained its buffer."""
+        self.transport.producer.resumeProducing()
+
+    def drop(self, reason: type[Exception] = ConnectionDone) -> None:
+        """The connection ends, for C{reason}, as the reactor would report."""
+        self.protocol.connectionLost(Failure(reason()))
+
+    @property
+    def closing(self) -> bool:
+        """Whether the server closed (or started closing) the connection."""
+        return bool(self.transport.disconnecting)
+
+    @property
+    def aborted(self) -> bool:
+        """Whether the server aborted the connection without flushing."""
+        return bool(getattr(self.transport, "aborted", False))
+
+
+def register(
+    factory: ChatFactory, nickname: str, host: str = "127.0.0.1"
+) -> FakeConnection:
+    """Connect and register as C{nickname}; output so far is discarded."""
+    connection = FakeConnection(factory, host)
+    connection.type(nickname)
+    assert isinstance(connection.protocol, ChatProtocol)
+    assert connection.protocol.nickname == nickname, connection.lines()
+    connection.output()
+    return connection
+
+
+@implementer(IChatClient)
+class FakeClient:
+    """An L{IChatClient} that records what it is delivered."""
+
+    _ids = iter(range(1, 1 << 62))
+
+    def __init__(self) -> None:
+        self.connection_id = next(self._ids)
+        self.received: list[bytes] = []
+        self.disconnected: list[str] = []
+
+    def deliver(self, data: bytes) -> None:
+        """Record C{data}."""
+        self.received.append(data)
+
+    def disconnect(self, reason: str) -> None:
+        """Record C{reason}."""
+        self.disconnected.append(reason)
+
+    def lines(self) -> list[str]:
+        """Everything delivered since the last call, as lines."""
+        data = b"".join(self.received).decode("utf-8")
+        self.received.clear()
+        return data.split("\r\n")[:-1]
+
+
+class RegistryBehaviour:
+    """What every L{IRegistry} does; subclass with C{make_registry()}."""
+
+    def make_registry(self) -> IRegistry:
+        """Return a new, empty registry to test."""
+        raise NotImplementedError
+
+    def _with(self, *nicknames: str) -> tuple[IRegistry, list[FakeClient]]:
+        registry = self.make_registry()
+        clients = []
+        for nickname in nicknames:
+            client = FakeClient()
+            _result(registry.register(client, nickname))
+            clients.append(client)
+        for client in clients:
+            client.lines()
+        return registry, clients
+
+    def test_interface(self) -> None:
+        """The registry provides IRegistry."""
+        assert verifyObject(IRegistry, self.make_registry())
+
+    def test_register_announces_to_others(self) -> None:
+        """A new user is announced once to everyone else, not to itself."""
+        registry, (alice,) = self._with("alice")
+        bob = FakeClient()
+        assert _result(registry.register(bob, "bob")) == "bob"
+        assert alice.lines() == ["*** bob has joined #lobby"]
+        assert bob.lines() == []
+
+    def test_nickname_taken_ignoring_case(self) -> None:
+        """A nickname differing only in case from a registered one is refused."""
+        registry, (alice,) = self._with("alice")
+        failure = _failure(registry.register(FakeClient(), "ALICE"))
+        assert failure.check(NicknameInUse)
+        assert alice.lines() == []
+
+    def test_nicknames_sorted_ignoring_case(self) -> None:
+        """Everyone online is listed, sorted ignoring case."""
+        registry, _ = self._with("carol", "Bob", "alice")
+        assert _result(registry.nicknames()) == ["alice", "Bob", "carol"]
+        assert _result(registry.nicknames(registry.lobby)) == ["alice", "Bob", "carol"]
+
+    def test_broadcast_skips_sender(self) -> None:
+        """A broadcast reaches every member but its sender, as the same bytes."""
+        registry, (alice, bob, carol) = self._with("alice", "bob", "carol")
+        data = b"<alice> hi\r\n"
+        registry.broadcast(registry.lobby, data, alice)
+        assert alice.received == []
+        assert bob.received[0] is data
+        assert carol.received[0] is data
+
+    def test_unregister_announces_once(self) -> None:
+        """Leaving is announced once with its reason; a second time is a no-op."""
+        registry, (alice, bob) = self._with("alice", "bob")
+        registry.unregister(alice, "idle timeout")
+        registry.unregister(alice, "connection lost")
+        assert bob.lines() == ["*** alice has left (idle timeout)"]
+        assert alice.lines() == []
+        assert _result(registry.nicknames()) == ["bob"]
+
+    def test_unregister_frees_nickname(self) -> None:
+        """A nickname can be taken again once its user has left."""
+        registry, (alice,) = self._with("alice")
+        registry.unregister(alice, "quit")
+        assert _result(registry.register(FakeClient(), "Alice")) == "Alice"
+
+    def test_rename_announced_to_all_including_self(self) -> None:
+        """A nick change is announced to everyone, the renamed user included."""
+        registry, (alice, bob) = self._with("alice", "bob")
+        assert _result(registry.rename(alice, "alicia")) == "alicia"
+        assert alice.lines() == ["*** alice is now known as alicia"]
+        assert bob.lines() == ["*** alice is now known as alicia"]
+        assert _result(registry.nicknames()) == ["alicia", "bob"]
+        assert _result(registry.register(FakeClient(), "alice")) == "alice"
+
+    def test_rename_case_only(self) -> None:
+        """A user may change only the case of its own nickname."""
+        registry, (alice,) = self._with("alice")
+        assert _result(registry.rename(alice, "Alice")) == "Alice"
+
+    def test_rename_to_taken(self) -> None:
+        """Renaming to somebody else's nickname fails and changes nothing."""
+        registry, (alice, bob) = self._with("alice", "bob")
+        assert _failure(registry.rename(alice, "BOB")).check(NicknameInUse)
+        assert alice.lines() == bob.lines() == []
+        assert _result(registry.nicknames()) == ["alice", "bob"]
+
+    def test_send_private(self) -> None:
+        """A private message reaches only its target, found ignoring case."""
+        registry, (alice, bob, carol) = self._with("alice", "Bob", "carol")
+        assert _result(registry.send_private("BOB", b"*alice* psst\r\n")) == "Bob"
+        assert bob.lines() == ["*alice* psst"]
+        assert alice.lines() == carol.lines() == []
+
+    def test_send_private_unknown(self) -> None:
+        """A private message to nobody fails with NoSuchNickname."""
+        registry, _ = self._with("alice")
+        assert _failure(registry.send_private("zed", b"x\r\n")).check(NoSuchNickname)
+
+    def test_unregister_during_broadcast(self) -> None:
+        """A member leaving while a broadcast is delivered does not stop it."""
+        registry, (alice, bob, carol) = self._with("alice", "bob", "carol")
+
+        def leave(data: bytes) -> None:
+            registry.unregister(bob, "send queue exceeded")
+
+        bob.deliver = leave  # type: ignore[method-assign]
+        registry.broadcast(registry.lobby, b"<alice> hi\r\n", alice)
+        assert carol.lines() == ["*** bob has left (send queue exceeded)", "<alice> hi"]
+
+    def test_stop_silences_local_leaves(self) -> None:
+        """After stop(), local users leave without N-squared announcements."""
+        registry, (alice, bob) = self._with("alice", "bob")
+        registry.stop()
+        registry.unregister(alice, "server shutting down")
+        assert bob.lines() == []
+        assert _result(registry.nicknames()) == ["bob"]
+
+
+def _result(d):  # type: ignore[no-untyped-def]
+    results: list[object] = []
+    d.addBoth(results.append)
+    assert results, "the Deferred has not fired"
+    assert not isinstance(results[0], Failure), results[0]
+    return results[0]
+
+
+def _failure(d) -> Failure:  # type: ignore[no-untyped-def]
+    results: list[object] = []
+    d.addBoth(results.append)
+    assert results and isinstance(results[0], Failure), results
+    return results[0]

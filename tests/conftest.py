@@ -1,0 +1,39 @@
+"""Shared fixtures, and a guard against tests that leave timers behind."""
+
+from collections.abc import Iterator
+
+import pytest
+
+from twisted.internet.task import Clock
+
+from chatservice.config import Settings
+from chatservice.factory import ChatFactory
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """A fake clock for the timers of the code under test."""
+    return Clock()
+
+
+@pytest.fixture
+def factory(clock: Clock) -> ChatFactory:
+    """A factory with default settings on the fake clock."""
+    return ChatFactory(Settings(), clock=clock)
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_delayed_calls() -> Iterator[None]:
+    """Fail a test that leaves DelayedCalls on the real reactor.
+
+    trial does this; pytest-twisted does not, and a leftover timer fires in
+    some later test.
+    """
+    from twisted.internet import reactor
+
+    before = set(reactor.getDelayedCalls())
+    yield
+    leftover = [c for c in reactor.getDelayedCalls() if c not in before and c.active()]
+    for call in leftover:
+        call.cancel()
+    assert not leftover, f"the test left delayed calls behind: {leftover}"
