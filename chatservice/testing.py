@@ -38,7 +38,7 @@ class FakeConnection:
             data = data.encode("utf-8")
         self.protocol.dataReceived(data)
 
-    def type(self, *lines: str) -> None:
+    def enter(self, *lines: str) -> None:
         """Receive each of C{lines}, ended by CRLF as telnet sends them."""
         for line in lines:
             self.send(line.encode("utf-8") + b"\r\n")
@@ -75,7 +75,9 @@ class FakeConnection:
     @property
     def aborted(self) -> bool:
         """Whether the server aborted the connection without flushing."""
-        return bool(getattr(self.transport, "aborted", False))
+        # StringTransport.abortConnection sets "disconnected" (its docstring
+        # says "aborted").
+        return bool(getattr(self.transport, "disconnected", False))
 
 
 def register(
@@ -83,7 +85,7 @@ def register(
 ) -> FakeConnection:
     """Connect and register as C{nickname}; output so far is discarded."""
     connection = FakeConnection(factory, host)
-    connection.type(nickname)
+    connection.enter(nickname)
     assert isinstance(connection.protocol, ChatProtocol)
     assert connection.protocol.nickname == nickname, connection.lines()
     connection.output()

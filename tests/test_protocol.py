@@ -1,0 +1,607 @@
+"""Unit tests of one connection: StringTransport and a fake clock."""
+
+import pytest
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
+from twisted.internet.task import Clock
+
+from chatservice import commands
+from chatservice.config import Settings
+from chatservice.factory import ChatFactory
+from chatservice.registry import Registry
+from chatservice.testing import FakeConnection, register
+
+GREETING = [
+    "*** Welcome to chatservice.",
+    "*** Choose a nickname: type it and press Enter (or use /nick NAME).",
+]
+
+
+@pytest.fixture
+def pair(factory: ChatFactory) -> tuple[FakeConnection, FakeConnection]:
+    """Alice and Bob, registered, output so far discarded."""
+    alice = register(factory, "alice")
+    bob = register(factory, "bob")
+    alice.output()
+    return alice, bob
+
+
+# Framing -------------------------------------------------------------------
+
+STREAM = b"alice\r\nhello\nsecond line\r\n\n  \r\nthird\n"
+
+
+def _relayed_lines(factory: ChatFactory, chunks: list[bytes]) -> list[str]:
+    bob = register(factory, "bob")
+    client = FakeConnection(factory)
+    for chunk in chunks:
+        client.send(chunk)
+    return bob.lines()
+
+
+EXPECTED = [
+    "*** alice has joined #lobby",
+    "<alice> hello",
+    "<alice> second line",
+    "<alice> third",
+]
+
+
+@pytest.mark.parametrize("size", range(1, 9))
+def test_framing_any_chunk_size(factory: ChatFactory, size: int) -> None:
+    """Lines come out the same however the stream is cut, byte by byte too."""
+    chunks = [STREAM[i : i + size] for i in range(0, len(STREAM), size)]
+    assert _relayed_lines(factory, chunks) == EXPECTED
+
+
+def test_framing_every_split_point(clock: Clock) -> None:
+    """Lines come out the same for the stream cut in two at every point."""
+    for cut in range(len(STREAM) + 1):
+        factory = ChatFactory(Settings(), clock=clock)
+        chunks = [STREAM[:cut], STREAM[cut:]]
+        assert _relayed_lines(factory, chunks) == EXPECTED, cut
+
+
+def test_many_lines_in_one_read(pair: tuple[FakeConnection, FakeConnection]) -> None:
+    """A thousand lines in one read are all relayed, in order."""
+    alice, bob = pair
+    alice.send(b"".join(b"line %d\n" % n for n in range(1000)))
+    assert bob.lines() == [f"<alice> line {n}" for n in range(1000)]
+
+
+def test_partial_line_waits(pair: tuple[FakeConnection, FakeConnection]) -> None:
+    """Nothing is relayed until the line's newline arrives."""
+    alice, bob = pair
+    alice.send(b"half a li")
+    assert bob.lines() == []
+    alice.send(b"ne\r")
+    assert bob.lines() == []
+    alice.send(b"\n")
+    assert bob.lines() == ["<alice> half a line"]
+
+
+def test_server_writes_crlf(factory: ChatFactory) -> None:
+    """Every line the server writes ends in CRLF."""
+    client = FakeConnection(factory)
+    data = client.output()
+    assert data.count(b"\r\n") == data.count(b"\n") == 2
+
+
+# Greeting and registration ---------------------------------------------------
+
+
+def test_greeting_asks_for_a_nickname(factory: ChatFactory) -> None:
+    """A new connection is greeted and asked for a nickname."""
+    assert FakeConnection(factory).lines() == GREETING
+
+
+def test_first_line_is_nickname(factory: ChatFactory) -> None:
+    """The first plain line registers; the welcome names the user and who is on."""
+    bob = register(factory, "bob")
+    alice = FakeConnection(factory)
+    alice.output()
+    alice.enter("alice")
+    assert alice.lines() == [
+        "*** Welcome, alice! Online (2): alice, bob",
+        "*** Type /help for the commands.",
+    ]
+    assert bob.lines() == ["*** alice has joined #lobby"]
+
+
+def test_nick_command_registers(factory: ChatFactory) -> None:
+    """/nick NAME registers too."""
+    alice = FakeConnection(factory)
+    alice.output()
+    alice.enter("/nick alice")
+    assert alice.lines()[0] == "*** Welcome, alice! Online (1): alice"
+
+
+def test_invalid_nickname_then_retry(factory: ChatFactory) -> None:
+    """An invalid nickname gets an error and the client can try again."""
+    alice = FakeConnection(factory)
+    alice.output()
+    alice.enter("9lives")
+    assert alice.lines() == [
+        "!!! invalid nickname '9lives': use a letter first, then letters, "
+        "digits, _ or -"
+    ]
+    alice.enter("alice")
+    assert alice.lines()[0] == "*** Welcome, alice! Online (1): alice"
+
+
+def test_taken_nickname_then_retry(factory: ChatFactory) -> None:
+    """A nickname taken ignoring case gets an error; another one works."""
+    register(factory, "alice")
+    other = FakeConnection(factory)
+    other.output()
+    other.enter("ALICE")
+    assert other.lines() == ["!!! the nickname ALICE is taken; choose another one"]
+    other.enter("alice2")
+    assert other.lines()[0].startswith("*** Welcome, alice2!")
+
+
+def test_commands_need_registration(factory: ChatFactory) -> None:
+    """A command that needs a nickname says so before registration."""
+    client = FakeConnection(factory)
+    client.output()
+    for line in ["/who", "/me waves", "/msg bob hi"]:
+        client.enter(line)
+        assert client.lines() == ["!!! choose a nickname first: type it, or /nick NAME"]
+
+
+def test_ping_before_registration(factory: ChatFactory) -> None:
+    """/ping answers before registration."""
+    client = FakeConnection(factory)
+    client.output()
+    client.enter("/ping abc123")
+    assert client.lines() == ["*** PONG abc123"]
+
+
+# Chat ------------------------------------------------------------------------
+
+
+def test_chat_line_not_echoed(pair: tuple[FakeConnection, FakeConnection]) -> None:
+    """A plain line goes to others as <nick> text, not back to the sender."""
+    alice, bob = pair
+    alice.enter("hello there")
+    assert bob.lines() == ["<alice> hello there"]
+    assert alice.lines() == []
+
+
+def test_double_slash_escapes(pair: tuple[FakeConnection, FakeConnection]) -> None:
+    """//text sends a chat line starting with one slash."""
+    alice, bob = pair
+    alice.enter("//etc/passwd is a file")
+    assert bob.lines() == ["<alice> /etc/passwd is a file"]
+
+
+def test_blank_lines_ignored(pair: tuple[FakeConnection, FakeConnection]) -> None:
+    """Empty and blank lines are ignored."""
+    alice, bob = pair
+    alice.send(b"\n\r\n   \r\n\t\n")
+    assert bob.lines() == alice.lines() == []
+
+
+def test_action(pair: tuple[FakeConnection, FakeConnection]) -> None:
+    """/me shows an action to the others."""
+    alice, bob = pair
+    alice.enter("/me waves")
+    assert bob.lines() == ["* alice waves"]
+    assert alice.lines() == []
+
+
+def test_private_message(factory: ChatFactory) -> None:
+    """/msg reaches only its target; the sender sees an echo."""
+    alice, bob, carol = (register(factory, n) for n in ["alice", "Bob", "carol"])
+    for client in (alice, bob, carol):
+        client.output()
+    alice.enter("/msg bob psst, a secret")
+    assert bob.lines() == ["*alice* psst, a secret"]
+    assert alice.lines() == ["-> *Bob* psst, a secret"]
+    assert carol.lines() == []
+
+
+def test_private_message_errors(pair: tuple[FakeConnection, FakeConnection]) -> None:
+    """/msg to nobody, or without text, gets an error."""
+    alice, _ = pair
+    alice.enter("/msg zed hi")
+    assert alice.lines() == ["!!! nobody called zed is online; try /who"]
+    alice.enter("/msg bob")
+    assert alice.lines() == ["!!! usage: /msg NICK TEXT"]
+
+
+def test_rename(pair: tuple[FakeConnection, FakeConnection]) -> None:
+    """/nick NEW is announced to everyone, the renamed user included."""
+    alice, bob = pair
+    alice.enter("/nick alicia")
+    assert alice.lines() == bob.lines() == ["*** alice is now known as alicia"]
+    alice.enter("hi")
+    assert bob.lines() == ["<alicia> hi"]
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ("/nick BOB", "!!! the nickname BOB is taken; choose another one"),
+        ("/nick alice", "!!! you are already alice"),
+        (
+            "/nick 1x",
+            "!!! invalid nickname '1x': use a letter first, then letters, digits, _ or -",
+        ),
+        ("/nick", "!!! usage: /nick NAME"),
+    ],
+)
+def test_rename_errors(
+    pair: tuple[FakeConnection, FakeConnection], line: str, error: str
+) -> None:
+    """A refused nick change says why and changes nothing."""
+    alice, bob = pair
+    alice.enter(line)
+    assert alice.lines() == [error]
+    assert bob.lines() == []
+
+
+def test_who(pair: tuple[FakeConnection, FakeConnection]) -> None:
+    """/who lists who is online."""
+    alice, _ = pair
+    alice.enter("/who")
+    assert alice.lines() == ["*** Online (2): alice, bob"]
+
+
+def test_ping_exact(pair: tuple[FakeConnection, FakeConnection]) -> None:
+    """/ping TOKEN answers exactly *** PONG TOKEN, and /ping alone *** PONG."""
+    alice, bob = pair
+    alice.enter("/ping 1700000000.123")
+    alice.enter("/ping")
+    assert alice.lines() == ["*** PONG 1700000000.123", "*** PONG"]
+    assert bob.lines() == []
+
+
+def test_help_lists_every_command(factory: ChatFactory) -> None:
+    """/help has a line for each command in the table."""
+    client = FakeConnection(factory)
+    client.output()
+    client.enter("/help")
+    lines = client.lines()
+    for usage in [
+        "/nick NAME",
+        "/who",
+        "/me ACTION",
+        "/msg NICK TEXT",
+        "/ping [TOKEN]",
+        "/quit [REASON]",
+        "/help",
+    ]:
+        assert any(line.startswith(f"*** {usage} ") for line in lines), usage
+    assert len(lines) == len(commands.COMMANDS) + 1
+
+
+def test_command_names_ignore_case(pair: tuple[FakeConnection, FakeConnection]) -> None:
+    """Command names are case-insensitive."""
+    alice, _ = pair
+    alice.enter("/WHO")
+    assert alice.lines() == ["*** Online (2): alice, bob"]
+
+
+def test_unknown_command(pair: tuple[FakeConnection, FakeConnection]) -> None:
+    """An unknown command gets an error naming /help."""
+    alice, bob = pair
+    alice.enter("/frobnicate now")
+    assert alice.lines() == ["!!! unknown command /frobnicate; type /help for the list"]
+    assert bob.lines() == []
+
+
+def test_missing_argument(pair: tuple[FakeConnection, FakeConnection]) -> None:
+    """A command without its argument shows its usage."""
+    alice, _ = pair
+    alice.enter("/me")
+    assert alice.lines() == ["!!! usage: /me ACTION"]
+
+
+def test_failing_command_reported(
+    pair: tuple[FakeConnection, FakeConnection], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command that crashes gets the user an error; the connection goes on."""
+
+    def broken(session: object, args: str) -> None:
+        raise RuntimeError("bug")
+
+    entry = commands.Command("broken", broken, "/broken", "crashes")
+    monkeypatch.setitem(commands.COMMANDS, "broken", entry)
+    alice, bob = pair
+    alice.enter("/broken")
+    assert alice.lines() == ["!!! that failed because of a server error; it was logged"]
+    alice.enter("still here")
+    assert bob.lines() == ["<alice> still here"]
+
+
+# Sanitising ------------------------------------------------------------------
+
+
+def test_relayed_text_is_sanitised(pair: tuple[FakeConnection, FakeConnection]) -> None:
+    """Escape sequences and controls never reach another user's terminal."""
+    alice, bob = pair
+    alice.send(b"\x1b[2J\x1b]0;pwned\x07hi\x07 \xe2\x80\xae there\x00\xc2\x9b\r\n")
+    alice.send(b"/me \x1b[5mblinks\r\n")
+    alice.send(b"/msg bob \x1b[31msecret\r\n")
+    assert bob.lines() == ["<alice> hi  there", "* alice blinks", "*alice* secret"]
+
+
+def test_invalid_utf8_replaced(pair: tuple[FakeConnection, FakeConnection]) -> None:
+    """Invalid UTF-8 becomes U+FFFD."""
+    alice, bob = pair
+    alice.send(b"caf\xe9 ok\n")
+    assert bob.lines() == ["<alice> caf\ufffd ok"]
+
+
+def test_telnet_negotiation_dropped(factory: ChatFactory) -> None:
+    """Telnet option negotiation before the nickname does not spoil it."""
+    client = FakeConnection(factory)
+    client.output()
+    client.send(b"\xff\xfd\x03\xff\xfb\x18alice\r\n")
+    assert client.lines()[0] == "*** Welcome, alice! Online (1): alice"
+
+
+# Line length -----------------------------------------------------------------
+
+
+def test_line_at_limit_accepted(pair: tuple[FakeConnection, FakeConnection]) -> None:
+    """A line of exactly max-line bytes, CR aside, is relayed."""
+    alice, bob = pair
+    text = "x" * (2048 - len("//"))
+    alice.send(b"//" + text.encode() + b"\r\n")
+    assert bob.lines() == ["<alice> /" + text]
+
+
+def test_long_line_refused_and_connection_kept(
+    pair: tuple[FakeConnection, FakeConnection],
+) -> None:
+    """A long line gets an error, none of it is relayed, the next line works."""
+    alice, bob = pair
+    alice.send(b"y" * 2049 + b"\nafter\n")
+    assert alice.lines() == ["!!! line too long (max 2048 bytes)"]
+    assert bob.lines() == ["<alice> after"]
+    assert not alice.closing
+
+
+def test_endless_line_bounded(pair: tuple[FakeConnection, FakeConnection]) -> None:
+    """Megabytes without a newline: one error, bounded memory, then normal."""
+    alice, bob = pair
+    chunk = b"z" * 65536
+    for _ in range(160):  # 10 MiB
+        alice.send(chunk)
+        assert len(alice.protocol._buffer) <= 2049
+    alice.send(b"still the long line\nback to normal\n")
+    assert alice.lines() == ["!!! line too long (max 2048 bytes)"]
+    assert bob.lines() == ["<alice> back to normal"]
+
+
+def test_long_line_in_small_pieces(pair: tuple[FakeConnection, FakeConnection]) -> None:
+    """A long line trickled in byte by byte is refused once, then discarded."""
+    alice, bob = pair
+    for byte in b"q" * 5000 + b"\nok\n":
+        alice.send(bytes([byte]))
+    assert alice.lines() == ["!!! line too long (max 2048 bytes)"]
+    assert bob.lines() == ["<alice> ok"]
+
+
+def test_max_line_setting(clock: Clock) -> None:
+    """--max-line sets the limit in the error too."""
+    factory = ChatFactory(Settings(max_line=10), clock=clock)
+    client = FakeConnection(factory)
+    client.output()
+    client.enter("abcdefghijk")
+    assert client.lines() == ["!!! line too long (max 10 bytes)"]
+
+
+# Leaving ---------------------------------------------------------------------
+
+
+def test_quit_with_reason(pair: tuple[FakeConnection, FakeConnection]) -> None:
+    """/quit REASON: others see it once; the connection closes."""
+    alice, bob = pair
+    alice.enter("/quit off to lunch")
+    assert alice.lines() == ["*** Goodbye."]
+    assert alice.closing
+    assert bob.lines() == ["*** alice has left (quit: off to lunch)"]
+    alice.drop()
+    assert bob.lines() == []
+
+
+def test_quit_without_reason(pair: tuple[FakeConnection, FakeConnection]) -> None:
+    """/quit alone is announced as (quit)."""
+    alice, bob = pair
+    alice.enter("/quit")
+    assert bob.lines() == ["*** alice has left (quit)"]
+
+
+def test_lines_after_quit_ignored(pair: tuple[FakeConnection, FakeConnection]) -> None:
+    """Lines after /quit in the same read are not acted on."""
+    alice, bob = pair
+    alice.send(b"/quit\nnot relayed\n")
+    assert bob.lines() == ["*** alice has left (quit)"]
+
+
+@pytest.mark.parametrize("reason", [ConnectionDone, ConnectionLost])
+def test_disconnect_announced_once(
+    pair: tuple[FakeConnection, FakeConnection], reason: type[Exception]
+) -> None:
+    """A closed or reset connection is announced once as connection lost."""
+    alice, bob = pair
+    alice.drop(reason)
+    assert bob.lines() == ["*** alice has left (connection lost)"]
+
+
+def test_unregistered_leaves_silently(factory: ChatFactory) -> None:
+    """A connection that never registered is not announced."""
+    bob = register(factory, "bob")
+    FakeConnection(factory).drop()
+    assert bob.lines() == []
+
+
+# Timeouts --------------------------------------------------------------------
+
+
+def test_idle_timeout(
+    pair: tuple[FakeConnection, FakeConnection], clock: Clock
+) -> None:
+    """A registered user silent for the idle timeout is told and disconnected."""
+    alice, bob = pair
+    clock.advance(1)
+    bob.enter("/ping")  # bob's timer now ends a second after alice's
+    clock.advance(298)
+    assert not alice.closing
+    clock.advance(1)
+    assert alice.lines() == [
+        "*** idle timeout: no input for 300 seconds; disconnecting"
+    ]
+    assert alice.closing
+    assert bob.lines() == ["*** PONG", "*** alice has left (idle timeout)"]
+    alice.drop()
+    assert bob.lines() == []
+
+
+def test_any_line_resets_idle_timer(
+    pair: tuple[FakeConnection, FakeConnection], clock: Clock
+) -> None:
+    """Every received line, /ping included, restarts the idle timer."""
+    alice, _ = pair
+    for line in ["/ping", "hello", "/who", "/bogus", "x" * 3000]:
+        clock.advance(299)
+        alice.enter(line)
+    clock.advance(299)
+    assert not alice.closing
+
+
+def test_partial_line_does_not_reset_timer(
+    pair: tuple[FakeConnection, FakeConnection], clock: Clock
+) -> None:
+    """A trickle of bytes with no newline does not keep a connection alive."""
+    alice, _ = pair
+    for _ in range(300):
+        alice.send(b"x")
+        clock.advance(1)
+    assert alice.closing
+
+
+def test_register_timeout(factory: ChatFactory, clock: Clock) -> None:
+    """A connection with no nickname after the register timeout is closed."""
+    bob = register(factory, "bob")
+    client = FakeConnection(factory)
+    client.output()
+    clock.advance(30)
+    assert client.lines() == [
+        "*** idle timeout: no nickname chosen within 30 seconds; disconnecting"
+    ]
+    assert client.closing
+    assert bob.lines() == []
+
+
+def test_timeouts_configurable(clock: Clock) -> None:
+    """--idle-timeout and --register-timeout set the timers."""
+    factory = ChatFactory(Settings(idle_timeout=5, register_timeout=2), clock=clock)
+    waiting = FakeConnection(factory)
+    alice = register(factory, "alice")
+    clock.advance(2)
+    assert waiting.closing and not alice.closing
+    clock.advance(3)
+    assert alice.closing
+
+
+def test_close_deadline_aborts_non_reader(
+    pair: tuple[FakeConnection, FakeConnection], clock: Clock
+) -> None:
+    """A closing connection whose client does not read is aborted in the end."""
+    alice, _ = pair
+    alice.enter("/quit")
+    assert alice.closing and not alice.aborted
+    clock.advance(5)
+    assert alice.aborted
+
+
+def test_timer_cancelled_on_disconnect(
+    pair: tuple[FakeConnection, FakeConnection], clock: Clock
+) -> None:
+    """A dropped connection leaves no timer behind."""
+    alice, bob = pair
+    alice.drop()
+    bob.drop()
+    assert clock.getDelayedCalls() == []
+
+
+# Slow readers ----------------------------------------------------------------
+
+
+def test_output_held_then_flushed_in_order(
+    pair: tuple[FakeConnection, FakeConnection],
+) -> None:
+    """While a client's transport is full, its output waits, then comes in order."""
+    alice, bob = pair
+    bob.stop_reading()
+    for n in range(10):
+        alice.enter(f"line {n}")
+    assert bob.lines() == []
+    bob.resume_reading()
+    assert bob.lines() == [f"<alice> line {n}" for n in range(10)]
+
+
+def test_send_queue_exceeded(clock: Clock) -> None:
+    """A client that stops reading is aborted past max-sendq; others go on."""
+    factory = ChatFactory(Settings(max_sendq=10_000), clock=clock)
+    alice, bob, carol = (register(factory, n) for n in ["alice", "bob", "carol"])
+    alice.output()
+    bob.output()
+    bob.stop_reading()
+    line = "m" * 100
+    for _ in range(200):  # 20 kB for bob
+        alice.enter(line)
+    assert bob.aborted
+    assert len(carol.lines()) == 200
+    held = bob.protocol._held
+    assert held is not None and sum(map(len, held)) <= 10_000
+    bob.drop(ConnectionAborted)
+    assert carol.lines() == ["*** bob has left (send queue exceeded)"]
+    assert alice.lines() == ["*** bob has left (send queue exceeded)"]
+
+
+# Ordering with a registry that answers later -----------------------------------
+
+
+class SlowRegistry(Registry):
+    """A registry whose nickname claims are answered later, as over a network."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[Deferred[str]] = []
+
+    def register(self, client, nickname):  # type: ignore[no-untyped-def]
+        answer = super().register(client, nickname)
+        later: Deferred[str] = Deferred()
+        self.pending.append(later)
+        return later.addCallback(lambda _: answer)
+
+
+def test_lines_wait_for_registration(clock: Clock) -> None:
+    """Lines after a nickname wait for the registry's answer, then go in order."""
+    registry = SlowRegistry()
+    factory = ChatFactory(Settings(), registry=registry, clock=clock)
+    bob = register_now(factory, registry, "bob")
+    alice = FakeConnection(factory)
+    alice.output()
+    alice.send(b"alice\nfirst\nsecond\n")
+    assert alice.lines() == []
+    assert bob.lines() == ["*** alice has joined #lobby"]
+    registry.pending.pop().callback(None)
+    assert alice.lines()[0].startswith("*** Welcome, alice!")
+    assert bob.lines() == ["<alice> first", "<alice> second"]
+
+
+def register_now(
+    factory: ChatFactory, registry: SlowRegistry, nickname: str
+) -> FakeConnection:
+    client = FakeConnection(factory)
+    client.enter(nickname)
+    registry.pending.pop().callback(None)
+    client.output()
+    return client

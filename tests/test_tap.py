@@ -1,0 +1,113 @@
+"""The twistd command line: options, validation, and the service it makes."""
+
+import pytest
+
+from chatservice.config import Settings
+from chatservice.errors import StartupError
+from chatservice.service import ChatService
+from chatservice.tap import Options, makeService
+
+
+def parse(*args: str) -> Options:
+    options = Options()
+    options.parseOptions(list(args))
+    return options
+
+
+def test_defaults() -> None:
+    """With no options: tcp:8000 and the documented defaults."""
+    options = parse()
+    assert options["settings"] == Settings()
+    assert options["settings"].endpoints == ("tcp:8000",)
+
+
+def test_all_options() -> None:
+    """Every option reaches the settings."""
+    settings = parse(
+        "--port",
+        "9000",
+        "--port",
+        "unix:/tmp/chat.sock",
+        "--idle-timeout",
+        "60",
+        "--register-timeout",
+        "5.5",
+        "--max-line",
+        "512",
+        "--max-sendq",
+        "65536",
+        "--max-clients",
+        "50",
+        "--max-per-ip",
+        "3",
+        "--shutdown-timeout",
+        "1",
+    )["settings"]
+    assert settings == Settings(
+        endpoints=("tcp:9000", "unix:/tmp/chat.sock"),
+        idle_timeout=60,
+        register_timeout=5.5,
+        max_line=512,
+        max_sendq=65536,
+        max_clients=50,
+        max_per_ip=3,
+        shutdown_timeout=1,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--port", "foo:1"],
+            "twistd chat: invalid --port 'foo:1': Unknown endpoint type: 'foo'",
+        ),
+        (
+            ["--port", "tcp:interface=127.0.0.1"],
+            "twistd chat: invalid --port 'tcp:interface=127.0.0.1': no port given",
+        ),
+        (
+            ["--port", "tcp:abc"],
+            "twistd chat: invalid --port 'tcp:abc': invalid literal for int() with base 10: 'abc'",
+        ),
+        (
+            ["--port", "tcp:80:bogus=1"],
+            "twistd chat: invalid --port 'tcp:80:bogus=1': unknown parameter 'bogus'",
+        ),
+        (
+            ["--port", "ssl:6697:privateKey=/nonexistent.pem"],
+            "twistd chat: invalid --port 'ssl:6697:privateKey=/nonexistent.pem': No such file or directory: /nonexistent.pem",
+        ),
+        (
+            ["--idle-timeout", "0"],
+            "twistd chat: Parameter type enforcement failed: '0' is not greater than 0 (see twistd chat --help)",
+        ),
+        (
+            ["--max-line", "lots"],
+            "twistd chat: Parameter type enforcement failed: 'lots' is not a number (see twistd chat --help)",
+        ),
+        (
+            ["--no-such-option"],
+            "twistd chat: option --no-such-option not recognized (see twistd chat --help)",
+        ),
+    ],
+)
+def test_bad_options_one_line(args: list[str], message: str) -> None:
+    """A bad option ends the program with one line saying what is wrong."""
+    with pytest.raises(StartupError) as caught:
+        parse(*args)
+    text = str(caught.value)
+    assert "\n" not in text
+    assert text.startswith(message.split(" (see")[0])
+
+
+def test_make_service() -> None:
+    """MakeService builds a chat service with one endpoint per --port."""
+    service = makeService(
+        parse("--port", "tcp:0", "--port", "tcp:0:interface=127.0.0.1")
+    )
+    assert isinstance(service, ChatService)
+    assert [description for description, _ in service.endpoints] == [
+        "tcp:0",
+        "tcp:0:interface=127.0.0.1",
+    ]
