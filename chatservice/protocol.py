@@ -29,6 +29,7 @@ from twisted.internet.interfaces import (
     IPushProducer,
     ITCPTransport,
 )
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.protocols.policies import TimeoutMixin
@@ -88,7 +89,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         #: The peer's IP address, or None for a transport without one (UNIX).
         self.host: str | None = getattr(address, "host", None)
         #: The peer, for logs: an address is not an identity.
-        self.peer = f"{self.host}:{address.port}" if self.host else str(address)
+        self.peer = _format_peer(self.host, address)
         self.registry = factory.registry
         self.room = factory.registry.lobby
         self.nickname: str | None = None
@@ -129,7 +130,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         self.setTimeout(self.factory.settings.register_timeout)
         self.deliver(GREETING)
 
-    def connectionLost(self, reason: Failure = ConnectionDone) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Leave the registry, if that has not happened yet, and clean up."""
         self.setTimeout(None)
         if self._close_reason is None:
@@ -350,6 +351,14 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         self._left = True
         if self.nickname is not None:
             self.registry.unregister(self, reason)
+
+
+def _format_peer(host: str | None, address: IAddress) -> str:
+    if host is None:
+        return str(address)
+    if ":" in host:
+        return f"[{host}]:{address.port}"  # type: ignore[attr-defined]
+    return f"{host}:{address.port}"  # type: ignore[attr-defined]
 
 
 def _describe(reason: Failure) -> str:
