@@ -14,9 +14,9 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from . import wire
-from .errors import ChatError, NotRegistered, UnknownCommand, UsageError
-from .interfaces import IChatSession, ICommand
-from .text import check_nickname
+from .errors import ChatError, NoSuchRoom, NotRegistered, UnknownCommand, UsageError
+from .interfaces import IChatSession, ICommand, Scrollback, UserInfo
+from .text import check_nickname, check_room
 
 Result = Deferred[object] | None
 
@@ -72,7 +72,7 @@ def dispatch(session: IChatSession, text: str) -> Result:
         text = text[1:]
     if session.nickname is None:
         return _choose_nickname(session, text.strip())
-    session.registry.broadcast(session.room, wire.chat(session.nickname, text), session)
+    session.registry.say(session.room, wire.chat(session.nickname, text), session)
     return None
 
 
@@ -95,15 +95,39 @@ def _choose_nickname(session: IChatSession, name: str) -> Result:
 
 
 def _welcome(nickname: str, session: IChatSession) -> Result:
-    def show(names: list[str]) -> None:
-        session.deliver(
-            wire.notice(
-                f"Welcome, {nickname}! Online ({len(names)}): {', '.join(names)}"
-            )
-            + wire.notice("Type /help for the commands.")
-        )
+    registry = session.registry
 
-    return session.registry.nicknames().addCallback(show)
+    def greet(users: list[UserInfo]) -> Deferred[list[Scrollback]]:
+        session.deliver(
+            wire.notice(f"Welcome, {nickname}! Online ({len(users)}): {_names(users)}")
+            + wire.notice("Type /help for the commands.")
+            + b"".join(wire.notice(line) for line in session.motd)
+        )
+        # Already in the lobby: this only fetches its scrollback.
+        return registry.join(session, registry.lobby)
+
+    d = registry.users().addCallback(greet)
+    return d.addCallback(
+        lambda history: session.deliver(_scrollback(session.room, history))
+    )
+
+
+def _names(users: list[UserInfo]) -> str:
+    return ", ".join(
+        user.nickname if user.away is None else f"{user.nickname} (away)"
+        for user in users
+    )
+
+
+def _scrollback(room: str, history: list[Scrollback]) -> bytes:
+    """The lines said in C{room} before, stamped and framed as not live."""
+    if not history:
+        return b""
+    return (
+        wire.notice(f"Scrollback of {room}, {len(history)} lines, times in UTC:")
+        + b"".join(wire.stamped(line.when, line.data) for line in history)
+        + wire.notice(f"End of scrollback of {room}.")
+    )
 
 
 @command("/nick NAME", "choose or change your nickname", 1, before_registration=True)
@@ -116,27 +140,125 @@ def _nick(session: IChatSession, args: str) -> Result:
     return d.addCallback(session.renamed)
 
 
-@command("/who", "list who is online")
-def _who(session: IChatSession, args: str) -> Result:
-    def show(names: list[str]) -> None:
-        session.deliver(wire.notice(f"Online ({len(names)}): {', '.join(names)}"))
+@command("/join #ROOM", "move to ROOM, creating it if it does not exist", 1)
+def _join(session: IChatSession, args: str) -> Result:
+    room = check_room(args)
+    old = session.room
+    if room == old:
+        raise ChatError(f"you are already in {room}")
+    registry = session.registry
 
-    return session.registry.nicknames().addCallback(show)
+    def joined(history: list[Scrollback]) -> Deferred[None]:
+        registry.part(session, old, f"joined {room}")
+        session.room = room
+        return _describe_room(session, room, history)
+
+    return registry.join(session, room).addCallback(joined)
+
+
+def _describe_room(
+    session: IChatSession, room: str, history: list[Scrollback]
+) -> Deferred[None]:
+    registry = session.registry
+
+    def show(topic: str) -> Deferred[None]:
+        about = f"Topic: {topic}" if topic else "No topic is set."
+        session.deliver(wire.notice(f"You are now in {room}. {about}"))
+        return _who(session, "")
+
+    d = registry.topic(room).addCallback(show)
+    return d.addCallback(lambda _: session.deliver(_scrollback(room, history)))
+
+
+@command("/who [#ROOM]", "list who is in your room, or in ROOM")
+def _who(session: IChatSession, args: str) -> Deferred[None]:
+    room = check_room(args) if args else session.room
+
+    def show(users: list[UserInfo]) -> None:
+        if not users and room != session.registry.lobby:
+            raise NoSuchRoom(room)
+        names = ", ".join(
+            user.nickname
+            if user.away is None
+            else f"{user.nickname} (away: {user.away})"
+            for user in users
+        )
+        session.deliver(wire.notice(f"In {room} ({len(users)}): {names}"))
+
+    return session.registry.users(room).addCallback(show)
+
+
+@command("/users", "list everyone online, in every room")
+def _users(session: IChatSession, args: str) -> Result:
+    def show(users: list[UserInfo]) -> None:
+        session.deliver(wire.notice(f"Online ({len(users)}): {_names(users)}"))
+
+    return session.registry.users().addCallback(show)
+
+
+@command("/rooms", "list the rooms, with their members and topics")
+def _rooms(session: IChatSession, args: str) -> Result:
+    def show(rooms: list) -> None:  # type: ignore[type-arg]
+        session.deliver(
+            wire.notice(f"Rooms ({len(rooms)}):")
+            + b"".join(
+                wire.notice(
+                    f"{room.name} ({room.members})"
+                    + (f": {room.topic}" if room.topic else "")
+                )
+                for room in rooms
+            )
+        )
+
+    return session.registry.rooms().addCallback(show)
+
+
+@command("/topic [TEXT]", "show your room's topic, or set it to TEXT")
+def _topic(session: IChatSession, args: str) -> Result:
+    room = session.room
+    if args:
+        session.registry.set_topic(session, room, args)
+        return None
+
+    def show(topic: str) -> None:
+        if topic:
+            session.deliver(wire.notice(f"Topic of {room}: {topic}"))
+        else:
+            session.deliver(
+                wire.notice(f"{room} has no topic; set one with /topic TEXT")
+            )
+
+    return session.registry.topic(room).addCallback(show)
+
+
+@command("/away [TEXT]", "mark yourself away with TEXT, or back without it")
+def _away(session: IChatSession, args: str) -> Result:
+    session.registry.set_away(session, args or None)
+    if args:
+        session.deliver(wire.notice(f"You are marked as away: {args}"))
+    else:
+        session.deliver(wire.notice("You are no longer marked as away."))
+    return None
 
 
 @command("/me ACTION", "act, shown as * yourname ACTION", 1)
 def _me(session: IChatSession, args: str) -> Result:
-    session.registry.broadcast(
-        session.room, wire.action(session.nickname, args), session
-    )
+    session.registry.say(session.room, wire.action(session.nickname, args), session)
     return None
 
 
-@command("/msg NICK TEXT", "send TEXT privately to NICK", 2)
+@command("/msg NICK TEXT", "send TEXT privately to NICK, in any room", 2)
 def _msg(session: IChatSession, args: str) -> Result:
     target, text = args.split(None, 1)
     d = session.registry.send_private(target, wire.private(session.nickname, text))
-    return d.addCallback(lambda name: session.deliver(wire.private_echo(name, text)))
+
+    def sent(user: UserInfo) -> None:
+        echo = wire.private_echo(user.nickname, text)
+        if user.away is not None:
+            echo += wire.notice(f"{user.nickname} is away: {user.away}")
+        session.deliver(echo)
+
+    return d.addCallback(sent)
 
 
 @command(

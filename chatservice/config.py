@@ -27,6 +27,10 @@ class Settings:
     max_clients: int = 10_000
     #: Connections served at once from one peer address.
     max_per_ip: int = 100
+    #: Lines of chat and actions each room keeps to show people who join.
+    history: int = 50
+    #: A file whose text is shown to each user after registration.
+    motd: str | None = None
     #: How long shutdown, or closing one connection, waits for a client to
     #: read what it was sent before the connection is aborted.
     shutdown_timeout: float = 5.0

@@ -34,8 +34,8 @@ class NotRegistered(ChatError):
         super().__init__("choose a nickname first: type it, or /nick NAME")
 
 
-class InvalidNickname(ChatError):
-    """The nickname breaks the nickname rules; the message says which."""
+class InvalidName(ChatError):
+    """A nickname or room name breaks the rules; the message says which."""
 
 
 class NicknameInUse(ChatError):
@@ -43,6 +43,13 @@ class NicknameInUse(ChatError):
 
     def __init__(self, nickname: str) -> None:
         super().__init__(f"the nickname {nickname} is taken; choose another one")
+
+
+class NoSuchRoom(ChatError):
+    """There is no room of that name."""
+
+    def __init__(self, room: str) -> None:
+        super().__init__(f"there is no room {room}; try /rooms")
 
 
 class NoSuchNickname(ChatError):

@@ -18,6 +18,7 @@ from .config import Settings
 from .interfaces import IRegistry
 from .protocol import ChatProtocol
 from .registry import Registry
+from .text import clean_line
 
 log = Logger()
 
@@ -45,13 +46,31 @@ class ChatFactory(ServerFactory):
         if clock is None:
             from twisted.internet import reactor as clock
         self.settings = settings if settings is not None else Settings()
-        self.registry = registry if registry is not None else Registry()
+        if registry is None:
+            registry = Registry(history=self.settings.history, clock=clock)
+        self.registry = registry
         self.clock = clock
+        #: The message of the day, as lines; see L{load_motd}.
+        self.motd: tuple[str, ...] = ()
         self.connections: dict[int, ChatProtocol] = {}
         self._per_host: Counter[str] = Counter()
         self._ids = itertools.count(1)
         self._stopping = False
         self._all_closed: Deferred[None] | None = None
+
+    def load_motd(self) -> None:
+        """(Re-)read the C{--motd} file; raises C{OSError} if it can't.
+
+        Its text is decoded and sanitised like user input, so a stray escape
+        sequence in the file cannot reach anyone's terminal either.
+        """
+        path = self.settings.motd
+        if path is None:
+            return
+        with open(path, "rb") as motd:
+            data = motd.read(64 * 1024)
+        self.motd = tuple(clean_line(line) for line in data.splitlines())
+        log.info("message of the day read from {path}", path=path)
 
     def buildProtocol(self, addr: IAddress) -> Protocol:
         """Admit the connection from C{addr}, or refuse it with a reason."""

@@ -5,6 +5,7 @@ checked against it with C{verifyObject} and, for registries, with the shared
 behaviour suite in L{chatservice.testing}.
 """
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from zope.interface import Attribute, Interface
@@ -38,13 +39,42 @@ class IChatClient(Interface):
         """Close this client's connection; others are told C{reason}."""
 
 
+@dataclass(frozen=True, slots=True)
+class UserInfo:
+    """A user as lists show it."""
+
+    nickname: str
+    #: The away message, or None when the user is not away.
+    away: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RoomInfo:
+    """A room as C{/rooms} and C{/join} show it."""
+
+    name: str
+    members: int
+    topic: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Scrollback:
+    """One line of a room's history: when it was said, and its wire bytes."""
+
+    when: float
+    data: bytes
+
+
 class IRegistry(Interface):
-    """Who is connected under which nickname, in which room; fan-out.
+    """Who is connected under which nickname, in which rooms; fan-out.
 
     The only place that knows where a line must go.  Nicknames are unique
-    ignoring case (L{chatservice.text.fold}).  Every user is in the room
-    C{#lobby}.  Methods that may need another process to answer return
-    L{Deferred}s; an in-memory implementation fires them at once.
+    ignoring case (L{chatservice.text.fold}); room names are lower case.
+    A user's rooms are a set (a line client uses one at a time; other front
+    ends may hold several).  The room C{#lobby} always exists; any other
+    room exists while it has members.  Methods that may need another process
+    to answer return L{Deferred}s; an in-memory implementation fires them at
+    once.
     """
 
     lobby = Attribute("The name of the room every user starts in.")
@@ -69,14 +99,29 @@ class IRegistry(Interface):
         """
 
     def unregister(client: IChatClient, reason: str) -> None:
-        """Remove C{client}; the others in its rooms are told C{reason}.
+        """Remove C{client} from the registry and from all its rooms.
 
-        Each of them gets C{*** NICK has left (REASON)} exactly once.
-        Idempotent: unregistering a client that is not registered (any
-        more) does nothing and tells nobody.
+        Everyone who shared a room with it gets C{*** NICK has left
+        (REASON)} exactly once.  Idempotent: unregistering a client that is
+        not registered (any more) does nothing and tells nobody.
         """
 
-    def broadcast(room: str, data: bytes, sender: IChatClient) -> None:
+    def join(client: IChatClient, room: str) -> "Deferred[list[Scrollback]]":
+        """Add a registered C{client} to the (valid, lower-case) C{room}.
+
+        Creates the room if needed.  The other members are told C{*** NICK
+        has joined ROOM}.  Fires with the room's scrollback, oldest first.
+        Joining a room one is in already changes nothing and tells nobody.
+        """
+
+    def part(client: IChatClient, room: str, reason: str) -> None:
+        """Remove C{client} from C{room}; the others are told C{reason}.
+
+        They get C{*** NICK has left ROOM (REASON)}.  A room other than the
+        lobby is deleted, topic and scrollback with it, when it empties.
+        """
+
+    def broadcast(room: str, data: bytes, sender: IChatClient | None) -> None:
         """Deliver C{data} to every member of C{room} except C{sender}.
 
         MUST hand the same C{data} object to every recipient, and MUST NOT
@@ -85,18 +130,37 @@ class IRegistry(Interface):
         do.
         """
 
-    def send_private(nickname: str, data: bytes) -> "Deferred[str]":
+    def say(room: str, data: bytes, sender: IChatClient) -> None:
+        """Broadcast a chat line or action, and keep it in the scrollback.
+
+        The scrollback keeps the room's last lines said, at most as many as
+        the registry was configured for (none when that is 0).
+        """
+
+    def send_private(nickname: str, data: bytes) -> "Deferred[UserInfo]":
         """Deliver C{data} to the user called C{nickname}, ignoring case.
 
-        Fires with that user's nickname as registered, or fails with
+        Fires with that user, or fails with
         L{chatservice.errors.NoSuchNickname}.
         """
 
-    def nicknames(room: "str | None" = None) -> "Deferred[list[str]]":
-        """Fire with the nicknames in C{room}, or of everyone when C{None}.
+    def users(room: "str | None" = None) -> "Deferred[list[UserInfo]]":
+        """Fire with the users in C{room}, or everyone when C{None}.
 
-        Sorted ignoring case.
+        Sorted by nickname ignoring case; an unknown room has nobody.
         """
+
+    def rooms() -> "Deferred[list[RoomInfo]]":
+        """Fire with every room, sorted by name."""
+
+    def topic(room: str) -> "Deferred[str]":
+        """Fire with C{room}'s topic, C{""} when it has none."""
+
+    def set_topic(client: IChatClient, room: str, topic: str) -> None:
+        """Set C{room}'s topic; all members, C{client} included, are told."""
+
+    def set_away(client: IChatClient, message: str | None) -> None:
+        """Mark C{client} away with C{message}, or back when C{None}."""
 
     def stop() -> None:
         """Prepare for every local user leaving at once: the server stops.
@@ -137,6 +201,7 @@ class IChatSession(IChatClient):
     registry = Attribute("The L{IRegistry} this session's server shares.")
     nickname = Attribute("The registered nickname, or C{None} before that.")
     room = Attribute("The room the user's plain lines go to.")
+    motd = Attribute("The message of the day: a sequence of lines of text.")
 
     def registered(nickname: str) -> str:
         """Record that the registry accepted C{nickname}; returns it."""

@@ -110,6 +110,11 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
             f"<ChatProtocol #{self.connection_id} {self.nickname or '-'} {self.peer}>"
         )
 
+    @property
+    def motd(self) -> tuple[str, ...]:
+        """The server's current message of the day."""
+        return self.factory.motd
+
     def callLater(self, period: float, func: object) -> IDelayedCall:
         """Run C{TimeoutMixin}'s timer on the factory's (injectable) clock."""
         return self.factory.clock.callLater(period, func)

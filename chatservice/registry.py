@@ -7,28 +7,38 @@ changes, so a broadcast neither copies the member list nor trips over a
 member that leaves while it is under way.
 """
 
+from collections import deque
 from collections.abc import Iterable
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from . import wire
 from .errors import NicknameInUse, NoSuchNickname
-from .interfaces import IChatClient, IRegistry
+from .interfaces import IChatClient, IRegistry, RoomInfo, Scrollback, UserInfo
 from .text import fold
 
 LOBBY = "#lobby"
 
 
 class _Room:
-    """The members of one room, and the tuple that fan-out iterates."""
+    """One room: members, the tuple that fan-out iterates, topic, history."""
 
-    __slots__ = ("name", "_members", "_recipients")
+    __slots__ = ("name", "topic", "history", "_members", "_recipients")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, history: int) -> None:
         self.name = name
+        self.topic = ""
+        self.history: deque[Scrollback] = deque(maxlen=history)
         self._members: dict[IChatClient, None] = {}
         self._recipients: tuple[IChatClient, ...] | None = ()
+
+    def __contains__(self, client: IChatClient) -> bool:
+        return client in self._members
+
+    def __len__(self) -> int:
+        return len(self._members)
 
     def add(self, client: IChatClient) -> None:
         self._members[client] = None
@@ -50,23 +60,35 @@ class _Room:
 class _User:
     """What the registry knows of one registered client."""
 
-    __slots__ = ("nickname", "rooms")
+    __slots__ = ("nickname", "rooms", "away")
 
-    def __init__(self, nickname: str, rooms: set[str]) -> None:
+    def __init__(self, nickname: str) -> None:
         self.nickname = nickname
-        self.rooms = rooms
+        self.rooms: set[str] = set()
+        self.away: str | None = None
+
+    def info(self) -> UserInfo:
+        return UserInfo(self.nickname, self.away)
 
 
 @implementer(IRegistry)
 class Registry:
-    """An L{IRegistry} for one process, holding everything in memory."""
+    """An L{IRegistry} for one process, holding everything in memory.
+
+    @param history: how many lines each room's scrollback keeps.
+    @param clock: what stamps the scrollback.
+    """
 
     lobby = LOBBY
 
-    def __init__(self) -> None:
+    def __init__(self, history: int = 50, clock: IReactorTime | None = None) -> None:
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self._clock = clock
+        self._history = history
         self._users: dict[IChatClient, _User] = {}
         self._by_fold: dict[str, IChatClient] = {}
-        self._rooms: dict[str, _Room] = {LOBBY: _Room(LOBBY)}
+        self._rooms: dict[str, _Room] = {LOBBY: _Room(LOBBY, history)}
         self._stopping = False
 
     def register(self, client: IChatClient, nickname: str) -> Deferred[str]:
@@ -75,10 +97,8 @@ class Registry:
         if key in self._by_fold:
             return fail(NicknameInUse(nickname))
         self._by_fold[key] = client
-        self._users[client] = _User(nickname, {LOBBY})
-        lobby = self._rooms[LOBBY]
-        lobby.add(client)
-        self._deliver(lobby.recipients, wire.joined(nickname, LOBBY), client)
+        self._users[client] = _User(nickname)
+        self._enter(client, LOBBY)
         return succeed(nickname)
 
     def rename(self, client: IChatClient, nickname: str) -> Deferred[str]:
@@ -102,38 +122,99 @@ class Registry:
         del self._by_fold[fold(user.nickname)]
         neighbours = self._neighbours(user)
         for name in user.rooms:
-            room = self._rooms[name]
-            room.discard(client)
-            if name != LOBBY and not room.recipients:
-                del self._rooms[name]
+            self._leave_room(client, name)
         if not self._stopping:
             self._deliver(neighbours, wire.left(user.nickname, reason), client)
 
-    def broadcast(self, room: str, data: bytes, sender: IChatClient) -> None:
+    def join(self, client: IChatClient, room: str) -> Deferred[list[Scrollback]]:
+        """See L{IRegistry.join}."""
+        if room not in self._users[client].rooms:
+            self._enter(client, room)
+        return succeed(list(self._rooms[room].history))
+
+    def part(self, client: IChatClient, room: str, reason: str) -> None:
+        """See L{IRegistry.part}."""
+        user = self._users[client]
+        if room not in user.rooms:
+            return
+        user.rooms.discard(room)
+        self._leave_room(client, room)
+        if room in self._rooms:
+            self.broadcast(room, wire.parted(user.nickname, room, reason), client)
+
+    def broadcast(self, room: str, data: bytes, sender: IChatClient | None) -> None:
         """See L{IRegistry.broadcast}."""
         self._deliver(self._rooms[room].recipients, data, sender)
 
-    def send_private(self, nickname: str, data: bytes) -> Deferred[str]:
+    def say(self, room: str, data: bytes, sender: IChatClient) -> None:
+        """See L{IRegistry.say}."""
+        found = self._rooms[room]
+        if self._history:
+            found.history.append(Scrollback(self._clock.seconds(), data))
+        self._deliver(found.recipients, data, sender)
+
+    def send_private(self, nickname: str, data: bytes) -> Deferred[UserInfo]:
         """See L{IRegistry.send_private}."""
         client = self._by_fold.get(fold(nickname))
         if client is None:
             return fail(NoSuchNickname(nickname))
         client.deliver(data)
-        return succeed(self._users[client].nickname)
+        return succeed(self._users[client].info())
 
-    def nicknames(self, room: str | None = None) -> Deferred[list[str]]:
-        """See L{IRegistry.nicknames}."""
+    def users(self, room: str | None = None) -> Deferred[list[UserInfo]]:
+        """See L{IRegistry.users}."""
         if room is None:
             clients: Iterable[IChatClient] = self._users
         else:
             found = self._rooms.get(room)
             clients = found.recipients if found is not None else ()
-        names = [self._users[client].nickname for client in clients]
-        return succeed(sorted(names, key=fold))
+        infos = [self._users[client].info() for client in clients]
+        return succeed(sorted(infos, key=lambda info: fold(info.nickname)))
+
+    def rooms(self) -> Deferred[list[RoomInfo]]:
+        """See L{IRegistry.rooms}."""
+        return succeed(
+            [
+                RoomInfo(name, len(room), room.topic)
+                for name, room in sorted(self._rooms.items())
+            ]
+        )
+
+    def topic(self, room: str) -> Deferred[str]:
+        """See L{IRegistry.topic}."""
+        found = self._rooms.get(room)
+        return succeed(found.topic if found is not None else "")
+
+    def set_topic(self, client: IChatClient, room: str, topic: str) -> None:
+        """See L{IRegistry.set_topic}."""
+        self._rooms[room].topic = topic
+        nickname = self._users[client].nickname
+        self.broadcast(room, wire.topic_set(nickname, room, topic), None)
+
+    def set_away(self, client: IChatClient, message: str | None) -> None:
+        """See L{IRegistry.set_away}."""
+        self._users[client].away = message
 
     def stop(self) -> None:
         """See L{IRegistry.stop}."""
         self._stopping = True
+
+    def _enter(self, client: IChatClient, name: str) -> None:
+        """Put C{client} in room C{name}, creating it; tell the others."""
+        room = self._rooms.get(name)
+        if room is None:
+            room = self._rooms[name] = _Room(name, self._history)
+        user = self._users[client]
+        user.rooms.add(name)
+        room.add(client)
+        self._deliver(room.recipients, wire.joined(user.nickname, name), client)
+
+    def _leave_room(self, client: IChatClient, name: str) -> None:
+        """Take C{client} out of room C{name}; delete the room if it empties."""
+        room = self._rooms[name]
+        room.discard(client)
+        if name != LOBBY and not len(room):
+            del self._rooms[name]
 
     def _neighbours(self, user: _User) -> Iterable[IChatClient]:
         """Everyone who shares a room with C{user}, once each."""

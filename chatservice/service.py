@@ -5,6 +5,7 @@ privileges), turning any failure into one readable L{StartupError} line, and
 on stop it closes the listeners, then every connection, with a deadline.
 """
 
+import signal
 from collections.abc import Sequence
 
 from twisted.application.service import Service
@@ -33,17 +34,49 @@ class ChatService(Service):
         self.factory = factory
         self.endpoints = list(endpoints)
         self.ports: list[IListeningPort] = []
+        self._previous_sighup: object = None
 
     def privilegedStartService(self) -> None:
         """Bind every endpoint, or raise L{StartupError} naming the failure."""
         super().privilegedStartService()
+        self._read_motd()
         self._listen()
+
+    def _read_motd(self) -> None:
+        try:
+            self.factory.load_motd()
+        except OSError as error:
+            raise StartupError(
+                f"chatservice: cannot read --motd {self.factory.settings.motd}: "
+                f"{(error.strerror or str(error)).lower()}"
+            ) from None
+
+    def reload(self) -> None:
+        """Re-read the message of the day (on SIGHUP); keep the old on error."""
+        try:
+            self.factory.load_motd()
+        except OSError as error:
+            log.error(
+                "cannot re-read the message of the day from {path}: {error}; "
+                "keeping the old one",
+                path=self.factory.settings.motd,
+                error=error.strerror or str(error),
+            )
 
     def startService(self) -> None:
         """Start serving; binds now if C{privilegedStartService} did not."""
         if not self.ports:
+            self._read_motd()
             self._listen()
+        if self.factory.settings.motd is not None:
+            self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
         super().startService()
+
+    def _sighup(self, signum: int, frame: object) -> None:
+        # A signal handler may interrupt the reactor anywhere: hand over.
+        from twisted.internet import reactor
+
+        reactor.callFromThread(self.reload)
 
     def _listen(self) -> None:
         for description, endpoint in self.endpoints:
@@ -74,6 +107,9 @@ class ChatService(Service):
     def stopService(self) -> Deferred[None]:
         """Stop accepting, then close every connection within the deadline."""
         super().stopService()
+        if self._previous_sighup is not None:
+            signal.signal(signal.SIGHUP, self._previous_sighup)
+            self._previous_sighup = None
         ports, self.ports = self.ports, []
         stopped = DeferredList([maybeDeferred(port.stopListening) for port in ports])
         stopped.addCallback(lambda _: self.factory.stop())

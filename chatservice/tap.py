@@ -32,6 +32,18 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
     return coerce
 
 
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise ValueError(f"{text!r} is negative")
+    return value
+
+
+_non_negative.coerceDoc = "Must be 0 or more."  # type: ignore[attr-defined]
+
 _seconds = _positive(float)
 _count = _positive(int)
 
@@ -91,6 +103,19 @@ class Options(usage.Options):
             _count,
         ],
         [
+            "history",
+            None,
+            _DEFAULTS.history,
+            "Lines of chat each room keeps and shows to people who join (0: none).",
+            _non_negative,
+        ],
+        [
+            "motd",
+            None,
+            None,
+            "A UTF-8 text file shown to users after they register; re-read on SIGHUP.",
+        ],
+        [
             "shutdown-timeout",
             None,
             _DEFAULTS.shutdown_timeout,
@@ -143,6 +168,8 @@ class Options(usage.Options):
             max_sendq=self["max-sendq"],
             max_clients=self["max-clients"],
             max_per_ip=self["max-per-ip"],
+            history=self["history"],
+            motd=self["motd"],
             shutdown_timeout=self["shutdown-timeout"],
         )
 

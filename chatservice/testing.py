@@ -17,7 +17,7 @@ from zope.interface.verify import verifyObject
 
 from .errors import NicknameInUse, NoSuchNickname
 from .factory import ChatFactory
-from .interfaces import IChatClient, IRegistry
+from .interfaces import IChatClient, IRegistry, RoomInfo, UserInfo
 from .protocol import ChatProtocol
 
 
@@ -155,11 +155,11 @@ class RegistryBehaviour:
         assert failure.check(NicknameInUse)
         assert alice.lines() == []
 
-    def test_nicknames_sorted_ignoring_case(self) -> None:
+    def test_users_sorted_ignoring_case(self) -> None:
         """Everyone online is listed, sorted ignoring case."""
         registry, _ = self._with("carol", "Bob", "alice")
-        assert _result(registry.nicknames()) == ["alice", "Bob", "carol"]
-        assert _result(registry.nicknames(registry.lobby)) == ["alice", "Bob", "carol"]
+        assert _names(registry.users()) == ["alice", "Bob", "carol"]
+        assert _names(registry.users(registry.lobby)) == ["alice", "Bob", "carol"]
 
     def test_broadcast_skips_sender(self) -> None:
         """A broadcast reaches every member but its sender, as the same bytes."""
@@ -177,7 +177,7 @@ class RegistryBehaviour:
         registry.unregister(alice, "connection lost")
         assert bob.lines() == ["*** alice has left (idle timeout)"]
         assert alice.lines() == []
-        assert _result(registry.nicknames()) == ["bob"]
+        assert _names(registry.users()) == ["bob"]
 
     def test_unregister_frees_nickname(self) -> None:
         """A nickname can be taken again once its user has left."""
@@ -191,7 +191,7 @@ class RegistryBehaviour:
         assert _result(registry.rename(alice, "alicia")) == "alicia"
         assert alice.lines() == ["*** alice is now known as alicia"]
         assert bob.lines() == ["*** alice is now known as alicia"]
-        assert _result(registry.nicknames()) == ["alicia", "bob"]
+        assert _names(registry.users()) == ["alicia", "bob"]
         assert _result(registry.register(FakeClient(), "alice")) == "alice"
 
     def test_rename_case_only(self) -> None:
@@ -204,12 +204,13 @@ class RegistryBehaviour:
         registry, (alice, bob) = self._with("alice", "bob")
         assert _failure(registry.rename(alice, "BOB")).check(NicknameInUse)
         assert alice.lines() == bob.lines() == []
-        assert _result(registry.nicknames()) == ["alice", "bob"]
+        assert _names(registry.users()) == ["alice", "bob"]
 
     def test_send_private(self) -> None:
         """A private message reaches only its target, found ignoring case."""
         registry, (alice, bob, carol) = self._with("alice", "Bob", "carol")
-        assert _result(registry.send_private("BOB", b"*alice* psst\r\n")) == "Bob"
+        found = _result(registry.send_private("BOB", b"*alice* psst\r\n"))
+        assert found == UserInfo("Bob")
         assert bob.lines() == ["*alice* psst"]
         assert alice.lines() == carol.lines() == []
 
@@ -229,13 +230,122 @@ class RegistryBehaviour:
         registry.broadcast(registry.lobby, b"<alice> hi\r\n", alice)
         assert carol.lines() == ["*** bob has left (send queue exceeded)", "<alice> hi"]
 
+    def test_join_creates_room_and_announces(self) -> None:
+        """Joining creates a room; its members, not the joiner, are told."""
+        registry, (alice, bob, carol) = self._with("alice", "bob", "carol")
+        assert _result(registry.join(alice, "#python")) == []
+        assert _result(registry.join(bob, "#python")) == []
+        assert alice.lines() == ["*** bob has joined #python"]
+        assert bob.lines() == carol.lines() == []
+        assert _names(registry.users("#python")) == ["alice", "bob"]
+
+    def test_join_twice_changes_nothing(self) -> None:
+        """Joining a room one is in already tells nobody."""
+        registry, (alice, bob) = self._with("alice", "bob")
+        _result(registry.join(alice, registry.lobby))
+        assert bob.lines() == []
+
+    def test_part_announces_with_reason(self) -> None:
+        """Leaving one room tells that room's members why."""
+        registry, (alice, bob) = self._with("alice", "bob")
+        registry.join(alice, "#x")
+        registry.join(bob, "#x")
+        alice.lines()
+        registry.part(bob, registry.lobby, "joined #x")
+        assert alice.lines() == ["*** bob has left #lobby (joined #x)"]
+        assert _names(registry.users(registry.lobby)) == ["alice"]
+
+    def test_empty_room_disappears(self) -> None:
+        """A room other than the lobby goes, topic and history too, when empty."""
+        registry, (alice,) = self._with("alice")
+        registry.join(alice, "#x")
+        registry.set_topic(alice, "#x", "fun")
+        registry.say("#x", b"<alice> hi\r\n", alice)
+        registry.part(alice, "#x", "bye")
+        assert [room.name for room in _result(registry.rooms())] == ["#lobby"]
+        assert _result(registry.join(alice, "#x")) == []
+        assert _result(registry.topic("#x")) == ""
+
+    def test_lobby_stays(self) -> None:
+        """The lobby exists even when nobody is in it."""
+        registry = self.make_registry()
+        assert _result(registry.rooms()) == [RoomInfo(registry.lobby, 0, "")]
+
+    def test_rooms_listed_with_counts_and_topics(self) -> None:
+        """Rooms are listed by name, with member counts and topics."""
+        registry, (alice, bob) = self._with("alice", "bob")
+        registry.join(alice, "#b")
+        registry.set_topic(alice, "#b", "bees")
+        assert _result(registry.rooms()) == [
+            RoomInfo("#b", 1, "bees"),
+            RoomInfo(registry.lobby, 2, ""),
+        ]
+
+    def test_say_only_to_room(self) -> None:
+        """A line said in a room reaches only its members."""
+        registry, (alice, bob, carol) = self._with("alice", "bob", "carol")
+        registry.join(alice, "#x")
+        registry.join(bob, "#x")
+        alice.lines()
+        registry.say("#x", b"<alice> hi\r\n", alice)
+        assert bob.lines() == ["<alice> hi"]
+        assert carol.lines() == []
+
+    def test_scrollback_bounded(self) -> None:
+        """The scrollback keeps the last lines said, no more."""
+        registry, (alice,) = self._with("alice")
+        for n in range(120):
+            registry.say(registry.lobby, b"<alice> %d\r\n" % n, alice)
+        history = _result(registry.join(alice, registry.lobby))
+        assert len(history) <= 50
+        assert history[-1].data == b"<alice> 119\r\n"
+
+    def test_topic_announced_to_room(self) -> None:
+        """Setting a topic tells every member, the setter included."""
+        registry, (alice, bob) = self._with("alice", "bob")
+        registry.set_topic(alice, registry.lobby, "welcome all")
+        assert (
+            alice.lines()
+            == bob.lines()
+            == ["*** alice set the topic of #lobby: welcome all"]
+        )
+        assert _result(registry.topic(registry.lobby)) == "welcome all"
+
+    def test_away_shown(self) -> None:
+        """An away message shows in lists and to private messages."""
+        registry, (alice, bob) = self._with("alice", "bob")
+        registry.set_away(bob, "lunch")
+        assert _result(registry.users()) == [
+            UserInfo("alice"),
+            UserInfo("bob", "lunch"),
+        ]
+        assert _result(registry.send_private("bob", b"x\r\n")) == UserInfo(
+            "bob", "lunch"
+        )
+        registry.set_away(bob, None)
+        assert _result(registry.users())[1] == UserInfo("bob")
+
+    def test_leave_told_in_every_room_once(self) -> None:
+        """A user in two rooms leaving is announced once to each neighbour."""
+        registry, (alice, bob, carol) = self._with("alice", "bob", "carol")
+        registry.join(alice, "#x")
+        registry.join(bob, "#x")
+        alice.lines()
+        registry.unregister(alice, "quit")
+        assert bob.lines() == ["*** alice has left (quit)"]
+        assert carol.lines() == ["*** alice has left (quit)"]
+
     def test_stop_silences_local_leaves(self) -> None:
         """After stop(), local users leave without N-squared announcements."""
         registry, (alice, bob) = self._with("alice", "bob")
         registry.stop()
         registry.unregister(alice, "server shutting down")
         assert bob.lines() == []
-        assert _result(registry.nicknames()) == ["bob"]
+        assert _names(registry.users()) == ["bob"]
+
+
+def _names(d) -> list[str]:  # type: ignore[no-untyped-def]
+    return [user.nickname for user in _result(d)]
 
 
 def _result(d):  # type: ignore[no-untyped-def]

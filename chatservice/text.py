@@ -7,7 +7,7 @@ terminal escape sequences.
 
 import re
 
-from .errors import InvalidNickname
+from .errors import InvalidName
 
 NICKNAME_MAX = 24
 
@@ -36,6 +36,7 @@ _ESCAPES = re.compile(
 _CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 _NICKNAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+_ROOM = re.compile(r"#[a-z0-9_-]{1,32}")
 
 
 def decode(raw: bytes) -> str:
@@ -69,25 +70,39 @@ def clean_line(raw: bytes) -> str:
 
 
 def check_nickname(name: str) -> str:
-    """Return C{name} if it is a valid nickname, else raise L{InvalidNickname}.
+    """Return C{name} if it is a valid nickname, else raise L{InvalidName}.
 
     Nicknames are 1 to 24 characters: an ASCII letter, then ASCII letters,
     digits, C{_} or C{-}.  ASCII only, so that two names that look alike are
     also alike to L{fold}.
     """
     if not name:
-        raise InvalidNickname("a nickname cannot be empty")
+        raise InvalidName("a nickname cannot be empty")
     if len(name) > NICKNAME_MAX:
-        raise InvalidNickname(
+        raise InvalidName(
             f"a nickname is at most {NICKNAME_MAX} characters, "
             f"and {_shorten(name)} has {len(name)}"
         )
     if not _NICKNAME.fullmatch(name):
-        raise InvalidNickname(
+        raise InvalidName(
             f"invalid nickname {_shorten(name)}: use a letter first, then "
             "letters, digits, _ or -"
         )
     return name
+
+
+def check_room(name: str) -> str:
+    """Return the room C{name} in lower case, or raise L{InvalidName}.
+
+    A room name is C{#} and 1 to 32 of C{a-z 0-9 _ -}, ignoring case.
+    """
+    room = name.lower()
+    if not _ROOM.fullmatch(room):
+        raise InvalidName(
+            f"invalid room name {_shorten(name)}: use # and then 1 to 32 "
+            "letters, digits, _ or -"
+        )
+    return room
 
 
 def fold(nickname: str) -> str:

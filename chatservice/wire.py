@@ -12,6 +12,8 @@ knows the prefixes that let people and scripts tell lines apart:
 See C{docs/protocol.md} for the whole protocol.
 """
 
+import time
+
 CRLF = "\r\n"
 
 
@@ -67,3 +69,20 @@ def renamed(old: str, new: str) -> bytes:
 def pong(token: str) -> bytes:
     """The answer to C{/ping TOKEN}: exactly C{*** PONG TOKEN}."""
     return notice(f"PONG {token}" if token else "PONG")
+
+
+def parted(nickname: str, room: str, reason: str) -> bytes:
+    """Someone left one room (for another, or by choice)."""
+    return notice(f"{nickname} has left {room} ({reason})")
+
+
+def topic_set(nickname: str, room: str, topic: str) -> bytes:
+    """Someone set a room's topic."""
+    if topic:
+        return notice(f"{nickname} set the topic of {room}: {topic}")
+    return notice(f"{nickname} cleared the topic of {room}")
+
+
+def stamped(when: float, line: bytes) -> bytes:
+    """A line from the scrollback, prefixed with its UTC time as C{[HH:MM] }."""
+    return time.strftime("[%H:%M] ", time.gmtime(when)).encode("ascii") + line

@@ -246,7 +246,7 @@ def test_who(pair: tuple[FakeConnection, FakeConnection]) -> None:
     """/who lists who is online."""
     alice, _ = pair
     alice.enter("/who")
-    assert alice.lines() == ["*** Online (2): alice, bob"]
+    assert alice.lines() == ["*** In #lobby (2): alice, bob"]
 
 
 def test_ping_exact(pair: tuple[FakeConnection, FakeConnection]) -> None:
@@ -281,7 +281,7 @@ def test_command_names_ignore_case(pair: tuple[FakeConnection, FakeConnection]) 
     """Command names are case-insensitive."""
     alice, _ = pair
     alice.enter("/WHO")
-    assert alice.lines() == ["*** Online (2): alice, bob"]
+    assert alice.lines() == ["*** In #lobby (2): alice, bob"]
 
 
 def test_unknown_command(pair: tuple[FakeConnection, FakeConnection]) -> None:

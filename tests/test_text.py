@@ -2,7 +2,7 @@
 
 import pytest
 
-from chatservice.errors import InvalidNickname
+from chatservice.errors import InvalidName
 from chatservice.text import check_nickname, clean_line, decode, fold, sanitise
 
 
@@ -93,7 +93,7 @@ def test_valid_nicknames(name: str) -> None:
 )
 def test_invalid_nicknames(name: str, why: str) -> None:
     """An invalid nickname is refused with a reason."""
-    with pytest.raises(InvalidNickname) as caught:
+    with pytest.raises(InvalidName) as caught:
         check_nickname(name)
     assert str(caught.value) == why
 
