@@ -1,0 +1,220 @@
+"""Rooms as a line client sees them: /join, /rooms, /who, /topic, /away."""
+
+import pytest
+
+from twisted.internet.task import Clock
+
+from chatservice.config import Settings
+from chatservice.factory import ChatFactory
+from chatservice.testing import FakeConnection, register
+
+Trio = tuple[FakeConnection, FakeConnection, FakeConnection]
+
+
+@pytest.fixture
+def trio(factory: ChatFactory) -> Trio:
+    """Alice, Bob and Carol in the lobby, output so far discarded."""
+    people = tuple(register(factory, name) for name in ["alice", "bob", "carol"])
+    for person in people:
+        person.output()
+    return people  # type: ignore[return-value]
+
+
+def test_join_moves_between_rooms(trio: Trio) -> None:
+    """/join tells the old room and the new one, and shows the room."""
+    alice, bob, carol = trio
+    bob.enter("/join #python")
+    alice.lines(), bob.lines(), carol.lines()
+    alice.enter("/join #Python")
+    assert alice.lines() == [
+        "*** You are now in #python. No topic is set.",
+        "*** In #python (2): alice, bob",
+    ]
+    assert bob.lines() == ["*** alice has joined #python"]
+    assert carol.lines() == ["*** alice has left #lobby (joined #python)"]
+
+
+def test_chat_stays_in_room(trio: Trio) -> None:
+    """Chat, actions and nick changes reach only the speaker's room."""
+    alice, bob, carol = trio
+    alice.enter("/join #x")
+    bob.enter("/join #x")
+    alice.lines(), bob.lines(), carol.lines()
+    alice.enter("hello", "/me waves", "/nick alicia")
+    assert bob.lines() == [
+        "<alice> hello",
+        "* alice waves",
+        "*** alice is now known as alicia",
+    ]
+    assert carol.lines() == []
+
+
+def test_private_messages_cross_rooms(trio: Trio) -> None:
+    """/msg reaches a user in another room."""
+    alice, bob, _ = trio
+    alice.enter("/join #x")
+    alice.lines()
+    alice.enter("/msg bob over here")
+    assert bob.lines()[-1] == "*alice* over here"
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        (
+            "/join python",
+            "!!! invalid room name 'python': use # and then 1 to 32 letters, digits, _ or -",
+        ),
+        (
+            "/join #",
+            "!!! invalid room name '#': use # and then 1 to 32 letters, digits, _ or -",
+        ),
+        (
+            "/join #" + "a" * 33,
+            "!!! invalid room name '#aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa': use # and then 1 to 32 letters, digits, _ or -",
+        ),
+        (
+            "/join #a.b",
+            "!!! invalid room name '#a.b': use # and then 1 to 32 letters, digits, _ or -",
+        ),
+        ("/join #LOBBY", "!!! you are already in #lobby"),
+        ("/join", "!!! usage: /join #ROOM"),
+        ("/who #nowhere", "!!! there is no room #nowhere; try /rooms"),
+    ],
+)
+def test_room_errors(trio: Trio, line: str, error: str) -> None:
+    """A bad room name or a pointless join says why."""
+    alice, bob, _ = trio
+    alice.enter(line)
+    assert alice.lines() == [error]
+    assert bob.lines() == []
+
+
+def test_rooms_listing(trio: Trio) -> None:
+    """/rooms lists every room with its member count and topic."""
+    alice, bob, _ = trio
+    bob.enter("/join #b", "/topic all about bees")
+    alice.lines()
+    alice.enter("/rooms")
+    assert alice.lines() == [
+        "*** Rooms (2):",
+        "*** #b (1): all about bees",
+        "*** #lobby (2)",
+    ]
+
+
+def test_who_and_users(trio: Trio) -> None:
+    """/who lists your room, /who #room another, /users everyone."""
+    alice, bob, _ = trio
+    bob.enter("/join #b", "/away lunch")
+    alice.lines()
+    alice.enter("/who", "/who #b", "/users")
+    assert alice.lines() == [
+        "*** In #lobby (2): alice, carol",
+        "*** In #b (1): bob (away: lunch)",
+        "*** Online (3): alice, bob (away), carol",
+    ]
+
+
+def test_room_disappears_when_empty(trio: Trio) -> None:
+    """A room other than #lobby goes when its last member leaves."""
+    alice, _, _ = trio
+    alice.enter("/join #tmp", "/topic temporary", "/join #lobby", "/rooms")
+    assert alice.lines()[-2:] == ["*** Rooms (1):", "*** #lobby (3)"]
+
+
+def test_topic(trio: Trio) -> None:
+    """/topic shows the topic; /topic TEXT sets it and tells the room."""
+    alice, bob, _ = trio
+    alice.enter("/topic")
+    assert alice.lines() == ["*** #lobby has no topic; set one with /topic TEXT"]
+    alice.enter("/topic Be \x1b[31mnice")
+    assert (
+        alice.lines() == bob.lines() == ["*** alice set the topic of #lobby: Be nice"]
+    )
+    bob.enter("/topic")
+    assert bob.lines() == ["*** Topic of #lobby: Be nice"]
+    bob.enter("/join #x")
+    bob.lines()
+    bob.enter("/join #lobby")
+    assert bob.lines()[0] == "*** You are now in #lobby. Topic: Be nice"
+
+
+def test_away(trio: Trio) -> None:
+    """/away TEXT marks you away; /msg senders are told; /away clears it."""
+    alice, bob, _ = trio
+    bob.enter("/away gone fishing")
+    assert bob.lines() == ["*** You are marked as away: gone fishing"]
+    alice.enter("/msg bob hi")
+    assert alice.lines() == ["-> *bob* hi", "*** bob is away: gone fishing"]
+    bob.enter("/away")
+    assert bob.lines()[-1] == "*** You are no longer marked as away."
+    alice.enter("/msg bob back?")
+    assert alice.lines() == ["-> *bob* back?"]
+
+
+def test_scrollback_on_join(clock: Clock) -> None:
+    """Joining shows the room's last lines, stamped in UTC and framed."""
+    factory = ChatFactory(Settings(history=2, idle_timeout=10**6), clock=clock)
+    alice = register(factory, "alice")
+    alice.enter("/join #x")
+    clock.advance(3600 * 13 + 60 * 7)  # 13:07 UTC on day one
+    alice.enter("one", "/me two", "three", "/nick al")
+    bob = register(factory, "bob")
+    bob.enter("/join #x")
+    assert bob.lines() == [
+        "*** You are now in #x. No topic is set.",
+        "*** In #x (2): al, bob",
+        "*** Scrollback of #x, 2 lines, times in UTC:",
+        "[13:07] * alice two",
+        "[13:07] <alice> three",
+        "*** End of scrollback of #x.",
+    ]
+
+
+def test_scrollback_of_lobby_on_registration(factory: ChatFactory) -> None:
+    """Registering shows the lobby's scrollback after the welcome."""
+    alice = register(factory, "alice")
+    alice.enter("hi all")
+    bob = FakeConnection(factory)
+    bob.output()
+    bob.enter("bob")
+    assert bob.lines()[2:] == [
+        "*** Scrollback of #lobby, 1 lines, times in UTC:",
+        "[00:00] <alice> hi all",
+        "*** End of scrollback of #lobby.",
+    ]
+
+
+def test_history_zero_disables(clock: Clock) -> None:
+    """--history 0 keeps no scrollback."""
+    factory = ChatFactory(Settings(history=0), clock=clock)
+    alice = register(factory, "alice")
+    alice.enter("hi")
+    bob = FakeConnection(factory)
+    bob.output()
+    bob.enter("bob")
+    assert not any("Scrollback" in line for line in bob.lines())
+
+
+def test_motd_after_registration(tmp_path, clock: Clock) -> None:  # type: ignore[no-untyped-def]
+    """The message of the day follows the welcome, and can be re-read."""
+    motd = tmp_path / "motd.txt"
+    motd.write_text("Be kind.\nNo \x1b[5mblinking.\n")
+    factory = ChatFactory(Settings(motd=str(motd)), clock=clock)
+    factory.load_motd()
+    alice = FakeConnection(factory)
+    alice.output()
+    alice.enter("alice")
+    assert alice.lines() == [
+        "*** Welcome, alice! Online (1): alice",
+        "*** Type /help for the commands.",
+        "*** Be kind.",
+        "*** No blinking.",
+    ]
+    motd.write_text("New rules.\n")
+    factory.load_motd()
+    bob = FakeConnection(factory)
+    bob.output()
+    bob.enter("bob")
+    assert bob.lines()[2:] == ["*** New rules."]
