@@ -1,0 +1,223 @@
+"""End-to-end tests: ``twistd -n chat`` in a subprocess, as a user runs it.
+
+twistd is started as ``python -c "from twisted.scripts.twistd import run;
+run()"`` with this test's own interpreter, rather than through the ``twistd``
+console script: that needs neither PATH nor a script installed next to the
+interpreter, and cannot pick up another Python's Twisted.
+
+The server is another process, so these are plain synchronous tests with
+blocking sockets, each with a timeout.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+#: The longest any single wait may take before the test fails.
+WAIT = 15.0
+
+GREETING = [
+    "*** Welcome to chatservice.",
+    "*** Choose a nickname: type it and press Enter (or use /nick NAME).",
+]
+
+
+class Server:
+    """One ``twistd -n chat`` process, its output going to a file."""
+
+    def __init__(self, port_option: str, directory: Path) -> None:
+        self.output_path = directory / f"twistd-{time.monotonic_ns()}.out"
+        with self.output_path.open("wb") as output:
+            self.process = subprocess.Popen(
+                [*TWISTD, "-n", "--pidfile=", "chat", "--port", port_option],
+                cwd=directory,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+
+    def output(self) -> str:
+        """Everything the process wrote so far, stdout and stderr."""
+        return self.output_path.read_text(errors="replace")
+
+    def wait(self) -> int:
+        """Wait for the process to exit, at most L{WAIT} seconds."""
+        try:
+            return self.process.wait(timeout=WAIT)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"twistd still running after {WAIT:g} s:\n{self.output()}")
+
+    def wait_for_port(self, port: int) -> None:
+        """Wait until the server accepts connections on C{port}."""
+        deadline = time.monotonic() + WAIT
+        while True:
+            if self.process.poll() is not None:
+                pytest.fail(f"twistd exited early:\n{self.output()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"nothing listens on {port}:\n{self.output()}")
+                time.sleep(0.05)
+
+    def kill(self) -> None:
+        """Make sure the process is gone."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=WAIT)
+
+
+class Connection:
+    """A blocking client socket that reads CRLF-terminated lines."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.file = self.sock.makefile("rb")
+
+    def send(self, text: str) -> None:
+        """Type one line, ended by CRLF as telnet sends it."""
+        self.sock.sendall(text.encode("utf-8") + b"\r\n")
+
+    def read(self, count: int = 1) -> list[str | None]:
+        """The next C{count} lines; C{None} for the end of the connection."""
+        lines: list[str | None] = []
+        for _ in range(count):
+            raw = self.file.readline()
+            if not raw:
+                lines.append(None)
+                continue
+            assert raw.endswith(b"\r\n"), raw
+            lines.append(raw[:-2].decode("utf-8"))
+        return lines
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.file.close()
+        self.sock.close()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def twistd(tmp_path: Path) -> Iterator[Callable[[str], Server]]:
+    """Start C{twistd -n chat --port ENDPOINT}; every process is killed after."""
+    servers: list[Server] = []
+
+    def start(port_option: str) -> Server:
+        server = Server(port_option, tmp_path)
+        servers.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.kill()
+
+
+@pytest.fixture
+def connections() -> Iterator[Callable[[int], Connection]]:
+    """Open client connections; each is closed after the test."""
+    opened: list[Connection] = []
+
+    def connect(port: int) -> Connection:
+        connection = Connection(port)
+        opened.append(connection)
+        return connection
+
+    try:
+        yield connect
+    finally:
+        for connection in opened:
+            connection.close()
+
+
+def test_chat_then_sigterm(
+    twistd: Callable[[str], Server], connections: Callable[[int], Connection]
+) -> None:
+    """Two users chat through twistd; SIGTERM tells both, closes them, and exits."""
+    port = free_port()
+    server = twistd(f"tcp:{port}:interface=127.0.0.1")
+    server.wait_for_port(port)
+
+    alice = connections(port)
+    assert alice.read(2) == GREETING
+    alice.send("alice")
+    assert alice.read(2) == [
+        "*** Welcome, alice! Online (1): alice",
+        "*** Type /help for the commands.",
+    ]
+    bob = connections(port)
+    assert bob.read(2) == GREETING
+    bob.send("bob")
+    assert bob.read(2) == [
+        "*** Welcome, bob! Online (2): alice, bob",
+        "*** Type /help for the commands.",
+    ]
+    assert alice.read() == ["*** bob has joined #lobby"]
+    bob.send("hello alice")
+    assert alice.read() == ["<bob> hello alice"]
+    alice.send("/who")
+    assert alice.read() == ["*** Online (2): alice, bob"]
+
+    server.process.send_signal(signal.SIGTERM)
+
+    assert alice.read(2) == ["*** server shutting down", None]
+    assert bob.read(2) == ["*** server shutting down", None]
+    assert server.wait() in (0, -signal.SIGTERM)
+    assert "Traceback" not in server.output()
+
+
+def test_port_in_use(twistd: Callable[[str], Server]) -> None:
+    """A second server on a busy port exits non-zero with one line saying so."""
+    port = free_port()
+    endpoint = f"tcp:{port}:interface=127.0.0.1"
+    first = twistd(endpoint)
+    first.wait_for_port(port)
+
+    second = twistd(endpoint)
+
+    assert second.wait() != 0
+    output = second.output()
+    mentions = [line for line in output.splitlines() if f"tcp:{port}" in line]
+    assert len(mentions) == 1, output
+    assert f"cannot listen on {endpoint}: address already in use" in mentions[0]
+    assert "Traceback" not in output
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "cause"),
+    [
+        ("tcp:99999", "the port number is out of range (0-65535)"),
+        ("foo:1", "Unknown endpoint type: 'foo'"),
+        ("tcp:interface=127.0.0.1", "no port given"),
+    ],
+)
+def test_bad_endpoint(
+    twistd: Callable[[str], Server], endpoint: str, cause: str
+) -> None:
+    """An unusable --port exits non-zero with one line naming it and the cause."""
+    server = twistd(endpoint)
+
+    assert server.wait() != 0
+    output = server.output()
+    mentions = [line for line in output.splitlines() if endpoint in line]
+    assert len(mentions) == 1, output
+    assert cause in mentions[0]
+    assert "Traceback" not in output

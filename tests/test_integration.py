@@ -1,0 +1,412 @@
+"""Integration tests: an in-process server on a real port, real TCP clients.
+
+The server runs in the test's reactor (pytest-twisted), so every client is a
+Twisted client too: a blocking socket would stop the reactor that serves it.
+Every wait has a deadline; nothing sleeps.
+"""
+
+import socket
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import pytest_twisted
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    connectProtocol,
+    serverFromString,
+)
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.task import LoopingCall, deferLater
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+
+from chatservice.config import Settings
+from chatservice.factory import ChatFactory
+from chatservice.protocol import ChatProtocol
+from chatservice.service import ChatService
+
+#: The longest any single wait may take before the test fails.
+WAIT = 10.0
+
+GREETING = [
+    "*** Welcome to chatservice.",
+    "*** Choose a nickname: type it and press Enter (or use /nick NAME).",
+]
+
+
+class Client(LineReceiver):
+    """A chat user: records every line the server sends, in order."""
+
+    delimiter = b"\r\n"
+    MAX_LENGTH = 1 << 20
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.disconnected = False
+
+    def lineReceived(self, line: bytes) -> None:
+        self.lines.append(line.decode("utf-8"))
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.disconnected = True
+
+    def send(self, text: str) -> None:
+        """Type one line, ended by CRLF as telnet sends it."""
+        self.transport.write(text.encode("utf-8") + b"\r\n")
+
+    def since(self, mark: int) -> list[str]:
+        """The lines received after the first C{mark} lines."""
+        return self.lines[mark:]
+
+
+async def wait_until(
+    predicate: Callable[[], object], what: str, timeout: float = WAIT
+) -> None:
+    """Let the reactor run until C{predicate()} is true, at most C{timeout} s."""
+    deadline = reactor.seconds() + timeout
+    while not predicate():
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        await deferLater(reactor, 0.002, lambda: None)
+
+
+async def bounded(d: Deferred, timeout: float = WAIT) -> object:
+    """Wait for C{d}, failing with TimeoutError after C{timeout} seconds.
+
+    The wait is on a proxy, because cancelling C{d} itself need not stop
+    it: a C{DeferredList} that has fired, as C{stopService} returns, ignores
+    C{cancel()} even while it waits on a Deferred returned by a callback.
+    """
+    proxy: Deferred = Deferred()
+
+    def forward(result: object) -> None:
+        if not proxy.called:
+            if isinstance(result, Failure):
+                proxy.errback(result)
+            else:
+                proxy.callback(result)
+
+    d.addBoth(forward)
+    return await proxy.addTimeout(timeout, reactor)
+
+
+class Harness:
+    """Starts chat servers and connects clients; cleans all of it up."""
+
+    def __init__(self) -> None:
+        self.services: list[ChatService] = []
+        self.clients: list[Client] = []
+
+    def start(self, **settings: object) -> ChatService:
+        """Start a server on 127.0.0.1 and a free port, with C{settings}."""
+        factory = ChatFactory(Settings(**settings))  # type: ignore[arg-type]
+        endpoint = serverFromString(reactor, "tcp:0:interface=127.0.0.1")
+        service = ChatService(factory, [("tcp:0:interface=127.0.0.1", endpoint)])
+        service.startService()
+        self.services.append(service)
+        self.service = service
+        self.factory = factory
+        self.port = service.ports[0].getHost().port
+        return service
+
+    async def connect(self) -> Client:
+        """Connect a new client to the server started last."""
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port, timeout=5)
+        client = Client()
+        await bounded(connectProtocol(endpoint, client))
+        self.clients.append(client)
+        return client
+
+    async def greeted(self) -> Client:
+        """Connect a new client and wait for the server's greeting."""
+        client = await self.connect()
+        await wait_until(lambda: len(client.lines) >= 2, "the greeting")
+        assert client.lines == GREETING
+        return client
+
+    async def user(self, nickname: str) -> Client:
+        """Connect a new client and register it as C{nickname}."""
+        client = await self.greeted()
+        client.send(nickname)
+        await wait_until(lambda: len(client.lines) >= 4, f"{nickname}'s welcome")
+        assert client.lines[2].startswith(f"*** Welcome, {nickname}! Online ("), (
+            client.lines
+        )
+        assert client.lines[3] == "*** Type /help for the commands."
+        return client
+
+    def server_side(self, nickname: str) -> ChatProtocol:
+        """The server's protocol for the user called C{nickname}."""
+        (protocol,) = [
+            p for p in self.factory.connections.values() if p.nickname == nickname
+        ]
+        return protocol
+
+    async def close(self) -> None:
+        """Drop every client, stop every server, and wait until all is closed."""
+        for client in self.clients:
+            if not client.disconnected:
+                client.transport.abortConnection()
+        await wait_until(
+            lambda: all(c.disconnected for c in self.clients), "clients to close"
+        )
+        for service in self.services:
+            if service.running:
+                await bounded(service.stopService())
+
+
+@pytest_twisted.async_yield_fixture
+async def chat() -> AsyncIterator[Harness]:
+    """A harness whose servers and clients are closed after the test."""
+    harness = Harness()
+    try:
+        yield harness
+    finally:
+        await harness.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_nickname_race(chat: Harness) -> None:
+    """Of two clients sending the same nickname at once, exactly one gets it."""
+    chat.start()
+    first, second = await chat.greeted(), await chat.greeted()
+    first.send("alice")
+    second.send("alice")
+    await wait_until(
+        lambda: len(first.lines) > 2 and len(second.lines) > 2, "both answers"
+    )
+    winner, loser = (first, second) if "Welcome" in first.lines[2] else (second, first)
+
+    loser_mark = len(loser.lines)
+    loser.send("bob")
+    await wait_until(lambda: len(loser.lines) >= loser_mark + 2, "bob's welcome")
+    await wait_until(lambda: len(winner.lines) >= 5, "bob's arrival")
+
+    assert winner.since(2) == [
+        "*** Welcome, alice! Online (1): alice",
+        "*** Type /help for the commands.",
+        "*** bob has joined #lobby",
+    ]
+    assert loser.since(2) == [
+        "!!! the nickname alice is taken; choose another one",
+        "*** Welcome, bob! Online (2): alice, bob",
+        "*** Type /help for the commands.",
+    ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_broadcast_to_fifty(chat: Harness) -> None:
+    """A line reaches each of 49 other users exactly once, and not its sender."""
+    chat.start()
+    users = [await chat.user(f"user{i:02d}") for i in range(50)]
+    # Each user hears of everyone who arrived after it; wait for the last.
+    await wait_until(
+        lambda: all(u.lines[-1] == "*** user49 has joined #lobby" for u in users[:-1]),
+        "every join",
+    )
+    marks = [len(u.lines) for u in users]
+    sender, second = users[0], users[1]
+
+    sender.send("hello everyone")
+    # A later line from another user, relayed to all (sender included), shows
+    # that nothing more of the first line is still on its way.
+    await wait_until(
+        lambda: all("<user00> hello everyone" in u.lines for u in users[1:]),
+        "the broadcast",
+    )
+    second.send("second line")
+    await wait_until(
+        lambda: all(
+            "<user01> second line" in u.lines for u in users if u is not second
+        ),
+        "the second line",
+    )
+
+    assert sender.since(marks[0]) == ["<user01> second line"]
+    assert second.since(marks[1]) == ["<user00> hello everyone"]
+    for user, mark in zip(users[2:], marks[2:], strict=True):
+        assert user.since(mark) == ["<user00> hello everyone", "<user01> second line"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_stalled_reader_dropped_others_unaffected(chat: Harness) -> None:
+    """A client that stops reading is dropped; the others miss nothing meanwhile."""
+    chat.start(max_sendq=65536)
+    slow = await chat.user("slow")
+    talker = await chat.user("talker")
+    watcher = await chat.user("watcher")
+    await wait_until(lambda: len(talker.lines) == 5, "watcher's arrival")
+    talker_mark, watcher_mark = len(talker.lines), len(watcher.lines)
+    slow.transport.pauseProducing()
+
+    left = "*** slow has left (send queue exceeded)"
+    filler = "x" * 1490
+    sent = 0
+    # Each batch (60 kB) fits in max_sendq, and the next is sent only once the
+    # watcher has it all: the watcher is never far enough behind to be
+    # dropped too, however slowly this process runs.
+    batch = 40
+    # The kernel absorbs a few MB for the stalled client before the server
+    # has to queue anything; 40 MB is far more than enough.
+    while left not in watcher.lines:
+        assert sent < 40 * 1024 * 1024 // 1500, "the stalled client was never dropped"
+        for i in range(sent, sent + batch):
+            talker.send(f"{i:06d} {filler}")
+        sent += batch
+        # Every batch must reach the watcher promptly, stalled client or not.
+        await wait_until(
+            lambda sent=sent: len(watcher.lines) - watcher_mark >= sent,
+            f"lines up to {sent} at the watcher",
+            timeout=5,
+        )
+    talker.send("after")
+    await wait_until(lambda: watcher.lines[-1] == "<talker> after", "the last line")
+
+    chat_lines = [f"<talker> {i:06d} {filler}" for i in range(sent)] + [
+        "<talker> after"
+    ]
+    received = watcher.since(watcher_mark)
+    assert [line for line in received if not line.startswith("<talker> ")] == [left]
+    assert [line for line in received if line.startswith("<talker> ")] == chat_lines
+    assert talker.since(talker_mark) == [left]
+    # Reading again, the stalled client finds its connection closed.
+    slow.transport.resumeProducing()
+    await wait_until(lambda: slow.disconnected, "the stalled client's close")
+
+
+@pytest_twisted.ensureDeferred
+async def test_ten_megabytes_without_newline(chat: Harness) -> None:
+    """10 MB without a newline gets one error, reaches nobody, and is forgotten."""
+    chat.start()
+    flooder = await chat.user("flood")
+    watcher = await chat.user("watcher")
+    await wait_until(lambda: len(flooder.lines) == 5, "watcher's arrival")
+    flooder_mark, watcher_mark = len(flooder.lines), len(watcher.lines)
+    server_side = chat.server_side("flood")
+    buffered: list[int] = []
+    sampler = LoopingCall(lambda: buffered.append(len(server_side._buffer)))
+    sampler.start(0)
+    try:
+        chunk = b"a" * 65536
+        for i in range(160):
+            flooder.transport.write(chunk)
+            if i % 16 == 15:
+                await deferLater(reactor, 0, lambda: None)
+        flooder.transport.write(b"\n")
+        flooder.send("back to normal")
+        await wait_until(
+            lambda: watcher.lines[-1:] == ["<flood> back to normal"],
+            "the line after the flood",
+        )
+    finally:
+        sampler.stop()
+    flooder.send("/ping end")
+    await wait_until(lambda: flooder.lines[-1:] == ["*** PONG end"], "the pong")
+
+    assert flooder.since(flooder_mark) == [
+        "!!! line too long (max 2048 bytes)",
+        "*** PONG end",
+    ]
+    assert watcher.since(watcher_mark) == ["<flood> back to normal"]
+    assert len(buffered) > 10, "the server's buffer was hardly sampled"
+    assert max(buffered) <= 4 * 65536
+
+
+@pytest_twisted.ensureDeferred
+async def test_keepalive_enabled(chat: Harness) -> None:
+    """TCP keepalive is switched on for an accepted connection."""
+    chat.start()
+    await chat.greeted()
+    (protocol,) = chat.factory.connections.values()
+    handle = protocol.transport.getHandle()
+    assert handle.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0
+
+
+@pytest.mark.parametrize(
+    ("settings", "refusal"),
+    [
+        ({"max_per_ip": 2}, "!!! too many connections from your address (at most 2)"),
+        ({"max_clients": 2}, "!!! the server is full (2 connections)"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_connection_limit(
+    chat: Harness, settings: dict[str, int], refusal: str
+) -> None:
+    """A connection over a limit gets one line saying which limit, and is closed."""
+    chat.start(**settings)
+    admitted = [await chat.greeted(), await chat.greeted()]
+    third = await chat.connect()
+    await wait_until(lambda: third.disconnected, "the refused client's close")
+    assert third.lines == [refusal]
+    assert [client.disconnected for client in admitted] == [False, False]
+
+
+@pytest_twisted.ensureDeferred
+async def test_graceful_stop(chat: Harness) -> None:
+    """Stopping tells every client the server is shutting down, then closes it."""
+    service = chat.start()
+    alice, bob = await chat.user("alice"), await chat.user("bob")
+    newcomer = await chat.greeted()
+    await wait_until(lambda: len(alice.lines) == 5, "bob's arrival")
+    clients = [alice, bob, newcomer]
+    marks = [len(client.lines) for client in clients]
+
+    await bounded(service.stopService())
+    await wait_until(lambda: all(c.disconnected for c in clients), "every close")
+
+    for client, mark in zip(clients, marks, strict=True):
+        assert client.since(mark) == ["*** server shutting down"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_stopped_server_refuses_connections(chat: Harness) -> None:
+    """Once stopped, the server accepts no new connection."""
+    service = chat.start()
+    await bounded(service.stopService())
+    with pytest.raises(ConnectionRefusedError):
+        await chat.connect()
+
+
+@pytest_twisted.ensureDeferred
+async def test_graceful_stop_with_stalled_client(chat: Harness) -> None:
+    """A client that does not read delays stopping by no more than the deadline."""
+    service = chat.start(shutdown_timeout=1.0)
+    slow = await chat.user("slow")
+    talker = await chat.user("talker")
+    slow_side = chat.server_side("slow")
+    # Small kernel buffers on both ends, which also stops the kernel from
+    # growing them later: what the server holds for the stalled client must
+    # not be able to drain into the kernel once the server starts closing.
+    slow.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    handle = slow_side.transport.getHandle()
+    handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    slow.transport.pauseProducing()
+    filler = "x" * 1490
+    rounds = backed_up = 0
+    # Until the server's own buffer for the stalled client has stayed full
+    # for a few rounds of traffic (well below the default max_sendq).
+    while backed_up < 3:
+        assert rounds < 200, "the stalled client's output never backed up"
+        for _ in range(100):
+            talker.send(filler)
+        talker.send(f"/ping {rounds}")
+        await wait_until(
+            lambda pong=f"*** PONG {rounds}": pong in talker.lines,
+            f"pong {rounds}",
+            timeout=5,
+        )
+        rounds += 1
+        backed_up = backed_up + 1 if slow_side.transport.producerPaused else 0
+    talker_mark = len(talker.lines)
+
+    started = reactor.seconds()
+    await bounded(service.stopService(), timeout=5)
+    elapsed = reactor.seconds() - started
+
+    assert 0.9 <= elapsed <= 3.0, elapsed
+    await wait_until(lambda: talker.disconnected, "the talker's close")
+    assert talker.since(talker_mark) == ["*** server shutting down"]

@@ -1,0 +1,199 @@
+"""Packaging tests: twistd finds the ``chat`` plugin however it is installed.
+
+Each check runs twistd in a subprocess from an empty directory, so that the
+repository root on C{sys.path} (the current directory) cannot hide a broken
+install.  twistd is run as ``python -c "from twisted.scripts.twistd import
+run; run()"`` with this test's interpreter, as in the end-to-end tests.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+import twisted
+
+TWISTD = "from twisted.scripts.twistd import run; run()"
+
+#: The repository root: where pyproject.toml is.
+ROOT = Path(__file__).resolve().parent.parent
+
+#: The directory that holds the installed Twisted and the other dependencies.
+SITE_PACKAGES = str(Path(twisted.__file__).resolve().parent.parent)
+
+OPTIONS = [
+    "--port",
+    "--idle-timeout",
+    "--register-timeout",
+    "--max-line",
+    "--max-sendq",
+    "--max-clients",
+    "--max-per-ip",
+    "--shutdown-timeout",
+]
+
+#: How the line for the chat plugin starts in ``twistd --help``.
+CHAT_LISTED = re.compile(r"^\s+chat\s+\S", re.MULTILINE)
+
+
+def run(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run C{args} in C{cwd}, at most 60 seconds, capturing its output."""
+    return subprocess.run(
+        args,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def isolated(target: Path) -> dict[str, str]:
+    """An environment in which C{python -S} sees C{target}, then Twisted."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["PYTHONPATH"] = os.pathsep.join([str(target), SITE_PACKAGES])
+    return env
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A normal (non-editable) install of this repository, made with pip.
+
+    It is built from a copy of the repository, because building in place
+    writes C{build/} and C{*.egg-info} into the work tree.
+    """
+    source = tmp_path_factory.mktemp("source") / "chatservice"
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git",
+            "build",
+            "dist",
+            "*.egg-info",
+            "__pycache__",
+            "dropin.cache",
+            ".*_cache",
+            ".venv",
+        ),
+    )
+    target = tmp_path_factory.mktemp("target")
+    result = run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--disable-pip-version-check",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        cwd=source,
+    )
+    assert result.returncode == 0, (
+        f"pip could not install the project with setuptools "
+        f"{metadata.version('setuptools')}:\n{result.stdout}{result.stderr}"
+    )
+    return target
+
+
+def test_twistd_lists_chat(tmp_path: Path) -> None:
+    """The plugin list of ``twistd --help`` includes chat."""
+    result = run([sys.executable, "-c", TWISTD, "--help"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert CHAT_LISTED.search(result.stdout), result.stdout
+
+
+@pytest.fixture(scope="module")
+def chat_help(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The output of C{twistd chat --help}."""
+    result = run(
+        [sys.executable, "-c", TWISTD, "chat", "--help"],
+        cwd=tmp_path_factory.mktemp("cwd"),
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+def test_chat_help_documents_option(chat_help: str, option: str) -> None:
+    """The help of ``twistd chat`` names the option and describes it."""
+    documented = re.compile(rf"^\s+(?:-\w, )?{option}=\s+\w", re.MULTILINE)
+    assert documented.search(chat_help), chat_help
+
+
+def test_normal_install_lists_chat(installed: Path, tmp_path: Path) -> None:
+    """After a normal install, twistd --help lists chat, from the install."""
+    result = run(
+        [sys.executable, "-S", "-c", TWISTD, "--help"],
+        cwd=tmp_path,
+        env=isolated(installed),
+    )
+    assert result.returncode == 0, result.stderr
+    assert CHAT_LISTED.search(result.stdout), result.stdout
+
+    where = run(
+        [
+            sys.executable,
+            "-S",
+            "-c",
+            "import sys, chatservice, twisted.plugin as p;"
+            "from twisted.application.service import IServiceMaker as I;"
+            "[m] = [m for m in p.getPlugins(I) if m.tapname == 'chat'];"
+            "print(chatservice.__file__);"
+            "print(sys.modules['twisted.plugins.chatservice_plugin'].__file__)",
+        ],
+        cwd=tmp_path,
+        env=isolated(installed),
+    )
+    assert where.returncode == 0, where.stderr
+    assert where.stdout.splitlines() == [
+        str(installed / "chatservice" / "__init__.py"),
+        str(installed / "twisted" / "plugins" / "chatservice_plugin.py"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "cache",
+    [
+        pytest.param(b"\x00not a pickle\xff" * 64, id="garbage"),
+        pytest.param(b"\x80\x04}\x94.", id="empty-pickle"),
+    ],
+)
+def test_stale_dropin_cache(
+    installed: Path,
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    cache: bytes,
+) -> None:
+    """A stale dropin.cache beside the plugin does not hide chat from twistd."""
+    target = tmp_path_factory.mktemp("stale")
+    shutil.copytree(installed, target, dirs_exist_ok=True)
+    dropin = target / "twisted" / "plugins" / "dropin.cache"
+    dropin.write_bytes(cache)
+    # Newer than the plugin, so that twistd has no reason to distrust it.
+    plugin = target / "twisted" / "plugins" / "chatservice_plugin.py"
+    stat = plugin.stat()
+    os.utime(dropin, (stat.st_atime + 60, stat.st_mtime + 60))
+
+    result = run(
+        [sys.executable, "-S", "-c", TWISTD, "--help"],
+        cwd=tmp_path,
+        env=isolated(target),
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert CHAT_LISTED.search(result.stdout), result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
