@@ -174,7 +174,7 @@ def test_chat_then_sigterm(
     bob.send("hello alice")
     assert alice.read() == ["<bob> hello alice"]
     alice.send("/who")
-    assert alice.read() == ["*** Online (2): alice, bob"]
+    assert alice.read() == ["*** In #lobby (2): alice, bob"]
 
     server.process.send_signal(signal.SIGTERM)
 
