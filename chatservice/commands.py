@@ -1,27 +1,35 @@
 """What a line means: chat, a nickname, or a command from the table.
 
 L{dispatch} is the one entry point: the protocol hands it each clean input
-line.  Commands are data, L{Command} entries in L{COMMANDS}; the checks that
-apply to every command (does it exist, does it need a nickname, enough
-arguments?) are made once, in L{dispatch}, and C{/help} is generated from
-the table.  Errors are raised as L{ChatError}s; the protocol shows them.
+line.  Commands are data: L{ICommand} plugins (the built-in ones are
+L{Command}s declared here with L{command}), collected in the server's
+C{commands} table by L{chatservice.extensions}.  The checks that apply to
+every command (does it exist, does it need a nickname, enough arguments?),
+and the handling of a command that crashes or hangs, happen once, in
+L{dispatch}; C{/help} is generated from the table.  Errors are raised as
+L{ChatError}s; the protocol shows them.
 """
 
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
+from twisted.logger import Logger
+from twisted.plugin import IPlugin
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from . import wire
 from .errors import ChatError, NoSuchRoom, NotRegistered, UnknownCommand, UsageError
 from .interfaces import IChatSession, ICommand, Scrollback, UserInfo
-from .text import check_nickname, check_room
+from .text import check_nickname, check_room, sanitise
+
+log = Logger()
 
 Result = Deferred[object] | None
 
 
-@implementer(ICommand)
+@implementer(IPlugin, ICommand)
 @dataclass(frozen=True, slots=True)
 class Command:
     """One entry of the command table; see L{ICommand}."""
@@ -38,21 +46,20 @@ class Command:
         return self.run(session, args)
 
 
-COMMANDS: dict[str, Command] = {}
-
-
 def command(
     usage: str, help: str, min_args: int = 0, before_registration: bool = False
 ) -> Callable[[Callable[[IChatSession, str], Result]], Command]:
-    """Add the decorated function to L{COMMANDS}, named by its C{usage}."""
+    """Make the decorated function a L{Command}, named by its C{usage}.
 
-    def add(run: Callable[[IChatSession, str], Result]) -> Command:
-        name = usage.split()[0].lstrip("/")
-        entry = Command(name, run, usage, help, min_args, before_registration)
-        COMMANDS[name] = entry
-        return entry
+    Put the result at module level in a module of C{chatservice.plugins}
+    and the server finds it.
+    """
 
-    return add
+    def make(run: Callable[[IChatSession, str], Result]) -> Command:
+        name = usage.split()[0].lstrip("/").lower()
+        return Command(name, run, usage, help, min_args, before_registration)
+
+    return make
 
 
 def dispatch(session: IChatSession, text: str) -> Result:
@@ -72,19 +79,66 @@ def dispatch(session: IChatSession, text: str) -> Result:
         text = text[1:]
     if session.nickname is None:
         return _choose_nickname(session, text.strip())
-    session.registry.say(session.room, wire.chat(session.nickname, text), session)
-    return None
+    return say(session, text, wire.chat)
+
+
+def say(
+    session: IChatSession, text: str, format: Callable[[str, str], bytes]
+) -> Result:
+    """Pass C{text} through the message filters, then say it in the room.
+
+    C{format} makes the wire line from the nickname and the (filtered)
+    text: L{wire.chat} or L{wire.action}.
+    """
+    room = session.room
+    filters = session.server.filters
+    if not filters:
+        session.registry.say(room, format(session.nickname, text), session)
+        return None
+    d: Deferred[object] = Deferred()
+    for message_filter in filters:
+        d.addCallback(_apply_filter, message_filter, session, room)
+    d.addCallback(
+        lambda text: session.registry.say(
+            room, format(session.nickname, sanitise(text)), session
+        )
+    )
+    d.callback(text)
+    return d
+
+
+def _apply_filter(
+    text: str, message_filter: object, session: IChatSession, room: str
+) -> Deferred[object]:
+    name = message_filter.name  # type: ignore[attr-defined]
+    d = maybeDeferred(message_filter.filter, session, room, text)  # type: ignore[attr-defined]
+    return d.addErrback(_contain, f"your line was not sent: the {name} filter failed")
 
 
 def _run(session: IChatSession, name: str, args: str) -> Result:
-    entry = COMMANDS.get(name.lower())
+    entry = session.server.commands.get(name.lower())
     if entry is None:
         raise UnknownCommand(name)
     if session.nickname is None and not entry.before_registration:
         raise NotRegistered()
     if len(args.split(None, entry.min_args)) < entry.min_args:
         raise UsageError(entry.usage)
-    return entry(session, args)
+    result = maybeDeferred(entry, session, args)
+    fired: list[object] = []
+    result.addBoth(lambda r: fired.append(r) or r)
+    if not fired:
+        result.addTimeout(session.server.settings.command_timeout, session.server.clock)
+    return result.addErrback(_contain, f"/{entry.name} failed")
+
+
+def _contain(failure: Failure, what: str) -> Failure:
+    """Turn a plugin's crash or hang into a C{!!! } line; log the crash."""
+    if failure.check(ChatError):
+        return failure
+    if failure.check(CancelledError, TimeoutError):
+        raise ChatError(f"{what}: it took too long and was cancelled")
+    log.failure("{what}", failure, what=what)
+    raise ChatError(f"{what} because of a server error; it was logged")
 
 
 def _choose_nickname(session: IChatSession, name: str) -> Result:
@@ -101,7 +155,7 @@ def _welcome(nickname: str, session: IChatSession) -> Result:
         session.deliver(
             wire.notice(f"Welcome, {nickname}! Online ({len(users)}): {_names(users)}")
             + wire.notice("Type /help for the commands.")
-            + b"".join(wire.notice(line) for line in session.motd)
+            + b"".join(wire.notice(line) for line in session.server.motd)
         )
         # Already in the lobby: this only fetches its scrollback.
         return registry.join(session, registry.lobby)
@@ -131,7 +185,7 @@ def _scrollback(room: str, history: list[Scrollback]) -> bytes:
 
 
 @command("/nick NAME", "choose or change your nickname", 1, before_registration=True)
-def _nick(session: IChatSession, args: str) -> Result:
+def nick_command(session: IChatSession, args: str) -> Result:
     if session.nickname is None:
         return _choose_nickname(session, args)
     if args == session.nickname:
@@ -141,7 +195,7 @@ def _nick(session: IChatSession, args: str) -> Result:
 
 
 @command("/join #ROOM", "move to ROOM, creating it if it does not exist", 1)
-def _join(session: IChatSession, args: str) -> Result:
+def join_command(session: IChatSession, args: str) -> Result:
     room = check_room(args)
     old = session.room
     if room == old:
@@ -164,14 +218,14 @@ def _describe_room(
     def show(topic: str) -> Deferred[None]:
         about = f"Topic: {topic}" if topic else "No topic is set."
         session.deliver(wire.notice(f"You are now in {room}. {about}"))
-        return _who(session, "")
+        return who_command(session, "")
 
     d = registry.topic(room).addCallback(show)
     return d.addCallback(lambda _: session.deliver(_scrollback(room, history)))
 
 
 @command("/who [#ROOM]", "list who is in your room, or in ROOM")
-def _who(session: IChatSession, args: str) -> Deferred[None]:
+def who_command(session: IChatSession, args: str) -> Deferred[None]:
     room = check_room(args) if args else session.room
 
     def show(users: list[UserInfo]) -> None:
@@ -189,7 +243,7 @@ def _who(session: IChatSession, args: str) -> Deferred[None]:
 
 
 @command("/users", "list everyone online, in every room")
-def _users(session: IChatSession, args: str) -> Result:
+def users_command(session: IChatSession, args: str) -> Result:
     def show(users: list[UserInfo]) -> None:
         session.deliver(wire.notice(f"Online ({len(users)}): {_names(users)}"))
 
@@ -197,7 +251,7 @@ def _users(session: IChatSession, args: str) -> Result:
 
 
 @command("/rooms", "list the rooms, with their members and topics")
-def _rooms(session: IChatSession, args: str) -> Result:
+def rooms_command(session: IChatSession, args: str) -> Result:
     def show(rooms: list) -> None:  # type: ignore[type-arg]
         session.deliver(
             wire.notice(f"Rooms ({len(rooms)}):")
@@ -214,7 +268,7 @@ def _rooms(session: IChatSession, args: str) -> Result:
 
 
 @command("/topic [TEXT]", "show your room's topic, or set it to TEXT")
-def _topic(session: IChatSession, args: str) -> Result:
+def topic_command(session: IChatSession, args: str) -> Result:
     room = session.room
     if args:
         session.registry.set_topic(session, room, args)
@@ -232,7 +286,7 @@ def _topic(session: IChatSession, args: str) -> Result:
 
 
 @command("/away [TEXT]", "mark yourself away with TEXT, or back without it")
-def _away(session: IChatSession, args: str) -> Result:
+def away_command(session: IChatSession, args: str) -> Result:
     session.registry.set_away(session, args or None)
     if args:
         session.deliver(wire.notice(f"You are marked as away: {args}"))
@@ -242,13 +296,12 @@ def _away(session: IChatSession, args: str) -> Result:
 
 
 @command("/me ACTION", "act, shown as * yourname ACTION", 1)
-def _me(session: IChatSession, args: str) -> Result:
-    session.registry.say(session.room, wire.action(session.nickname, args), session)
-    return None
+def me_command(session: IChatSession, args: str) -> Result:
+    return say(session, args, wire.action)
 
 
 @command("/msg NICK TEXT", "send TEXT privately to NICK, in any room", 2)
-def _msg(session: IChatSession, args: str) -> Result:
+def msg_command(session: IChatSession, args: str) -> Result:
     target, text = args.split(None, 1)
     d = session.registry.send_private(target, wire.private(session.nickname, text))
 
@@ -266,7 +319,7 @@ def _msg(session: IChatSession, args: str) -> Result:
     "check the connection: the server answers *** PONG TOKEN",
     before_registration=True,
 )
-def _ping(session: IChatSession, args: str) -> Result:
+def ping_command(session: IChatSession, args: str) -> Result:
     session.deliver(wire.pong(args))
     return None
 
@@ -274,21 +327,32 @@ def _ping(session: IChatSession, args: str) -> Result:
 @command(
     "/quit [REASON]", "leave the chat, telling the others why", before_registration=True
 )
-def _quit(session: IChatSession, args: str) -> Result:
+def quit_command(session: IChatSession, args: str) -> Result:
     session.quit(f"quit: {args}" if args else "quit")
     return None
 
 
-@command("/help", "list the commands", before_registration=True)
-def _help(session: IChatSession, args: str) -> Result:
-    width = max(len(entry.usage) for entry in COMMANDS.values())
+@command(
+    "/help [COMMAND]",
+    "list the commands, or show how to use one",
+    before_registration=True,
+)
+def help_command(session: IChatSession, args: str) -> Result:
+    table = session.server.commands
+    if args:
+        entry = table.get(args.lstrip("/").lower())
+        if entry is None:
+            raise UnknownCommand(args.lstrip("/"))
+        session.deliver(wire.notice(f"usage: {entry.usage}") + wire.notice(entry.help))
+        return None
+    width = max(len(entry.usage) for entry in table.values())
     session.deliver(
         wire.notice(
             "Commands (a line without / is chat; // sends a line starting with /):"
         )
         + b"".join(
             wire.notice(f"{entry.usage:<{width}}  {entry.help}")
-            for entry in COMMANDS.values()
+            for entry in table.values()
         )
     )
     return None

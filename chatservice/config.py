@@ -31,6 +31,10 @@ class Settings:
     history: int = 50
     #: A file whose text is shown to each user after registration.
     motd: str | None = None
+    #: Commands and filters (by name) the server leaves out.
+    disabled_plugins: frozenset[str] = frozenset()
+    #: How long a command may take before it is cancelled.
+    command_timeout: float = 30.0
     #: How long shutdown, or closing one connection, waits for a client to
     #: read what it was sent before the connection is aborted.
     shutdown_timeout: float = 5.0

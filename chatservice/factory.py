@@ -12,10 +12,12 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from . import wire
 from .config import Settings
-from .interfaces import IRegistry
+from .extensions import Extensions, load_extensions
+from .interfaces import IChatServer, IRegistry
 from .protocol import ChatProtocol
 from .registry import Registry
 from .text import clean_line
@@ -34,14 +36,19 @@ class _Refusal(Protocol):
         self.transport.loseConnection()
 
 
+@implementer(IChatServer)
 class ChatFactory(ServerFactory):
-    """Builds a L{ChatProtocol} for every admitted connection."""
+    """Builds a L{ChatProtocol} for every admitted connection.
+
+    It is also the L{IChatServer} that sessions, commands and plugins see.
+    """
 
     def __init__(
         self,
         settings: Settings | None = None,
         registry: IRegistry | None = None,
         clock: IReactorTime | None = None,
+        extensions: Extensions | None = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
@@ -52,6 +59,13 @@ class ChatFactory(ServerFactory):
         self.clock = clock
         #: The message of the day, as lines; see L{load_motd}.
         self.motd: tuple[str, ...] = ()
+        if extensions is None:
+            extensions = load_extensions(self.settings.disabled_plugins)
+            for problem in extensions.problems:
+                log.error("{problem}", problem=problem)
+        self.extensions = extensions
+        self.commands = extensions.commands
+        self.filters = extensions.filters
         self.connections: dict[int, ChatProtocol] = {}
         self._per_host: Counter[str] = Counter()
         self._ids = itertools.count(1)

@@ -174,7 +174,13 @@ class IRegistry(Interface):
 
 
 class ICommand(Interface):
-    """One slash command, as an entry in the command table."""
+    """One slash command.
+
+    Commands are plugins: an object providing this interface and
+    C{twisted.plugin.IPlugin}, at module level in a module of the
+    C{chatservice.plugins} package, is a command.  The built-in commands are
+    found the same way.
+    """
 
     name = Attribute("The command's name, lower case, without the slash.")
     usage = Attribute("How to call it, e.g. C{/msg NICK TEXT}.")
@@ -182,13 +188,46 @@ class ICommand(Interface):
     before_registration = Attribute("True if it works before a nickname.")
     min_args = Attribute("How many space-separated arguments it needs.")
 
-    def __call__(session: object, args: str) -> "Deferred[None] | None":
+    def __call__(session: "IChatSession", args: str) -> "Deferred[object] | None":
         """Run the command for C{session} with the text after its name.
 
         C{args} has no leading or trailing spaces and at least C{min_args}
         words.  Raise (or fail with) L{chatservice.errors.ChatError} to show
-        the user a C{!!! } line.
+        the user a C{!!! } line.  Any other exception, or a Deferred that
+        takes longer than the server's command timeout, gets the user a
+        C{!!! } line naming the command, and is logged.  The connection reads
+        no further lines until the returned Deferred fires, so a slow
+        command delays only its caller, never the reactor.  MUST NOT block.
         """
+
+
+class IMessageFilter(Interface):
+    """Sees every chat line and action before it is relayed to a room.
+
+    Filters are plugins, found like L{ICommand}s.  They run in name order.
+    """
+
+    name = Attribute("The filter's name, for --disable-plugin and logs.")
+
+    def filter(session: "IChatSession", room: str, text: str) -> "str | Deferred[str]":
+        """Return the text to relay: C{text}, or a changed version of it.
+
+        Raise (or fail with) L{chatservice.errors.ChatError} to refuse the
+        line; the sender sees its message as a C{!!! } line and nobody else
+        sees anything.  The text returned is sanitised again.  MUST NOT
+        block.
+        """
+
+
+class IChatServer(Interface):
+    """What a session (and so a command or filter) may know of its server."""
+
+    settings = Attribute("The L{chatservice.config.Settings} in force.")
+    clock = Attribute("The L{IReactorTime} that timers must use.")
+    registry = Attribute("The L{IRegistry}.")
+    motd = Attribute("The message of the day: a sequence of lines of text.")
+    commands = Attribute("A mapping of command names to L{ICommand}s.")
+    filters = Attribute("A sequence of L{IMessageFilter}s, in the order applied.")
 
 
 class IChatSession(IChatClient):
@@ -198,10 +237,10 @@ class IChatSession(IChatClient):
     second framing of the protocol can reuse every command unchanged.
     """
 
-    registry = Attribute("The L{IRegistry} this session's server shares.")
+    server = Attribute("The L{IChatServer} this session belongs to.")
+    registry = Attribute("The server's L{IRegistry}.")
     nickname = Attribute("The registered nickname, or C{None} before that.")
     room = Attribute("The room the user's plain lines go to.")
-    motd = Attribute("The message of the day: a sequence of lines of text.")
 
     def registered(nickname: str) -> str:
         """Record that the registry accepted C{nickname}; returns it."""

@@ -85,6 +85,8 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         self, factory: "ChatFactory", connection_id: int, address: IAddress
     ) -> None:
         self.factory = factory
+        #: The server, as commands and plugins see it (IChatServer).
+        self.server = factory
         self.connection_id = connection_id
         #: The peer's IP address, or None for a transport without one (UNIX).
         self.host: str | None = getattr(address, "host", None)
@@ -109,11 +111,6 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         return (
             f"<ChatProtocol #{self.connection_id} {self.nickname or '-'} {self.peer}>"
         )
-
-    @property
-    def motd(self) -> tuple[str, ...]:
-        """The server's current message of the day."""
-        return self.factory.motd
 
     def callLater(self, period: float, func: object) -> IDelayedCall:
         """Run C{TimeoutMixin}'s timer on the factory's (injectable) clock."""

@@ -127,6 +127,15 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["port"] = []
+        self["disable-plugin"] = []
+
+    def opt_disable_plugin(self, name: str) -> None:  # noqa: D102 - doc set below
+        self["disable-plugin"].append(name.lstrip("/").lower())
+
+    opt_disable_plugin.__doc__ = (
+        "Leave out the command or message filter called NAME (a plugin or a "
+        "built-in command). Repeat for several."
+    )
 
     def opt_port(self, description: str) -> None:  # noqa: D102 - doc set below
         if description.isdigit():
@@ -169,6 +178,7 @@ class Options(usage.Options):
             max_clients=self["max-clients"],
             max_per_ip=self["max-per-ip"],
             history=self["history"],
+            disabled_plugins=frozenset(self["disable-plugin"]),
             motd=self["motd"],
             shutdown_timeout=self["shutdown-timeout"],
         )

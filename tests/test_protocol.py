@@ -274,7 +274,7 @@ def test_help_lists_every_command(factory: ChatFactory) -> None:
         "/help",
     ]:
         assert any(line.startswith(f"*** {usage} ") for line in lines), usage
-    assert len(lines) == len(commands.COMMANDS) + 1
+    assert len(lines) == len(factory.commands) + 1
 
 
 def test_command_names_ignore_case(pair: tuple[FakeConnection, FakeConnection]) -> None:
@@ -308,10 +308,12 @@ def test_failing_command_reported(
         raise RuntimeError("bug")
 
     entry = commands.Command("broken", broken, "/broken", "crashes")
-    monkeypatch.setitem(commands.COMMANDS, "broken", entry)
     alice, bob = pair
+    monkeypatch.setitem(alice.protocol.server.commands, "broken", entry)
     alice.enter("/broken")
-    assert alice.lines() == ["!!! that failed because of a server error; it was logged"]
+    assert alice.lines() == [
+        "!!! /broken failed because of a server error; it was logged"
+    ]
     alice.enter("still here")
     assert bob.lines() == ["<alice> still here"]
 

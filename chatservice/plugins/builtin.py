@@ -1,0 +1,16 @@
+"""The built-in commands, found through the plugin system like any other."""
+
+from chatservice.commands import (  # noqa: F401 - found by the plugin scan
+    away_command,
+    help_command,
+    join_command,
+    me_command,
+    msg_command,
+    nick_command,
+    ping_command,
+    quit_command,
+    rooms_command,
+    topic_command,
+    users_command,
+    who_command,
+)
