@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
+from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
@@ -135,7 +136,7 @@ def _contain(failure: Failure, what: str) -> Failure:
     """Turn a plugin's crash or hang into a C{!!! } line; log the crash."""
     if failure.check(ChatError):
         return failure
-    if failure.check(CancelledError, TimeoutError):
+    if failure.check(CancelledError, DeferredTimeout):
         raise ChatError(f"{what}: it took too long and was cancelled")
     log.failure("{what}", failure, what=what)
     raise ChatError(f"{what} because of a server error; it was logged")

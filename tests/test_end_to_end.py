@@ -34,16 +34,22 @@ GREETING = [
 class Server:
     """One ``twistd -n chat`` process, its output going to a file."""
 
-    def __init__(self, port_option: str, directory: Path) -> None:
+    def __init__(
+        self,
+        port_option: str,
+        directory: Path,
+        args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.output_path = directory / f"twistd-{time.monotonic_ns()}.out"
         with self.output_path.open("wb") as output:
             self.process = subprocess.Popen(
-                [*TWISTD, "-n", "--pidfile=", "chat", "--port", port_option],
+                [*TWISTD, "-n", "--pidfile=", "chat", "--port", port_option, *args],
                 cwd=directory,
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
             )
 
     def output(self) -> str:
@@ -115,12 +121,14 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def twistd(tmp_path: Path) -> Iterator[Callable[[str], Server]]:
+def twistd(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Start C{twistd -n chat --port ENDPOINT}; every process is killed after."""
     servers: list[Server] = []
 
-    def start(port_option: str) -> Server:
-        server = Server(port_option, tmp_path)
+    def start(
+        port_option: str, *args: str, env: dict[str, str] | None = None
+    ) -> Server:
+        server = Server(port_option, tmp_path, args, env)
         servers.append(server)
         return server
 
@@ -220,4 +228,54 @@ def test_bad_endpoint(
     mentions = [line for line in output.splitlines() if endpoint in line]
     assert len(mentions) == 1, output
     assert cause in mentions[0]
+    assert "Traceback" not in output
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def test_third_party_plugins(
+    twistd: Callable[..., Server],
+    connections: Callable[[int], Connection],
+    tmp_path: Path,
+) -> None:
+    """Plugins on sys.path are used; a broken one is one line, and left out."""
+    broken = tmp_path / "broken" / "chatservice" / "plugins"
+    broken.mkdir(parents=True)
+    (broken / "broken_plugin.py").write_text("import no_such_module_here\n")
+    path = [
+        EXAMPLES / "chatservice-dice",
+        EXAMPLES / "chatservice-capsfilter",
+        broken.parent.parent,
+        *filter(None, [os.environ.get("PYTHONPATH")]),
+    ]
+    port = free_port()
+    server = twistd(
+        f"tcp:{port}:interface=127.0.0.1",
+        env={
+            "PYTHONPATH": os.pathsep.join(map(str, path)),
+            "CHATSERVICE_MAX_CAPS": "50",
+        },
+    )
+    server.wait_for_port(port)
+    alice = connections(port)
+    alice.read(2)
+    alice.send("alice")
+    alice.read(2)
+    alice.send("/roll 1d1000")
+    (rolled,) = alice.read()
+    assert rolled is not None and rolled.startswith("*** alice rolls 1d1000: "), (
+        server.output()
+    )
+    alice.send("HELLO EVERYONE")
+    assert alice.read() == [
+        "!!! please don't shout: your line was not sent (at most 50% capital letters)"
+    ]
+    output = server.output()
+    problems = [line for line in output.splitlines() if "broken_plugin" in line]
+    assert len(problems) == 1, output
+    assert problems[0].endswith(
+        "plugin chatservice.plugins.broken_plugin left out: cannot import it: "
+        "ModuleNotFoundError: No module named 'no_such_module_here'"
+    )
     assert "Traceback" not in output

@@ -1,0 +1,264 @@
+"""Plugins: commands and message filters found by Twisted's plugin system."""
+
+import itertools
+import random
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from twisted.internet.task import Clock
+
+import chatservice.plugins
+from chatservice.config import Settings
+from chatservice.extensions import load_extensions
+from chatservice.factory import ChatFactory
+from chatservice.testing import FakeConnection, register
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+BUILTIN = {"away", "help", "join", "me", "msg", "nick", "ping", "quit"}
+BUILTIN |= {"rooms", "topic", "users", "who"}
+_modules = itertools.count()
+
+Install = Callable[[str], str]
+
+
+@pytest.fixture
+def install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Install:
+    """Write plugin modules into a directory that extends chatservice.plugins.
+
+    Returns the module name each one gets (names are unique per test run,
+    since a module that imported once stays imported).
+    """
+    directory = tmp_path / "site" / "chatservice" / "plugins"
+    directory.mkdir(parents=True)
+    monkeypatch.setattr(
+        chatservice.plugins, "__path__", [*chatservice.plugins.__path__, str(directory)]
+    )
+
+    def write(source: str) -> str:
+        name = f"third_party_{next(_modules)}"
+        (directory / f"{name}.py").write_text(textwrap.dedent(source))
+        return f"chatservice.plugins.{name}"
+
+    return write
+
+
+def use_examples(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let the plugin scan see the example distributions, as if installed."""
+    extra = [
+        str(EXAMPLES / name / "chatservice" / "plugins")
+        for name in ["chatservice-dice", "chatservice-capsfilter"]
+    ]
+    monkeypatch.setattr(
+        chatservice.plugins, "__path__", [*chatservice.plugins.__path__, *extra]
+    )
+
+
+COMMAND = """
+    from twisted.internet import defer
+    from chatservice import wire
+    from chatservice.commands import command
+
+    @command("/{name} [TEXT]", "a test command")
+    def {name}(session, args):
+        {body}
+"""
+
+
+def command_plugin(install: Install, name: str, body: str) -> str:
+    return install(COMMAND.format(name=name, body=body))
+
+
+def test_builtins_are_plugins() -> None:
+    """The built-in commands are found through the plugin system."""
+    extensions = load_extensions()
+    assert BUILTIN <= set(extensions.commands)
+    assert extensions.problems == ()
+
+
+def test_third_party_command(install: Install, clock: Clock) -> None:
+    """A command in a third party's plugin module is used, and in /help."""
+    command_plugin(install, "echo", "session.deliver(wire.notice('echo ' + args))")
+    factory = ChatFactory(Settings(), clock=clock)
+    alice = register(factory, "alice")
+    alice.enter("/ECHO hi there", "/help echo")
+    assert alice.lines() == [
+        "*** echo hi there",
+        "*** usage: /echo [TEXT]",
+        "*** a test command",
+    ]
+    alice.enter("/help")
+    assert any(line.startswith("*** /echo [TEXT] ") for line in alice.lines())
+
+
+def test_import_error_reported_and_left_out(install: Install, clock: Clock) -> None:
+    """A plugin that fails to import is one problem line; the rest works."""
+    module = install("raise RuntimeError('half-written plugin')\n")
+    extensions = load_extensions()
+    assert extensions.problems == (
+        f"plugin {module} left out: cannot import it: "
+        "RuntimeError: half-written plugin",
+    )
+    assert BUILTIN <= set(extensions.commands)
+
+
+def test_collision_reported_and_left_out(install: Install) -> None:
+    """A plugin command named like a built-in is reported and left out."""
+    module = command_plugin(install, "who", "session.deliver(b'hijacked\\r\\n')")
+    extensions = load_extensions()
+    assert extensions.problems == (
+        f"plugin command /who from {module} left out: "
+        "chatservice.plugins.builtin has one of that name already",
+    )
+    assert extensions.commands["who"].help == "list who is in your room, or in ROOM"
+
+
+def test_disable_plugin(clock: Clock) -> None:
+    """--disable-plugin leaves a command out; an unknown name is reported."""
+    extensions = load_extensions(frozenset({"msg", "nosuch"}))
+    assert "msg" not in extensions.commands
+    assert extensions.problems == ("--disable-plugin nosuch: there is no such plugin",)
+    factory = ChatFactory(Settings(), clock=clock, extensions=extensions)
+    alice = register(factory, "alice")
+    alice.enter("/msg alice hi")
+    assert alice.lines() == ["!!! unknown command /msg; type /help for the list"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "raise KeyError('oops')",
+        "return defer.fail(ZeroDivisionError())",
+    ],
+)
+def test_crashing_command(install: Install, clock: Clock, body: str) -> None:
+    """A command that raises or fails gets a line naming it; nothing else breaks."""
+    command_plugin(install, "crash", body)
+    factory = ChatFactory(Settings(), clock=clock)
+    alice, bob = register(factory, "alice"), register(factory, "bob")
+    alice.output()
+    alice.enter("/crash", "still here")
+    assert alice.lines() == [
+        "!!! /crash failed because of a server error; it was logged"
+    ]
+    assert bob.lines() == ["<alice> still here"]
+
+
+def test_slow_command_delays_only_its_caller(install: Install, clock: Clock) -> None:
+    """A slow command holds its caller's later lines, then times out."""
+    command_plugin(install, "slow", "return defer.Deferred()")
+    factory = ChatFactory(Settings(command_timeout=10), clock=clock)
+    alice, bob = register(factory, "alice"), register(factory, "bob")
+    alice.output()
+    alice.enter("/slow", "after the slow one")
+    bob.enter("bob is not held up")
+    assert alice.lines() == ["<bob> bob is not held up"]
+    assert bob.lines() == []
+    clock.advance(10)
+    assert alice.lines() == ["!!! /slow failed: it took too long and was cancelled"]
+    assert bob.lines() == ["<alice> after the slow one"]
+
+
+FILTERS = """
+    from twisted.internet import defer
+    from twisted.plugin import IPlugin
+    from zope.interface import implementer
+    from chatservice.errors import ChatError
+    from chatservice.interfaces import IMessageFilter
+
+    @implementer(IPlugin, IMessageFilter)
+    class Filter:
+        def __init__(self, name, function):
+            self.name = name
+            self.filter = function
+
+    def refuse(session, room, text):
+        if "spam" in text:
+            raise ChatError("no spam, please")
+        return text
+
+    def crash(session, room, text):
+        if "crash" in text:
+            raise ValueError(text)
+        return text
+
+    a_refuse = Filter("a-refuse", refuse)
+    b_rewrite = Filter("b-rewrite", lambda s, r, t: defer.succeed(t.replace("darn", "d*rn")))
+    c_crash = Filter("c-crash", crash)
+"""
+
+
+@pytest.mark.parametrize(
+    ("line", "seen_by_alice", "seen_by_bob"),
+    [
+        ("oh darn", [], ["<alice> oh d*rn"]),
+        ("/me says darn", [], ["* alice says d*rn"]),
+        ("buy spam", ["!!! no spam, please"], []),
+        (
+            "crash now",
+            [
+                "!!! your line was not sent: the c-crash filter failed because of a server error; it was logged"
+            ],
+            [],
+        ),
+    ],
+)
+def test_filters(
+    install: Install,
+    clock: Clock,
+    line: str,
+    seen_by_alice: list[str],
+    seen_by_bob: list[str],
+) -> None:
+    """Filters see chat lines and actions and may pass, change or refuse them."""
+    install(FILTERS)
+    factory = ChatFactory(Settings(), clock=clock)
+    assert [f.name for f in factory.filters] == ["a-refuse", "b-rewrite", "c-crash"]
+    alice, bob = register(factory, "alice"), register(factory, "bob")
+    alice.output()
+    alice.enter(line)
+    assert alice.lines() == seen_by_alice
+    assert bob.lines() == seen_by_bob
+
+
+# The examples, as their users see them ---------------------------------------
+
+
+def test_example_dice(monkeypatch: pytest.MonkeyPatch, clock: Clock) -> None:
+    """/roll shows the room the dice; bad dice are refused."""
+    use_examples(monkeypatch)
+    factory = ChatFactory(Settings(), clock=clock)
+    from chatservice.plugins import dice  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(dice, "rng", random.Random(7))
+    alice, bob = register(factory, "alice"), register(factory, "bob")
+    alice.output()
+    alice.enter("/roll 3d6")
+    expected = random.Random(7)
+    rolls = [expected.randint(1, 6) for _ in range(3)]
+    line = f"*** alice rolls 3d6: {' + '.join(map(str, rolls))} = {sum(rolls)}"
+    assert alice.lines() == bob.lines() == [line]
+    for spec, error in [
+        ("lots", "!!! cannot roll 'lots': write dice as NdM, e.g. 2d6"),
+        ("21d6", "!!! cannot roll 21d6: use 1 to 20 dice of 2 to 1000 sides"),
+        ("1d1", "!!! cannot roll 1d1: use 1 to 20 dice of 2 to 1000 sides"),
+    ]:
+        alice.enter(f"/roll {spec}")
+        assert alice.lines() == [error]
+    assert bob.lines() == []
+
+
+def test_example_capsfilter(monkeypatch: pytest.MonkeyPatch, clock: Clock) -> None:
+    """Lines mostly in capitals are refused; short or calm ones pass."""
+    use_examples(monkeypatch)
+    factory = ChatFactory(Settings(), clock=clock)
+    alice, bob = register(factory, "alice"), register(factory, "bob")
+    alice.output()
+    alice.enter("HELLO EVERYONE", "OK", "Hello Everyone In NYC")
+    assert alice.lines() == [
+        "!!! please don't shout: your line was not sent (at most 70% capital letters)"
+    ]
+    assert bob.lines() == ["<alice> OK", "<alice> Hello Everyone In NYC"]
+    FakeConnection(factory)  # the server still serves others
