@@ -53,6 +53,9 @@ class ChatService(Service):
 
     def reload(self) -> None:
         """Re-read the message of the day (on SIGHUP); keep the old on error."""
+        if self.factory.settings.motd is None:
+            log.info("SIGHUP: nothing to reload (no --motd)")
+            return
         try:
             self.factory.load_motd()
         except OSError as error:
@@ -68,8 +71,7 @@ class ChatService(Service):
         if not self.ports:
             self._read_motd()
             self._listen()
-        if self.factory.settings.motd is not None:
-            self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
+        self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
         super().startService()
 
     def _sighup(self, signum: int, frame: object) -> None:

@@ -279,3 +279,46 @@ def test_third_party_plugins(
         "ModuleNotFoundError: No module named 'no_such_module_here'"
     )
     assert "Traceback" not in output
+
+
+def test_motd_reloaded_on_sighup(
+    twistd: Callable[..., Server],
+    connections: Callable[[int], Connection],
+    tmp_path: Path,
+) -> None:
+    """The message of the day follows the welcome and is re-read on SIGHUP."""
+    motd = tmp_path / "motd.txt"
+    motd.write_text("Welcome to the test server.\n")
+    port = free_port()
+    server = twistd(f"tcp:{port}:interface=127.0.0.1", "--motd", str(motd))
+    server.wait_for_port(port)
+    alice = connections(port)
+    alice.read(2)
+    alice.send("alice")
+    assert alice.read(3)[2] == "*** Welcome to the test server."
+    motd.write_text("New rules today.\n")
+    server.process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + WAIT
+    while server.output().count("message of the day read from") < 2:
+        assert time.monotonic() < deadline, server.output()
+        assert server.process.poll() is None, server.output()
+        time.sleep(0.05)
+    bob = connections(port)
+    bob.read(2)
+    bob.send("bob")
+    assert bob.read(3)[2] == "*** New rules today."
+
+
+def test_missing_motd_is_one_line(
+    twistd: Callable[..., Server], tmp_path: Path
+) -> None:
+    """A --motd file that cannot be read stops the start with one line."""
+    port = free_port()
+    server = twistd(f"tcp:{port}:interface=127.0.0.1", "--motd", str(tmp_path / "nope"))
+    assert server.wait() != 0
+    output = server.output()
+    assert (
+        f"chatservice: cannot read --motd {tmp_path / 'nope'}: no such file or directory"
+        in output
+    )
+    assert "Traceback" not in output

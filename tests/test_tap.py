@@ -42,6 +42,14 @@ def test_all_options() -> None:
         "3",
         "--shutdown-timeout",
         "1",
+        "--history",
+        "0",
+        "--motd",
+        "/etc/motd",
+        "--disable-plugin",
+        "/MSG",
+        "--disable-plugin",
+        "roll",
     )["settings"]
     assert settings == Settings(
         endpoints=("tcp:9000", "unix:/tmp/chat.sock"),
@@ -52,6 +60,9 @@ def test_all_options() -> None:
         max_clients=50,
         max_per_ip=3,
         shutdown_timeout=1,
+        history=0,
+        motd="/etc/motd",
+        disabled_plugins=frozenset({"msg", "roll"}),
     )
 
 
