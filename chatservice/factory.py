@@ -16,7 +16,7 @@ from twisted.logger import Logger
 from . import wire
 from .config import Settings
 from .interfaces import IRegistry
-from .protocol import ChatProtocol
+from .protocol import ChatProtocol, format_peer
 from .registry import Registry
 
 log = Logger()
@@ -72,7 +72,11 @@ class ChatFactory(ServerFactory):
             if host is not None:
                 self._per_host[host] += 1
             return protocol
-        log.info("refused a connection from {peer}: {why}", peer=str(addr), why=why)
+        log.info(
+            "refused a connection from {peer}: {why}",
+            peer=format_peer(host, addr),
+            why=why,
+        )
         return _Refusal(why)
 
     def connection_closed(self, protocol: ChatProtocol) -> None:

@@ -89,7 +89,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         #: The peer's IP address, or None for a transport without one (UNIX).
         self.host: str | None = getattr(address, "host", None)
         #: The peer, for logs: an address is not an identity.
-        self.peer = _format_peer(self.host, address)
+        self.peer = format_peer(self.host, address)
         self.registry = factory.registry
         self.room = factory.registry.lobby
         self.nickname: str | None = None
@@ -157,7 +157,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         else:
             why = f"no input for {settings.idle_timeout:g} seconds"
             reason = "idle timeout"
-        self.deliver(wire.notice(f"idle timeout: {why}; disconnecting"))
+        self.deliver(wire.notice(f"{reason}: {why}; disconnecting"))
         self._close(reason)
 
     def server_stopping(self) -> None:
@@ -353,7 +353,8 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
             self.registry.unregister(self, reason)
 
 
-def _format_peer(host: str | None, address: IAddress) -> str:
+def format_peer(host: str | None, address: IAddress) -> str:
+    """How a peer is written in logs: C{1.2.3.4:5678}, C{[::1]:5678}."""
     if host is None:
         return str(address)
     if ":" in host:

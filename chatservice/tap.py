@@ -94,7 +94,9 @@ class Options(usage.Options):
             "shutdown-timeout",
             None,
             _DEFAULTS.shutdown_timeout,
-            "On SIGTERM/SIGINT, abort connections still open after this long.",
+            "How long a closing connection may take to send what it was told "
+            "(on /quit, a timeout, or SIGTERM/SIGINT shutdown) before it is "
+            "aborted.",
             _seconds,
         ],
     ]

@@ -492,7 +492,7 @@ def test_register_timeout(factory: ChatFactory, clock: Clock) -> None:
     client.output()
     clock.advance(30)
     assert client.lines() == [
-        "*** idle timeout: no nickname chosen within 30 seconds; disconnecting"
+        "*** registration timeout: no nickname chosen within 30 seconds; disconnecting"
     ]
     assert client.closing
     assert bob.lines() == []
