@@ -18,7 +18,7 @@ from . import wire
 from .config import Settings
 from .extensions import Extensions, load_extensions
 from .interfaces import IChatServer, IRegistry
-from .protocol import ChatProtocol
+from .protocol import ChatProtocol, format_peer
 from .registry import Registry
 from .text import clean_line
 
@@ -105,7 +105,11 @@ class ChatFactory(ServerFactory):
             if host is not None:
                 self._per_host[host] += 1
             return protocol
-        log.info("refused a connection from {peer}: {why}", peer=str(addr), why=why)
+        log.info(
+            "refused a connection from {peer}: {why}",
+            peer=format_peer(host, addr),
+            why=why,
+        )
         return _Refusal(why)
 
     def connection_closed(self, protocol: ChatProtocol) -> None:

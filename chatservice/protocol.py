@@ -91,7 +91,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         #: The peer's IP address, or None for a transport without one (UNIX).
         self.host: str | None = getattr(address, "host", None)
         #: The peer, for logs: an address is not an identity.
-        self.peer = _format_peer(self.host, address)
+        self.peer = format_peer(self.host, address)
         self.registry = factory.registry
         self.room = factory.registry.lobby
         self.nickname: str | None = None
@@ -102,6 +102,8 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         # Output held back while the transport's buffer is full, or None
         # while output goes straight to the transport.
         self._held: list[bytes] | None = None
+        # Bytes held, plus those handed to the transport at its last drain
+        # (they may not all be sent yet): what counts against max_sendq.
         self._held_size = 0
         # Why this connection is ending, once something has decided it is.
         self._close_reason: str | None = None
@@ -159,7 +161,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         else:
             why = f"no input for {settings.idle_timeout:g} seconds"
             reason = "idle timeout"
-        self.deliver(wire.notice(f"idle timeout: {why}; disconnecting"))
+        self.deliver(wire.notice(f"{reason}: {why}; disconnecting"))
         self._close(reason)
 
     def server_stopping(self) -> None:
@@ -301,24 +303,25 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         held = self._held
         if held is None:
             self.transport.write(data)
-            return
-        if self._close_reason == "send queue exceeded":
-            return
-        held.append(data)
-        self._held_size += len(data)
-        if self._held_size > self._max_sendq:
-            self._overflow()
+        elif self._close_reason is None:
+            held.append(data)
+            self._held_size += len(data)
+            if self._held_size > self._max_sendq:
+                self._overflow()
+        # else: the connection is closing; nothing more is sent.
 
     def _hold_output(self) -> None:
         if self._held is None:
             self._held = []
 
     def _release_output(self) -> None:
+        """The transport sent everything: hand it what was held."""
         held, self._held = self._held, None
-        self._held_size = 0
         if held:
-            # This may fill the transport again, and hold output again.
             self.transport.writeSequence(held)
+        # Those bytes are now in the transport, and count until it drains
+        # again; writing them may already have filled it and held output.
+        self._held_size = sum(map(len, held)) if held else 0
 
     def _overflow(self) -> None:
         """The client stopped reading: drop its output and abort.
@@ -332,8 +335,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
             max_sendq=self._max_sendq,
         )
         self._close_reason = "send queue exceeded"
-        self._held = []
-        self._held_size = 0
+        self._held = []  # dropped: deliver() holds nothing more once closing
         self.transport.abortConnection()
 
     # Leaving ---------------------------------------------------------------
@@ -344,6 +346,13 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
             return
         self._close_reason = reason
         self._leave(reason)
+        # Send what is held, then stop watching the transport: a transport
+        # with a producer waits for it before closing.  From now on
+        # deliver() drops everything.
+        held, self._held = self._held, []
+        if held:
+            self.transport.writeSequence(held)
+        self.transport.unregisterProducer()
         self.transport.loseConnection()
         self.setTimeout(self.factory.settings.shutdown_timeout)
 
@@ -355,7 +364,8 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
             self.registry.unregister(self, reason)
 
 
-def _format_peer(host: str | None, address: IAddress) -> str:
+def format_peer(host: str | None, address: IAddress) -> str:
+    """How a peer is written in logs: C{1.2.3.4:5678}, C{[::1]:5678}."""
     if host is None:
         return str(address)
     if ":" in host:

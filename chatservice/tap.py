@@ -5,6 +5,7 @@ nobody sees C{usage.Options}.  An invalid option ends twistd with one line
 naming it, not the whole help text.
 """
 
+import math
 from collections.abc import Callable
 
 from twisted.internet.endpoints import serverFromString
@@ -24,8 +25,8 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
             value = kind(text)
         except ValueError:
             raise ValueError(f"{text!r} is not a number") from None
-        if value <= 0:
-            raise ValueError(f"{text!r} is not greater than 0")
+        if not value > 0 or not math.isfinite(value):
+            raise ValueError(f"{text!r} is not a number greater than 0")
         return value
 
     coerce.coerceDoc = "Must be greater than 0."  # type: ignore[attr-defined]
@@ -119,7 +120,9 @@ class Options(usage.Options):
             "shutdown-timeout",
             None,
             _DEFAULTS.shutdown_timeout,
-            "On SIGTERM/SIGINT, abort connections still open after this long.",
+            "How long a closing connection may take to send what it was told "
+            "(on /quit, a timeout, or SIGTERM/SIGINT shutdown) before it is "
+            "aborted.",
             _seconds,
         ],
     ]

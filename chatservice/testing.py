@@ -8,6 +8,8 @@
   pytest test class; subclass it with a C{make_registry} method.
 """
 
+import itertools
+
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
@@ -24,7 +26,7 @@ from .protocol import ChatProtocol
 class FakeConnection:
     """A client connected to C{factory} through a C{StringTransport}."""
 
-    _ports = iter(range(40000, 65536))
+    _ports = itertools.cycle(range(40000, 65536))
 
     def __init__(self, factory: ChatFactory, host: str = "127.0.0.1") -> None:
         address = IPv4Address("TCP", host, next(self._ports))

@@ -11,12 +11,11 @@ from .errors import InvalidName
 
 NICKNAME_MAX = 24
 
-# Telnet negotiation (RFC 854): IAC followed by a command byte; WILL, WONT,
-# DO and DONT take an option byte, SB opens a subnegotiation ended by IAC SE,
-# and IAC IAC is a literal 0xFF, which is never valid UTF-8 anyway.
-_TELNET = re.compile(
-    rb"\xff(?:[\xfb-\xfe].?|\xfa.*?(?:\xff\xf0|\Z)|[\xf0-\xf9\xff]?)", re.DOTALL
-)
+# Telnet negotiation (RFC 854): IAC and a command byte; WILL, WONT, DO and
+# DONT take an option byte, and SB opens a subnegotiation ended by IAC SE.
+# Only complete sequences are removed: any other 0xFF byte is invalid UTF-8
+# and becomes U+FFFD like the rest.
+_TELNET = re.compile(rb"\xff(?:[\xfb-\xfe].|\xfa.*?\xff\xf0|[\xf0-\xf9])", re.DOTALL)
 
 # Terminal escape sequences (ECMA-48), in their 7-bit (ESC) and 8-bit (C1)
 # forms, removed whole so that their parameters do not show up as text.

@@ -18,7 +18,7 @@ from twisted.internet.endpoints import (
     connectProtocol,
     serverFromString,
 )
-from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
@@ -52,6 +52,7 @@ class Client(LineReceiver):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.disconnected = True
+        self.reason = reason
 
     def send(self, text: str) -> None:
         """Type one line, ended by CRLF as telnet sends it."""
@@ -410,3 +411,39 @@ async def test_graceful_stop_with_stalled_client(chat: Harness) -> None:
     assert 0.9 <= elapsed <= 3.0, elapsed
     await wait_until(lambda: talker.disconnected, "the talker's close")
     assert talker.since(talker_mark) == ["*** server shutting down"]
+
+
+PAYLOAD = "p" * 1400
+
+
+@pytest_twisted.ensureDeferred
+async def test_quit_when_far_behind_closes_cleanly(chat: Harness) -> None:
+    """A client far behind that quits gets everything, then a clean close."""
+    chat.start(shutdown_timeout=30.0)
+    slow = await chat.user("slow")
+    talker = await chat.user("talker")
+    slow_side = chat.server_side("slow")
+    slow.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow_side.transport.getHandle().setsockopt(
+        socket.SOL_SOCKET, socket.SO_SNDBUF, 4096
+    )
+    slow.transport.pauseProducing()
+    sent = 0
+    while slow_side._held is None or sum(map(len, slow_side._held)) < 100_000:
+        assert sent < 2000, "the stalled client's output never backed up"
+        for _ in range(50):
+            talker.send(f"line {sent} {PAYLOAD}")
+            sent += 1
+        talker.send("/ping")
+        await wait_until(
+            lambda n=sent: talker.lines.count("*** PONG") == n // 50, "pong"
+        )
+    slow.send("/quit")
+    slow.transport.resumeProducing()
+    started = reactor.seconds()
+    await wait_until(lambda: slow.disconnected, "the quitter's close", timeout=10)
+    assert reactor.seconds() - started < 5
+    assert slow.reason is not None and slow.reason.check(ConnectionDone), slow.reason
+    chat_lines = [line for line in slow.lines if line.startswith("<talker> ")]
+    assert chat_lines == [f"<talker> line {n} {PAYLOAD}" for n in range(sent)]
+    assert slow.lines[-1] == "*** Goodbye."

@@ -494,7 +494,7 @@ def test_register_timeout(factory: ChatFactory, clock: Clock) -> None:
     client.output()
     clock.advance(30)
     assert client.lines() == [
-        "*** idle timeout: no nickname chosen within 30 seconds; disconnecting"
+        "*** registration timeout: no nickname chosen within 30 seconds; disconnecting"
     ]
     assert client.closing
     assert bob.lines() == []
@@ -560,11 +560,51 @@ def test_send_queue_exceeded(clock: Clock) -> None:
         alice.enter(line)
     assert bob.aborted
     assert len(carol.lines()) == 200
-    held = bob.protocol._held
-    assert held is not None and sum(map(len, held)) <= 10_000
+    bob.resume_reading()
+    assert bob.lines() == []  # nothing more is sent to an aborted client
     bob.drop(ConnectionAborted)
     assert carol.lines() == ["*** bob has left (send queue exceeded)"]
     assert alice.lines() == ["*** bob has left (send queue exceeded)"]
+
+
+def test_send_queue_counts_output_released_at_drain(clock: Clock) -> None:
+    """Output handed over at a drain still counts until the next drain."""
+    factory = ChatFactory(Settings(max_sendq=10_000), clock=clock)
+    alice, bob = register(factory, "alice"), register(factory, "bob")
+    bob.stop_reading()
+    alice.enter(*["x" * 1400] * 6)  # 8.5 kB held
+    bob.resume_reading()  # handed to the transport, not yet sent
+    bob.stop_reading()
+    assert not bob.aborted
+    alice.enter("y" * 1000)
+    assert not bob.aborted
+    alice.enter("z" * 1000)
+    assert bob.aborted
+
+
+def test_close_sends_held_output_then_closes(
+    pair: tuple[FakeConnection, FakeConnection],
+) -> None:
+    """/quit with output held still sends it all, and lets the close finish."""
+    alice, bob = pair
+    alice.stop_reading()
+    bob.enter("one", "two")
+    alice.enter("/quit")
+    assert alice.lines() == ["<bob> one", "<bob> two", "*** Goodbye."]
+    assert alice.transport.producer is None  # nothing holds the close back
+    bob.enter("three")
+    assert alice.lines() == []
+
+
+def test_disconnect_tells_user_and_others(
+    pair: tuple[FakeConnection, FakeConnection],
+) -> None:
+    """disconnect(REASON) tells the user, closes, and tells the others."""
+    alice, bob = pair
+    alice.protocol.disconnect("kicked by an operator")
+    assert alice.lines() == ["*** disconnected: kicked by an operator"]
+    assert alice.closing
+    assert bob.lines() == ["*** alice has left (kicked by an operator)"]
 
 
 # Ordering with a registry that answers later -----------------------------------
@@ -597,6 +637,22 @@ def test_lines_wait_for_registration(clock: Clock) -> None:
     registry.pending.pop().callback(None)
     assert alice.lines()[0].startswith("*** Welcome, alice!")
     assert bob.lines() == ["<alice> first", "<alice> second"]
+
+
+def test_nothing_written_after_close(clock: Clock) -> None:
+    """A registration answered after the timeout closed the connection is dropped."""
+    registry = SlowRegistry()
+    factory = ChatFactory(Settings(), registry=registry, clock=clock)
+    bob = register_now(factory, registry, "bob")
+    alice = FakeConnection(factory)
+    alice.output()
+    alice.enter("alice")
+    clock.advance(30)
+    registry.pending.pop().callback(None)
+    assert alice.lines() == [
+        "*** registration timeout: no nickname chosen within 30 seconds; disconnecting"
+    ]
+    assert bob.lines()[-1] == "*** alice has left (registration timeout)"
 
 
 def register_now(

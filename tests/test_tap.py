@@ -91,7 +91,7 @@ def test_all_options() -> None:
         ),
         (
             ["--idle-timeout", "0"],
-            "twistd chat: Parameter type enforcement failed: '0' is not greater than 0 (see twistd chat --help)",
+            "twistd chat: Parameter type enforcement failed: '0' is not a number greater than 0 (see twistd chat --help)",
         ),
         (
             ["--max-line", "lots"],

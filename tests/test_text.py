@@ -15,7 +15,8 @@ from chatservice.text import check_nickname, clean_line, decode, fold, sanitise
         (b"\xff\xfd\x03\xff\xfb\x18alice", "alice"),  # telnet DO/WILL
         (b"\xff\xfa\x18\x00xterm\xff\xf0bob", "bob"),  # telnet subnegotiation
         (b"\xff\xf4\xff\xfd\x06", ""),  # telnet interrupt, DO TIMING-MARK
-        (b"a\xffb", "ab"),  # a stray IAC does not eat the byte after it
+        (b"a\xffb", "a\ufffdb"),  # a lone 0xFF is invalid UTF-8, not telnet
+        (b"a\xff\xfa unterminated", "a\ufffd\ufffd unterminated"),
     ],
 )
 def test_decode(raw: bytes, text: str) -> None:
