@@ -105,7 +105,7 @@ def say(
         )
     )
     d.callback(text)
-    return d
+    return _bounded(d, session, "your line was not sent")
 
 
 def _apply_filter(
@@ -124,12 +124,18 @@ def _run(session: IChatSession, name: str, args: str) -> Result:
         raise NotRegistered()
     if len(args.split(None, entry.min_args)) < entry.min_args:
         raise UsageError(entry.usage)
-    result = maybeDeferred(entry, session, args)
+    return _bounded(
+        maybeDeferred(entry, session, args), session, f"/{entry.name} failed"
+    )
+
+
+def _bounded(d: Deferred[object], session: IChatSession, what: str) -> Deferred[object]:
+    """Give plugin work still running the command timeout; contain failures."""
     fired: list[object] = []
-    result.addBoth(lambda r: fired.append(r) or r)
+    d.addBoth(lambda result: fired.append(result) or result)
     if not fired:
-        result.addTimeout(session.server.settings.command_timeout, session.server.clock)
-    return result.addErrback(_contain, f"/{entry.name} failed")
+        d.addTimeout(session.server.settings.command_timeout, session.server.clock)
+    return d.addErrback(_contain, what)
 
 
 def _contain(failure: Failure, what: str) -> Failure:
@@ -179,7 +185,10 @@ def _scrollback(room: str, history: list[Scrollback]) -> bytes:
     if not history:
         return b""
     return (
-        wire.notice(f"Scrollback of {room}, {len(history)} lines, times in UTC:")
+        wire.notice(
+            f"Scrollback of {room}, {len(history)} "
+            f"line{'s' if len(history) != 1 else ''}, times in UTC:"
+        )
         + b"".join(wire.stamped(line.when, line.data) for line in history)
         + wire.notice(f"End of scrollback of {room}.")
     )

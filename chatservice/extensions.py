@@ -55,9 +55,11 @@ def load_extensions(disabled: frozenset[str] = frozenset()) -> Extensions:
         for cached in dropin.plugins:
             try:
                 found = cached.load()
-            except Exception as error:  # pragma: no cover - imported just above
-                problems.append(f"plugin {dropin.moduleName} left out: {error}")
-                continue
+            except BaseException:
+                # With a fresh dropin.cache, Twisted did not import the
+                # module above; it fails only now.
+                problems.append(_import_problem(dropin.moduleName))
+                break
             for interface, table in ((ICommand, commands), (IMessageFilter, filters)):
                 if not interface.providedBy(found):
                     continue

@@ -2,6 +2,7 @@
 
 import itertools
 import random
+import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -221,6 +222,52 @@ def test_filters(
     alice.enter(line)
     assert alice.lines() == seen_by_alice
     assert bob.lines() == seen_by_bob
+
+
+def test_slow_filter_times_out(install: Install, clock: Clock) -> None:
+    """A filter that never answers is cancelled after the command timeout."""
+    install(
+        FILTERS.replace(
+            'c_crash = Filter("c-crash", crash)',
+            'c_crash = Filter("c-crash", lambda s, r, t: defer.Deferred())',
+        )
+    )
+    factory = ChatFactory(Settings(command_timeout=5), clock=clock)
+    alice, bob = register(factory, "alice"), register(factory, "bob")
+    alice.output()
+    alice.enter("hello", "again")
+    clock.advance(5)
+    assert alice.lines() == [
+        "!!! your line was not sent: the c-crash filter failed: "
+        "it took too long and was cancelled"
+    ]
+    assert bob.lines() == []
+
+
+def test_failure_with_fresh_cache_is_one_line(
+    install: Install, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A module that breaks after it was cached is still reported in one line."""
+    module = install(
+        """
+        import os
+        from chatservice.commands import command
+        if os.environ.get("BREAK_PLUGIN"):
+            raise SystemExit("broken at import")
+
+        @command("/fine", "fine until it is not")
+        def fine(session, args):
+            pass
+        """
+    )
+    assert "fine" in load_extensions().commands
+    monkeypatch.setenv("BREAK_PLUGIN", "1")
+    monkeypatch.delitem(sys.modules, module)
+    extensions = load_extensions()
+    assert "fine" not in extensions.commands
+    assert extensions.problems == (
+        f"plugin {module} left out: cannot import it: SystemExit: broken at import",
+    )
 
 
 # The examples, as their users see them ---------------------------------------

@@ -180,7 +180,7 @@ def test_scrollback_of_lobby_on_registration(factory: ChatFactory) -> None:
     bob.output()
     bob.enter("bob")
     assert bob.lines()[2:] == [
-        "*** Scrollback of #lobby, 1 lines, times in UTC:",
+        "*** Scrollback of #lobby, 1 line, times in UTC:",
         "[00:00] <alice> hi all",
         "*** End of scrollback of #lobby.",
     ]
