@@ -22,7 +22,7 @@ from zope.interface import implementer
 
 from . import wire
 from .errors import ChatError, NoSuchRoom, NotRegistered, UnknownCommand, UsageError
-from .interfaces import IChatSession, ICommand, Scrollback, UserInfo
+from .interfaces import IChatSession, ICommand, RoomInfo, Scrollback, UserInfo
 from .text import check_nickname, check_room, sanitise
 
 log = Logger()
@@ -173,11 +173,19 @@ def _welcome(nickname: str, session: IChatSession) -> Result:
     )
 
 
-def _names(users: list[UserInfo]) -> str:
-    return ", ".join(
-        user.nickname if user.away is None else f"{user.nickname} (away)"
-        for user in users
-    )
+def _names(users: list[UserInfo], away_messages: bool = False) -> str:
+    """The users' nicknames, marked when away (with why, if asked)."""
+
+    def name(user: UserInfo) -> str:
+        if user.away is None:
+            return user.nickname
+        return (
+            f"{user.nickname} (away: {user.away})"
+            if away_messages
+            else (f"{user.nickname} (away)")
+        )
+
+    return ", ".join(map(name, users))
 
 
 def _scrollback(room: str, history: list[Scrollback]) -> bytes:
@@ -241,12 +249,7 @@ def who_command(session: IChatSession, args: str) -> Deferred[None]:
     def show(users: list[UserInfo]) -> None:
         if not users and room != session.registry.lobby:
             raise NoSuchRoom(room)
-        names = ", ".join(
-            user.nickname
-            if user.away is None
-            else f"{user.nickname} (away: {user.away})"
-            for user in users
-        )
+        names = _names(users, away_messages=True)
         session.deliver(wire.notice(f"In {room} ({len(users)}): {names}"))
 
     return session.registry.users(room).addCallback(show)
@@ -262,7 +265,7 @@ def users_command(session: IChatSession, args: str) -> Result:
 
 @command("/rooms", "list the rooms, with their members and topics")
 def rooms_command(session: IChatSession, args: str) -> Result:
-    def show(rooms: list) -> None:  # type: ignore[type-arg]
+    def show(rooms: list[RoomInfo]) -> None:
         session.deliver(
             wire.notice(f"Rooms ({len(rooms)}):")
             + b"".join(

@@ -63,7 +63,6 @@ class ChatFactory(ServerFactory):
             extensions = load_extensions(self.settings.disabled_plugins)
             for problem in extensions.problems:
                 log.error("{problem}", problem=problem)
-        self.extensions = extensions
         self.commands = extensions.commands
         self.filters = extensions.filters
         self.connections: dict[int, ChatProtocol] = {}

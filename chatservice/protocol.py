@@ -207,9 +207,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
                     self.lineReceived(buffer[start:stop])
             start = end + 1
         rest = buffer[start:]
-        if self._close_reason is not None:
-            rest = b""
-        elif self._discarding:
+        if self._close_reason is not None or self._discarding:
             rest = b""
         elif not self.paused and len(rest) > limit + 1:  # + 1 for a CR
             self.lineLengthExceeded(rest)

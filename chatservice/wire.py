@@ -78,9 +78,7 @@ def parted(nickname: str, room: str, reason: str) -> bytes:
 
 def topic_set(nickname: str, room: str, topic: str) -> bytes:
     """Someone set a room's topic."""
-    if topic:
-        return notice(f"{nickname} set the topic of {room}: {topic}")
-    return notice(f"{nickname} cleared the topic of {room}")
+    return notice(f"{nickname} set the topic of {room}: {topic}")
 
 
 def stamped(when: float, line: bytes) -> bytes:

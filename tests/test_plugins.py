@@ -17,6 +17,10 @@ from chatservice.extensions import load_extensions
 from chatservice.factory import ChatFactory
 from chatservice.testing import FakeConnection, register
 
+GREETING = [
+    "*** Welcome to chatservice.",
+    "*** Choose a nickname: type it and press Enter (or use /nick NAME).",
+]
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 BUILTIN = {"away", "help", "join", "me", "msg", "nick", "ping", "quit"}
 BUILTIN |= {"rooms", "topic", "users", "who"}
@@ -308,4 +312,4 @@ def test_example_capsfilter(monkeypatch: pytest.MonkeyPatch, clock: Clock) -> No
         "!!! please don't shout: your line was not sent (at most 70% capital letters)"
     ]
     assert bob.lines() == ["<alice> OK", "<alice> Hello Everyone In NYC"]
-    FakeConnection(factory)  # the server still serves others
+    assert FakeConnection(factory).lines() == GREETING  # still serving others
