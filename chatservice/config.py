@@ -38,3 +38,14 @@ class Settings:
     #: How long shutdown, or closing one connection, waits for a client to
     #: read what it was sent before the connection is aborted.
     shutdown_timeout: float = 5.0
+    #: Lines per second a connection may send over time (its token bucket's
+    #: refill rate); beyond it the server stops reading from it for a while.
+    flood_rate: float = 5.0
+    #: Lines a connection may send at once before C{flood_rate} applies.
+    flood_burst: int = 10
+    #: New connections per second accepted from one address.
+    max_connect_rate: float = 10.0
+    #: A file of operators: C{NAME scrypt$...} lines (C{chatservice-oper}).
+    operators: str | None = None
+    #: A file where bans are kept across restarts.
+    bans: str | None = None
