@@ -1,8 +1,9 @@
 """The factory: one registry and one set of settings for every connection.
 
 It admits or refuses each new connection (C{--max-clients},
-C{--max-per-ip}), gives it a unique increasing id, counts what is open, and
-closes everything, with a deadline, when the server stops.
+C{--max-per-ip}, C{--max-connect-rate}), gives it a unique increasing id,
+counts what is open, and closes everything, with a deadline, when the server
+stops.
 """
 
 import itertools
@@ -20,9 +21,13 @@ from .extensions import Extensions, load_extensions
 from .interfaces import IChatServer, IRegistry
 from .protocol import ChatProtocol, format_peer
 from .registry import Registry
+from .stats import Stats
 from .text import clean_line
 
 log = Logger()
+
+#: Addresses whose connect rate is tracked before idle ones are forgotten.
+_PRUNE_CONNECTS = 4096
 
 
 class _Refusal(Protocol):
@@ -67,6 +72,11 @@ class ChatFactory(ServerFactory):
         self.filters = extensions.filters
         self.connections: dict[int, ChatProtocol] = {}
         self._per_host: Counter[str] = Counter()
+        #: What the server counts about itself; see L{Stats}.
+        self.stats = Stats(started=clock.seconds())
+        # Per address: a token bucket of new connections (tokens, when).
+        self._connects: dict[str, tuple[float, float]] = {}
+        self._prune_connects_at = _PRUNE_CONNECTS
         self._ids = itertools.count(1)
         self._stopping = False
         self._all_closed: Deferred[None] | None = None
@@ -90,20 +100,32 @@ class ChatFactory(ServerFactory):
         host = getattr(addr, "host", None)
         settings = self.settings
         if self._stopping:
-            why = "the server is shutting down"
+            why, kind = "the server is shutting down", "shutting down"
+        elif host is not None and not self._may_connect(host):
+            why = (
+                f"too many new connections from your address "
+                f"(at most {settings.max_connect_rate:g} per second); "
+                f"try again in a moment"
+            )
+            kind = "connect rate"
         elif len(self.connections) >= settings.max_clients:
             why = f"the server is full ({settings.max_clients} connections)"
+            kind = "server full"
         elif host is not None and self._per_host[host] >= settings.max_per_ip:
             why = (
                 f"too many connections from your address "
                 f"(at most {settings.max_per_ip})"
             )
+            kind = "too many from one address"
         else:
             protocol = ChatProtocol(self, next(self._ids), addr)
             self.connections[protocol.connection_id] = protocol
             if host is not None:
                 self._per_host[host] += 1
+            if len(self.connections) > self.stats.peak_connections:
+                self.stats.peak_connections = len(self.connections)
             return protocol
+        self.stats.refused[kind] += 1
         log.info(
             "refused a connection from {peer}: {why}",
             peer=format_peer(host, addr),
@@ -111,8 +133,34 @@ class ChatFactory(ServerFactory):
         )
         return _Refusal(why)
 
-    def connection_closed(self, protocol: ChatProtocol) -> None:
+    def _may_connect(self, host: str) -> bool:
+        """Take a token from C{host}'s connect-rate bucket, if it has one."""
+        rate = self.settings.max_connect_rate
+        burst = max(rate, 1.0)
+        now = self.clock.seconds()
+        tokens, counted = self._connects.get(host, (burst, now))
+        tokens = min(burst, tokens + (now - counted) * rate)
+        if tokens < 1:
+            self._connects[host] = (tokens, now)
+            return False
+        self._connects[host] = (tokens - 1, now)
+        if len(self._connects) > self._prune_connects_at:
+            self._prune_connects(now, rate, burst)
+        return True
+
+    def _prune_connects(self, now: float, rate: float, burst: float) -> None:
+        """Forget addresses whose bucket is full again: they are like new."""
+        self._connects = {
+            host: (tokens, counted)
+            for host, (tokens, counted) in self._connects.items()
+            if tokens + (now - counted) * rate < burst
+        }
+        # Pruning is linear: let the table double before the next time.
+        self._prune_connects_at = max(_PRUNE_CONNECTS, 2 * len(self._connects))
+
+    def connection_closed(self, protocol: ChatProtocol, reason: str) -> None:
         """Forget C{protocol}'s connection; called once, by the protocol."""
+        self.stats.closed[reason] += 1
         del self.connections[protocol.connection_id]
         host = protocol.host
         if host is not None:

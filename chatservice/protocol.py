@@ -17,8 +17,17 @@ registry does the fan-out).  What it owns:
   - Output.  Everything sent goes through L{ChatProtocol.deliver}.  While the
     transport's own buffer is full, output is held here, counted, and the
     client is disconnected once more than C{max_sendq} bytes wait.
+  - Flood control.  Each line takes a token from a bucket refilled at
+    C{flood_rate} per second, holding at most C{flood_burst}.  With none
+    left, the connection stops being read until one returns: the lines
+    already read wait here, in order, and TCP slows the sender down.
+    Operators are exempt.
+  - Wrong protocols.  A TLS handshake on this plain port is closed at once;
+    an HTTP request line as the first line gets one C{!!! } line and is
+    closed.
 """
 
+import re
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
@@ -45,6 +54,12 @@ if TYPE_CHECKING:
     from .factory import ChatFactory
 
 log = Logger()
+
+#: A first line that is an HTTP request: "GET / HTTP/1.1", "PRI * HTTP/2.0".
+_HTTP_REQUEST = re.compile(rb"[A-Z]{3,10} \S+ HTTP/\d(\.\d)?\r?")
+
+#: How often a throttled user is reminded why their lines are slow.
+_FLOOD_NOTICE_INTERVAL = 60.0
 
 GREETING = wire.notice("Welcome to chatservice.") + wire.notice(
     "Choose a nickname: type it and press Enter (or use /nick NAME)."
@@ -108,6 +123,21 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         # Why this connection is ending, once something has decided it is.
         self._close_reason: str | None = None
         self._left = False
+        #: The operator name this session logged in as with /oper, if any.
+        self.operator: str | None = None
+        # Why input is not being read now ("command", "flood"); reading
+        # resumes when none is left.
+        self._pauses: set[str] = set()
+        # The flood token bucket: tokens left, and when they were counted.
+        self._flood_rate = settings.flood_rate
+        self._flood_burst = float(settings.flood_burst)
+        self._tokens = self._flood_burst
+        self._counted = factory.clock.seconds()
+        self._flood_timer: IDelayedCall | None = None
+        self._flood_noticed = -_FLOOD_NOTICE_INTERVAL
+        # Whether the first bytes and the first line are still to come.
+        self._first_data = True
+        self._first_line = True
 
     def __repr__(self) -> str:
         return (
@@ -137,17 +167,22 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Leave the registry, if that has not happened yet, and clean up."""
         self.setTimeout(None)
+        if self._flood_timer is not None:
+            self._flood_timer.cancel()
+            self._flood_timer = None
         if self._close_reason is None:
             self._close_reason = "connection lost"
         self._leave(self._close_reason)
+        # A quit message or a kick reason is someone's text: the log and the
+        # counts get only its kind ("quit", "kicked").
+        kind = self._close_reason.partition(":")[0].split(" by ")[0]
         log.info(
             "connection {connection_id} closed ({reason}; {detail})",
             connection_id=self.connection_id,
-            # A quit message is the user's text, which is never logged.
-            reason=self._close_reason.partition(":")[0],
+            reason=kind,
             detail=_describe(reason),
         )
-        self.factory.connection_closed(self)
+        self.factory.connection_closed(self, kind)
 
     def timeoutConnection(self) -> None:
         """The client was silent too long, or is too slow to let us close."""
@@ -180,6 +215,11 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         rest of the buffer, good lines included.  Pausing (C{self.paused})
         and re-entrancy work as in C{LineReceiver}.
         """
+        if self._first_data and data:
+            self._first_data = False
+            if data[0] == 0x16:  # a TLS handshake record: a TLS client
+                self._close("wrong protocol: TLS on a plain port")
+                return
         self._buffer += data
         if self._busyReceiving:
             return
@@ -199,6 +239,8 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
                 break
             if self._discarding:
                 self._discarding = False
+            elif not self._take_token():
+                break  # this line waits for reading to resume
             else:
                 stop = end - 1 if end > start and buffer[end - 1] == 13 else end
                 if stop - start > limit:
@@ -216,6 +258,63 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         # Whatever arrived while a line was being handled comes after.
         self._buffer = rest + self._buffer
 
+    def _take_token(self) -> bool:
+        """Let one more line through, or throttle: see the module docstring."""
+        if self.operator is not None:
+            return True
+        now = self.factory.clock.seconds()
+        tokens = self._tokens + (now - self._counted) * self._flood_rate
+        if tokens > self._flood_burst:
+            tokens = self._flood_burst
+        self._counted = now
+        if tokens >= 1:
+            self._tokens = tokens - 1
+            return True
+        self._tokens = tokens
+        self._throttle((1 - tokens) / self._flood_rate, now)
+        return False
+
+    def _throttle(self, delay: float, now: float) -> None:
+        """Stop reading for C{delay} seconds: the client sends too fast."""
+        self._pause("flood")
+        self._flood_timer = self.factory.clock.callLater(delay, self._unthrottle)
+        if now - self._flood_noticed >= _FLOOD_NOTICE_INTERVAL:
+            self._flood_noticed = now
+            log.info(
+                "connection {connection_id} throttled: more than {rate:g} "
+                "lines per second",
+                connection_id=self.connection_id,
+                rate=self._flood_rate,
+            )
+            self.deliver(
+                wire.notice(
+                    f"flood control: you are sending more than "
+                    f"{self._flood_rate:g} lines per second; your lines are "
+                    f"slowed down, none is lost"
+                )
+            )
+
+    def _unthrottle(self) -> None:
+        self._flood_timer = None
+        self._resume("flood")
+
+    def _pause(self, why: str) -> None:
+        """Stop reading input for reason C{why}, until L{_resume}."""
+        if not self._pauses:
+            self.paused = True
+            self.transport.pauseProducing()
+        self._pauses.add(why)
+
+    def _resume(self, why: str) -> None:
+        """Reason C{why} to stop reading is gone; go on if it was the last."""
+        self._pauses.discard(why)
+        if self._pauses or not self.paused:
+            return
+        self.paused = False
+        if self._close_reason is None:
+            self.transport.resumeProducing()
+            self.dataReceived(b"")
+
     def lineLengthExceeded(self, line: bytes) -> None:
         """Refuse a line longer than C{max_line}; the rest of it is dropped."""
         self.resetTimeout()
@@ -224,6 +323,13 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
     def lineReceived(self, line: bytes) -> None:
         """Act on one line: the only way input reaches the chat."""
         self.resetTimeout()
+        self.factory.stats.lines_in += 1
+        if self._first_line:
+            self._first_line = False
+            if _HTTP_REQUEST.fullmatch(line):
+                self.deliver(wire.error("this is a chat server, not an HTTP server"))
+                self._close("wrong protocol: HTTP")
+                return
         try:
             result = commands.dispatch(self, clean_line(line))
         except Exception:
@@ -242,8 +348,8 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         fired: list[object] = []
         result.addBoth(fired.append)
         if not fired:
-            self.pauseProducing()
-            result.addBoth(lambda _: self.resumeProducing())
+            self._pause("command")
+            result.addBoth(lambda _: self._resume("command"))
 
     def _command_failed(self, failure: Failure) -> None:
         if failure.check(ChatError):

@@ -102,7 +102,12 @@ class Harness:
         self.clients: list[Client] = []
 
     def start(self, **settings: object) -> ChatService:
-        """Start a server on 127.0.0.1 and a free port, with C{settings}."""
+        """Start a server on 127.0.0.1 and a free port, with C{settings}.
+
+        Every test client comes from 127.0.0.1, so the per-address connect
+        rate is lifted unless a test sets it.
+        """
+        settings.setdefault("max_connect_rate", 1e6)
         factory = ChatFactory(Settings(**settings))  # type: ignore[arg-type]
         endpoint = serverFromString(reactor, "tcp:0:interface=127.0.0.1")
         service = ChatService(factory, [("tcp:0:interface=127.0.0.1", endpoint)])
@@ -235,7 +240,7 @@ async def test_broadcast_to_fifty(chat: Harness) -> None:
 @pytest_twisted.ensureDeferred
 async def test_stalled_reader_dropped_others_unaffected(chat: Harness) -> None:
     """A client that stops reading is dropped; the others miss nothing meanwhile."""
-    chat.start(max_sendq=65536)
+    chat.start(max_sendq=65536, flood_burst=100_000)
     slow = await chat.user("slow")
     talker = await chat.user("talker")
     watcher = await chat.user("watcher")
@@ -376,7 +381,7 @@ async def test_stopped_server_refuses_connections(chat: Harness) -> None:
 @pytest_twisted.ensureDeferred
 async def test_graceful_stop_with_stalled_client(chat: Harness) -> None:
     """A client that does not read delays stopping by no more than the deadline."""
-    service = chat.start(shutdown_timeout=1.0)
+    service = chat.start(shutdown_timeout=1.0, flood_burst=100_000)
     slow = await chat.user("slow")
     talker = await chat.user("talker")
     slow_side = chat.server_side("slow")
@@ -420,7 +425,7 @@ PAYLOAD = "p" * 1400
 @pytest_twisted.ensureDeferred
 async def test_quit_when_far_behind_closes_cleanly(chat: Harness) -> None:
     """A client far behind that quits gets everything, then a clean close."""
-    chat.start(shutdown_timeout=30.0)
+    chat.start(shutdown_timeout=30.0, flood_burst=100_000)
     slow = await chat.user("slow")
     talker = await chat.user("talker")
     slow_side = chat.server_side("slow")
