@@ -267,11 +267,13 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         if tokens > self._flood_burst:
             tokens = self._flood_burst
         self._counted = now
-        if tokens >= 1:
-            self._tokens = tokens - 1
+        # The tolerance absorbs rounding: a timer set to fire when one token
+        # is back must find it there, or it would be set again and again.
+        if tokens > 0.999_999:
+            self._tokens = max(tokens - 1, 0.0)
             return True
         self._tokens = tokens
-        self._throttle((1 - tokens) / self._flood_rate, now)
+        self._throttle(max((1 - tokens) / self._flood_rate, 0.001), now)
         return False
 
     def _throttle(self, delay: float, now: float) -> None:
