@@ -35,6 +35,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
+    IHalfCloseableProtocol,
     IPushProducer,
     ITCPTransport,
 )
@@ -90,7 +91,7 @@ class _OutputValve:
         """The connection is gone; nothing to do."""
 
 
-@implementer(IChatSession)
+@implementer(IChatSession, IHalfCloseableProtocol)
 class ChatProtocol(LineReceiver, TimeoutMixin):
     """The line protocol of one chat connection; see the module docstring."""
 
@@ -138,6 +139,8 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         # Whether the first bytes and the first line are still to come.
         self._first_data = True
         self._first_line = True
+        # Whether the client has finished sending (a half-close).
+        self._eof = False
 
     def __repr__(self) -> str:
         return (
@@ -183,6 +186,25 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
             detail=_describe(reason),
         )
         self.factory.connection_closed(self, kind)
+
+    def readConnectionLost(self) -> None:
+        """The client finished sending: act on what it sent, then close.
+
+        A last line without a newline still counts.  The client may still
+        be reading, so what it is sent is flushed before the close.
+        """
+        self._eof = True
+        if self._buffer and not self._discarding:
+            self.dataReceived(b"\n")
+        self._discarding = False
+        self._close_after_eof()
+
+    def writeConnectionLost(self) -> None:
+        """Not used: the server never half-closes."""
+
+    def _close_after_eof(self) -> None:
+        if self._eof and not self.paused:
+            self._close("connection lost")
 
     def timeoutConnection(self) -> None:
         """The client was silent too long, or is too slow to let us close."""
@@ -314,8 +336,10 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
             return
         self.paused = False
         if self._close_reason is None:
-            self.transport.resumeProducing()
+            if not self._eof:  # else the transport has stopped reading
+                self.transport.resumeProducing()
             self.dataReceived(b"")
+            self._close_after_eof()
 
     def lineLengthExceeded(self, line: bytes) -> None:
         """Refuse a line longer than C{max_line}; the rest of it is dropped."""

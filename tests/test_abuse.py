@@ -167,3 +167,48 @@ def test_tls_hello_closed_at_once(factory: ChatFactory) -> None:
     client.send(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40)
     assert client.output() == b""
     assert client.closing
+
+
+# Half-close ------------------------------------------------------------------
+
+
+def half_close(connection: FakeConnection) -> None:
+    """The client shuts down its sending side, as the reactor reports it."""
+    connection.protocol.readConnectionLost()
+
+
+def test_half_close_delivers_last_line(factory: ChatFactory) -> None:
+    """A last line without a newline is still said before the client leaves."""
+    alice, bob = register(factory, "alice"), register(factory, "bob")
+    alice.send(b"first\nlast words")
+    half_close(alice)
+    assert bob.lines() == [
+        "<alice> first",
+        "<alice> last words",
+        "*** alice has left (connection lost)",
+    ]
+    assert alice.closing
+
+
+def test_half_close_still_answers(factory: ChatFactory) -> None:
+    """A client that sends a command and half-closes still reads the answer."""
+    client = FakeConnection(factory)
+    client.output()
+    client.send(b"/ping hi\n")
+    half_close(client)
+    assert client.lines() == ["*** PONG hi"]
+    assert client.closing and not client.aborted
+
+
+def test_half_close_while_throttled(factory: ChatFactory, clock: Clock) -> None:
+    """Lines waiting for flood control are still said after a half-close."""
+    alice, bob = register(factory, "alice"), register(factory, "bob")
+    clock.advance(10)
+    alice.send(b"line\n" * 12)
+    half_close(alice)  # as if the reactor had read it already
+    assert not alice.closing
+    clock.advance(1)
+    assert bob.lines() == ["<alice> line"] * 12 + [
+        "*** alice has left (connection lost)"
+    ]
+    assert alice.closing
