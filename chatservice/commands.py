@@ -41,6 +41,7 @@ class Command:
     help: str
     min_args: int = 0
     before_registration: bool = False
+    operator_only: bool = False
 
     def __call__(self, session: IChatSession, args: str) -> Result:
         """Run the command; see L{ICommand.__call__}."""
@@ -48,7 +49,11 @@ class Command:
 
 
 def command(
-    usage: str, help: str, min_args: int = 0, before_registration: bool = False
+    usage: str,
+    help: str,
+    min_args: int = 0,
+    before_registration: bool = False,
+    operator_only: bool = False,
 ) -> Callable[[Callable[[IChatSession, str], Result]], Command]:
     """Make the decorated function a L{Command}, named by its C{usage}.
 
@@ -58,7 +63,9 @@ def command(
 
     def make(run: Callable[[IChatSession, str], Result]) -> Command:
         name = usage.split()[0].lstrip("/").lower()
-        return Command(name, run, usage, help, min_args, before_registration)
+        return Command(
+            name, run, usage, help, min_args, before_registration, operator_only
+        )
 
     return make
 
@@ -122,6 +129,8 @@ def _run(session: IChatSession, name: str, args: str) -> Result:
         raise UnknownCommand(name)
     if session.nickname is None and not entry.before_registration:
         raise NotRegistered()
+    if getattr(entry, "operator_only", False) and session.operator is None:
+        raise ChatError(f"/{entry.name} is for operators")
     if len(args.split(None, entry.min_args)) < entry.min_args:
         raise UsageError(entry.usage)
     return _bounded(
@@ -358,14 +367,19 @@ def help_command(session: IChatSession, args: str) -> Result:
             raise UnknownCommand(args.lstrip("/"))
         session.deliver(wire.notice(f"usage: {entry.usage}") + wire.notice(entry.help))
         return None
-    width = max(len(entry.usage) for entry in table.values())
+    # Operator commands are listed to operators only.
+    shown = [
+        entry
+        for entry in table.values()
+        if session.operator is not None or not getattr(entry, "operator_only", False)
+    ]
+    width = max(len(entry.usage) for entry in shown)
     session.deliver(
         wire.notice(
             "Commands (a line without / is chat; // sends a line starting with /):"
         )
         + b"".join(
-            wire.notice(f"{entry.usage:<{width}}  {entry.help}")
-            for entry in table.values()
+            wire.notice(f"{entry.usage:<{width}}  {entry.help}") for entry in shown
         )
     )
     return None

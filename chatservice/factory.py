@@ -7,22 +7,27 @@ stops.
 """
 
 import itertools
+import time
 from collections import Counter
+from collections.abc import Callable
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from . import wire
+from .bans import Ban, BanList
 from .config import Settings
 from .extensions import Extensions, load_extensions
 from .interfaces import IChatServer, IRegistry
+from .operators import Operators
 from .protocol import ChatProtocol, format_peer
 from .registry import Registry
 from .stats import Stats
 from .text import clean_line
+from .throttle import FailureDelay
 
 log = Logger()
 
@@ -54,6 +59,7 @@ class ChatFactory(ServerFactory):
         registry: IRegistry | None = None,
         clock: IReactorTime | None = None,
         extensions: Extensions | None = None,
+        run_in_thread: Callable[..., Deferred[object]] | None = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
@@ -71,6 +77,15 @@ class ChatFactory(ServerFactory):
         self.commands = extensions.commands
         self.filters = extensions.filters
         self.connections: dict[int, ChatProtocol] = {}
+        if run_in_thread is None:
+            run_in_thread = _in_thread_pool
+        self.run_in_thread = run_in_thread
+        #: Who may become an operator; see L{load_operators}.
+        self.operators = Operators()
+        #: The addresses refused at connect; see L{load_bans}.
+        self.bans = BanList(self.settings.bans, clock, run_in_thread)
+        #: Failed /oper attempts, by peer address.
+        self.oper_failures = FailureDelay(clock)
         self._per_host: Counter[str] = Counter()
         #: What the server counts about itself; see L{Stats}.
         self.stats = Stats(started=clock.seconds())
@@ -95,12 +110,47 @@ class ChatFactory(ServerFactory):
         self.motd = tuple(clean_line(line) for line in data.splitlines())
         log.info("message of the day read from {path}", path=path)
 
+    def load_operators(self) -> None:
+        """(Re-)read the C{--operators} file; raises L{OperatorsFileError}."""
+        path = self.settings.operators
+        if path is None:
+            return
+        self.operators = Operators.from_file(path)
+        log.info(
+            "{count} operator(s) read from {path}",
+            count=len(self.operators),
+            path=path,
+        )
+
+    def load_bans(self) -> None:
+        """Read the C{--bans} file; raises L{BansFileError}."""
+        if self.settings.bans is None:
+            return
+        self.bans.load()
+        log.info(
+            "{count} ban(s) read from {path}",
+            count=len(self.bans.active()),
+            path=self.settings.bans,
+        )
+
+    def ban(self, network: object, duration: float | None, reason: str, by: str) -> Ban:
+        """See L{IChatServer.ban}."""
+        ban = self.bans.add(network, duration, reason, by)
+        why = "banned" + (f": {reason}" if reason else "")
+        for protocol in list(self.connections.values()):
+            if protocol.host is not None and ban.matches(protocol.host):
+                protocol.disconnect(why)
+        return ban
+
     def buildProtocol(self, addr: IAddress) -> Protocol:
         """Admit the connection from C{addr}, or refuse it with a reason."""
         host = getattr(addr, "host", None)
         settings = self.settings
+        ban = self.bans.match(host) if host is not None else None
         if self._stopping:
             why, kind = "the server is shutting down", "shutting down"
+        elif ban is not None:
+            why, kind = _refusal_for(ban), "banned"
         elif host is not None and not self._may_connect(host):
             why = (
                 f"too many new connections from your address "
@@ -186,3 +236,25 @@ class ChatFactory(ServerFactory):
         for protocol in list(self.connections.values()):
             protocol.server_stopping()
         return all_closed
+
+
+def _refusal_for(ban: Ban) -> str:
+    """What a banned address is told when it connects."""
+    why = "you are banned from this server"
+    if ban.expires is not None:
+        until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ban.expires))
+        why += f" until {until}"
+    return why + (f": {ban.reason}" if ban.reason else "")
+
+
+def _in_thread_pool(function: Callable[..., object], *args: object) -> Deferred[object]:
+    """Run C{function(*args)} in the reactor's thread pool."""
+    from twisted.internet import reactor
+    from twisted.internet.threads import deferToThreadPool
+
+    return deferToThreadPool(reactor, reactor.getThreadPool(), function, *args)
+
+
+def run_at_once(function: Callable[..., object], *args: object) -> Deferred[object]:
+    """Run C{function(*args)} right here: for tests, where nothing may wait."""
+    return maybeDeferred(function, *args)

@@ -5,7 +5,7 @@ checked against it with C{verifyObject} and, for registries, with the shared
 behaviour suite in L{chatservice.testing}.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from zope.interface import Attribute, Interface
@@ -24,6 +24,10 @@ class IChatClient(Interface):
     connection_id = Attribute(
         "An int unique to this connection in this process, increasing with "
         "each new connection; for logs and internals, never shown as identity."
+    )
+    host = Attribute(
+        "The peer's IP address as text, or None when there is none (a UNIX "
+        "socket); for bans and logs, never shown to other users."
     )
 
     def deliver(data: bytes) -> None:
@@ -46,6 +50,8 @@ class UserInfo:
     nickname: str
     #: The away message, or None when the user is not away.
     away: str | None = None
+    #: The user's IP address, for operators' bans; never shown in lists.
+    host: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +150,26 @@ class IRegistry(Interface):
         L{chatservice.errors.NoSuchNickname}.
         """
 
+    def find(nickname: str) -> "Deferred[UserInfo]":
+        """Fire with the user called C{nickname}, ignoring case.
+
+        Fails with L{chatservice.errors.NoSuchNickname}.
+        """
+
+    def kick(nickname: str, reason: str) -> "Deferred[UserInfo]":
+        """Disconnect the user called C{nickname}, ignoring case, for C{reason}.
+
+        The user's client is asked to L{IChatClient.disconnect}, so its
+        rooms hear C{reason} when it leaves.  Fires with that user, or fails
+        with L{chatservice.errors.NoSuchNickname}.
+        """
+
+    def announce(data: bytes) -> None:
+        """Deliver C{data} to every registered user, in every room, once."""
+
+    said = Attribute("How many chat lines and actions local users said.")
+    delivered = Attribute("How many of those lines were handed to recipients.")
+
     def users(room: "str | None" = None) -> "Deferred[list[UserInfo]]":
         """Fire with the users in C{room}, or everyone when C{None}.
 
@@ -186,6 +212,9 @@ class ICommand(Interface):
     usage = Attribute("How to call it, e.g. C{/msg NICK TEXT}.")
     help = Attribute("What it does, in one line.")
     before_registration = Attribute("True if it works before a nickname.")
+    operator_only = Attribute(
+        "True if only operators may use it (optional; False when missing)."
+    )
     min_args = Attribute("How many space-separated arguments it needs.")
 
     def __call__(session: "IChatSession", args: str) -> "Deferred[object] | None":
@@ -228,6 +257,19 @@ class IChatServer(Interface):
     motd = Attribute("The message of the day: a sequence of lines of text.")
     commands = Attribute("A mapping of command names to L{ICommand}s.")
     filters = Attribute("A sequence of L{IMessageFilter}s, in the order applied.")
+    stats = Attribute("The server's L{chatservice.stats.Stats} counters.")
+    connections = Attribute("The open connections, by connection id.")
+    operators = Attribute("The L{chatservice.operators.Operators} who may /oper.")
+    bans = Attribute("The L{chatservice.bans.BanList}.")
+    oper_failures = Attribute(
+        "A L{chatservice.throttle.FailureDelay} for /oper, by peer address."
+    )
+
+    def run_in_thread(function: object, *args: object) -> "Deferred[object]":
+        """Run the blocking C{function(*args)} off the reactor thread."""
+
+    def ban(network: object, duration: "float | None", reason: str, by: str) -> object:
+        """Ban C{network} and close its connections; returns the new ban."""
 
 
 class IChatSession(IChatClient):
@@ -247,6 +289,10 @@ class IChatSession(IChatClient):
 
     def renamed(nickname: str) -> str:
         """Record that the registry renamed this user; returns C{nickname}."""
+
+    operator = Attribute(
+        "The operator name this session logged in as with /oper, or None."
+    )
 
     def quit(reason: str) -> None:
         """Leave: the others are told C{reason}; then close the connection."""

@@ -60,15 +60,16 @@ class _Room:
 class _User:
     """What the registry knows of one registered client."""
 
-    __slots__ = ("nickname", "rooms", "away")
+    __slots__ = ("nickname", "rooms", "away", "host")
 
-    def __init__(self, nickname: str) -> None:
+    def __init__(self, nickname: str, host: str | None) -> None:
         self.nickname = nickname
         self.rooms: set[str] = set()
         self.away: str | None = None
+        self.host = host
 
     def info(self) -> UserInfo:
-        return UserInfo(self.nickname, self.away)
+        return UserInfo(self.nickname, self.away, self.host)
 
 
 @implementer(IRegistry)
@@ -90,6 +91,8 @@ class Registry:
         self._by_fold: dict[str, IChatClient] = {}
         self._rooms: dict[str, _Room] = {LOBBY: _Room(LOBBY, history)}
         self._stopping = False
+        self.said = 0
+        self.delivered = 0
 
     def register(self, client: IChatClient, nickname: str) -> Deferred[str]:
         """See L{IRegistry.register}."""
@@ -97,7 +100,7 @@ class Registry:
         if key in self._by_fold:
             return fail(NicknameInUse(nickname))
         self._by_fold[key] = client
-        self._users[client] = _User(nickname)
+        self._users[client] = _User(nickname, getattr(client, "host", None))
         self._enter(client, LOBBY)
         return succeed(nickname)
 
@@ -151,7 +154,10 @@ class Registry:
         found = self._rooms[room]
         if self._history:
             found.history.append(Scrollback(self._clock.seconds(), data))
-        self._deliver(found.recipients, data, sender)
+        recipients = found.recipients
+        self.said += 1
+        self.delivered += len(recipients) - (sender in found)
+        self._deliver(recipients, data, sender)
 
     def send_private(self, nickname: str, data: bytes) -> Deferred[UserInfo]:
         """See L{IRegistry.send_private}."""
@@ -160,6 +166,26 @@ class Registry:
             return fail(NoSuchNickname(nickname))
         client.deliver(data)
         return succeed(self._users[client].info())
+
+    def find(self, nickname: str) -> Deferred[UserInfo]:
+        """See L{IRegistry.find}."""
+        client = self._by_fold.get(fold(nickname))
+        if client is None:
+            return fail(NoSuchNickname(nickname))
+        return succeed(self._users[client].info())
+
+    def kick(self, nickname: str, reason: str) -> Deferred[UserInfo]:
+        """See L{IRegistry.kick}."""
+        client = self._by_fold.get(fold(nickname))
+        if client is None:
+            return fail(NoSuchNickname(nickname))
+        info = self._users[client].info()
+        client.disconnect(reason)
+        return succeed(info)
+
+    def announce(self, data: bytes) -> None:
+        """See L{IRegistry.announce}."""
+        self._deliver(tuple(self._users), data, None)
 
     def users(self, room: str | None = None) -> Deferred[list[UserInfo]]:
         """See L{IRegistry.users}."""

@@ -15,8 +15,10 @@ from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .bans import BansFileError
 from .errors import StartupError
 from .factory import ChatFactory
+from .operators import OperatorsFileError
 
 log = Logger()
 
@@ -39,10 +41,11 @@ class ChatService(Service):
     def privilegedStartService(self) -> None:
         """Bind every endpoint, or raise L{StartupError} naming the failure."""
         super().privilegedStartService()
-        self._read_motd()
+        self._read_files()
         self._listen()
 
-    def _read_motd(self) -> None:
+    def _read_files(self) -> None:
+        """Read the MOTD, operators and bans, or stop with one line."""
         try:
             self.factory.load_motd()
         except OSError as error:
@@ -50,26 +53,38 @@ class ChatService(Service):
                 f"chatservice: cannot read --motd {self.factory.settings.motd}: "
                 f"{(error.strerror or str(error)).lower()}"
             ) from None
+        try:
+            self.factory.load_operators()
+            self.factory.load_bans()
+        except (OperatorsFileError, BansFileError) as error:
+            raise StartupError(str(error)) from None
 
     def reload(self) -> None:
-        """Re-read the message of the day (on SIGHUP); keep the old on error."""
-        if self.factory.settings.motd is None:
-            log.info("SIGHUP: nothing to reload (no --motd)")
+        """Re-read the MOTD and operators (on SIGHUP); keep the old on error."""
+        settings = self.factory.settings
+        if settings.motd is None and settings.operators is None:
+            log.info("SIGHUP: nothing to reload (no --motd or --operators)")
             return
-        try:
-            self.factory.load_motd()
-        except OSError as error:
-            log.error(
-                "cannot re-read the message of the day from {path}: {error}; "
-                "keeping the old one",
-                path=self.factory.settings.motd,
-                error=error.strerror or str(error),
-            )
+        if settings.motd is not None:
+            try:
+                self.factory.load_motd()
+            except OSError as error:
+                log.error(
+                    "cannot re-read the message of the day from {path}: {error}; "
+                    "keeping the old one",
+                    path=settings.motd,
+                    error=error.strerror or str(error),
+                )
+        if settings.operators is not None:
+            try:
+                self.factory.load_operators()
+            except OperatorsFileError as error:
+                log.error("{error}; keeping the operators read before", error=error)
 
     def startService(self) -> None:
         """Start serving; binds now if C{privilegedStartService} did not."""
         if not self.ports:
-            self._read_motd()
+            self._read_files()
             self._listen()
         self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
         super().startService()

@@ -104,6 +104,44 @@ class Options(usage.Options):
             _count,
         ],
         [
+            "flood-rate",
+            None,
+            _DEFAULTS.flood_rate,
+            "Lines per second a connection may send over time; past it (and "
+            "the burst) the server reads its lines more slowly, losing none. "
+            "Operators are exempt.",
+            _seconds,
+        ],
+        [
+            "flood-burst",
+            None,
+            _DEFAULTS.flood_burst,
+            "Lines a connection may send at once before --flood-rate applies.",
+            _count,
+        ],
+        [
+            "max-connect-rate",
+            None,
+            _DEFAULTS.max_connect_rate,
+            "New connections per second accepted from one IP address; more "
+            "are refused.",
+            _seconds,
+        ],
+        [
+            "operators",
+            None,
+            None,
+            "A file of operators, one 'NAME HASH' line each (make one with "
+            "chatservice-oper NAME); re-read on SIGHUP.",
+        ],
+        [
+            "bans",
+            None,
+            None,
+            "A file where operators' bans are kept across restarts (created "
+            "if missing; written atomically).",
+        ],
+        [
             "history",
             None,
             _DEFAULTS.history,
@@ -184,6 +222,11 @@ class Options(usage.Options):
             disabled_plugins=frozenset(self["disable-plugin"]),
             motd=self["motd"],
             shutdown_timeout=self["shutdown-timeout"],
+            flood_rate=self["flood-rate"],
+            flood_burst=self["flood-burst"],
+            max_connect_rate=self["max-connect-rate"],
+            operators=self["operators"],
+            bans=self["bans"],
         )
 
 

@@ -87,8 +87,10 @@ class Server:
 class Connection:
     """A blocking client socket that reads CRLF-terminated lines."""
 
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    def __init__(self, port: int, source: str = "127.0.0.1") -> None:
+        self.sock = socket.create_connection(
+            ("127.0.0.1", port), timeout=5, source_address=(source, 0)
+        )
         self.file = self.sock.makefile("rb")
 
     def send(self, text: str) -> None:
@@ -140,12 +142,12 @@ def twistd(tmp_path: Path) -> Iterator[Callable[..., Server]]:
 
 
 @pytest.fixture
-def connections() -> Iterator[Callable[[int], Connection]]:
+def connections() -> Iterator[Callable[..., Connection]]:
     """Open client connections; each is closed after the test."""
     opened: list[Connection] = []
 
-    def connect(port: int) -> Connection:
-        connection = Connection(port)
+    def connect(port: int, source: str = "127.0.0.1") -> Connection:
+        connection = Connection(port, source)
         opened.append(connection)
         return connection
 
@@ -322,3 +324,74 @@ def test_missing_motd_is_one_line(
         in output
     )
     assert "Traceback" not in output
+
+
+def test_plain_text_operator_password_refused(
+    twistd: Callable[..., Server], tmp_path: Path
+) -> None:
+    """An operators file with a plain-text password stops the start with one line."""
+    operators = tmp_path / "operators"
+    operators.write_text("root hunter2\n")
+    port = free_port()
+    server = twistd(f"tcp:{port}:interface=127.0.0.1", "--operators", str(operators))
+    assert server.wait() != 0
+    output = server.output()
+    assert "plain-text passwords are refused" in output
+    assert "chatservice-oper root" in output
+    assert "hunter2" not in output
+    assert "Traceback" not in output
+
+
+def test_operator_ban_survives_restart(
+    twistd: Callable[..., Server],
+    connections: Callable[[int], Connection],
+    tmp_path: Path,
+) -> None:
+    """An operator made with chatservice-oper bans an address; a restart keeps it."""
+    made = subprocess.run(
+        [sys.executable, "-m", "chatservice.oper_tool", "root"],
+        input="s3cret\ns3cret\n",
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=True,
+    )
+    operators = tmp_path / "operators"
+    operators.write_text(made.stdout)
+    bans = tmp_path / "bans.json"
+    options = ("--operators", str(operators), "--bans", str(bans))
+    port = free_port()
+    server = twistd(f"tcp:{port}:interface=127.0.0.1", *options)
+    server.wait_for_port(port)
+    root = connections(port)
+    root.read(2)
+    root.send("root")
+    root.read(2)
+    root.send("/oper root s3cret")
+    assert root.read() == [
+        "*** You are now an operator (root); /help lists your commands."
+    ]
+    bob = connections(port, "127.0.0.2")
+    bob.read(2)
+    bob.send("bob")
+    bob.read(2)
+    assert root.read() == ["*** bob has joined #lobby"]
+    root.send("/ban bob 1h testing")
+    assert bob.read(2) == ["*** disconnected: banned: testing", None]
+    assert root.read(2) == [
+        "*** bob has left (banned: testing)",
+        "*** Banned 127.0.0.2/32 (bob) for 1h: testing.",
+    ]
+    assert "operator root (root) banned 127.0.0.2/32" in server.output()
+
+    server.process.send_signal(signal.SIGTERM)
+    assert server.wait() in (0, -signal.SIGTERM)
+    server = twistd(f"tcp:{port}:interface=127.0.0.1", *options)
+    server.wait_for_port(port)
+    again = connections(port, "127.0.0.2")
+    refused = again.read(2)
+    assert refused[0] is not None
+    assert refused[0].startswith("!!! you are banned from this server until ")
+    assert refused == [refused[0], None]
+    assert refused[0].endswith(": testing")
+    assert connections(port).read(2) == GREETING

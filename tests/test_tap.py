@@ -50,6 +50,16 @@ def test_all_options() -> None:
         "/MSG",
         "--disable-plugin",
         "roll",
+        "--flood-rate",
+        "2.5",
+        "--flood-burst",
+        "4",
+        "--max-connect-rate",
+        "3",
+        "--operators",
+        "/etc/chat/operators",
+        "--bans",
+        "/var/lib/chat/bans.json",
     )["settings"]
     assert settings == Settings(
         endpoints=("tcp:9000", "unix:/tmp/chat.sock"),
@@ -63,6 +73,11 @@ def test_all_options() -> None:
         history=0,
         motd="/etc/motd",
         disabled_plugins=frozenset({"msg", "roll"}),
+        flood_rate=2.5,
+        flood_burst=4,
+        max_connect_rate=3,
+        operators="/etc/chat/operators",
+        bans="/var/lib/chat/bans.json",
     )
 
 

@@ -14,3 +14,12 @@ from chatservice.commands import (  # noqa: F401 - found by the plugin scan
     users_command,
     who_command,
 )
+from chatservice.moderation import (  # noqa: F401 - found by the plugin scan
+    ban_command,
+    bans_command,
+    kick_command,
+    oper_command,
+    stats_command,
+    unban_command,
+    wall_command,
+)

@@ -1,0 +1,245 @@
+"""Operators and what they may do: C{/oper}, then kick, ban, wall, stats.
+
+An operator is a session that logged in with C{/oper NAME PASSWORD}
+against the C{--operators} file.  Operator commands are ordinary table
+entries marked C{operator_only}; L{chatservice.commands.dispatch} refuses
+them to everyone else.  Everything an operator does is logged with the
+operator's name (never with a password).
+"""
+
+import time
+from ipaddress import ip_network
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+
+from . import wire
+from .bans import Ban, format_duration, parse_duration, parse_target
+from .commands import Result, command
+from .errors import ChatError
+from .interfaces import IChatSession, UserInfo
+
+log = Logger()
+
+#: The answer to every failed /oper, whatever was wrong.
+LOGIN_FAILED = "operator login failed"
+
+
+@command("/oper NAME PASSWORD", "log in as a server operator", 2)
+def oper_command(session: IChatSession, args: str) -> Result:
+    name, password = args.split(None, 1)
+    server = session.server
+    host = session.host
+    delay = server.oper_failures.delay(host)
+    waited = deferLater(server.clock, delay) if delay else succeed(None)
+
+    def check(_: object) -> Deferred[object]:
+        return server.run_in_thread(server.operators.check, name, password)
+
+    def checked(ok: object) -> None:
+        if not ok:
+            server.oper_failures.failed(host)
+            log.warn(
+                "failed /oper as {operator} by connection {connection_id} "
+                "({nickname}) from {host}",
+                operator=name,
+                connection_id=session.connection_id,
+                nickname=session.nickname,
+                host=host,
+            )
+            raise ChatError(LOGIN_FAILED)
+        server.oper_failures.succeeded(host)
+        session.operator = name
+        log.info(
+            "connection {connection_id} ({nickname}) from {host} is now "
+            "operator {operator}",
+            operator=name,
+            connection_id=session.connection_id,
+            nickname=session.nickname,
+            host=host,
+        )
+        session.deliver(
+            wire.notice(f"You are now an operator ({name}); /help lists your commands.")
+        )
+
+    return waited.addCallback(check).addCallback(checked)
+
+
+def _audit(session: IChatSession, action: str, **fields: object) -> None:
+    """Log what an operator did, with the operator's name."""
+    log.info(
+        "operator {operator} ({nickname}) " + action,
+        operator=session.operator,
+        nickname=session.nickname,
+        **fields,
+    )
+
+
+@command(
+    "/kick NICK [REASON]",
+    "disconnect NICK, telling everyone why",
+    1,
+    operator_only=True,
+)
+def kick_command(session: IChatSession, args: str) -> Result:
+    target, _, why = args.partition(" ")
+    why = why.strip()
+    reason = f"kicked by {session.nickname}" + (f": {why}" if why else "")
+
+    def kicked(user: UserInfo) -> None:
+        _audit(session, "kicked {target}: {why}", target=user.nickname, why=why)
+        session.deliver(wire.notice(f"{user.nickname} was kicked."))
+
+    return session.registry.kick(target, reason).addCallback(kicked)
+
+
+@command(
+    "/ban NICK|IP|CIDR [DURATION] [REASON]",
+    "refuse an address (NICK's, an IP or a network) for DURATION "
+    "(30m, 2h, 7d; default: until /unban), closing its connections",
+    1,
+    operator_only=True,
+)
+def ban_command(session: IChatSession, args: str) -> Result:
+    words = args.split(None, 1)
+    target, rest = words[0], (words[1] if len(words) > 1 else "")
+    duration, why = _duration_and_reason(rest)
+    try:
+        network = parse_target(target)
+    except ValueError as error:
+        if "/" in target or ":" in target or target[:1].isdigit():
+            raise ChatError(str(error)) from None
+        # Not an address: a nickname, banned by the address it comes from.
+        return session.registry.find(target).addCallback(
+            lambda user: _ban_user(session, user, duration, why)
+        )
+    _ban(session, network, duration, why, target)
+    return None
+
+
+def _duration_and_reason(rest: str) -> tuple[float | None, str]:
+    """Split C{[DURATION] [REASON]}: a first word that is a duration is one."""
+    first, _, after = rest.partition(" ")
+    if first:
+        try:
+            return parse_duration(first), after.strip()
+        except ValueError:
+            pass
+    return None, rest.strip()
+
+
+def _ban_user(
+    session: IChatSession, user: UserInfo, duration: float | None, why: str
+) -> None:
+    if user.host is None:
+        raise ChatError(f"{user.nickname} has no address to ban")
+    _ban(session, ip_network(user.host), duration, why, user.nickname)
+
+
+def _ban(
+    session: IChatSession, network: object, duration: float | None, why: str, what: str
+) -> None:
+    ban = session.server.ban(network, duration, why, session.operator)
+    _audit(
+        session,
+        "banned {network} ({what}) for {duration}: {why}",
+        network=str(ban.network),
+        what=what,
+        duration=_for(duration),
+        why=why,
+    )
+    session.deliver(
+        wire.notice(
+            f"Banned {ban.network} ({what}) {_for(duration)}"
+            + (f": {why}" if why else "")
+            + "."
+        )
+    )
+
+
+def _for(duration: float | None) -> str:
+    return "permanently" if duration is None else f"for {format_duration(duration)}"
+
+
+@command("/unban IP|CIDR", "lift a ban", 1, operator_only=True)
+def unban_command(session: IChatSession, args: str) -> Result:
+    try:
+        network = parse_target(args.split()[0])
+    except ValueError as error:
+        raise ChatError(str(error)) from None
+    ban = session.server.bans.remove(network)
+    if ban is None:
+        raise ChatError(f"{network} is not banned; /bans lists the bans")
+    _audit(session, "lifted the ban of {network}", network=str(network))
+    session.deliver(wire.notice(f"Unbanned {network}."))
+    return None
+
+
+@command("/bans", "list the bans in force", operator_only=True)
+def bans_command(session: IChatSession, args: str) -> Result:
+    bans = session.server.bans.active()
+    now = session.server.clock.seconds()
+    session.deliver(
+        wire.notice(f"Bans ({len(bans)}):")
+        + b"".join(wire.notice(describe_ban(ban, now)) for ban in bans)
+    )
+    return None
+
+
+def describe_ban(ban: Ban, now: float) -> str:
+    """One ban as C{/bans} shows it."""
+    if ban.expires is None:
+        until = "permanent"
+    else:
+        left = format_duration(max(ban.expires - now, 0))
+        until = f"until {_utc(ban.expires)} ({left} left)"
+    return f"{ban.network} {until}, by {ban.by}" + (
+        f": {ban.reason}" if ban.reason else ""
+    )
+
+
+def _utc(when: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(when))
+
+
+@command("/wall TEXT", "send a notice to everyone online", 1, operator_only=True)
+def wall_command(session: IChatSession, args: str) -> Result:
+    _audit(session, "sent a wall notice")
+    session.registry.announce(wire.notice(f"NOTICE from {session.nickname}: {args}"))
+    return None
+
+
+@command("/stats", "show the server's counters", operator_only=True)
+def stats_command(session: IChatSession, args: str) -> Result:
+    server = session.server
+    stats = server.stats
+    registry = session.registry
+    uptime = format_duration(server.clock.seconds() - stats.started)
+
+    def show(counts: tuple[list[UserInfo], list[object]]) -> None:
+        users, rooms = counts
+        session.deliver(
+            wire.notice(f"Server stats, up {uptime}:")
+            + wire.notice(
+                f"connections {len(server.connections)} (peak "
+                f"{stats.peak_connections}), users {len(users)}, rooms {len(rooms)}"
+            )
+            + wire.notice(
+                f"lines received {stats.lines_in}; chat lines said "
+                f"{registry.said}, delivered {registry.delivered}"
+            )
+            + wire.notice(f"disconnects: {_counts(stats.closed)}")
+            + wire.notice(f"refused: {_counts(stats.refused)}")
+        )
+
+    d = registry.users().addCallback(
+        lambda users: registry.rooms().addCallback(lambda rooms: (users, rooms))
+    )
+    return d.addCallback(show)
+
+
+def _counts(counter: dict[str, int]) -> str:
+    if not counter:
+        return "none"
+    return ", ".join(f"{reason} {n}" for reason, n in sorted(counter.items()))
