@@ -130,6 +130,13 @@ class ChatService(Service):
         ports, self.ports = self.ports, []
         stopped = DeferredList([maybeDeferred(port.stopListening) for port in ports])
         stopped.addCallback(lambda _: self.factory.stop())
+        # A ban made just before the stop is on disk before the process ends.
+        stopped.addCallback(lambda _: self.factory.bans.saved())
+        stopped.addErrback(
+            lambda failure: log.error(
+                "the bans could not be saved: {error}", error=failure.value
+            )
+        )
         return stopped
 
 

@@ -100,8 +100,9 @@ class FakeClient:
 
     _ids = iter(range(1, 1 << 62))
 
-    def __init__(self) -> None:
+    def __init__(self, host: str | None = None) -> None:
         self.connection_id = next(self._ids)
+        self.host = host
         self.received: list[bytes] = []
         self.disconnected: list[str] = []
 
@@ -336,6 +337,42 @@ class RegistryBehaviour:
         registry.unregister(alice, "quit")
         assert bob.lines() == ["*** alice has left (quit)"]
         assert carol.lines() == ["*** alice has left (quit)"]
+
+    def test_find(self) -> None:
+        """A user is found by nickname, ignoring case, with their address."""
+        registry = self.make_registry()
+        bob = FakeClient(host="203.0.113.7")
+        _result(registry.register(bob, "Bob"))
+        found = _result(registry.find("bob"))
+        assert (found.nickname, found.host) == ("Bob", "203.0.113.7")
+        assert _failure(registry.find("nobody")).check(NoSuchNickname)
+
+    def test_kick(self) -> None:
+        """Kicking asks the user's client to disconnect with the reason."""
+        registry, (alice, bob) = self._with("alice", "bob")
+        assert _result(registry.kick("BOB", "kicked by alice")) == UserInfo("bob")
+        assert bob.disconnected == ["kicked by alice"]
+        assert alice.disconnected == []
+        assert _failure(registry.kick("nobody", "x")).check(NoSuchNickname)
+
+    def test_announce_reaches_everyone_once(self) -> None:
+        """An announcement reaches every user once, whatever their rooms."""
+        registry, (alice, bob, carol) = self._with("alice", "bob", "carol")
+        registry.join(bob, "#x")
+        registry.join(carol, "#y")
+        for client in (alice, bob, carol):
+            client.lines()
+        registry.announce(b"*** hear ye\r\n")
+        assert alice.lines() == bob.lines() == carol.lines() == ["*** hear ye"]
+
+    def test_said_and_delivered_counted(self) -> None:
+        """Chat lines said, and their deliveries, are counted."""
+        registry, (alice, bob, carol) = self._with("alice", "bob", "carol")
+        said, delivered = registry.said, registry.delivered
+        registry.say(registry.lobby, b"<alice> hi\r\n", alice)
+        registry.join(bob, "#x")
+        registry.say("#x", b"<bob> hi\r\n", bob)
+        assert (registry.said - said, registry.delivered - delivered) == (2, 2)
 
     def test_stop_silences_local_leaves(self) -> None:
         """After stop(), local users leave without N-squared announcements."""

@@ -1,0 +1,54 @@
+"""Unit tests of the growing delay after failed attempts."""
+
+from twisted.internet.task import Clock
+
+from chatservice.throttle import FailureDelay
+
+
+def test_free_attempts_then_doubling_to_cap() -> None:
+    """Three failures cost nothing; then 1, 2, 4, 8 s, and at most 10 s."""
+    delays = FailureDelay(Clock())
+    seen = []
+    for _ in range(9):
+        seen.append(delays.delay("a"))
+        delays.failed("a")
+    assert seen == [0, 0, 0, 1, 2, 4, 8, 10, 10]
+
+
+def test_success_starts_over() -> None:
+    """A success forgets the failures."""
+    delays = FailureDelay(Clock())
+    for _ in range(5):
+        delays.failed("a")
+    delays.succeeded("a")
+    assert delays.delay("a") == 0
+
+
+def test_quiet_address_forgotten() -> None:
+    """Fifteen minutes without a failure, an address starts over."""
+    clock = Clock()
+    delays = FailureDelay(clock)
+    for _ in range(5):
+        delays.failed("a")
+    clock.advance(899)
+    assert delays.delay("a") == 4
+    clock.advance(1)
+    assert delays.delay("a") == 0
+
+
+def test_keys_are_separate() -> None:
+    """One address's failures do not delay another."""
+    delays = FailureDelay(Clock())
+    for _ in range(5):
+        delays.failed("a")
+    assert delays.delay("b") == 0
+
+
+def test_table_bounded() -> None:
+    """Addresses whose failures are old are pruned as new ones come."""
+    clock = Clock()
+    delays = FailureDelay(clock)
+    for n in range(5000):
+        delays.failed(n)
+        clock.advance(1)
+    assert len(delays._failures) <= 2048
