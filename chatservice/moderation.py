@@ -13,11 +13,12 @@ from ipaddress import ip_network
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from . import wire
 from .bans import Ban, format_duration, parse_duration, parse_target
 from .commands import Result, command
-from .errors import ChatError
+from .errors import ChatError, NoSuchNickname
 from .interfaces import IChatSession, UserInfo
 
 log = Logger()
@@ -108,12 +109,20 @@ def ban_command(session: IChatSession, args: str) -> Result:
     try:
         network = parse_target(target)
     except ValueError as error:
-        if "/" in target or ":" in target or target[:1].isdigit():
-            raise ChatError(str(error)) from None
         # Not an address: a nickname, banned by the address it comes from.
-        return session.registry.find(target).addCallback(
-            lambda user: _ban_user(session, user, duration, why)
+        not_an_address = str(error)
+
+        def no_such_user(failure: Failure) -> None:
+            failure.trap(NoSuchNickname)
+            if any(c in target for c in "./:"):
+                raise ChatError(not_an_address)  # a mistyped address, surely
+            failure.raiseException()
+
+        d = session.registry.find(target)
+        d.addCallbacks(
+            lambda user: _ban_user(session, user, duration, why), no_such_user
         )
+        return d
     _ban(session, network, duration, why, target)
     return None
 
@@ -178,6 +187,7 @@ def unban_command(session: IChatSession, args: str) -> Result:
 
 @command("/bans", "list the bans in force", operator_only=True)
 def bans_command(session: IChatSession, args: str) -> Result:
+    _audit(session, "listed the bans")
     bans = session.server.bans.active()
     now = session.server.clock.seconds()
     session.deliver(
@@ -212,6 +222,7 @@ def wall_command(session: IChatSession, args: str) -> Result:
 
 @command("/stats", "show the server's counters", operator_only=True)
 def stats_command(session: IChatSession, args: str) -> Result:
+    _audit(session, "looked at the stats")
     server = session.server
     stats = server.stats
     registry = session.registry

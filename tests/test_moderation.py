@@ -199,6 +199,7 @@ def test_ban_network_closes_all_matching(server: ChatFactory) -> None:
     ("line", "error"),
     [
         ("/ban ghost", "!!! nobody called ghost is online; try /who"),
+        ("/ban 1337", "!!! nobody called 1337 is online; try /who"),
         ("/ban 10.0.0.1/8", None),
         ("/ban 999.1.1.1", None),
         ("/unban 10.1.2.3", "!!! 10.1.2.3/32 is not banned; /bans lists the bans"),
