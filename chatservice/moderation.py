@@ -130,6 +130,11 @@ def ban_command(session: IChatSession, args: str) -> Result:
 def _duration_and_reason(rest: str) -> tuple[float | None, str]:
     """Split C{[DURATION] [REASON]}: a first word that is a duration is one."""
     first, _, after = rest.partition(" ")
+    if first.isdigit() and int(first):
+        # "/ban bob 3 strikes": seconds are surely not what was meant.
+        raise ChatError(
+            f"a duration needs a unit: {first}m, {first}h or {first}d (or forever)"
+        )
     if first:
         try:
             return parse_duration(first), after.strip()

@@ -200,6 +200,10 @@ def test_ban_network_closes_all_matching(server: ChatFactory) -> None:
     [
         ("/ban ghost", "!!! nobody called ghost is online; try /who"),
         ("/ban 1337", "!!! nobody called 1337 is online; try /who"),
+        (
+            "/ban 10.1.2.3 3 strikes",
+            "!!! a duration needs a unit: 3m, 3h or 3d (or forever)",
+        ),
         ("/ban 10.0.0.1/8", None),
         ("/ban 999.1.1.1", None),
         ("/unban 10.1.2.3", "!!! 10.1.2.3/32 is not banned; /bans lists the bans"),
