@@ -1,8 +1,10 @@
 """Shared fixtures, and a guard against tests that leave timers behind."""
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import pytest_twisted
+from harness import Harness
 
 from twisted.internet.task import Clock
 
@@ -20,6 +22,16 @@ def clock() -> Clock:
 def factory(clock: Clock) -> ChatFactory:
     """A factory with default settings on the fake clock."""
     return ChatFactory(Settings(), clock=clock)
+
+
+@pytest_twisted.async_yield_fixture
+async def chat() -> AsyncIterator[Harness]:
+    """A harness whose servers and clients are closed after the test."""
+    harness = Harness()
+    try:
+        yield harness
+    finally:
+        await harness.close()
 
 
 @pytest.fixture(autouse=True)

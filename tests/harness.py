@@ -1,0 +1,161 @@
+"""Shared helpers for tests against an in-process server on a real port.
+
+The server runs in the test's reactor (pytest-twisted), so every client is a
+Twisted client too: a blocking socket would stop the reactor that serves it.
+Every wait has a deadline; nothing sleeps.  The C{chat} fixture (in
+C{conftest.py}) gives each test a L{Harness} and cleans it up.
+"""
+
+from collections.abc import Callable
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    connectProtocol,
+    serverFromString,
+)
+from twisted.internet.task import deferLater
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+
+from chatservice.config import Settings
+from chatservice.factory import ChatFactory
+from chatservice.protocol import ChatProtocol
+from chatservice.service import ChatService
+
+#: The longest any single wait may take before the test fails.
+WAIT = 10.0
+
+GREETING = [
+    "*** Welcome to chatservice.",
+    "*** Choose a nickname: type it and press Enter (or use /nick NAME).",
+]
+
+
+class Client(LineReceiver):
+    """A chat user: records every line the server sends, in order."""
+
+    delimiter = b"\r\n"
+    MAX_LENGTH = 1 << 20
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.disconnected = False
+
+    def lineReceived(self, line: bytes) -> None:
+        self.lines.append(line.decode("utf-8"))
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.disconnected = True
+        self.reason = reason
+
+    def send(self, text: str) -> None:
+        """Type one line, ended by CRLF as telnet sends it."""
+        self.transport.write(text.encode("utf-8") + b"\r\n")
+
+    def since(self, mark: int) -> list[str]:
+        """The lines received after the first C{mark} lines."""
+        return self.lines[mark:]
+
+
+async def wait_until(
+    predicate: Callable[[], object], what: str, timeout: float = WAIT
+) -> None:
+    """Let the reactor run until C{predicate()} is true, at most C{timeout} s."""
+    deadline = reactor.seconds() + timeout
+    while not predicate():
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        await deferLater(reactor, 0.002, lambda: None)
+
+
+async def bounded(d: Deferred, timeout: float = WAIT) -> object:
+    """Wait for C{d}, failing with TimeoutError after C{timeout} seconds.
+
+    The wait is on a proxy, because cancelling C{d} itself need not stop
+    it: a C{DeferredList} that has fired, as C{stopService} returns, ignores
+    C{cancel()} even while it waits on a Deferred returned by a callback.
+    """
+    proxy: Deferred = Deferred()
+
+    def forward(result: object) -> None:
+        if not proxy.called:
+            if isinstance(result, Failure):
+                proxy.errback(result)
+            else:
+                proxy.callback(result)
+
+    d.addBoth(forward)
+    return await proxy.addTimeout(timeout, reactor)
+
+
+class Harness:
+    """Starts chat servers and connects clients; cleans all of it up."""
+
+    def __init__(self) -> None:
+        self.services: list[ChatService] = []
+        self.clients: list[Client] = []
+
+    def start(self, **settings: object) -> ChatService:
+        """Start a server on 127.0.0.1 and a free port, with C{settings}.
+
+        Every test client comes from 127.0.0.1, so the per-address connect
+        rate is lifted unless a test sets it.
+        """
+        settings.setdefault("max_connect_rate", 1e6)
+        factory = ChatFactory(Settings(**settings))  # type: ignore[arg-type]
+        endpoint = serverFromString(reactor, "tcp:0:interface=127.0.0.1")
+        service = ChatService(factory, [("tcp:0:interface=127.0.0.1", endpoint)])
+        service.startService()
+        self.services.append(service)
+        self.service = service
+        self.factory = factory
+        self.port = service.ports[0].getHost().port
+        return service
+
+    async def connect(self, client: Client | None = None) -> Client:
+        """Connect C{client} (by default a new L{Client}) to the last server."""
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port, timeout=5)
+        if client is None:
+            client = Client()
+        await bounded(connectProtocol(endpoint, client))
+        self.clients.append(client)
+        return client
+
+    async def greeted(self, client: Client | None = None) -> Client:
+        """Connect a new client and wait for the server's greeting."""
+        client = await self.connect(client)
+        await wait_until(lambda: len(client.lines) >= 2, "the greeting")
+        assert client.lines == GREETING
+        return client
+
+    async def user(self, nickname: str, client: Client | None = None) -> Client:
+        """Connect a new client and register it as C{nickname}."""
+        client = await self.greeted(client)
+        client.send(nickname)
+        await wait_until(lambda: len(client.lines) >= 4, f"{nickname}'s welcome")
+        assert client.lines[2].startswith(f"*** Welcome, {nickname}! Online ("), (
+            client.lines
+        )
+        assert client.lines[3] == "*** Type /help for the commands."
+        return client
+
+    def server_side(self, nickname: str) -> ChatProtocol:
+        """The server's protocol for the user called C{nickname}."""
+        (protocol,) = [
+            p for p in self.factory.connections.values() if p.nickname == nickname
+        ]
+        return protocol
+
+    async def close(self) -> None:
+        """Drop every client, stop every server, and wait until all is closed."""
+        for client in self.clients:
+            if not client.disconnected:
+                client.transport.abortConnection()
+        await wait_until(
+            lambda: all(c.disconnected for c in self.clients), "clients to close"
+        )
+        for service in self.services:
+            if service.running:
+                await bounded(service.stopService())
