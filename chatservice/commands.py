@@ -176,10 +176,13 @@ def _welcome(nickname: str, session: IChatSession) -> Result:
         # Already in the lobby: this only fetches its scrollback.
         return registry.join(session, registry.lobby)
 
-    d = registry.users().addCallback(greet)
-    return d.addCallback(
-        lambda history: session.deliver(_scrollback(session.room, history))
-    )
+    def finish(history: list[Scrollback]) -> None:
+        session.deliver(_scrollback(session.room, history))
+        token = session.server.sessions.issue(session)
+        if token is not None:
+            session.deliver(wire.resume_token(nickname, token))
+
+    return registry.users().addCallback(greet).addCallback(finish)
 
 
 def _names(users: list[UserInfo], away_messages: bool = False) -> str:

@@ -49,3 +49,8 @@ class Settings:
     operators: str | None = None
     #: A file where bans are kept across restarts.
     bans: str | None = None
+    #: How long the nickname of a connection that dropped (not /quit) is
+    #: held for a C{/resume}; 0 turns resuming off.
+    resume_grace: float = 60.0
+    #: Lines kept for a dropped session to see when it resumes.
+    resume_buffer: int = 200

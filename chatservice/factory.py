@@ -25,6 +25,7 @@ from .interfaces import IChatServer, IRegistry
 from .operators import Operators
 from .protocol import ChatProtocol, format_peer
 from .registry import Registry
+from .resume import SessionKeeper
 from .stats import Stats
 from .text import clean_line
 from .throttle import FailureDelay
@@ -86,6 +87,16 @@ class ChatFactory(ServerFactory):
         self.bans = BanList(self.settings.bans, clock, run_in_thread)
         #: Failed /oper attempts, by peer address.
         self.oper_failures = FailureDelay(clock)
+        #: Resume tokens, and sessions held for a resume.
+        self.sessions = SessionKeeper(
+            registry,
+            clock,
+            self.settings.resume_grace,
+            self.settings.resume_buffer,
+            self.settings.max_sendq,
+        )
+        #: Failed /resume attempts, by peer address.
+        self.resume_failures = FailureDelay(clock)
         self._per_host: Counter[str] = Counter()
         #: What the server counts about itself; see L{Stats}.
         self.stats = Stats(started=clock.seconds())
@@ -229,6 +240,7 @@ class ChatFactory(ServerFactory):
         """
         self._stopping = True
         self.registry.stop()
+        self.sessions.stop()
         if not self.connections:
             return succeed(None)
         self._all_closed = Deferred()

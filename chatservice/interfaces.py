@@ -164,6 +164,15 @@ class IRegistry(Interface):
         with L{chatservice.errors.NoSuchNickname}.
         """
 
+    def replace(old: IChatClient, new: IChatClient, data: bytes | None) -> None:
+        """Put C{new} in the registered C{old}'s place: nickname, rooms, away.
+
+        Used when a connection drops and its session is held, and when a new
+        connection resumes it.  Everyone who shares a room with it is told
+        C{data}, if given, once; C{new} is not.  Nobody is told of a leave
+        or a join.
+        """
+
     def announce(data: bytes) -> None:
         """Deliver C{data} to every registered user, in every room, once."""
 
@@ -261,6 +270,10 @@ class IChatServer(Interface):
     connections = Attribute("The open connections, by connection id.")
     operators = Attribute("The L{chatservice.operators.Operators} who may /oper.")
     bans = Attribute("The L{chatservice.bans.BanList}.")
+    sessions = Attribute("The L{chatservice.resume.SessionKeeper}.")
+    resume_failures = Attribute(
+        "A L{chatservice.throttle.FailureDelay} for /resume, by peer address."
+    )
     oper_failures = Attribute(
         "A L{chatservice.throttle.FailureDelay} for /oper, by peer address."
     )
@@ -296,3 +309,9 @@ class IChatSession(IChatClient):
 
     def quit(reason: str) -> None:
         """Leave: the others are told C{reason}; then close the connection."""
+
+    def resumed(nickname: str, room: str) -> None:
+        """Record that this connection took over C{nickname}'s session."""
+
+    def hand_over() -> None:
+        """Another connection resumed this session: close, without leaving."""

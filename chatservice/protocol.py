@@ -413,8 +413,34 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
             old=self.nickname,
             nickname=nickname,
         )
+        self.factory.sessions.renamed(self, self.nickname, nickname)
         self.nickname = nickname
         return nickname
+
+    def resumed(self, nickname: str, room: str) -> None:
+        """See L{IChatSession.resumed}."""
+        self.nickname = nickname
+        self.room = room
+        log.info(
+            "connection {connection_id} resumed the session of {nickname}",
+            connection_id=self.connection_id,
+            nickname=nickname,
+        )
+        if self._close_reason is not None:
+            # This connection ended while the resume was under way.
+            self._leave(self._close_reason)
+            return
+        self.setTimeout(self.factory.settings.idle_timeout)
+
+    def hand_over(self) -> None:
+        """See L{IChatSession.hand_over}."""
+        self._left = True  # the session lives on in the other connection
+        self.deliver(
+            wire.notice(
+                "disconnected: your session was resumed from another connection"
+            )
+        )
+        self._close("resumed elsewhere")
 
     def quit(self, reason: str) -> None:
         """See L{IChatSession.quit}."""
@@ -490,7 +516,11 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         if self._left:
             return
         self._left = True
-        if self.nickname is not None:
+        if self.nickname is None:
+            return
+        sessions = self.factory.sessions
+        if not sessions.hold(self, reason):
+            sessions.forget(self)
             self.registry.unregister(self, reason)
 
 

@@ -183,6 +183,19 @@ class Registry:
         client.disconnect(reason)
         return succeed(info)
 
+    def replace(self, old: IChatClient, new: IChatClient, data: bytes | None) -> None:
+        """See L{IRegistry.replace}."""
+        user = self._users.pop(old)
+        self._users[new] = user
+        self._by_fold[fold(user.nickname)] = new
+        user.host = getattr(new, "host", None)
+        for name in user.rooms:
+            room = self._rooms[name]
+            room.discard(old)
+            room.add(new)
+        if data is not None:
+            self._deliver(self._neighbours(user), data, new)
+
     def announce(self, data: bytes) -> None:
         """See L{IRegistry.announce}."""
         self._deliver(tuple(self._users), data, None)

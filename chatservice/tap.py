@@ -49,6 +49,19 @@ _seconds = _positive(float)
 _count = _positive(int)
 
 
+def _seconds_or_zero(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
+    if not value >= 0 or not math.isfinite(value):
+        raise ValueError(f"{text!r} is not a number of seconds (0 or more)")
+    return value
+
+
+_seconds_or_zero.coerceDoc = "0 or more."  # type: ignore[attr-defined]
+
+
 class Options(usage.Options):
     """The command line of C{twistd chat}."""
 
@@ -142,6 +155,21 @@ class Options(usage.Options):
             "if missing; written atomically).",
         ],
         [
+            "resume-grace",
+            None,
+            _DEFAULTS.resume_grace,
+            "How long the nickname of a dropped connection (not /quit) is held "
+            "for /resume, keeping the lines it misses; 0 turns resuming off.",
+            _seconds_or_zero,
+        ],
+        [
+            "resume-buffer",
+            None,
+            _DEFAULTS.resume_buffer,
+            "Lines kept for a dropped session; beyond it the oldest are dropped.",
+            _count,
+        ],
+        [
             "history",
             None,
             _DEFAULTS.history,
@@ -227,6 +255,8 @@ class Options(usage.Options):
             max_connect_rate=self["max-connect-rate"],
             operators=self["operators"],
             bans=self["bans"],
+            resume_grace=self["resume-grace"],
+            resume_buffer=self["resume-buffer"],
         )
 
 

@@ -374,6 +374,34 @@ class RegistryBehaviour:
         registry.say("#x", b"<bob> hi\r\n", bob)
         assert (registry.said - said, registry.delivered - delivered) == (2, 2)
 
+    def test_replace_keeps_everything_and_tells_once(self) -> None:
+        """A replaced client keeps its nickname, rooms and away message."""
+        registry, (alice, bob, carol) = self._with("alice", "bob", "carol")
+        registry.join(alice, "#x")
+        registry.join(bob, "#x")
+        registry.set_away(alice, "brb")
+        for client in (alice, bob, carol):
+            client.lines()
+        new = FakeClient(host="198.51.100.1")
+        registry.replace(alice, new, b"*** alice is back\r\n")
+        assert bob.lines() == carol.lines() == ["*** alice is back"]
+        assert new.lines() == []
+        registry.say("#x", b"<bob> hi\r\n", bob)
+        assert new.lines() == ["<bob> hi"]
+        assert alice.lines() == []
+        assert _result(registry.find("ALICE")).host == "198.51.100.1"
+        assert _result(registry.users("#x"))[0] == UserInfo("alice", "brb")
+        registry.unregister(alice, "gone")  # the old client is not registered
+        assert bob.lines() == []
+        registry.unregister(new, "quit")
+        assert bob.lines() == ["*** alice has left (quit)"]
+
+    def test_replace_silently(self) -> None:
+        """A replace without a line tells nobody anything."""
+        registry, (alice, bob) = self._with("alice", "bob")
+        registry.replace(alice, FakeClient(), None)
+        assert bob.lines() == []
+
     def test_stop_silences_local_leaves(self) -> None:
         """After stop(), local users leave without N-squared announcements."""
         registry, (alice, bob) = self._with("alice", "bob")

@@ -61,6 +61,24 @@ def left(nickname: str, reason: str) -> bytes:
     return notice(f"{nickname} has left ({reason})")
 
 
+def lost(nickname: str) -> bytes:
+    """Someone's connection dropped; they may come back (resume)."""
+    return notice(f"{nickname} lost connection")
+
+
+def back(nickname: str) -> bytes:
+    """Someone whose connection dropped resumed their session."""
+    return notice(f"{nickname} is back")
+
+
+def resume_token(nickname: str, token: str) -> bytes:
+    """The line that gives a user their (new) resume token."""
+    return notice(
+        f"resume token: {token} (if your connection drops, reconnect and send "
+        f"/resume {nickname} {token} as your first line)"
+    )
+
+
 def renamed(old: str, new: str) -> bytes:
     """Someone changed nickname."""
     return notice(f"{old} is now known as {new}")

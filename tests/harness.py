@@ -6,7 +6,7 @@ Every wait has a deadline; nothing sleeps.  The C{chat} fixture (in
 C{conftest.py}) gives each test a L{Harness} and cleans it up.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -14,7 +14,9 @@ from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
     connectProtocol,
     serverFromString,
+    wrapClientTLS,
 )
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.task import deferLater
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
@@ -97,42 +99,77 @@ class Harness:
         self.services: list[ChatService] = []
         self.clients: list[Client] = []
 
-    def start(self, **settings: object) -> ChatService:
-        """Start a server on 127.0.0.1 and a free port, with C{settings}.
+    def start(
+        self,
+        listen: Sequence[str] = ("tcp:0:interface=127.0.0.1",),
+        **settings: object,
+    ) -> ChatService:
+        """Start a server on the endpoints C{listen}, with C{settings}.
 
+        By default it listens on 127.0.0.1 and a free port.  C{self.ports}
+        holds the port numbers bound, in order; C{self.port} is the first.
         Every test client comes from 127.0.0.1, so the per-address connect
         rate is lifted unless a test sets it.
         """
         settings.setdefault("max_connect_rate", 1e6)
+        # A dropped user leaves at once, as before resuming existed, unless
+        # the test is about resuming.
+        settings.setdefault("resume_grace", 0)
         factory = ChatFactory(Settings(**settings))  # type: ignore[arg-type]
-        endpoint = serverFromString(reactor, "tcp:0:interface=127.0.0.1")
-        service = ChatService(factory, [("tcp:0:interface=127.0.0.1", endpoint)])
+        endpoints = [(each, serverFromString(reactor, each)) for each in listen]
+        service = ChatService(factory, endpoints)
         service.startService()
         self.services.append(service)
         self.service = service
         self.factory = factory
-        self.port = service.ports[0].getHost().port
+        self.ports = [port.getHost().port for port in service.ports]
+        self.port = self.ports[0]
         return service
 
-    async def connect(self, client: Client | None = None) -> Client:
-        """Connect C{client} (by default a new L{Client}) to the last server."""
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port, timeout=5)
+    async def connect(
+        self,
+        client: Client | None = None,
+        port: int | None = None,
+        tls: IOpenSSLClientConnectionCreator | None = None,
+    ) -> Client:
+        """Connect C{client} (by default a new L{Client}) to the last server.
+
+        It connects to C{port} (by default the first one), over TLS with the
+        options C{tls} if given.  The connection is made once TCP is; a TLS
+        handshake goes on after that, and may still fail.
+        """
+        endpoint = TCP4ClientEndpoint(
+            reactor, "127.0.0.1", self.port if port is None else port, timeout=5
+        )
+        if tls is not None:
+            endpoint = wrapClientTLS(tls, endpoint)
         if client is None:
             client = Client()
         await bounded(connectProtocol(endpoint, client))
         self.clients.append(client)
         return client
 
-    async def greeted(self, client: Client | None = None) -> Client:
+    async def greeted(
+        self,
+        client: Client | None = None,
+        port: int | None = None,
+        tls: IOpenSSLClientConnectionCreator | None = None,
+    ) -> Client:
         """Connect a new client and wait for the server's greeting."""
-        client = await self.connect(client)
+        client = await self.connect(client, port, tls)
         await wait_until(lambda: len(client.lines) >= 2, "the greeting")
         assert client.lines == GREETING
         return client
 
-    async def user(self, nickname: str, client: Client | None = None) -> Client:
+    async def user(
+        self,
+        nickname: str,
+        client: Client | None = None,
+        port: int | None = None,
+        tls: IOpenSSLClientConnectionCreator | None = None,
+    ) -> Client:
         """Connect a new client and register it as C{nickname}."""
-        client = await self.greeted(client)
+        client = await self.greeted(client, port, tls)
         client.send(nickname)
         await wait_until(lambda: len(client.lines) >= 4, f"{nickname}'s welcome")
         assert client.lines[2].startswith(f"*** Welcome, {nickname}! Online ("), (

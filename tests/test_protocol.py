@@ -1,5 +1,7 @@
 """Unit tests of one connection: StringTransport and a fake clock."""
 
+import re
+
 import pytest
 
 from twisted.internet.defer import Deferred
@@ -103,10 +105,16 @@ def test_first_line_is_nickname(factory: ChatFactory) -> None:
     alice = FakeConnection(factory)
     alice.output()
     alice.enter("alice")
-    assert alice.lines() == [
+    *welcome, token = alice.lines()
+    assert welcome == [
         "*** Welcome, alice! Online (2): alice, bob",
         "*** Type /help for the commands.",
     ]
+    assert re.fullmatch(
+        r"\*\*\* resume token: ([\w-]{22}) \(if your connection drops, reconnect "
+        r"and send /resume alice \1 as your first line\)",
+        token,
+    )
     assert bob.lines() == ["*** alice has joined #lobby"]
 
 
@@ -429,11 +437,17 @@ def test_lines_after_quit_ignored(pair: tuple[FakeConnection, FakeConnection]) -
 
 @pytest.mark.parametrize("reason", [ConnectionDone, ConnectionLost])
 def test_disconnect_announced_once(
-    pair: tuple[FakeConnection, FakeConnection], reason: type[Exception]
+    pair: tuple[FakeConnection, FakeConnection],
+    clock: Clock,
+    reason: type[Exception],
 ) -> None:
-    """A closed or reset connection is announced once as connection lost."""
+    """A closed or reset connection is announced once, then the leave once."""
     alice, bob = pair
     alice.drop(reason)
+    assert bob.lines() == ["*** alice lost connection"]
+    clock.advance(59)
+    assert bob.lines() == []
+    clock.advance(1)
     assert bob.lines() == ["*** alice has left (connection lost)"]
 
 
@@ -461,9 +475,11 @@ def test_idle_timeout(
         "*** idle timeout: no input for 300 seconds; disconnecting"
     ]
     assert alice.closing
-    assert bob.lines() == ["*** PONG", "*** alice has left (idle timeout)"]
+    assert bob.lines() == ["*** PONG", "*** alice lost connection"]
     alice.drop()
-    assert bob.lines() == []
+    bob.enter("/ping")
+    clock.advance(60)
+    assert bob.lines() == ["*** PONG", "*** alice has left (idle timeout)"]
 
 
 def test_any_line_resets_idle_timer(
@@ -527,10 +543,11 @@ def test_close_deadline_aborts_non_reader(
 def test_timer_cancelled_on_disconnect(
     pair: tuple[FakeConnection, FakeConnection], clock: Clock
 ) -> None:
-    """A dropped connection leaves no timer behind."""
+    """A dropped connection leaves no timer behind once its resume grace ends."""
     alice, bob = pair
     alice.drop()
     bob.drop()
+    clock.advance(60)
     assert clock.getDelayedCalls() == []
 
 
@@ -565,8 +582,10 @@ def test_send_queue_exceeded(clock: Clock) -> None:
     bob.resume_reading()
     assert bob.lines() == []  # nothing more is sent to an aborted client
     bob.drop(ConnectionAborted)
+    assert carol.lines() == ["*** bob lost connection"]
+    assert alice.lines() == ["*** bob lost connection"]
+    clock.advance(60)
     assert carol.lines() == ["*** bob has left (send queue exceeded)"]
-    assert alice.lines() == ["*** bob has left (send queue exceeded)"]
 
 
 def test_send_queue_counts_output_released_at_drain(clock: Clock) -> None:

@@ -60,6 +60,10 @@ def test_all_options() -> None:
         "/etc/chat/operators",
         "--bans",
         "/var/lib/chat/bans.json",
+        "--resume-grace",
+        "0",
+        "--resume-buffer",
+        "50",
     )["settings"]
     assert settings == Settings(
         endpoints=("tcp:9000", "unix:/tmp/chat.sock"),
@@ -78,6 +82,8 @@ def test_all_options() -> None:
         max_connect_rate=3,
         operators="/etc/chat/operators",
         bans="/var/lib/chat/bans.json",
+        resume_grace=0,
+        resume_buffer=50,
     )
 
 
@@ -111,6 +117,10 @@ def test_all_options() -> None:
         (
             ["--max-line", "lots"],
             "twistd chat: Parameter type enforcement failed: 'lots' is not a number (see twistd chat --help)",
+        ),
+        (
+            ["--resume-grace", "-1"],
+            "twistd chat: Parameter type enforcement failed: '-1' is not a number of seconds (0 or more) (see twistd chat --help)",
         ),
         (
             ["--no-such-option"],

@@ -23,3 +23,4 @@ from chatservice.moderation import (  # noqa: F401 - found by the plugin scan
     unban_command,
     wall_command,
 )
+from chatservice.resume import resume_command  # noqa: F401 - found by the scan

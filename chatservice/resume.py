@@ -1,0 +1,298 @@
+"""Resuming a session after a dropped connection: no ghosts, no gaps.
+
+Each registered user gets a resume token (128 random bits, URL-safe text).
+When a connection ends without C{/quit} (lost, reset, idle timeout, too
+slow), the L{SessionKeeper} does not unregister the user: a L{HeldClient}
+takes its place in the registry for C{--resume-grace} seconds, keeping the
+lines addressed to it (at most C{--resume-buffer}), and the user's rooms
+hear C{*** NICK lost connection} once.  A new connection that sends
+C{/resume NICK TOKEN} takes the session back, gets the missed lines in
+order, and the rooms hear C{*** NICK is back}; if the old connection is
+somehow still open (a ghost the server has not noticed yet), it is closed.
+When the grace period ends, the user leaves as usual, C{(connection lost)}.
+"""
+
+import secrets
+from collections import deque
+from dataclasses import dataclass
+from hmac import compare_digest
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from . import wire
+from .commands import Result, command
+from .errors import ChatError
+from .interfaces import IChatClient, IChatSession, IRegistry
+from .text import fold
+
+log = Logger()
+
+#: Random bytes in a token: 128 bits.
+TOKEN_BYTES = 16
+
+#: Why a connection may end with its session held for a resume.
+HOLDABLE = frozenset({"connection lost", "idle timeout", "send queue exceeded"})
+
+RESUME_FAILED = "resume failed: unknown nickname or wrong token"
+
+
+@implementer(IChatClient)
+class HeldClient:
+    """Stands in the registry for a user whose connection dropped.
+
+    It keeps what is delivered, up to C{limit} lines and C{max_bytes} bytes;
+    beyond that the oldest lines are dropped, and counted.
+    """
+
+    def __init__(
+        self,
+        session: IChatSession,
+        keeper: "SessionKeeper",
+        limit: int,
+        max_bytes: int,
+    ) -> None:
+        self.connection_id = session.connection_id
+        self.host = session.host
+        self.nickname: str = session.nickname
+        self.room: str = session.room
+        self._keeper = keeper
+        self._limit = limit
+        self._max_bytes = max_bytes
+        self._kept: deque[tuple[bytes, int]] = deque()
+        self._lines = 0
+        self._bytes = 0
+        #: Lines dropped because the buffer was full.
+        self.dropped = 0
+
+    def deliver(self, data: bytes) -> None:
+        """Keep C{data} for the user to see when they resume."""
+        lines = data.count(b"\n")
+        self._kept.append((data, lines))
+        self._lines += lines
+        self._bytes += len(data)
+        while self._kept and (
+            self._lines > self._limit or self._bytes > self._max_bytes
+        ):
+            old, count = self._kept.popleft()
+            self._lines -= count
+            self._bytes -= len(old)
+            self.dropped += count
+
+    def disconnect(self, reason: str) -> None:
+        """Kicked while away: the session ends now, for C{reason}."""
+        self._keeper.expire(self, reason)
+
+    def missed(self) -> tuple[bytes, int]:
+        """What was kept, as bytes, and how many lines that is."""
+        return b"".join(data for data, _ in self._kept), self._lines
+
+
+@dataclass(slots=True)
+class _Record:
+    """A registered user's token, and who holds the session now."""
+
+    token: str
+    client: IChatClient
+    timer: IDelayedCall | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """What a successful resume gives the new connection."""
+
+    nickname: str
+    room: str
+    missed: bytes
+    missed_lines: int
+    dropped: int
+    token: str
+
+
+class SessionKeeper:
+    """Tokens of registered users, and the sessions held for a resume.
+
+    @param grace: seconds a dropped session is held; 0 turns resuming off.
+    @param buffer: lines kept for a held session.
+    @param max_bytes: bytes kept for a held session.
+    """
+
+    def __init__(
+        self,
+        registry: IRegistry,
+        clock: IReactorTime,
+        grace: float,
+        buffer: int,
+        max_bytes: int,
+    ) -> None:
+        self._registry = registry
+        self._clock = clock
+        self._grace = grace
+        self._buffer = buffer
+        self._max_bytes = max_bytes
+        self._records: dict[str, _Record] = {}
+
+    @property
+    def enabled(self) -> bool:
+        """Whether sessions are held and resumed at all."""
+        return self._grace > 0
+
+    def __len__(self) -> int:
+        """How many sessions are held now."""
+        return sum(isinstance(r.client, HeldClient) for r in self._records.values())
+
+    def issue(self, session: IChatSession) -> str | None:
+        """Give the newly registered C{session} a token (None when off)."""
+        if not self.enabled:
+            return None
+        token = secrets.token_urlsafe(TOKEN_BYTES)
+        self._records[fold(session.nickname)] = _Record(token, session)
+        return token
+
+    def renamed(self, session: IChatSession, old: str, new: str) -> None:
+        """C{session} changed its nickname from C{old} to C{new}."""
+        record = self._records.get(fold(old))
+        if record is not None and record.client is session:
+            del self._records[fold(old)]
+            self._records[fold(new)] = record
+
+    def hold(self, session: IChatSession, reason: str) -> bool:
+        """Hold C{session}, whose connection is ending; False if it can't be.
+
+        A session is held only when resuming is on and C{reason} is one a
+        user may come back from (see L{HOLDABLE}).
+        """
+        key = fold(session.nickname)
+        record = self._records.get(key)
+        if (
+            not self.enabled
+            or record is None
+            or record.client is not session
+            or reason.partition(":")[0] not in HOLDABLE
+        ):
+            return False
+        held = HeldClient(session, self, self._buffer, self._max_bytes)
+        self._registry.replace(session, held, wire.lost(session.nickname))
+        record.client = held
+        record.timer = self._clock.callLater(self._grace, self.expire, held, reason)
+        log.info(
+            "session of {nickname} held for {grace:g} seconds ({reason})",
+            nickname=session.nickname,
+            grace=self._grace,
+            reason=reason,
+        )
+        return True
+
+    def forget(self, session: IChatSession) -> None:
+        """C{session} left for good (quit, kicked...): drop its token."""
+        if session.nickname is None:
+            return
+        key = fold(session.nickname)
+        record = self._records.get(key)
+        if record is not None and record.client is session:
+            del self._records[key]
+
+    def expire(self, held: HeldClient, reason: str) -> None:
+        """End the held session C{held}: the user leaves, for C{reason}."""
+        key = fold(held.nickname)
+        record = self._records.get(key)
+        if record is None or record.client is not held:
+            return
+        del self._records[key]
+        if record.timer is not None and record.timer.active():
+            record.timer.cancel()
+        log.info(
+            "held session of {nickname} ended ({reason})",
+            nickname=held.nickname,
+            reason=reason.partition(":")[0],
+        )
+        self._registry.unregister(held, reason)
+
+    def resume(
+        self, session: IChatSession, nickname: str, token: str
+    ) -> Resumed | None:
+        """Give C{nickname}'s session to C{session}, if C{token} is right."""
+        record = self._records.get(fold(nickname))
+        if record is None or not compare_digest(
+            record.token.encode("ascii"), token.encode("utf-8", "replace")
+        ):
+            return None
+        old = record.client
+        if isinstance(old, HeldClient):
+            if record.timer is not None and record.timer.active():
+                record.timer.cancel()
+            record.timer = None
+            self._registry.replace(old, session, wire.back(old.nickname))
+            missed, lines = old.missed()
+            outcome = (old.nickname, old.room, missed, lines, old.dropped)
+        else:
+            # A ghost: its connection is still open.  The rooms never heard
+            # it was lost, so there is nothing to tell them.
+            ghost: IChatSession = old  # type: ignore[assignment]
+            outcome = (ghost.nickname, ghost.room, b"", 0, 0)
+            self._registry.replace(ghost, session, None)
+            ghost.hand_over()
+        record.client = session
+        record.token = secrets.token_urlsafe(TOKEN_BYTES)
+        return Resumed(*outcome, token=record.token)
+
+    def stop(self) -> None:
+        """The server stops: held sessions end now, silently."""
+        for record in list(self._records.values()):
+            if isinstance(record.client, HeldClient):
+                self.expire(record.client, "server shutting down")
+
+
+@command(
+    "/resume NICK TOKEN",
+    "take back your session after a dropped connection (as your first line)",
+    2,
+    before_registration=True,
+)
+def resume_command(session: IChatSession, args: str) -> Result:
+    if session.nickname is not None:
+        raise ChatError(
+            "you already have a nickname; /resume is the first line of a new connection"
+        )
+    server = session.server
+    if not server.sessions.enabled:
+        raise ChatError("resume is turned off on this server")
+    nickname, token = args.split(None, 1)
+    host = session.host
+    delay = server.resume_failures.delay(host)
+    waited: Deferred[None] = deferLater(server.clock, delay) if delay else succeed(None)
+
+    def attempt(_: object) -> None:
+        resumed = server.sessions.resume(session, nickname, token.strip())
+        if resumed is None:
+            server.resume_failures.failed(host)
+            log.info(
+                "failed /resume as {nickname} by connection {connection_id} "
+                "from {host}",
+                nickname=nickname,
+                connection_id=session.connection_id,
+                host=host,
+            )
+            raise ChatError(RESUME_FAILED)
+        server.resume_failures.succeeded(host)
+        s = "" if resumed.missed_lines == 1 else "s"
+        session.deliver(
+            wire.notice(
+                f"Resumed as {resumed.nickname} in {resumed.room}; "
+                f"{resumed.missed_lines} missed line{s} follow:"
+            )
+            + (
+                wire.notice(f"{resumed.dropped} older missed lines were dropped.")
+                if resumed.dropped
+                else b""
+            )
+            + resumed.missed
+            + wire.notice("End of missed lines.")
+            + wire.resume_token(resumed.nickname, resumed.token)
+        )
+        session.resumed(resumed.nickname, resumed.room)
+
+    return waited.addCallback(attempt)
