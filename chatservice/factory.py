@@ -132,6 +132,20 @@ class ChatFactory(ServerFactory):
             count=len(self.operators),
             path=path,
         )
+        # Someone taken out of the file loses the rights they logged in to.
+        for protocol in self.connections.values():
+            if protocol.operator is not None and protocol.operator not in (
+                self.operators
+            ):
+                log.info(
+                    "operator {operator} ({nickname}) is no longer in {path}; "
+                    "rights withdrawn",
+                    operator=protocol.operator,
+                    nickname=protocol.nickname,
+                    path=path,
+                )
+                protocol.operator = None
+                protocol.deliver(wire.notice("Your operator rights were withdrawn."))
 
     def load_bans(self) -> None:
         """Read the C{--bans} file; raises L{BansFileError}."""

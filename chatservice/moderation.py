@@ -7,6 +7,7 @@ them to everyone else.  Everything an operator does is logged with the
 operator's name (never with a password).
 """
 
+import re
 import time
 from ipaddress import ip_network
 
@@ -33,6 +34,9 @@ def oper_command(session: IChatSession, args: str) -> Result:
     server = session.server
     host = session.host
     delay = server.oper_failures.delay(host)
+    # Count the attempt as failed until it succeeds, so that attempts made
+    # in parallel from one address are slowed down as well.
+    server.oper_failures.failed(host)
     waited = deferLater(server.clock, delay) if delay else succeed(None)
 
     def check(_: object) -> Deferred[object]:
@@ -40,11 +44,11 @@ def oper_command(session: IChatSession, args: str) -> Result:
 
     def checked(ok: object) -> None:
         if not ok:
-            server.oper_failures.failed(host)
             log.warn(
                 "failed /oper as {operator} by connection {connection_id} "
                 "({nickname}) from {host}",
-                operator=name,
+                # A name that is no operator's may be a mistyped password.
+                operator=name if name in server.operators else "(unknown name)",
                 connection_id=session.connection_id,
                 nickname=session.nickname,
                 host=host,
@@ -89,7 +93,7 @@ def kick_command(session: IChatSession, args: str) -> Result:
     reason = f"kicked by {session.nickname}" + (f": {why}" if why else "")
 
     def kicked(user: UserInfo) -> None:
-        _audit(session, "kicked {target}: {why}", target=user.nickname, why=why)
+        _audit(session, "kicked {target}{why}", target=user.nickname, why=_colon(why))
         session.deliver(wire.notice(f"{user.nickname} was kicked."))
 
     return session.registry.kick(target, reason).addCallback(kicked)
@@ -130,16 +134,16 @@ def ban_command(session: IChatSession, args: str) -> Result:
 def _duration_and_reason(rest: str) -> tuple[float | None, str]:
     """Split C{[DURATION] [REASON]}: a first word that is a duration is one."""
     first, _, after = rest.partition(" ")
-    if first.isdigit() and int(first):
+    if re.fullmatch(r"[\d.]+", first) and first.strip("0."):
         # "/ban bob 3 strikes": seconds are surely not what was meant.
         raise ChatError(
             f"a duration needs a unit: {first}m, {first}h or {first}d (or forever)"
         )
-    if first:
-        try:
-            return parse_duration(first), after.strip()
-        except ValueError:
-            pass
+    try:
+        return parse_duration(first), after.strip()
+    except ValueError as error:
+        if first[:1].isdigit():  # a mistyped duration, not a reason
+            raise ChatError(str(error)) from None
     return None, rest.strip()
 
 
@@ -154,14 +158,16 @@ def _ban_user(
 def _ban(
     session: IChatSession, network: object, duration: float | None, why: str, what: str
 ) -> None:
+    if session.host is not None and Ban(network, "", "", 0, None).matches(session.host):
+        raise ChatError(f"{network} is your own address; you would be banned too")
     ban = session.server.ban(network, duration, why, session.operator)
     _audit(
         session,
-        "banned {network} ({what}) for {duration}: {why}",
+        "banned {network} ({what}) {duration}{why}",
         network=str(ban.network),
         what=what,
         duration=_for(duration),
-        why=why,
+        why=_colon(why),
     )
     session.deliver(
         wire.notice(
@@ -170,6 +176,11 @@ def _ban(
             + "."
         )
     )
+
+
+def _colon(text: str) -> str:
+    """C{": TEXT"}, or nothing when there is no text."""
+    return f": {text}" if text else ""
 
 
 def _for(duration: float | None) -> str:

@@ -53,6 +53,16 @@ def main(argv: list[str] | None = None) -> int:
             password = getpass.getpass("Password: ")
             if not password:
                 return _fail("the password is empty; nothing was printed", 1)
+            if password != password.strip() or not password.isprintable():
+                # /oper takes the rest of a chat line: its ends are trimmed
+                # and control characters removed, so such a password could
+                # never be typed there.
+                return _fail(
+                    "the password starts or ends with a space, or has a "
+                    "control character; /oper could never match it; nothing "
+                    "was printed",
+                    1,
+                )
             again = getpass.getpass("Again: ")
     except EOFError:
         return _fail("no password was given; nothing was printed", 1, mid_line=True)

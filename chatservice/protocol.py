@@ -240,7 +240,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         if self._first_data and data:
             self._first_data = False
             if data[0] == 0x16:  # a TLS handshake record: a TLS client
-                self._close("wrong protocol: TLS on a plain port")
+                self._close("wrong protocol (TLS on a plain port)")
                 return
         self._buffer += data
         if self._busyReceiving:
@@ -354,7 +354,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
             self._first_line = False
             if _HTTP_REQUEST.fullmatch(line):
                 self.deliver(wire.error("this is a chat server, not an HTTP server"))
-                self._close("wrong protocol: HTTP")
+                self._close("wrong protocol (HTTP)")
                 return
         try:
             result = commands.dispatch(self, clean_line(line))

@@ -263,12 +263,12 @@ def resume_command(session: IChatSession, args: str) -> Result:
     nickname, token = args.split(None, 1)
     host = session.host
     delay = server.resume_failures.delay(host)
+    server.resume_failures.failed(host)  # until it succeeds: see /oper
     waited: Deferred[None] = deferLater(server.clock, delay) if delay else succeed(None)
 
     def attempt(_: object) -> None:
         resumed = server.sessions.resume(session, nickname, token.strip())
         if resumed is None:
-            server.resume_failures.failed(host)
             log.info(
                 "failed /resume as {nickname} by connection {connection_id} "
                 "from {host}",

@@ -200,6 +200,12 @@ def test_ban_network_closes_all_matching(server: ChatFactory) -> None:
     [
         ("/ban ghost", "!!! nobody called ghost is online; try /who"),
         ("/ban 1337", "!!! nobody called 1337 is online; try /who"),
+        ("/ban 10.1.2.3 2hrs spam", None),
+        ("/ban 10.1.2.3 1.5", None),
+        (
+            "/ban 127.0.0.1",
+            "!!! 127.0.0.1/32 is your own address; you would be banned too",
+        ),
         (
             "/ban 10.1.2.3 3 strikes",
             "!!! a duration needs a unit: 3m, 3h or 3d (or forever)",
@@ -290,3 +296,33 @@ def test_stats(clock: Clock) -> None:
         "*** disconnects: quit 1, registration timeout 10",
         "*** refused: connect rate 1",
     ]
+
+
+def test_operator_removed_on_reload(clock: Clock, tmp_path: Path) -> None:
+    """An operator taken out of the file loses their rights on reload."""
+    path = tmp_path / "operators"
+    path.write_text(f"root {OPERATORS['root']}\n")
+    factory = make_factory(clock, operators=str(path))
+    factory.load_operators()
+    root = oper(factory, "root")
+    path.write_text("")
+    factory.load_operators()
+    assert root.lines() == ["*** Your operator rights were withdrawn."]
+    root.enter("/stats")
+    assert root.lines() == ["!!! /stats is for operators"]
+
+
+def test_wrong_protocol_counted_by_kind(server: ChatFactory) -> None:
+    """/stats tells HTTP clients from TLS clients among the disconnects."""
+    web = FakeConnection(server)
+    web.send(b"GET / HTTP/1.1\r\n")
+    web.drop()
+    tls = FakeConnection(server)
+    tls.send(b"\x16\x03\x01")
+    tls.drop()
+    root = oper(server, "root")
+    root.enter("/stats")
+    assert (
+        "*** disconnects: wrong protocol (HTTP) 1, wrong protocol (TLS on a plain "
+        "port) 1"
+    ) in root.lines()

@@ -155,3 +155,17 @@ def test_console_script(tmp_path: Path) -> None:
     operators = Operators.from_file(str(path))
     assert operators.names() == ["carol"]
     assert operators.check("carol", "s3cret pass")
+
+
+@pytest.mark.parametrize("password", [" secret", "secret ", "sec\tret"])
+def test_password_that_oper_could_not_match(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    password: str,
+) -> None:
+    """A password /oper would trim or clean is refused, with the reason."""
+    answers(monkeypatch, password, password)
+    assert oper_tool.main(["alice"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "/oper could never match it" in err
