@@ -37,6 +37,7 @@ from twisted.internet.interfaces import (
     IDelayedCall,
     IHalfCloseableProtocol,
     IPushProducer,
+    ISSLTransport,
     ITCPTransport,
 )
 from twisted.internet.protocol import connectionDone
@@ -239,7 +240,8 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         """
         if self._first_data and data:
             self._first_data = False
-            if data[0] == 0x16:  # a TLS handshake record: a TLS client
+            if data[0] == 0x16 and not ISSLTransport.providedBy(self.transport):
+                # A TLS handshake record on a plain port: a TLS client.
                 self._close("wrong protocol (TLS on a plain port)")
                 return
         self._buffer += data

@@ -263,7 +263,14 @@ class Options(usage.Options):
 def _parse_endpoint(reactor: object, description: str) -> object:
     """Parse one endpoint string, or raise a readable L{usage.UsageError}."""
     try:
-        return serverFromString(reactor, description)
+        endpoint = serverFromString(reactor, description)
+        # Twisted builds a TLS context at the first connection; build it now,
+        # so that a bad file (dhParameters=...) stops the start instead of
+        # failing every connection.
+        context_factory = getattr(endpoint, "_sslContextFactory", None)
+        if context_factory is not None:
+            context_factory.getContext()
+        return endpoint
     except TypeError as error:
         # e.g. "tcp:interface=::1" (no port): Python's message names a
         # private parser function, which helps nobody.
@@ -278,6 +285,13 @@ def _parse_endpoint(reactor: object, description: str) -> object:
         why = f"{error.strerror or error}: {error.filename or ''}".rstrip(": ")
     except Exception as error:  # ValueError, IndexError, OpenSSL errors...
         why = str(error) or type(error).__name__
+        if type(error).__name__ == "Error" and "routines" in why:
+            # OpenSSL's raw error list, e.g. [('PEM routines', '', 'no start
+            # line')]: say what it means.
+            why = (
+                "cannot load the key, certificate or parameters (a file that "
+                f"is not PEM, or the wrong file?): OpenSSL says {why}"
+            )
     raise usage.UsageError(f"invalid --port {description!r}: {why}")
 
 

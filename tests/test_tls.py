@@ -312,3 +312,51 @@ def test_twistd_key_not_matching_certificate(
         f"twistd chat: invalid --port {endpoint!r}: Certificate public and "
         "private keys do not match. (see twistd chat --help)"
     ]
+
+
+@pytest.mark.parametrize(
+    ("option", "why"),
+    [
+        (
+            "dhParameters={missing}",
+            "cannot load the key, certificate or parameters (a file that is "
+            "not PEM, or the wrong file?): OpenSSL says ",
+        ),
+        (
+            "privateKey={cert}",
+            "cannot load the key, certificate or parameters (a file that is "
+            "not PEM, or the wrong file?): OpenSSL says ",
+        ),
+    ],
+)
+def test_bad_tls_files_stop_the_start(
+    server_cert: ServerCert, tmp_path: Path, option: str, why: str
+) -> None:
+    """A TLS file that cannot be used stops the start with one readable line."""
+    from chatservice.errors import StartupError
+    from chatservice.tap import Options
+
+    extra = option.format(missing=tmp_path / "nope.pem", cert=server_cert.cert_path)
+    description = server_cert.endpoint(0) + ":" + extra
+    if extra.startswith("privateKey="):
+        cert = server_cert.cert_path
+        description = f"ssl:0:privateKey={cert}:certKey={cert}"
+    with pytest.raises(StartupError) as caught:
+        Options().parseOptions(["--port", description])
+    message = str(caught.value)
+    assert message.startswith(f"twistd chat: invalid --port {description!r}: {why}")
+    assert "\n" not in message
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_user_may_start_with_0x16(
+    chat: Harness, server_cert: ServerCert
+) -> None:
+    """On the TLS port a first byte 0x16 (Ctrl-V) is text, not a handshake."""
+    chat.start(listen=[server_cert.endpoint()])
+    client = await chat.greeted(tls=trusting(server_cert))
+    client.transport.write(b"\x16alice\r\n")
+    await wait_until(
+        lambda: any(line.startswith("*** Welcome, alice!") for line in client.lines),
+        "the welcome",
+    )
