@@ -165,6 +165,8 @@ def _choose_nickname(session: IChatSession, name: str) -> Result:
 
 
 def _welcome(nickname: str, session: IChatSession) -> Result:
+    if session.closing:
+        return None  # it went while the registry was deciding
     registry = session.registry
 
     def greet(users: list[UserInfo]) -> Deferred[list[Scrollback]]:

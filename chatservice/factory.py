@@ -165,6 +165,7 @@ class ChatFactory(ServerFactory):
         for protocol in list(self.connections.values()):
             if protocol.host is not None and ban.matches(protocol.host):
                 protocol.disconnect(why)
+        self.sessions.end_held(ban.matches, why)
         return ban
 
     def buildProtocol(self, addr: IAddress) -> Protocol:

@@ -306,6 +306,7 @@ class IChatSession(IChatClient):
     operator = Attribute(
         "The operator name this session logged in as with /oper, or None."
     )
+    closing = Attribute("True once the connection has started to close.")
 
     def quit(reason: str) -> None:
         """Leave: the others are told C{reason}; then close the connection."""

@@ -419,6 +419,11 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         self.nickname = nickname
         return nickname
 
+    @property
+    def closing(self) -> bool:
+        """Whether this connection has started to close."""
+        return self._close_reason is not None
+
     def resumed(self, nickname: str, room: str) -> None:
         """See L{IChatSession.resumed}."""
         self.nickname = nickname
@@ -501,6 +506,10 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
     def _close(self, reason: str) -> None:
         """Leave now with C{reason}, flush, close; abort if that takes long."""
         if self._close_reason is not None:
+            # Already closing; but if the registry was not left yet (an
+            # overflow leaves it only when the connection is gone), a kick
+            # or a shutdown now says why.
+            self._leave(reason)
             return
         self._close_reason = reason
         self._leave(reason)
@@ -515,11 +524,9 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         self.setTimeout(self.factory.settings.shutdown_timeout)
 
     def _leave(self, reason: str) -> None:
-        if self._left:
+        if self._left or self.nickname is None:
             return
         self._left = True
-        if self.nickname is None:
-            return
         sessions = self.factory.sessions
         if not sessions.hold(self, reason):
             sessions.forget(self)

@@ -14,6 +14,7 @@ When the grace period ends, the user leaves as usual, C{(connection lost)}.
 
 import secrets
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from hmac import compare_digest
 
@@ -134,6 +135,7 @@ class SessionKeeper:
         self._buffer = buffer
         self._max_bytes = max_bytes
         self._records: dict[str, _Record] = {}
+        self._stopped = False
 
     @property
     def enabled(self) -> bool:
@@ -169,6 +171,7 @@ class SessionKeeper:
         record = self._records.get(key)
         if (
             not self.enabled
+            or self._stopped
             or record is None
             or record.client is not session
             or reason.partition(":")[0] not in HOLDABLE
@@ -239,8 +242,20 @@ class SessionKeeper:
         record.token = secrets.token_urlsafe(TOKEN_BYTES)
         return Resumed(*outcome, token=record.token)
 
+    def end_held(self, host_matches: Callable[[str], bool], reason: str) -> None:
+        """End every held session whose address C{host_matches}, for C{reason}."""
+        for record in list(self._records.values()):
+            held = record.client
+            if (
+                isinstance(held, HeldClient)
+                and held.host is not None
+                and host_matches(held.host)
+            ):
+                self.expire(held, reason)
+
     def stop(self) -> None:
         """The server stops: held sessions end now, silently."""
+        self._stopped = True
         for record in list(self._records.values()):
             if isinstance(record.client, HeldClient):
                 self.expire(record.client, "server shutting down")
@@ -267,6 +282,8 @@ def resume_command(session: IChatSession, args: str) -> Result:
     waited: Deferred[None] = deferLater(server.clock, delay) if delay else succeed(None)
 
     def attempt(_: object) -> None:
+        if session.closing:
+            return  # gone while it waited: the session stays held
         resumed = server.sessions.resume(session, nickname, token.strip())
         if resumed is None:
             log.info(
