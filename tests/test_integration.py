@@ -295,3 +295,40 @@ async def test_quit_when_far_behind_closes_cleanly(chat: Harness) -> None:
     chat_lines = [line for line in slow.lines if line.startswith("<talker> ")]
     assert chat_lines == [f"<talker> line {n} {PAYLOAD}" for n in range(sent)]
     assert slow.lines[-1] == "*** Goodbye."
+
+
+@pytest_twisted.ensureDeferred
+async def test_cut_off_then_resume_nothing_missed(chat: Harness) -> None:
+    """A user the server cuts off resumes on a new connection and misses nothing."""
+    chat.start(resume_grace=30)
+    alice = await chat.user("alice")
+    await wait_until(
+        lambda: alice.lines[-1].startswith("*** resume token: "), "alice's token"
+    )
+    token = alice.lines[-1].split()[3]
+    bob = await chat.user("bob")
+    (server_side,) = [
+        p for p in chat.factory.connections.values() if p.nickname == "alice"
+    ]
+    server_side.transport.abortConnection()  # as a network failure would
+    await wait_until(lambda: alice.disconnected, "alice's connection to drop")
+    mark = len(bob.lines)
+    await wait_until(lambda: "*** alice lost connection" in bob.since(mark), "lost")
+    for n in range(5):
+        bob.send(f"line {n}")
+    bob.send("/msg alice call me")
+    await wait_until(lambda: len(bob.since(mark)) >= 2, "bob's echo")
+
+    again = await chat.greeted()
+    again.send(f"/resume alice {token}")
+    await wait_until(lambda: len(again.lines) >= 11, "the missed lines")
+    assert again.lines[2:10] == [
+        "*** Resumed as alice in #lobby; 6 missed lines follow:",
+        *[f"<bob> line {n}" for n in range(5)],
+        "*bob* call me",
+        "*** End of missed lines.",
+    ]
+    assert again.lines[10].startswith("*** resume token: ")
+    await wait_until(lambda: "*** alice is back" in bob.since(mark), "back")
+    again.send("thanks")
+    await wait_until(lambda: "<alice> thanks" in bob.since(mark), "alice's line")
