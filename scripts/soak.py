@@ -8,14 +8,15 @@ Usage::
     python3 scripts/soak.py --connect 127.0.0.1:8000 --pid 4242 --idle-timeout 300
 
 By default it starts its own server, ``twistd -n chat`` run by this
-interpreter, on a free port of 127.0.0.1, with short timeouts
-(``--idle-timeout 20``, ``--register-timeout 10``) so that timeouts happen
-during the run, and extra ``--server-arg`` options passed on to ``twistd
-chat``.  The server's log goes to a file whose path is printed.  The server is
-stopped at the end (SIGTERM, then SIGKILL), on Ctrl-C and on any error too.
-With ``--connect HOST:PORT`` it soaks a server that is already running
-instead; give the timeouts that server uses, and ``--pid`` to report its
-memory.
+interpreter, on a free port of 127.0.0.1, with short timeouts (``--idle-
+timeout 20``, ``--register-timeout 10``) so that timeouts happen during the
+run, a short ``--resume-grace 20`` so that sessions held for a resume come
+and go well within the warm-up, and extra ``--server-arg`` options passed on
+to ``twistd chat``.  The server's log goes to a file whose path is printed.
+The server is stopped at the end (SIGTERM, then SIGKILL), on Ctrl-C and on
+any error too.  With ``--connect HOST:PORT`` it soaks a server that is
+already running instead; give the timeouts that server uses, and ``--pid``
+to report its memory.
 
 Each of the ``--clients`` simulated users lives one session after another.
 A session connects from a source address of its own, spread over 127.0.0.2
@@ -1151,6 +1152,13 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
         help="the server's --register-timeout (%(default)g)",
     )
     add(
+        "--resume-grace",
+        type=positive(float),
+        default=20.0,
+        metavar="S",
+        help="the server's --resume-grace (%(default)g); keep it below --warmup",
+    )
+    add(
         "--tolerance",
         type=positive(float),
         default=0.1,
@@ -1258,6 +1266,8 @@ def main(argv: list[str] | None = None) -> int:
             if log_path is None:
                 log_path = Path(tempfile.mkdtemp(prefix="chatsoak-")) / "twistd.log"
             server_args = [
+                "--resume-grace",
+                f"{options.resume_grace:g}",
                 "--idle-timeout",
                 f"{options.idle_timeout:g}",
                 "--register-timeout",
