@@ -9,7 +9,7 @@ from harness import Harness
 from twisted.internet.task import Clock
 
 from chatservice.config import Settings
-from chatservice.factory import ChatFactory
+from chatservice.factory import ChatFactory, run_at_once
 
 
 @pytest.fixture
@@ -20,8 +20,8 @@ def clock() -> Clock:
 
 @pytest.fixture
 def factory(clock: Clock) -> ChatFactory:
-    """A factory with default settings on the fake clock."""
-    return ChatFactory(Settings(), clock=clock)
+    """A factory with default settings on the fake clock; no threads."""
+    return ChatFactory(Settings(), clock=clock, run_in_thread=run_at_once)
 
 
 @pytest_twisted.async_yield_fixture

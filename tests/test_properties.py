@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
 from chatservice.config import Settings
-from chatservice.factory import ChatFactory
+from chatservice.factory import ChatFactory, run_at_once
 from chatservice.testing import FakeConnection, register
 from chatservice.text import clean_line, decode, sanitise
 
@@ -28,7 +28,13 @@ BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u206
 
 def make_factory(max_line: int = 2048) -> ChatFactory:
     """A factory on a fake clock whose flood control never applies."""
-    return ChatFactory(Settings(flood_burst=10**9, max_line=max_line), clock=Clock())
+    # Password checks run at once, not in the reactor's threads: a test
+    # line may be /oper.
+    return ChatFactory(
+        Settings(flood_burst=10**9, max_line=max_line),
+        clock=Clock(),
+        run_in_thread=run_at_once,
+    )
 
 
 # Framing -----------------------------------------------------------------
