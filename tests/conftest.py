@@ -1,15 +1,23 @@
 """Shared fixtures, and a guard against tests that leave timers behind."""
 
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import pytest_twisted
 from harness import Harness
+from hypothesis import settings
 
 from twisted.internet.task import Clock
 
 from chatservice.config import Settings
 from chatservice.factory import ChatFactory, run_at_once
+
+# In CI the property tests try the same examples every run, so that a red CI
+# is reproducible; on a developer's machine they explore new ones each time.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture
