@@ -7,7 +7,6 @@ stops.
 """
 
 import itertools
-import time
 from collections import Counter
 from collections.abc import Callable
 
@@ -28,7 +27,7 @@ from .registry import Registry
 from .resume import SessionKeeper
 from .stats import Stats
 from .text import clean_line
-from .throttle import FailureDelay
+from .throttle import FailureDelay, TokenBucket
 
 log = Logger()
 
@@ -100,8 +99,8 @@ class ChatFactory(ServerFactory):
         self._per_host: Counter[str] = Counter()
         #: What the server counts about itself; see L{Stats}.
         self.stats = Stats(started=clock.seconds())
-        # Per address: a token bucket of new connections (tokens, when).
-        self._connects: dict[str, tuple[float, float]] = {}
+        # Per address: a token bucket of new connections.
+        self._connects: dict[str, TokenBucket] = {}
         self._prune_connects_at = _PRUNE_CONNECTS
         self._ids = itertools.count(1)
         self._stopping = False
@@ -211,25 +210,21 @@ class ChatFactory(ServerFactory):
 
     def _may_connect(self, host: str) -> bool:
         """Take a token from C{host}'s connect-rate bucket, if it has one."""
-        rate = self.settings.max_connect_rate
-        burst = max(rate, 1.0)
         now = self.clock.seconds()
-        tokens, counted = self._connects.get(host, (burst, now))
-        tokens = min(burst, tokens + (now - counted) * rate)
-        if tokens < 1:
-            self._connects[host] = (tokens, now)
-            return False
-        self._connects[host] = (tokens - 1, now)
-        if len(self._connects) > self._prune_connects_at:
-            self._prune_connects(now, rate, burst)
-        return True
+        bucket = self._connects.get(host)
+        if bucket is None:
+            rate = self.settings.max_connect_rate
+            bucket = self._connects[host] = TokenBucket(rate, max(rate, 1.0), now)
+            if len(self._connects) > self._prune_connects_at:
+                self._prune_connects(now)
+        return not bucket.take(now)
 
-    def _prune_connects(self, now: float, rate: float, burst: float) -> None:
+    def _prune_connects(self, now: float) -> None:
         """Forget addresses whose bucket is full again: they are like new."""
         self._connects = {
-            host: (tokens, counted)
-            for host, (tokens, counted) in self._connects.items()
-            if tokens + (now - counted) * rate < burst
+            host: bucket
+            for host, bucket in self._connects.items()
+            if not bucket.full(now)
         }
         # Pruning is linear: let the table double before the next time.
         self._prune_connects_at = max(_PRUNE_CONNECTS, 2 * len(self._connects))
@@ -269,8 +264,7 @@ def _refusal_for(ban: Ban) -> str:
     """What a banned address is told when it connects."""
     why = "you are banned from this server"
     if ban.expires is not None:
-        until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ban.expires))
-        why += f" until {until}"
+        why += f" until {wire.utc(ban.expires)}"
     return why + (f": {ban.reason}" if ban.reason else "")
 
 

@@ -8,7 +8,6 @@ operator's name (never with a password).
 """
 
 import re
-import time
 from ipaddress import ip_network
 
 from twisted.internet.defer import Deferred, succeed
@@ -219,14 +218,10 @@ def describe_ban(ban: Ban, now: float) -> str:
         until = "permanent"
     else:
         left = format_duration(max(ban.expires - now, 0))
-        until = f"until {_utc(ban.expires)} ({left} left)"
+        until = f"until {wire.utc(ban.expires)} ({left} left)"
     return f"{ban.network} {until}, by {ban.by}" + (
         f": {ban.reason}" if ban.reason else ""
     )
-
-
-def _utc(when: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(when))
 
 
 @command("/wall TEXT", "send a notice to everyone online", 1, operator_only=True)

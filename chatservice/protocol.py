@@ -51,6 +51,7 @@ from . import commands, wire
 from .errors import ChatError
 from .interfaces import IChatSession
 from .text import clean_line
+from .throttle import TokenBucket
 
 if TYPE_CHECKING:
     from .factory import ChatFactory
@@ -130,11 +131,10 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         # Why input is not being read now ("command", "flood"); reading
         # resumes when none is left.
         self._pauses: set[str] = set()
-        # The flood token bucket: tokens left, and when they were counted.
         self._flood_rate = settings.flood_rate
-        self._flood_burst = float(settings.flood_burst)
-        self._tokens = self._flood_burst
-        self._counted = factory.clock.seconds()
+        self._bucket = TokenBucket(
+            settings.flood_rate, settings.flood_burst, factory.clock.seconds()
+        )
         self._flood_timer: IDelayedCall | None = None
         self._flood_noticed = -_FLOOD_NOTICE_INTERVAL
         # Whether the first bytes and the first line are still to come.
@@ -287,17 +287,10 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         if self.operator is not None:
             return True
         now = self.factory.clock.seconds()
-        tokens = self._tokens + (now - self._counted) * self._flood_rate
-        if tokens > self._flood_burst:
-            tokens = self._flood_burst
-        self._counted = now
-        # The tolerance absorbs rounding: a timer set to fire when one token
-        # is back must find it there, or it would be set again and again.
-        if tokens > 0.999_999:
-            self._tokens = max(tokens - 1, 0.0)
+        wait = self._bucket.take(now)
+        if not wait:
             return True
-        self._tokens = tokens
-        self._throttle(max((1 - tokens) / self._flood_rate, 0.001), now)
+        self._throttle(wait, now)
         return False
 
     def _throttle(self, delay: float, now: float) -> None:

@@ -1,11 +1,50 @@
-"""Slowing down guessing: a growing delay after repeated failures.
+"""Rate limits: token buckets, and a growing delay after failures.
 
-Used for C{/oper} passwords (and, later, resume tokens): a few mistakes
-cost nothing; after that each attempt from the same address waits longer,
-up to a cap, until the address has been quiet for a while.
+L{TokenBucket} limits how fast something may happen (lines of one
+connection, new connections from one address).  L{FailureDelay} slows down
+guessing (C{/oper} passwords, resume tokens): a few mistakes cost nothing;
+after that each attempt from the same address waits longer, up to a cap,
+until the address has been quiet for a while.
 """
 
 from twisted.internet.interfaces import IReactorTime
+
+
+class TokenBucket:
+    """At most C{burst} tokens, refilled at C{rate} per second.
+
+    Times are given by the caller (its clock's seconds), so one clock call
+    can serve several buckets.
+    """
+
+    __slots__ = ("_rate", "_burst", "_tokens", "_counted")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = self._burst
+        self._counted = now
+
+    def take(self, now: float) -> float:
+        """Take a token: 0 if there was one, else the seconds until one is back.
+
+        Nothing is taken when none is left.
+        """
+        tokens = self._tokens + (now - self._counted) * self._rate
+        if tokens > self._burst:
+            tokens = self._burst
+        self._counted = now
+        # The tolerance absorbs rounding: a timer set to fire when a token
+        # is back must find it there, or it would be set again and again.
+        if tokens > 0.999_999:
+            self._tokens = max(tokens - 1, 0.0)
+            return 0.0
+        self._tokens = tokens
+        return max((1 - tokens) / self._rate, 0.001)
+
+    def full(self, now: float) -> bool:
+        """Whether the bucket is full again: as good as a new one."""
+        return self._tokens + (now - self._counted) * self._rate >= self._burst
 
 
 class FailureDelay:

@@ -102,3 +102,8 @@ def topic_set(nickname: str, room: str, topic: str) -> bytes:
 def stamped(when: float, line: bytes) -> bytes:
     """A line from the scrollback, prefixed with its UTC time as C{[HH:MM] }."""
     return time.strftime("[%H:%M] ", time.gmtime(when)).encode("ascii") + line
+
+
+def utc(when: float) -> str:
+    """A moment as users read it in notices: C{2026-11-23 15:00 UTC}."""
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(when))

@@ -1,8 +1,25 @@
-"""Unit tests of the growing delay after failed attempts."""
+"""Unit tests of the token bucket and the growing delay after failed attempts."""
 
 from twisted.internet.task import Clock
 
-from chatservice.throttle import FailureDelay
+from chatservice.throttle import FailureDelay, TokenBucket
+
+
+def test_bucket_burst_then_rate() -> None:
+    """A full bucket gives its burst at once, then one token per 1/rate s."""
+    bucket = TokenBucket(rate=5, burst=3, now=0)
+    assert [bucket.take(0) for _ in range(3)] == [0, 0, 0]
+    assert bucket.take(0) == 0.2
+    assert bucket.take(0.1) == 0.1  # nothing was taken by the refusals
+    assert bucket.take(0.2) == 0
+
+
+def test_bucket_never_holds_more_than_burst() -> None:
+    """A long pause refills the bucket only up to its burst."""
+    bucket = TokenBucket(rate=1, burst=2, now=0)
+    assert bucket.full(100)
+    assert [bucket.take(100) for _ in range(3)] == [0, 0, 1]
+    assert not bucket.full(100)
 
 
 def test_free_attempts_then_doubling_to_cap() -> None:
