@@ -7,15 +7,16 @@ threads.  On top of what C{nc} does it:
   - connects over TLS with C{--tls}, checking the certificate and the host
     name (L{optionsForClientTLS}, that is service-identity);
   - says in one line why the first connection failed, and exits with 1;
-  - sends C{/ping hb-N} when the server has been quiet for C{--ping-interval}
-    seconds, and treats a missing C{*** PONG hb-N} after C{--ping-timeout}
-    seconds as a dead link;
+  - sends C{/ping hb-N} when the server has been quiet, or the client has
+    sent nothing, for C{--ping-interval} seconds, and treats a missing
+    C{*** PONG hb-N} after C{--ping-timeout} seconds as a dead link;
   - on a dead or lost link, reconnects with exponential backoff and full
     jitter, and resumes the session with the server's resume token
     (C{/resume NICK TOKEN}), so that the user sees the lines said meanwhile
     and keeps the nickname;
-  - colours nicknames when standard output is a terminal, and otherwise
-    writes the server's lines unchanged, for scripts.
+  - when standard output is a terminal, removes control characters and
+    colours nicknames (not with C{NO_COLOR}), and otherwise writes the
+    server's lines unchanged, for scripts.
 
 The pieces, each testable on its own with L{twisted.internet.task.Clock} and
 L{twisted.internet.testing.StringTransport}: L{Backoff} (the reconnection
@@ -34,7 +35,7 @@ import random as _random
 import re
 import sys
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -88,6 +89,17 @@ RESUMED = re.compile(r"^\*\*\* Resumed as ([A-Za-z][A-Za-z0-9_-]*) in ")
 #: holds no session to resume: a kick, a ban, the session taken over by
 #: another connection.  Reconnecting after them would be wrong, or futile.
 FINAL = re.compile(r"^(?:\*\*\* disconnected: |!!! you are banned)")
+#: The server's refusals of a C{/resume}: the token is of no more use.
+RESUME_REFUSED = re.compile(
+    r"^!!! resume (?:failed: unknown nickname or wrong token"
+    r"|is turned off on this server)$"
+)
+#: The server's errors that mean a nickname cannot be had (L{NicknameInUse},
+#: and L{check_nickname}'s L{InvalidName} messages).
+NICKNAME_REFUSED = re.compile(
+    r"^!!! (?:the nickname \S+ is taken; choose another one$"
+    r"|a nickname cannot be empty$|a nickname is at most |invalid nickname )"
+)
 #: A typed line that ends the session.
 QUIT = re.compile(rb"^/quit(?:[ \t]|$)", re.IGNORECASE)
 #: The prefix of the heartbeat's ping tokens.
@@ -135,13 +147,17 @@ class Backoff:
 
 
 class Heartbeat:
-    """Pings a quiet server, and calls C{dead} when no answer comes.
+    """Pings the server on a quiet link, and calls C{dead} when no answer comes.
 
-    After C{interval} seconds without a line from the server it sends
-    C{/ping hb-N}; if no line at all arrives within C{timeout} seconds after
-    that, the link is dead.  Any line from the server proves the link alive
-    and starts the quiet interval again.  Its own C{*** PONG hb-N} answers
-    are recognised (even late ones) so that they can be hidden from the user.
+    It sends C{/ping hb-N} after C{interval} seconds without a line from the
+    server, and also after C{interval} seconds in which the client sent
+    nothing: the server's idle timeout counts the client's silence, so a
+    user who only reads a busy room would otherwise be cut off.  If no line
+    at all arrives within C{timeout} seconds after a ping, the link is dead.
+    Any line from the server proves the link alive and starts the quiet
+    interval again; any line sent (L{sent}) starts the silent one again.
+    Its own C{*** PONG hb-N} answers are recognised (even late ones) so that
+    they can be hidden from the user.
     """
 
     def __init__(
@@ -159,20 +175,22 @@ class Heartbeat:
         self._dead = dead
         self._count = 0
         self._unanswered: set[str] = set()
-        self._quiet: IDelayedCall | None = None
+        self._quiet: IDelayedCall | None = None  # the server's silence
+        self._silent: IDelayedCall | None = None  # the client's silence
         self._deadline: IDelayedCall | None = None
 
     def start(self) -> None:
         """Start watching a new connection."""
         self.stop()
         self._quiet = self._clock.callLater(self.interval, self._ping)
+        self._silent = self._clock.callLater(self.interval, self._ping)
 
     def stop(self) -> None:
         """Stop every timer (the connection is gone, or closing)."""
-        for call in (self._quiet, self._deadline):
+        for call in (self._quiet, self._silent, self._deadline):
             if call is not None and call.active():
                 call.cancel()
-        self._quiet = self._deadline = None
+        self._quiet = self._silent = self._deadline = None
 
     def received(self, line: str) -> bool:
         """Note a line from the server; whether it is our own PONG, to hide."""
@@ -181,20 +199,45 @@ class Heartbeat:
             token = line[len("*** PONG ") :]
             ours = token in self._unanswered
             self._unanswered.discard(token)
-        if self._quiet is not None or self._deadline is not None:
-            self.start()
+        if self._silent is not None:  # watching
+            if self._deadline is not None and self._deadline.active():
+                self._deadline.cancel()
+            self._deadline = None
+            self._restart_quiet()
         return ours
 
+    def sent(self) -> None:
+        """Note a line sent to the server: the client is not silent."""
+        if self._silent is not None:
+            if self._silent.active():
+                self._silent.cancel()
+            self._silent = self._clock.callLater(self.interval, self._ping)
+
+    def _restart_quiet(self) -> None:
+        if self._quiet is not None and self._quiet.active():
+            self._quiet.cancel()
+        self._quiet = self._clock.callLater(self.interval, self._ping)
+
     def _ping(self) -> None:
+        if self._quiet is not None and self._quiet.active():
+            self._quiet.cancel()
         self._quiet = None
+        if self._deadline is not None:
+            # A ping already waits for its answer; one is enough.
+            self._silent = self._clock.callLater(self.interval, self._ping)
+            return
         self._count += 1
         token = f"{HEARTBEAT_PREFIX}{self._count}"
         self._unanswered.add(token)
         self._deadline = self._clock.callLater(self.timeout, self._expired)
+        if self._silent is not None and self._silent.active():
+            self._silent.cancel()
+        self._silent = self._clock.callLater(self.interval, self._ping)
         self._send(b"/ping " + token.encode("ascii"))
 
     def _expired(self) -> None:
         self._deadline = None
+        self.stop()  # no more pings on a dead link
         self._dead()
 
 
@@ -235,17 +278,20 @@ class TerminalOutput:
     """Writes server lines for a person at a terminal: nicknames in colour.
 
     The server sanitises what it relays, but this client is what writes to
-    the terminal, so it removes control characters (ESC included) itself
-    before adding its own escape sequences.
+    the terminal, so it removes control characters (ESC included) itself,
+    with or without colours, before adding its own escape sequences.
+
+    @param colour: Whether to colour nicknames (C{False} for C{NO_COLOR}).
     """
 
-    def __init__(self, write: Callable[[bytes], None]) -> None:
+    def __init__(self, write: Callable[[bytes], None], colour: bool = True) -> None:
         self._write = write
+        self._colour = colour
 
     def line(self, raw: bytes) -> None:
         """See L{Output.line}."""
         text = _CONTROLS.sub("", raw.decode("utf-8", errors="replace"))
-        for speaker in _SPEAKERS:
+        for speaker in _SPEAKERS if self._colour else ():
             match = speaker.match(text)
             if match is not None:
                 start, end = match.span("nick")
@@ -357,6 +403,7 @@ class InputProtocol(_Protocol):
 
 #: The states of a L{Session}'s current connection.
 DISCONNECTED = "disconnected"  # no connection: connecting, or waiting to retry
+GREETING_WAIT = "greeting"  # connected, nothing sent until the server's first line
 RESUMING = "resuming"  # sent /resume, waiting for the answer
 REGISTERING = "registering"  # sent our nickname again, waiting for the welcome
 OPEN = "open"  # typed lines go straight to the server
@@ -425,6 +472,7 @@ class Session:
         self._pending: list[bytes] = []
         self._quitting = False
         self._established = False  # the server sent a line on this connection
+        self._refusal: str | None = None  # why the server refused this connection
         self._timed_out = False
         self._dead_link = False
         self._final = False
@@ -450,6 +498,7 @@ class Session:
         self._retry = None
         self._timed_out = self._dead_link = self._final = False
         self._established = False
+        self._refusal = None
         self._deadline = self._reactor.callLater(
             self.connect_timeout, self._connect_timed_out
         )
@@ -475,23 +524,34 @@ class Session:
             self._protocol.abort()
 
     def connection_made(self, protocol: ClientProtocol) -> None:
-        """A connection is up (TLS may still be negotiating): send the first line.
+        """A connection is up (TLS may still be negotiating): wait for the greeting.
 
-        A new session sends C{--nick}, if given, then whatever was typed; a
-        registered one resumes with its token, or registers its nickname
-        again when it has none.
+        Nothing is sent before the server's first line: an attempt abandoned
+        before then (L{connect_timeout}) must not have carried the token to
+        a server that reads it later, resumes on that dead connection and
+        gives the session a token this client never sees.
         """
         if self.done.called:
             protocol.abort()
             return
         self._protocol = protocol
+        self.state = GREETING_WAIT
+
+    def _greeted(self) -> None:
+        """The server greeted this connection: send the first line.
+
+        A new session sends C{--nick}, if given, then whatever was typed; a
+        registered one resumes with its token, or registers its nickname
+        again when it has none.
+        """
+        assert self._protocol is not None
         if self.nickname is None:
             if self._requested is not None:
-                protocol.send(self._requested.encode("ascii"))
+                self._protocol.send(self._requested.encode("ascii"))
             self._open()
         elif self.token is not None:
             self.state = RESUMING
-            protocol.send(f"/resume {self.nickname} {self.token}".encode("ascii"))
+            self._protocol.send(f"/resume {self.nickname} {self.token}".encode("ascii"))
         else:
             self.status(
                 "*** the server gave no resume token; lines may have been "
@@ -514,17 +574,30 @@ class Session:
                 self._send_quit(line)
                 break
             self._protocol.send(line)
+            self.heartbeat.sent()
 
     # Lines from the server.
 
     def line_received(self, raw: bytes) -> None:
         """One line from the server: note what matters, show the rest."""
+        text = raw.decode("utf-8", errors="replace")
         if not self._established:
             self._established = True
             self._cancel(self._deadline)
+            if text.startswith("!!! ") and self.state == GREETING_WAIT:
+                # One "!!! " line instead of the greeting: the server refused
+                # the connection (full, too many from this address, shutting
+                # down, banned) and closes it.
+                if self.registered and FINAL.match(text) is None:
+                    # Transient: keep the token and the nickname, and retry.
+                    self._refusal = text[len("!!! ") :]
+                    assert self._protocol is not None
+                    self._protocol.abort()
+                    return
+            elif self.state == GREETING_WAIT:
+                self._greeted()
             if self.registered and self.state != CLOSING:
                 self.heartbeat.start()
-        text = raw.decode("utf-8", errors="replace")
         if self.heartbeat.received(text):
             return
         match = TOKEN.match(text)
@@ -547,16 +620,15 @@ class Session:
         elif match := RENAMED.match(text):
             if self.nickname is not None and match[1].lower() == self.nickname.lower():
                 self.nickname = match[2]
-        elif self.state == RESUMING and text.startswith("!!! "):
-            # "resume failed: unknown nickname or wrong token" (the grace
-            # period is over), or "resume is turned off on this server".
+        elif self.state == RESUMING and RESUME_REFUSED.match(text):
+            # The grace period is over, or the server does not resume.
             self.token = None
             self.status(
                 "*** the session could not be resumed; lines may have been "
                 f"missed; registering as {self.nickname} again"
             )
             self._register_again()
-        elif self.state == REGISTERING and text.startswith("!!! "):
+        elif self.state == REGISTERING and NICKNAME_REFUSED.match(text):
             # Someone else has the nickname now: the user chooses another,
             # and what was typed meanwhile must not be taken for a nickname.
             kept = [line for line in self._pending if QUIT.match(line)]
@@ -590,6 +662,7 @@ class Session:
             self._quit(line)
         elif self.state == OPEN and self._protocol is not None:
             self._protocol.send(line)
+            self.heartbeat.sent()
         elif len(self._pending) < self.MAX_PENDING:
             self._pending.append(line)
             if len(self._pending) == self.MAX_PENDING:
@@ -659,6 +732,8 @@ class Session:
             self._failed(reason)
         elif self._quitting:
             self._finish(0)
+        elif self._refusal is not None:
+            self._retry_later(f"cannot connect to {self.address}: {self._refusal}")
         elif self._dead_link:
             self._lost(f"no answer from the server in {self.heartbeat.timeout:g} s")
         else:
@@ -866,7 +941,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         metavar="S",
         type=_seconds,
         default=30.0,
-        help="ping the server after S quiet seconds (default: 30)",
+        help="ping the server after S seconds without a line from it, or "
+        "without one sent to it (default: 30)",
     )
     parser.add_argument(
         "--ping-timeout",
@@ -981,6 +1057,19 @@ def _status(line: str) -> None:
         pass  # nowhere left to say it
 
 
+def output_for(
+    write: Callable[[bytes], None], terminal: bool, environ: Mapping[str, str]
+) -> Output:
+    """Where the server's lines go: to a terminal cleaned, otherwise unchanged.
+
+    At a terminal control characters are always removed; C{NO_COLOR} (set
+    and not empty, see U{https://no-color.org}) turns off the colours only.
+    """
+    if not terminal:
+        return PlainOutput(write)
+    return TerminalOutput(write, colour=not environ.get("NO_COLOR"))
+
+
 def run(
     reactor: Any,
     options: Options,
@@ -997,13 +1086,12 @@ def run(
     """
     from twisted.internet.stdio import StandardIO
 
-    colour = os.isatty(stdout) and not os.environ.get("NO_COLOR")
     stdio: list[ITransport] = []
 
     def write(data: bytes) -> None:
         stdio[0].write(data)
 
-    output: Output = TerminalOutput(write) if colour else PlainOutput(write)
+    output = output_for(write, os.isatty(stdout), os.environ)
     session = Session(
         reactor,
         endpoint_for(reactor, options, trust_root).connect,
@@ -1145,6 +1233,7 @@ __all__ = [
     "Session",
     "TerminalOutput",
     "main",
+    "output_for",
     "parse_args",
 ]
 

@@ -49,6 +49,7 @@ from chatservice.client import (
     TerminalOutput,
     colour_of,
     main,
+    output_for,
     parse_args,
 )
 
@@ -127,14 +128,44 @@ def test_heartbeat_dead_after_the_timeout() -> None:
 
 
 def test_heartbeat_any_line_resets_the_interval() -> None:
-    """A line from the server, of any kind, starts the quiet interval again."""
+    """A line from the server, of any kind, and one sent start the interval again."""
     beat = Beat()
     beat.clock.advance(20)
     assert beat.heartbeat.received("<bob> hi") is False
+    beat.heartbeat.sent()
     beat.clock.advance(20)
     assert beat.sent == []
     beat.clock.advance(10)
     assert beat.sent == [b"/ping hb-1"]
+
+
+def test_heartbeat_pings_when_the_client_is_silent() -> None:
+    """The server talking every 10 s does not stop a ping after 30 s of the client's silence."""
+    beat = Beat()
+    for _ in range(3):
+        beat.clock.advance(10)
+        beat.heartbeat.received("<bob> chatter")
+    assert beat.sent == [b"/ping hb-1"]
+
+
+def test_heartbeat_pings_when_the_server_is_quiet() -> None:
+    """The client sending every 10 s does not stop a ping after 30 s of the server's silence."""
+    beat = Beat()
+    for _ in range(3):
+        beat.clock.advance(10)
+        beat.heartbeat.sent()
+    assert beat.sent == [b"/ping hb-1"]
+
+
+def test_heartbeat_one_ping_at_a_time() -> None:
+    """With the timeout above the interval, no second ping goes while one waits for its answer."""
+    beat = Beat(interval=10, timeout=25)
+    beat.clock.advance(10)
+    beat.clock.advance(24.9)
+    assert (beat.sent, beat.deaths) == ([b"/ping hb-1"], 0)
+    beat.clock.advance(0.1)
+    assert (beat.sent, beat.deaths) == ([b"/ping hb-1"], 1)
+    assert beat.clock.getDelayedCalls() == []
 
 
 def test_heartbeat_any_line_proves_the_link_alive() -> None:
@@ -280,12 +311,15 @@ class Rig:
             f"and send /resume alice {token} as your first line)",
         )
 
-    def reconnect(self, delay: float = 0.5) -> StringTransport:
-        """Wait out the backoff delay and let the new attempt connect."""
+    def reconnect(self, delay: float = 0.5, greet: bool = True) -> StringTransport:
+        """Wait out the backoff delay, let the new attempt connect, and greet it."""
         attempts = len(self.network.attempts)
         self.clock.advance(delay)
         assert len(self.network.attempts) == attempts + 1
-        return self.accept()
+        transport = self.accept()
+        if greet:
+            self.server(*GREETING)
+        return transport
 
 
 def test_nick_first_then_typed_lines() -> None:
@@ -294,9 +328,45 @@ def test_nick_first_then_typed_lines() -> None:
     rig.session.user_line(b"hello")
     rig.session.user_line(b"/me waves")
     rig.accept()
+    rig.server(*GREETING)
     assert rig.sent() == ["alice", "hello", "/me waves"]
     rig.session.user_line(b"again")
     assert rig.sent() == ["again"]
+
+
+def test_nothing_sent_before_the_greeting() -> None:
+    """With --nick, nothing goes to the server before its first line."""
+    rig = Rig()
+    rig.session.user_line(b"hello")
+    rig.accept()
+    assert rig.sent() == []
+    rig.server(GREETING[0])
+    assert rig.sent() == ["alice", "hello"]
+
+
+def test_abandoned_attempt_never_carried_the_token() -> None:
+    """A reconnection that times out before the server's first line has not sent the token."""
+    rig = Rig(connect_timeout=2)
+    rig.register("tok-1")
+    rig.sent()
+    rig.drop()
+    transport = rig.reconnect(greet=False)
+    rig.clock.advance(2)
+    assert transport.disconnected
+    assert rig.sent() == []
+
+
+def test_resume_waits_for_the_greeting() -> None:
+    """On a reconnection, /resume is sent after the server's first line, the greeting hidden."""
+    rig = Rig()
+    rig.register("tok-1")
+    rig.shown()
+    rig.drop()
+    rig.reconnect(greet=False)
+    assert rig.sent() == []
+    rig.server(*GREETING)
+    assert rig.sent() == ["/resume alice tok-1"]
+    assert rig.shown() == []
 
 
 def test_without_nick_the_user_types_it() -> None:
@@ -336,7 +406,6 @@ def test_latest_token_and_nickname_used() -> None:
     rig.reconnect()
     assert rig.sent() == ["/resume Alicia tok-2"]
     rig.server(
-        *GREETING,
         "*** Resumed as Alicia in #lobby; 0 missed lines follow:",
         "*** End of missed lines.",
         "*** resume token: tok-3 (if your connection drops, ...)",
@@ -358,7 +427,6 @@ def test_resume_shows_the_missed_lines_not_the_token() -> None:
     rig.drop()
     rig.reconnect()
     rig.server(
-        *GREETING,
         "*** Resumed as alice in #lobby; 2 missed lines follow:",
         "*** 3 older missed lines were dropped.",
         "<bob> are you there?",
@@ -386,7 +454,7 @@ def test_typed_lines_wait_for_the_resume() -> None:
     rig.reconnect()
     rig.session.user_line(b"hello?")
     assert rig.sent() == ["/resume alice T0"]
-    rig.server(*GREETING, "*** Resumed as alice in #lobby; 0 missed lines follow:")
+    rig.server("*** Resumed as alice in #lobby; 0 missed lines follow:")
     assert rig.sent() == ["did I miss anything?", "hello?"]
 
 
@@ -406,7 +474,7 @@ def test_resume_refused_registers_the_nickname_again(refusal: str) -> None:
     rig.session.user_line(b"back")
     rig.sent()
     rig.statuses.clear()
-    rig.server(*GREETING, refusal)
+    rig.server(refusal)
     assert rig.statuses == [
         "*** the session could not be resumed; lines may have been missed; "
         "registering as alice again"
@@ -417,17 +485,25 @@ def test_resume_refused_registers_the_nickname_again(refusal: str) -> None:
     assert rig.shown()[-2:] == [refusal, "*** Welcome, alice! Online (1): alice"]
 
 
-def test_nickname_taken_meanwhile_drops_typed_lines() -> None:
-    """If the nickname is taken, typed lines are dropped, not taken for names."""
+@pytest.mark.parametrize(
+    "error",
+    [
+        "!!! the nickname alice is taken; choose another one",
+        "!!! invalid nickname alice: use a letter first, then letters, digits, _ or -",
+        "!!! a nickname is at most 16 characters, and alice has 5",
+    ],
+)
+def test_nickname_taken_meanwhile_drops_typed_lines(error: str) -> None:
+    """If the nickname cannot be had, typed lines are dropped, not taken for names."""
     rig = Rig()
     rig.register()
     rig.drop()
     rig.reconnect()
     rig.session.user_line(b"back")
-    rig.server(*GREETING, "!!! resume failed: unknown nickname or wrong token")
+    rig.server("!!! resume failed: unknown nickname or wrong token")
     rig.sent()
     rig.statuses.clear()
-    rig.server("!!! the nickname alice is taken; choose another one")
+    rig.server(error)
     assert rig.statuses == [
         "*** could not register as alice again; choose another nickname "
         "(1 typed line(s) were not sent)"
@@ -435,6 +511,89 @@ def test_nickname_taken_meanwhile_drops_typed_lines() -> None:
     assert rig.sent() == []
     rig.session.user_line(b"alice2")
     assert rig.sent() == ["alice2"]
+
+
+REFUSALS = [
+    "!!! the server is full (10000 connections)",
+    "!!! too many connections from your address (at most 1)",
+    "!!! too many new connections from your address (at most 5 per second); "
+    "try again in a moment",
+    "!!! the server is shutting down",
+]
+
+
+@pytest.mark.parametrize("refusal", REFUSALS)
+def test_refused_connection_keeps_the_token(refusal: str) -> None:
+    """A connection refused instead of greeted is retried after the backoff with the same /resume."""
+    rig = Rig()
+    rig.register("tok-1")
+    rig.drop()
+    rig.statuses.clear()
+    rig.session.user_line(b"back")
+    transport = rig.reconnect(greet=False)
+    rig.server(refusal)
+    assert transport.disconnected
+    rig.drop(ConnectionDone())
+    assert rig.statuses == [
+        f"*** cannot connect to chat.example:8000: {refusal[4:]}",
+        "*** reconnecting in 1.0 s...",
+    ]
+    assert rig.shown()[-1] != refusal
+    rig.reconnect(1.0)
+    assert rig.sent() == ["/resume alice tok-1"]
+    rig.server("*** Resumed as alice in #lobby; 0 missed lines follow:")
+    assert rig.sent() == ["back"]
+
+
+@pytest.mark.parametrize("refusal", REFUSALS)
+def test_refused_connection_while_registering_again_is_retried(refusal: str) -> None:
+    """Without a token, a refused connection keeps the nickname and is retried."""
+    rig = Rig()
+    rig.accept()
+    rig.server(*GREETING, "*** Welcome, alice! Online (1): alice")  # no token
+    rig.drop()
+    rig.reconnect()
+    assert rig.sent() == ["alice"]
+    rig.drop()
+    rig.reconnect(1.0, greet=False)
+    rig.server(refusal)
+    rig.drop(ConnectionDone())
+    assert not rig.session.done.called
+    rig.reconnect(2.0)
+    assert rig.sent() == ["alice"]
+
+
+def test_banned_while_reconnecting_ends_the_client() -> None:
+    """A ban instead of the greeting ends the client with status 1, not a retry."""
+    rig = Rig()
+    rig.register()
+    rig.drop()
+    rig.statuses.clear()
+    rig.reconnect(greet=False)
+    rig.server("!!! you are banned from this server")
+    rig.drop(ConnectionDone())
+    assert rig.shown()[-1] == "!!! you are banned from this server"
+    assert rig.statuses == ["chatservice-client: disconnected by the server"]
+    assert result_of(rig.session.done) == 1
+    assert rig.clock.getDelayedCalls() == []
+
+
+@pytest.mark.parametrize("state", ["resuming", "registering"])
+def test_other_errors_are_not_refusals(state: str) -> None:
+    """Other !!! lines while resuming or registering again are shown; the token and nickname stay."""
+    rig = Rig()
+    rig.register()
+    if state == "registering":
+        rig.session.token = None
+    rig.drop()
+    rig.reconnect()
+    rig.sent()
+    rig.statuses.clear()
+    rig.server("!!! that failed because of a server error; it was logged")
+    assert rig.statuses == []
+    assert rig.sent() == []
+    assert rig.shown()[-1] == "!!! that failed because of a server error; it was logged"
+    assert (rig.session.nickname, rig.session.state) == ("alice", state)
 
 
 def test_no_token_registers_the_nickname_again() -> None:
@@ -543,7 +702,7 @@ def test_reconnect_failures_are_retried_with_backoff() -> None:
     ]
     assert not rig.session.done.called
     rig.reconnect(2.0)
-    rig.server(*GREETING, "*** Resumed as alice in #lobby; 0 missed lines follow:")
+    rig.server("*** Resumed as alice in #lobby; 0 missed lines follow:")
     rig.drop()
     assert rig.statuses[-1] == "*** reconnecting in 0.5 s..."
 
@@ -564,6 +723,28 @@ def test_dead_link_is_dropped_and_resumed() -> None:
     ]
     rig.reconnect()
     assert rig.sent() == ["/resume alice T0"]
+
+
+def test_reading_a_busy_room_keeps_the_session_alive() -> None:
+    """A user who only reads a busy room pings every --ping-interval seconds, before the server's idle timeout."""
+    rig = Rig(ping_interval=30)
+    rig.register()
+    rig.sent()
+    for _ in range(3):
+        rig.clock.advance(10)
+        rig.server("<bob> chatter")
+    assert rig.sent() == ["/ping hb-1"]
+
+
+def test_typing_postpones_the_ping_in_a_busy_room() -> None:
+    """A user who types and reads a busy room sends no ping."""
+    rig = Rig(ping_interval=30)
+    rig.register()
+    for _ in range(6):
+        rig.clock.advance(10)
+        rig.server("<bob> chatter")
+        rig.session.user_line(b"me too")
+    assert "/ping hb-1" not in rig.sent()
 
 
 def test_heartbeat_pong_not_shown() -> None:
@@ -632,6 +813,7 @@ def test_piped_input_before_the_connection() -> None:
     rig.session.user_line(b"hello")
     rig.session.user_eof()
     rig.accept()
+    rig.server(*GREETING)
     assert rig.sent() == ["alice", "hello", "/quit"]
 
 
@@ -734,6 +916,37 @@ def test_terminal_output_removes_control_characters() -> None:
     assert b"".join(written) == (
         f"<{_coloured('alice')}> [2Jhi\tthere\ufffd\n".encode()
     )
+
+
+def test_terminal_output_without_colour() -> None:
+    """At a terminal with NO_COLOR, nicknames are not coloured but controls are still removed."""
+    written: list[bytes] = []
+    TerminalOutput(written.append, colour=False).line(b"<alice> \x1b]0;owned\x07hi")
+    assert b"".join(written) == b"<alice> ]0;ownedhi\n"
+
+
+@pytest.mark.parametrize(
+    ("terminal", "environ", "expected"),
+    [
+        (True, {}, b"<\x1b[%dmeve\x1b[0m> [2Jhi\n" % colour_of("eve")),
+        (True, {"NO_COLOR": "1"}, b"<eve> [2Jhi\n"),
+        (True, {"NO_COLOR": ""}, b"<\x1b[%dmeve\x1b[0m> [2Jhi\n" % colour_of("eve")),
+        (False, {}, b"<eve> \x1b[2Jhi\n"),
+        (False, {"NO_COLOR": "1"}, b"<eve> \x1b[2Jhi\n"),
+    ],
+    ids=[
+        "terminal",
+        "terminal NO_COLOR",
+        "terminal NO_COLOR empty",
+        "pipe",
+        "pipe NO_COLOR",
+    ],
+)
+def test_output_for(terminal: bool, environ: dict[str, str], expected: bytes) -> None:
+    """NO_COLOR turns off colours only: at a terminal controls are always removed; lines are raw only in a pipe."""
+    written: list[bytes] = []
+    output_for(written.append, terminal, environ).line(b"<eve> \x1b[2Jhi")
+    assert b"".join(written) == expected
 
 
 def test_nickname_colour_is_stable_and_ignores_case() -> None:
