@@ -8,6 +8,7 @@ subprocess is polled without blocking, so the reactor keeps serving.
 """
 
 import os
+import pty
 import signal
 import subprocess
 import sys
@@ -35,6 +36,7 @@ from twisted.internet.error import (
     TimeoutError,
 )
 from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
@@ -1400,3 +1402,55 @@ async def test_interrupt_leaves_with_quit(
     assert client.stdout[-1] == "*** Goodbye."
     assert client.stderr == []
     await wait_until(lambda: "*** alice has left (quit)" in bob.lines, "alice's quit")
+
+
+class _Hostile(Protocol):
+    """A server that greets, sends escape sequences, and closes."""
+
+    def connectionMade(self) -> None:
+        self.transport.write(
+            b"*** Welcome to chatservice.\r\n\x1b]0;owned\x07\x1b[2J<eve> hi\r\n"
+        )
+        self.transport.loseConnection()
+
+
+@pytest.mark.parametrize("no_color", ["", "1"], ids=["colour", "NO_COLOR"])
+@pytest_twisted.ensureDeferred
+async def test_no_escape_sequence_from_the_server_reaches_a_terminal(
+    no_color: str,
+) -> None:
+    """At a terminal, with or without NO_COLOR, the server's ESC and BEL are removed."""
+    port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
+        Factory.forProtocol(_Hostile)
+    )
+    master, slave = pty.openpty()
+    process = subprocess.Popen(
+        client_command(f"127.0.0.1:{port.getHost().port}"),
+        stdin=subprocess.PIPE,
+        stdout=slave,
+        stderr=subprocess.DEVNULL,
+        env={**client_env(), "NO_COLOR": no_color},
+    )
+    os.close(slave)
+    os.set_blocking(master, False)
+    seen = bytearray()
+
+    def read() -> bool:
+        try:
+            seen.extend(os.read(master, 65536))
+        except (BlockingIOError, OSError):
+            pass
+        return b"hi" in seen
+
+    try:
+        await wait_until(read, "the chat line at the terminal")
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+        assert process.stdin is not None
+        process.stdin.close()
+        os.close(master)
+        await port.stopListening()
+    assert b"\x1b]" not in seen and b"\x1b[2J" not in seen and b"\x07" not in seen
+    assert b"eve" in seen
