@@ -1,12 +1,14 @@
 """Shared fixtures, and a guard against tests that leave timers behind."""
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import pytest
 import pytest_twisted
 from harness import Harness
 from hypothesis import settings
+from processes import Connection, Server
 
 from twisted.internet.task import Clock
 
@@ -57,3 +59,39 @@ def _no_leftover_delayed_calls() -> Iterator[None]:
     for call in leftover:
         call.cancel()
     assert not leftover, f"the test left delayed calls behind: {leftover}"
+
+
+@pytest.fixture
+def twistd(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Start C{twistd -n chat --port ENDPOINT}; every process is killed after."""
+    servers: list[Server] = []
+
+    def start(
+        port_option: str, *args: str, env: dict[str, str] | None = None
+    ) -> Server:
+        server = Server(port_option, tmp_path, args, env)
+        servers.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.kill()
+
+
+@pytest.fixture
+def connections() -> Iterator[Callable[..., Connection]]:
+    """Open client connections; each is closed after the test."""
+    opened: list[Connection] = []
+
+    def connect(port: int, source: str = "127.0.0.1") -> Connection:
+        connection = Connection(port, source)
+        opened.append(connection)
+        return connection
+
+    try:
+        yield connect
+    finally:
+        for connection in opened:
+            connection.close()

@@ -21,8 +21,8 @@ import pytest_twisted
 from certs import ServerCert, make_ca, make_server_cert
 from harness import GREETING, Harness, wait_until
 from OpenSSL import SSL
+from processes import free_port
 from service_identity import VerificationError
-from test_end_to_end import free_port
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred

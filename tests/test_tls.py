@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 from certs import ServerCert, make_ca, make_server_cert
-from harness import Harness, wait_until
-from test_end_to_end import GREETING, Connection, Server, free_port
+from harness import GREETING, Harness, wait_until
+from processes import Connection, Server, free_port
 
 from twisted.internet import reactor
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
@@ -195,27 +195,6 @@ async def test_silent_client_on_tls_port_times_out(
     assert 0.2 <= elapsed < 3, elapsed
     assert silent.lines == []
     assert errors(logged) == []
-
-
-@pytest.fixture
-def twistd(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """Start C{twistd -n chat --port ENDPOINT}; every process is killed after.
-
-    As in L{test_end_to_end}, whose fixture of this name ruff would not let
-    be imported here (an argument of the same name redefines it).
-    """
-    servers: list[Server] = []
-
-    def start(port_option: str, *args: str) -> Server:
-        server = Server(port_option, tmp_path, args)
-        servers.append(server)
-        return server
-
-    try:
-        yield start
-    finally:
-        for server in servers:
-            server.kill()
 
 
 class TLSConnection(Connection):
