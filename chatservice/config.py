@@ -54,3 +54,6 @@ class Settings:
     resume_grace: float = 60.0
     #: Lines kept for a dropped session to see when it resumes.
     resume_buffer: int = 200
+    #: A server endpoint string where Prometheus metrics are served over
+    #: HTTP at C{/metrics}; None serves none.
+    metrics: str | None = None

@@ -12,19 +12,25 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .bans import BansFileError
 from .errors import StartupError
 from .factory import ChatFactory
+from .metrics import metrics_site
 from .operators import OperatorsFileError
 
 log = Logger()
 
 
 class ChatService(Service):
-    """Serves one L{ChatFactory} on several endpoints."""
+    """Serves one L{ChatFactory} on several endpoints.
+
+    With C{metrics} (a description and an endpoint), it also serves the
+    factory's Prometheus metrics over HTTP there (L{chatservice.metrics}).
+    """
 
     name = "chat"
 
@@ -32,9 +38,13 @@ class ChatService(Service):
         self,
         factory: ChatFactory,
         endpoints: Sequence[tuple[str, IStreamServerEndpoint]],
+        metrics: tuple[str, IStreamServerEndpoint] | None = None,
     ) -> None:
         self.factory = factory
         self.endpoints = list(endpoints)
+        self.metrics = metrics
+        #: The port metrics are served on, once bound (also in C{ports}).
+        self.metrics_port: IListeningPort | None = None
         self.ports: list[IListeningPort] = []
         self._previous_sighup: object = None
 
@@ -96,9 +106,17 @@ class ChatService(Service):
         reactor.callFromThread(self.reload)
 
     def _listen(self) -> None:
-        for description, endpoint in self.endpoints:
+        listeners: list[tuple[str, IStreamServerEndpoint, Factory]] = [
+            (description, endpoint, self.factory)
+            for description, endpoint in self.endpoints
+        ]
+        if self.metrics is not None:
+            description, endpoint = self.metrics
+            site = metrics_site(self.factory, self.factory.clock)
+            listeners.append((f"--metrics {description}", endpoint, site))
+        for description, endpoint, factory in listeners:
             outcome: list[object] = []
-            endpoint.listen(self.factory).addBoth(outcome.append)
+            endpoint.listen(factory).addBoth(outcome.append)
             if not outcome:
                 # Not one of Twisted's own endpoints, which all bind at once.
                 raise StartupError(
@@ -110,11 +128,14 @@ class ChatService(Service):
                 for port in self.ports:
                     port.stopListening()
                 self.ports = []
+                self.metrics_port = None
                 raise StartupError(
                     f"chatservice: cannot listen on {description}: "
                     f"{_cause(result.value)}"
                 )
             self.ports.append(result)
+            if factory is not self.factory:
+                self.metrics_port = result
             log.info(
                 "listening on {description} ({address})",
                 description=description,
@@ -128,6 +149,7 @@ class ChatService(Service):
             signal.signal(signal.SIGHUP, self._previous_sighup)
             self._previous_sighup = None
         ports, self.ports = self.ports, []
+        self.metrics_port = None
         stopped = DeferredList([maybeDeferred(port.stopListening) for port in ports])
         stopped.addCallback(lambda _: self.factory.stop())
         # A ban made just before the stop is on disk before the process ends.

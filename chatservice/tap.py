@@ -197,6 +197,7 @@ class Options(usage.Options):
         super().__init__()
         self["port"] = []
         self["disable-plugin"] = []
+        self["metrics"] = None
 
     def opt_disable_plugin(self, name: str) -> None:  # noqa: D102 - doc set below
         self["disable-plugin"].append(name.lstrip("/").lower())
@@ -220,6 +221,18 @@ class Options(usage.Options):
     )
     opt_p = opt_port
 
+    def opt_metrics(self, description: str) -> None:  # noqa: D102 - doc set below
+        if description.isdigit():
+            description = f"tcp:{description}"
+        self["metrics"] = description
+
+    opt_metrics.__doc__ = (
+        "Serve Prometheus metrics over HTTP at /metrics on ENDPOINT, an endpoint "
+        "string as for --port (a bare number means tcp:NUMBER, every address): "
+        "bind it to loopback or a private interface, e.g. "
+        "tcp:9100:interface=127.0.0.1. [default: off]"
+    )
+
     def parseOptions(self, options: list[str] | None = None) -> None:
         """Parse, turning any error into one line for the operator."""
         try:
@@ -238,6 +251,12 @@ class Options(usage.Options):
             (description, _parse_endpoint(reactor, description))
             for description in self["port"]
         ]
+        self["metrics-endpoint"] = None
+        if self["metrics"] is not None:
+            self["metrics-endpoint"] = (
+                self["metrics"],
+                _parse_endpoint(reactor, self["metrics"], "--metrics"),
+            )
         self["settings"] = Settings(
             endpoints=tuple(self["port"]),
             idle_timeout=self["idle-timeout"],
@@ -257,10 +276,13 @@ class Options(usage.Options):
             bans=self["bans"],
             resume_grace=self["resume-grace"],
             resume_buffer=self["resume-buffer"],
+            metrics=self["metrics"],
         )
 
 
-def _parse_endpoint(reactor: object, description: str) -> object:
+def _parse_endpoint(
+    reactor: object, description: str, option: str = "--port"
+) -> object:
     """Parse one endpoint string, or raise a readable L{usage.UsageError}."""
     try:
         endpoint = serverFromString(reactor, description)
@@ -292,10 +314,10 @@ def _parse_endpoint(reactor: object, description: str) -> object:
                 "cannot load the key, certificate or parameters (a file that "
                 f"is not PEM, or the wrong file?): OpenSSL says {why}"
             )
-    raise usage.UsageError(f"invalid --port {description!r}: {why}")
+    raise usage.UsageError(f"invalid {option} {description!r}: {why}")
 
 
 def makeService(options: Options) -> ChatService:
     """Build the chat service that C{twistd chat} runs."""
     factory = ChatFactory(options["settings"])
-    return ChatService(factory, options["endpoints"])
+    return ChatService(factory, options["endpoints"], options["metrics-endpoint"])

@@ -102,6 +102,7 @@ class Harness:
     def start(
         self,
         listen: Sequence[str] = ("tcp:0:interface=127.0.0.1",),
+        metrics: str | None = None,
         **settings: object,
     ) -> ChatService:
         """Start a server on the endpoints C{listen}, with C{settings}.
@@ -109,7 +110,9 @@ class Harness:
         By default it listens on 127.0.0.1 and a free port.  C{self.ports}
         holds the port numbers bound, in order; C{self.port} is the first.
         Every test client comes from 127.0.0.1, so the per-address connect
-        rate is lifted unless a test sets it.
+        rate is lifted unless a test sets it.  With C{metrics}, an endpoint
+        string, it also serves metrics there; C{self.metrics_port} is its port
+        number.
         """
         settings.setdefault("max_connect_rate", 1e6)
         # A dropped user leaves at once, as before resuming existed, unless
@@ -117,12 +120,21 @@ class Harness:
         settings.setdefault("resume_grace", 0)
         factory = ChatFactory(Settings(**settings))  # type: ignore[arg-type]
         endpoints = [(each, serverFromString(reactor, each)) for each in listen]
-        service = ChatService(factory, endpoints)
+        metrics_endpoint = None
+        if metrics is not None:
+            metrics_endpoint = (metrics, serverFromString(reactor, metrics))
+        service = ChatService(factory, endpoints, metrics_endpoint)
         service.startService()
         self.services.append(service)
         self.service = service
         self.factory = factory
-        self.ports = [port.getHost().port for port in service.ports]
+        self.ports = [
+            port.getHost().port
+            for port in service.ports
+            if port is not service.metrics_port
+        ]
+        if service.metrics_port is not None:
+            self.metrics_port = service.metrics_port.getHost().port
         self.port = self.ports[0]
         return service
 

@@ -64,6 +64,8 @@ def test_all_options() -> None:
         "0",
         "--resume-buffer",
         "50",
+        "--metrics",
+        "9100",
     )["settings"]
     assert settings == Settings(
         endpoints=("tcp:9000", "unix:/tmp/chat.sock"),
@@ -84,6 +86,7 @@ def test_all_options() -> None:
         bans="/var/lib/chat/bans.json",
         resume_grace=0,
         resume_buffer=50,
+        metrics="tcp:9100",
     )
 
 
@@ -109,6 +112,10 @@ def test_all_options() -> None:
         (
             ["--port", "ssl:6697:privateKey=/nonexistent.pem"],
             "twistd chat: invalid --port 'ssl:6697:privateKey=/nonexistent.pem': No such file or directory: /nonexistent.pem",
+        ),
+        (
+            ["--metrics", "tcp:interface=127.0.0.1"],
+            "twistd chat: invalid --metrics 'tcp:interface=127.0.0.1': no port given",
         ),
         (
             ["--idle-timeout", "0"],
@@ -147,3 +154,11 @@ def test_make_service() -> None:
         "tcp:0",
         "tcp:0:interface=127.0.0.1",
     ]
+
+
+def test_metrics_option() -> None:
+    """--metrics ENDPOINT reaches the service; without it, none is served."""
+    service = makeService(parse("--metrics", "tcp:0:interface=127.0.0.1"))
+    assert service.metrics is not None
+    assert service.metrics[0] == "tcp:0:interface=127.0.0.1"
+    assert makeService(parse()).metrics is None
