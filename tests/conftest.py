@@ -1,6 +1,7 @@
 """Shared fixtures, and a guard against tests that leave timers behind."""
 
 import os
+import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import pytest
 import pytest_twisted
 from harness import Harness
 from hypothesis import settings
-from processes import Connection, Server
+from processes import Connection, Server, opened_by
 
 from twisted.internet.task import Clock
 
@@ -82,16 +83,14 @@ def twistd(tmp_path: Path) -> Iterator[Callable[..., Server]]:
 
 @pytest.fixture
 def connections() -> Iterator[Callable[..., Connection]]:
-    """Open client connections; each is closed after the test."""
-    opened: list[Connection] = []
+    """Open client connections, C{(port, source=...)}; closed after the test."""
+    yield from opened_by(Connection)
 
-    def connect(port: int, source: str = "127.0.0.1") -> Connection:
-        connection = Connection(port, source)
-        opened.append(connection)
-        return connection
 
-    try:
-        yield connect
-    finally:
-        for connection in opened:
-            connection.close()
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A loopback port that another socket is listening on."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        yield held.getsockname()[1]

@@ -13,11 +13,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+C = TypeVar("C", bound="Connection")
 
 #: The longest any single wait may take before the test fails.
 WAIT = 15.0
@@ -112,3 +116,22 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def opened_by(make: Callable[..., C]) -> Iterator[Callable[..., C]]:
+    """Yield C{make}, recording what it opens; close all of it afterwards.
+
+    The body of the C{connections} fixtures, plain or TLS.
+    """
+    opened: list[C] = []
+
+    def connect(*args: object) -> C:
+        connection = make(*args)
+        opened.append(connection)
+        return connection
+
+    try:
+        yield connect
+    finally:
+        for connection in opened:
+            connection.close()

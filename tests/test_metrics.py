@@ -1,8 +1,5 @@
 """Prometheus metrics: the collector's text, and /metrics scraped over HTTP."""
 
-import socket
-from collections.abc import Iterator
-
 import pytest
 import pytest_twisted
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -133,15 +130,6 @@ async def test_other_paths_not_found(chat: Harness) -> None:
     for path in ["/", "/metrics/", "/stats"]:
         code, _, _ = await scrape(chat.metrics_port, path)
         assert code == 404, path
-
-
-@pytest.fixture
-def busy_port() -> Iterator[int]:
-    """A loopback port that another socket is listening on."""
-    with socket.socket() as held:
-        held.bind(("127.0.0.1", 0))
-        held.listen()
-        yield held.getsockname()[1]
 
 
 @pytest_twisted.ensureDeferred

@@ -1,8 +1,6 @@
 """The service binds its endpoints with readable errors, and stops cleanly."""
 
 import gc
-import socket
-from collections.abc import Iterator
 
 import pytest
 import pytest_twisted
@@ -14,15 +12,6 @@ from chatservice.config import Settings
 from chatservice.errors import StartupError
 from chatservice.factory import ChatFactory
 from chatservice.service import ChatService
-
-
-@pytest.fixture
-def busy_port() -> Iterator[int]:
-    """A loopback port that another socket is listening on."""
-    with socket.socket() as held:
-        held.bind(("127.0.0.1", 0))
-        held.listen()
-        yield held.getsockname()[1]
 
 
 def make_service(*descriptions: str) -> ChatService:

@@ -17,7 +17,7 @@ import pytest
 import pytest_twisted
 from certs import ServerCert, make_ca, make_server_cert
 from harness import GREETING, Harness, wait_until
-from processes import Connection, Server, free_port
+from processes import Connection, Server, free_port, opened_by
 
 from twisted.internet import reactor
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
@@ -213,19 +213,8 @@ class TLSConnection(Connection):
 
 @pytest.fixture
 def tls_connections() -> Iterator[Callable[..., TLSConnection]]:
-    """Open TLS client connections; each is closed after the test."""
-    opened: list[TLSConnection] = []
-
-    def connect(port: int, cafile: Path, server_hostname: str) -> TLSConnection:
-        connection = TLSConnection(port, cafile, server_hostname)
-        opened.append(connection)
-        return connection
-
-    try:
-        yield connect
-    finally:
-        for connection in opened:
-            connection.close()
+    """Open TLS client connections, C{(port, cafile, server_hostname)}."""
+    yield from opened_by(TLSConnection)
 
 
 @pytest.mark.parametrize("server_hostname", ["localhost", "127.0.0.1"])
