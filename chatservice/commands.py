@@ -13,7 +13,7 @@ L{ChatError}s; the protocol shows them.
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succeed
 from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
@@ -164,14 +164,27 @@ def _choose_nickname(session: IChatSession, name: str) -> Result:
     return d
 
 
+#: The most users the welcome lists by name; beyond it, it gives the count.
+WELCOME_NAMES = 20
+
+
 def _welcome(nickname: str, session: IChatSession) -> Result:
     if session.closing:
         return None  # it went while the registry was deciding
     registry = session.registry
 
-    def greet(users: list[UserInfo]) -> Deferred[list[Scrollback]]:
+    def online(count: int) -> Deferred[str]:
+        # Listing (and sorting) everyone for every arrival would make a
+        # crowd's arrival cost time quadratic in its size.
+        if count > WELCOME_NAMES:
+            return succeed(f"Online ({count}): /users lists them")
+        return registry.users().addCallback(
+            lambda users: f"Online ({len(users)}): {_names(users)}"
+        )
+
+    def greet(who: str) -> Deferred[list[Scrollback]]:
         session.deliver(
-            wire.notice(f"Welcome, {nickname}! Online ({len(users)}): {_names(users)}")
+            wire.notice(f"Welcome, {nickname}! {who}")
             + wire.notice("Type /help for the commands.")
             + b"".join(wire.notice(line) for line in session.server.motd)
         )
@@ -184,7 +197,7 @@ def _welcome(nickname: str, session: IChatSession) -> Result:
         if token is not None:
             session.deliver(wire.resume_token(nickname, token))
 
-    return registry.users().addCallback(greet).addCallback(finish)
+    return registry.count().addCallback(online).addCallback(greet).addCallback(finish)
 
 
 def _names(users: list[UserInfo], away_messages: bool = False) -> str:

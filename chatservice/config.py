@@ -29,6 +29,9 @@ class Settings:
     max_per_ip: int = 100
     #: Lines of chat and actions each room keeps to show people who join.
     history: int = 50
+    #: The most members a room may have for joins and leaves in it to be
+    #: announced; bigger rooms pass them silently.
+    announce_max: int = 100
     #: A file whose text is shown to each user after registration.
     motd: str | None = None
     #: Commands and filters (by name) the server leaves out.

@@ -65,7 +65,11 @@ class ChatFactory(ServerFactory):
             from twisted.internet import reactor as clock
         self.settings = settings if settings is not None else Settings()
         if registry is None:
-            registry = Registry(history=self.settings.history, clock=clock)
+            registry = Registry(
+                history=self.settings.history,
+                clock=clock,
+                announce_max=self.settings.announce_max,
+            )
         self.registry = registry
         self.clock = clock
         #: The message of the day, as lines; see L{load_motd}.

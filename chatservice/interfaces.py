@@ -81,6 +81,11 @@ class IRegistry(Interface):
     room exists while it has members.  Methods that may need another process
     to answer return L{Deferred}s; an in-memory implementation fires them at
     once.
+
+    Joins and leaves (and a held session's loss and return, L{replace}) are
+    announced only in rooms small enough: a registry may be given a largest
+    room size for that (C{--announce-max}); in bigger rooms they pass
+    silently.
     """
 
     lobby = Attribute("The name of the room every user starts in.")
@@ -175,6 +180,9 @@ class IRegistry(Interface):
 
     def announce(data: bytes) -> None:
         """Deliver C{data} to every registered user, in every room, once."""
+
+    def count() -> "Deferred[int]":
+        """Fire with how many users are registered: cheap, unlike L{users}."""
 
     said = Attribute("How many chat lines and actions local users said.")
     delivered = Attribute("How many of those lines were handed to recipients.")

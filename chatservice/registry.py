@@ -5,6 +5,11 @@ bytes object to every recipient and never waits for any of them; a room's
 recipients are kept as an immutable tuple, rebuilt only when membership
 changes, so a broadcast neither copies the member list nor trips over a
 member that leaves while it is under way.
+
+Joins and leaves are announced only in rooms of at most C{announce_max}
+members: in a room of thousands they would be most of its traffic, and
+each one costs a delivery to every member, so a crowd arriving would cost
+time quadratic in its size.
 """
 
 from collections import deque
@@ -78,15 +83,23 @@ class Registry:
 
     @param history: how many lines each room's scrollback keeps.
     @param clock: what stamps the scrollback.
+    @param announce_max: the most members a room may have for joins and
+        leaves in it to be announced; None announces them in every room.
     """
 
     lobby = LOBBY
 
-    def __init__(self, history: int = 50, clock: IReactorTime | None = None) -> None:
+    def __init__(
+        self,
+        history: int = 50,
+        clock: IReactorTime | None = None,
+        announce_max: int | None = None,
+    ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
         self._clock = clock
         self._history = history
+        self._announce_max = announce_max
         self._users: dict[IChatClient, _User] = {}
         self._by_fold: dict[str, IChatClient] = {}
         self._rooms: dict[str, _Room] = {LOBBY: _Room(LOBBY, history)}
@@ -123,7 +136,7 @@ class Registry:
         if user is None:
             return
         del self._by_fold[fold(user.nickname)]
-        neighbours = self._neighbours(user)
+        neighbours = self._neighbours(user, quiet=True)
         for name in user.rooms:
             self._leave_room(client, name)
         if not self._stopping:
@@ -140,9 +153,10 @@ class Registry:
         user = self._users[client]
         if room not in user.rooms:
             return
+        announced = self._announced(self._rooms[room])
         user.rooms.discard(room)
         self._leave_room(client, room)
-        if room in self._rooms:
+        if announced and room in self._rooms:
             self.broadcast(room, wire.parted(user.nickname, room, reason), client)
 
     def broadcast(self, room: str, data: bytes, sender: IChatClient | None) -> None:
@@ -194,11 +208,15 @@ class Registry:
             room.discard(old)
             room.add(new)
         if data is not None:
-            self._deliver(self._neighbours(user), data, new)
+            self._deliver(self._neighbours(user, quiet=True), data, new)
 
     def announce(self, data: bytes) -> None:
         """See L{IRegistry.announce}."""
         self._deliver(tuple(self._users), data, None)
+
+    def count(self) -> Deferred[int]:
+        """See L{IRegistry.count}."""
+        return succeed(len(self._users))
 
     def users(self, room: str | None = None) -> Deferred[list[UserInfo]]:
         """See L{IRegistry.users}."""
@@ -246,7 +264,13 @@ class Registry:
         user = self._users[client]
         user.rooms.add(name)
         room.add(client)
-        self._deliver(room.recipients, wire.joined(user.nickname, name), client)
+        if self._announced(room):
+            self._deliver(room.recipients, wire.joined(user.nickname, name), client)
+
+    def _announced(self, room: _Room) -> bool:
+        """Whether joins and leaves are announced in C{room}, as it is now."""
+        limit = self._announce_max
+        return limit is None or len(room) <= limit
 
     def _leave_room(self, client: IChatClient, name: str) -> None:
         """Take C{client} out of room C{name}; delete the room if it empties."""
@@ -255,14 +279,17 @@ class Registry:
         if name != LOBBY and not len(room):
             del self._rooms[name]
 
-    def _neighbours(self, user: _User) -> Iterable[IChatClient]:
-        """Everyone who shares a room with C{user}, once each."""
-        if len(user.rooms) == 1:
-            (name,) = user.rooms
-            return self._rooms[name].recipients
-        return dict.fromkeys(
-            client for name in user.rooms for client in self._rooms[name].recipients
-        )
+    def _neighbours(self, user: _User, quiet: bool = False) -> Iterable[IChatClient]:
+        """Everyone who shares a room with C{user}, once each.
+
+        With C{quiet}, only the rooms where joins and leaves are announced.
+        """
+        rooms = [self._rooms[name] for name in user.rooms]
+        if quiet:
+            rooms = [room for room in rooms if self._announced(room)]
+        if len(rooms) == 1:
+            return rooms[0].recipients
+        return dict.fromkeys(client for room in rooms for client in room.recipients)
 
     @staticmethod
     def _deliver(

@@ -177,6 +177,14 @@ class Options(usage.Options):
             _non_negative,
         ],
         [
+            "announce-max",
+            None,
+            _DEFAULTS.announce_max,
+            "Joins and leaves are announced only in rooms with at most this many "
+            "members (0: in none).",
+            _non_negative,
+        ],
+        [
             "motd",
             None,
             None,
@@ -266,6 +274,7 @@ class Options(usage.Options):
             max_clients=self["max-clients"],
             max_per_ip=self["max-per-ip"],
             history=self["history"],
+            announce_max=self["announce-max"],
             disabled_plugins=frozenset(self["disable-plugin"]),
             motd=self["motd"],
             shutdown_timeout=self["shutdown-timeout"],

@@ -124,12 +124,18 @@ class FakeClient:
 class RegistryBehaviour:
     """What every L{IRegistry} does; subclass with C{make_registry()}."""
 
-    def make_registry(self) -> IRegistry:
-        """Return a new, empty registry to test."""
+    def make_registry(self, announce_max: int | None = None) -> IRegistry:
+        """Return a new, empty registry to test.
+
+        @param announce_max: the most members of a room in which joins and
+            leaves are announced; None for every room.
+        """
         raise NotImplementedError
 
-    def _with(self, *nicknames: str) -> tuple[IRegistry, list[FakeClient]]:
-        registry = self.make_registry()
+    def _with(
+        self, *nicknames: str, announce_max: int | None = None
+    ) -> tuple[IRegistry, list[FakeClient]]:
+        registry = self.make_registry(announce_max=announce_max)
         clients = []
         for nickname in nicknames:
             client = FakeClient()
@@ -401,6 +407,35 @@ class RegistryBehaviour:
         registry, (alice, bob) = self._with("alice", "bob")
         registry.replace(alice, FakeClient(), None)
         assert bob.lines() == []
+
+    def test_count(self) -> None:
+        """The count of registered users follows registrations and leaves."""
+        registry, (alice, bob) = self._with("alice", "bob")
+        registry.join(bob, "#x")
+        assert _result(registry.count()) == 2
+        registry.unregister(alice, "quit")
+        assert _result(registry.count()) == 1
+
+    def test_big_rooms_do_not_announce_joins_and_leaves(self) -> None:
+        """Above announce_max members, joins, leaves and losses pass quietly.
+
+        Nick changes and chat are still seen by everyone.
+        """
+        registry, (alice, bob) = self._with("alice", "bob", announce_max=2)
+        carol = FakeClient()
+        _result(registry.register(carol, "carol"))  # the lobby now has 3
+        assert alice.lines() == bob.lines() == []
+        registry.replace(carol, carol2 := FakeClient(), b"*** carol lost\r\n")
+        assert alice.lines() == []
+        _result(registry.rename(bob, "bobby"))
+        assert alice.lines() == carol2.lines() == ["*** bob is now known as bobby"]
+        bob.lines()
+        registry.say(registry.lobby, b"<alice> hi\r\n", alice)
+        assert carol2.lines() == bob.lines() == ["<alice> hi"]
+        registry.unregister(carol2, "quit")  # left a room of 3: quiet
+        assert alice.lines() == bob.lines() == []
+        registry.unregister(alice, "quit")  # left a room of 2: told
+        assert bob.lines() == ["*** alice has left (quit)"]
 
     def test_stop_silences_local_leaves(self) -> None:
         """After stop(), local users leave without N-squared announcements."""

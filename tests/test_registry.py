@@ -10,8 +10,8 @@ from chatservice.testing import FakeClient, RegistryBehaviour
 
 
 class TestRegistry(RegistryBehaviour):
-    def make_registry(self) -> Registry:
-        return Registry()
+    def make_registry(self, announce_max: int | None = None) -> Registry:
+        return Registry(announce_max=announce_max)
 
 
 @given(

@@ -218,3 +218,33 @@ def test_motd_after_registration(tmp_path, clock: Clock) -> None:  # type: ignor
     bob.output()
     bob.enter("bob")
     assert bob.lines()[2:-1] == ["*** New rules."]
+
+
+def test_welcome_counts_a_crowd(factory: ChatFactory) -> None:
+    """Beyond 20 users the welcome gives the count; /users lists them all."""
+    for n in range(20):
+        register(factory, f"user{n:02}", host=f"192.0.2.{n}")
+    alice = FakeConnection(factory)
+    alice.output()
+    alice.enter("alice")
+    assert alice.lines()[0] == "*** Welcome, alice! Online (21): /users lists them"
+    alice.enter("/users")
+    (listing,) = alice.lines()
+    assert listing.startswith("*** Online (21): alice, user00, user01,")
+
+
+def test_big_room_is_quiet(clock: Clock) -> None:
+    """Joins, parts and leaves are not announced in rooms above --announce-max."""
+    factory = ChatFactory(Settings(announce_max=2), clock=clock)
+    alice, bob = register(factory, "alice"), register(factory, "bob")
+    assert alice.lines() == ["*** bob has joined #lobby"]
+    carol = register(factory, "carol")
+    assert alice.lines() == bob.lines() == []
+    carol.enter("hello")
+    assert alice.lines() == bob.lines() == ["<carol> hello"]
+    carol.enter("/join #x")  # leaves a lobby of 3: quietly
+    assert alice.lines() == bob.lines() == []
+    carol.output()
+    bob.enter("/join #x")  # leaves a lobby of 2, joins a room of 2: told
+    assert alice.lines() == ["*** bob has left #lobby (joined #x)"]
+    assert carol.lines() == ["*** bob has joined #x"]
