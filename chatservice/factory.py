@@ -22,7 +22,7 @@ from .config import Settings
 from .extensions import Extensions, load_extensions
 from .interfaces import IChatServer, IRegistry
 from .operators import Operators
-from .protocol import ChatProtocol, format_peer
+from .protocol import ChatProtocol, Flusher, format_peer
 from .registry import Registry
 from .resume import SessionKeeper
 from .stats import Stats
@@ -72,6 +72,8 @@ class ChatFactory(ServerFactory):
             )
         self.registry = registry
         self.clock = clock
+        #: Sends the connections' output once per reactor iteration.
+        self.flusher = Flusher(clock)
         #: The message of the day, as lines; see L{load_motd}.
         self.motd: tuple[str, ...] = ()
         if extensions is None:

@@ -14,9 +14,11 @@ registry does the fan-out).  What it owns:
   - Timers.  One C{TimeoutMixin} timer on the factory's clock: the
     registration timeout, then the idle timeout, then (while closing) the
     deadline after which a client that does not read is aborted.
-  - Output.  Everything sent goes through L{ChatProtocol.deliver}.  While the
-    transport's own buffer is full, output is held here, counted, and the
-    client is disconnected once more than C{max_sendq} bytes wait.
+  - Output.  Everything sent goes through L{ChatProtocol.deliver}, which
+    only appends to a list; once per reactor iteration the factory's
+    L{Flusher} sends each connection's lines as one write (see there).
+    While the transport's own buffer is full, output is held here, counted,
+    and the client is disconnected once more than C{max_sendq} bytes wait.
   - Flood control.  Each line takes a token from a bucket refilled at
     C{flood_rate} per second, holding at most C{flood_burst}.  With none
     left, the connection stops being read until one returns: the lines
@@ -30,6 +32,7 @@ registry does the fan-out).  What it owns:
 import re
 from typing import TYPE_CHECKING
 
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
@@ -37,6 +40,7 @@ from twisted.internet.interfaces import (
     IDelayedCall,
     IHalfCloseableProtocol,
     IPushProducer,
+    IReactorTime,
     ISSLTransport,
     ITCPTransport,
 )
@@ -67,6 +71,58 @@ _FLOOD_NOTICE_INTERVAL = 60.0
 GREETING = wire.notice("Welcome to chatservice.") + wire.notice(
     "Choose a nickname: type it and press Enter (or use /nick NAME)."
 )
+
+
+class Flusher:
+    """Sends the output of every connection written to, once per iteration.
+
+    Fan-out makes many small writes: one line to each of a room's members,
+    and several lines to each when several arrive at once.  Twisted's
+    C{transport.write} buffers each and asks the reactor to watch the socket
+    for writability; the reactor then sends and stops watching, so every
+    write costs two C{epoll_ctl} calls besides the C{send}, and a line
+    arriving alone is sent only in the next iteration.  Instead,
+    L{ChatProtocol.deliver} appends to the connection's list and registers
+    it here, and at the end of the reactor iteration (a C{callLater(0)})
+    each connection's lines are joined and sent with one C{send} straight on
+    its socket when its transport has nothing buffered (else through the
+    transport, which keeps the order).  So a steady trickle of lines costs
+    one system call per recipient, and a burst costs one per recipient per
+    iteration, however many lines it has.
+    """
+
+    __slots__ = ("_clock", "_pending", "_call")
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+        self._pending: list[ChatProtocol] = []
+        self._call: IDelayedCall | None = None
+
+    def add(self, protocol: "ChatProtocol") -> None:
+        """Send C{protocol}'s output at the end of this iteration."""
+        self._pending.append(protocol)
+        if self._call is None:
+            self._call = self._clock.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        """Send all pending output now."""
+        call, self._call = self._call, None
+        if call is not None and call.active():
+            call.cancel()
+        pending, self._pending = self._pending, []
+        for protocol in pending:
+            protocol._flush()
+
+
+def _direct_socket(transport: object) -> object | None:
+    """The socket to send on directly, if C{transport} is a plain TCP one.
+
+    Only for C{tcp.Server} itself, whose buffer we can see: L{Flusher} sends
+    directly only while C{dataBuffer} and C{_tempDataLen} say it is empty.
+    """
+    if type(transport) is tcp.Server and hasattr(transport, "_tempDataLen"):
+        return transport.socket
+    return None
 
 
 @implementer(IPushProducer)
@@ -117,6 +173,10 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         self.MAX_LENGTH = settings.max_line
         self._max_sendq = settings.max_sendq
         self._discarding = False
+        self._flusher = factory.flusher
+        # Output not yet handed to the socket or transport; see Flusher.
+        self._out: list[bytes] = []
+        self._socket: object | None = None
         # Output held back while the transport's buffer is full, or None
         # while output goes straight to the transport.
         self._held: list[bytes] | None = None
@@ -164,6 +224,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         if ITCPTransport.providedBy(self.transport):
             # Notice peers that vanished without a FIN, eventually.
             self.transport.setTcpKeepAlive(True)
+        self._socket = _direct_socket(self.transport)
         self.transport.registerProducer(_OutputValve(self), True)
         self.setTimeout(self.factory.settings.register_timeout)
         self.deliver(GREETING)
@@ -458,13 +519,43 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         """See L{IChatClient.deliver}."""
         held = self._held
         if held is None:
-            self.transport.write(data)
+            out = self._out
+            if not out:
+                self._flusher.add(self)
+            out.append(data)
         elif self._close_reason is None:
             held.append(data)
             self._held_size += len(data)
             if self._held_size > self._max_sendq:
                 self._overflow()
         # else: the connection is closing; nothing more is sent.
+
+    def _flush(self) -> None:
+        """Send the output delivered since the last flush; see L{Flusher}."""
+        out = self._out
+        if not out:
+            return
+        data = b"".join(out)
+        out.clear()
+        sock = self._socket
+        if sock is not None:
+            transport = self.transport
+            if (
+                not transport.dataBuffer
+                and not transport._tempDataLen
+                and transport.connected
+                and not transport.disconnecting
+            ):
+                try:
+                    sent = sock.send(data)  # type: ignore[attr-defined]
+                except OSError:
+                    # Full (EAGAIN), or failing: the transport sends it
+                    # later, or finds out why it cannot.
+                    sent = 0
+                if sent == len(data):
+                    return
+                data = data[sent:]
+        self.transport.write(data)
 
     def _hold_output(self) -> None:
         if self._held is None:
@@ -506,6 +597,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
             return
         self._close_reason = reason
         self._leave(reason)
+        self._flush()
         # Send what is held, then stop watching the transport: a transport
         # with a producer waits for it before closing.  From now on
         # deliver() drops everything.

@@ -31,6 +31,7 @@ class FakeConnection:
     def __init__(self, factory: ChatFactory, host: str = "127.0.0.1") -> None:
         address = IPv4Address("TCP", host, next(self._ports))
         self.transport = StringTransport(peerAddress=address)
+        self.factory = factory
         self.protocol = factory.buildProtocol(address)
         self.protocol.makeConnection(self.transport)
 
@@ -47,6 +48,7 @@ class FakeConnection:
 
     def output(self) -> bytes:
         """What the server wrote since the last call, as raw bytes."""
+        self.factory.flusher.flush()  # as the end of a reactor iteration does
         data = self.transport.value()
         self.transport.clear()
         return data

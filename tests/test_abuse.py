@@ -101,6 +101,7 @@ def test_flood_timer_cancelled_on_disconnect(clock: Clock) -> None:
     alice = register(factory, "alice")
     alice.send(b"x\n" * 20)
     alice.drop()
+    factory.flusher.flush()  # the end of the reactor iteration
     assert [call for call in clock.getDelayedCalls() if call.active()] == []
 
 

@@ -332,3 +332,36 @@ async def test_cut_off_then_resume_nothing_missed(chat: Harness) -> None:
     await wait_until(lambda: "*** alice is back" in bob.since(mark), "back")
     again.send("thanks")
     await wait_until(lambda: "<alice> thanks" in bob.since(mark), "alice's line")
+
+
+@pytest_twisted.ensureDeferred
+async def test_reader_pausing_gets_everything_in_order(chat: Harness) -> None:
+    """A reader that falls megabytes behind, then reads, misses nothing.
+
+    Its output first goes straight to its socket, then (once the kernel's
+    buffers are full) waits in the transport, then goes straight again.
+    """
+    chat.start(max_sendq=64 * 1024 * 1024, flood_burst=100_000)
+    reader = await chat.user("reader")
+    talker = await chat.user("talker")
+    await wait_until(
+        lambda: "*** talker has joined #lobby" in reader.lines, "the talker's arrival"
+    )
+    mark = len(reader.lines)
+    reader.transport.pauseProducing()
+    filler = "y" * 1000
+    count = 8000  # 8 MB: more than loopback's kernel buffers hold
+    for i in range(count):
+        talker.send(f"{i:05d} {filler}")
+    server_side = chat.server_side("reader")
+    await wait_until(
+        lambda: server_side.transport.dataBuffer or server_side._held is not None,
+        "output waiting in the server",
+    )
+    reader.transport.resumeProducing()
+    await wait_until(
+        lambda: len(reader.lines) - mark == count, "every line", timeout=30
+    )
+    assert reader.since(mark) == [f"<talker> {i:05d} {filler}" for i in range(count)]
+    talker.send("after")
+    await wait_until(lambda: reader.lines[-1] == "<talker> after", "a line after")

@@ -4,9 +4,11 @@ import re
 
 import pytest
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 
 from chatservice import commands
 from chatservice.config import Settings
@@ -684,3 +686,49 @@ def register_now(
     registry.pending.pop().callback(None)
     client.output()
     return client
+
+
+# Output: one write per connection per reactor iteration ----------------------
+
+
+class _CountingTransport(StringTransport):
+    """A StringTransport that remembers each write."""
+
+    def __init__(self) -> None:
+        super().__init__(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        super().write(data)
+
+
+def test_output_sent_once_per_iteration(clock: Clock) -> None:
+    """Lines for a client go out together when the reactor iteration ends."""
+    factory = ChatFactory(Settings(), clock=clock)
+    alice = register(factory, "alice")
+    address = IPv4Address("TCP", "127.0.0.1", 40001)
+    bob = factory.buildProtocol(address)
+    transport = _CountingTransport()
+    bob.makeConnection(transport)
+    bob.dataReceived(b"bob\r\n")
+    clock.advance(0)
+    transport.writes.clear()
+    alice.send(b"one\ntwo\nthree\n")
+    assert transport.writes == []  # not yet: the iteration goes on
+    clock.advance(0)
+    assert transport.writes == [b"<alice> one\r\n<alice> two\r\n<alice> three\r\n"]
+    alice.send(b"four\n")
+    clock.advance(0)
+    assert transport.writes[1:] == [b"<alice> four\r\n"]
+    waiting = [call.func for call in clock.getDelayedCalls()]
+    assert factory.flusher.flush not in waiting
+
+
+def test_close_sends_pending_output_first(clock: Clock) -> None:
+    """A client told something and then closed gets it before the close."""
+    factory = ChatFactory(Settings(), clock=clock)
+    alice = register(factory, "alice")
+    alice.send(b"/ping\n/quit\n")
+    assert alice.transport.disconnecting
+    assert alice.lines() == ["*** PONG", "*** Goodbye."]

@@ -142,5 +142,6 @@ def test_stop_between_overflow_and_connection_lost_leaves_timer():
     factory.stop()
     alice.drop()
     spammer.drop()
+    factory.flusher.flush()  # the end of the reactor iteration
     assert len(factory.sessions) == 0
     assert clock.getDelayedCalls() == []
