@@ -224,7 +224,7 @@ def _scrollback(room: str, history: list[Scrollback]) -> bytes:
             f"Scrollback of {room}, {len(history)} "
             f"line{'s' if len(history) != 1 else ''}, times in UTC:"
         )
-        + b"".join(wire.stamped(line.when, line.data) for line in history)
+        + b"".join([wire.stamped(line.when, line.data) for line in history])
         + wire.notice(f"End of scrollback of {room}.")
     )
 

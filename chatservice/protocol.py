@@ -65,6 +65,10 @@ log = Logger()
 #: A first line that is an HTTP request: "GET / HTTP/1.1", "PRI * HTTP/2.0".
 _HTTP_REQUEST = re.compile(rb"[A-Z]{3,10} \S+ HTTP/\d(\.\d)?\r?")
 
+#: Why a connection is not being read: no reason, as almost always.  (One
+#: shared object: an empty frozenset made per connection costs 216 bytes.)
+_NO_PAUSES: frozenset[str] = frozenset()
+
 #: How often a throttled user is reminded why their lines are slow.
 _FLOOD_NOTICE_INTERVAL = 60.0
 
@@ -155,9 +159,60 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
 
     delimiter = b"\n"
 
+    # Slots keep a connection small (idle connections are most of a big
+    # server): without them its attributes, more than CPython shares between
+    # instances' dicts, take a private dict of about 1.6 KB.  The base
+    # classes' attributes are here too, so the instance dict stays empty;
+    # subclasses (and monkeypatching tests) may still add attributes.
+    __slots__ = (
+        # Protocol, LineReceiver and TimeoutMixin
+        "transport",
+        "connected",
+        "paused",
+        "MAX_LENGTH",
+        "_buffer",
+        "_busyReceiving",
+        "timeOut",
+        "_TimeoutMixin__timeoutCall",
+        # ChatProtocol
+        "factory",
+        "server",
+        "connection_id",
+        "host",
+        "peer",
+        "registry",
+        "room",
+        "nickname",
+        "operator",
+        "_max_sendq",
+        "_discarding",
+        "_flusher",
+        "_out",
+        "_socket",
+        "_held",
+        "_held_size",
+        "_close_reason",
+        "_left",
+        "_pauses",
+        "_flood_rate",
+        "_bucket",
+        "_flood_timer",
+        "_flood_noticed",
+        "_first_data",
+        "_first_line",
+        "_eof",
+    )
+
     def __init__(
         self, factory: "ChatFactory", connection_id: int, address: IAddress
     ) -> None:
+        self.transport = None
+        self.connected = 0
+        self.paused = False
+        self._buffer = b""
+        self._busyReceiving = False
+        self.timeOut = None
+        self._TimeoutMixin__timeoutCall = None
         self.factory = factory
         #: The server, as commands and plugins see it (IChatServer).
         self.server = factory
@@ -174,8 +229,9 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         self._max_sendq = settings.max_sendq
         self._discarding = False
         self._flusher = factory.flusher
-        # Output not yet handed to the socket or transport; see Flusher.
-        self._out: list[bytes] = []
+        # Output not yet handed to the socket or transport (see Flusher), or
+        # None when there is none.
+        self._out: list[bytes] | None = None
         self._socket: object | None = None
         # Output held back while the transport's buffer is full, or None
         # while output goes straight to the transport.
@@ -190,7 +246,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         self.operator: str | None = None
         # Why input is not being read now ("command", "flood"); reading
         # resumes when none is left.
-        self._pauses: set[str] = set()
+        self._pauses = _NO_PAUSES
         self._flood_rate = settings.flood_rate
         self._bucket = TokenBucket(
             settings.flood_rate, settings.flood_burst, factory.clock.seconds()
@@ -383,11 +439,11 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         if not self._pauses:
             self.paused = True
             self.transport.pauseProducing()
-        self._pauses.add(why)
+        self._pauses |= {why}
 
     def _resume(self, why: str) -> None:
         """Reason C{why} to stop reading is gone; go on if it was the last."""
-        self._pauses.discard(why)
+        self._pauses -= {why}
         if self._pauses or not self.paused:
             return
         self.paused = False
@@ -520,9 +576,11 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         held = self._held
         if held is None:
             out = self._out
-            if not out:
+            if out is None:
+                self._out = [data]
                 self._flusher.add(self)
-            out.append(data)
+            else:
+                out.append(data)
         elif self._close_reason is None:
             held.append(data)
             self._held_size += len(data)
@@ -533,10 +591,10 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
     def _flush(self) -> None:
         """Send the output delivered since the last flush; see L{Flusher}."""
         out = self._out
-        if not out:
+        if out is None:
             return
+        self._out = None
         data = b"".join(out)
-        out.clear()
         sock = self._socket
         if sock is not None:
             transport = self.transport

@@ -732,3 +732,16 @@ def test_close_sends_pending_output_first(clock: Clock) -> None:
     alice.send(b"/ping\n/quit\n")
     assert alice.transport.disconnecting
     assert alice.lines() == ["*** PONG", "*** Goodbye."]
+
+
+def test_connection_state_in_slots(factory: ChatFactory) -> None:
+    """A registered, chatting connection keeps no per-instance dict.
+
+    Idle connections are most of a big server's memory; see the slots of
+    ChatProtocol.
+    """
+    alice, bob = register(factory, "alice"), register(factory, "bob")
+    alice.enter("hello", "/join #x", "/away lunch")
+    bob.lines()
+    for connection in (alice, bob):
+        assert vars(connection.protocol) == {}
