@@ -12,6 +12,7 @@ L{ChatError}s; the protocol shows them.
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from time import perf_counter
 
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succeed
 from twisted.internet.defer import TimeoutError as DeferredTimeout
@@ -101,18 +102,23 @@ def say(
     room = session.room
     filters = session.server.filters
     if not filters:
-        session.registry.say(room, format(session.nickname, text), session)
+        _say(session, room, format(session.nickname, text))
         return None
     d: Deferred[object] = Deferred()
     for message_filter in filters:
         d.addCallback(_apply_filter, message_filter, session, room)
     d.addCallback(
-        lambda text: session.registry.say(
-            room, format(session.nickname, sanitise(text)), session
-        )
+        lambda text: _say(session, room, format(session.nickname, sanitise(text)))
     )
     d.callback(text)
     return _bounded(d, session, "your line was not sent")
+
+
+def _say(session: IChatSession, room: str, data: bytes) -> None:
+    """Hand C{data} to the room's members, timed for the fan-out metric."""
+    start = perf_counter()
+    session.registry.say(room, data, session)
+    session.server.stats.fanout.observe(perf_counter() - start)
 
 
 def _apply_filter(

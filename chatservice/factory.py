@@ -72,8 +72,6 @@ class ChatFactory(ServerFactory):
             )
         self.registry = registry
         self.clock = clock
-        #: Sends the connections' output once per reactor iteration.
-        self.flusher = Flusher(clock)
         #: The message of the day, as lines; see L{load_motd}.
         self.motd: tuple[str, ...] = ()
         if extensions is None:
@@ -105,6 +103,8 @@ class ChatFactory(ServerFactory):
         self._per_host: Counter[str] = Counter()
         #: What the server counts about itself; see L{Stats}.
         self.stats = Stats(started=clock.seconds())
+        #: Sends the connections' output once per reactor iteration.
+        self.flusher = Flusher(clock, self.stats)
         # Per address: a token bucket of new connections.
         self._connects: dict[str, TokenBucket] = {}
         self._prune_connects_at = _PRUNE_CONNECTS

@@ -8,12 +8,14 @@ own rather than the process-wide default one.
 """
 
 from collections.abc import Iterator
+from itertools import accumulate
 from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     Metric,
 )
 from prometheus_client.registry import Collector
@@ -26,6 +28,8 @@ from twisted.web.http import Request
 from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
+
+from .stats import TIME_BUCKETS, Histogram
 
 if TYPE_CHECKING:
     from .factory import ChatFactory
@@ -86,6 +90,32 @@ class ChatCollector(Collector):
             "Copies of chat lines handed to recipients.",
             value=registry.delivered,
         )
+        yield CounterMetricFamily(
+            "chatservice_lines_sent",
+            "Lines sent to clients (handed to their sockets), of every kind.",
+            value=stats.lines_out,
+        )
+        yield CounterMetricFamily(
+            "chatservice_sent_bytes",
+            "Bytes sent to clients (handed to their sockets).",
+            value=stats.bytes_out,
+        )
+        yield GaugeMetricFamily(
+            "chatservice_send_queue_high_water_bytes",
+            "The most output ever held for one slow client beyond its "
+            "transport's buffer; --max-sendq bounds it.",
+            value=stats.sendq_high_water,
+        )
+        yield _histogram(
+            "chatservice_fanout_seconds",
+            "Time to hand one chat line to every member of its room.",
+            stats.fanout,
+        )
+        yield _histogram(
+            "chatservice_flush_seconds",
+            "Time to send the output of one reactor iteration to its clients.",
+            stats.flush,
+        )
         yield _by_reason(
             "chatservice_disconnects", "Connections that ended.", stats.closed
         )
@@ -104,6 +134,18 @@ def _by_reason(name: str, documentation: str, counts: dict[str, int]) -> Metric:
     for reason, count in sorted(counts.items()):
         family.add_metric([reason], count)
     return family
+
+
+def _histogram(name: str, documentation: str, histogram: Histogram) -> Metric:
+    cumulative = list(accumulate(histogram.counts))
+    buckets = [
+        (repr(bound), count)
+        for bound, count in zip(TIME_BUCKETS, cumulative, strict=False)
+    ]
+    buckets.append(("+Inf", cumulative[-1]))
+    return HistogramMetricFamily(
+        name, documentation, buckets=buckets, sum_value=histogram.total
+    )
 
 
 def _at_once(d: Deferred[list[object]], what: str) -> list[object] | None:

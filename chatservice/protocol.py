@@ -30,6 +30,7 @@ registry does the fan-out).  What it owns:
 """
 
 import re
+from time import perf_counter
 from typing import TYPE_CHECKING
 
 from twisted.internet import tcp
@@ -54,6 +55,7 @@ from zope.interface import implementer
 from . import commands, wire
 from .errors import ChatError
 from .interfaces import IChatSession
+from .stats import Stats
 from .text import clean_line
 from .throttle import TokenBucket
 
@@ -95,12 +97,13 @@ class Flusher:
     iteration, however many lines it has.
     """
 
-    __slots__ = ("_clock", "_pending", "_call")
+    __slots__ = ("_clock", "_pending", "_call", "_stats")
 
-    def __init__(self, clock: IReactorTime) -> None:
+    def __init__(self, clock: IReactorTime, stats: Stats) -> None:
         self._clock = clock
         self._pending: list[ChatProtocol] = []
         self._call: IDelayedCall | None = None
+        self._stats = stats
 
     def add(self, protocol: "ChatProtocol") -> None:
         """Send C{protocol}'s output at the end of this iteration."""
@@ -114,8 +117,10 @@ class Flusher:
         if call is not None and call.active():
             call.cancel()
         pending, self._pending = self._pending, []
+        start = perf_counter()
         for protocol in pending:
             protocol._flush()
+        self._stats.flush.observe(perf_counter() - start)
 
 
 def _direct_socket(transport: object) -> object | None:
@@ -584,6 +589,9 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         elif self._close_reason is None:
             held.append(data)
             self._held_size += len(data)
+            stats = self.factory.stats
+            if self._held_size > stats.sendq_high_water:
+                stats.sendq_high_water = min(self._held_size, self._max_sendq)
             if self._held_size > self._max_sendq:
                 self._overflow()
         # else: the connection is closing; nothing more is sent.
@@ -595,6 +603,9 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
             return
         self._out = None
         data = b"".join(out)
+        stats = self.factory.stats
+        stats.lines_out += data.count(b"\n")
+        stats.bytes_out += len(data)
         sock = self._socket
         if sock is not None:
             transport = self.transport
@@ -624,9 +635,17 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         held, self._held = self._held, None
         if held:
             self.transport.writeSequence(held)
+            self._count_out(held)
         # Those bytes are now in the transport, and count until it drains
         # again; writing them may already have filled it and held output.
         self._held_size = sum(map(len, held)) if held else 0
+
+    def _count_out(self, held: list[bytes]) -> None:
+        """Count held output now handed to the transport."""
+        stats = self.factory.stats
+        for data in held:
+            stats.lines_out += data.count(b"\n")
+            stats.bytes_out += len(data)
 
     def _overflow(self) -> None:
         """The client stopped reading: drop its output and abort.
@@ -662,6 +681,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         held, self._held = self._held, []
         if held:
             self.transport.writeSequence(held)
+            self._count_out(held)
         self.transport.unregisterProducer()
         self.transport.loseConnection()
         self.setTimeout(self.factory.settings.shutdown_timeout)

@@ -1,5 +1,7 @@
 """Prometheus metrics: the collector's text, and /metrics scraped over HTTP."""
 
+import re
+
 import pytest
 import pytest_twisted
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -28,6 +30,12 @@ def test_collector_text(factory: ChatFactory, clock: Clock) -> None:
     alice.drop()  # held for a /resume
     clock.advance(20.5)
     text = generate_latest(collector_registry(factory)).decode("utf-8")
+    # The timing histograms measure real time: see test_timing_histograms.
+    text = "".join(
+        line
+        for line in text.splitlines(keepends=True)
+        if not re.search(r"chatservice_(fanout|flush)_seconds", line)
+    )
     assert text == (
         "# HELP chatservice_connections Connections open now, registered or not.\n"
         "# TYPE chatservice_connections gauge\n"
@@ -53,6 +61,15 @@ def test_collector_text(factory: ChatFactory, clock: Clock) -> None:
         "# HELP chatservice_chat_deliveries_total Copies of chat lines handed to recipients.\n"
         "# TYPE chatservice_chat_deliveries_total counter\n"
         "chatservice_chat_deliveries_total 1.0\n"
+        "# HELP chatservice_lines_sent_total Lines sent to clients (handed to their sockets), of every kind.\n"
+        "# TYPE chatservice_lines_sent_total counter\n"
+        "chatservice_lines_sent_total 15.0\n"
+        "# HELP chatservice_sent_bytes_total Bytes sent to clients (handed to their sockets).\n"
+        "# TYPE chatservice_sent_bytes_total counter\n"
+        "chatservice_sent_bytes_total 800.0\n"
+        "# HELP chatservice_send_queue_high_water_bytes The most output ever held for one slow client beyond its transport's buffer; --max-sendq bounds it.\n"
+        "# TYPE chatservice_send_queue_high_water_bytes gauge\n"
+        "chatservice_send_queue_high_water_bytes 0.0\n"
         "# HELP chatservice_disconnects_total Connections that ended.\n"
         "# TYPE chatservice_disconnects_total counter\n"
         'chatservice_disconnects_total{reason="connection lost"} 1.0\n'
@@ -62,6 +79,57 @@ def test_collector_text(factory: ChatFactory, clock: Clock) -> None:
         "# TYPE chatservice_uptime_seconds gauge\n"
         "chatservice_uptime_seconds 120.5\n"
     )
+
+
+def _metric(factory: ChatFactory, name: str) -> float:
+    text = generate_latest(collector_registry(factory)).decode("utf-8")
+    (line,) = [each for each in text.splitlines() if each.startswith(name + " ")]
+    return float(line.split()[-1])
+
+
+def test_sent_lines_and_bytes_are_what_clients_got(factory: ChatFactory) -> None:
+    """Lines and bytes sent add up to everything the clients received."""
+    people = [FakeConnection(factory) for _ in range(3)]
+    for person, name in zip(people, ["alice", "bob", "carol"], strict=True):
+        person.enter(name)
+    people[0].enter("hello", "/who")
+    people[1].enter("/me waves", "/join #x")
+    people[2].enter("/quit")
+    received = b"".join(person.output() for person in people)
+    assert _metric(factory, "chatservice_sent_bytes_total") == len(received)
+    assert _metric(factory, "chatservice_lines_sent_total") == received.count(b"\n")
+
+
+def test_send_queue_high_water(clock: Clock) -> None:
+    """Output held for a client that stops reading shows in the high-water mark."""
+    factory = ChatFactory(Settings(max_sendq=10_000, flood_burst=1000), clock=clock)
+    alice, bob = register(factory, "alice"), register(factory, "bob")
+    assert _metric(factory, "chatservice_send_queue_high_water_bytes") == 0
+    bob.stop_reading()
+    alice.enter(*["x" * 100] * 20)
+    high = _metric(factory, "chatservice_send_queue_high_water_bytes")
+    assert 20 * 100 < high < 10_000
+    alice.enter(*["x" * 100] * 200)  # bob is dropped past max-sendq
+    assert bob.aborted
+    assert _metric(factory, "chatservice_send_queue_high_water_bytes") == 10_000
+
+
+def test_timing_histograms(factory: ChatFactory) -> None:
+    """Each chat line's fan-out is timed once; each flush once; buckets add up."""
+    alice, bob = register(factory, "alice"), register(factory, "bob")
+    alice.enter("one", "two", "/me three", "/who")
+    bob.lines()
+    text = generate_latest(collector_registry(factory)).decode("utf-8")
+    for name in ("chatservice_fanout_seconds", "chatservice_flush_seconds"):
+        buckets = [
+            float(line.split()[-1])
+            for line in text.splitlines()
+            if line.startswith(name + "_bucket")
+        ]
+        assert buckets == sorted(buckets)  # cumulative
+        assert buckets[-1] == _metric(factory, name + "_count")
+        assert _metric(factory, name + "_sum") > 0
+    assert _metric(factory, "chatservice_fanout_seconds_count") == 3
 
 
 def test_refusals_by_reason(clock: Clock) -> None:
