@@ -94,10 +94,10 @@ class IRegistry(Interface):
         """Give C{client} the (valid) C{nickname} and put it in the lobby.
 
         Fires with the nickname as registered.  Every other member of the
-        lobby is told C{*** NICK has joined #lobby} exactly once; C{client}
-        is not.  Fails with L{chatservice.errors.NicknameInUse} if another
-        client has the nickname, ignoring case.  MUST NOT be called twice
-        for one client.
+        lobby is told C{*** NICK has joined #lobby} exactly once (if the
+        lobby is small enough, see above); C{client} is not.  Fails with
+        L{chatservice.errors.NicknameInUse} if another client has the
+        nickname, ignoring case.  MUST NOT be called twice for one client.
         """
 
     def rename(client: IChatClient, nickname: str) -> "Deferred[str]":
@@ -113,23 +113,26 @@ class IRegistry(Interface):
         """Remove C{client} from the registry and from all its rooms.
 
         Everyone who shared a room with it gets C{*** NICK has left
-        (REASON)} exactly once.  Idempotent: unregistering a client that is
-        not registered (any more) does nothing and tells nobody.
+        (REASON)} exactly once (in rooms small enough, see above).
+        Idempotent: unregistering a client that is not registered (any more)
+        does nothing and tells nobody.
         """
 
     def join(client: IChatClient, room: str) -> "Deferred[list[Scrollback]]":
         """Add a registered C{client} to the (valid, lower-case) C{room}.
 
-        Creates the room if needed.  The other members are told C{*** NICK
-        has joined ROOM}.  Fires with the room's scrollback, oldest first.
-        Joining a room one is in already changes nothing and tells nobody.
+        Creates the room if needed.  The other members (of a room small
+        enough, see above) are told C{*** NICK has joined ROOM}.  Fires
+        with the room's scrollback, oldest first.  Joining a room one is in
+        already changes nothing and tells nobody.
         """
 
     def part(client: IChatClient, room: str, reason: str) -> None:
         """Remove C{client} from C{room}; the others are told C{reason}.
 
-        They get C{*** NICK has left ROOM (REASON)}.  A room other than the
-        lobby is deleted, topic and scrollback with it, when it empties.
+        They get C{*** NICK has left ROOM (REASON)}, if the room is small
+        enough (see above).  A room other than the lobby is deleted, topic
+        and scrollback with it, when it empties.
         """
 
     def broadcast(room: str, data: bytes, sender: IChatClient | None) -> None:
@@ -173,9 +176,9 @@ class IRegistry(Interface):
         """Put C{new} in the registered C{old}'s place: nickname, rooms, away.
 
         Used when a connection drops and its session is held, and when a new
-        connection resumes it.  Everyone who shares a room with it is told
-        C{data}, if given, once; C{new} is not.  Nobody is told of a leave
-        or a join.
+        connection resumes it.  Everyone who shares a room with it (small
+        enough, see above) is told C{data}, if given, once; C{new} is not.
+        Nobody is told of a leave or a join.
         """
 
     def announce(data: bytes) -> None:

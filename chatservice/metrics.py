@@ -102,8 +102,8 @@ class ChatCollector(Collector):
         )
         yield GaugeMetricFamily(
             "chatservice_send_queue_high_water_bytes",
-            "The most output ever held for one slow client beyond its "
-            "transport's buffer; --max-sendq bounds it.",
+            "The largest send queue counted against --max-sendq for one "
+            "client since the start.",
             value=stats.sendq_high_water,
         )
         yield _histogram(

@@ -119,7 +119,15 @@ class Flusher:
         pending, self._pending = self._pending, []
         start = perf_counter()
         for protocol in pending:
-            protocol._flush()
+            try:
+                protocol._flush()
+            except Exception:
+                # One connection's bad output (a plugin delivering text, not
+                # bytes) is dropped and logged; the others' goes on.
+                log.failure(
+                    "connection {connection_id}: its output could not be sent",
+                    connection_id=protocol.connection_id,
+                )
         self._stats.flush.observe(perf_counter() - start)
 
 
@@ -298,6 +306,10 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
             self._flood_timer = None
         if self._close_reason is None:
             self._close_reason = "connection lost"
+        # Nothing more can be sent: what comes late (a command's answer) is
+        # dropped, not queued or counted as sent.
+        self._held = []
+        self._out = None
         self._leave(self._close_reason)
         # A quit message or a kick reason is someone's text: the log and the
         # counts get only its kind ("quit", "kicked").
@@ -625,6 +637,12 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
                     return
                 data = data[sent:]
         self.transport.write(data)
+        if self._held is not None:
+            # That filled the transport's buffer: what it could not take
+            # counts against max_sendq, like output held after it.
+            self._held_size += len(data)
+            if self._held_size > self._max_sendq:
+                self._overflow()
 
     def _hold_output(self) -> None:
         if self._held is None:
@@ -633,6 +651,11 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
     def _release_output(self) -> None:
         """The transport sent everything: hand it what was held."""
         held, self._held = self._held, None
+        out, self._out = self._out, None
+        if out:
+            # Delivered before the transport filled (it can fill outside a
+            # flush, e.g. TLS writing records of its own): older than held.
+            held = out + held  # type: ignore[operator]
         if held:
             self.transport.writeSequence(held)
             self._count_out(held)

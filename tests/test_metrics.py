@@ -67,7 +67,7 @@ def test_collector_text(factory: ChatFactory, clock: Clock) -> None:
         "# HELP chatservice_sent_bytes_total Bytes sent to clients (handed to their sockets).\n"
         "# TYPE chatservice_sent_bytes_total counter\n"
         "chatservice_sent_bytes_total 800.0\n"
-        "# HELP chatservice_send_queue_high_water_bytes The most output ever held for one slow client beyond its transport's buffer; --max-sendq bounds it.\n"
+        "# HELP chatservice_send_queue_high_water_bytes The largest send queue counted against --max-sendq for one client since the start.\n"
         "# TYPE chatservice_send_queue_high_water_bytes gauge\n"
         "chatservice_send_queue_high_water_bytes 0.0\n"
         "# HELP chatservice_disconnects_total Connections that ended.\n"

@@ -745,3 +745,75 @@ def test_connection_state_in_slots(factory: ChatFactory) -> None:
     bob.lines()
     for connection in (alice, bob):
         assert vars(connection.protocol) == {}
+
+
+def test_one_bad_delivery_does_not_mute_other_connections(clock: Clock) -> None:
+    """A plugin's bad output to one client does not mute the others."""
+    factory = ChatFactory(Settings(), clock=clock)
+    alice, bob = register(factory, "alice"), register(factory, "bob")
+    alice.protocol.deliver("not bytes")  # type: ignore[arg-type]  # a buggy plugin
+    bob.protocol.deliver(b"*** one\r\n")
+    factory.flusher.flush()  # logs alice's failure, goes on
+    bob.protocol.deliver(b"*** two\r\n")
+    assert bob.lines() == ["*** one", "*** two"]
+
+
+def test_output_pending_when_transport_fills_keeps_its_place(clock: Clock) -> None:
+    """Output delivered before the transport filled goes out before held output.
+
+    The transport can fill while output waits for the end of the iteration
+    when something else writes to it (TLS writing records of its own).
+    """
+    factory = ChatFactory(Settings(), clock=clock)
+    bob = register(factory, "bob")
+    bob.protocol.deliver(b"*** one\r\n")  # waits for the end of the iteration
+    bob.stop_reading()  # the transport's buffer fills
+    bob.protocol.deliver(b"*** two\r\n")  # held
+    bob.resume_reading()  # it drains, in the same iteration
+    assert bob.lines() == ["*** one", "*** two"]
+
+
+class _FillingTransport(StringTransport):
+    """Pauses its streaming producer past 64 KiB unsent, as tcp.Server does."""
+
+    def __init__(self) -> None:
+        super().__init__(peerAddress=IPv4Address("TCP", "127.0.0.1", 40002))
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if self.producer is not None and self.streaming and len(self.value()) > 65536:
+            self.producer.pauseProducing()
+
+    def writeSequence(self, data: list[bytes]) -> None:
+        self.write(b"".join(data))
+
+
+def test_one_iteration_of_output_counts_against_max_sendq(clock: Clock) -> None:
+    """One iteration's output beyond what the transport takes counts too.
+
+    A client that reads nothing costs at most 64 KiB + max_sendq, however
+    much arrives for it at once.
+    """
+    factory = ChatFactory(Settings(max_sendq=10_000, flood_burst=1000), clock=clock)
+    alice = register(factory, "alice")
+    bob = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40002))
+    transport = _FillingTransport()
+    bob.makeConnection(transport)
+    bob.dataReceived(b"bob\r\n")
+    clock.advance(0)
+    transport.clear()
+    alice.enter(*["x" * 100] * 1000)  # one reactor iteration, 111 KB for bob
+    clock.advance(0)  # the iteration ends: the Flusher runs
+    assert transport.disconnected  # aborted: StringTransport's name for it
+
+
+def test_output_to_a_lost_connection_is_not_counted_as_sent(
+    factory: ChatFactory,
+) -> None:
+    """Output for a connection that is gone is dropped, not counted as sent."""
+    alice = register(factory, "alice")
+    alice.drop()
+    before = factory.stats.bytes_out
+    alice.protocol.deliver(b"*** too late\r\n")  # e.g. a command's late Deferred
+    factory.flusher.flush()
+    assert factory.stats.bytes_out == before
