@@ -821,11 +821,14 @@ class Run:
             self.fail(f"worker {index} died ({how}){last}")
         if all(s.ended for s in self.states):
             self._cancel_timers()
-            if self.failure is None:
-                self._summary()
-                self._end(0)
-            else:
+            if self.failure is not None:
                 self._end(1)
+                return
+            code = 1  # if the summary cannot be written
+            try:
+                code = 0 if self._summary() else 1
+            finally:
+                self._end(code)
 
     # Phases.
 
@@ -968,7 +971,8 @@ class Run:
         )
         self.window = Histogram()
 
-    def _summary(self) -> None:
+    def _summary(self) -> bool:
+        """Write the summary; C{False} if standard output is gone."""
         o = self.options
         t = self.totals()
         self.progress.clear()
@@ -1001,8 +1005,12 @@ class Run:
                 f"server's default --flood-rate of {SERVER_FLOOD_RATE:g}: unless "
                 "the server's was raised, the latency includes its throttling"
             )
-        for line in lines:
-            self.out(line)
+        try:
+            for line in lines:
+                self.out(line)
+        except (OSError, ValueError):
+            return False  # standard output is closed: say nothing more
+        return True
 
 
 class Progress:
@@ -1235,6 +1243,25 @@ def spawner(reactor: Any) -> Callable[[int, Plan, WorkerProcess], Any]:
     return spawn
 
 
+def write_line(line: str) -> None:
+    """Print C{line} on standard output at once.
+
+    If standard output is closed (C{chatservice-bench | head -1}), the
+    error goes up to the caller, and standard output is pointed at
+    C{/dev/null} so that Python's own flush when it exits fails no more.
+    """
+    try:
+        print(line, flush=True)
+    except (OSError, ValueError):
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+        raise
+
+
 async def run_parent(reactor: Any, options: Options) -> None:
     """Run the benchmark described by C{options}; exit 1 if it failed."""
     run = Run(
@@ -1242,7 +1269,7 @@ async def run_parent(reactor: Any, options: Options) -> None:
         options,
         spawner(reactor),
         Progress(sys.stderr, options.progress),
-        lambda line: print(line, flush=True),
+        write_line,
     )
     # Ctrl-C or a signal: take the workers down too.
     trigger = reactor.addSystemEventTrigger("before", "shutdown", run.kill_all)

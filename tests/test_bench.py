@@ -5,6 +5,7 @@ and real runs of the console script against C{twistd chat} in a subprocess.
 """
 
 import json
+import os
 import random
 import re
 import subprocess
@@ -309,6 +310,34 @@ def test_parent_reports_lost_deliveries_after_the_drain_timeout(
     assert "deliveries:    20 of 30 expected (33.33% lost)" in "\n".join(out)
 
 
+def test_parent_ends_when_standard_output_is_closed() -> None:
+    """A summary that cannot be written still ends the run, with status 1."""
+    clock = Clock()
+    stderr = StringIO()
+    options = Options(clients=4, senders=2, rate=10, duration=2, warmup=0, workers=2)
+
+    def spawn(index: int, plan: object, process: WorkerProcess) -> None:
+        process.transport = FakeTransport()  # type: ignore[assignment]
+
+    def out(line: str) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    run = Run(clock, options, spawn, Progress(stderr), out)
+    run.start()
+    for worker in run.processes:
+        event(worker, "ready")
+    clock.advance(2)
+    for worker in run.processes:
+        report(worker, sent=5, received=15)
+        event(worker, "drained")
+    assert run.phase == "quit"
+    run.ended(0, 0, None, b"")
+    run.ended(1, 0, None, b"")
+    assert run.code == 1
+    clock.advance(60)  # no "did not end in time" afterwards
+    assert "chatservice-bench:" not in stderr.getvalue()
+
+
 def test_parent_reports_a_dying_worker(
     parent: tuple[Run, Clock, StringIO, list[str]],
 ) -> None:
@@ -391,6 +420,28 @@ def test_run_against_a_server(server: Callable[..., int]) -> None:
     assert "clients:       20\nsenders:       4\n" in result.stdout
     assert "measuring 1/2 s: " in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_standard_output_closed(server: Callable[..., int]) -> None:
+    """Output piped to a reader that is gone: exit status 1, nothing said."""
+    port = server("--max-connect-rate", "1000")
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "chatservice.bench", "--port", str(port),
+             "--clients", "6", "--workers", "2", "--senders", "2", "--rate", "4",
+             "--duration", "0.5", "--warmup", "0", "--no-progress"],
+            stdin=subprocess.DEVNULL,
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=RUN_TIMEOUT,
+        )  # fmt: skip
+    finally:
+        os.close(write)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr == ""
 
 
 def test_connection_refused() -> None:
