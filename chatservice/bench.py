@@ -34,6 +34,7 @@ import math
 import os
 import re
 import secrets
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -71,6 +72,10 @@ DRAIN_TIMEOUT = 5.0
 #: How long the workers may take to say /quit and close, after which they
 #: are killed.
 QUIT_TIMEOUT = 5.0
+
+#: After Ctrl-C or SIGTERM, how long the workers may take to say /quit and
+#: close, after which they are killed.
+INTERRUPT_GRACE = 2.0
 
 #: How long each client may take to register once connected.
 REGISTER_TIMEOUT = 15.0
@@ -565,6 +570,9 @@ async def run_worker(reactor: Any, plan_json: str) -> None:
     """Run one worker until the parent says quit; exit 1 if it failed."""
     from twisted.internet import stdio
 
+    # Ctrl-C reaches the whole process group: the parent takes it, and tells
+    # the workers to quit (or they end with their standard input).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     plan = Plan(**json.loads(plan_json))
     link = ParentLink()
     stdio.StandardIO(link, reactor=reactor)
@@ -720,6 +728,7 @@ class Run:
         self.window = Histogram()  # everything, since the last progress line
         self.phase = "connecting"
         self.failure: str | None = None
+        self.failure_code = 1  # the exit status when failure is set
         self.code: int | None = None
         self._timers: list[Any] = []
         self._ticker = LoopingCall(self._tick)
@@ -822,7 +831,7 @@ class Run:
         if all(s.ended for s in self.states):
             self._cancel_timers()
             if self.failure is not None:
-                self._end(1)
+                self._end(self.failure_code)
                 return
             code = 1  # if the summary cannot be written
             try:
@@ -908,6 +917,32 @@ class Run:
         self._after(QUIT_TIMEOUT, self._kill)
         if all(s.ended for s in self.states):
             self._end(1)
+
+    def interrupt(self, code: int) -> None:
+        """Ctrl-C or SIGTERM: tell the workers to quit, end with C{code}.
+
+        The workers get L{INTERRUPT_GRACE} seconds to say /quit, which frees
+        their nicknames at once; then they are killed.  A second signal
+        kills them at once.
+        """
+        if self.code is not None:
+            return
+        if self.phase == "interrupted":
+            self._kill()
+            return
+        self._cancel_timers()
+        if self.failure is None:
+            self.progress.clear()
+            self.progress.error(f"{PROG}: interrupted")
+        self.failure = "interrupted"
+        self.failure_code = code
+        self.phase = "interrupted"
+        for process, state in zip(self.processes, self.states, strict=True):
+            if not state.ended:
+                process.send("quit")
+        self._after(INTERRUPT_GRACE, self._kill)
+        if all(s.ended for s in self.states):
+            self._end(code)
 
     def _kill(self) -> None:
         for process, state in zip(self.processes, self.states, strict=True):
@@ -1271,12 +1306,28 @@ async def run_parent(reactor: Any, options: Options) -> None:
         Progress(sys.stderr, options.progress),
         write_line,
     )
-    # Ctrl-C or a signal: take the workers down too.
+
+    def interrupted(number: int, frame: Any) -> None:
+        # Exit as a shell reports a process killed by the signal: 128 + it.
+        reactor.callFromThread(run.interrupt, 128 + number)
+
+    # Ctrl-C or SIGTERM: the workers quit, then the run ends.  Once the
+    # reactor runs, since it installs its own handlers when it starts.
+    handlers = [signal.SIGINT, signal.SIGTERM]
+    previous: list[Any] = []
+
+    def install() -> None:
+        previous.extend(signal.signal(number, interrupted) for number in handlers)
+
+    reactor.callWhenRunning(install)
+    # Anything else that stops the reactor: take the workers down too.
     trigger = reactor.addSystemEventTrigger("before", "shutdown", run.kill_all)
     try:
         code = await run.start()
     finally:
         reactor.removeSystemEventTrigger(trigger)
+        for number, handler in zip(handlers, previous, strict=False):
+            signal.signal(number, handler)
     if code:
         raise SystemExit(code)  # task.react exits 0 whatever main returns
 
@@ -1287,6 +1338,8 @@ def main(argv: Iterable[str] | None = None) -> None:
 
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["--worker"] and len(args) == 2:
+        # Before the reactor starts, so that it leaves SIGINT alone.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         task.react(run_worker, [args[1]])
     options = parse_args(args)
     task.react(run_parent, [options])

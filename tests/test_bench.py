@@ -8,14 +8,17 @@ import json
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from io import StringIO
+from pathlib import Path
 from typing import Any
 
 import pytest
-from processes import Server, free_port
+from processes import Connection, Server, free_port
 
 from twisted.internet.task import Clock
 
@@ -368,6 +371,24 @@ def test_parent_kills_workers_that_do_not_quit(
     )
 
 
+def test_parent_interrupted(
+    parent: tuple[Run, Clock, StringIO, list[str]],
+) -> None:
+    """A signal: one line, quit to the workers, killed 2 s later, its status."""
+    run, clock, stderr, out = parent
+    run.interrupt(143)
+    for process in run.processes:
+        assert process.transport.commands == ["quit"]  # type: ignore[union-attr]
+    run.ended(0, 0, None, b"")
+    clock.advance(2)
+    assert run.processes[0].transport.signals == []  # type: ignore[union-attr]
+    assert run.processes[1].transport.signals == ["KILL"]  # type: ignore[union-attr]
+    run.ended(1, None, 9, b"")
+    assert run.code == 143
+    assert stderr.getvalue() == "chatservice-bench: interrupted\n"
+    assert out == []
+
+
 def test_parent_times_out_connecting(
     parent: tuple[Run, Clock, StringIO, list[str]],
 ) -> None:
@@ -471,3 +492,105 @@ def test_server_connect_rate(server: Callable[..., int]) -> None:
     port = server()
     result = bench("--port", str(port), "--clients", "30", "--workers", "1")
     assert "--max-connect-rate (or use a lower --connect-rate)" in one_error(result)
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    """Poll C{condition} until it holds, at most L{RUN_TIMEOUT} seconds."""
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is C{pid}."""
+    result = subprocess.run(
+        ["ps", "--ppid", str(pid), "-o", "pid="],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    return [int(word) for word in result.stdout.split()]
+
+
+def alive(pid: int) -> bool:
+    """Whether process C{pid} exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize(
+    ("how", "status"), [("SIGTERM", 143), ("SIGINT to the group", 130)]
+)
+def test_interrupted(
+    server: Callable[..., int], tmp_path: Path, how: str, status: int
+) -> None:
+    """SIGTERM, or Ctrl-C to the process group: one line, 128 + the signal.
+
+    The workers said /quit, so the server frees their nicknames at once,
+    and they have ended.
+    """
+    port = server(
+        "--max-per-ip", "1000", "--max-connect-rate", "1000",
+        "--flood-rate", "100", "--flood-burst", "100",
+    )  # fmt: skip
+    stderr_path = tmp_path / "bench.err"
+    with (tmp_path / "bench.out").open("wb") as out, stderr_path.open("wb") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "chatservice.bench", "--port", str(port),
+             "--clients", "6", "--workers", "2", "--senders", "2", "--rate", "4",
+             "--duration", "30", "--warmup", "0"],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )  # fmt: skip
+    workers: list[int] = []
+    try:
+        wait_until(
+            lambda: (
+                "measuring " in stderr_path.read_text(errors="replace")
+                or process.poll() is not None
+            ),
+            "the measured time",
+        )
+        assert process.poll() is None, stderr_path.read_text(errors="replace")
+        workers = children(process.pid)
+        assert len(workers) == 2, workers
+        if how == "SIGTERM":
+            process.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(process.pid, signal.SIGINT)
+        code = process.wait(timeout=RUN_TIMEOUT)
+        stderr = stderr_path.read_text(errors="replace")
+        assert code == status, stderr
+        assert "Traceback" not in stderr, stderr
+        lines = stderr.splitlines()
+        errors = [line for line in lines if line.startswith("chatservice-bench: ")]
+        assert errors == ["chatservice-bench: interrupted"], stderr
+        assert lines[-1] == errors[0], stderr
+        assert [pid for pid in workers if alive(pid)] == []
+        # The clients said /quit: their nicknames are free at once.
+        connection = Connection(port)
+        try:
+            connection.send("/nick bench0")
+            for _ in range(20):
+                [line] = connection.read()
+                assert line is not None and not line.startswith("!!! "), line
+                if line.startswith("*** Welcome, bench0!"):
+                    break
+            else:
+                pytest.fail("no welcome for bench0")
+        finally:
+            connection.close()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=RUN_TIMEOUT)
+        for pid in workers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
