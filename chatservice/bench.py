@@ -733,7 +733,8 @@ class Run:
         self._timers: list[Any] = []
         self._ticker = LoopingCall(self._tick)
         self._ticker.clock = reactor
-        self._last_seen = 0
+        self._last_seen = 0  # deliveries seen at the last progress line
+        self._last_tick = 0.0  # when the last progress line was, or its phase began
         self._phase_started = 0.0
         self._measure_started = 0.0
         self._measure_ended = 0.0
@@ -889,8 +890,19 @@ class Run:
         self._after(QUIT_TIMEOUT, self._kill)
 
     def _enter(self, phase: str) -> None:
+        now = self.reactor.seconds()
+        if self.phase in ("warmup", "measure") and now - self._last_tick >= 0.5:
+            self._tick()  # the last second of the phase that ends
         self.phase = phase
-        self._phase_started = self.reactor.seconds()
+        self._phase_started = now
+        if phase in ("warmup", "measure", "drain"):
+            # Each progress line is one second of one phase, from its start.
+            if self._ticker.running:
+                self._ticker.stop()
+            self._last_seen = self.totals().seen
+            self._last_tick = now
+            self.window = Histogram()
+            self._ticker.start(1.0, now=False)
         for process in self.processes:
             process.send(phase)
 
@@ -990,8 +1002,10 @@ class Run:
             return
         if self.phase not in ("warmup", "measure", "drain"):
             return
-        rate = t.seen - self._last_seen
+        interval = now - self._last_tick
+        rate = round((t.seen - self._last_seen) / interval) if interval > 0 else 0
         self._last_seen = t.seen
+        self._last_tick = now
         elapsed = now - self._phase_started
         if self.phase == "warmup":
             where = f"warm-up {elapsed:.0f}/{self.options.warmup:g} s"

@@ -293,6 +293,32 @@ def test_parent_runs_the_phases_and_sums_up(
     assert "connecting 4/4, registered 4\n" in stderr.getvalue()
 
 
+def test_progress_lines_follow_the_phases(
+    parent: tuple[Run, Clock, StringIO, list[str]],
+) -> None:
+    """Each progress line covers one second of one phase, from its start."""
+    run, clock, stderr, out = parent
+    clock.advance(0.5)
+    for worker in run.processes:
+        report(worker, connected=2, registered=2)
+        event(worker, "ready")
+    clock.advance(0.5)
+    report(run.processes[0], seen=40)
+    clock.advance(0.5)  # the end of the warm-up
+    clock.advance(0.5)
+    report(run.processes[0], seen=100)
+    clock.advance(0.5)
+    clock.advance(1)  # the end of the measured time
+    assert run.phase == "drain"
+    lines = [line.split(", p50")[0] for line in stderr.getvalue().splitlines()]
+    assert lines == [
+        "connecting 4/4, registered 4",
+        "warm-up 1/1 s: 40 deliveries/s",
+        "measuring 1/2 s: 60 deliveries/s",
+        "measuring 2/2 s: 0 deliveries/s",
+    ]
+
+
 def test_parent_reports_lost_deliveries_after_the_drain_timeout(
     parent: tuple[Run, Clock, StringIO, list[str]],
 ) -> None:
