@@ -66,7 +66,7 @@ REPORT_INTERVAL = 0.25
 SEND_INTERVAL = 0.01
 
 #: After the last line is sent, how long the parent waits for the rest of
-#: the deliveries before it counts them as lost.
+#: the deliveries; the workers count those that arrive later as lost.
 DRAIN_TIMEOUT = 5.0
 
 #: How long the workers may take to say /quit and close, after which they
@@ -288,6 +288,7 @@ class Worker:
         self.flag = "w"
         self.scheduled = 0
         self.started_sending = 0.0
+        self.drain_deadline: float | None = None  # measured lines after: lost
         self.quitting = False
         self._exit = 0
         self._abort_later: Any = None
@@ -387,6 +388,7 @@ class Worker:
                 self.started_sending = self.reactor.seconds()
                 self._sender.start(SEND_INTERVAL, now=True)
         elif line == "drain":
+            self.drain_deadline = self.reactor.seconds() + DRAIN_TIMEOUT
             if self._sender.running:
                 self._sender.stop()
             self.report()
@@ -418,7 +420,11 @@ class Worker:
         micros = (time.time_ns() - int(match.group(1))) // 1000
         self.seen += 1
         self.window.add(micros)
-        if match.group(2) == b"m":
+        late = (
+            self.drain_deadline is not None
+            and self.reactor.seconds() > self.drain_deadline
+        )
+        if match.group(2) == b"m" and not late:
             self.received += 1
             self.hist.add(micros)
 
@@ -610,7 +616,6 @@ class WorkerState:
     ready: bool = False
     drained: bool = False
     ended: bool = False
-    stderr: bytes = b""
 
 
 class WorkerProcess(ProcessProtocol):
@@ -736,9 +741,6 @@ class Run:
         self._last_seen = 0  # deliveries seen at the last progress line
         self._last_tick = 0.0  # when the last progress line was, or its phase began
         self._phase_started = 0.0
-        self._measure_started = 0.0
-        self._measure_ended = 0.0
-        self._expected = 0
 
     def plans(self) -> list[Plan]:
         """The plan of each worker."""
@@ -866,26 +868,22 @@ class Run:
 
     def _measure(self) -> None:
         self._enter("measure")
-        self._measure_started = self.reactor.seconds()
         self._after(self.options.duration, self._drain)
 
     def _drain(self) -> None:
         self._enter("drain")
-        self._measure_ended = self.reactor.seconds()
         self._after(DRAIN_TIMEOUT, self._quit)
 
     def _maybe_drained(self) -> None:
         if all(s.drained for s in self.states):
             totals = self.totals()
-            self._expected = totals.sent * (self.options.clients - 1)
-            if totals.received >= self._expected:
+            if totals.received >= totals.sent * (self.options.clients - 1):
                 self._quit()
 
     def _quit(self) -> None:
         if self.phase == "quit":
             return
         self._cancel_timers()
-        self._expected = self.totals().sent * (self.options.clients - 1)
         self._enter("quit")
         self._after(QUIT_TIMEOUT, self._kill)
 

@@ -23,10 +23,13 @@ from processes import Connection, Server, free_port
 from twisted.internet.task import Clock
 
 from chatservice.bench import (
+    DRAIN_TIMEOUT,
     Histogram,
     Options,
+    Plan,
     Progress,
     Run,
+    Worker,
     WorkerProcess,
     parse_args,
     refusal_hint,
@@ -194,6 +197,32 @@ def test_workers_at_most_clients() -> None:
 def test_refusal_hints(line: str, option: str) -> None:
     """A refusal names the server option to raise."""
     assert option in refusal_hint(line)
+
+
+# A worker, on a fake clock.
+
+
+def test_worker_counts_no_delivery_after_the_drain_timeout() -> None:
+    """A measured line that arrives after the drain timeout is lost."""
+    clock = Clock()
+    messages: list[dict[str, Any]] = []
+    plan = Plan(
+        worker=0, host="127.0.0.1", port=1, first=0, clients=2, senders=0,
+        rate=1.0, run="abc123",
+    )  # fmt: skip
+    worker = Worker(clock, plan, messages.append, endpoint=None)
+    line = f"<bench1> ~b:abc123:1:{time.time_ns()}:m".encode()
+    worker.command("measure")
+    worker.maybe_delivery(line)
+    worker.command("drain")
+    clock.advance(DRAIN_TIMEOUT - 0.1)
+    worker.maybe_delivery(line)
+    clock.advance(0.2)
+    worker.maybe_delivery(line)
+    worker.report()
+    assert messages[-1]["received"] == 2
+    assert sum(messages[-1]["hist"]["counts"].values()) == 1  # since "drain"
+    worker.finish(0)
 
 
 # The parent, with fake workers on a fake clock.
