@@ -51,13 +51,12 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from .client import DEFAULT_PORT
 from .errors import InvalidName
 from .text import check_nickname, check_room
 
 PROG = "chatservice-bench"
 
-#: The server's default port (C{twistd chat}: tcp:8000) and TLS port.
-DEFAULT_PORT = 8000
 
 #: Seconds between two reports of a worker to the parent.
 REPORT_INTERVAL = 0.25
