@@ -43,6 +43,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .logs import gate
+
 IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -64,7 +66,7 @@ _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhdw])")
 
 _TEMPORARY_PREFIX = ".bans-"
 
-log = Logger()
+log = Logger(observer=gate)
 
 
 def parse_target(text: str) -> IPNetwork:

@@ -24,9 +24,10 @@ from zope.interface import implementer
 from . import wire
 from .errors import ChatError, NoSuchRoom, NotRegistered, UnknownCommand, UsageError
 from .interfaces import IChatSession, ICommand, RoomInfo, Scrollback, UserInfo
+from .logs import gate
 from .text import check_nickname, check_room, sanitise
 
-log = Logger()
+log = Logger(observer=gate)
 
 Result = Deferred[object] | None
 
@@ -230,7 +231,7 @@ def _scrollback(room: str, history: list[Scrollback]) -> bytes:
             f"Scrollback of {room}, {len(history)} "
             f"line{'s' if len(history) != 1 else ''}, times in UTC:"
         )
-        + b"".join([wire.stamped(line.when, line.data) for line in history])
+        + b"".join([line.stamped for line in history])
         + wire.notice(f"End of scrollback of {room}.")
     )
 

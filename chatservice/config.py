@@ -60,3 +60,6 @@ class Settings:
     #: A server endpoint string where Prometheus metrics are served over
     #: HTTP at C{/metrics}; None serves none.
     metrics: str | None = None
+    #: The least level of chatservice's own log events that are logged
+    #: (C{debug}, C{info}, C{warn}, C{error}, C{critical}).
+    log_level: str = "info"

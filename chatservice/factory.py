@@ -21,6 +21,7 @@ from .bans import Ban, BanList
 from .config import Settings
 from .extensions import Extensions, load_extensions
 from .interfaces import IChatServer, IRegistry
+from .logs import gate
 from .operators import Operators
 from .protocol import ChatProtocol, Flusher, format_peer
 from .registry import Registry
@@ -29,7 +30,7 @@ from .stats import Stats
 from .text import clean_line
 from .throttle import FailureDelay, TokenBucket
 
-log = Logger()
+log = Logger(observer=gate)
 
 #: Addresses whose connect rate is tracked before idle ones are forgotten.
 _PRUNE_CONNECTS = 4096

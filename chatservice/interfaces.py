@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 from zope.interface import Attribute, Interface
 
+from . import wire
+
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
@@ -65,10 +67,19 @@ class RoomInfo:
 
 @dataclass(frozen=True, slots=True)
 class Scrollback:
-    """One line of a room's history: when it was said, and its wire bytes."""
+    """One line of a room's history: when it was said, and its wire bytes.
+
+    C{stamped} is the line as a newcomer is shown it, prefixed with its UTC
+    time (C{[HH:MM] }): made once when the line is said, not once per
+    newcomer.
+    """
 
     when: float
     data: bytes
+    stamped: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stamped", wire.stamped(self.when, self.data))
 
 
 class IRegistry(Interface):

@@ -29,12 +29,13 @@ from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 
+from .logs import gate
 from .stats import TIME_BUCKETS, Histogram
 
 if TYPE_CHECKING:
     from .factory import ChatFactory
 
-log = Logger()
+log = Logger(observer=gate)
 
 
 class ChatCollector(Collector):

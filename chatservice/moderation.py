@@ -20,8 +20,9 @@ from .bans import Ban, format_duration, parse_duration, parse_target
 from .commands import Result, command
 from .errors import ChatError, NoSuchNickname
 from .interfaces import IChatSession, UserInfo
+from .logs import gate
 
-log = Logger()
+log = Logger(observer=gate)
 
 #: The answer to every failed /oper, whatever was wrong.
 LOGIN_FAILED = "operator login failed"

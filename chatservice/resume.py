@@ -28,9 +28,10 @@ from . import wire
 from .commands import Result, command
 from .errors import ChatError
 from .interfaces import IChatClient, IChatSession, IRegistry
+from .logs import gate
 from .text import fold
 
-log = Logger()
+log = Logger(observer=gate)
 
 #: Random bytes in a token: 128 bits.
 TOKEN_BYTES = 16

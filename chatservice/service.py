@@ -13,16 +13,17 @@ from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from .bans import BansFileError
 from .errors import StartupError
 from .factory import ChatFactory
+from .logs import gate
 from .metrics import metrics_site
 from .operators import OperatorsFileError
 
-log = Logger()
+log = Logger(observer=gate)
 
 
 class ChatService(Service):
@@ -47,10 +48,18 @@ class ChatService(Service):
         self.metrics_port: IListeningPort | None = None
         self.ports: list[IListeningPort] = []
         self._previous_sighup: object = None
+        self._previous_log_level: LogLevel | None = None
+
+    def _set_log_level(self) -> None:
+        """Apply C{--log-level} to chatservice's events, until the stop."""
+        if self._previous_log_level is None:
+            self._previous_log_level = gate.level
+        gate.level = LogLevel.levelWithName(self.factory.settings.log_level)
 
     def privilegedStartService(self) -> None:
         """Bind every endpoint, or raise L{StartupError} naming the failure."""
         super().privilegedStartService()
+        self._set_log_level()
         self._read_files()
         self._listen()
 
@@ -93,6 +102,7 @@ class ChatService(Service):
 
     def startService(self) -> None:
         """Start serving; binds now if C{privilegedStartService} did not."""
+        self._set_log_level()
         if not self.ports:
             self._read_files()
             self._listen()
@@ -145,6 +155,8 @@ class ChatService(Service):
     def stopService(self) -> Deferred[None]:
         """Stop accepting, then close every connection within the deadline."""
         super().stopService()
+        if self._previous_log_level is not None:
+            gate.level, self._previous_log_level = self._previous_log_level, None
         if self._previous_sighup is not None:
             signal.signal(signal.SIGHUP, self._previous_sighup)
             self._previous_sighup = None

@@ -14,6 +14,7 @@ from twisted.python import usage
 from .config import DEFAULT_PORT, Settings
 from .errors import StartupError
 from .factory import ChatFactory
+from .logs import LEVELS
 from .service import ChatService
 
 _DEFAULTS = Settings()
@@ -31,6 +32,16 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
 
     coerce.coerceDoc = "Must be greater than 0."  # type: ignore[attr-defined]
     return coerce
+
+
+def _log_level(text: str) -> str:
+    level = text.strip().lower()
+    if level not in LEVELS:
+        raise ValueError(f"{text!r} is not one of {', '.join(LEVELS)}")
+    return level
+
+
+_log_level.coerceDoc = "One of " + ", ".join(LEVELS) + "."  # type: ignore[attr-defined]
 
 
 def _non_negative(text: str) -> int:
@@ -185,6 +196,15 @@ class Options(usage.Options):
             _non_negative,
         ],
         [
+            "log-level",
+            None,
+            _DEFAULTS.log_level,
+            "The least level of chatservice's own events that are logged: "
+            "debug, info, warn, error or critical. warn leaves out the "
+            "per-connection events.",
+            _log_level,
+        ],
+        [
             "motd",
             None,
             None,
@@ -286,6 +306,7 @@ class Options(usage.Options):
             resume_grace=self["resume-grace"],
             resume_buffer=self["resume-buffer"],
             metrics=self["metrics"],
+            log_level=self["log-level"],
         )
 
 

@@ -51,7 +51,35 @@ def test_chat_then_sigterm(
     assert alice.read(2) == ["*** server shutting down", None]
     assert bob.read(2) == ["*** server shutting down", None]
     assert server.wait() in (0, -signal.SIGTERM)
-    assert "Traceback" not in server.output()
+    output = server.output()
+    assert "Traceback" not in output
+    # Each connection is logged twice: registered, then closed.
+    assert output.count("registered as") == 2, output
+    assert output.count(" closed (server shutting down;") == 2, output
+
+
+def test_log_level_warn_leaves_out_connections(
+    twistd: Callable[..., Server], connections: Callable[[int], Connection]
+) -> None:
+    """--log-level warn: sessions come and go without a line in the log."""
+    port = free_port()
+    server = twistd(f"tcp:{port}:interface=127.0.0.1", "--log-level", "warn")
+    server.wait_for_port(port)
+    alice = connections(port)
+    assert alice.read(2) == GREETING
+    alice.send("alice")
+    assert alice.read()[0].startswith("*** Welcome, alice!")
+    alice.send("/quit")
+    while (line := alice.read()[0]) is not None:
+        assert not line.startswith("!!!"), line
+
+    server.process.send_signal(signal.SIGTERM)
+    assert server.wait() in (0, -signal.SIGTERM)
+    output = server.output()
+    assert "registered as" not in output, output
+    assert "closed (" not in output, output
+    assert "listening on" not in output, output  # chatservice's own, at info
+    assert "Main loop terminated." in output  # Twisted's own events still pass
 
 
 def test_port_in_use(twistd: Callable[[str], Server]) -> None:

@@ -69,7 +69,9 @@ def close_detail(events: list[dict[str, Any]], connection_id: int) -> list[str]:
     return [
         f"{event['reason']}; {event['detail']}"
         for event in events
-        if event.get("log_format", "").startswith("connection {connection_id} closed")
+        if event.get("log_format", "").startswith(
+            "connection {connection_id} from {peer} closed"
+        )
         and event.get("connection_id") == connection_id
     ]
 

@@ -7,10 +7,12 @@ import pytest_twisted
 
 from twisted.internet import reactor
 from twisted.internet.endpoints import serverFromString
+from twisted.logger import LogLevel
 
 from chatservice.config import Settings
 from chatservice.errors import StartupError
 from chatservice.factory import ChatFactory
+from chatservice.logs import gate
 from chatservice.service import ChatService
 
 
@@ -64,6 +66,27 @@ async def test_start_and_stop() -> None:
     assert {port.factory for port in service.ports} == {service.factory}  # type: ignore[attr-defined]
     await service.stopService()
     assert service.ports == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_log_level_applies_while_running() -> None:
+    """--log-level holds from the start to the stop, then the old one is back."""
+    service = ChatService(
+        ChatFactory(Settings(log_level="error")),
+        [
+            (
+                "tcp:0:interface=127.0.0.1",
+                serverFromString(reactor, "tcp:0:interface=127.0.0.1"),
+            )
+        ],
+    )
+    before = gate.level
+    service.privilegedStartService()
+    assert gate.level == LogLevel.error
+    service.startService()
+    assert gate.level == LogLevel.error
+    await service.stopService()
+    assert gate.level == before
 
 
 async def _settle() -> None:

@@ -165,3 +165,14 @@ def test_metrics_option() -> None:
     assert service.metrics is not None
     assert service.metrics[0] == "tcp:0:interface=127.0.0.1"
     assert makeService(parse()).metrics is None
+
+
+def test_log_level_option() -> None:
+    """--log-level takes a level's name, in any case; others are refused."""
+    assert parse("--log-level", "WARN")["settings"].log_level == "warn"
+    assert parse()["settings"].log_level == "info"
+    with pytest.raises(StartupError) as caught:
+        parse("--log-level", "loud")
+    assert "'loud' is not one of debug, info, warn, error, critical" in str(
+        caught.value
+    )
