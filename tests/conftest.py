@@ -1,6 +1,7 @@
 """Shared fixtures, and a guard against tests that leave timers behind."""
 
 import os
+import shutil
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest_twisted
 from harness import Harness
 from hypothesis import settings
 from processes import Connection, Server, opened_by
+from redisserver import RedisServer
 
 from twisted.internet.task import Clock
 
@@ -94,3 +96,26 @@ def busy_port() -> Iterator[int]:
         held.bind(("127.0.0.1", 0))
         held.listen()
         yield held.getsockname()[1]
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port; killed after the test.
+
+    It has C{.url}, C{.port}, C{.stop()}, C{.start()} (again on the same
+    port) and C{.kill()}.  Fails, never skips, without redis-server: the
+    clustered mode is tested in CI, whose .ci/run installs it.
+    """
+    executable = shutil.which("redis-server")
+    if executable is None:
+        pytest.fail(
+            "redis-server is not on PATH; .ci/run installs it "
+            "(apt-get install -y redis-server)",
+            pytrace=False,
+        )
+    server = RedisServer(executable, tmp_path / "redis")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.kill()
