@@ -59,9 +59,10 @@ def _no_leftover_delayed_calls() -> Iterator[None]:
     before = set(reactor.getDelayedCalls())
     yield
     leftover = [c for c in reactor.getDelayedCalls() if c not in before and c.active()]
+    described = [repr(c) for c in leftover]  # before cancel() forgets the function
     for call in leftover:
         call.cancel()
-    assert not leftover, f"the test left delayed calls behind: {leftover}"
+    assert not leftover, f"the test left delayed calls behind: {described}"
 
 
 @pytest.fixture

@@ -1,0 +1,1307 @@
+"""Several C{twistd chat} nodes that behave as one server, sharing Redis.
+
+A L{ClusterRegistry} is an L{IRegistry}.  It keeps its own node's clients in
+memory, as the in-memory registry does, and fans lines out to them itself;
+what the other nodes must know lives in Redis:
+
+  - C{PREFIX users}: a hash, nickname folded to lower case -> the user as
+    JSON (nickname, node, away message, host, rooms).  A nickname is
+    claimed by creating its field, atomically, in a Lua script.
+  - C{PREFIX room:NAME}: a hash of a room's members (folded -> nickname);
+    C{PREFIX rooms}: the set of rooms; C{PREFIX topic:NAME} and
+    C{PREFIX history:NAME} (newest first, trimmed to C{--history}).
+  - C{PREFIX node:ID}: a node's heartbeat, which expires after
+    C{--node-ttl} seconds unless the node renews it; C{PREFIX nodes} and
+    C{PREFIX node-users:ID} say which users each node serves.
+  - C{PREFIX events}: the one pub/sub channel.  Every change another node
+    must act on is published there as JSON, by the same Lua script that
+    makes the change, so it is in the order of the changes.  A line
+    crosses Redis once for each node, and each node hands the same bytes
+    to all its members of the room.
+
+Each node delivers to its own clients at once and ignores its own events.
+
+A node whose heartbeat has expired (it was killed, or cut off from Redis)
+is reaped by whichever node notices first: one Lua script removes its users
+and returns them, and that node publishes their leaves, once.
+
+When Redis cannot be reached, the node goes on serving its own users as a
+one-node server, tells them so once, and reconnects (txredisapi backs off
+up to 10 s).  Once connected it claims its users' nicknames and rooms again;
+a user whose nickname another node took meanwhile is told and disconnected.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+from twisted.internet.defer import Deferred, DeferredList, fail, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from . import wire
+from .errors import NicknameInUse, NoSuchNickname
+from .interfaces import IChatClient, IRegistry, RoomInfo, Scrollback, UserInfo
+from .logs import gate
+from .registry import LOBBY, _Room, _User
+from .text import fold
+
+log = Logger(observer=gate)
+
+#: How long one Redis call may take before the node counts Redis as gone.
+CALL_TIMEOUT = 5.0
+
+
+class RedisURLError(ValueError):
+    """A C{--redis} value that is not C{redis://HOST[:PORT][/DB]}."""
+
+
+def parse_redis_url(url: str) -> tuple[str, int, int]:
+    """C{redis://HOST[:PORT][/DB]} as C{(host, port, db)}.
+
+    @raise RedisURLError: with a message that says what is wrong.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "redis":
+        raise RedisURLError(f"{url!r} does not start with redis://")
+    if parts.username or parts.password:
+        raise RedisURLError(f"{url!r}: passwords in the URL are not supported")
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        raise RedisURLError(
+            f"{url!r}: the port is not a number from 0 to 65535"
+        ) from None
+    if not parts.hostname:
+        raise RedisURLError(f"{url!r} has no host")
+    path = parts.path.strip("/") or "0"
+    if not path.isdigit():
+        raise RedisURLError(f"{url!r}: the database must be a number, as in /0")
+    if parts.query or parts.fragment:
+        raise RedisURLError(f"{url!r}: options after ? or # are not supported")
+    return parts.hostname, port, int(path)
+
+
+# Lua -----------------------------------------------------------------------
+#
+# Every script gets the key prefix as ARGV[1] and builds its keys from it:
+# one Redis server (or a primary with replicas) holds a cluster's keys, not
+# a Redis Cluster.  Users are JSON; cjson turns an empty Lua table into {},
+# which json.loads reads back as a dict, so rooms are never left empty.
+
+_LEAVE_ROOM = """
+local function leave_room(P, fold, room, amax, lobby)
+    local key = P .. 'room:' .. room
+    local size = redis.call('HLEN', key)
+    redis.call('HDEL', key, fold)
+    if size <= 1 and room ~= lobby then
+        redis.call('DEL', key, P .. 'topic:' .. room, P .. 'history:' .. room)
+        redis.call('SREM', P .. 'rooms', room)
+    end
+    return size > 1 and (amax < 0 or size <= amax)
+end
+local function publish(P, event)
+    redis.call('PUBLISH', P .. 'events', cjson.encode(event))
+end
+local function alive(P, node)
+    return redis.call('EXISTS', P .. 'node:' .. node) == 1
+end
+"""
+
+# ARGV: P, node, fold, nickname, host, lobby, amax, joined-line.
+# Returns {1, size of the lobby}, or {0} if the nickname is taken.
+_REGISTER = (
+    _LEAVE_ROOM
+    + """
+local P, node, fold = ARGV[1], ARGV[2], ARGV[3]
+local lobby, amax = ARGV[6], tonumber(ARGV[7])
+if redis.call('HEXISTS', P .. 'users', fold) == 1 then return {0} end
+redis.call('HSET', P .. 'users', fold, cjson.encode(
+    {nick = ARGV[4], node = node, host = ARGV[5], rooms = {lobby}}))
+redis.call('SADD', P .. 'node-users:' .. node, fold)
+redis.call('HSET', P .. 'room:' .. lobby, fold, ARGV[4])
+redis.call('SADD', P .. 'rooms', lobby)
+local size = redis.call('HLEN', P .. 'room:' .. lobby)
+if amax < 0 or size <= amax then
+    publish(P, {o = node, r = {lobby}, s = fold, d = ARGV[8]})
+end
+return {1, size}
+"""
+)
+
+# ARGV: P, node, fold, amax, lobby, left-line.  Publishes the leave in the
+# rooms small enough; returns those rooms.
+_UNREGISTER = (
+    _LEAVE_ROOM
+    + """
+local P, node, fold = ARGV[1], ARGV[2], ARGV[3]
+local amax, lobby = tonumber(ARGV[4]), ARGV[5]
+local raw = redis.call('HGET', P .. 'users', fold)
+if not raw then return {} end
+local user = cjson.decode(raw)
+if user.node ~= node then return {} end
+redis.call('HDEL', P .. 'users', fold)
+redis.call('SREM', P .. 'node-users:' .. node, fold)
+local told = {}
+for _, room in ipairs(user.rooms) do
+    if leave_room(P, fold, room, amax, lobby) then table.insert(told, room) end
+end
+if #told > 0 then publish(P, {o = node, r = told, s = fold, d = ARGV[6]}) end
+return told
+"""
+)
+
+# ARGV: P, node, fold, room, amax, joined-line, history.
+# Returns {size, {history, newest first}}, or {-1} for an unknown user.
+_JOIN = (
+    _LEAVE_ROOM
+    + """
+local P, node, fold, room = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local amax, history = tonumber(ARGV[5]), tonumber(ARGV[7])
+local raw = redis.call('HGET', P .. 'users', fold)
+if not raw then return {-1} end
+local user = cjson.decode(raw)
+if user.node ~= node then return {-1} end
+local key = P .. 'room:' .. room
+local lines = {}
+if history > 0 then
+    lines = redis.call('LRANGE', P .. 'history:' .. room, 0, history - 1)
+end
+if redis.call('HEXISTS', key, fold) == 1 then
+    return {redis.call('HLEN', key), lines}
+end
+table.insert(user.rooms, room)
+redis.call('HSET', P .. 'users', fold, cjson.encode(user))
+redis.call('HSET', key, fold, user.nick)
+redis.call('SADD', P .. 'rooms', room)
+local size = redis.call('HLEN', key)
+if amax < 0 or size <= amax then
+    publish(P, {o = node, r = {room}, s = fold, d = ARGV[6]})
+end
+return {size, lines}
+"""
+)
+
+# ARGV: P, node, fold, room, amax, lobby, parted-line.
+_PART = (
+    _LEAVE_ROOM
+    + """
+local P, node, fold, room = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local amax, lobby = tonumber(ARGV[5]), ARGV[6]
+local raw = redis.call('HGET', P .. 'users', fold)
+if not raw then return 0 end
+local user = cjson.decode(raw)
+if user.node ~= node then return 0 end
+local rooms, found = {}, false
+for _, name in ipairs(user.rooms) do
+    if name == room then found = true else table.insert(rooms, name) end
+end
+if not found then return 0 end
+user.rooms = rooms
+if #rooms == 0 then user.rooms = {lobby} end
+redis.call('HSET', P .. 'users', fold, cjson.encode(user))
+if leave_room(P, fold, room, amax, lobby) then
+    publish(P, {o = node, r = {room}, s = fold, d = ARGV[7]})
+    return 1
+end
+return 0
+"""
+)
+
+# ARGV: P, node, room, sender fold, line, when, history.
+_SAY = (
+    _LEAVE_ROOM
+    + """
+local P, room, history = ARGV[1], ARGV[3], tonumber(ARGV[7])
+publish(P, {o = ARGV[2], r = {room}, s = ARGV[4], d = ARGV[5], h = tonumber(ARGV[6])})
+if history > 0 and redis.call('EXISTS', P .. 'room:' .. room) == 1 then
+    local key = P .. 'history:' .. room
+    redis.call('LPUSH', key, cjson.encode({tonumber(ARGV[6]), ARGV[5]}))
+    redis.call('LTRIM', key, 0, history - 1)
+end
+return 1
+"""
+)
+
+# ARGV: P, node, old fold, new fold, nickname, renamed-line.
+# Returns 1, 0 if the new nickname is taken, -1 for an unknown user.
+_RENAME = (
+    _LEAVE_ROOM
+    + """
+local P, node, old, new = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local raw = redis.call('HGET', P .. 'users', old)
+if not raw then return -1 end
+local user = cjson.decode(raw)
+if user.node ~= node then return -1 end
+if new ~= old then
+    if redis.call('HEXISTS', P .. 'users', new) == 1 then return 0 end
+    redis.call('HDEL', P .. 'users', old)
+    redis.call('SREM', P .. 'node-users:' .. node, old)
+    redis.call('SADD', P .. 'node-users:' .. node, new)
+end
+user.nick = ARGV[5]
+redis.call('HSET', P .. 'users', new, cjson.encode(user))
+for _, room in ipairs(user.rooms) do
+    redis.call('HDEL', P .. 'room:' .. room, old)
+    redis.call('HSET', P .. 'room:' .. room, new, ARGV[5])
+end
+publish(P, {o = node, r = user.rooms, d = ARGV[6]})
+return 1
+"""
+)
+
+# ARGV: P, node, fold, field, value (JSON).  Sets one field of a user.
+_UPDATE = """
+local P, node, fold = ARGV[1], ARGV[2], ARGV[3]
+local raw = redis.call('HGET', P .. 'users', fold)
+if not raw then return 0 end
+local user = cjson.decode(raw)
+if user.node ~= node then return 0 end
+user[ARGV[4]] = cjson.decode(ARGV[5])
+redis.call('HSET', P .. 'users', fold, cjson.encode(user))
+return 1
+"""
+
+# ARGV: P, node, fold, event (JSON, without the recipient).  Sends the
+# event to the node of the user called fold; returns the user, or nil.
+_TO_USER = (
+    _LEAVE_ROOM
+    + """
+local P, node, fold = ARGV[1], ARGV[2], ARGV[3]
+local raw = redis.call('HGET', P .. 'users', fold)
+if not raw then return false end
+local user = cjson.decode(raw)
+if user.node ~= node then
+    local event = cjson.decode(ARGV[4])
+    event.o = node
+    event.to = fold
+    publish(P, event)
+end
+return raw
+"""
+)
+
+# ARGV: P, node, room, topic, topic-line.
+_TOPIC = (
+    _LEAVE_ROOM
+    + """
+local P, room = ARGV[1], ARGV[3]
+if redis.call('EXISTS', P .. 'room:' .. room) == 0 then return 0 end
+if ARGV[4] == '' then
+    redis.call('DEL', P .. 'topic:' .. room)
+else
+    redis.call('SET', P .. 'topic:' .. room, ARGV[4])
+end
+publish(P, {o = ARGV[2], r = {room}, d = ARGV[5]})
+return 1
+"""
+)
+
+# ARGV: P, room or ''.  The users (as JSON), of a room or of everyone.
+_USERS = """
+local P, room = ARGV[1], ARGV[2]
+if room == '' then return redis.call('HVALS', P .. 'users') end
+local folds = redis.call('HKEYS', P .. 'room:' .. room)
+if #folds == 0 then return {} end
+local found = {}
+for _, raw in ipairs(redis.call('HMGET', P .. 'users', unpack(folds))) do
+    if raw then table.insert(found, raw) end
+end
+return found
+"""
+
+# ARGV: P.  Every room: {name, members, topic}.
+_ROOMS = """
+local P = ARGV[1]
+local found = {}
+for _, room in ipairs(redis.call('SMEMBERS', P .. 'rooms')) do
+    local topic = redis.call('GET', P .. 'topic:' .. room) or ''
+    table.insert(found, {room, redis.call('HLEN', P .. 'room:' .. room), topic})
+end
+return found
+"""
+
+# ARGV: P, node, ttl in ms.  Renews the heartbeat; 1 if the node had been
+# reaped since its last one (its users were announced as gone).
+_HEARTBEAT = """
+local P, node = ARGV[1], ARGV[2]
+redis.call('SET', P .. 'node:' .. node, '1', 'PX', tonumber(ARGV[3]))
+redis.call('SADD', P .. 'nodes', node)
+return redis.call('EXISTS', P .. 'reaped:' .. node)
+"""
+
+# ARGV: P, amax, lobby.  Removes the users of every node whose heartbeat
+# expired; returns them as {fold, nickname, {rooms to tell}}.
+_REAP = (
+    _LEAVE_ROOM
+    + """
+local P, amax, lobby = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local gone = {}
+for _, node in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
+    if not alive(P, node) then
+        for _, fold in ipairs(redis.call('SMEMBERS', P .. 'node-users:' .. node)) do
+            local raw = redis.call('HGET', P .. 'users', fold)
+            if raw then
+                local user = cjson.decode(raw)
+                if user.node == node then
+                    redis.call('HDEL', P .. 'users', fold)
+                    local told = {}
+                    for _, room in ipairs(user.rooms) do
+                        if leave_room(P, fold, room, amax, lobby) then
+                            table.insert(told, room)
+                        end
+                    end
+                    table.insert(gone, {fold, user.nick, told})
+                end
+            end
+        end
+        redis.call('DEL', P .. 'node-users:' .. node)
+        redis.call('SREM', P .. 'nodes', node)
+        redis.call('SET', P .. 'reaped:' .. node, '1', 'EX', 86400)
+    end
+end
+return gone
+"""
+)
+
+# ARGV: P, node, fold, user (JSON), amax, announce (1/0), joined-lines
+# (JSON, room -> line).  Claims a user of this node again after Redis was
+# out of reach.  Returns 1, or 0 if another live node has the nickname.
+_RECLAIM = (
+    _LEAVE_ROOM
+    + """
+local P, node, fold = ARGV[1], ARGV[2], ARGV[3]
+local amax, announce = tonumber(ARGV[5]), ARGV[6] == '1'
+local raw = redis.call('HGET', P .. 'users', fold)
+if raw then
+    local held = cjson.decode(raw)
+    if held.node == node then return 1 end
+    if alive(P, held.node) then return 0 end
+    for _, room in ipairs(held.rooms) do
+        redis.call('HDEL', P .. 'room:' .. room, fold)
+    end
+    redis.call('SREM', P .. 'node-users:' .. held.node, fold)
+end
+local user = cjson.decode(ARGV[4])
+local joined = cjson.decode(ARGV[7])
+redis.call('HSET', P .. 'users', fold, ARGV[4])
+redis.call('SADD', P .. 'node-users:' .. node, fold)
+for _, room in ipairs(user.rooms) do
+    redis.call('HSET', P .. 'room:' .. room, fold, user.nick)
+    redis.call('SADD', P .. 'rooms', room)
+    local size = redis.call('HLEN', P .. 'room:' .. room)
+    if announce and (amax < 0 or size <= amax) then
+        publish(P, {o = node, r = {room}, s = fold, d = joined[room]})
+    end
+end
+return 1
+"""
+)
+
+# ARGV: P, node.  A node that stops cleanly: its keys go (its users have
+# been unregistered one by one before).
+_RETIRE = """
+local P, node = ARGV[1], ARGV[2]
+redis.call('DEL', P .. 'node:' .. node, P .. 'node-users:' .. node)
+redis.call('DEL', P .. 'reaped:' .. node)
+redis.call('SREM', P .. 'nodes', node)
+return 1
+"""
+
+# ARGV: P, node, folds to keep (JSON), amax, lobby.  Removes the users
+# this node no longer has (they left while Redis was out of reach); returns
+# them as {nickname, {rooms to tell}}.
+_PRUNE = (
+    _LEAVE_ROOM
+    + """
+local P, node, amax, lobby = ARGV[1], ARGV[2], tonumber(ARGV[4]), ARGV[5]
+local keep = {}
+for _, fold in ipairs(cjson.decode(ARGV[3])) do keep[fold] = true end
+local gone = {}
+for _, fold in ipairs(redis.call('SMEMBERS', P .. 'node-users:' .. node)) do
+    if not keep[fold] then
+        redis.call('SREM', P .. 'node-users:' .. node, fold)
+        local raw = redis.call('HGET', P .. 'users', fold)
+        if raw then
+            local user = cjson.decode(raw)
+            if user.node == node then
+                redis.call('HDEL', P .. 'users', fold)
+                local told = {}
+                for _, room in ipairs(user.rooms) do
+                    if leave_room(P, fold, room, amax, lobby) then
+                        table.insert(told, room)
+                    end
+                end
+                table.insert(gone, {user.nick, told})
+            end
+        end
+    end
+end
+return gone
+"""
+)
+
+_SCRIPTS = {
+    name[1:].lower(): text
+    for name, text in dict(globals()).items()
+    if name.startswith("_") and name.isupper() and name != "_LEAVE_ROOM"
+}
+
+
+class Unreachable(Exception):
+    """Redis cannot be reached now; the node serves its own users alone."""
+
+
+class RedisLink:
+    """A node's two connections to Redis: commands, and the event channel.
+
+    C{on_up()} is called once the subscription is in place after each
+    connection, C{on_down()} when the subscription's connection is lost,
+    and C{on_event(text)} for each message on the channel.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        channel: str,
+        on_event: Callable[[str], None],
+        on_up: Callable[[], None],
+        on_down: Callable[[], None],
+    ) -> None:
+        self.host, self.port, self.db = parse_redis_url(url)
+        self.channel = channel
+        self.on_event = on_event
+        self.on_up = on_up
+        self.on_down = on_down
+        self.up = False
+        self._commands: Any = None
+        self._subscriber: Any = None
+
+    def start(self) -> None:
+        """Connect, and keep reconnecting until L{stop}."""
+        # Imported here: txredisapi installs the default reactor on import,
+        # and twisted/plugins/ must not.
+        import txredisapi
+
+        from twisted.internet import reactor
+        from twisted.internet.endpoints import HostnameEndpoint
+
+        link = self
+
+        class Subscriber(txredisapi.SubscriberProtocol):  # type: ignore[misc]
+            def connectionMade(self) -> Deferred[object]:
+                d = super().connectionMade()
+                self.whenConnected().addCallback(
+                    lambda protocol: protocol.subscribe([link.channel])
+                ).addCallbacks(lambda _: link._subscribed(), link._failed_subscribe)
+                return d
+
+            def connectionLost(self, reason: Failure) -> None:
+                super().connectionLost(reason)
+                link._lost()
+
+            def messageReceived(
+                self, pattern: object, channel: str, message: str
+            ) -> None:
+                link.on_event(message)
+
+        self._commands = txredisapi.lazyConnection(
+            self.host,
+            self.port,
+            dbid=self.db,
+            convertNumbers=False,
+            connectTimeout=CALL_TIMEOUT,
+        )
+        factory = txredisapi.SubscriberFactory(isLazy=True)
+        factory.protocol = Subscriber
+        factory.convertNumbers = False
+        factory.dbid = self.db
+        factory.startConnecting(HostnameEndpoint(reactor, self.host, self.port))
+        self._subscriber = factory.handler
+
+    def _subscribed(self) -> None:
+        if not self.up:
+            self.up = True
+            self.on_up()
+
+    def _failed_subscribe(self, failure: Failure) -> None:
+        log.warn(
+            "could not subscribe to {channel}: {error}",
+            channel=self.channel,
+            error=failure.getErrorMessage(),
+        )
+
+    def _lost(self) -> None:
+        if self.up:
+            self.up = False
+            self.on_down()
+
+    def call(self, script: str, *args: object) -> Deferred[Any]:
+        """Run one of the cluster's Lua scripts; fails at once when down."""
+        if not self.up or self._commands is None:
+            return fail(Unreachable())
+        from twisted.internet import reactor
+
+        d = self._commands.eval(_SCRIPTS[script], [], [str(a) for a in args])
+        return d.addTimeout(CALL_TIMEOUT, reactor)
+
+    def stop(self) -> Deferred[object]:
+        """Disconnect both connections and stop reconnecting."""
+        self.up = False
+        handlers = [h for h in (self._commands, self._subscriber) if h is not None]
+        self._commands = self._subscriber = None
+        return DeferredList([h.disconnect() for h in handlers], consumeErrors=True)
+
+
+def node_name() -> str:
+    """A name for this node that no other node has: host, pid, and a nonce."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@implementer(IRegistry)
+class ClusterRegistry:
+    """An L{IRegistry} shared by every node of a cluster, through Redis.
+
+    @param url: C{redis://HOST:PORT/DB}.
+    @param cluster: the cluster's name; nodes with the same name (and
+        Redis database) are one server.
+    @param node_ttl: seconds after which a silent node's users are gone.
+    @param history: how many lines each room's scrollback keeps.
+    @param announce_max: as for L{chatservice.registry.Registry}.
+    @param on_notice: how to tell every local user something (by default,
+        L{announce} to the local users only).
+    """
+
+    lobby = LOBBY
+
+    def __init__(
+        self,
+        url: str,
+        cluster: str = "chat",
+        node_ttl: float = 15.0,
+        history: int = 50,
+        clock: IReactorTime | None = None,
+        announce_max: int | None = None,
+        node: str | None = None,
+    ) -> None:
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self._clock = clock
+        self.cluster = cluster
+        self.node = node if node is not None else node_name()
+        self._prefix = f"chatservice:{cluster}:"
+        self._node_ttl = node_ttl
+        self._history = history
+        self._announce_max = announce_max
+        self._amax = -1 if announce_max is None else announce_max
+        self._users: dict[IChatClient, _User] = {}
+        self._by_fold: dict[str, IChatClient] = {}
+        self._rooms: dict[str, _Room] = {LOBBY: _Room(LOBBY, history)}
+        self._stopping = False
+        self._pending: set[Deferred[Any]] = set()
+        self._told_down = False
+        self._resyncing = False
+        self.said = 0
+        self.delivered = 0
+        self.link = RedisLink(
+            url,
+            self._prefix + "events",
+            self._event,
+            self._link_up,
+            self._link_down,
+        )
+        self._heartbeat = LoopingCall(self._beat)
+        self._heartbeat.clock = clock
+
+    # Life ---------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect to Redis; the node serves its own users until it is up."""
+        self.link.start()
+
+    @property
+    def up(self) -> bool:
+        """Whether this node is part of the cluster now."""
+        return self.link.up and not self._resyncing
+
+    def close(self) -> Deferred[object]:
+        """Leave the cluster (the node's users must have gone) and disconnect."""
+        if self._heartbeat.running:
+            self._heartbeat.stop()
+        d = self.idle()
+        if self.link.up:
+            d.addCallback(lambda _: self.link.call("retire", self._prefix, self.node))
+            d.addErrback(lambda failure: None)
+        d.addCallback(lambda _: self.link.stop())
+        return d
+
+    def idle(self) -> Deferred[None]:
+        """Fire once no call to Redis is under way."""
+        if not self._pending:
+            return succeed(None)
+        d = DeferredList(list(self._pending), consumeErrors=True)
+        return d.addCallback(lambda _: self.idle())
+
+    def _call(self, script: str, *args: object) -> Deferred[Any]:
+        d = self.link.call(script, self._prefix, *args)
+        self._pending.add(d)
+
+        def done(result: object) -> object:
+            self._pending.discard(d)
+            return result
+
+        return d.addBoth(done)
+
+    def _quietly(self, d: Deferred[Any], what: str) -> None:
+        """Log a failed fire-and-forget call; Redis being down is no news."""
+
+        def failed(failure: Failure) -> None:
+            if not failure.check(Unreachable):
+                log.warn(
+                    "cluster: {what} failed: {error}",
+                    what=what,
+                    error=failure.getErrorMessage() or failure.type.__name__,
+                )
+
+        d.addErrback(failed)
+
+    def _link_up(self) -> None:
+        log.info("cluster {cluster}: connected to Redis", cluster=self.cluster)
+        self._resyncing = True
+        self._beat().addBoth(self._resync)
+        if not self._heartbeat.running:
+            self._heartbeat.start(self._node_ttl / 3, now=False)
+
+    def _link_down(self) -> None:
+        log.warn(
+            "cluster {cluster}: Redis is out of reach; serving this node's "
+            "users alone until it is back",
+            cluster=self.cluster,
+        )
+        if self._users and not self._stopping:
+            self._told_down = True
+            self._deliver(
+                tuple(self._users),
+                wire.notice(
+                    "the other servers are unreachable: you see only the users "
+                    "of this one until they are back"
+                ),
+                None,
+            )
+
+    def _beat(self) -> Deferred[Any]:
+        """Renew the heartbeat, and reap the nodes that stopped renewing."""
+        d = self.link.call(
+            "heartbeat", self._prefix, self.node, int(self._node_ttl * 1000)
+        )
+
+        def reap(reaped: int) -> Deferred[Any]:
+            self._reaped = bool(int(reaped))
+            return self.link.call("reap", self._prefix, self._amax, LOBBY)
+
+        d.addCallback(reap).addCallback(self._announce_reaped)
+        self._quietly(d, "the heartbeat")
+        return d
+
+    _reaped = False
+
+    def _announce_reaped(self, gone: list[list[Any]]) -> None:
+        for _fold, nickname, rooms in gone:
+            if not rooms:
+                continue
+            log.info(
+                "cluster: {nickname}, of a node that stopped, has gone",
+                nickname=nickname,
+            )
+            line = wire.left(nickname, "connection lost")
+            self._on_event({"r": list(rooms), "d": _text(line)})
+            event = {"o": self.node, "r": list(rooms), "d": _text(line)}
+            self._quietly(self._publish(event), "announcing a lost user")
+
+    def _publish(self, event: dict[str, object]) -> Deferred[Any]:
+        if not self.link.up or self.link._commands is None:
+            return fail(Unreachable())
+        return self.link._commands.publish(self._prefix + "events", json.dumps(event))
+
+    def _resync(self, _: object) -> Deferred[None]:
+        """Claim this node's users again, after Redis was out of reach."""
+        announce = "1" if self._reaped else "0"
+        done: set[IChatClient] = set()
+
+        def next_batch(_: object = None) -> Deferred[None] | None:
+            batch = [client for client in self._users if client not in done]
+            if not batch:
+                return None
+            calls = []
+            for client in batch:
+                done.add(client)
+                user = self._users[client]
+                record = {
+                    "nick": user.nickname,
+                    "node": self.node,
+                    "host": user.host or "",
+                    "away": user.away,
+                    "rooms": list(user.rooms),
+                }
+                joined = {
+                    room: _text(wire.joined(user.nickname, room)) for room in user.rooms
+                }
+                d = self._call(
+                    "reclaim",
+                    self.node,
+                    fold(user.nickname),
+                    json.dumps(record),
+                    self._amax,
+                    announce,
+                    json.dumps(joined),
+                )
+                d.addCallback(self._reclaimed, client)
+                calls.append(d)
+            return DeferredList(calls, consumeErrors=True).addCallback(next_batch)
+
+        def prune(_: object) -> Deferred[None]:
+            keep = json.dumps([fold(user.nickname) for user in self._users.values()])
+            d = self._call("prune", self.node, keep, self._amax, LOBBY)
+            return d.addCallback(self._announce_pruned)
+
+        def finished(result: object) -> None:
+            self._resyncing = False
+            if self._told_down and self.link.up:
+                self._told_down = False
+                self._deliver(
+                    tuple(self._users),
+                    wire.notice("the other servers are reachable again"),
+                    None,
+                )
+            if isinstance(result, Failure):
+                log.warn(
+                    "cluster: claiming the users again failed: {error}",
+                    error=result.getErrorMessage(),
+                )
+
+        d: Deferred[None] = Deferred()
+        d.addCallback(next_batch)
+        d.addCallback(prune)
+        d.addBoth(finished)
+        d.callback(None)
+        return d
+
+    def _announce_pruned(self, gone: list[list[Any]]) -> None:
+        for nickname, rooms in gone:
+            if rooms:
+                line = wire.left(nickname, "connection lost")
+                event = {"o": self.node, "r": list(rooms), "d": _text(line)}
+                self._quietly(self._publish(event), "announcing a leave")
+
+    def _reclaimed(self, claimed: int, client: IChatClient) -> None:
+        if int(claimed) == 1:
+            return
+        user = self._users.get(client)
+        if user is None:
+            return
+        log.info(
+            "cluster: {nickname} was taken on another node while this one was "
+            "cut off; its user here is disconnected",
+            nickname=user.nickname,
+        )
+        client.disconnect(
+            f"another server gave the nickname {user.nickname} to someone else "
+            "while the servers were cut off; reconnect and choose a nickname"
+        )
+
+    # Events from the other nodes -----------------------------------------
+
+    def _event(self, message: str) -> None:
+        try:
+            event = json.loads(message)
+        except ValueError:
+            log.warn(
+                "cluster: an event that is not JSON: {message!r}", message=message[:200]
+            )
+            return
+        if event.get("o") == self.node:
+            return
+        self._on_event(event)
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        if self._stopping:
+            return
+        data = event["d"].encode("utf-8") if "d" in event else None
+        skip = self._by_fold.get(event["s"]) if "s" in event else None
+        target = event.get("to")
+        if target is not None:
+            client = self._by_fold.get(target)
+            if client is None:
+                return
+            if "k" in event:
+                client.disconnect(event["k"])
+            elif data is not None:
+                client.deliver(data)
+            return
+        if data is None:
+            return
+        if event.get("a"):
+            self._deliver(tuple(self._users), data, None)
+            return
+        rooms = [
+            self._rooms[name] for name in event.get("r", ()) if name in self._rooms
+        ]
+        if "h" in event:
+            for room in rooms:
+                if self._history:
+                    room.history.append(Scrollback(event["h"], data))
+        if len(rooms) == 1:
+            recipients: Iterable[IChatClient] = rooms[0].recipients
+        else:
+            recipients = dict.fromkeys(c for room in rooms for c in room.recipients)
+        self._deliver(recipients, data, skip)
+
+    # IRegistry -----------------------------------------------------------
+
+    def register(self, client: IChatClient, nickname: str) -> Deferred[str]:
+        """See L{IRegistry.register}."""
+        key = fold(nickname)
+        if key in self._by_fold:
+            return fail(NicknameInUse(nickname))
+        if not self.up:
+            self._add_local(client, nickname, key)
+            size = len(self._rooms[LOBBY]) + 1
+            self._enter_local(client, LOBBY, announce=self._announce(size))
+            return succeed(nickname)
+        host = getattr(client, "host", None) or ""
+        d = self._call(
+            "register",
+            self.node,
+            key,
+            nickname,
+            host,
+            LOBBY,
+            self._amax,
+            _text(wire.joined(nickname, LOBBY)),
+        )
+
+        def claimed(reply: list[int]) -> str:
+            if int(reply[0]) != 1:
+                raise NicknameInUse(nickname)
+            if key in self._by_fold:  # taken here while Redis answered
+                self._quietly(
+                    self._call("unregister", self.node, key, self._amax, LOBBY, ""),
+                    "a release",
+                )
+                raise NicknameInUse(nickname)
+            self._add_local(client, nickname, key)
+            self._enter_local(client, LOBBY, announce=self._announce(int(reply[1])))
+            return nickname
+
+        def unreachable(failure: Failure) -> str:
+            failure.trap(Unreachable)
+            return self.register(client, nickname)  # type: ignore[return-value]
+
+        return d.addCallbacks(claimed, unreachable)
+
+    def rename(self, client: IChatClient, nickname: str) -> Deferred[str]:
+        """See L{IRegistry.rename}."""
+        user = self._users[client]
+        old, key = user.nickname, fold(nickname)
+        holder = self._by_fold.get(key)
+        if holder is not None and holder is not client:
+            return fail(NicknameInUse(nickname))
+        if not self.up:
+            self._rename_local(client, user, nickname)
+            return succeed(nickname)
+        d = self._call(
+            "rename",
+            self.node,
+            fold(old),
+            key,
+            nickname,
+            _text(wire.renamed(old, nickname)),
+        )
+
+        def renamed(result: int) -> str:
+            if int(result) == 0:
+                raise NicknameInUse(nickname)
+            if client in self._users:
+                self._rename_local(client, user, nickname)
+            return nickname
+
+        return d.addCallback(renamed)
+
+    def unregister(self, client: IChatClient, reason: str) -> None:
+        """See L{IRegistry.unregister}."""
+        user = self._users.pop(client, None)
+        if user is None:
+            return
+        key = fold(user.nickname)
+        del self._by_fold[key]
+        line = wire.left(user.nickname, reason)
+        rooms = user.rooms
+        for name in rooms:
+            self._rooms[name].discard(client)
+        if not self.up:
+            for name in rooms:
+                room = self._rooms[name]
+                if not self._stopping and self._announce(len(room) + 1):
+                    self._deliver(room.recipients, line, client)
+                self._forget_if_empty(name)
+            if self.link.up:  # claiming users again: this one must not stay
+                self._quietly(
+                    self._call(
+                        "unregister", self.node, key, self._amax, LOBBY, _text(line)
+                    ),
+                    "a leave",
+                )
+            return
+        d = self._call("unregister", self.node, key, self._amax, LOBBY, _text(line))
+
+        before = {name: self._rooms[name].recipients for name in rooms}
+
+        def told(announced: list[str]) -> None:
+            if not self._stopping:
+                neighbours = dict.fromkeys(
+                    c for name in announced for c in self._still_in(name, before[name])
+                )
+                self._deliver(neighbours, line, client)
+            for name in rooms:
+                self._forget_if_empty(name)
+
+        d.addCallback(told)
+        self._quietly(d, "a leave")
+
+    def join(self, client: IChatClient, room: str) -> Deferred[list[Scrollback]]:
+        """See L{IRegistry.join}."""
+        user = self._users[client]
+        if not self.up:
+            if room not in user.rooms:
+                size = len(self._rooms[room]) + 1 if room in self._rooms else 1
+                self._enter_local(client, room, self._announce(size))
+            return succeed(list(self._rooms[room].history))
+        entered = room not in user.rooms
+        before = self._rooms[room].recipients if room in self._rooms else ()
+        if entered:
+            # At once, so that what the user does next reaches the room; the
+            # others here are told once Redis says how big the room is.
+            self._enter_local(client, room, announce=False)
+        d = self._call(
+            "join",
+            self.node,
+            fold(user.nickname),
+            room,
+            self._amax,
+            _text(wire.joined(user.nickname, room)),
+            self._history,
+        )
+
+        def joined(reply: list[Any]) -> list[Scrollback]:
+            size = int(reply[0])
+            if entered and self._announce(size) and size > 0:
+                line = wire.joined(user.nickname, room)
+                self._deliver(self._still_in(room, before), line, client)
+            if size < 0:
+                return list(self._rooms[room].history) if room in self._rooms else []
+            history = [json.loads(raw) for raw in reversed(reply[1])]
+            return [Scrollback(when, data.encode("utf-8")) for when, data in history]
+
+        return d.addCallback(joined)
+
+    def part(self, client: IChatClient, room: str, reason: str) -> None:
+        """See L{IRegistry.part}."""
+        user = self._users[client]
+        if room not in user.rooms:
+            return
+        size = len(self._rooms[room])
+        user.rooms = tuple(name for name in user.rooms if name != room)
+        self._rooms[room].discard(client)
+        line = wire.parted(user.nickname, room, reason)
+        if not self.up:
+            if self._announce(size):
+                self._deliver(self._rooms[room].recipients, line, client)
+            self._forget_if_empty(room)
+            return
+        d = self._call(
+            "part", self.node, fold(user.nickname), room, self._amax, LOBBY, _text(line)
+        )
+
+        before = self._rooms[room].recipients
+
+        def told(announced: int) -> None:
+            if int(announced):
+                self._deliver(self._still_in(room, before), line, client)
+            self._forget_if_empty(room)
+
+        d.addCallback(told)
+        self._quietly(d, "a part")
+
+    def broadcast(self, room: str, data: bytes, sender: IChatClient | None) -> None:
+        """See L{IRegistry.broadcast}."""
+        self._deliver(self._rooms[room].recipients, data, sender)
+        if self.up:
+            event: dict[str, object] = {"o": self.node, "r": [room], "d": _text(data)}
+            if sender is not None and sender in self._users:
+                event["s"] = fold(self._users[sender].nickname)
+            self._quietly(self._publish(event), "a broadcast")
+
+    def say(self, room: str, data: bytes, sender: IChatClient) -> None:
+        """See L{IRegistry.say}."""
+        found = self._rooms[room]
+        now = self._clock.seconds()
+        if self._history:
+            found.history.append(Scrollback(now, data))
+        recipients = found.recipients
+        self.said += 1
+        self.delivered += len(recipients) - (sender in found)
+        self._deliver(recipients, data, sender)
+        if self.up:
+            key = fold(self._users[sender].nickname) if sender in self._users else ""
+            self._quietly(
+                self._call(
+                    "say", self.node, room, key, _text(data), repr(now), self._history
+                ),
+                "a line for the other nodes",
+            )
+
+    def send_private(self, nickname: str, data: bytes) -> Deferred[UserInfo]:
+        """See L{IRegistry.send_private}."""
+        return self._to_user(nickname, {"d": _text(data)}, lambda c: c.deliver(data))
+
+    def find(self, nickname: str) -> Deferred[UserInfo]:
+        """See L{IRegistry.find}."""
+        client = self._by_fold.get(fold(nickname))
+        if client is not None:
+            return succeed(self._users[client].info())
+        if not self.up:
+            return fail(NoSuchNickname(nickname))
+        d = self._command("hget", self._prefix + "users", fold(nickname))
+
+        def found(raw: str | None) -> UserInfo:
+            if not raw:
+                raise NoSuchNickname(nickname)
+            return _info(raw)
+
+        return d.addCallback(found)
+
+    def kick(self, nickname: str, reason: str) -> Deferred[UserInfo]:
+        """See L{IRegistry.kick}."""
+        return self._to_user(nickname, {"k": reason}, lambda c: c.disconnect(reason))
+
+    def _to_user(
+        self, nickname: str, event: dict[str, str], act: Callable[[IChatClient], None]
+    ) -> Deferred[UserInfo]:
+        key = fold(nickname)
+        client = self._by_fold.get(key)
+        if client is not None:
+            info = self._users[client].info()
+            act(client)
+            return succeed(info)
+        if not self.up:
+            return fail(NoSuchNickname(nickname))
+        d = self._call("to_user", self.node, key, json.dumps(event))
+
+        def found(raw: str | None) -> UserInfo:
+            if not raw:
+                raise NoSuchNickname(nickname)
+            return _info(raw)
+
+        return d.addCallback(found)
+
+    def replace(self, old: IChatClient, new: IChatClient, data: bytes | None) -> None:
+        """See L{IRegistry.replace}."""
+        user = self._users.pop(old)
+        self._users[new] = user
+        self._by_fold[fold(user.nickname)] = new
+        user.host = getattr(new, "host", None)
+        for name in user.rooms:
+            room = self._rooms[name]
+            room.discard(old)
+            room.add(new)
+        if data is not None:
+            rooms = [
+                name for name in user.rooms if self._announce(len(self._rooms[name]))
+            ]
+            neighbours = dict.fromkeys(
+                c for name in rooms for c in self._rooms[name].recipients
+            )
+            self._deliver(neighbours, data, new)
+            if self.up and rooms:
+                event = {
+                    "o": self.node,
+                    "r": rooms,
+                    "s": fold(user.nickname),
+                    "d": _text(data),
+                }
+                self._quietly(self._publish(event), "a notice")
+
+    def announce(self, data: bytes) -> None:
+        """See L{IRegistry.announce}."""
+        self._deliver(tuple(self._users), data, None)
+        if self.up:
+            self._quietly(
+                self._publish({"o": self.node, "a": 1, "d": _text(data)}), "a notice"
+            )
+
+    def count(self) -> Deferred[int]:
+        """See L{IRegistry.count}."""
+        if not self.up:
+            return succeed(len(self._users))
+        d = self._command("hlen", self._prefix + "users")
+        return d.addCallbacks(int, lambda failure: len(self._users))
+
+    def _command(self, name: str, *args: object) -> Deferred[Any]:
+        commands = self.link._commands
+        if not self.link.up or commands is None:
+            return fail(Unreachable())
+        from twisted.internet import reactor
+
+        d = getattr(commands, name)(*args)
+        self._pending.add(d)
+        d.addBoth(lambda result: (self._pending.discard(d), result)[1])
+        return d.addTimeout(CALL_TIMEOUT, reactor)
+
+    def users(self, room: str | None = None) -> Deferred[list[UserInfo]]:
+        """See L{IRegistry.users}."""
+        if not self.up:
+            return succeed(self._local_users(room))
+        d = self._call("users", room or "")
+
+        def infos(raws: list[str]) -> list[UserInfo]:
+            return sorted(map(_info, raws), key=lambda info: fold(info.nickname))
+
+        return d.addCallbacks(infos, lambda failure: self._local_users(room))
+
+    def _local_users(self, room: str | None) -> list[UserInfo]:
+        if room is None:
+            clients: Iterable[IChatClient] = self._users
+        else:
+            found = self._rooms.get(room)
+            clients = found.recipients if found is not None else ()
+        infos = [self._users[client].info() for client in clients]
+        return sorted(infos, key=lambda info: fold(info.nickname))
+
+    def rooms(self) -> Deferred[list[RoomInfo]]:
+        """See L{IRegistry.rooms}."""
+        local = [
+            RoomInfo(name, len(room), room.topic)
+            for name, room in sorted(self._rooms.items())
+        ]
+        if not self.up:
+            return succeed(local)
+        d = self._call("rooms")
+
+        def infos(rows: list[list[Any]]) -> list[RoomInfo]:
+            found = {
+                str(name): RoomInfo(str(name), int(n), str(topic))
+                for name, n, topic in rows
+            }
+            found.setdefault(LOBBY, RoomInfo(LOBBY, 0, ""))
+            return [found[name] for name in sorted(found)]
+
+        return d.addCallbacks(infos, lambda failure: local)
+
+    def topic(self, room: str) -> Deferred[str]:
+        """See L{IRegistry.topic}."""
+        found = self._rooms.get(room)
+        local = found.topic if found is not None else ""
+        if not self.up:
+            return succeed(local)
+        d = self._command("get", self._prefix + "topic:" + room)
+        return d.addCallbacks(lambda topic: topic or "", lambda failure: local)
+
+    def set_topic(self, client: IChatClient, room: str, topic: str) -> None:
+        """See L{IRegistry.set_topic}."""
+        self._rooms[room].topic = topic
+        nickname = self._users[client].nickname
+        line = wire.topic_set(nickname, room, topic)
+        self._deliver(self._rooms[room].recipients, line, None)
+        if self.up:
+            self._quietly(
+                self._call("topic", self.node, room, topic, _text(line)), "a topic"
+            )
+
+    def set_away(self, client: IChatClient, message: str | None) -> None:
+        """See L{IRegistry.set_away}."""
+        user = self._users[client]
+        user.away = message
+        if self.up:
+            self._quietly(
+                self._call(
+                    "update",
+                    self.node,
+                    fold(user.nickname),
+                    "away",
+                    json.dumps(message),
+                ),
+                "an away message",
+            )
+
+    def stop(self) -> None:
+        """See L{IRegistry.stop}."""
+        self._stopping = True
+
+    # The local index -----------------------------------------------------
+
+    def _add_local(self, client: IChatClient, nickname: str, key: str) -> None:
+        self._by_fold[key] = client
+        self._users[client] = _User(nickname, getattr(client, "host", None))
+
+    def _enter_local(self, client: IChatClient, name: str, announce: bool) -> None:
+        room = self._rooms.get(name)
+        if room is None:
+            room = self._rooms[name] = _Room(name, self._history)
+        user = self._users[client]
+        user.rooms += (name,)
+        room.add(client)
+        if announce:
+            self._deliver(room.recipients, wire.joined(user.nickname, name), client)
+
+    def _rename_local(self, client: IChatClient, user: _User, nickname: str) -> None:
+        old = user.nickname
+        del self._by_fold[fold(old)]
+        self._by_fold[fold(nickname)] = client
+        user.nickname = nickname
+        rooms = [self._rooms[name] for name in user.rooms]
+        neighbours = dict.fromkeys(c for room in rooms for c in room.recipients)
+        self._deliver(neighbours, wire.renamed(old, nickname), None)
+
+    def _still_in(
+        self, name: str, members: tuple[IChatClient, ...]
+    ) -> list[IChatClient]:
+        """Those of C{members} who are still in room C{name}."""
+        room = self._rooms.get(name)
+        if room is None:
+            return []
+        return [client for client in members if client in room]
+
+    def _forget_if_empty(self, name: str) -> None:
+        room = self._rooms.get(name)
+        if room is not None and name != LOBBY and not len(room):
+            del self._rooms[name]
+
+    def _announce(self, size: int) -> bool:
+        return self._announce_max is None or size <= self._announce_max
+
+    @staticmethod
+    def _deliver(
+        recipients: Iterable[IChatClient], data: bytes, skip: IChatClient | None
+    ) -> None:
+        for client in recipients:
+            if client is not skip:
+                client.deliver(data)
+
+
+def _text(data: bytes) -> str:
+    """Wire bytes as text for JSON: they are UTF-8 (sanitised on the way in)."""
+    return data.decode("utf-8", "replace")
+
+
+def _info(raw: str) -> UserInfo:
+    user = json.loads(raw)
+    return UserInfo(user["nick"], user.get("away"), user.get("host") or None)
