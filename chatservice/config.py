@@ -63,3 +63,12 @@ class Settings:
     #: The least level of chatservice's own log events that are logged
     #: (C{debug}, C{info}, C{warn}, C{error}, C{critical}).
     log_level: str = "info"
+    #: C{redis://HOST:PORT/DB}: join the cluster that shares this Redis
+    #: database; None runs one server alone.
+    redis: str | None = None
+    #: The name of the cluster: nodes with the same name and Redis are one
+    #: server.
+    cluster: str = "chat"
+    #: Seconds after which the users of a node that stopped renewing its
+    #: heartbeat (killed, or cut off from Redis) are gone.
+    node_ttl: float = 15.0

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
+from .cluster import ClusterRegistry, parse_redis_url
 from .config import DEFAULT_PORT, Settings
 from .errors import StartupError
 from .factory import ChatFactory
@@ -32,6 +33,22 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
 
     coerce.coerceDoc = "Must be greater than 0."  # type: ignore[attr-defined]
     return coerce
+
+
+def _redis_url(text: str) -> str:
+    parse_redis_url(text)  # raises RedisURLError, a ValueError, saying why
+    return text
+
+
+_redis_url.coerceDoc = "redis://HOST[:PORT][/DB]."  # type: ignore[attr-defined]
+
+
+def _cluster_name(text: str) -> str:
+    if not text or not all(c.isalnum() or c in "-_." for c in text):
+        raise ValueError(
+            f"{text!r} is not a cluster name (letters, digits, '-', '_', '.')"
+        )
+    return text
 
 
 def _log_level(text: str) -> str:
@@ -196,6 +213,31 @@ class Options(usage.Options):
             _non_negative,
         ],
         [
+            "redis",
+            None,
+            None,
+            "redis://HOST[:PORT][/DB]: run as a node of the cluster that shares "
+            "this Redis database; users on every node see one server. "
+            "[default: no cluster]",
+            _redis_url,
+        ],
+        [
+            "cluster",
+            None,
+            _DEFAULTS.cluster,
+            "The cluster's name, with --redis: nodes with the same name and "
+            "Redis database are one server.",
+            _cluster_name,
+        ],
+        [
+            "node-ttl",
+            None,
+            _DEFAULTS.node_ttl,
+            "With --redis: seconds after which the users of a node that stopped "
+            "(killed, or cut off from Redis) are gone from the other nodes.",
+            _seconds,
+        ],
+        [
             "log-level",
             None,
             _DEFAULTS.log_level,
@@ -307,6 +349,9 @@ class Options(usage.Options):
             resume_buffer=self["resume-buffer"],
             metrics=self["metrics"],
             log_level=self["log-level"],
+            redis=self["redis"],
+            cluster=self["cluster"],
+            node_ttl=self["node-ttl"],
         )
 
 
@@ -349,5 +394,15 @@ def _parse_endpoint(
 
 def makeService(options: Options) -> ChatService:
     """Build the chat service that C{twistd chat} runs."""
-    factory = ChatFactory(options["settings"])
+    settings = options["settings"]
+    registry = None
+    if settings.redis is not None:
+        registry = ClusterRegistry(
+            settings.redis,
+            cluster=settings.cluster,
+            node_ttl=settings.node_ttl,
+            history=settings.history,
+            announce_max=settings.announce_max,
+        )
+    factory = ChatFactory(settings, registry=registry)
     return ChatService(factory, options["endpoints"], options["metrics-endpoint"])

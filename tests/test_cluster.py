@@ -16,13 +16,16 @@ import pytest_twisted
 from harness import wait_until
 from redisserver import RedisServer
 
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
 from chatservice import testing
 from chatservice.cluster import ClusterRegistry
-from chatservice.testing import RegistryBehaviour
+from chatservice.errors import NicknameInUse, NoSuchNickname
+from chatservice.interfaces import RoomInfo, UserInfo
+from chatservice.testing import FakeClient, RegistryBehaviour
 
 _clusters = itertools.count()
 
@@ -103,6 +106,8 @@ class Nodes:
         return node
 
     def settle(self) -> None:
+        if not getattr(greenlet.getcurrent(), "chat_test", False):
+            return  # called back by the reactor, which must not wait
         for node in self.made:
             block(node.idle())
 
@@ -143,3 +148,196 @@ for _name in dir(RegistryBehaviour):
         setattr(
             TestClusterRegistry, _name, in_greenlet(getattr(RegistryBehaviour, _name))
         )
+
+
+# Across nodes ---------------------------------------------------------------
+#
+# Two or three nodes of one cluster in this process, each with its own Redis
+# connections, as separate twistd processes would have.
+
+
+def eventually(predicate: Callable[[], object], what: str, timeout: float = 15) -> None:
+    """Let the reactor run until C{predicate()} holds."""
+    block(Deferred.fromCoroutine(wait_until(predicate, what, timeout)))
+
+
+def registered(node: ClusterRegistry, nickname: str) -> FakeClient:
+    client = FakeClient()
+    assert block(node.register(client, nickname)) == nickname
+    return client
+
+
+def collect(client: FakeClient, lines: list[str]) -> Callable[[], list[str]]:
+    """Gather what C{client} is delivered into C{lines}, as it comes."""
+
+    def more() -> list[str]:
+        lines.extend(client.lines())
+        return lines
+
+    return more
+
+
+@in_greenlet
+def test_chat_crosses_nodes_once_in_order(nodes: Nodes) -> None:
+    """A line said on one node reaches the room on the others once, in order."""
+    a = nodes.make("one")
+    b = nodes.make("one")
+    c = nodes.make("one")
+    alice = registered(a, "alice")
+    bob = registered(b, "bob")
+    carol = registered(c, "carol")
+    seen: list[str] = []
+    eventually(lambda: "*** carol has joined #lobby" in collect(alice, seen)(), "join")
+    assert seen == ["*** bob has joined #lobby", "*** carol has joined #lobby"]
+    for n in range(50):
+        a.say("#lobby", f"<alice> {n}\r\n".encode(), alice)
+    expected = [f"<alice> {n}" for n in range(50)]
+    for client in (bob, carol):
+        got: list[str] = []
+        more = collect(client, got)
+        eventually(
+            lambda more=more: sum(line.startswith("<") for line in more()) >= 50,
+            "the lines",
+        )
+        assert [line for line in got if line.startswith("<")] == expected
+    assert alice.lines() == []  # not echoed back to the sender
+    block(b.idle())
+    # A newcomer on any node sees the same scrollback.
+    dave = FakeClient()
+    block(c.register(dave, "dave"))
+    history = block(c.join(dave, "#lobby"))
+    assert [line.data.decode() for line in history][-2:] == [
+        "<alice> 48\r\n",
+        "<alice> 49\r\n",
+    ]
+
+
+@in_greenlet
+def test_nickname_race_has_one_winner(nodes: Nodes) -> None:
+    """Two nodes claiming one nickname at once: exactly one wins."""
+    a = nodes.make("race")
+    b = nodes.make("race")
+    for n in range(20):
+        name = f"zed{n}"
+        first, second = FakeClient(), FakeClient()
+        outcomes: list[object] = []
+        a.register(first, name).addBoth(outcomes.append)
+        b.register(second, name.upper()).addBoth(outcomes.append)
+        eventually(lambda outcomes=outcomes: len(outcomes) == 2, "both answers")
+        wins = [o for o in outcomes if isinstance(o, str)]
+        losses = [o for o in outcomes if isinstance(o, Failure)]
+        assert len(wins) == 1 and len(losses) == 1, outcomes
+        assert losses[0].check(NicknameInUse)
+
+
+@in_greenlet
+def test_who_users_rooms_private_and_kick_span_nodes(nodes: Nodes) -> None:
+    """/who, /users, /rooms, /msg and kicks see every node's users."""
+    a = nodes.make("span")
+    b = nodes.make("span")
+    alice = registered(a, "alice")
+    bob = registered(b, "bob")
+    block(b.join(bob, "#dev"))
+    b.set_topic(bob, "#dev", "builds")
+    b.set_away(bob, "lunch")
+    block(b.idle())
+    assert [u.nickname for u in block(a.users())] == ["alice", "bob"]
+    assert block(a.users("#dev")) == [UserInfo("bob", "lunch", None)]
+    assert block(a.count()) == 2
+    assert block(a.rooms()) == [
+        RoomInfo("#dev", 1, "builds"),
+        RoomInfo("#lobby", 2, ""),
+    ]
+    assert block(a.topic("#dev")) == "builds"
+    assert block(a.find("BOB")).nickname == "bob"
+    bob.lines()
+    assert block(a.send_private("bob", b"*alice* psst\r\n")).nickname == "bob"
+    eventually(lambda: bob.received, "the private line")
+    assert bob.lines() == ["*alice* psst"]
+    block(a.kick("bob", "kicked by alice"))
+    eventually(lambda: bob.disconnected, "the kick")
+    assert bob.disconnected == ["kicked by alice"]
+    with pytest.raises(NoSuchNickname):
+        block(a.send_private("nobody", b"x\r\n"))
+    # alice, not in #dev, was told of bob's arrival only: not of the topic.
+    assert alice.lines() == ["*** bob has joined #lobby"]
+
+
+@in_greenlet
+def test_dead_node_leaves_no_ghosts(nodes: Nodes) -> None:
+    """A node that stops without a word: its users are gone, announced once."""
+    a = nodes.make("ghosts", node_ttl=1.0)
+    b = nodes.make("ghosts", node_ttl=1.0)
+    c = nodes.make("ghosts", node_ttl=1.0)
+    registered(a, "alice")
+    bob = registered(b, "bob")
+    carol = registered(c, "carol")
+    block(a.idle())
+    # As kill -9 would: no leaves, no retiring, the heartbeat just stops.
+    a._heartbeat.stop()
+    block(a.link.stop())
+    bob_saw: list[str] = []
+    carol_saw: list[str] = []
+    eventually(
+        lambda: "*** alice has left (connection lost)" in collect(bob, bob_saw)(),
+        "alice's leave",
+    )
+    eventually(
+        lambda: "*** alice has left (connection lost)" in collect(carol, carol_saw)(),
+        "alice's leave",
+    )
+    block(deferLater(reactor, 1.5, lambda: None))  # more heartbeats, no repeats
+    for saw, client in ((bob_saw, bob), (carol_saw, carol)):
+        collect(client, saw)()
+        assert saw.count("*** alice has left (connection lost)") == 1, saw
+    assert [u.nickname for u in block(b.users())] == ["bob", "carol"]
+    registered(b, "alice")  # the nickname is free again
+
+
+@in_greenlet
+def test_redis_restart(nodes: Nodes, redis_server: RedisServer) -> None:
+    """Redis gone: each node serves its own users and says so once; then back."""
+    a = nodes.make("outage")
+    b = nodes.make("outage")
+    alice = registered(a, "alice")
+    amy = registered(a, "amy")
+    bob = registered(b, "bob")
+    seen: list[str] = []
+    eventually(lambda: "*** bob has joined #lobby" in collect(amy, seen)(), "join")
+    for client in (alice, bob):
+        client.lines()
+
+    redis_server.stop()
+    eventually(lambda: not a.up and not b.up, "both nodes to notice")
+    down = (
+        "*** the other servers are unreachable: you see only the users of "
+        "this one until they are back"
+    )
+    for client in (alice, amy, bob):
+        assert client.lines() == [down]
+    a.say("#lobby", b"<alice> still here\r\n", alice)
+    assert amy.lines() == ["<alice> still here"]
+    assert bob.lines() == []
+    assert [u.nickname for u in block(a.users())] == ["alice", "amy"]
+    # Registering locally still works, and the nickname is claimed later.
+    ann = registered(a, "ann")
+    for client in (alice, amy):
+        assert client.lines() == ["*** ann has joined #lobby"]
+
+    redis_server.start()
+    eventually(lambda: a.up and b.up, "both nodes back", timeout=30)
+    back = "*** the other servers are reachable again"
+    for client in (alice, amy, bob, ann):
+        eventually(lambda c=client: c.received, "the notice")
+        assert client.lines() == [back]
+    block(a.idle())
+    block(b.idle())
+    assert [u.nickname for u in block(b.users())] == ["alice", "amy", "ann", "bob"]
+    a.say("#lobby", b"<alice> hello again\r\n", alice)
+    eventually(lambda: bob.received, "the line")
+    assert bob.lines() == ["<alice> hello again"]
+    block(deferLater(reactor, 0.5, lambda: None))
+    for client in (alice, amy, ann):  # no joins or leaves told twice
+        assert [
+            line for line in client.lines() if "joined" in line or "left" in line
+        ] == []
