@@ -1177,6 +1177,17 @@ class ClusterRegistry:
 
         return d.addCallbacks(infos, lambda failure: self._local_users(room))
 
+    def local_users(self) -> list[UserInfo]:
+        """The users of this node (for metrics, which must not wait on Redis)."""
+        return self._local_users(None)
+
+    def local_rooms(self) -> list[RoomInfo]:
+        """The rooms this node's users are in, with this node's members."""
+        return [
+            RoomInfo(name, len(room), room.topic)
+            for name, room in sorted(self._rooms.items())
+        ]
+
     def _local_users(self, room: str | None) -> list[UserInfo]:
         if room is None:
             clients: Iterable[IChatClient] = self._users
@@ -1188,10 +1199,7 @@ class ClusterRegistry:
 
     def rooms(self) -> Deferred[list[RoomInfo]]:
         """See L{IRegistry.rooms}."""
-        local = [
-            RoomInfo(name, len(room), room.topic)
-            for name, room in sorted(self._rooms.items())
-        ]
+        local = self.local_rooms()
         if not self.up:
             return succeed(local)
         d = self._call("rooms")

@@ -59,14 +59,26 @@ class ChatCollector(Collector):
             "The most connections open at once since the start.",
             value=stats.peak_connections,
         )
-        users = _at_once(registry.users(), "users")
+        # A cluster node counts its own users and rooms: asking Redis would
+        # make a scrape wait, and each node's numbers add up.
+        local_users = getattr(registry, "local_users", None)
+        users = (
+            local_users()
+            if local_users is not None
+            else _at_once(registry.users(), "users")
+        )
         if users is not None:
             yield GaugeMetricFamily(
                 "chatservice_users",
                 "Registered users now, held sessions included.",
                 value=len(users),
             )
-        rooms = _at_once(registry.rooms(), "rooms")
+        local_rooms = getattr(registry, "local_rooms", None)
+        rooms = (
+            local_rooms()
+            if local_rooms is not None
+            else _at_once(registry.rooms(), "rooms")
+        )
         if rooms is not None:
             yield GaugeMetricFamily(
                 "chatservice_rooms", "Rooms that exist now.", value=len(rooms)

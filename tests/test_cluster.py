@@ -14,6 +14,7 @@ import greenlet
 import pytest
 import pytest_twisted
 from harness import wait_until
+from prometheus_client import generate_latest
 from redisserver import RedisServer
 
 from twisted.internet import reactor
@@ -23,8 +24,11 @@ from twisted.python.failure import Failure
 
 from chatservice import testing
 from chatservice.cluster import ClusterRegistry
+from chatservice.config import Settings
 from chatservice.errors import NicknameInUse, NoSuchNickname
+from chatservice.factory import ChatFactory, run_at_once
 from chatservice.interfaces import RoomInfo, UserInfo
+from chatservice.metrics import collector_registry
 from chatservice.testing import FakeClient, RegistryBehaviour
 
 _clusters = itertools.count()
@@ -341,3 +345,16 @@ def test_redis_restart(nodes: Nodes, redis_server: RedisServer) -> None:
         assert [
             line for line in client.lines() if "joined" in line or "left" in line
         ] == []
+
+
+@in_greenlet
+def test_metrics_count_this_node(nodes: Nodes) -> None:
+    """A node's metrics count its own users and rooms, without asking Redis."""
+    a = nodes.make("metrics")
+    b = nodes.make("metrics")
+    factory = ChatFactory(Settings(), registry=a, run_in_thread=run_at_once)
+    registered(a, "alice")
+    registered(b, "bob")
+    text = generate_latest(collector_registry(factory)).decode("utf-8")
+    assert "chatservice_users 1.0" in text
+    assert "chatservice_rooms 1.0" in text
