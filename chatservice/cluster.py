@@ -109,6 +109,9 @@ local function leave_room(P, fold, room, amax, lobby)
     end
     return size > 1 and (amax < 0 or size <= amax)
 end
+local function forget(P, fold)
+    redis.call('DEL', P .. 'token:' .. fold, P .. 'missed:' .. fold)
+end
 local function publish(P, event)
     redis.call('PUBLISH', P .. 'events', cjson.encode(event))
 end
@@ -151,6 +154,7 @@ local user = cjson.decode(raw)
 if user.node ~= node then return {} end
 redis.call('HDEL', P .. 'users', fold)
 redis.call('SREM', P .. 'node-users:' .. node, fold)
+forget(P, fold)
 local told = {}
 for _, room in ipairs(user.rooms) do
     if leave_room(P, fold, room, amax, lobby) then table.insert(told, room) end
@@ -247,6 +251,9 @@ if new ~= old then
     redis.call('HDEL', P .. 'users', old)
     redis.call('SREM', P .. 'node-users:' .. node, old)
     redis.call('SADD', P .. 'node-users:' .. node, new)
+    if redis.call('EXISTS', P .. 'token:' .. old) == 1 then
+        redis.call('RENAME', P .. 'token:' .. old, P .. 'token:' .. new)
+    end
 end
 user.nick = ARGV[5]
 redis.call('HSET', P .. 'users', new, cjson.encode(user))
@@ -354,6 +361,7 @@ for _, node in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
                 local user = cjson.decode(raw)
                 if user.node == node then
                     redis.call('HDEL', P .. 'users', fold)
+                    forget(P, fold)
                     local told = {}
                     for _, room in ipairs(user.rooms) do
                         if leave_room(P, fold, room, amax, lobby) then
@@ -435,6 +443,7 @@ for _, fold in ipairs(redis.call('SMEMBERS', P .. 'node-users:' .. node)) do
             local user = cjson.decode(raw)
             if user.node == node then
                 redis.call('HDEL', P .. 'users', fold)
+                forget(P, fold)
                 local told = {}
                 for _, room in ipairs(user.rooms) do
                     if leave_room(P, fold, room, amax, lobby) then
@@ -447,6 +456,47 @@ for _, fold in ipairs(redis.call('SMEMBERS', P .. 'node-users:' .. node)) do
     end
 end
 return gone
+"""
+)
+
+# ARGV: P, fold, data, lines kept at most, seconds to keep them.  A line
+# for a held session, where a node it resumes on can read it.
+_KEEP = """
+local key = ARGV[1] .. 'missed:' .. ARGV[2]
+redis.call('RPUSH', key, ARGV[3])
+redis.call('LTRIM', key, -tonumber(ARGV[4]), -1)
+redis.call('EXPIRE', key, tonumber(ARGV[5]))
+return 1
+"""
+
+# ARGV: P, node, fold, token digest, amax, back-line.  Moves a user's
+# session, held or still open on another node, to this one; tells that node
+# (ho) and the user's rooms.  Returns {user, {missed}, {rooms told}}, or nil.
+_RESUME = (
+    _LEAVE_ROOM
+    + """
+local P, node, fold = ARGV[1], ARGV[2], ARGV[3]
+local amax = tonumber(ARGV[5])
+if redis.call('GET', P .. 'token:' .. fold) ~= ARGV[4] then return false end
+local raw = redis.call('HGET', P .. 'users', fold)
+if not raw then return false end
+local user = cjson.decode(raw)
+local old = user.node
+if old == node then return false end
+user.node = node
+redis.call('HSET', P .. 'users', fold, cjson.encode(user))
+redis.call('SREM', P .. 'node-users:' .. old, fold)
+redis.call('SADD', P .. 'node-users:' .. node, fold)
+local missed = redis.call('LRANGE', P .. 'missed:' .. fold, 0, -1)
+redis.call('DEL', P .. 'missed:' .. fold)
+publish(P, {o = node, ho = fold})
+local told = {}
+for _, room in ipairs(user.rooms) do
+    local size = redis.call('HLEN', P .. 'room:' .. room)
+    if amax < 0 or size <= amax then table.insert(told, room) end
+end
+if #told > 0 then publish(P, {o = node, r = told, s = fold, d = ARGV[6]}) end
+return {raw, missed, told}
 """
 )
 
@@ -835,6 +885,9 @@ class ClusterRegistry:
     def _on_event(self, event: dict[str, Any]) -> None:
         if self._stopping:
             return
+        if "ho" in event:
+            self._moved(event["ho"])
+            return
         data = event["d"].encode("utf-8") if "d" in event else None
         skip = self._by_fold.get(event["s"]) if "s" in event else None
         target = event.get("to")
@@ -864,6 +917,82 @@ class ClusterRegistry:
         else:
             recipients = dict.fromkeys(c for room in rooms for c in room.recipients)
         self._deliver(recipients, data, skip)
+
+    # Resuming on another node -------------------------------------------
+
+    #: Told of a local session that was resumed on another node (after it
+    #: left this node's index, silently): the factory's session keeper.
+    on_moved: Callable[[IChatClient], None] | None = None
+
+    def store_token(self, nickname: str, token_digest: str) -> None:
+        """Keep the digest of C{nickname}'s resume token where nodes see it."""
+        if self.up:
+            d = self._command(
+                "set", self._prefix + "token:" + fold(nickname), token_digest
+            )
+            self._quietly(d, "storing a resume token")
+
+    def keep_for(self, nickname: str, data: bytes, limit: int) -> None:
+        """Keep a line for a held session, for a resume on another node."""
+        if self.up:
+            ttl = int(self._node_ttl * 4 + 3600)
+            d = self._call("keep", fold(nickname), _text(data), limit, ttl)
+            self._quietly(d, "keeping a line for a held session")
+
+    def resume_elsewhere(
+        self, client: IChatClient, nickname: str, token_digest: str
+    ) -> Deferred[tuple[str, str, bytes, int] | None]:
+        """Move C{nickname}'s session from another node to C{client} here.
+
+        Fires with (nickname, room, missed lines, their count), or None if
+        there is no such session or the token is wrong.
+        """
+        key = fold(nickname)
+        if not self.up or key in self._by_fold:
+            return succeed(None)
+        back = _text(wire.back(nickname))
+        d = self._call("resume", self.node, key, token_digest, self._amax, back)
+
+        def resumed(reply: list[Any] | None) -> tuple[str, str, bytes, int] | None:
+            if not reply:
+                return None
+            raw, missed, told = reply
+            record = json.loads(raw)
+            nickname = record["nick"]
+            rooms = record["rooms"] if isinstance(record["rooms"], list) else []
+            self._add_local(client, nickname, key)
+            user = self._users[client]
+            user.away = record.get("away")
+            for name in rooms or [LOBBY]:
+                self._enter_local(client, name, announce=False)
+            line = wire.back(nickname)
+            neighbours = dict.fromkeys(
+                c
+                for name in told
+                if name in self._rooms
+                for c in self._rooms[name].recipients
+            )
+            self._deliver(neighbours, line, client)
+            data = "".join(missed).encode("utf-8")
+            return nickname, user.rooms[-1], data, data.count(b"\n")
+
+        return d.addCallback(resumed)
+
+    def _moved(self, key: str) -> None:
+        """The user C{key} resumed on another node: forget them here."""
+        client = self._by_fold.pop(key, None)
+        if client is None:
+            return
+        user = self._users.pop(client)
+        for name in user.rooms:
+            self._rooms[name].discard(client)
+            self._forget_if_empty(name)
+        log.info(
+            "cluster: {nickname} resumed the session on another node",
+            nickname=user.nickname,
+        )
+        if self.on_moved is not None:
+            self.on_moved(client)
 
     # IRegistry -----------------------------------------------------------
 

@@ -99,6 +99,9 @@ class ChatFactory(ServerFactory):
             self.settings.resume_buffer,
             self.settings.max_sendq,
         )
+        if hasattr(registry, "on_moved"):
+            # A cluster's node is told when a session moves to another node.
+            registry.on_moved = self.sessions.moved
         #: Failed /resume attempts, by peer address.
         self.resume_failures = FailureDelay(clock)
         self._per_host: Counter[str] = Counter()

@@ -10,8 +10,14 @@ C{/resume NICK TOKEN} takes the session back, gets the missed lines in
 order, and the rooms hear C{*** NICK is back}; if the old connection is
 somehow still open (a ghost the server has not noticed yet), it is closed.
 When the grace period ends, the user leaves as usual, C{(connection lost)}.
+
+In a cluster the registry keeps what a node cannot: a digest of each token
+(C{store_token}), the lines a held session misses (C{keep_for}), and the
+session itself when a user resumes on another node (C{resume_elsewhere}); the
+node that held it is told (L{SessionKeeper.moved}).
 """
 
+import hashlib
 import secrets
 from collections import deque
 from collections.abc import Callable
@@ -56,6 +62,7 @@ class HeldClient:
         keeper: "SessionKeeper",
         limit: int,
         max_bytes: int,
+        mirror: Callable[[str, bytes, int], object] | None = None,
     ) -> None:
         self.connection_id = session.connection_id
         self.host = session.host
@@ -69,9 +76,12 @@ class HeldClient:
         self._bytes = 0
         #: Lines dropped because the buffer was full.
         self.dropped = 0
+        self._mirror = mirror
 
     def deliver(self, data: bytes) -> None:
         """Keep C{data} for the user to see when they resume."""
+        if self._mirror is not None:  # where another node can read it
+            self._mirror(self.nickname, data, self._limit)
         lines = data.count(b"\n")
         self._kept.append((data, lines))
         self._lines += lines
@@ -114,6 +124,11 @@ class Resumed:
     token: str
 
 
+def digest(token: str) -> str:
+    """What a cluster keeps of a token: its SHA-256, never the token."""
+    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+
+
 class SessionKeeper:
     """Tokens of registered users, and the sessions held for a resume.
 
@@ -153,7 +168,13 @@ class SessionKeeper:
             return None
         token = secrets.token_urlsafe(TOKEN_BYTES)
         self._records[fold(session.nickname)] = _Record(token, session)
+        self._store(session.nickname, token)
         return token
+
+    def _store(self, nickname: str, token: str) -> None:
+        store = getattr(self._registry, "store_token", None)
+        if store is not None:
+            store(nickname, digest(token))
 
     def renamed(self, session: IChatSession, old: str, new: str) -> None:
         """C{session} changed its nickname from C{old} to C{new}."""
@@ -178,7 +199,13 @@ class SessionKeeper:
             or reason.partition(":")[0] not in HOLDABLE
         ):
             return False
-        held = HeldClient(session, self, self._buffer, self._max_bytes)
+        held = HeldClient(
+            session,
+            self,
+            self._buffer,
+            self._max_bytes,
+            getattr(self._registry, "keep_for", None),
+        )
         self._registry.replace(session, held, wire.lost(session.nickname))
         record.client = held
         record.timer = self._clock.callLater(self._grace, self.expire, held, reason)
@@ -217,9 +244,17 @@ class SessionKeeper:
 
     def resume(
         self, session: IChatSession, nickname: str, token: str
-    ) -> Resumed | None:
-        """Give C{nickname}'s session to C{session}, if C{token} is right."""
+    ) -> "Resumed | None | Deferred[Resumed | None]":
+        """Give C{nickname}'s session to C{session}, if C{token} is right.
+
+        A session this node does not have may be on another node of a
+        cluster: then the answer comes later.
+        """
         record = self._records.get(fold(nickname))
+        elsewhere = getattr(self._registry, "resume_elsewhere", None)
+        if record is None and elsewhere is not None and not self._stopped:
+            d = elsewhere(session, nickname, digest(token))
+            return d.addCallback(self._resumed_elsewhere, session)
         if record is None or not compare_digest(
             record.token.encode("ascii"), token.encode("utf-8", "replace")
         ):
@@ -241,7 +276,33 @@ class SessionKeeper:
             ghost.hand_over()
         record.client = session
         record.token = secrets.token_urlsafe(TOKEN_BYTES)
+        self._store(outcome[0], record.token)
         return Resumed(*outcome, token=record.token)
+
+    def _resumed_elsewhere(
+        self, outcome: "tuple[str, str, bytes, int] | None", session: IChatSession
+    ) -> Resumed | None:
+        if outcome is None:
+            return None
+        nickname, room, missed, lines = outcome
+        token = secrets.token_urlsafe(TOKEN_BYTES)
+        self._records[fold(nickname)] = _Record(token, session)
+        self._store(nickname, token)
+        return Resumed(nickname, room, missed, lines, 0, token=token)
+
+    def moved(self, client: IChatClient) -> None:
+        """C{client}'s session was resumed on another node: let it go here.
+
+        The registry has already taken it out, silently.  A held session
+        just ends; a connection still open (a ghost) is closed.
+        """
+        for key, record in list(self._records.items()):
+            if record.client is client:
+                del self._records[key]
+                if record.timer is not None and record.timer.active():
+                    record.timer.cancel()
+        if not isinstance(client, HeldClient):
+            client.hand_over()  # type: ignore[attr-defined]
 
     def end_held(self, host_matches: Callable[[str], bool], reason: str) -> None:
         """End every held session whose address C{host_matches}, for C{reason}."""
@@ -282,10 +343,16 @@ def resume_command(session: IChatSession, args: str) -> Result:
     server.resume_failures.failed(host)  # until it succeeds: see /oper
     waited: Deferred[None] = deferLater(server.clock, delay) if delay else succeed(None)
 
-    def attempt(_: object) -> None:
+    def attempt(_: object) -> Deferred[None] | None:
         if session.closing:
-            return  # gone while it waited: the session stays held
-        resumed = server.sessions.resume(session, nickname, token.strip())
+            return None  # gone while it waited: the session stays held
+        outcome = server.sessions.resume(session, nickname, token.strip())
+        if isinstance(outcome, Deferred):
+            return outcome.addCallback(finish)
+        finish(outcome)
+        return None
+
+    def finish(resumed: Resumed | None) -> None:
         if resumed is None:
             log.info(
                 "failed /resume as {nickname} by connection {connection_id} "

@@ -19,6 +19,7 @@ from redisserver import RedisServer
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionLost
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
@@ -29,7 +30,7 @@ from chatservice.errors import NicknameInUse, NoSuchNickname
 from chatservice.factory import ChatFactory, run_at_once
 from chatservice.interfaces import RoomInfo, UserInfo
 from chatservice.metrics import collector_registry
-from chatservice.testing import FakeClient, RegistryBehaviour
+from chatservice.testing import FakeClient, FakeConnection, RegistryBehaviour
 
 _clusters = itertools.count()
 
@@ -358,3 +359,70 @@ def test_metrics_count_this_node(nodes: Nodes) -> None:
     text = generate_latest(collector_registry(factory)).decode("utf-8")
     assert "chatservice_users 1.0" in text
     assert "chatservice_rooms 1.0" in text
+
+
+def chatting(factory: ChatFactory, nickname: str) -> tuple[FakeConnection, str]:
+    """A connection registered as C{nickname}; its resume token."""
+    connection = FakeConnection(factory)
+    connection.enter(nickname)
+    seen: list[str] = []
+
+    def token() -> str | None:
+        seen.extend(connection.lines())
+        for line in seen:
+            if line.startswith("*** resume token: "):
+                return line.split()[3]
+        return None
+
+    eventually(token, f"{nickname}'s resume token")
+    return connection, str(token())
+
+
+def heard(connection: FakeConnection, line: str, seen: list[str]) -> None:
+    """Wait until C{connection} has been sent C{line}."""
+    eventually(lambda: line in seen or seen.extend(connection.lines()), line)
+
+
+@in_greenlet
+def test_resume_on_another_node(nodes: Nodes) -> None:
+    """A dropped session resumes on another node, with the lines it missed."""
+    a = nodes.make("resume")
+    b = nodes.make("resume")
+    settings = Settings(resume_grace=60)
+    on_a = ChatFactory(settings, registry=a, run_in_thread=run_at_once)
+    on_b = ChatFactory(settings, registry=b, run_in_thread=run_at_once)
+    alice, token = chatting(on_a, "alice")
+    bob, _ = chatting(on_b, "bob")
+    bob_saw: list[str] = []
+    alice.drop(ConnectionLost)  # held on node A
+    heard(bob, "*** alice lost connection", bob_saw)
+    bob.enter("are you there?")
+    eventually(lambda: getattr(a._by_fold.get("alice"), "_lines", 0), "a missed line")
+    block(a.idle())
+
+    again = FakeConnection(on_b)
+    again.enter(f"/resume alice {token}")
+    eventually(lambda: again.protocol.nickname == "alice", "the resume")
+    lines = again.lines()
+    lines = lines[[line.startswith("*** Resumed") for line in lines].index(True) :]
+    assert lines[:3] == [
+        "*** Resumed as alice in #lobby; 1 missed line follow:",
+        "<bob> are you there?",
+        "*** End of missed lines.",
+    ]
+    assert lines[3].startswith("*** resume token: ")
+    heard(bob, "*** alice is back", bob_saw)
+    eventually(lambda: not a.local_users() and not len(on_a.sessions), "node A lets go")
+    again.enter("I am now")
+    heard(bob, "<alice> I am now", bob_saw)
+    assert bob_saw.count("*** alice is back") == 1
+    # The old token is spent; the new one works, on either node.
+    stale = FakeConnection(on_a)
+    stale.enter(f"/resume alice {token}")
+    stale_saw: list[str] = []
+    heard(stale, "!!! resume failed: unknown nickname or wrong token", stale_saw)
+    for connection in (again, bob, stale):
+        connection.drop()
+    for factory in (on_a, on_b):
+        factory.sessions.stop()  # the dropped connections' held sessions end
+        factory.flusher.flush()
