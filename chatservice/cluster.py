@@ -677,6 +677,20 @@ class ClusterRegistry:
     def start(self) -> None:
         """Connect to Redis; the node serves its own users until it is up."""
         self.link.start()
+        self._first_check = self._clock.callLater(CALL_TIMEOUT, self._not_yet_up)
+
+    _first_check: Any = None
+
+    def _not_yet_up(self) -> None:
+        self._first_check = None
+        if not self.link.up:
+            log.warn(
+                "cluster {cluster}: cannot reach Redis at {host}:{port} yet; "
+                "serving this node's users alone until it can",
+                cluster=self.cluster,
+                host=self.link.host,
+                port=self.link.port,
+            )
 
     @property
     def up(self) -> bool:
@@ -687,6 +701,8 @@ class ClusterRegistry:
         """Leave the cluster (the node's users must have gone) and disconnect."""
         if self._heartbeat.running:
             self._heartbeat.stop()
+        if self._first_check is not None and self._first_check.active():
+            self._first_check.cancel()
         d = self.idle()
         if self.link.up:
             d.addCallback(lambda _: self.link.call("retire", self._prefix, self.node))
@@ -756,6 +772,16 @@ class ClusterRegistry:
 
         def reap(reaped: int) -> Deferred[Any]:
             self._reaped = bool(int(reaped))
+            if self._reaped and not self._resyncing and self.link.up:
+                # The others took this node for dead (a pause longer than
+                # --node-ttl): its users are gone from Redis; claim them.
+                log.warn(
+                    "cluster {cluster}: this node was taken for dead; claiming "
+                    "its users again",
+                    cluster=self.cluster,
+                )
+                self._resyncing = True
+                self._resync(None)
             return self.link.call("reap", self._prefix, self._amax, LOBBY)
 
         d.addCallback(reap).addCallback(self._announce_reaped)
@@ -825,6 +851,12 @@ class ClusterRegistry:
 
         def finished(result: object) -> None:
             self._resyncing = False
+            if announce == "1" and not isinstance(result, Failure):
+                # Announced once: the next heartbeat must not see it again.
+                self._quietly(
+                    self._command("delete", self._prefix + "reaped:" + self.node),
+                    "a heartbeat",
+                )
             if self._told_down and self.link.up:
                 self._told_down = False
                 self._deliver(

@@ -426,3 +426,33 @@ def test_resume_on_another_node(nodes: Nodes) -> None:
     for factory in (on_a, on_b):
         factory.sessions.stop()  # the dropped connections' held sessions end
         factory.flusher.flush()
+
+
+@in_greenlet
+def test_node_taken_for_dead_comes_back(nodes: Nodes) -> None:
+    """A node silent past --node-ttl, yet alive, claims its users again."""
+    a = nodes.make("pause", node_ttl=1.0)
+    b = nodes.make("pause", node_ttl=1.0)
+    alice = registered(a, "alice")
+    bob = registered(b, "bob")
+    bob_saw: list[str] = []
+    eventually(lambda: "*** bob has joined #lobby" in collect(alice, [])(), "join")
+    a._heartbeat.stop()  # as a long pause would
+    eventually(
+        lambda: "*** alice has left (connection lost)" in collect(bob, bob_saw)(),
+        "alice's leave",
+    )
+    a._heartbeat.start(1.0 / 3, now=True)
+    eventually(
+        lambda: "*** alice has joined #lobby" in collect(bob, bob_saw)(),
+        "alice's return",
+    )
+    eventually(lambda: a.up, "node A claims its users again")
+    a.say("#lobby", b"<alice> I was only sleeping\r\n", alice)
+    eventually(
+        lambda: "<alice> I was only sleeping" in collect(bob, bob_saw)(), "the line"
+    )
+    block(deferLater(reactor, 1.0, lambda: None))  # more heartbeats: no repeats
+    collect(bob, bob_saw)()
+    assert bob_saw.count("*** alice has joined #lobby") == 1, bob_saw
+    assert bob_saw.count("*** alice has left (connection lost)") == 1, bob_saw
