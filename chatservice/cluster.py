@@ -52,7 +52,7 @@ from . import wire
 from .errors import NicknameInUse, NoSuchNickname
 from .interfaces import IChatClient, IRegistry, RoomInfo, Scrollback, UserInfo
 from .logs import gate
-from .registry import LOBBY, _Room, _User
+from .registry import LOBBY, _Room, _User, swap_client
 from .text import fold
 
 log = Logger(observer=gate)
@@ -118,6 +118,22 @@ end
 local function alive(P, node)
     return redis.call('EXISTS', P .. 'node:' .. node) == 1
 end
+-- Removes the user fold of node from everything; returns its nickname and
+-- the rooms to tell, or nil if node does not have that user.
+local function remove_user(P, fold, node, amax, lobby)
+    redis.call('SREM', P .. 'node-users:' .. node, fold)
+    local raw = redis.call('HGET', P .. 'users', fold)
+    if not raw then return nil end
+    local user = cjson.decode(raw)
+    if user.node ~= node then return nil end
+    redis.call('HDEL', P .. 'users', fold)
+    forget(P, fold)
+    local told = {}
+    for _, room in ipairs(user.rooms) do
+        if leave_room(P, fold, room, amax, lobby) then table.insert(told, room) end
+    end
+    return user.nick, told
+end
 """
 
 # ARGV: P, node, fold, nickname, host, lobby, amax, joined-line.
@@ -148,17 +164,8 @@ _UNREGISTER = (
     + """
 local P, node, fold = ARGV[1], ARGV[2], ARGV[3]
 local amax, lobby = tonumber(ARGV[4]), ARGV[5]
-local raw = redis.call('HGET', P .. 'users', fold)
-if not raw then return {} end
-local user = cjson.decode(raw)
-if user.node ~= node then return {} end
-redis.call('HDEL', P .. 'users', fold)
-redis.call('SREM', P .. 'node-users:' .. node, fold)
-forget(P, fold)
-local told = {}
-for _, room in ipairs(user.rooms) do
-    if leave_room(P, fold, room, amax, lobby) then table.insert(told, room) end
-end
+local nick, told = remove_user(P, fold, node, amax, lobby)
+if not nick then return {} end
 if #told > 0 then publish(P, {o = node, r = told, s = fold, d = ARGV[6]}) end
 return told
 """
@@ -356,21 +363,8 @@ local gone = {}
 for _, node in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
     if not alive(P, node) then
         for _, fold in ipairs(redis.call('SMEMBERS', P .. 'node-users:' .. node)) do
-            local raw = redis.call('HGET', P .. 'users', fold)
-            if raw then
-                local user = cjson.decode(raw)
-                if user.node == node then
-                    redis.call('HDEL', P .. 'users', fold)
-                    forget(P, fold)
-                    local told = {}
-                    for _, room in ipairs(user.rooms) do
-                        if leave_room(P, fold, room, amax, lobby) then
-                            table.insert(told, room)
-                        end
-                    end
-                    table.insert(gone, {fold, user.nick, told})
-                end
-            end
+            local nick, told = remove_user(P, fold, node, amax, lobby)
+            if nick then table.insert(gone, {fold, nick, told}) end
         end
         redis.call('DEL', P .. 'node-users:' .. node)
         redis.call('SREM', P .. 'nodes', node)
@@ -437,22 +431,8 @@ for _, fold in ipairs(cjson.decode(ARGV[3])) do keep[fold] = true end
 local gone = {}
 for _, fold in ipairs(redis.call('SMEMBERS', P .. 'node-users:' .. node)) do
     if not keep[fold] then
-        redis.call('SREM', P .. 'node-users:' .. node, fold)
-        local raw = redis.call('HGET', P .. 'users', fold)
-        if raw then
-            local user = cjson.decode(raw)
-            if user.node == node then
-                redis.call('HDEL', P .. 'users', fold)
-                forget(P, fold)
-                local told = {}
-                for _, room in ipairs(user.rooms) do
-                    if leave_room(P, fold, room, amax, lobby) then
-                        table.insert(told, room)
-                    end
-                end
-                table.insert(gone, {user.nick, told})
-            end
-        end
+        local nick, told = remove_user(P, fold, node, amax, lobby)
+        if nick then table.insert(gone, {nick, told}) end
     end
 end
 return gone
@@ -1276,14 +1256,7 @@ class ClusterRegistry:
 
     def replace(self, old: IChatClient, new: IChatClient, data: bytes | None) -> None:
         """See L{IRegistry.replace}."""
-        user = self._users.pop(old)
-        self._users[new] = user
-        self._by_fold[fold(user.nickname)] = new
-        user.host = getattr(new, "host", None)
-        for name in user.rooms:
-            room = self._rooms[name]
-            room.discard(old)
-            room.add(new)
+        user = swap_client(self._users, self._by_fold, self._rooms, old, new)
         if data is not None:
             rooms = [
                 name for name in user.rooms if self._announce(len(self._rooms[name]))

@@ -201,14 +201,7 @@ class Registry:
 
     def replace(self, old: IChatClient, new: IChatClient, data: bytes | None) -> None:
         """See L{IRegistry.replace}."""
-        user = self._users.pop(old)
-        self._users[new] = user
-        self._by_fold[fold(user.nickname)] = new
-        user.host = getattr(new, "host", None)
-        for name in user.rooms:
-            room = self._rooms[name]
-            room.discard(old)
-            room.add(new)
+        user = swap_client(self._users, self._by_fold, self._rooms, old, new)
         if data is not None:
             self._deliver(self._neighbours(user, quiet=True), data, new)
 
@@ -301,3 +294,22 @@ class Registry:
         for client in recipients:
             if client is not skip:
                 client.deliver(data)
+
+
+def swap_client(
+    users: dict[IChatClient, _User],
+    by_fold: dict[str, IChatClient],
+    rooms: dict[str, _Room],
+    old: IChatClient,
+    new: IChatClient,
+) -> _User:
+    """Put C{new} in C{old}'s place in a registry's maps; return the user."""
+    user = users.pop(old)
+    users[new] = user
+    by_fold[fold(user.nickname)] = new
+    user.host = getattr(new, "host", None)
+    for name in user.rooms:
+        room = rooms[name]
+        room.discard(old)
+        room.add(new)
+    return user
