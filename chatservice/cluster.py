@@ -52,7 +52,7 @@ from . import wire
 from .errors import NicknameInUse, NoSuchNickname
 from .interfaces import IChatClient, IRegistry, RoomInfo, Scrollback, UserInfo
 from .logs import gate
-from .registry import LOBBY, _Room, _User, swap_client
+from .registry import LOBBY, Registry, _Room, _User, swap_client
 from .text import fold
 
 log = Logger(observer=gate)
@@ -1430,13 +1430,8 @@ class ClusterRegistry:
     def _announce(self, size: int) -> bool:
         return self._announce_max is None or size <= self._announce_max
 
-    @staticmethod
-    def _deliver(
-        recipients: Iterable[IChatClient], data: bytes, skip: IChatClient | None
-    ) -> None:
-        for client in recipients:
-            if client is not skip:
-                client.deliver(data)
+    #: The fan-out loop, the in-memory registry's.
+    _deliver = staticmethod(Registry._deliver)
 
 
 def _text(data: bytes) -> str:
