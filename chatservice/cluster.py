@@ -13,13 +13,17 @@ what the other nodes must know lives in Redis:
   - C{PREFIX node:ID}: a node's heartbeat, which expires after
     C{--node-ttl} seconds unless the node renews it; C{PREFIX nodes} and
     C{PREFIX node-users:ID} say which users each node serves.
-  - C{PREFIX events}: the one pub/sub channel.  Every change another node
-    must act on is published there as JSON, by the same Lua script that
-    makes the change, so it is in the order of the changes.  A line
-    crosses Redis once for each node, and each node hands the same bytes
-    to all its members of the room.
+  - C{PREFIX events}: a Redis stream, the last 100,000 events.  Every
+    change another node must act on is added there as JSON, by the same
+    Lua script that makes the change, so it is in the order of the
+    changes.  Each node reads the stream from where it left off (XREAD),
+    so what it could not read for a while it reads when it can again.  A
+    line crosses Redis once for each node, and each node hands the same
+    bytes to all its members of the room.
 
 Each node delivers to its own clients at once and ignores its own events.
+A script's answer can come before the events that preceded it have been
+read: a user registered or resumed here is let in once they have been.
 
 A node whose heartbeat has expired (it was killed, or cut off from Redis)
 is reaped by whichever node notices first: one Lua script removes its users
@@ -27,8 +31,9 @@ and returns them, and that node publishes their leaves, once.
 
 When Redis cannot be reached, the node goes on serving its own users as a
 one-node server, tells them so once, and reconnects (txredisapi backs off
-up to 10 s).  Once connected it claims its users' nicknames and rooms again;
-a user whose nickname another node took meanwhile is told and disconnected.
+up to 10 s).  Once connected it claims its users' nicknames and rooms again,
+tells the others who came and went meanwhile, and reads what they said; a
+user whose nickname another node took meanwhile is told and disconnected.
 """
 
 from __future__ import annotations
@@ -112,8 +117,16 @@ end
 local function forget(P, fold)
     redis.call('DEL', P .. 'token:' .. fold, P .. 'missed:' .. fold)
 end
+-- The id of the newest event: what a node must have read before it acts
+-- on this script's answer.
+local function last_id(P)
+    local newest = redis.call('XREVRANGE', P .. 'events', '+', '-', 'COUNT', 1)
+    if #newest == 0 then return '0-0' end
+    return newest[1][1]
+end
 local function publish(P, event)
-    redis.call('PUBLISH', P .. 'events', cjson.encode(event))
+    redis.call('XADD', P .. 'events', 'MAXLEN', '~', '100000', '*',
+               'e', cjson.encode(event))
 end
 local function alive(P, node)
     return redis.call('EXISTS', P .. 'node:' .. node) == 1
@@ -153,7 +166,7 @@ local size = redis.call('HLEN', P .. 'room:' .. lobby)
 if amax < 0 or size <= amax then
     publish(P, {o = node, r = {lobby}, s = fold, d = ARGV[8]})
 end
-return {1, size}
+return {1, size, last_id(P)}
 """
 )
 
@@ -476,7 +489,7 @@ for _, room in ipairs(user.rooms) do
     if amax < 0 or size <= amax then table.insert(told, room) end
 end
 if #told > 0 then publish(P, {o = node, r = told, s = fold, d = ARGV[6]}) end
-return {raw, missed, told}
+return {raw, missed, told, last_id(P)}
 """
 )
 
@@ -492,103 +505,242 @@ class Unreachable(Exception):
 
 
 class RedisLink:
-    """A node's two connections to Redis: commands, and the event channel.
+    """A node's connections to Redis: one for commands, one reading events.
 
-    C{on_up()} is called once the subscription is in place after each
-    connection, C{on_down()} when the subscription's connection is lost,
-    and C{on_event(text)} for each message on the channel.
+    Events are a Redis stream, read from where the node left off: what was
+    added while the node could not read is read when it can again.  The
+    link is up while both connections answer.  C{on_up()} is called each
+    time it comes up, C{on_down()} each time it goes down, and
+    C{on_event(text)} for each event, in the stream's order.  txredisapi
+    reconnects a connection by itself, but not one lost while it selects
+    its database: a connection whose command fails is replaced.
     """
+
+    #: Seconds between tries of a connection that failed.
+    RETRY = 1.0
+    #: Milliseconds one XREAD waits for events.
+    BLOCK = 2000
+    #: Events read at once, at most.
+    BATCH = 1000
 
     def __init__(
         self,
         url: str,
-        channel: str,
+        stream: str,
         on_event: Callable[[str], None],
         on_up: Callable[[], None],
         on_down: Callable[[], None],
     ) -> None:
         self.host, self.port, self.db = parse_redis_url(url)
-        self.channel = channel
+        self.stream = stream
         self.on_event = on_event
         self.on_up = on_up
         self.on_down = on_down
         self.up = False
         self._commands: Any = None
-        self._subscriber: Any = None
+        self._reader: Any = None
+        #: The id of the last event read; None until the node has started.
+        self._last: str | None = None
+        self._reading = False
+        self._checking = False
+        self._timers: dict[str, Any] = {}
+        self._stopped = False
+        self._waiting: list[tuple[tuple[int, int], Deferred[None]]] = []
 
     def start(self) -> None:
         """Connect, and keep reconnecting until L{stop}."""
+        self._commands = self._connect()
+        self._reader = self._connect()
+        self._read()
+
+    def _connect(self) -> Any:
         # Imported here: txredisapi installs the default reactor on import,
         # and twisted/plugins/ must not.
         import txredisapi
 
-        from twisted.internet import reactor
-        from twisted.internet.endpoints import HostnameEndpoint
-
-        link = self
-
-        class Subscriber(txredisapi.SubscriberProtocol):  # type: ignore[misc]
-            def connectionMade(self) -> Deferred[object]:
-                d = super().connectionMade()
-                self.whenConnected().addCallback(
-                    lambda protocol: protocol.subscribe([link.channel])
-                ).addCallbacks(lambda _: link._subscribed(), link._failed_subscribe)
-                return d
-
-            def connectionLost(self, reason: Failure) -> None:
-                super().connectionLost(reason)
-                link._lost()
-
-            def messageReceived(
-                self, pattern: object, channel: str, message: str
-            ) -> None:
-                link.on_event(message)
-
-        self._commands = txredisapi.lazyConnection(
+        return txredisapi.lazyConnection(
             self.host,
             self.port,
             dbid=self.db,
             convertNumbers=False,
             connectTimeout=CALL_TIMEOUT,
         )
-        factory = txredisapi.SubscriberFactory(isLazy=True)
-        factory.protocol = Subscriber
-        factory.convertNumbers = False
-        factory.dbid = self.db
-        factory.startConnecting(HostnameEndpoint(reactor, self.host, self.port))
-        self._subscriber = factory.handler
 
-    def _subscribed(self) -> None:
-        if not self.up:
-            self.up = True
-            self.on_up()
+    def _later(self, name: str, function: Callable[[], None]) -> None:
+        """Call C{function} in L{RETRY} seconds, unless that is under way."""
+        from twisted.internet import reactor
 
-    def _failed_subscribe(self, failure: Failure) -> None:
-        log.warn(
-            "could not subscribe to {channel}: {error}",
-            channel=self.channel,
-            error=failure.getErrorMessage(),
-        )
+        timer = self._timers.get(name)
+        if not self._stopped and (timer is None or not timer.active()):
+            self._timers[name] = reactor.callLater(self.RETRY, function)
 
-    def _lost(self) -> None:
+    # Reading the events ----------------------------------------------------
+
+    def _read(self) -> None:
+        if self._stopped:
+            return
+        from twisted.internet import reactor
+
+        if self._last is None:
+            # Start after the newest event: what came before is history.
+            d = self._reader.execute_command(
+                "XREVRANGE", self.stream, "+", "-", "COUNT", "1"
+            )
+            d.addCallback(self._started)
+        else:
+            d = self._reader.execute_command(
+                "XREAD",
+                "BLOCK",
+                self.BLOCK,
+                "COUNT",
+                self.BATCH,
+                "STREAMS",
+                self.stream,
+                self._last,
+            )
+            d.addCallback(self._got)
+        d.addTimeout(self.BLOCK / 1000 + CALL_TIMEOUT, reactor)
+        d.addErrback(self._read_failed)
+
+    def _started(self, newest: list[Any]) -> None:
+        self._last = newest[0][0] if newest else "0-0"
+        self._read_ok()
+        self._read()
+
+    def _got(self, reply: list[Any] | None) -> None:
+        self._read_ok()
+        for _stream, entries in reply or ():
+            for entry_id, fields in entries:
+                self._last = entry_id
+                try:
+                    self.on_event(fields[1])
+                except Exception:
+                    log.failure("cluster: an event could not be handled")
+        self._wake()
+        self._read()
+
+    def caught_up(self, event_id: str) -> Deferred[None]:
+        """Fire once the events up to C{event_id} have been handled.
+
+        What a script answers may come before the events it followed: a
+        user registered here must not be told of what happened before.
+        Fires anyway after L{CALL_TIMEOUT} seconds, if reading is stuck.
+        """
+        if self._last is not None and _order(self._last) >= _order(event_id):
+            return succeed(None)
+        from twisted.internet import reactor
+
+        d: Deferred[None] = Deferred()
+        self._waiting.append((_order(event_id), d))
+        return d.addTimeout(CALL_TIMEOUT, reactor).addErrback(lambda _: None)
+
+    def _wake(self) -> None:
+        if not self._waiting or self._last is None:
+            return
+        last = _order(self._last)
+        ready = [d for order, d in self._waiting if order <= last]
+        self._waiting = [(o, d) for o, d in self._waiting if o > last]
+        for d in ready:
+            if not d.called:
+                d.callback(None)
+
+    def _read_ok(self) -> None:
+        if not self._reading:
+            self._reading = True
+            self._check()
+
+    def _read_failed(self, failure: Failure) -> None:
+        if self._stopped:
+            return
+        if self._reading:
+            log.warn(
+                "cluster: reading events from Redis failed ({error}); connecting again",
+                error=failure.getErrorMessage() or failure.type.__name__,
+            )
+        self._reading = False
+        self._down()
+        old, self._reader = self._reader, self._connect()
+        old.disconnect().addErrback(lambda _: None)
+        self._later("read", self._read)
+
+    # Commands ----------------------------------------------------------------
+
+    def _down(self) -> None:
         if self.up:
             self.up = False
             self.on_down()
 
-    def call(self, script: str, *args: object) -> Deferred[Any]:
-        """Run one of the cluster's Lua scripts; fails at once when down."""
+    def _check(self) -> None:
+        """Come up once the command connection answers too."""
+        if self._stopped or self._checking or not self._reading:
+            return
+        from twisted.internet import reactor
+
+        self._checking = True
+        d = self._commands.ping().addTimeout(CALL_TIMEOUT, reactor)
+
+        def answered(_: object) -> None:
+            self._checking = False
+            if self._reading and not self.up and not self._stopped:
+                self.up = True
+                self.on_up()
+
+        def failed(_: Failure) -> None:
+            self._checking = False
+            self._replace_commands()
+
+        d.addCallbacks(answered, failed)
+
+    def _replace_commands(self) -> None:
+        """A new command connection, checked a little later."""
+        if self._stopped:
+            return
+        old, self._commands = self._commands, self._connect()
+        old.disconnect().addErrback(lambda _: None)
+        self._later("check", self._check)
+
+    def _failed(self, failure: Failure) -> Failure:
+        """A command failed: if for want of a connection, the link is down."""
+        import txredisapi
+
+        if not failure.check(txredisapi.ResponseError) and self.up:
+            log.warn(
+                "cluster: a Redis command failed ({error}); connecting again",
+                error=failure.getErrorMessage() or failure.type.__name__,
+            )
+            self._down()
+            self._replace_commands()
+        return failure
+
+    def _send(self, command: str, *args: object) -> Deferred[Any]:
         if not self.up or self._commands is None:
             return fail(Unreachable())
         from twisted.internet import reactor
 
-        d = self._commands.eval(_SCRIPTS[script], [], [str(a) for a in args])
-        return d.addTimeout(CALL_TIMEOUT, reactor)
+        d = getattr(self._commands, command)(*args)
+        return d.addTimeout(CALL_TIMEOUT, reactor).addErrback(self._failed)
+
+    def call(self, script: str, *args: object) -> Deferred[Any]:
+        """Run one of the cluster's Lua scripts; fails at once when down."""
+        return self._send("eval", _SCRIPTS[script], [], [str(a) for a in args])
+
+    def command(self, name: str, *args: object) -> Deferred[Any]:
+        """Send one Redis command (a txredisapi method); fails when down."""
+        return self._send(name, *args)
 
     def stop(self) -> Deferred[object]:
-        """Disconnect both connections and stop reconnecting."""
+        """Disconnect, and stop reconnecting."""
+        self._stopped = True
         self.up = False
-        handlers = [h for h in (self._commands, self._subscriber) if h is not None]
-        self._commands = self._subscriber = None
+        for timer in self._timers.values():
+            if timer.active():
+                timer.cancel()
+        waiting, self._waiting = self._waiting, []
+        for _, d in waiting:
+            if not d.called:
+                d.callback(None)
+        handlers = [h for h in (self._commands, self._reader) if h is not None]
+        self._commands = self._reader = None
         return DeferredList([h.disconnect() for h in handlers], consumeErrors=True)
 
 
@@ -640,6 +792,10 @@ class ClusterRegistry:
         self._pending: set[Deferred[Any]] = set()
         self._told_down = False
         self._resyncing = False
+        #: Users who registered, and who left, while Redis was out of reach
+        #: (folded nickname; and the rooms of those who left).
+        self._joined_while_down: set[str] = set()
+        self._left_while_down: dict[str, tuple[str, tuple[str, ...], bytes]] = {}
         self.said = 0
         self.delivered = 0
         self.link = RedisLink(
@@ -681,8 +837,9 @@ class ClusterRegistry:
         """Leave the cluster (the node's users must have gone) and disconnect."""
         if self._heartbeat.running:
             self._heartbeat.stop()
-        if self._first_check is not None and self._first_check.active():
-            self._first_check.cancel()
+        for call in (self._first_check, self._retry):
+            if call is not None and call.active():
+                call.cancel()
         d = self.idle()
         if self.link.up:
             d.addCallback(lambda _: self.link.call("retire", self._prefix, self.node))
@@ -698,7 +855,10 @@ class ClusterRegistry:
         return d.addCallback(lambda _: self.idle())
 
     def _call(self, script: str, *args: object) -> Deferred[Any]:
-        d = self.link.call(script, self._prefix, *args)
+        return self._track(self.link.call(script, self._prefix, *args))
+
+    def _track(self, d: Deferred[Any]) -> Deferred[Any]:
+        """Count C{d} as under way until it fires (see L{idle})."""
         self._pending.add(d)
 
         def done(result: object) -> object:
@@ -771,7 +931,7 @@ class ClusterRegistry:
     _reaped = False
 
     def _announce_reaped(self, gone: list[list[Any]]) -> None:
-        for _fold, nickname, rooms in gone:
+        for key, nickname, rooms in gone:
             if not rooms:
                 continue
             log.info(
@@ -780,18 +940,35 @@ class ClusterRegistry:
             )
             line = wire.left(nickname, "connection lost")
             self._on_event({"r": list(rooms), "d": _text(line)})
-            event = {"o": self.node, "r": list(rooms), "d": _text(line)}
+            # "s": a node that was only cut off, and still has the user,
+            # reads this when it is back, and must not tell its users.
+            event = {"o": self.node, "r": list(rooms), "s": key, "d": _text(line)}
             self._quietly(self._publish(event), "announcing a lost user")
 
     def _publish(self, event: dict[str, object]) -> Deferred[Any]:
-        if not self.link.up or self.link._commands is None:
-            return fail(Unreachable())
-        return self.link._commands.publish(self._prefix + "events", json.dumps(event))
+        return self._command(
+            "execute_command",
+            "XADD",
+            self._prefix + "events",
+            "MAXLEN",
+            "~",
+            "100000",
+            "*",
+            "e",
+            json.dumps(event),
+        )
 
     def _resync(self, _: object) -> Deferred[None]:
-        """Claim this node's users again, after Redis was out of reach."""
-        announce = "1" if self._reaped else "0"
+        """Claim this node's users again, after Redis was out of reach.
+
+        Until that has worked the node serves its users alone (L{up} is
+        false); if it fails it is tried again a little later.  The others
+        are told, once, of the users who came and went meanwhile; if the
+        others took this node for dead (C{reaped}), of all its users.
+        """
+        reaped = self._reaped
         done: set[IChatClient] = set()
+        failures: list[Failure] = []
 
         def next_batch(_: object = None) -> Deferred[None] | None:
             batch = [client for client in self._users if client not in done]
@@ -801,6 +978,7 @@ class ClusterRegistry:
             for client in batch:
                 done.add(client)
                 user = self._users[client]
+                key = fold(user.nickname)
                 record = {
                     "nick": user.nickname,
                     "node": self.node,
@@ -811,43 +989,55 @@ class ClusterRegistry:
                 joined = {
                     room: _text(wire.joined(user.nickname, room)) for room in user.rooms
                 }
+                announce = reaped or key in self._joined_while_down
                 d = self._call(
                     "reclaim",
                     self.node,
-                    fold(user.nickname),
+                    key,
                     json.dumps(record),
                     self._amax,
-                    announce,
+                    "1" if announce else "0",
                     json.dumps(joined),
                 )
-                d.addCallback(self._reclaimed, client)
+                d.addCallbacks(self._reclaimed, failures.append, callbackArgs=(client,))
                 calls.append(d)
-            return DeferredList(calls, consumeErrors=True).addCallback(next_batch)
+            return DeferredList(calls).addCallback(next_batch)
 
         def prune(_: object) -> Deferred[None]:
+            if failures:
+                failures[0].raiseException()
             keep = json.dumps([fold(user.nickname) for user in self._users.values()])
             d = self._call("prune", self.node, keep, self._amax, LOBBY)
-            return d.addCallback(self._announce_pruned)
+            return d.addCallback(self._announce_left, reaped)
 
         def finished(result: object) -> None:
+            if isinstance(result, Failure):
+                log.warn(
+                    "cluster: claiming this node's users again failed ({error}); "
+                    "trying again",
+                    error=result.getErrorMessage() or result.type.__name__,
+                )
+                self._resyncing = self.link.up
+                if self.link.up:
+                    self._retry = self._clock.callLater(
+                        RedisLink.RETRY, self._resync_again
+                    )
+                return
             self._resyncing = False
-            if announce == "1" and not isinstance(result, Failure):
+            self._joined_while_down.clear()
+            self._left_while_down.clear()
+            if reaped:
                 # Announced once: the next heartbeat must not see it again.
                 self._quietly(
                     self._command("delete", self._prefix + "reaped:" + self.node),
                     "a heartbeat",
                 )
-            if self._told_down and self.link.up:
+            if self._told_down:
                 self._told_down = False
                 self._deliver(
                     tuple(self._users),
                     wire.notice("the other servers are reachable again"),
                     None,
-                )
-            if isinstance(result, Failure):
-                log.warn(
-                    "cluster: claiming the users again failed: {error}",
-                    error=result.getErrorMessage(),
                 )
 
         d: Deferred[None] = Deferred()
@@ -857,11 +1047,31 @@ class ClusterRegistry:
         d.callback(None)
         return d
 
-    def _announce_pruned(self, gone: list[list[Any]]) -> None:
-        for nickname, rooms in gone:
-            if rooms:
-                line = wire.left(nickname, "connection lost")
-                event = {"o": self.node, "r": list(rooms), "d": _text(line)}
+    _retry: Any = None
+
+    def _resync_again(self) -> None:
+        self._retry = None
+        if self.link.up and self._resyncing:
+            self._resync(None)
+
+    def _announce_left(self, pruned: list[list[Any]], reaped: bool) -> None:
+        """Tell the others of the users who left while Redis was away.
+
+        Those whose records Redis still had were just removed (C{pruned});
+        if Redis lost its data, the node remembers the others.  If the node
+        was taken for dead, their leaves were told then.
+        """
+        lost = {
+            nickname: (rooms, wire.left(nickname, "connection lost"))
+            for nickname, rooms in pruned
+        }
+        if not reaped:
+            for nickname, rooms, line in self._left_while_down.values():
+                told = lost.get(nickname, (rooms, line))[0]
+                lost[nickname] = (told, line)  # with the reason they left for
+        for told, line in lost.values():
+            if told:
+                event = {"o": self.node, "r": list(told), "d": _text(line)}
                 self._quietly(self._publish(event), "announcing a leave")
 
     def _reclaimed(self, claimed: int, client: IChatClient) -> None:
@@ -901,7 +1111,6 @@ class ClusterRegistry:
             self._moved(event["ho"])
             return
         data = event["d"].encode("utf-8") if "d" in event else None
-        skip = self._by_fold.get(event["s"]) if "s" in event else None
         target = event.get("to")
         if target is not None:
             client = self._by_fold.get(target)
@@ -917,6 +1126,10 @@ class ClusterRegistry:
         if event.get("a"):
             self._deliver(tuple(self._users), data, None)
             return
+        if event.get("s") in self._by_fold:
+            # About a user of this node, from another that had it wrong (it
+            # took this node for dead), or from before the user came here.
+            return
         rooms = [
             self._rooms[name] for name in event.get("r", ()) if name in self._rooms
         ]
@@ -928,7 +1141,7 @@ class ClusterRegistry:
             recipients: Iterable[IChatClient] = rooms[0].recipients
         else:
             recipients = dict.fromkeys(c for room in rooms for c in room.recipients)
-        self._deliver(recipients, data, skip)
+        self._deliver(recipients, data, None)
 
     # Resuming on another node -------------------------------------------
 
@@ -965,10 +1178,15 @@ class ClusterRegistry:
         back = _text(wire.back(nickname))
         d = self._call("resume", self.node, key, token_digest, self._amax, back)
 
+        def caught_up(reply: list[Any] | None) -> Deferred[Any] | None:
+            if not reply:
+                return None
+            return self.link.caught_up(reply[3]).addCallback(lambda _: reply)
+
         def resumed(reply: list[Any] | None) -> tuple[str, str, bytes, int] | None:
             if not reply:
                 return None
-            raw, missed, told = reply
+            raw, missed, told, _ = reply
             record = json.loads(raw)
             nickname = record["nick"]
             rooms = record["rooms"] if isinstance(record["rooms"], list) else []
@@ -988,7 +1206,7 @@ class ClusterRegistry:
             data = "".join(missed).encode("utf-8")
             return nickname, user.rooms[-1], data, data.count(b"\n")
 
-        return d.addCallback(resumed)
+        return d.addCallback(caught_up).addCallback(resumed)
 
     def _moved(self, key: str) -> None:
         """The user C{key} resumed on another node: forget them here."""
@@ -1014,6 +1232,7 @@ class ClusterRegistry:
         if key in self._by_fold:
             return fail(NicknameInUse(nickname))
         if not self.up:
+            self._joined_while_down.add(key)
             self._add_local(client, nickname, key)
             size = len(self._rooms[LOBBY]) + 1
             self._enter_local(client, LOBBY, announce=self._announce(size))
@@ -1030,9 +1249,13 @@ class ClusterRegistry:
             _text(wire.joined(nickname, LOBBY)),
         )
 
-        def claimed(reply: list[int]) -> str:
+        def claimed(reply: list[Any]) -> Deferred[str]:
             if int(reply[0]) != 1:
                 raise NicknameInUse(nickname)
+            waited = self.link.caught_up(reply[2])
+            return waited.addCallback(lambda _: enter(int(reply[1])))
+
+        def enter(size: int) -> str:
             if key in self._by_fold:  # taken here while Redis answered
                 self._quietly(
                     self._call("unregister", self.node, key, self._amax, LOBBY, ""),
@@ -1040,7 +1263,7 @@ class ClusterRegistry:
                 )
                 raise NicknameInUse(nickname)
             self._add_local(client, nickname, key)
-            self._enter_local(client, LOBBY, announce=self._announce(int(reply[1])))
+            self._enter_local(client, LOBBY, announce=self._announce(size))
             return nickname
 
         def unreachable(failure: Failure) -> str:
@@ -1094,7 +1317,12 @@ class ClusterRegistry:
                 if not self._stopping and self._announce(len(room) + 1):
                     self._deliver(room.recipients, line, client)
                 self._forget_if_empty(name)
-            if self.link.up:  # claiming users again: this one must not stay
+            if not self.link.up:
+                if key in self._joined_while_down:
+                    self._joined_while_down.discard(key)  # nobody else saw them
+                else:
+                    self._left_while_down[key] = (user.nickname, rooms, line)
+            else:  # claiming users again: this one must not stay
                 self._quietly(
                     self._call(
                         "unregister", self.node, key, self._amax, LOBBY, _text(line)
@@ -1290,15 +1518,7 @@ class ClusterRegistry:
         return d.addCallbacks(int, lambda failure: len(self._users))
 
     def _command(self, name: str, *args: object) -> Deferred[Any]:
-        commands = self.link._commands
-        if not self.link.up or commands is None:
-            return fail(Unreachable())
-        from twisted.internet import reactor
-
-        d = getattr(commands, name)(*args)
-        self._pending.add(d)
-        d.addBoth(lambda result: (self._pending.discard(d), result)[1])
-        return d.addTimeout(CALL_TIMEOUT, reactor)
+        return self._track(self.link.command(name, *args))
 
     def users(self, room: str | None = None) -> Deferred[list[UserInfo]]:
         """See L{IRegistry.users}."""
@@ -1432,6 +1652,12 @@ class ClusterRegistry:
 
     #: The fan-out loop, the in-memory registry's.
     _deliver = staticmethod(Registry._deliver)
+
+
+def _order(event_id: str) -> tuple[int, int]:
+    """A stream id, C{MILLISECONDS-SEQUENCE}, as something that sorts."""
+    ms, _, seq = str(event_id).partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _text(data: bytes) -> str:

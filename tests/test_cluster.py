@@ -166,6 +166,11 @@ def eventually(predicate: Callable[[], object], what: str, timeout: float = 15) 
     block(Deferred.fromCoroutine(wait_until(predicate, what, timeout)))
 
 
+def heard_client(client: FakeClient, line: str, seen: list[str]) -> None:
+    """Wait until C{client} has been delivered C{line}."""
+    eventually(lambda: line in seen or seen.extend(client.lines()), line)
+
+
 def registered(node: ClusterRegistry, nickname: str) -> FakeClient:
     client = FakeClient()
     assert block(node.register(client, nickname)) == nickname
@@ -328,21 +333,31 @@ def test_redis_restart(nodes: Nodes, redis_server: RedisServer) -> None:
     ann = registered(a, "ann")
     for client in (alice, amy):
         assert client.lines() == ["*** ann has joined #lobby"]
+    a.unregister(amy, "quit")
+    for client in (alice, ann):
+        assert client.lines() == ["*** amy has left (quit)"]
 
     redis_server.start()
     eventually(lambda: a.up and b.up, "both nodes back", timeout=30)
     back = "*** the other servers are reachable again"
-    for client in (alice, amy, bob, ann):
+    for client in (alice, ann):
         eventually(lambda c=client: c.received, "the notice")
         assert client.lines() == [back]
+    # bob, on the other node, is told who came and went meanwhile, once.
+    bob_saw: list[str] = []
+    for line in (back, "*** ann has joined #lobby", "*** amy has left (quit)"):
+        heard_client(bob, line, bob_saw)
     block(a.idle())
     block(b.idle())
-    assert [u.nickname for u in block(b.users())] == ["alice", "amy", "ann", "bob"]
+    assert [u.nickname for u in block(b.users())] == ["alice", "ann", "bob"]
     a.say("#lobby", b"<alice> hello again\r\n", alice)
     eventually(lambda: bob.received, "the line")
     assert bob.lines() == ["<alice> hello again"]
     block(deferLater(reactor, 0.5, lambda: None))
-    for client in (alice, amy, ann):  # no joins or leaves told twice
+    assert sorted(bob_saw + bob.lines()) == sorted(
+        [back, "*** ann has joined #lobby", "*** amy has left (quit)"]
+    )
+    for client in (alice, ann):  # no joins or leaves told twice
         assert [
             line for line in client.lines() if "joined" in line or "left" in line
         ] == []
@@ -434,6 +449,7 @@ def test_node_taken_for_dead_comes_back(nodes: Nodes) -> None:
     a = nodes.make("pause", node_ttl=1.0)
     b = nodes.make("pause", node_ttl=1.0)
     alice = registered(a, "alice")
+    amy = registered(a, "amy")
     bob = registered(b, "bob")
     bob_saw: list[str] = []
     eventually(lambda: "*** bob has joined #lobby" in collect(alice, [])(), "join")
@@ -456,3 +472,7 @@ def test_node_taken_for_dead_comes_back(nodes: Nodes) -> None:
     collect(bob, bob_saw)()
     assert bob_saw.count("*** alice has joined #lobby") == 1, bob_saw
     assert bob_saw.count("*** alice has left (connection lost)") == 1, bob_saw
+    # amy, beside alice all along, was told nothing of her leaving or return.
+    assert [line for line in amy.lines() if "alice" in line] == [
+        "<alice> I was only sleeping"
+    ]
