@@ -1110,6 +1110,14 @@ class ClusterRegistry:
         if "ho" in event:
             self._moved(event["ho"])
             return
+        if "ban" in event:
+            if self.on_ban is not None:
+                self.on_ban(*event["ban"])
+            return
+        if "unban" in event:
+            if self.on_unban is not None:
+                self.on_unban(event["unban"])
+            return
         data = event["d"].encode("utf-8") if "d" in event else None
         target = event.get("to")
         if target is not None:
@@ -1148,6 +1156,21 @@ class ClusterRegistry:
     #: Told of a local session that was resumed on another node (after it
     #: left this node's index, silently): the factory's session keeper.
     on_moved: Callable[[IChatClient], None] | None = None
+
+    #: Told of a ban made, or lifted, on another node: the factory's.
+    on_ban: Callable[[str, float | None, str, str], None] | None = None
+    on_unban: Callable[[str], None] | None = None
+
+    def share_ban(
+        self, network: str, expires: float | None, reason: str, by: str
+    ) -> None:
+        """Tell the other nodes of a ban made here."""
+        event = {"o": self.node, "ban": [network, expires, reason, by]}
+        self._quietly(self._publish(event), "sharing a ban")
+
+    def share_unban(self, network: str) -> None:
+        """Tell the other nodes of a ban lifted here."""
+        self._quietly(self._publish({"o": self.node, "unban": network}), "an unban")
 
     def store_token(self, nickname: str, token_digest: str) -> None:
         """Keep the digest of C{nickname}'s resume token where nodes see it."""

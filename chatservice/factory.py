@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from . import wire
-from .bans import Ban, BanList
+from .bans import Ban, BanList, parse_target
 from .config import Settings
 from .extensions import Extensions, load_extensions
 from .interfaces import IChatServer, IRegistry
@@ -100,8 +100,11 @@ class ChatFactory(ServerFactory):
             self.settings.max_sendq,
         )
         if hasattr(registry, "on_moved"):
-            # A cluster's node is told when a session moves to another node.
+            # A cluster's node is told when a session moves to another node,
+            # and of the bans made and lifted on the others.
             registry.on_moved = self.sessions.moved
+            registry.on_ban = self._banned_elsewhere
+            registry.on_unban = self._unbanned_elsewhere
         #: Failed /resume attempts, by peer address.
         self.resume_failures = FailureDelay(clock)
         self._per_host: Counter[str] = Counter()
@@ -169,13 +172,44 @@ class ChatFactory(ServerFactory):
 
     def ban(self, network: object, duration: float | None, reason: str, by: str) -> Ban:
         """See L{IChatServer.ban}."""
-        ban = self.bans.add(network, duration, reason, by)
-        why = "banned" + (f": {reason}" if reason else "")
+        ban = self._enforce(self.bans.add(network, duration, reason, by))
+        share = getattr(self.registry, "share_ban", None)
+        if share is not None:  # the other nodes of a cluster
+            share(str(ban.network), ban.expires, reason, by)
+        return ban
+
+    def unban(self, network: object) -> Ban | None:
+        """See L{IChatServer.unban}."""
+        ban = self.bans.remove(network)
+        share = getattr(self.registry, "share_unban", None)
+        if share is not None:
+            share(str(network))
+        return ban
+
+    def _enforce(self, ban: Ban) -> Ban:
+        """Close the connections and end the held sessions C{ban} matches."""
+        why = "banned" + (f": {ban.reason}" if ban.reason else "")
         for protocol in list(self.connections.values()):
             if protocol.host is not None and ban.matches(protocol.host):
                 protocol.disconnect(why)
         self.sessions.end_held(ban.matches, why)
         return ban
+
+    def _banned_elsewhere(
+        self, network: str, expires: float | None, reason: str, by: str
+    ) -> None:
+        """Another node of the cluster made a ban: it holds here too."""
+        duration = None if expires is None else expires - self.clock.seconds()
+        if duration is not None and duration <= 0:
+            return
+        log.info(
+            "ban of {network} by {by} made on another node", network=network, by=by
+        )
+        self._enforce(self.bans.add(parse_target(network), duration, reason, by))
+
+    def _unbanned_elsewhere(self, network: str) -> None:
+        """Another node of the cluster lifted a ban."""
+        self.bans.remove(parse_target(network))
 
     def buildProtocol(self, addr: IAddress) -> Protocol:
         """Admit the connection from C{addr}, or refuse it with a reason."""

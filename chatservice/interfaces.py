@@ -304,7 +304,13 @@ class IChatServer(Interface):
         """Run the blocking C{function(*args)} off the reactor thread."""
 
     def ban(network: object, duration: "float | None", reason: str, by: str) -> object:
-        """Ban C{network} and close its connections; returns the new ban."""
+        """Ban C{network} and close its connections; returns the new ban.
+
+        In a cluster the ban holds on every node.
+        """
+
+    def unban(network: object) -> object:
+        """Lift the ban of exactly C{network}; returns it, or C{None}."""
 
 
 class IChatSession(IChatClient):

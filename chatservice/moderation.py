@@ -193,7 +193,7 @@ def unban_command(session: IChatSession, args: str) -> Result:
         network = parse_target(args.split()[0])
     except ValueError as error:
         raise ChatError(str(error)) from None
-    ban = session.server.bans.remove(network)
+    ban = session.server.unban(network)
     if ban is None:
         raise ChatError(f"{network} is not banned; /bans lists the bans")
     _audit(session, "lifted the ban of {network}", network=str(network))

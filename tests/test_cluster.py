@@ -9,6 +9,7 @@ answers later.
 import functools
 import itertools
 from collections.abc import Callable, Iterator
+from ipaddress import ip_network
 
 import greenlet
 import pytest
@@ -476,3 +477,28 @@ def test_node_taken_for_dead_comes_back(nodes: Nodes) -> None:
     assert [line for line in amy.lines() if "alice" in line] == [
         "<alice> I was only sleeping"
     ]
+
+
+@in_greenlet
+def test_bans_hold_on_every_node(nodes: Nodes) -> None:
+    """A ban made on one node closes and refuses on the others; so does /unban."""
+    a = nodes.make("bans")
+    b = nodes.make("bans")
+    on_a = ChatFactory(Settings(), registry=a, run_in_thread=run_at_once)
+    on_b = ChatFactory(Settings(), registry=b, run_in_thread=run_at_once)
+    bob = FakeConnection(on_b, host="192.0.2.7")
+    bob.enter("bob")
+    eventually(lambda: bob.protocol.nickname == "bob", "bob registered")
+    on_a.ban(ip_network("192.0.2.0/24"), 3600, "spam", "root")
+    bob_saw: list[str] = []
+    heard(bob, "*** disconnected: banned: spam", bob_saw)
+    assert bob.closing
+    ban = on_b.bans.match("192.0.2.9")
+    assert ban is not None and ban.reason == "spam" and ban.by == "root"
+    assert 3500 < ban.expires - reactor.seconds() <= 3600
+    on_a.unban(ip_network("192.0.2.0/24"))
+    eventually(lambda: on_b.bans.match("192.0.2.9") is None, "the ban lifted")
+    bob.drop()
+    for factory in (on_a, on_b):
+        factory.sessions.stop()
+        factory.flusher.flush()
