@@ -126,7 +126,7 @@ local function last_id(P)
 end
 local function publish(P, event)
     redis.call('XADD', P .. 'events', 'MAXLEN', '~', '100000', '*',
-               'e', cjson.encode(event))
+               'o', event.o or '', 'e', cjson.encode(event))
 end
 local function alive(P, node)
     return redis.call('EXISTS', P .. 'node:' .. node) == 1
@@ -527,7 +527,7 @@ class RedisLink:
         self,
         url: str,
         stream: str,
-        on_event: Callable[[str], None],
+        on_event: Callable[[str, str], None],
         on_up: Callable[[], None],
         on_down: Callable[[], None],
     ) -> None:
@@ -613,7 +613,8 @@ class RedisLink:
             for entry_id, fields in entries:
                 self._last = entry_id
                 try:
-                    self.on_event(fields[1])
+                    # Fields: o, the node that added it; e, the event.
+                    self.on_event(fields[1], fields[3])
                 except Exception:
                     log.failure("cluster: an event could not be handled")
         self._wake()
@@ -954,6 +955,8 @@ class ClusterRegistry:
             "~",
             "100000",
             "*",
+            "o",
+            event.get("o", ""),
             "e",
             json.dumps(event),
         )
@@ -1092,7 +1095,9 @@ class ClusterRegistry:
 
     # Events from the other nodes -----------------------------------------
 
-    def _event(self, message: str) -> None:
+    def _event(self, origin: str, message: str) -> None:
+        if origin == self.node:
+            return  # this node acted on it already
         try:
             event = json.loads(message)
         except ValueError:
