@@ -107,7 +107,7 @@ _LEAVE_ROOM = """
 local function leave_room(P, fold, room, amax, lobby)
     local key = P .. 'room:' .. room
     local size = redis.call('HLEN', key)
-    redis.call('HDEL', key, fold)
+    if redis.call('HDEL', key, fold) == 0 then return false end
     if size <= 1 and room ~= lobby then
         redis.call('DEL', key, P .. 'topic:' .. room, P .. 'history:' .. room)
         redis.call('SREM', P .. 'rooms', room)
@@ -340,8 +340,12 @@ if room == '' then return redis.call('HVALS', P .. 'users') end
 local folds = redis.call('HKEYS', P .. 'room:' .. room)
 if #folds == 0 then return {} end
 local found = {}
-for _, raw in ipairs(redis.call('HMGET', P .. 'users', unpack(folds))) do
-    if raw then table.insert(found, raw) end
+for first = 1, #folds, 1000 do
+    local last = math.min(first + 999, #folds)
+    local chunk = redis.call('HMGET', P .. 'users', unpack(folds, first, last))
+    for _, raw in ipairs(chunk) do
+        if raw then table.insert(found, raw) end
+    end
 end
 return found
 """
@@ -395,42 +399,64 @@ _RECLAIM = (
     _LEAVE_ROOM
     + """
 local P, node, fold = ARGV[1], ARGV[2], ARGV[3]
-local amax, announce = tonumber(ARGV[5]), ARGV[6] == '1'
+local amax, announce, lobby = tonumber(ARGV[5]), ARGV[6] == '1', ARGV[9]
+local user = cjson.decode(ARGV[4])
+local joined = cjson.decode(ARGV[7])
+local parted = cjson.decode(ARGV[8])
+local had = {}
+local dead, dead_told = false, {}
 local raw = redis.call('HGET', P .. 'users', fold)
 if raw then
     local held = cjson.decode(raw)
-    if held.node == node then return 1 end
-    if alive(P, held.node) then return 0 end
-    for _, room in ipairs(held.rooms) do
-        redis.call('HDEL', P .. 'room:' .. room, fold)
+    if held.node == node then
+        for _, room in ipairs(held.rooms) do had[room] = true end
+    else
+        if alive(P, held.node) then return {0} end
+        -- Left behind by a node that died: gone, as if reaped.
+        dead, dead_told = remove_user(P, fold, held.node, amax, lobby)
     end
-    redis.call('SREM', P .. 'node-users:' .. held.node, fold)
 end
-local user = cjson.decode(ARGV[4])
-local joined = cjson.decode(ARGV[7])
 redis.call('HSET', P .. 'users', fold, ARGV[4])
 redis.call('SADD', P .. 'node-users:' .. node, fold)
+local now = {}
 for _, room in ipairs(user.rooms) do
+    now[room] = true
     redis.call('HSET', P .. 'room:' .. room, fold, user.nick)
     redis.call('SADD', P .. 'rooms', room)
     local size = redis.call('HLEN', P .. 'room:' .. room)
-    if announce and (amax < 0 or size <= amax) then
+    if (announce or (raw and not dead and not had[room]))
+            and (amax < 0 or size <= amax) then
         publish(P, {o = node, r = {room}, s = fold, d = joined[room]})
     end
 end
-return 1
+-- Rooms the user left while this node was cut off.
+for room, _ in pairs(had) do
+    if not now[room] and leave_room(P, fold, room, amax, lobby) and parted[room] then
+        publish(P, {o = node, r = {room}, s = fold, d = parted[room]})
+    end
+end
+return {1, dead or '', dead_told}
 """
 )
 
-# ARGV: P, node.  A node that stops cleanly: its keys go (its users have
-# been unregistered one by one before).
-_RETIRE = """
-local P, node = ARGV[1], ARGV[2]
+# ARGV: P, node, amax, lobby.  A node that stops: its keys go, and so do
+# the users it still has (normally none: they left one by one before);
+# returns those as {nickname, {rooms to tell}}.
+_RETIRE = (
+    _LEAVE_ROOM
+    + """
+local P, node, amax, lobby = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local gone = {}
+for _, fold in ipairs(redis.call('SMEMBERS', P .. 'node-users:' .. node)) do
+    local nick, told = remove_user(P, fold, node, amax, lobby)
+    if nick then table.insert(gone, {nick, told}) end
+end
 redis.call('DEL', P .. 'node:' .. node, P .. 'node-users:' .. node)
 redis.call('DEL', P .. 'reaped:' .. node)
 redis.call('SREM', P .. 'nodes', node)
-return 1
+return gone
 """
+)
 
 # ARGV: P, node, folds to keep (JSON), amax, lobby.  Removes the users
 # this node no longer has (they left while Redis was out of reach); returns
@@ -797,6 +823,8 @@ class ClusterRegistry:
         #: (folded nickname; and the rooms of those who left).
         self._joined_while_down: set[str] = set()
         self._left_while_down: dict[str, tuple[str, tuple[str, ...], bytes]] = {}
+        #: The lines telling of rooms users left meanwhile, by user and room.
+        self._parted_while_down: dict[str, dict[str, str]] = {}
         self.said = 0
         self.delivered = 0
         self.link = RedisLink(
@@ -836,17 +864,30 @@ class ClusterRegistry:
 
     def close(self) -> Deferred[object]:
         """Leave the cluster (the node's users must have gone) and disconnect."""
+        self._closing = True
         if self._heartbeat.running:
             self._heartbeat.stop()
         for call in (self._first_check, self._retry):
             if call is not None and call.active():
                 call.cancel()
         d = self.idle()
-        if self.link.up:
-            d.addCallback(lambda _: self.link.call("retire", self._prefix, self.node))
-            d.addErrback(lambda failure: None)
+
+        def retire(_: object) -> Deferred[Any] | None:
+            if not self.link.up:
+                return None
+            retired = self.link.call(
+                "retire", self._prefix, self.node, self._amax, LOBBY
+            )
+            # Users still here (a registration under way at the stop): gone.
+            return retired.addCallback(self._announce_gone)
+
+        d.addCallback(retire)
+        d.addErrback(lambda failure: None)
+        d.addCallback(lambda _: self.idle())
         d.addCallback(lambda _: self.link.stop())
         return d
+
+    _closing = False
 
     def idle(self) -> Deferred[None]:
         """Fire once no call to Redis is under way."""
@@ -882,6 +923,8 @@ class ClusterRegistry:
         d.addErrback(failed)
 
     def _link_up(self) -> None:
+        if self._closing:
+            return
         log.info("cluster {cluster}: connected to Redis", cluster=self.cluster)
         self._resyncing = True
         self._beat().addBoth(self._resync)
@@ -1001,6 +1044,8 @@ class ClusterRegistry:
                     self._amax,
                     "1" if announce else "0",
                     json.dumps(joined),
+                    json.dumps(self._parted_while_down.get(key, {})),
+                    LOBBY,
                 )
                 d.addCallbacks(self._reclaimed, failures.append, callbackArgs=(client,))
                 calls.append(d)
@@ -1021,7 +1066,9 @@ class ClusterRegistry:
                     error=result.getErrorMessage() or result.type.__name__,
                 )
                 self._resyncing = self.link.up
-                if self.link.up:
+                if self.link.up and not self._closing:
+                    if self._retry is not None and self._retry.active():
+                        self._retry.cancel()
                     self._retry = self._clock.callLater(
                         RedisLink.RETRY, self._resync_again
                     )
@@ -1029,6 +1076,7 @@ class ClusterRegistry:
             self._resyncing = False
             self._joined_while_down.clear()
             self._left_while_down.clear()
+            self._parted_while_down.clear()
             if reaped:
                 # Announced once: the next heartbeat must not see it again.
                 self._quietly(
@@ -1054,8 +1102,16 @@ class ClusterRegistry:
 
     def _resync_again(self) -> None:
         self._retry = None
-        if self.link.up and self._resyncing:
+        if self.link.up and self._resyncing and not self._closing:
             self._resync(None)
+
+    def _announce_gone(self, gone: list[list[Any]]) -> None:
+        """Tell the others that these users, C{[nickname, rooms]}, are gone."""
+        for nickname, rooms in gone:
+            if rooms:
+                line = wire.left(nickname, "connection lost")
+                event = {"o": self.node, "r": list(rooms), "d": _text(line)}
+                self._quietly(self._publish(event), "announcing a leave")
 
     def _announce_left(self, pruned: list[list[Any]], reaped: bool) -> None:
         """Tell the others of the users who left while Redis was away.
@@ -1077,8 +1133,11 @@ class ClusterRegistry:
                 event = {"o": self.node, "r": list(told), "d": _text(line)}
                 self._quietly(self._publish(event), "announcing a leave")
 
-    def _reclaimed(self, claimed: int, client: IChatClient) -> None:
-        if int(claimed) == 1:
+    def _reclaimed(self, reply: list[Any], client: IChatClient) -> None:
+        if int(reply[0]) == 1:
+            dead, told = reply[1], reply[2]
+            if dead:  # the nickname was left behind by a node that died
+                self._announce_gone([[dead, told]])
             return
         user = self._users.get(client)
         if user is None:
@@ -1180,10 +1239,12 @@ class ClusterRegistry:
     def store_token(self, nickname: str, token_digest: str) -> None:
         """Keep the digest of C{nickname}'s resume token where nodes see it."""
         if self.up:
-            d = self._command(
-                "set", self._prefix + "token:" + fold(nickname), token_digest
-            )
+            key = fold(nickname)
+            d = self._command("set", self._prefix + "token:" + key, token_digest)
             self._quietly(d, "storing a resume token")
+            # A new token: the lines kept for the last drop have been seen.
+            d = self._command("delete", self._prefix + "missed:" + key)
+            self._quietly(d, "forgetting missed lines")
 
     def keep_for(self, nickname: str, data: bytes, limit: int) -> None:
         """Keep a line for a held session, for a resume on another node."""
@@ -1260,11 +1321,7 @@ class ClusterRegistry:
         if key in self._by_fold:
             return fail(NicknameInUse(nickname))
         if not self.up:
-            self._joined_while_down.add(key)
-            self._add_local(client, nickname, key)
-            size = len(self._rooms[LOBBY]) + 1
-            self._enter_local(client, LOBBY, announce=self._announce(size))
-            return succeed(nickname)
+            return succeed(self._register_here(client, nickname))
         host = getattr(client, "host", None) or ""
         d = self._call(
             "register",
@@ -1295,10 +1352,21 @@ class ClusterRegistry:
             return nickname
 
         def unreachable(failure: Failure) -> str:
-            failure.trap(Unreachable)
-            return self.register(client, nickname)  # type: ignore[return-value]
+            _trap_unreachable(failure)
+            return self._register_here(client, nickname)
 
         return d.addCallbacks(claimed, unreachable)
+
+    def _register_here(self, client: IChatClient, nickname: str) -> str:
+        """Register C{client} on this node alone; claimed in Redis later."""
+        key = fold(nickname)
+        if key in self._by_fold:
+            raise NicknameInUse(nickname)
+        self._joined_while_down.add(key)
+        size = len(self._rooms[LOBBY]) + 1
+        self._add_local(client, nickname, key)
+        self._enter_local(client, LOBBY, announce=self._announce(size))
+        return nickname
 
     def rename(self, client: IChatClient, nickname: str) -> Deferred[str]:
         """See L{IRegistry.rename}."""
@@ -1371,7 +1439,23 @@ class ClusterRegistry:
             for name in rooms:
                 self._forget_if_empty(name)
 
-        d.addCallback(told)
+        def here(failure: Failure) -> None:
+            # Redis did not answer: tell this node's users, and the others
+            # once it is back (the node claims its users again then).
+            _trap_unreachable(failure)
+            self._left_while_down[key] = (user.nickname, rooms, line)
+            if not self._stopping:
+                neighbours = dict.fromkeys(
+                    c
+                    for name in rooms
+                    if self._announce(len(before[name]) + 1)
+                    for c in self._still_in(name, before[name])
+                )
+                self._deliver(neighbours, line, client)
+            for name in rooms:
+                self._forget_if_empty(name)
+
+        d.addCallbacks(told, here)
         self._quietly(d, "a leave")
 
     def join(self, client: IChatClient, room: str) -> Deferred[list[Scrollback]]:
@@ -1408,7 +1492,13 @@ class ClusterRegistry:
             history = [json.loads(raw) for raw in reversed(reply[1])]
             return [Scrollback(when, data.encode("utf-8")) for when, data in history]
 
-        return d.addCallback(joined)
+        def here(failure: Failure) -> list[Scrollback]:
+            # Redis did not answer: joined on this node, claimed later.
+            _trap_unreachable(failure)
+            size = len(before) + 1
+            return joined([size if entered else -1, []])
+
+        return d.addCallbacks(joined, here)
 
     def part(self, client: IChatClient, room: str, reason: str) -> None:
         """See L{IRegistry.part}."""
@@ -1423,6 +1513,8 @@ class ClusterRegistry:
             if self._announce(size):
                 self._deliver(self._rooms[room].recipients, line, client)
             self._forget_if_empty(room)
+            parted = self._parted_while_down.setdefault(fold(user.nickname), {})
+            parted[room] = _text(line)
             return
         d = self._call(
             "part", self.node, fold(user.nickname), room, self._amax, LOBBY, _text(line)
@@ -1435,7 +1527,13 @@ class ClusterRegistry:
                 self._deliver(self._still_in(room, before), line, client)
             self._forget_if_empty(room)
 
-        d.addCallback(told)
+        def here(failure: Failure) -> None:
+            _trap_unreachable(failure)
+            parted = self._parted_while_down.setdefault(fold(user.nickname), {})
+            parted[room] = _text(line)
+            told(self._announce(size))
+
+        d.addCallbacks(told, here)
         self._quietly(d, "a part")
 
     def broadcast(self, room: str, data: bytes, sender: IChatClient | None) -> None:
@@ -1680,6 +1778,17 @@ class ClusterRegistry:
 
     #: The fan-out loop, the in-memory registry's.
     _deliver = staticmethod(Registry._deliver)
+
+
+def _trap_unreachable(failure: Failure) -> None:
+    """Let through a failure that means Redis did not answer; raise others.
+
+    Redis's own errors (a script that failed) are bugs, not outages.
+    """
+    import txredisapi
+
+    if failure.check(txredisapi.ResponseError):
+        failure.raiseException()
 
 
 def _order(event_id: str) -> tuple[int, int]:
