@@ -101,9 +101,10 @@ def parse_redis_url(url: str) -> tuple[str, int, int]:
 # Every script gets the key prefix as ARGV[1] and builds its keys from it:
 # one Redis server (or a primary with replicas) holds a cluster's keys, not
 # a Redis Cluster.  Users are JSON; cjson turns an empty Lua table into {},
-# which json.loads reads back as a dict, so rooms are never left empty.
+# a JSON object, so a user's rooms are never left empty (the lobby stays).
+# _HELPERS are Lua functions that several scripts share.
 
-_LEAVE_ROOM = """
+_HELPERS = """
 local function leave_room(P, fold, room, amax, lobby)
     local key = P .. 'room:' .. room
     local size = redis.call('HLEN', key)
@@ -150,9 +151,10 @@ end
 """
 
 # ARGV: P, node, fold, nickname, host, lobby, amax, joined-line.
-# Returns {1, size of the lobby}, or {0} if the nickname is taken.
+# Returns {1, size of the lobby, id of the newest event}, or {0} if the
+# nickname is taken.
 _REGISTER = (
-    _LEAVE_ROOM
+    _HELPERS
     + """
 local P, node, fold = ARGV[1], ARGV[2], ARGV[3]
 local lobby, amax = ARGV[6], tonumber(ARGV[7])
@@ -173,7 +175,7 @@ return {1, size, last_id(P)}
 # ARGV: P, node, fold, amax, lobby, left-line.  Publishes the leave in the
 # rooms small enough; returns those rooms.
 _UNREGISTER = (
-    _LEAVE_ROOM
+    _HELPERS
     + """
 local P, node, fold = ARGV[1], ARGV[2], ARGV[3]
 local amax, lobby = tonumber(ARGV[4]), ARGV[5]
@@ -187,7 +189,7 @@ return told
 # ARGV: P, node, fold, room, amax, joined-line, history.
 # Returns {size, {history, newest first}}, or {-1} for an unknown user.
 _JOIN = (
-    _LEAVE_ROOM
+    _HELPERS
     + """
 local P, node, fold, room = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local amax, history = tonumber(ARGV[5]), tonumber(ARGV[7])
@@ -217,7 +219,7 @@ return {size, lines}
 
 # ARGV: P, node, fold, room, amax, lobby, parted-line.
 _PART = (
-    _LEAVE_ROOM
+    _HELPERS
     + """
 local P, node, fold, room = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local amax, lobby = tonumber(ARGV[5]), ARGV[6]
@@ -243,7 +245,7 @@ return 0
 
 # ARGV: P, node, room, sender fold, line, when, history.
 _SAY = (
-    _LEAVE_ROOM
+    _HELPERS
     + """
 local P, room, history = ARGV[1], ARGV[3], tonumber(ARGV[7])
 publish(P, {o = ARGV[2], r = {room}, s = ARGV[4], d = ARGV[5], h = tonumber(ARGV[6])})
@@ -259,7 +261,7 @@ return 1
 # ARGV: P, node, old fold, new fold, nickname, renamed-line.
 # Returns 1, 0 if the new nickname is taken, -1 for an unknown user.
 _RENAME = (
-    _LEAVE_ROOM
+    _HELPERS
     + """
 local P, node, old, new = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local raw = redis.call('HGET', P .. 'users', old)
@@ -299,9 +301,9 @@ return 1
 """
 
 # ARGV: P, node, fold, event (JSON, without the recipient).  Sends the
-# event to the node of the user called fold; returns the user, or nil.
+# event to the node of the user called fold; returns the user, or false.
 _TO_USER = (
-    _LEAVE_ROOM
+    _HELPERS
     + """
 local P, node, fold = ARGV[1], ARGV[2], ARGV[3]
 local raw = redis.call('HGET', P .. 'users', fold)
@@ -319,7 +321,7 @@ return raw
 
 # ARGV: P, node, room, topic, topic-line.
 _TOPIC = (
-    _LEAVE_ROOM
+    _HELPERS
     + """
 local P, room = ARGV[1], ARGV[3]
 if redis.call('EXISTS', P .. 'room:' .. room) == 0 then return 0 end
@@ -373,7 +375,7 @@ return redis.call('EXISTS', P .. 'reaped:' .. node)
 # ARGV: P, amax, lobby.  Removes the users of every node whose heartbeat
 # expired; returns them as {fold, nickname, {rooms to tell}}.
 _REAP = (
-    _LEAVE_ROOM
+    _HELPERS
     + """
 local P, amax, lobby = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local gone = {}
@@ -396,7 +398,7 @@ return gone
 # (JSON, room -> line).  Claims a user of this node again after Redis was
 # out of reach.  Returns 1, or 0 if another live node has the nickname.
 _RECLAIM = (
-    _LEAVE_ROOM
+    _HELPERS
     + """
 local P, node, fold = ARGV[1], ARGV[2], ARGV[3]
 local amax, announce, lobby = tonumber(ARGV[5]), ARGV[6] == '1', ARGV[9]
@@ -443,7 +445,7 @@ return {1, dead or '', dead_told}
 # the users it still has (normally none: they left one by one before);
 # returns those as {nickname, {rooms to tell}}.
 _RETIRE = (
-    _LEAVE_ROOM
+    _HELPERS
     + """
 local P, node, amax, lobby = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local gone = {}
@@ -462,7 +464,7 @@ return gone
 # this node no longer has (they left while Redis was out of reach); returns
 # them as {nickname, {rooms to tell}}.
 _PRUNE = (
-    _LEAVE_ROOM
+    _HELPERS
     + """
 local P, node, amax, lobby = ARGV[1], ARGV[2], tonumber(ARGV[4]), ARGV[5]
 local keep = {}
@@ -490,9 +492,10 @@ return 1
 
 # ARGV: P, node, fold, token digest, amax, back-line.  Moves a user's
 # session, held or still open on another node, to this one; tells that node
-# (ho) and the user's rooms.  Returns {user, {missed}, {rooms told}}, or nil.
+# (ho) and the user's rooms.  Returns {user, {missed}, {rooms told}, id of
+# the newest event}, or false.
 _RESUME = (
-    _LEAVE_ROOM
+    _HELPERS
     + """
 local P, node, fold = ARGV[1], ARGV[2], ARGV[3]
 local amax = tonumber(ARGV[5])
@@ -519,10 +522,26 @@ return {raw, missed, told, last_id(P)}
 """
 )
 
+#: The scripts, by the name L{RedisLink.call} takes.
 _SCRIPTS = {
-    name[1:].lower(): text
-    for name, text in dict(globals()).items()
-    if name.startswith("_") and name.isupper() and name != "_LEAVE_ROOM"
+    "register": _REGISTER,
+    "unregister": _UNREGISTER,
+    "join": _JOIN,
+    "part": _PART,
+    "say": _SAY,
+    "rename": _RENAME,
+    "update": _UPDATE,
+    "to_user": _TO_USER,
+    "topic": _TOPIC,
+    "users": _USERS,
+    "rooms": _ROOMS,
+    "heartbeat": _HEARTBEAT,
+    "reap": _REAP,
+    "reclaim": _RECLAIM,
+    "retire": _RETIRE,
+    "prune": _PRUNE,
+    "keep": _KEEP,
+    "resume": _RESUME,
 }
 
 
@@ -825,6 +844,8 @@ class ClusterRegistry:
         self._left_while_down: dict[str, tuple[str, tuple[str, ...], bytes]] = {}
         #: The lines telling of rooms users left meanwhile, by user and room.
         self._parted_while_down: dict[str, dict[str, str]] = {}
+        #: Lines for held sessions, sent to Redis at the iteration's end.
+        self._keeping: dict[str, tuple[list[bytes], int]] = {}
         self.said = 0
         self.delivered = 0
         self.link = RedisLink(
@@ -867,7 +888,7 @@ class ClusterRegistry:
         self._closing = True
         if self._heartbeat.running:
             self._heartbeat.stop()
-        for call in (self._first_check, self._retry):
+        for call in (self._first_check, self._retry, self._keep_call):
             if call is not None and call.active():
                 call.cancel()
         d = self.idle()
@@ -1247,11 +1268,31 @@ class ClusterRegistry:
             self._quietly(d, "forgetting missed lines")
 
     def keep_for(self, nickname: str, data: bytes, limit: int) -> None:
-        """Keep a line for a held session, for a resume on another node."""
-        if self.up:
-            ttl = int(self._node_ttl * 4 + 3600)
-            d = self._call("keep", fold(nickname), _text(data), limit, ttl)
-            self._quietly(d, "keeping a line for a held session")
+        """Keep a line for a held session, for a resume on another node.
+
+        What a held session is sent in one reactor iteration goes to Redis
+        in one call at its end.
+        """
+        if not self.up:
+            return
+        key = fold(nickname)
+        kept = self._keeping.get(key)
+        if kept is not None:
+            kept[0].append(data)
+            return
+        self._keeping[key] = ([data], limit)
+        if self._keep_call is None:
+            self._keep_call = self._clock.callLater(0, self._keep_now)
+
+    _keep_call: Any = None
+
+    def _keep_now(self) -> None:
+        self._keep_call = None
+        keeping, self._keeping = self._keeping, {}
+        ttl = int(self._node_ttl * 4 + 3600)
+        for key, (chunks, limit) in keeping.items():
+            d = self._call("keep", key, _text(b"".join(chunks)), limit, ttl)
+            self._quietly(d, "keeping lines for a held session")
 
     def resume_elsewhere(
         self, client: IChatClient, nickname: str, token_digest: str
