@@ -912,6 +912,9 @@ class ClusterRegistry:
 
     def idle(self) -> Deferred[None]:
         """Fire once no call to Redis is under way."""
+        if self._keep_call is not None and self._keep_call.active():
+            self._keep_call.cancel()
+            self._keep_now()  # what waits for the iteration's end goes now
         if not self._pending:
             return succeed(None)
         d = DeferredList(list(self._pending), consumeErrors=True)
