@@ -54,7 +54,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from . import wire
-from .errors import NicknameInUse, NoSuchNickname
+from .errors import ChatError, NicknameInUse, NoSuchNickname
 from .interfaces import IChatClient, IRegistry, RoomInfo, Scrollback, UserInfo
 from .logs import gate
 from .registry import LOBBY, Registry, _Room, _User, swap_client
@@ -1420,8 +1420,8 @@ class ClusterRegistry:
         if holder is not None and holder is not client:
             return fail(NicknameInUse(nickname))
         if not self.up:
-            self._rename_local(client, user, nickname)
-            return succeed(nickname)
+            # The new nickname could not be claimed, nor the old one freed.
+            return fail(ChatError(RENAME_CUT_OFF))
         d = self._call(
             "rename",
             self.node,
@@ -1438,7 +1438,7 @@ class ClusterRegistry:
                 self._rename_local(client, user, nickname)
             return nickname
 
-        return d.addCallback(renamed)
+        return d.addCallbacks(renamed, _cut_off(RENAME_CUT_OFF))
 
     def unregister(self, client: IChatClient, reason: str) -> None:
         """See L{IRegistry.unregister}."""
@@ -1626,7 +1626,7 @@ class ClusterRegistry:
                 raise NoSuchNickname(nickname)
             return _info(raw)
 
-        return d.addCallback(found)
+        return d.addCallbacks(found, _cut_off(CUT_OFF))
 
     def kick(self, nickname: str, reason: str) -> Deferred[UserInfo]:
         """See L{IRegistry.kick}."""
@@ -1650,7 +1650,7 @@ class ClusterRegistry:
                 raise NoSuchNickname(nickname)
             return _info(raw)
 
-        return d.addCallback(found)
+        return d.addCallbacks(found, _cut_off(CUT_OFF))
 
     def replace(self, old: IChatClient, new: IChatClient, data: bytes | None) -> None:
         """See L{IRegistry.replace}."""
@@ -1822,6 +1822,24 @@ class ClusterRegistry:
 
     #: The fan-out loop, the in-memory registry's.
     _deliver = staticmethod(Registry._deliver)
+
+
+#: What a user is told when Redis did not answer for something only it knows.
+CUT_OFF = "the other servers did not answer; try again in a moment"
+RENAME_CUT_OFF = (
+    "nicknames cannot change while the other servers are unreachable; "
+    "try again in a moment"
+)
+
+
+def _cut_off(message: str) -> Callable[[Failure], object]:
+    """An errback: Redis did not answer, so the user is told C{message}."""
+
+    def errback(failure: Failure) -> object:
+        _trap_unreachable(failure)
+        raise ChatError(message)
+
+    return errback
 
 
 def _trap_unreachable(failure: Failure) -> None:

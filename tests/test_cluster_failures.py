@@ -204,3 +204,31 @@ def test_a_failed_join_leaves_no_half_joined_user(nodes: Nodes) -> None:
     joined = "#x" in a._users[alice].rooms
     failed = isinstance(outcome[0], Failure)
     assert not (joined and failed), (joined, outcome)
+
+
+@in_greenlet
+def test_unanswered_calls_tell_the_user_why(nodes: Nodes) -> None:
+    """A /msg, /nick or lookup Redis does not answer gets a clear error."""
+    import txredisapi
+
+    from chatservice.errors import ChatError
+
+    a = nodes.make("unanswered")
+    b = nodes.make("unanswered")
+    alice = registered(a, "alice")
+    registered(b, "bob")
+    real_call, real_command = a.link.call, a.link.command
+    lost = txredisapi.ConnectionError("Lost connection")
+    a.link.call = lambda *args: fail(lost)
+    a.link.command = lambda *args: fail(lost)
+    try:
+        for d in (
+            a.send_private("bob", b"*alice* hi\r\n"),
+            a.find("bob"),
+            a.rename(alice, "alicia"),
+        ):
+            with pytest.raises(ChatError, match="try again in a moment"):
+                block(d)
+    finally:
+        a.link.call, a.link.command = real_call, real_command
+    assert a._users[alice].nickname == "alice"
