@@ -1617,8 +1617,8 @@ class ClusterRegistry:
         client = self._by_fold.get(fold(nickname))
         if client is not None:
             return succeed(self._users[client].info())
-        if not self.up:
-            return fail(NoSuchNickname(nickname))
+        if not self.up:  # they may be on another node: nobody can tell
+            return fail(ChatError(CUT_OFF))
         d = self._command("hget", self._prefix + "users", fold(nickname))
 
         def found(raw: str | None) -> UserInfo:
@@ -1641,8 +1641,8 @@ class ClusterRegistry:
             info = self._users[client].info()
             act(client)
             return succeed(info)
-        if not self.up:
-            return fail(NoSuchNickname(nickname))
+        if not self.up:  # they may be on another node: nobody can tell
+            return fail(ChatError(CUT_OFF))
         d = self._call("to_user", self.node, key, json.dumps(event))
 
         def found(raw: str | None) -> UserInfo:

@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 from chatservice import testing
 from chatservice.cluster import ClusterRegistry
 from chatservice.config import Settings
-from chatservice.errors import NicknameInUse, NoSuchNickname
+from chatservice.errors import ChatError, NicknameInUse, NoSuchNickname
 from chatservice.factory import ChatFactory, run_at_once
 from chatservice.interfaces import RoomInfo, UserInfo
 from chatservice.metrics import collector_registry
@@ -330,6 +330,8 @@ def test_redis_restart(nodes: Nodes, redis_server: RedisServer) -> None:
     assert amy.lines() == ["<alice> still here"]
     assert bob.lines() == []
     assert [u.nickname for u in block(a.users())] == ["alice", "amy"]
+    with pytest.raises(ChatError, match="did not answer"):  # bob is elsewhere
+        block(a.send_private("bob", b"*alice* psst\r\n"))
     # Registering locally still works, and the nickname is claimed later.
     ann = registered(a, "ann")
     for client in (alice, amy):
