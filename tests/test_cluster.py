@@ -97,6 +97,7 @@ class Nodes:
     def __init__(self, url: str) -> None:
         self.url = url
         self.made: list[ClusterRegistry] = []
+        self.factories: list[ChatFactory] = []
 
     def make(
         self, cluster: str | None = None, announce_max: int | None = None, **kw: object
@@ -111,6 +112,20 @@ class Nodes:
         block(Deferred.fromCoroutine(wait_until(lambda: node.up, "the node is up")))
         return node
 
+    def servers(
+        self, cluster: str, count: int = 2, **settings: object
+    ) -> list[ChatFactory]:
+        """C{count} nodes of C{cluster}, each serving chat (a factory)."""
+        made = []
+        for _ in range(count):
+            node = self.make(cluster)
+            factory = ChatFactory(
+                Settings(**settings), registry=node, run_in_thread=run_at_once
+            )
+            self.factories.append(factory)
+            made.append(factory)
+        return made
+
     def settle(self) -> None:
         if not getattr(greenlet.getcurrent(), "chat_test", False):
             return  # called back by the reactor, which must not wait
@@ -120,6 +135,9 @@ class Nodes:
     def close(self) -> None:
         from twisted.internet import reactor
 
+        for factory in self.factories:
+            factory.sessions.stop()  # sessions held for a resume end
+            factory.flusher.flush()
         for node in self.made:
             node.stop()
             block(node.close())
@@ -404,11 +422,8 @@ def heard(connection: FakeConnection, line: str, seen: list[str]) -> None:
 @in_greenlet
 def test_resume_on_another_node(nodes: Nodes) -> None:
     """A dropped session resumes on another node, with the lines it missed."""
-    a = nodes.make("resume")
-    b = nodes.make("resume")
-    settings = Settings(resume_grace=60)
-    on_a = ChatFactory(settings, registry=a, run_in_thread=run_at_once)
-    on_b = ChatFactory(settings, registry=b, run_in_thread=run_at_once)
+    on_a, on_b = nodes.servers("resume", resume_grace=60)
+    a = on_a.registry
     alice, token = chatting(on_a, "alice")
     bob, _ = chatting(on_b, "bob")
     bob_saw: list[str] = []
@@ -441,9 +456,6 @@ def test_resume_on_another_node(nodes: Nodes) -> None:
     heard(stale, "!!! resume failed: unknown nickname or wrong token", stale_saw)
     for connection in (again, bob, stale):
         connection.drop()
-    for factory in (on_a, on_b):
-        factory.sessions.stop()  # the dropped connections' held sessions end
-        factory.flusher.flush()
 
 
 @in_greenlet
@@ -484,10 +496,7 @@ def test_node_taken_for_dead_comes_back(nodes: Nodes) -> None:
 @in_greenlet
 def test_bans_hold_on_every_node(nodes: Nodes) -> None:
     """A ban made on one node closes and refuses on the others; so does /unban."""
-    a = nodes.make("bans")
-    b = nodes.make("bans")
-    on_a = ChatFactory(Settings(), registry=a, run_in_thread=run_at_once)
-    on_b = ChatFactory(Settings(), registry=b, run_in_thread=run_at_once)
+    on_a, on_b = nodes.servers("bans")
     bob = FakeConnection(on_b, host="192.0.2.7")
     bob.enter("bob")
     eventually(lambda: bob.protocol.nickname == "bob", "bob registered")
@@ -501,6 +510,3 @@ def test_bans_hold_on_every_node(nodes: Nodes) -> None:
     on_a.unban(ip_network("192.0.2.0/24"))
     eventually(lambda: on_b.bans.match("192.0.2.9") is None, "the ban lifted")
     bob.drop()
-    for factory in (on_a, on_b):
-        factory.sessions.stop()
-        factory.flusher.flush()

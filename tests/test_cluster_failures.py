@@ -138,15 +138,10 @@ def test_missed_lines_are_not_replayed_after_a_local_resume(nodes: Nodes) -> Non
 
     from twisted.internet.error import ConnectionLost
 
-    from chatservice.config import Settings
-    from chatservice.factory import ChatFactory, run_at_once
     from chatservice.testing import FakeConnection
 
-    a = nodes.make("replay")
-    b = nodes.make("replay")
-    settings = Settings(resume_grace=60)
-    on_a = ChatFactory(settings, registry=a, run_in_thread=run_at_once)
-    on_b = ChatFactory(settings, registry=b, run_in_thread=run_at_once)
+    on_a, on_b = nodes.servers("replay", resume_grace=60)
+    a = on_a.registry
     alice, token = chatting(on_a, "alice")
     bob, _ = chatting(on_b, "bob")
     bob_saw: list[str] = []
@@ -180,9 +175,6 @@ def test_missed_lines_are_not_replayed_after_a_local_resume(nodes: Nodes) -> Non
     finally:
         for connection in (there, bob):
             connection.drop()
-        for factory in (on_a, on_b):
-            factory.sessions.stop()
-            factory.flusher.flush()
 
 
 @in_greenlet
