@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
+from clusterharness import Nodes, block
 from harness import Harness
 from hypothesis import settings
 from processes import Connection, Server, opened_by
@@ -15,6 +16,7 @@ from redisserver import RedisServer
 
 from twisted.internet.task import Clock
 
+from chatservice import testing
 from chatservice.config import Settings
 from chatservice.factory import ChatFactory, run_at_once
 
@@ -120,3 +122,16 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
+
+
+@pytest.fixture
+def nodes(redis_server: RedisServer) -> Iterator[Nodes]:
+    """Nodes of clusters on a real Redis (see L{clusterharness}); closed after."""
+    made = Nodes(redis_server.url)
+    testing.Waiting.block = block
+    testing.Waiting.settle = made.settle
+    try:
+        yield made
+    finally:
+        testing.Waiting.block = testing.Waiting.settle = None
+        made.close()

@@ -4,29 +4,13 @@ Each of these once left a ghost, a stale token or a half-done change behind.
 """
 
 import json
-from collections.abc import Iterator
 
 import pytest
-from redisserver import RedisServer
-from test_cluster import Nodes, block, eventually, in_greenlet, registered
+from clusterharness import Nodes, block, eventually, in_greenlet, registered
 
 from twisted.internet.defer import fail
 
-from chatservice import testing
 from chatservice.cluster import ClusterRegistry
-
-
-@pytest.fixture(name="nodes")
-def nodes_fixture(redis_server: RedisServer) -> Iterator[Nodes]:
-    """As test_cluster's C{nodes} fixture."""
-    made = Nodes(redis_server.url)
-    testing.Waiting.block = block
-    testing.Waiting.settle = made.settle
-    try:
-        yield made
-    finally:
-        testing.Waiting.block = testing.Waiting.settle = None
-        made.close()
 
 
 @in_greenlet
@@ -134,7 +118,7 @@ def test_leave_is_told_here_when_the_redis_call_fails(nodes: Nodes) -> None:
 @in_greenlet
 def test_missed_lines_are_not_replayed_after_a_local_resume(nodes: Nodes) -> None:
     """Lines already replayed by a local resume are not replayed again."""
-    from test_cluster import chatting, heard
+    from clusterharness import chatting, heard
 
     from twisted.internet.error import ConnectionLost
 
