@@ -953,7 +953,7 @@ class ClusterRegistry:
         self._resyncing = True
         self._beat().addBoth(self._resync)
         if not self._heartbeat.running:
-            self._heartbeat.start(self._node_ttl / 3, now=False)
+            self._heartbeat.start(self._node_ttl / 4, now=False)
 
     def _link_down(self) -> None:
         log.warn(
@@ -975,7 +975,13 @@ class ClusterRegistry:
     def _beat(self) -> Deferred[Any]:
         """Renew the heartbeat, and reap the nodes that stopped renewing."""
         d = self.link.call(
-            "heartbeat", self._prefix, self.node, int(self._node_ttl * 1000)
+            # Renewed every quarter of --node-ttl, it lasts three quarters:
+            # a node is reaped within --node-ttl of its last heartbeat, by
+            # another that reaps as often, and may miss two heartbeats.
+            "heartbeat",
+            self._prefix,
+            self.node,
+            int(self._node_ttl * 750),
         )
 
         def reap(reaped: int) -> Deferred[Any]:
