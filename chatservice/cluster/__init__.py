@@ -1,0 +1,53 @@
+"""Several C{twistd chat} nodes that behave as one server, sharing Redis.
+
+A L{ClusterRegistry} is an L{IRegistry}.  It keeps its own node's clients in
+memory, as the in-memory registry does, and fans lines out to them itself;
+what the other nodes must know lives in Redis:
+
+  - C{PREFIX users}: a hash, nickname folded to lower case -> the user as
+    JSON (nickname, node, away message, host, rooms).  A nickname is
+    claimed by creating its field, atomically, in a Lua script.
+  - C{PREFIX room:NAME}: a hash of a room's members (folded -> nickname);
+    C{PREFIX rooms}: the set of rooms; C{PREFIX topic:NAME} and
+    C{PREFIX history:NAME} (newest first, trimmed to C{--history}).
+  - C{PREFIX node:ID}: a node's heartbeat, which expires after
+    C{--node-ttl} seconds unless the node renews it; C{PREFIX nodes} and
+    C{PREFIX node-users:ID} say which users each node serves.
+  - C{PREFIX events}: a Redis stream, the last 100,000 events.  Every
+    change another node must act on is added there as JSON, by the same
+    Lua script that makes the change, so it is in the order of the
+    changes.  Each node reads the stream from where it left off (XREAD),
+    so what it could not read for a while it reads when it can again.  A
+    line crosses Redis once for each node, and each node hands the same
+    bytes to all its members of the room.
+
+Each node delivers to its own clients at once and ignores its own events.
+A script's answer can come before the events that preceded it have been
+read: a user registered or resumed here is let in once they have been.
+
+A node whose heartbeat has expired (it was killed, or cut off from Redis)
+is reaped by whichever node notices first: one Lua script removes its users
+and returns them, and that node publishes their leaves, once.
+
+When Redis cannot be reached, the node goes on serving its own users as a
+one-node server, tells them so once, and reconnects (txredisapi backs off
+up to 10 s).  Once connected it claims its users' nicknames and rooms again,
+tells the others who came and went meanwhile, and reads what they said; a
+user whose nickname another node took meanwhile is told and disconnected.
+
+The package: L{scripts} holds the Lua scripts, the only code that changes
+the shared state; L{link} the node's two connections to Redis; L{registry}
+the L{ClusterRegistry} itself.
+"""
+
+from .link import CALL_TIMEOUT, RedisLink, RedisURLError, Unreachable, parse_redis_url
+from .registry import ClusterRegistry
+
+__all__ = [
+    "CALL_TIMEOUT",
+    "ClusterRegistry",
+    "RedisLink",
+    "RedisURLError",
+    "Unreachable",
+    "parse_redis_url",
+]
