@@ -233,7 +233,10 @@ class ClusterRegistry:
                 )
                 self._resyncing = True
                 self._resync(None)
-            return self.link.call("reap", self._prefix, self._amax, LOBBY)
+            before, after = _text(wire.left("\0", "connection lost")).split("\0")
+            return self.link.call(
+                "reap", self._prefix, self._amax, LOBBY, self.node, before, after
+            )
 
         d.addCallback(reap).addCallback(self._announce_reaped)
         self._quietly(d, "the heartbeat")
@@ -242,19 +245,16 @@ class ClusterRegistry:
     _reaped = False
 
     def _announce_reaped(self, gone: list[list[Any]]) -> None:
-        for key, nickname, rooms in gone:
+        for _key, nickname, rooms in gone:
             if not rooms:
                 continue
             log.info(
                 "cluster: {nickname}, of a node that stopped, has gone",
                 nickname=nickname,
             )
+            # The script told the other nodes; this one tells its users.
             line = wire.left(nickname, "connection lost")
             self._on_event({"r": list(rooms), "d": _text(line)})
-            # "s": a node that was only cut off, and still has the user,
-            # reads this when it is back, and must not tell its users.
-            event = {"o": self.node, "r": list(rooms), "s": key, "d": _text(line)}
-            self._quietly(self._publish(event), "announcing a lost user")
 
     def _publish(self, event: dict[str, object]) -> Deferred[Any]:
         return self._command(

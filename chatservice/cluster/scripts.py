@@ -280,8 +280,10 @@ redis.call('SADD', P .. 'nodes', node)
 return redis.call('EXISTS', P .. 'reaped:' .. node)
 """
 
-# ARGV: P, amax, lobby.  Removes the users of every node whose heartbeat
-# expired; returns them as {fold, nickname, {rooms to tell}}.
+# ARGV: P, amax, lobby, this node, the start and the end of a leave line
+# (around the nickname).  Removes the users of every node whose heartbeat
+# expired, and tells the others of them; returns them as {fold, nickname,
+# {rooms to tell}}.
 _REAP = (
     _HELPERS
     + """
@@ -291,7 +293,15 @@ for _, node in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
     if not alive(P, node) then
         for _, fold in ipairs(redis.call('SMEMBERS', P .. 'node-users:' .. node)) do
             local nick, told = remove_user(P, fold, node, amax, lobby)
-            if nick then table.insert(gone, {fold, nick, told}) end
+            if nick then
+                table.insert(gone, {fold, nick, told})
+                if #told > 0 then
+                    -- s: a node only cut off, which still has the user, reads
+                    -- this once back, and must not tell its users.
+                    publish(P, {o = ARGV[4], r = told, s = fold,
+                                d = ARGV[5] .. nick .. ARGV[6]})
+                end
+            end
         end
         redis.call('DEL', P .. 'node-users:' .. node)
         redis.call('SREM', P .. 'nodes', node)
@@ -303,8 +313,10 @@ return gone
 )
 
 # ARGV: P, node, fold, user (JSON), amax, announce (1/0), joined-lines
-# (JSON, room -> line).  Claims a user of this node again after Redis was
-# out of reach.  Returns 1, or 0 if another live node has the nickname.
+# (JSON, room -> line), parted-lines (JSON, room -> line), lobby.  Claims a
+# user of this node again after Redis was out of reach, with the rooms it is
+# in now.  Returns {1, nickname of a dead node's user it replaced or '',
+# {rooms to tell of that one}}, or {0} if another live node has the nickname.
 _RECLAIM = (
     _HELPERS
     + """
