@@ -395,10 +395,16 @@ class ClusterRegistry:
             for nickname, rooms, line in self._left_while_down.values():
                 told = lost.get(nickname, (rooms, line))[0]
                 lost[nickname] = (told, line)  # with the reason they left for
-        for told, line in lost.values():
-            if told:
-                event = {"o": self.node, "r": list(told), "d": _text(line)}
-                self._quietly(self._publish(event), "announcing a leave")
+        for rooms, line in lost.values():
+            if rooms:
+                d = self._call(
+                    "told_left",
+                    self.node,
+                    self._amax,
+                    json.dumps(list(rooms)),
+                    _text(line),
+                )
+                self._quietly(d, "announcing a leave")
 
     def _reclaimed(self, reply: list[Any], client: IChatClient) -> None:
         if int(reply[0]) == 1:

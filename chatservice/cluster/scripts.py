@@ -442,6 +442,22 @@ return {raw, missed, told, last_id(P)}
 """
 )
 
+# ARGV: P, node, amax, rooms (JSON), line.  Tells the rooms small enough,
+# counting one who has left them, of that one's leaving (after an outage).
+_TOLD_LEFT = (
+    _HELPERS
+    + """
+local P, amax = ARGV[1], tonumber(ARGV[3])
+local told = {}
+for _, room in ipairs(cjson.decode(ARGV[4])) do
+    local size = redis.call('HLEN', P .. 'room:' .. room)
+    if size > 0 and (amax < 0 or size + 1 <= amax) then table.insert(told, room) end
+end
+if #told > 0 then publish(P, {o = ARGV[2], r = told, d = ARGV[5]}) end
+return told
+"""
+)
+
 #: The scripts, by the name L{RedisLink.call} takes.
 SCRIPTS = {
     "register": _REGISTER,
@@ -462,4 +478,5 @@ SCRIPTS = {
     "prune": _PRUNE,
     "keep": _KEEP,
     "resume": _RESUME,
+    "told_left": _TOLD_LEFT,
 }
