@@ -133,6 +133,22 @@ def test_all_options() -> None:
             "twistd chat: Parameter type enforcement failed: '-1' is not a number of seconds (0 or more) (see twistd chat --help)",
         ),
         (
+            ["--redis", "http://10.0.0.5:6379"],
+            "twistd chat: Parameter type enforcement failed: 'http://10.0.0.5:6379' does not start with redis:// (see twistd chat --help)",
+        ),
+        (
+            ["--redis", "redis://10.0.0.5/zero"],
+            "twistd chat: Parameter type enforcement failed: 'redis://10.0.0.5/zero': the database must be a number, as in /0 (see twistd chat --help)",
+        ),
+        (
+            ["--redis", "redis://:secret@10.0.0.5/0"],
+            "twistd chat: Parameter type enforcement failed: 'redis://:secret@10.0.0.5/0': passwords in the URL are not supported (see twistd chat --help)",
+        ),
+        (
+            ["--cluster", "a:b"],
+            "twistd chat: Parameter type enforcement failed: 'a:b' is not a cluster name (letters, digits, '-', '_', '.') (see twistd chat --help)",
+        ),
+        (
             ["--no-such-option"],
             "twistd chat: option --no-such-option not recognized (see twistd chat --help)",
         ),
@@ -176,3 +192,27 @@ def test_log_level_option() -> None:
     assert "'loud' is not one of debug, info, warn, error, critical" in str(
         caught.value
     )
+
+
+def test_cluster_options() -> None:
+    """--redis makes the service's registry a cluster node's."""
+    from chatservice.cluster import ClusterRegistry
+
+    options = parse(
+        "--redis", "redis://10.0.0.5/2", "--cluster", "eu-1", "--node-ttl", "30"
+    )
+    settings = options["settings"]
+    assert (settings.redis, settings.cluster, settings.node_ttl) == (
+        "redis://10.0.0.5/2",
+        "eu-1",
+        30.0,
+    )
+    registry = makeService(options).factory.registry
+    assert isinstance(registry, ClusterRegistry)
+    assert (registry.link.host, registry.link.port, registry.link.db) == (
+        "10.0.0.5",
+        6379,
+        2,
+    )
+    assert registry.cluster == "eu-1"
+    assert parse()["settings"].redis is None
