@@ -208,3 +208,33 @@ def test_unanswered_calls_tell_the_user_why(nodes: Nodes) -> None:
     finally:
         a.link.call, a.link.command = real_call, real_command
     assert a._users[alice].nickname == "alice"
+
+
+@in_greenlet
+def test_no_redis_at_start_serves_alone(nodes: Nodes) -> None:
+    """Redis not there at the start: the node serves its users, and says why."""
+    from redisserver import free_port
+
+    from twisted.internet.task import Clock
+    from twisted.logger import globalLogPublisher
+
+    from chatservice.testing import FakeClient
+
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    clock = Clock()
+    node = ClusterRegistry(f"redis://127.0.0.1:{free_port()}/0", clock=clock)
+    node.start()
+    try:
+        alice, bob = FakeClient(), FakeClient()
+        assert block(node.register(alice, "alice")) == "alice"
+        assert block(node.register(bob, "bob")) == "bob"
+        assert alice.lines() == ["*** bob has joined #lobby"]
+        node.say("#lobby", b"<bob> anyone?\r\n", bob)
+        assert alice.lines() == ["<bob> anyone?"]
+        clock.advance(5)
+        warned = [e for e in events if "cannot reach Redis" in e.get("log_format", "")]
+        assert len(warned) == 1 and warned[0]["port"] == node.link.port
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+        block(node.close())

@@ -95,6 +95,7 @@ class RedisLink:
         self._timers: dict[str, Any] = {}
         self._stopped = False
         self._waiting: list[tuple[tuple[int, int], Deferred[None]]] = []
+        self._in_flight: set[Deferred[Any]] = set()
 
     def start(self) -> None:
         """Connect, and keep reconnecting until L{stop}."""
@@ -149,7 +150,7 @@ class RedisLink:
             )
             d.addCallback(self._got)
         d.addTimeout(self.BLOCK / 1000 + CALL_TIMEOUT, reactor)
-        d.addErrback(self._read_failed)
+        self._track(d).addErrback(self._read_failed)
 
     def _started(self, newest: list[Any]) -> None:
         self._last = newest[0][0] if newest else "0-0"
@@ -227,7 +228,7 @@ class RedisLink:
         from twisted.internet import reactor
 
         self._checking = True
-        d = self._commands.ping().addTimeout(CALL_TIMEOUT, reactor)
+        d = self._track(self._commands.ping().addTimeout(CALL_TIMEOUT, reactor))
 
         def answered(_: object) -> None:
             self._checking = False
@@ -278,10 +279,23 @@ class RedisLink:
         """Send one Redis command (a txredisapi method); fails when down."""
         return self._send(name, *args)
 
+    def _track(self, d: Deferred[Any]) -> Deferred[Any]:
+        """Keep C{d} (a read or a check) until it fires: L{stop} cancels it."""
+        self._in_flight.add(d)
+
+        def done(result: object) -> object:
+            self._in_flight.discard(d)
+            return result
+
+        return d.addBoth(done)
+
     def stop(self) -> Deferred[object]:
         """Disconnect, and stop reconnecting."""
         self._stopped = True
         self.up = False
+        # A command waiting for a connection waits for ever: cancel it.
+        for d in list(self._in_flight):
+            d.cancel()
         for timer in self._timers.values():
             if timer.active():
                 timer.cancel()
