@@ -238,3 +238,27 @@ def test_no_redis_at_start_serves_alone(nodes: Nodes) -> None:
     finally:
         globalLogPublisher.removeObserver(events.append)
         block(node.close())
+
+
+@in_greenlet
+def test_resume_while_cut_off_says_try_again(nodes: Nodes) -> None:
+    """A /resume of a session this node does not have, while cut off."""
+    from clusterharness import heard
+    from redisserver import free_port
+
+    from chatservice.config import Settings
+    from chatservice.factory import ChatFactory, run_at_once
+    from chatservice.testing import FakeConnection
+
+    node = ClusterRegistry(f"redis://127.0.0.1:{free_port()}/0")
+    server = ChatFactory(
+        Settings(resume_grace=60), registry=node, run_in_thread=run_at_once
+    )
+    node.start()
+    try:
+        alice = FakeConnection(server)
+        alice.enter("/resume alice 3hV0mYvS7Jx2dQk9Zr8T1w")
+        heard(alice, "!!! the other servers did not answer; try again in a moment", [])
+        alice.drop()
+    finally:
+        block(node.close())

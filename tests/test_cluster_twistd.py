@@ -182,7 +182,7 @@ class Cluster:
         self.nodes: list[Node] = []
 
     def start(self, count: int, *args: str) -> list[Node]:
-        """Start C{count} nodes; return once each is connected to Redis."""
+        """Start C{count} nodes; return once each is in touch with the others."""
         started = []
         for _ in range(count):
             port = free_port()
@@ -205,7 +205,7 @@ class Cluster:
             started.append(node)
         for node in started:
             node.server.wait_for_port(node.port)
-            node.wait_for_output(f"cluster {CLUSTER}: connected to Redis")
+            node.wait_for_output(f"cluster {CLUSTER}: in touch with the other nodes")
         return started
 
     def greeted(self, node: Node) -> Client:
@@ -471,7 +471,9 @@ def test_redis_restart_mid_conversation(
         "*** ann has joined #lobby",
     }
     for node in (a, b):
-        node.wait_for_output(f"cluster {CLUSTER}: connected to Redis", count=2)
+        node.wait_for_output(
+            f"cluster {CLUSTER}: in touch with the other nodes", count=2
+        )
     # Both are back: cross-node chat again, both ways.
     alice.send("hello again")
     for client in (amy, ann, bob):

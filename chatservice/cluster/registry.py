@@ -341,6 +341,12 @@ class ClusterRegistry:
                     )
                 return
             self._resyncing = False
+            log.info(
+                "cluster {cluster}: in touch with the other nodes; {count} user(s) "
+                "of this node claimed",
+                cluster=self.cluster,
+                count=len(self._users),
+            )
             self._joined_while_down.clear()
             self._left_while_down.clear()
             self._parted_while_down.clear()
@@ -555,8 +561,10 @@ class ClusterRegistry:
         there is no such session or the token is wrong.
         """
         key = fold(nickname)
-        if not self.up or key in self._by_fold:
+        if key in self._by_fold:
             return succeed(None)
+        if not self.up:  # the session may be on another node: nobody can tell
+            return fail(ChatError(CUT_OFF))
         back = _text(wire.back(nickname))
         d = self._call("resume", self.node, key, token_digest, self._amax, back)
 
