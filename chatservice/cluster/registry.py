@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, fail, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -42,8 +42,8 @@ class ClusterRegistry:
     @param node_ttl: seconds after which a silent node's users are gone.
     @param history: how many lines each room's scrollback keeps.
     @param announce_max: as for L{chatservice.registry.Registry}.
-    @param on_notice: how to tell every local user something (by default,
-        L{announce} to the local users only).
+    @param node: this node's name in the cluster (by default, one of its
+        own: see L{node_name}).
     """
 
     lobby = LOBBY
@@ -66,7 +66,7 @@ class ClusterRegistry:
         self._prefix = f"chatservice:{cluster}:"
         self._node_ttl = node_ttl
         self._history = history
-        self._announce_max = announce_max
+        #: --announce-max as the scripts take it: -1 for no limit.
         self._amax = -1 if announce_max is None else announce_max
         self._users: dict[IChatClient, _User] = {}
         self._by_fold: dict[str, IChatClient] = {}
@@ -83,6 +83,20 @@ class ClusterRegistry:
         self._parted_while_down: dict[str, dict[str, str]] = {}
         #: Lines for held sessions, sent to Redis at the iteration's end.
         self._keeping: dict[str, tuple[list[bytes], int]] = {}
+        self._keep_call: IDelayedCall | None = None
+        #: The check that Redis answered soon after the start.
+        self._first_check: IDelayedCall | None = None
+        #: The next try of claiming the users again, after one failed.
+        self._retry: IDelayedCall | None = None
+        #: Whether the last heartbeat found this node taken for dead.
+        self._reaped = False
+        self._closing = False
+        #: Told of a local session that was resumed on another node (after
+        #: it left this node's index, silently): the factory's session keeper.
+        self.on_moved: Callable[[IChatClient], None] | None = None
+        #: Told of a ban made, or lifted, on another node: the factory's.
+        self.on_ban: Callable[[str, float | None, str, str], None] | None = None
+        self.on_unban: Callable[[str], None] | None = None
         self.said = 0
         self.delivered = 0
         self.link = RedisLink(
@@ -101,8 +115,6 @@ class ClusterRegistry:
         """Connect to Redis; the node serves its own users until it is up."""
         self.link.start()
         self._first_check = self._clock.callLater(CALL_TIMEOUT, self._not_yet_up)
-
-    _first_check: Any = None
 
     def _not_yet_up(self) -> None:
         self._first_check = None
@@ -144,8 +156,6 @@ class ClusterRegistry:
         d.addCallback(lambda _: self.idle())
         d.addCallback(lambda _: self.link.stop())
         return d
-
-    _closing = False
 
     def idle(self) -> Deferred[None]:
         """Fire once no call to Redis is under way."""
@@ -233,16 +243,13 @@ class ClusterRegistry:
                 )
                 self._resyncing = True
                 self._resync(None)
-            before, after = _text(wire.left("\0", "connection lost")).split("\0")
             return self.link.call(
-                "reap", self._prefix, self._amax, LOBBY, self.node, before, after
+                "reap", self._prefix, self._amax, LOBBY, self.node, *_LOST_AROUND
             )
 
         d.addCallback(reap).addCallback(self._announce_reaped)
         self._quietly(d, "the heartbeat")
         return d
-
-    _reaped = False
 
     def _announce_reaped(self, gone: list[list[Any]]) -> None:
         for _key, nickname, rooms in gone:
@@ -371,8 +378,6 @@ class ClusterRegistry:
         d.callback(None)
         return d
 
-    _retry: Any = None
-
     def _resync_again(self) -> None:
         self._retry = None
         if self.link.up and self._resyncing and not self._closing:
@@ -443,8 +448,6 @@ class ClusterRegistry:
                 "cluster: an event that is not JSON: {message!r}", message=message[:200]
             )
             return
-        if event.get("o") == self.node:
-            return
         self._on_event(event)
 
     def _on_event(self, event: dict[str, Any]) -> None:
@@ -484,10 +487,9 @@ class ClusterRegistry:
         rooms = [
             self._rooms[name] for name in event.get("r", ()) if name in self._rooms
         ]
-        if "h" in event:
+        if "h" in event and self._history:  # a line said: kept for newcomers
             for room in rooms:
-                if self._history:
-                    room.history.append(Scrollback(event["h"], data))
+                room.history.append(Scrollback(event["h"], data))
         if len(rooms) == 1:
             recipients: Iterable[IChatClient] = rooms[0].recipients
         else:
@@ -495,14 +497,6 @@ class ClusterRegistry:
         self._deliver(recipients, data, None)
 
     # Resuming on another node -------------------------------------------
-
-    #: Told of a local session that was resumed on another node (after it
-    #: left this node's index, silently): the factory's session keeper.
-    on_moved: Callable[[IChatClient], None] | None = None
-
-    #: Told of a ban made, or lifted, on another node: the factory's.
-    on_ban: Callable[[str, float | None, str, str], None] | None = None
-    on_unban: Callable[[str], None] | None = None
 
     def share_ban(
         self, network: str, expires: float | None, reason: str, by: str
@@ -541,8 +535,6 @@ class ClusterRegistry:
         self._keeping[key] = ([data], limit)
         if self._keep_call is None:
             self._keep_call = self._clock.callLater(0, self._keep_now)
-
-    _keep_call: Any = None
 
     def _keep_now(self) -> None:
         self._keep_call = None
@@ -708,30 +700,9 @@ class ClusterRegistry:
         rooms = user.rooms
         for name in rooms:
             self._rooms[name].discard(client)
-        if not self.up:
-            for name in rooms:
-                room = self._rooms[name]
-                if not self._stopping and self._announce(len(room) + 1):
-                    self._deliver(room.recipients, line, client)
-                self._forget_if_empty(name)
-            if not self.link.up:
-                if key in self._joined_while_down:
-                    self._joined_while_down.discard(key)  # nobody else saw them
-                else:
-                    self._left_while_down[key] = (user.nickname, rooms, line)
-            else:  # claiming users again: this one must not stay
-                self._quietly(
-                    self._call(
-                        "unregister", self.node, key, self._amax, LOBBY, _text(line)
-                    ),
-                    "a leave",
-                )
-            return
-        d = self._call("unregister", self.node, key, self._amax, LOBBY, _text(line))
-
         before = {name: self._rooms[name].recipients for name in rooms}
 
-        def told(announced: list[str]) -> None:
+        def told(announced: Iterable[str]) -> None:
             if not self._stopping:
                 neighbours = dict.fromkeys(
                     c for name in announced for c in self._still_in(name, before[name])
@@ -740,24 +711,31 @@ class ClusterRegistry:
             for name in rooms:
                 self._forget_if_empty(name)
 
-        def here(failure: Failure) -> None:
-            # Redis did not answer: tell this node's users, and the others
-            # once it is back (the node claims its users again then).
-            _trap_unreachable(failure)
-            self._left_while_down[key] = (user.nickname, rooms, line)
-            if not self._stopping:
-                neighbours = dict.fromkeys(
-                    c
-                    for name in rooms
-                    if self._announce(len(before[name]) + 1)
-                    for c in self._still_in(name, before[name])
-                )
-                self._deliver(neighbours, line, client)
-            for name in rooms:
-                self._forget_if_empty(name)
+        def here() -> None:
+            """Told here by the local room sizes; the others later, if at all."""
+            if key in self._joined_while_down:
+                self._joined_while_down.discard(key)  # nobody else saw them
+            else:
+                self._left_while_down[key] = (user.nickname, rooms, line)
+            told(name for name in rooms if self._announce(len(before[name]) + 1))
 
-        d.addCallbacks(told, here)
-        self._quietly(d, "a leave")
+        if self.up:
+            d = self._call("unregister", self.node, key, self._amax, LOBBY, _text(line))
+
+            def unanswered(failure: Failure) -> None:
+                _trap_unreachable(failure)
+                here()
+
+            d.addCallbacks(told, unanswered)
+            self._quietly(d, "a leave")
+        elif self.link.up:
+            # Claiming the users again: this one must not stay, and its
+            # leave goes out with the script.
+            d = self._call("unregister", self.node, key, self._amax, LOBBY, _text(line))
+            self._quietly(d, "a leave")
+            told(name for name in rooms if self._announce(len(before[name]) + 1))
+        else:
+            here()
 
     def join(self, client: IChatClient, room: str) -> Deferred[list[Scrollback]]:
         """See L{IRegistry.join}."""
@@ -1075,11 +1053,15 @@ class ClusterRegistry:
             del self._rooms[name]
 
     def _announce(self, size: int) -> bool:
-        return self._announce_max is None or size <= self._announce_max
+        return self._amax < 0 or size <= self._amax
 
     #: The fan-out loop, the in-memory registry's.
     _deliver = staticmethod(Registry._deliver)
 
+
+#: A leave for connection lost, before and after the nickname: the reaping
+#: script makes the lines of the users it removes.
+_LOST_AROUND = wire.left("\0", "connection lost").decode("utf-8").split("\0")
 
 #: What a user is told when Redis did not answer for something only it knows.
 CUT_OFF = "the other servers did not answer; try again in a moment"
