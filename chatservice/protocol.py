@@ -12,8 +12,10 @@ registry does the fan-out).  What it owns:
     registered; closing once it has decided to go.  It leaves the registry
     exactly once, with the first reason that applied.
   - Timers.  One C{TimeoutMixin} timer on the factory's clock: the
-    registration timeout, then the idle timeout, then (while closing) the
-    deadline after which a client that does not read is aborted.
+    registration timeout (from the connection, whatever is sent), then the
+    idle timeout (restarted by every line; none with C{idle_timeout} 0),
+    then (while closing) the deadline after which a client that does not
+    read is aborted.
   - Output.  Everything sent goes through L{ChatProtocol.deliver}, which
     only appends to a list; once per reactor iteration the factory's
     L{Flusher} sends each connection's lines as one write (see there).
@@ -281,6 +283,16 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
     def callLater(self, period: float, func: object) -> IDelayedCall:
         """Run C{TimeoutMixin}'s timer on the factory's (injectable) clock."""
         return self.factory.clock.callLater(period, func)
+
+    def resetTimeout(self) -> None:
+        """Restart the idle timer on a line; the registration deadline stays.
+
+        Before a nickname is chosen the timer is the registration timeout,
+        counted from the connection: lines (a C{/ping} every few seconds)
+        must not keep a connection without a nickname open for ever.
+        """
+        if self.nickname is not None:
+            TimeoutMixin.resetTimeout(self)
 
     # Connection life -----------------------------------------------------
 

@@ -520,6 +520,25 @@ def test_register_timeout(factory: ChatFactory, clock: Clock) -> None:
     assert bob.lines() == []
 
 
+def test_register_timeout_counts_from_connect(
+    factory: ChatFactory, clock: Clock
+) -> None:
+    """Lines before a nickname (a /ping every few seconds) do not extend the deadline."""
+    client = FakeConnection(factory)
+    client.output()
+    for _ in range(5):
+        clock.advance(5)
+        client.enter("/ping")
+    clock.advance(4.9)
+    client.enter("/help ping")
+    assert not client.closing
+    clock.advance(0.1)
+    assert client.lines()[-1] == (
+        "*** registration timeout: no nickname chosen within 30 seconds; disconnecting"
+    )
+    assert client.closing
+
+
 def test_timeouts_configurable(clock: Clock) -> None:
     """--idle-timeout and --register-timeout set the timers."""
     factory = ChatFactory(Settings(idle_timeout=5, register_timeout=2), clock=clock)
