@@ -11,10 +11,12 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+from processes import WAIT, Connection, free_port
 
 import twisted
 
@@ -63,14 +65,13 @@ def isolated(target: Path) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A normal (non-editable) install of this repository, made with pip.
+def copy_of_checkout(directory: Path) -> Path:
+    """A copy of the repository in C{directory}, without what builds leave.
 
-    It is built from a copy of the repository, because building in place
-    writes C{build/} and C{*.egg-info} into the work tree.
+    Building in place writes C{build/} and C{*.egg-info} into the work tree;
+    the checkout's own C{.venv} is left out so nothing can use it by accident.
     """
-    source = tmp_path_factory.mktemp("source") / "chatservice"
+    source = directory / "chatservice"
     shutil.copytree(
         ROOT,
         source,
@@ -85,6 +86,16 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
             ".venv",
         ),
     )
+    return source
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A normal (non-editable) install of this repository, made with pip.
+
+    It is built from a copy of the repository (L{copy_of_checkout}).
+    """
+    source = copy_of_checkout(tmp_path_factory.mktemp("source"))
     target = tmp_path_factory.mktemp("target")
     result = run(
         [
@@ -197,3 +208,110 @@ def test_stale_dropin_cache(
     assert result.returncode == 0, result.stderr
     assert CHAT_LISTED.search(result.stdout), result.stdout
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def quickstart_commands() -> list[str]:
+    """The commands of the README's Quickstart section, one per C{sh} block."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Quickstart\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^```sh\n(.*?)\n```$", section, re.MULTILINE | re.DOTALL)
+
+
+def test_quickstart_is_two_commands_in_a_virtual_environment() -> None:
+    """The README's quickstart is two one-line commands that install into .venv."""
+    commands = quickstart_commands()
+    assert len(commands) == 2, commands
+    for command in commands:
+        assert "\n" not in command, command
+        assert command.startswith("python3 -m venv .venv && .venv/bin/pip install ")
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    """The last command of .ci/run is the README's test command, as written."""
+    script = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    commands = [
+        line
+        for line in script.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    assert commands[-1] == quickstart_commands()[1]
+
+
+def outside_any_venv() -> dict[str, str]:
+    """The environment a new shell would have, with no venv active.
+
+    C{python3} is then the one a user would find on C{PATH}: not the
+    interpreter of the virtual environment these tests run in.
+    """
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PYTHON") and k != "VIRTUAL_ENV"
+    }
+    env["PATH"] = os.pathsep.join(
+        entry
+        for entry in env.get("PATH", "").split(os.pathsep)
+        if entry and not (Path(entry).parent / "pyvenv.cfg").exists()
+    )
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    env["PIP_NO_INPUT"] = "1"
+    return env
+
+
+@pytest.mark.timeout(600)
+def test_readme_install_in_a_fresh_venv(tmp_path: Path) -> None:
+    """The README's first command, in a fresh copy of the checkout, serves chat.
+
+    Its set-up part is run as written (pip reaches the index configured for
+    this machine: PyPI, or a mirror given with C{PIP_INDEX_URL}); the
+    server it starts is then given a free loopback port.
+    """
+    setup, start = quickstart_commands()[0].rsplit(" && ", 1)
+    assert start == ".venv/bin/twistd -n chat"
+    source = copy_of_checkout(tmp_path)
+
+    result = subprocess.run(
+        ["bash", "-c", setup],
+        cwd=source,
+        env=outside_any_venv(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=480,
+    )
+    assert result.returncode == 0, (
+        f"{setup!r} failed (is the package index reachable?):\n"
+        f"{result.stdout[-3000:]}{result.stderr[-3000:]}"
+    )
+    assert (source / ".venv" / "pyvenv.cfg").exists()
+
+    port = free_port()
+    output = tmp_path / "twistd.out"
+    with output.open("wb") as sink:
+        server = subprocess.Popen(
+            [*start.split(), "--port", f"tcp:{port}:interface=127.0.0.1"],
+            cwd=source,
+            env=outside_any_venv(),
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 4 * WAIT
+        while True:
+            assert server.poll() is None, output.read_text(errors="replace")
+            try:
+                connection = Connection(port)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, output.read_text(errors="replace")
+                time.sleep(0.1)
+        try:
+            assert connection.read() == ["*** Welcome to chatservice."]
+        finally:
+            connection.close()
+    finally:
+        server.kill()
+        server.wait(timeout=WAIT)
+    log = output.read_text(errors="replace")
+    assert f"{source}/.venv/bin/python" in log, log
