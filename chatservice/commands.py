@@ -78,10 +78,12 @@ def dispatch(session: IChatSession, text: str) -> Result:
     A line starting with C{/} is a command, except that C{//} escapes a
     chat line that starts with C{/}.  Before registration any other line is
     a nickname; after it, a chat line for the user's room.  Blank lines are
-    ignored.
+    ignored.  A bare C{QUIT} is L{quit_command}: see L{_is_bare_quit}.
     """
     if not text.strip():
         return None
+    if _is_bare_quit(session, text):
+        return _run(session, "quit", "")
     if text[0] == "/":
         if text[:2] != "//":
             name, _, args = text[1:].partition(" ")
@@ -90,6 +92,20 @@ def dispatch(session: IChatSession, text: str) -> Result:
     if session.nickname is None:
         return _choose_nickname(session, text.strip())
     return say(session, text, wire.chat)
+
+
+def _is_bare_quit(session: IChatSession, text: str) -> bool:
+    """Whether C{text} is the C{QUIT} line simple chat clients send to leave.
+
+    Only upper-case C{QUIT} alone on its line, as those clients (and IRC)
+    send it: C{quit} or C{Quit} may well be chat.  Before registration,
+    where a line is a nickname with its surrounding spaces removed, those
+    spaces are ignored here too, so C{QUIT} is never taken as a nickname.
+    With the C{quit} command disabled, the line is what it would otherwise be.
+    """
+    if text != "QUIT" and (session.nickname is not None or text.strip() != "QUIT"):
+        return False
+    return "quit" in session.server.commands
 
 
 def say(

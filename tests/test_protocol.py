@@ -437,6 +437,37 @@ def test_lines_after_quit_ignored(pair: tuple[FakeConnection, FakeConnection]) -
     assert bob.lines() == ["*** alice has left (quit)"]
 
 
+def test_bare_quit_then_close(pair: tuple[FakeConnection, FakeConnection]) -> None:
+    """A QUIT line, then a close (as simple clients leave), is a /quit."""
+    alice, bob = pair
+    alice.send(b"QUIT\nnot relayed\n")
+    alice.drop()
+    assert alice.lines() == ["*** Goodbye."]
+    assert bob.lines() == ["*** alice has left (quit)"]
+
+
+@pytest.mark.parametrize("line", ["quit", "Quit", "QUIT now", " QUIT", "QUIT "])
+def test_quit_as_chat(pair: tuple[FakeConnection, FakeConnection], line: str) -> None:
+    """Only upper-case QUIT alone on its line quits; anything else is chat."""
+    alice, bob = pair
+    alice.enter(line)
+    assert bob.lines() == [f"<alice> {line}"]
+    assert not alice.closing
+
+
+@pytest.mark.parametrize("line", ["QUIT", "  QUIT "])
+def test_bare_quit_before_registration(factory: ChatFactory, line: str) -> None:
+    """Before registration QUIT is not a nickname: it ends the connection."""
+    bob = register(factory, "bob")
+    client = FakeConnection(factory)
+    client.output()
+    client.enter(line)
+    assert client.lines() == ["*** Goodbye."]
+    assert client.closing
+    assert client.protocol.nickname is None
+    assert bob.lines() == []
+
+
 @pytest.mark.parametrize("reason", [ConnectionDone, ConnectionLost])
 def test_disconnect_announced_once(
     pair: tuple[FakeConnection, FakeConnection],
