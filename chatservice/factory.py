@@ -26,7 +26,7 @@ from .operators import Operators
 from .protocol import ChatProtocol, Flusher, format_peer
 from .registry import Registry
 from .resume import SessionKeeper
-from .stats import Stats
+from .stats import Stats, close_kind
 from .text import clean_line
 from .throttle import FailureDelay, TokenBucket
 
@@ -275,7 +275,7 @@ class ChatFactory(ServerFactory):
 
     def connection_closed(self, protocol: ChatProtocol, reason: str) -> None:
         """Forget C{protocol}'s connection; called once, by the protocol."""
-        self.stats.closed[reason] += 1
+        self.stats.closed[close_kind(reason)] += 1  # a closed set of labels
         del self.connections[protocol.connection_id]
         host = protocol.host
         if host is not None:

@@ -58,7 +58,7 @@ from . import commands, wire
 from .errors import ChatError
 from .interfaces import IChatSession
 from .logs import gate
-from .stats import Stats
+from .stats import Stats, close_kind
 from .text import clean_line
 from .throttle import TokenBucket
 
@@ -325,8 +325,8 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         self._out = None
         self._leave(self._close_reason)
         # A quit message or a kick reason is someone's text: the log and the
-        # counts get only its kind ("quit", "kicked").
-        kind = self._close_reason.partition(":")[0].split(" by ")[0]
+        # counts get only its kind ("quit", "kicked"), from a closed set.
+        kind = close_kind(self._close_reason)
         log.info(
             "connection {connection_id} from {peer} closed ({reason}; {detail})",
             connection_id=self.connection_id,

@@ -431,9 +431,12 @@ class ClusterRegistry:
             "cut off; its user here is disconnected",
             nickname=user.nickname,
         )
+        # The reason starts with its kind: the nickname stays out of the
+        # counts of why connections ended (see stats.CLOSE_REASONS).
         client.disconnect(
-            f"another server gave the nickname {user.nickname} to someone else "
-            "while the servers were cut off; reconnect and choose a nickname"
+            f"nickname taken elsewhere: another server gave {user.nickname} to "
+            "someone else while the servers were cut off; reconnect and choose "
+            "a nickname"
         )
 
     # Events from the other nodes -----------------------------------------
