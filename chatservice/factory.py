@@ -21,7 +21,7 @@ from .bans import Ban, BanList, parse_target
 from .config import Settings
 from .extensions import Extensions, load_extensions
 from .interfaces import IChatServer, IRegistry
-from .logs import gate
+from .logs import gate, shown
 from .operators import Operators
 from .protocol import ChatProtocol, Flusher, format_peer
 from .registry import Registry
@@ -152,8 +152,8 @@ class ChatFactory(ServerFactory):
                 log.info(
                     "operator {operator} ({nickname}) is no longer in {path}; "
                     "rights withdrawn",
-                    operator=protocol.operator,
-                    nickname=protocol.nickname,
+                    operator=shown(protocol.operator),
+                    nickname=shown(protocol.nickname),
                     path=path,
                 )
                 protocol.operator = None
@@ -203,7 +203,9 @@ class ChatFactory(ServerFactory):
         if duration is not None and duration <= 0:
             return
         log.info(
-            "ban of {network} by {by} made on another node", network=network, by=by
+            "ban of {network} by {by} made on another node",
+            network=shown(network),
+            by=shown(by),
         )
         self._enforce(self.bans.add(parse_target(network), duration, reason, by))
 
@@ -248,7 +250,7 @@ class ChatFactory(ServerFactory):
         log.info(
             "refused a connection from {peer}: {why}",
             peer=format_peer(host, addr),
-            why=why,
+            why=shown(why),
         )
         return _Refusal(why)
 

@@ -1,17 +1,74 @@
-"""The gate that chatservice's own log events pass on their way to twistd.
+"""chatservice's log: the gate its events pass, and how user text is shown.
 
 Every module logs with C{Logger(observer=gate)}.  The gate drops events
 below its level (C{--log-level}) before twistd's observer formats them,
 which is most of an event's cost: on a server with many short sessions the
 per-connection events at C{info} are a visible share of the CPU.  Twisted's
 own events do not pass the gate.
+
+Every field of a log event that someone chose (a nickname, a reason, an
+operator's or a room's name, anything typed or read from another node)
+passes through L{shown} first, so that no user can write a line into the
+log, or make one read as something else.
 """
+
+from typing import overload
 
 from twisted.logger import ILogObserver, LogEvent, LogLevel, globalLogPublisher
 from zope.interface import implementer
 
+from .errors import InvalidName
+from .text import check_nickname
+
 #: The names C{--log-level} accepts, lowest first.
 LEVELS = tuple(level.name for level in LogLevel.iterconstants())
+
+#: The most characters of one value that are shown in the log.
+SHOWN_MAX = 100
+
+#: The length of a resume token (C{secrets.token_urlsafe(16)}), whose
+#: characters are all allowed in nicknames.
+TOKEN_LENGTH = 22
+
+
+@overload
+def shown(value: None) -> None: ...
+@overload
+def shown(value: object) -> str: ...
+def shown(value: object) -> str | None:
+    r"""C{value} as it may appear in the log: escaped, and cut if too long.
+
+    Printable ASCII is kept as it is, but for the backslash, which is
+    doubled; anything else (controls, line breaks, and every non-ASCII
+    character, which could be blank or look like an ASCII one) becomes a
+    Python-style escape: C{\n}, C{\x7f}, C{\u2800}.  Past L{SHOWN_MAX}
+    characters the value is cut, and its length said.  C{None} stays None.
+    """
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else str(value)
+    cut = text[:SHOWN_MAX]
+    if not (cut.isascii() and cut.isprintable() and "\\" not in cut):
+        cut = cut.encode("unicode_escape").decode("ascii")
+    if len(text) > SHOWN_MAX:
+        cut += f"...[{len(text)} characters]"
+    return cut
+
+
+def claimed_nickname(name: str) -> str:
+    """What the log says of a nickname someone claimed but did not prove.
+
+    A valid nickname is shown; anything else is described, not shown.  A
+    name as long as a resume token is not shown either: it may be one,
+    typed first by mistake (C{/resume TOKEN NICK}).
+    """
+    try:
+        check_nickname(name)
+    except InvalidName:
+        return "(an invalid nickname)"
+    if len(name) == TOKEN_LENGTH:
+        return f"(a {TOKEN_LENGTH}-character name, not shown: it may be a token)"
+    return name
 
 
 @implementer(ILogObserver)

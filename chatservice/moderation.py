@@ -20,7 +20,7 @@ from .bans import Ban, format_duration, parse_duration, parse_target
 from .commands import Result, command
 from .errors import ChatError, NoSuchNickname
 from .interfaces import IChatSession, UserInfo
-from .logs import gate
+from .logs import gate, shown
 
 log = Logger(observer=gate)
 
@@ -48,9 +48,9 @@ def oper_command(session: IChatSession, args: str) -> Result:
                 "failed /oper as {operator} by connection {connection_id} "
                 "({nickname}) from {host}",
                 # A name that is no operator's may be a mistyped password.
-                operator=name if name in server.operators else "(unknown name)",
+                operator=shown(name) if name in server.operators else "(unknown name)",
                 connection_id=session.connection_id,
-                nickname=session.nickname,
+                nickname=shown(session.nickname),
                 host=host,
             )
             raise ChatError(LOGIN_FAILED)
@@ -59,9 +59,9 @@ def oper_command(session: IChatSession, args: str) -> Result:
         log.info(
             "connection {connection_id} ({nickname}) from {host} is now "
             "operator {operator}",
-            operator=name,
+            operator=shown(name),
             connection_id=session.connection_id,
-            nickname=session.nickname,
+            nickname=shown(session.nickname),
             host=host,
         )
         session.deliver(
@@ -75,8 +75,8 @@ def _audit(session: IChatSession, action: str, **fields: object) -> None:
     """Log what an operator did, with the operator's name."""
     log.info(
         "operator {operator} ({nickname}) " + action,
-        operator=session.operator,
-        nickname=session.nickname,
+        operator=shown(session.operator),
+        nickname=shown(session.nickname),
         **fields,
     )
 
@@ -93,7 +93,12 @@ def kick_command(session: IChatSession, args: str) -> Result:
     reason = f"kicked by {session.nickname}" + (f": {why}" if why else "")
 
     def kicked(user: UserInfo) -> None:
-        _audit(session, "kicked {target}{why}", target=user.nickname, why=_colon(why))
+        _audit(
+            session,
+            "kicked {target}{why}",
+            target=shown(user.nickname),
+            why=_colon(shown(why)),
+        )
         session.deliver(wire.notice(f"{user.nickname} was kicked."))
 
     return session.registry.kick(target, reason).addCallback(kicked)
@@ -164,10 +169,10 @@ def _ban(
     _audit(
         session,
         "banned {network} ({what}) {duration}{why}",
-        network=str(ban.network),
-        what=what,
+        network=shown(ban.network),
+        what=shown(what),
         duration=_for(duration),
-        why=_colon(why),
+        why=_colon(shown(why)),
     )
     session.deliver(
         wire.notice(
@@ -196,7 +201,7 @@ def unban_command(session: IChatSession, args: str) -> Result:
     ban = session.server.unban(network)
     if ban is None:
         raise ChatError(f"{network} is not banned; /bans lists the bans")
-    _audit(session, "lifted the ban of {network}", network=str(network))
+    _audit(session, "lifted the ban of {network}", network=shown(network))
     session.deliver(wire.notice(f"Unbanned {network}."))
     return None
 

@@ -57,7 +57,7 @@ from zope.interface import implementer
 from . import commands, wire
 from .errors import ChatError
 from .interfaces import IChatSession
-from .logs import gate
+from .logs import gate, shown
 from .stats import Stats, close_kind
 from .text import clean_line
 from .throttle import TokenBucket
@@ -331,8 +331,8 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
             "connection {connection_id} from {peer} closed ({reason}; {detail})",
             connection_id=self.connection_id,
             peer=self.peer,
-            nickname=self.nickname,
-            reason=kind,
+            nickname=shown(self.nickname),
+            reason=shown(kind),
             detail=_describe(reason),
         )
         self.factory.connection_closed(self, kind)
@@ -546,7 +546,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
             "connection {connection_id} from {peer} registered as {nickname}",
             connection_id=self.connection_id,
             peer=self.peer,
-            nickname=nickname,
+            nickname=shown(nickname),
         )
         return nickname
 
@@ -555,8 +555,8 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         log.info(
             "connection {connection_id} renamed from {old} to {nickname}",
             connection_id=self.connection_id,
-            old=self.nickname,
-            nickname=nickname,
+            old=shown(self.nickname),
+            nickname=shown(nickname),
         )
         self.factory.sessions.renamed(self, self.nickname, nickname)
         self.nickname = nickname
@@ -574,7 +574,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         log.info(
             "connection {connection_id} resumed the session of {nickname}",
             connection_id=self.connection_id,
-            nickname=nickname,
+            nickname=shown(nickname),
         )
         if self._close_reason is not None:
             # This connection ended while the resume was under way.

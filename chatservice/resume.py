@@ -34,7 +34,7 @@ from . import wire
 from .commands import Result, command
 from .errors import ChatError
 from .interfaces import IChatClient, IChatSession, IRegistry
-from .logs import gate
+from .logs import claimed_nickname, gate, shown
 from .text import fold
 
 log = Logger(observer=gate)
@@ -211,9 +211,9 @@ class SessionKeeper:
         record.timer = self._clock.callLater(self._grace, self.expire, held, reason)
         log.info(
             "session of {nickname} held for {grace:g} seconds ({reason})",
-            nickname=session.nickname,
+            nickname=shown(session.nickname),
             grace=self._grace,
-            reason=reason,
+            reason=shown(reason),
         )
         return True
 
@@ -237,8 +237,8 @@ class SessionKeeper:
             record.timer.cancel()
         log.info(
             "held session of {nickname} ended ({reason})",
-            nickname=held.nickname,
-            reason=reason.partition(":")[0],
+            nickname=shown(held.nickname),
+            reason=shown(reason.partition(":")[0]),
         )
         self._registry.unregister(held, reason)
 
@@ -357,7 +357,7 @@ def resume_command(session: IChatSession, args: str) -> Result:
             log.info(
                 "failed /resume as {nickname} by connection {connection_id} "
                 "from {host}",
-                nickname=nickname,
+                nickname=shown(claimed_nickname(nickname)),
                 connection_id=session.connection_id,
                 host=host,
             )

@@ -1,14 +1,22 @@
-"""What chatservice logs of a connection, and the --log-level gate."""
+"""What chatservice logs, how it shows what users chose, and the --log-level gate."""
 
+import ast
+import secrets
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from twisted.internet.task import Clock
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
-from chatservice.factory import ChatFactory
-from chatservice.logs import LevelGate, gate
-from chatservice.testing import FakeConnection
+import chatservice
+from chatservice.config import Settings
+from chatservice.factory import ChatFactory, run_at_once
+from chatservice.logs import TOKEN_LENGTH, LevelGate, claimed_nickname, gate, shown
+from chatservice.operators import Operators, hash_password
+from chatservice.resume import TOKEN_BYTES
+from chatservice.testing import FakeConnection, register
 
 
 @pytest.fixture
@@ -65,3 +73,195 @@ def test_gate_drops_events_below_its_level(logged: list) -> None:
 def test_default_level_is_info() -> None:
     """By default, chatservice's debug events are left out."""
     assert gate.level == LogLevel.info
+
+
+# What users choose is escaped in the log ----------------------------------------
+
+#: Looks like spaces, is not: a nickname made with it reads as a sentence.
+BLANK = "\N{BRAILLE PATTERN BLANK}"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("alice", "alice"),
+        ("kicked by alice", "kicked by alice"),
+        (f"x{BLANK}is{BLANK}now", "x\\u2800is\\u2800now"),
+        ("one\ntwo\r\x1b[2J", "one\\ntwo\\r\\x1b[2J"),
+        ("back\\slash", "back\\\\slash"),
+        ("r\N{CYRILLIC SMALL LETTER O}ot", "r\\u043eot"),  # looks like "root"
+        ("\N{RIGHT-TO-LEFT OVERRIDE}toor", "\\u202etoor"),
+        ("\U0001f600", "\\U0001f600"),
+        ("", ""),
+        (42, "42"),
+        (None, None),
+        ("x" * 101, "x" * 100 + "...[101 characters]"),
+    ],
+)
+def test_shown(value: object, expected: str | None) -> None:
+    """Printable ASCII is kept; the rest is escaped; long values are cut."""
+    assert shown(value) == expected
+
+
+def test_shown_is_unambiguous() -> None:
+    """Two different values never show the same (within the length limit)."""
+    values = ["\\u2800", BLANK, "\\n", "\n", "\\", "\\\\"]
+    assert len({shown(value) for value in values}) == len(values)
+
+
+def formatted(events: list[dict[str, object]]) -> list[str]:
+    """Chatservice's events as twistd would write them."""
+    return [
+        formatEvent(event)
+        for event in events
+        if str(event.get("log_namespace", "")).startswith("chatservice")
+    ]
+
+
+def test_failed_resume_with_a_blank_looking_nickname(
+    factory: ChatFactory, logged: list
+) -> None:
+    """A /resume's nickname is checked before it is logged: no forged line."""
+    forger = FakeConnection(factory)
+    forger.enter(
+        f"/resume x{BLANK * 60}connection{BLANK}1{BLANK}is{BLANK}now{BLANK}operator{BLANK}root 0"
+    )
+    assert forger.lines()[-1] == "!!! resume failed: unknown nickname or wrong token"
+    assert formatted(logged) == [
+        "failed /resume as (an invalid nickname) by connection 1 from 127.0.0.1"
+    ]
+
+
+def _token(connection: FakeConnection) -> str:
+    (line,) = [each for each in connection.lines() if "resume token:" in each]
+    return line.split("resume token: ")[1].split()[0]
+
+
+@pytest.mark.parametrize("swapped", [False, True])
+def test_a_token_is_never_logged(
+    factory: ChatFactory, logged: list, swapped: bool
+) -> None:
+    """A wrong /resume is logged without its token, even with NICK and TOKEN swapped."""
+    alice = FakeConnection(factory)
+    alice.enter("alice")
+    token = _token(alice)
+    alice.drop()
+    thief = FakeConnection(factory)
+    thief.enter(f"/resume {token} alice" if swapped else f"/resume alice {token}x")
+    assert thief.lines()[-1] == "!!! resume failed: unknown nickname or wrong token"
+    failed = formatted(logged)[-1]
+    assert failed.startswith("failed /resume as ")
+    assert token not in "\n".join(formatted(logged))
+    assert all(token not in repr(event) for event in logged)
+
+
+def test_a_nickname_as_long_as_a_token_is_not_logged() -> None:
+    """Any claimed nickname of a token's length is left out, valid or not."""
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    assert len(token) == TOKEN_LENGTH
+    assert claimed_nickname("A" * TOKEN_LENGTH) == (
+        "(a 22-character name, not shown: it may be a token)"
+    )
+    assert claimed_nickname("alice") == "alice"
+
+
+def test_user_text_in_every_logged_command_is_escaped(
+    clock: Clock, logged: list
+) -> None:
+    """Reasons, names and nicknames typed by users reach the log escaped."""
+    factory = ChatFactory(Settings(), clock=clock, run_in_thread=run_at_once)
+    factory.operators = Operators({"root": hash_password("s3cret", n=2**10)})
+    attack = f"ok{BLANK}\N{LINE SEPARATOR}is{BLANK}now{BLANK}operator{BLANK}root"
+    root = register(factory, "root")
+    for nickname in ("bob", "carol", "dave"):
+        register(factory, nickname, "10.0.0.9")
+    stranger = FakeConnection(factory)
+    stranger.enter(f"/resume {attack} token")
+    root.enter(f"/oper {attack} s3cret", "/oper root wrong", "/oper root s3cret")
+    root.enter(f"/kick bob {attack}", f"/ban carol 1h {attack}", "/unban 10.0.0.9")
+    root.enter(f"/nick r{BLANK}t", f"/join #{attack}", f"/quit {attack}")
+    clock.advance(3600)
+    texts = formatted(logged)
+    assert any("kicked bob: ok\\u2800\\u2028is\\u2800now" in text for text in texts)
+    assert any("banned 10.0.0.9/32 (carol) for 1h: ok\\u2800" in text for text in texts)
+    for text in texts:
+        assert text.isascii() and text.isprintable(), text
+
+
+# Every log call escapes what users chose ----------------------------------------
+
+#: Fields that only the server chooses: no user's text can reach them.
+SERVER_FIELDS = frozenset(
+    {
+        "address",
+        "cluster",
+        "connection_id",
+        "count",
+        "description",
+        "detail",
+        "duration",
+        "error",
+        "grace",
+        "host",
+        "max_sendq",
+        "path",
+        "peer",
+        "port",
+        "problem",
+        "rate",
+        "what",
+    }
+)
+
+_LEVELS = {"debug", "info", "warn", "error", "critical", "failure"}
+
+
+def _escaped(node: ast.expr) -> bool:
+    """Whether C{node} is a value that went through L{shown}, or a constant."""
+    if isinstance(node, ast.Constant):
+        return True
+    if isinstance(node, ast.IfExp):
+        return _escaped(node.body) and _escaped(node.orelse)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        if node.func.id == "shown":
+            return True
+        if node.func.id == "_colon":  # moderation's ": TEXT" wrapper
+            return all(_escaped(arg) for arg in node.args)
+    return False
+
+
+def _log_calls() -> Iterator[tuple[str, ast.Call]]:
+    package = Path(chatservice.__file__).parent
+    for path in sorted(package.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            is_log = (
+                isinstance(func, ast.Attribute)
+                and func.attr in _LEVELS
+                and isinstance(func.value, ast.Name)
+                and func.value.id == "log"
+            )
+            is_audit = isinstance(func, ast.Name) and func.id == "_audit"
+            if is_log or is_audit:
+                yield f"{path.relative_to(package.parent)}:{node.lineno}", node
+
+
+def test_every_log_call_escapes_user_chosen_fields() -> None:
+    """Each field of each log call is server-chosen or passed through shown()."""
+    calls = list(_log_calls())
+    assert len(calls) > 40  # the scan finds them
+    unescaped = [
+        f"{where}: {keyword.arg}"
+        for where, call in calls
+        for keyword in call.keywords
+        if keyword.arg is not None
+        and keyword.arg not in SERVER_FIELDS
+        and not _escaped(keyword.value)
+    ]
+    assert unescaped == [], (
+        "pass these through chatservice.logs.shown (or, if only the server "
+        "chooses them, add them to SERVER_FIELDS)"
+    )

@@ -19,7 +19,7 @@ from zope.interface import implementer
 from .. import wire
 from ..errors import ChatError, NicknameInUse, NoSuchNickname
 from ..interfaces import IChatClient, IRegistry, RoomInfo, Scrollback, UserInfo
-from ..logs import gate
+from ..logs import gate, shown
 from ..registry import LOBBY, Registry, _Room, _User, swap_client
 from ..text import fold
 from .link import CALL_TIMEOUT, RedisLink, Unreachable
@@ -257,7 +257,7 @@ class ClusterRegistry:
                 continue
             log.info(
                 "cluster: {nickname}, of a node that stopped, has gone",
-                nickname=nickname,
+                nickname=shown(nickname),
             )
             # The script told the other nodes; this one tells its users.
             line = wire.left(nickname, "connection lost")
@@ -429,7 +429,7 @@ class ClusterRegistry:
         log.info(
             "cluster: {nickname} was taken on another node while this one was "
             "cut off; its user here is disconnected",
-            nickname=user.nickname,
+            nickname=shown(user.nickname),
         )
         # The reason starts with its kind: the nickname stays out of the
         # counts of why connections ended (see stats.CLOSE_REASONS).
@@ -448,7 +448,7 @@ class ClusterRegistry:
             event = json.loads(message)
         except ValueError:
             log.warn(
-                "cluster: an event that is not JSON: {message!r}", message=message[:200]
+                "cluster: an event that is not JSON: {message}", message=shown(message)
             )
             return
         self._on_event(event)
@@ -604,7 +604,7 @@ class ClusterRegistry:
             self._forget_if_empty(name)
         log.info(
             "cluster: {nickname} resumed the session on another node",
-            nickname=user.nickname,
+            nickname=shown(user.nickname),
         )
         if self.on_moved is not None:
             self.on_moved(client)
