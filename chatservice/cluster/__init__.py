@@ -36,7 +36,8 @@ tells the others who came and went meanwhile, and reads what they said; a
 user whose nickname another node took meanwhile is told and disconnected.
 
 The package: L{scripts} holds the Lua scripts, the only code that changes
-the shared state; L{link} the node's two connections to Redis; L{registry}
+the shared state; L{link} the node's two connections to Redis; L{events}
+checks what a node reads from the others before it acts on it; L{registry}
 the L{ClusterRegistry} itself.
 """
 

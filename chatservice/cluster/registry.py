@@ -17,11 +17,21 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .. import wire
-from ..errors import ChatError, NicknameInUse, NoSuchNickname
+from ..errors import ChatError, InvalidName, NicknameInUse, NoSuchNickname
 from ..interfaces import IChatClient, IRegistry, RoomInfo, Scrollback, UserInfo
 from ..logs import gate, shown
 from ..registry import LOBBY, Registry, _Room, _User, swap_client
-from ..text import fold
+from ..text import check_room, fold, sanitise
+from .events import (
+    REASON_MAX,
+    Malformed,
+    MalformedLog,
+    checked,
+    clean_lines,
+    clean_nickname,
+    clean_text,
+    cut,
+)
 from .link import CALL_TIMEOUT, RedisLink, Unreachable
 
 log = Logger(observer=gate)
@@ -99,6 +109,8 @@ class ClusterRegistry:
         self.on_unban: Callable[[str], None] | None = None
         self.said = 0
         self.delivered = 0
+        #: Events from Redis that were not of any known shape, logged.
+        self._malformed = MalformedLog(clock.seconds, self.node)
         self.link = RedisLink(
             url,
             self._prefix + "events",
@@ -261,7 +273,7 @@ class ClusterRegistry:
             )
             # The script told the other nodes; this one tells its users.
             line = wire.left(nickname, "connection lost")
-            self._on_event({"r": list(rooms), "d": _text(line)})
+            self._on_event({"r": list(rooms), "d": line})
 
     def _publish(self, event: dict[str, object]) -> Deferred[Any]:
         return self._command(
@@ -275,7 +287,7 @@ class ClusterRegistry:
             "o",
             event.get("o", ""),
             "e",
-            json.dumps(event),
+            json.dumps(event, ensure_ascii=False),  # U+FFFD: 3 bytes, not 6
         )
 
     def _resync(self, _: object) -> Deferred[None]:
@@ -445,15 +457,14 @@ class ClusterRegistry:
         if origin == self.node:
             return  # this node acted on it already
         try:
-            event = json.loads(message)
-        except ValueError:
-            log.warn(
-                "cluster: an event that is not JSON: {message}", message=shown(message)
-            )
+            event = checked(message)
+        except Malformed as malformed:
+            self._malformed.skipped(malformed)
             return
         self._on_event(event)
 
     def _on_event(self, event: dict[str, Any]) -> None:
+        """Act on C{event}, as L{checked} returns it (its lines as bytes)."""
         if self._stopping:
             return
         if "ho" in event:
@@ -467,7 +478,7 @@ class ClusterRegistry:
             if self.on_unban is not None:
                 self.on_unban(event["unban"])
             return
-        data = event["d"].encode("utf-8") if "d" in event else None
+        data = event.get("d")
         target = event.get("to")
         if target is not None:
             client = self._by_fold.get(target)
@@ -771,8 +782,7 @@ class ClusterRegistry:
                 self._deliver(self._still_in(room, before), line, client)
             if size < 0:
                 return list(self._rooms[room].history) if room in self._rooms else []
-            history = [json.loads(raw) for raw in reversed(reply[1])]
-            return [Scrollback(when, data.encode("utf-8")) for when, data in history]
+            return _scrollback(reversed(reply[1]))
 
         def here(failure: Failure) -> list[Scrollback]:
             # Redis did not answer: joined on this node, claimed later.
@@ -868,7 +878,9 @@ class ClusterRegistry:
 
     def kick(self, nickname: str, reason: str) -> Deferred[UserInfo]:
         """See L{IRegistry.kick}."""
-        return self._to_user(nickname, {"k": reason}, lambda c: c.disconnect(reason))
+        return self._to_user(
+            nickname, {"k": reason[:REASON_MAX]}, lambda c: c.disconnect(reason)
+        )
 
     def _to_user(
         self, nickname: str, event: dict[str, str], act: Callable[[IChatClient], None]
@@ -881,7 +893,7 @@ class ClusterRegistry:
             return succeed(info)
         if not self.up:  # they may be on another node: nobody can tell
             return fail(ChatError(CUT_OFF))
-        d = self._call("to_user", self.node, key, json.dumps(event))
+        d = self._call("to_user", self.node, key, json.dumps(event, ensure_ascii=False))
 
         def found(raw: str | None) -> UserInfo:
             if not raw:
@@ -935,7 +947,8 @@ class ClusterRegistry:
         d = self._call("users", room or "")
 
         def infos(raws: list[str]) -> list[UserInfo]:
-            return sorted(map(_info, raws), key=lambda info: fold(info.nickname))
+            found = [info for info in map(_maybe_info, raws) if info is not None]
+            return sorted(found, key=lambda info: fold(info.nickname))
 
         return d.addCallbacks(infos, lambda failure: self._local_users(room))
 
@@ -968,8 +981,7 @@ class ClusterRegistry:
 
         def infos(rows: list[list[Any]]) -> list[RoomInfo]:
             found = {
-                str(name): RoomInfo(str(name), int(n), str(topic))
-                for name, n, topic in rows
+                room.name: room for room in map(_room_info, rows) if room is not None
             }
             found.setdefault(LOBBY, RoomInfo(LOBBY, 0, ""))
             return [found[name] for name in sorted(found)]
@@ -983,7 +995,7 @@ class ClusterRegistry:
         if not self.up:
             return succeed(local)
         d = self._command("get", self._prefix + "topic:" + room)
-        return d.addCallbacks(lambda topic: topic or "", lambda failure: local)
+        return d.addCallbacks(_topic, lambda failure: local)
 
     def set_topic(self, client: IChatClient, room: str, topic: str) -> None:
         """See L{IRegistry.set_topic}."""
@@ -1096,10 +1108,61 @@ def _trap_unreachable(failure: Failure) -> None:
 
 
 def _text(data: bytes) -> str:
-    """Wire bytes as text for JSON: they are UTF-8 (sanitised on the way in)."""
-    return data.decode("utf-8", "replace")
+    """Wire bytes as text for JSON, cut to what an event may carry.
+
+    They are UTF-8, sanitised on the way in; L{events.TEXT_MAX} bytes at most.
+    """
+    return cut(data.decode("utf-8", "replace"))
+
+
+# What the nodes read from Redis is checked and sanitised as events are
+# (see L{events}): a bad writer to Redis cannot reach a terminal through it.
 
 
 def _info(raw: str) -> UserInfo:
-    user = json.loads(raw)
-    return UserInfo(user["nick"], user.get("away"), user.get("host") or None)
+    """A user record from Redis; L{Malformed} if it is not one."""
+    try:
+        user = json.loads(raw)
+    except ValueError:
+        raise Malformed("user", "not JSON") from None
+    if not isinstance(user, dict):
+        raise Malformed("user", "not an object")
+    away, host = user.get("away"), user.get("host")
+    return UserInfo(
+        clean_nickname(user.get("nick"), "user"),
+        None if away is None else clean_text(away, "user", 8192),
+        clean_text(host, "user") or None if host is not None else None,
+    )
+
+
+def _maybe_info(raw: str) -> UserInfo | None:
+    try:
+        return _info(raw)
+    except Malformed:
+        return None
+
+
+def _scrollback(raws: Iterable[str]) -> list[Scrollback]:
+    """A room's scrollback as Redis keeps it, the malformed lines skipped."""
+    lines = []
+    for raw in raws:
+        try:
+            when, data = json.loads(raw)
+            lines.append(Scrollback(float(when), clean_lines(data, "scrollback")))
+        except (ValueError, TypeError, Malformed):
+            continue
+    return lines
+
+
+def _room_info(row: list[Any]) -> RoomInfo | None:
+    try:
+        name, members, topic = row
+        if check_room(str(name)) != name:
+            return None
+        return RoomInfo(name, int(members), _topic(topic))
+    except (ValueError, TypeError, InvalidName):
+        return None
+
+
+def _topic(topic: object) -> str:
+    return sanitise(topic) if isinstance(topic, str) else ""
