@@ -19,7 +19,7 @@ from twisted.logger import Logger
 
 from ..bans import parse_target
 from ..errors import InvalidName
-from ..logs import gate
+from ..logs import gate, shown
 from ..text import check_nickname, check_room, fold, sanitise
 
 log = Logger(observer=gate)
@@ -252,8 +252,8 @@ class MalformedLog:
         log.warn(
             "cluster: skipped a malformed event ({kind}: {why}); {more} more of "
             "this kind since the last warning",
-            kind=malformed.kind,
-            why=malformed.why,
-            more=more,
-            node=self._node,
+            kind=shown(malformed.kind),
+            why=shown(malformed.why),
+            more=shown(more),
+            node=shown(self._node),
         )
