@@ -28,12 +28,16 @@ from .registry import Registry
 from .resume import SessionKeeper
 from .stats import Stats, close_kind
 from .text import clean_line
-from .throttle import FailureDelay, TokenBucket
+from .throttle import FailureDelay, SerialChecks, TokenBucket, address_key
 
 log = Logger(observer=gate)
 
 #: Addresses whose connect rate is tracked before idle ones are forgotten.
 _PRUNE_CONNECTS = 4096
+
+#: The most addresses whose connect rate is tracked; past it the oldest is
+#: forgotten even if it connected a moment ago (about 200 bytes each).
+CONNECTS_MAX = 4 * _PRUNE_CONNECTS
 
 
 class _Refusal(Protocol):
@@ -91,6 +95,8 @@ class ChatFactory(ServerFactory):
         self.bans = BanList(self.settings.bans, clock, run_in_thread)
         #: Failed /oper attempts, by peer address.
         self.oper_failures = FailureDelay(clock)
+        #: The /oper checks: one at a time per address, one at once in all.
+        self.oper_checks = SerialChecks(clock, self.oper_failures, run_in_thread)
         #: Resume tokens, and sessions held for a resume.
         self.sessions = SessionKeeper(
             registry,
@@ -107,12 +113,13 @@ class ChatFactory(ServerFactory):
             registry.on_unban = self._unbanned_elsewhere
         #: Failed /resume attempts, by peer address.
         self.resume_failures = FailureDelay(clock)
+        # Per address (see address_key): the connections open.
         self._per_host: Counter[str] = Counter()
         #: What the server counts about itself; see L{Stats}.
         self.stats = Stats(started=clock.seconds())
         #: Sends the connections' output once per reactor iteration.
         self.flusher = Flusher(clock, self.stats)
-        # Per address: a token bucket of new connections.
+        # Per address: a token bucket of new connections, oldest first.
         self._connects: dict[str, TokenBucket] = {}
         self._prune_connects_at = _PRUNE_CONNECTS
         self._ids = itertools.count(1)
@@ -216,13 +223,14 @@ class ChatFactory(ServerFactory):
     def buildProtocol(self, addr: IAddress) -> Protocol:
         """Admit the connection from C{addr}, or refuse it with a reason."""
         host = getattr(addr, "host", None)
+        key = address_key(host)
         settings = self.settings
         ban = self.bans.match(host) if host is not None else None
         if self._stopping:
             why, kind = "the server is shutting down", "shutting down"
         elif ban is not None:
             why, kind = _refusal_for(ban), "banned"
-        elif host is not None and not self._may_connect(host):
+        elif key is not None and not self._may_connect(key):
             why = (
                 f"too many new connections from your address "
                 f"(at most {settings.max_connect_rate:g} per second); "
@@ -232,7 +240,7 @@ class ChatFactory(ServerFactory):
         elif len(self.connections) >= settings.max_clients:
             why = f"the server is full ({settings.max_clients} connections)"
             kind = "server full"
-        elif host is not None and self._per_host[host] >= settings.max_per_ip:
+        elif key is not None and self._per_host[key] >= settings.max_per_ip:
             why = (
                 f"too many connections from your address "
                 f"(at most {settings.max_per_ip})"
@@ -241,8 +249,8 @@ class ChatFactory(ServerFactory):
         else:
             protocol = ChatProtocol(self, next(self._ids), addr)
             self.connections[protocol.connection_id] = protocol
-            if host is not None:
-                self._per_host[host] += 1
+            if key is not None:
+                self._per_host[key] += 1
             if len(self.connections) > self.stats.peak_connections:
                 self.stats.peak_connections = len(self.connections)
             return protocol
@@ -254,24 +262,30 @@ class ChatFactory(ServerFactory):
         )
         return _Refusal(why)
 
-    def _may_connect(self, host: str) -> bool:
-        """Take a token from C{host}'s connect-rate bucket, if it has one."""
+    def _may_connect(self, key: str) -> bool:
+        """Take a token from C{key}'s connect-rate bucket, if it has one."""
         now = self.clock.seconds()
-        bucket = self._connects.get(host)
+        bucket = self._connects.get(key)
         if bucket is None:
             rate = self.settings.max_connect_rate
-            bucket = self._connects[host] = TokenBucket(rate, max(rate, 1.0), now)
+            bucket = self._connects[key] = TokenBucket(rate, max(rate, 1.0), now)
             if len(self._connects) > self._prune_connects_at:
                 self._prune_connects(now)
         return not bucket.take(now)
 
     def _prune_connects(self, now: float) -> None:
-        """Forget addresses whose bucket is full again: they are like new."""
-        self._connects = {
-            host: bucket
-            for host, bucket in self._connects.items()
+        """Forget addresses whose bucket is full again: they are like new.
+
+        If that leaves too many (a flood from more addresses than
+        C{CONNECTS_MAX} in the time a bucket takes to refill), the ones
+        added first are forgotten too: the table's memory stays bounded.
+        """
+        kept = [
+            (key, bucket)
+            for key, bucket in self._connects.items()
             if not bucket.full(now)
-        }
+        ]
+        self._connects = dict(kept[-CONNECTS_MAX // 2 :])
         # Pruning is linear: let the table double before the next time.
         self._prune_connects_at = max(_PRUNE_CONNECTS, 2 * len(self._connects))
 
@@ -279,11 +293,11 @@ class ChatFactory(ServerFactory):
         """Forget C{protocol}'s connection; called once, by the protocol."""
         self.stats.closed[close_kind(reason)] += 1  # a closed set of labels
         del self.connections[protocol.connection_id]
-        host = protocol.host
-        if host is not None:
-            self._per_host[host] -= 1
-            if not self._per_host[host]:
-                del self._per_host[host]
+        key = address_key(protocol.host)
+        if key is not None:
+            self._per_host[key] -= 1
+            if not self._per_host[key]:
+                del self._per_host[key]
         if self._all_closed is not None and not self.connections:
             self._all_closed, done = None, self._all_closed
             done.callback(None)

@@ -299,6 +299,9 @@ class IChatServer(Interface):
     oper_failures = Attribute(
         "A L{chatservice.throttle.FailureDelay} for /oper, by peer address."
     )
+    oper_checks = Attribute(
+        "The L{chatservice.throttle.SerialChecks} that run /oper's checks."
+    )
 
     def run_in_thread(function: object, *args: object) -> "Deferred[object]":
         """Run the blocking C{function(*args)} off the reactor thread."""

@@ -10,8 +10,6 @@ operator's name (never with a password).
 import re
 from ipaddress import ip_network
 
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -21,11 +19,17 @@ from .commands import Result, command
 from .errors import ChatError, NoSuchNickname
 from .interfaces import IChatSession, UserInfo
 from .logs import gate, shown
+from .throttle import TooManyAttempts, address_key
 
 log = Logger(observer=gate)
 
 #: The answer to every failed /oper, whatever was wrong.
 LOGIN_FAILED = "operator login failed"
+#: The answer to an /oper while its address has as many under way as it may.
+TOO_MANY_LOGINS = (
+    "too many /oper attempts under way from your address; "
+    "try again when they are answered"
+)
 
 
 @command("/oper NAME PASSWORD", "log in as a server operator", 2)
@@ -33,14 +37,15 @@ def oper_command(session: IChatSession, args: str) -> Result:
     name, password = args.split(None, 1)
     server = session.server
     host = session.host
-    delay = server.oper_failures.delay(host)
-    # Count the attempt as failed until it succeeds, so that attempts made
-    # in parallel from one address are slowed down as well.
-    server.oper_failures.failed(host)
-    waited = deferLater(server.clock, delay) if delay else succeed(None)
-
-    def check(_: object) -> Deferred[object]:
-        return server.run_in_thread(server.operators.check, name, password)
+    # One check at a time per address, after its failures' delay, whatever
+    # the number of its connections (see SerialChecks).
+    try:
+        d = server.oper_checks.check(
+            address_key(host),
+            lambda: server.operators.check(name, password),  # the file now
+        )
+    except TooManyAttempts:
+        raise ChatError(TOO_MANY_LOGINS) from None
 
     def checked(ok: object) -> None:
         if not ok:
@@ -54,7 +59,6 @@ def oper_command(session: IChatSession, args: str) -> Result:
                 host=host,
             )
             raise ChatError(LOGIN_FAILED)
-        server.oper_failures.succeeded(host)
         session.operator = name
         log.info(
             "connection {connection_id} ({nickname}) from {host} is now "
@@ -68,7 +72,7 @@ def oper_command(session: IChatSession, args: str) -> Result:
             wire.notice(f"You are now an operator ({name}); /help lists your commands.")
         )
 
-    return waited.addCallback(check).addCallback(checked)
+    return d.addCallback(checked)
 
 
 def _audit(session: IChatSession, action: str, **fields: object) -> None:

@@ -8,7 +8,10 @@ line.  Plain-text passwords are refused when the file is read.
 
 Checking a password costs tens of milliseconds of CPU on purpose, so
 L{Operators.check} is synchronous and touches nothing of Twisted's: the
-server runs it in a thread pool, never on the reactor thread.
+server runs it in a thread pool, never on the reactor thread, through a
+L{chatservice.throttle.SerialChecks}: one check at a time per address and
+one at a time in all, so that guesses cost one core and one check's memory
+at most, however many connections make them.
 """
 
 import base64

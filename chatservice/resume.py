@@ -36,6 +36,7 @@ from .errors import ChatError
 from .interfaces import IChatClient, IChatSession, IRegistry
 from .logs import claimed_nickname, gate, shown
 from .text import fold
+from .throttle import address_key
 
 log = Logger(observer=gate)
 
@@ -339,8 +340,11 @@ def resume_command(session: IChatSession, args: str) -> Result:
         raise ChatError("resume is turned off on this server")
     nickname, token = args.split(None, 1)
     host = session.host
-    delay = server.resume_failures.delay(host)
-    server.resume_failures.failed(host)  # until it succeeds: see /oper
+    key = address_key(host)  # an IPv6 /64 is one address
+    delay = server.resume_failures.delay(key)
+    # Counted as failed until it succeeds, so that attempts made in parallel
+    # from one address are slowed down as well.
+    server.resume_failures.failed(key)
     waited: Deferred[None] = deferLater(server.clock, delay) if delay else succeed(None)
 
     def attempt(_: object) -> Deferred[None] | None:
@@ -362,7 +366,7 @@ def resume_command(session: IChatSession, args: str) -> Result:
                 host=host,
             )
             raise ChatError(RESUME_FAILED)
-        server.resume_failures.succeeded(host)
+        server.resume_failures.succeeded(key)
         s = "" if resumed.missed_lines == 1 else "s"
         session.deliver(
             wire.notice(

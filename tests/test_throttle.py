@@ -1,8 +1,10 @@
 """Unit tests of the token bucket and the growing delay after failed attempts."""
 
+import pytest
+
 from twisted.internet.task import Clock
 
-from chatservice.throttle import FailureDelay, TokenBucket
+from chatservice.throttle import FailureDelay, TokenBucket, address_key
 
 
 def test_bucket_burst_then_rate() -> None:
@@ -69,3 +71,30 @@ def test_table_bounded() -> None:
         delays.failed(n)
         clock.advance(1)
     assert len(delays._failures) <= 2048
+
+
+def test_table_keeps_the_most_recent_keys() -> None:
+    """Past its limit, the table forgets the key whose last failure is oldest."""
+    clock = Clock()
+    delays = FailureDelay(clock, free=1, limit=3)
+    for key in ["a", "b", "c", "a", "d"]:
+        delays.failed(key)
+        clock.advance(1)
+    assert len(delays) == 3
+    assert [delays.delay(key) > 0 for key in "abcd"] == [True, False, True, True]
+
+
+@pytest.mark.parametrize(
+    "host, key",
+    [
+        ("203.0.113.5", "203.0.113.5"),
+        ("::ffff:203.0.113.5", "203.0.113.5"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("2001:DB8:1:2::1", "2001:db8:1:2::/64"),
+        ("fe80::1%eth0", "fe80::/64"),
+        (None, None),
+    ],
+)
+def test_address_key(host: str | None, key: str | None) -> None:
+    """IPv4 is itself, IPv4-mapped is the IPv4 address, IPv6 is its /64."""
+    assert address_key(host) == key
