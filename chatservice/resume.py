@@ -367,14 +367,18 @@ def resume_command(session: IChatSession, args: str) -> Result:
             )
             raise ChatError(RESUME_FAILED)
         server.resume_failures.succeeded(key)
-        s = "" if resumed.missed_lines == 1 else "s"
+        count = resumed.missed_lines
+        missed = (
+            "1 missed line follows" if count == 1 else f"{count} missed lines follow"
+        )
         session.deliver(
-            wire.notice(
-                f"Resumed as {resumed.nickname} in {resumed.room}; "
-                f"{resumed.missed_lines} missed line{s} follow:"
-            )
+            wire.notice(f"Resumed as {resumed.nickname} in {resumed.room}; {missed}:")
             + (
-                wire.notice(f"{resumed.dropped} older missed lines were dropped.")
+                wire.notice(
+                    "1 older missed line was dropped."
+                    if resumed.dropped == 1
+                    else f"{resumed.dropped} older missed lines were dropped."
+                )
                 if resumed.dropped
                 else b""
             )

@@ -270,7 +270,7 @@ def test_resume_on_another_node(nodes: Nodes) -> None:
     lines = again.lines()
     lines = lines[[line.startswith("*** Resumed") for line in lines].index(True) :]
     assert lines[:3] == [
-        "*** Resumed as alice in #lobby; 1 missed line follow:",
+        "*** Resumed as alice in #lobby; 1 missed line follows:",
         "<bob> are you there?",
         "*** End of missed lines.",
     ]

@@ -152,7 +152,7 @@ def test_missed_lines_are_not_replayed_after_a_local_resume(nodes: Nodes) -> Non
     start = [line.startswith("*** Resumed") for line in lines].index(True)
     try:
         assert lines[start : start + 3] == [
-            "*** Resumed as alice in #lobby; 1 missed line follow:",
+            "*** Resumed as alice in #lobby; 1 missed line follows:",
             "<bob> two",
             "*** End of missed lines.",
         ]

@@ -640,7 +640,7 @@ def test_resume_and_scrollback_on_another_node(cluster: Cluster) -> None:
     again.name = "alice again"
     again.send(f"/resume alice {token}")
     assert again.until(lambda line: line.startswith("*** resume token: ")) == [
-        "*** Resumed as alice in #lobby; 1 missed line follow:",
+        "*** Resumed as alice in #lobby; 1 missed line follows:",
         "<bob> while you were out",
         "*** End of missed lines.",
         again.history[-1],

@@ -83,7 +83,7 @@ def test_resume_keeps_room(factory: ChatFactory) -> None:
     bob.enter("here")
     again = resume(factory, "alice", token)
     assert again.lines()[:3] == [
-        "*** Resumed as alice in #side; 1 missed line follow:",
+        "*** Resumed as alice in #side; 1 missed line follows:",
         "<bob> here",
         "*** End of missed lines.",
     ]
@@ -105,6 +105,21 @@ def test_buffer_bounded(clock: Clock) -> None:
         "<bob> line 2",
         "<bob> line 3",
         "<bob> line 4",
+        "*** End of missed lines.",
+    ]
+
+
+def test_one_missed_line_one_dropped(clock: Clock) -> None:
+    """One missed line "follows" and one dropped line "was dropped"."""
+    factory = ChatFactory(Settings(resume_buffer=1), clock=clock)
+    alice, token = join(factory, "alice")
+    bob = register(factory, "bob")
+    alice.drop()
+    bob.enter("line 0", "line 1")
+    assert resume(factory, "alice", token).lines()[:-1] == [
+        "*** Resumed as alice in #lobby; 1 missed line follows:",
+        "*** 1 older missed line was dropped.",
+        "<bob> line 1",
         "*** End of missed lines.",
     ]
 
