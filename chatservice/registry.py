@@ -213,6 +213,10 @@ class Registry:
         """See L{IRegistry.count}."""
         return succeed(len(self._users))
 
+    def local_sizes(self) -> tuple[int, int]:
+        """See L{IRegistry.local_sizes}."""
+        return len(self._users), len(self._rooms)
+
     def users(self, room: str | None = None) -> Deferred[list[UserInfo]]:
         """See L{IRegistry.users}."""
         if room is None:

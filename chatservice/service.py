@@ -21,7 +21,7 @@ from .cluster import ClusterRegistry
 from .errors import StartupError
 from .factory import ChatFactory
 from .logs import gate
-from .metrics import metrics_site
+from .metrics import metrics_site, warn_if_exposed
 from .operators import OperatorsFileError
 
 log = Logger(observer=gate)
@@ -149,6 +149,7 @@ class ChatService(Service):
             self.ports.append(result)
             if factory is not self.factory:
                 self.metrics_port = result
+                warn_if_exposed(result.getHost())
             log.info(
                 "listening on {description} ({address})",
                 description=description,

@@ -427,6 +427,18 @@ class RegistryBehaviour:
         registry.unregister(alice, "quit")
         assert _result(registry.count()) == 1
 
+    def test_local_sizes(self) -> None:
+        """The local sizes follow registrations, joins and leaves."""
+        registry, (alice, bob) = self._with("alice", "bob")
+        assert registry.local_sizes() == (2, 1)  # #lobby
+        _result(registry.join(bob, "#x"))
+        assert registry.local_sizes() == (2, 2)
+        registry.unregister(bob, "quit")  # #x is gone with its last member
+        alice.lines()  # a shared registry forgets it once the others know
+        assert registry.local_sizes() == (1, 1)
+        registry.unregister(alice, "quit")
+        assert registry.local_sizes() == (0, 1)
+
     def test_big_rooms_do_not_announce_joins_and_leaves(self) -> None:
         """Above announce_max members, joins, leaves and losses pass quietly.
 

@@ -956,6 +956,10 @@ class ClusterRegistry:
         """The users of this node (for metrics, which must not wait on Redis)."""
         return self._local_users(None)
 
+    def local_sizes(self) -> tuple[int, int]:
+        """See L{IRegistry.local_sizes}: this node's users and their rooms."""
+        return len(self._users), len(self._rooms)
+
     def local_rooms(self) -> list[RoomInfo]:
         """The rooms this node's users are in, with this node's members."""
         return [
