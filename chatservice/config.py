@@ -14,10 +14,16 @@ class Settings:
 
     #: Server endpoint strings to listen on; all share one registry.
     endpoints: tuple[str, ...] = (DEFAULT_PORT,)
-    #: A registered user silent this long is disconnected.
-    idle_timeout: float = 300.0
+    #: A registered user silent this long is disconnected; 0: never.  People
+    #: who only read are silent for hours: dead peers are found by
+    #: C{keepalive} instead.
+    idle_timeout: float = 0.0
     #: A connection that has not chosen a nickname this long is disconnected.
     register_timeout: float = 30.0
+    #: TCP keepalive: the first probe after this many seconds of silence on
+    #: the link; a vanished peer is dropped within about twice that (see
+    #: L{chatservice.system.keepalive_options}).  0: no keepalive.
+    keepalive: int = 60
     #: The longest accepted input line, not counting its line ending.
     max_line: int = 2048
     #: Output waiting for a client that does not read, beyond the transport's

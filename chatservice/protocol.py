@@ -13,7 +13,8 @@ registry does the fan-out).  What it owns:
     exactly once, with the first reason that applied.
   - Timers.  One C{TimeoutMixin} timer on the factory's clock: the
     registration timeout (from the connection, whatever is sent), then the
-    idle timeout (restarted by every line; none with C{idle_timeout} 0),
+    idle timeout (restarted by every line; none with C{idle_timeout} 0, the
+    default: TCP keepalive finds dead peers instead),
     then (while closing) the deadline after which a client that does not
     read is aborted.
   - Output.  Everything sent goes through L{ChatProtocol.deliver}, which
@@ -45,7 +46,6 @@ from twisted.internet.interfaces import (
     IPushProducer,
     IReactorTime,
     ISSLTransport,
-    ITCPTransport,
 )
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
@@ -59,6 +59,7 @@ from .errors import ChatError
 from .interfaces import IChatSession
 from .logs import gate, shown
 from .stats import Stats, close_kind
+from .system import set_keepalive
 from .text import clean_line
 from .throttle import TokenBucket
 
@@ -303,9 +304,9 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         One event fewer per connection is a sixth of the cost of a short
         session.
         """
-        if ITCPTransport.providedBy(self.transport):
-            # Notice peers that vanished without a FIN, eventually.
-            self.transport.setTcpKeepAlive(True)
+        # Notice peers that vanished without a FIN, within --keepalive's
+        # bound; quiet people stay (see chatservice.system).
+        set_keepalive(self.transport, self.factory.settings.keepalive)
         self._socket = _direct_socket(self.transport)
         self.transport.registerProducer(_OutputValve(self), True)
         self.setTimeout(self.factory.settings.register_timeout)
@@ -541,7 +542,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
             self.registry.unregister(self, self._close_reason)
             return nickname
         self.nickname = nickname
-        self.setTimeout(self.factory.settings.idle_timeout)
+        self.setTimeout(self.factory.settings.idle_timeout or None)
         log.info(
             "connection {connection_id} from {peer} registered as {nickname}",
             connection_id=self.connection_id,
@@ -580,7 +581,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
             # This connection ended while the resume was under way.
             self._leave(self._close_reason)
             return
-        self.setTimeout(self.factory.settings.idle_timeout)
+        self.setTimeout(self.factory.settings.idle_timeout or None)
 
     def hand_over(self) -> None:
         """See L{IChatSession.hand_over}."""

@@ -89,6 +89,21 @@ def _seconds_or_zero(text: str) -> float:
 
 _seconds_or_zero.coerceDoc = "0 or more."  # type: ignore[attr-defined]
 
+#: The longest TCP_KEEPIDLE Linux accepts.
+_MAX_KEEPALIVE = 32767
+
+
+def _keepalive(text: str) -> int:
+    value = _non_negative(text)
+    if value > _MAX_KEEPALIVE:
+        raise ValueError(f"{text!r} is more than {_MAX_KEEPALIVE} seconds")
+    return value
+
+
+_keepalive.coerceDoc = (  # type: ignore[attr-defined]
+    f"Whole seconds, 0 to {_MAX_KEEPALIVE}."
+)
+
 
 class Options(usage.Options):
     """The command line of C{twistd chat}."""
@@ -104,8 +119,18 @@ class Options(usage.Options):
             "idle-timeout",
             None,
             _DEFAULTS.idle_timeout,
-            "Disconnect a registered user silent for this long.",
-            _seconds,
+            "Disconnect a registered user who sends nothing for this long; "
+            "0: never (people who only read stay; --keepalive finds dead peers).",
+            _seconds_or_zero,
+        ],
+        [
+            "keepalive",
+            None,
+            _DEFAULTS.keepalive,
+            "TCP keepalive: probe a TCP connection silent for this long; a peer "
+            "that vanished (or stopped acknowledging output) is dropped within "
+            "about twice this. 0: no keepalive.",
+            _keepalive,
         ],
         [
             "register-timeout",
@@ -330,6 +355,7 @@ class Options(usage.Options):
         self["settings"] = Settings(
             endpoints=tuple(self["port"]),
             idle_timeout=self["idle-timeout"],
+            keepalive=self["keepalive"],
             register_timeout=self["register-timeout"],
             max_line=self["max-line"],
             max_sendq=self["max-sendq"],

@@ -28,7 +28,10 @@ WAIT = 15.0
 
 
 class Server:
-    """One ``twistd -n chat`` process, its output going to a file."""
+    """One ``twistd -n chat`` process, its output going to a file.
+
+    C{prefix} is a command that runs it, e.g. C{("ip", "netns", "exec", NS)}.
+    """
 
     def __init__(
         self,
@@ -36,11 +39,13 @@ class Server:
         directory: Path,
         args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
+        prefix: tuple[str, ...] = (),
     ) -> None:
         self.output_path = directory / f"twistd-{time.monotonic_ns()}.out"
+        command = [*TWISTD, "-n", "--pidfile=", "chat", "--port", port_option]
         with self.output_path.open("wb") as output:
             self.process = subprocess.Popen(
-                [*TWISTD, "-n", "--pidfile=", "chat", "--port", port_option, *args],
+                [*prefix, *command, *args],
                 cwd=directory,
                 stdin=subprocess.DEVNULL,
                 stdout=output,
@@ -59,14 +64,14 @@ class Server:
         except subprocess.TimeoutExpired:
             pytest.fail(f"twistd still running after {WAIT:g} s:\n{self.output()}")
 
-    def wait_for_port(self, port: int) -> None:
-        """Wait until the server accepts connections on C{port}."""
+    def wait_for_port(self, port: int, host: str = "127.0.0.1") -> None:
+        """Wait until the server accepts connections on C{host}:C{port}."""
         deadline = time.monotonic() + WAIT
         while True:
             if self.process.poll() is not None:
                 pytest.fail(f"twistd exited early:\n{self.output()}")
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                socket.create_connection((host, port), timeout=1).close()
                 return
             except OSError:
                 if time.monotonic() > deadline:
@@ -83,9 +88,11 @@ class Server:
 class Connection:
     """A blocking client socket that reads CRLF-terminated lines."""
 
-    def __init__(self, port: int, source: str = "127.0.0.1") -> None:
+    def __init__(
+        self, port: int, source: str = "127.0.0.1", host: str = "127.0.0.1"
+    ) -> None:
         self.sock = socket.create_connection(
-            ("127.0.0.1", port), timeout=5, source_address=(source, 0)
+            (host, port), timeout=5, source_address=(source, 0)
         )
         self.file = self.sock.makefile("rb")
 

@@ -494,11 +494,34 @@ def test_unregistered_leaves_silently(factory: ChatFactory) -> None:
 # Timeouts --------------------------------------------------------------------
 
 
-def test_idle_timeout(
+@pytest.fixture
+def idle_pair(clock: Clock) -> tuple[FakeConnection, FakeConnection]:
+    """Alice and Bob, registered on a server with --idle-timeout 300."""
+    factory = ChatFactory(Settings(idle_timeout=300), clock=clock)
+    alice = register(factory, "alice")
+    bob = register(factory, "bob")
+    alice.output()
+    return alice, bob
+
+
+def test_quiet_reader_stays(
     pair: tuple[FakeConnection, FakeConnection], clock: Clock
 ) -> None:
-    """A registered user silent for the idle timeout is told and disconnected."""
+    """By default a user who only reads is never timed out, even after a day."""
     alice, bob = pair
+    for hour in range(25):
+        bob.enter(f"hour {hour}")
+        clock.advance(3600)
+    assert not alice.closing
+    assert alice.lines() == [f"<bob> hour {hour}" for hour in range(25)]
+    assert clock.getDelayedCalls() == []
+
+
+def test_idle_timeout(
+    idle_pair: tuple[FakeConnection, FakeConnection], clock: Clock
+) -> None:
+    """A registered user silent for the idle timeout is told and disconnected."""
+    alice, bob = idle_pair
     clock.advance(1)
     bob.enter("/ping")  # bob's timer now ends a second after alice's
     clock.advance(298)
@@ -516,10 +539,10 @@ def test_idle_timeout(
 
 
 def test_any_line_resets_idle_timer(
-    pair: tuple[FakeConnection, FakeConnection], clock: Clock
+    idle_pair: tuple[FakeConnection, FakeConnection], clock: Clock
 ) -> None:
     """Every received line, /ping included, restarts the idle timer."""
-    alice, _ = pair
+    alice, _ = idle_pair
     for line in ["/ping", "hello", "/who", "/bogus", "x" * 3000]:
         clock.advance(299)
         alice.enter(line)
@@ -528,10 +551,10 @@ def test_any_line_resets_idle_timer(
 
 
 def test_partial_line_does_not_reset_timer(
-    pair: tuple[FakeConnection, FakeConnection], clock: Clock
+    idle_pair: tuple[FakeConnection, FakeConnection], clock: Clock
 ) -> None:
     """A trickle of bytes with no newline does not keep a connection alive."""
-    alice, _ = pair
+    alice, _ = idle_pair
     for _ in range(300):
         alice.send(b"x")
         clock.advance(1)

@@ -260,8 +260,9 @@ def test_kicked_while_away(clock: Clock) -> None:
     assert resume(factory, "alice", token).lines()[0].startswith("!!! resume failed")
 
 
-def test_idle_timeout_is_resumable(factory: ChatFactory, clock: Clock) -> None:
+def test_idle_timeout_is_resumable(clock: Clock) -> None:
     """A user disconnected for idleness may resume within the grace period."""
+    factory = ChatFactory(Settings(idle_timeout=300), clock=clock)
     alice, token = join(factory, "alice")
     clock.advance(300)
     assert alice.closing

@@ -21,6 +21,13 @@ def test_defaults() -> None:
     assert options["settings"].endpoints == ("tcp:8000",)
 
 
+def test_idle_timeout_zero_is_never() -> None:
+    """--idle-timeout 0 is accepted, and is the default: quiet readers stay."""
+    assert parse("--idle-timeout", "0")["settings"].idle_timeout == 0
+    assert parse()["settings"].idle_timeout == 0
+    assert parse()["settings"].keepalive == 60
+
+
 def test_all_options() -> None:
     """Every option reaches the settings."""
     settings = parse(
@@ -30,6 +37,8 @@ def test_all_options() -> None:
         "unix:/tmp/chat.sock",
         "--idle-timeout",
         "60",
+        "--keepalive",
+        "30",
         "--register-timeout",
         "5.5",
         "--max-line",
@@ -72,6 +81,7 @@ def test_all_options() -> None:
     assert settings == Settings(
         endpoints=("tcp:9000", "unix:/tmp/chat.sock"),
         idle_timeout=60,
+        keepalive=30,
         register_timeout=5.5,
         max_line=512,
         max_sendq=65536,
@@ -121,8 +131,16 @@ def test_all_options() -> None:
             "twistd chat: invalid --metrics 'tcp:interface=127.0.0.1': no port given",
         ),
         (
-            ["--idle-timeout", "0"],
-            "twistd chat: Parameter type enforcement failed: '0' is not a number greater than 0 (see twistd chat --help)",
+            ["--idle-timeout", "-5"],
+            "twistd chat: Parameter type enforcement failed: '-5' is not a number of seconds (0 or more) (see twistd chat --help)",
+        ),
+        (
+            ["--keepalive", "1.5"],
+            "twistd chat: Parameter type enforcement failed: '1.5' is not a whole number (see twistd chat --help)",
+        ),
+        (
+            ["--keepalive", "40000"],
+            "twistd chat: Parameter type enforcement failed: '40000' is more than 32767 seconds (see twistd chat --help)",
         ),
         (
             ["--max-line", "lots"],

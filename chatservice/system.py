@@ -1,0 +1,108 @@
+"""What the server asks of the operating system for its connections.
+
+TCP keepalive with real timers (L{keepalive_options}, L{set_keepalive}):
+liveness finds dead peers, not quiet people.  A person who only reads sends
+nothing for hours and must stay; a peer whose cable was pulled must go, and
+with the kernel's defaults (a first probe after two hours) it would hold its
+nickname for more than two hours.
+"""
+
+import math
+import socket
+from dataclasses import dataclass
+from functools import lru_cache
+
+from twisted.internet import tcp
+
+#: Keepalive probes sent, unanswered, before a peer is given up.
+KEEPALIVE_PROBES = 3
+
+_INET = (socket.AF_INET, socket.AF_INET6)
+
+
+@dataclass(frozen=True, slots=True)
+class Keepalive:
+    """The timers derived from C{--keepalive SECONDS}; see L{keepalive_options}."""
+
+    #: Seconds without traffic before the first probe (C{TCP_KEEPIDLE}).
+    idle: int
+    #: Seconds between probes (C{TCP_KEEPINTVL}).
+    interval: int
+    #: Unanswered probes before the peer is dropped (C{TCP_KEEPCNT}).
+    probes: int
+    #: Milliseconds output may stay unacknowledged (C{TCP_USER_TIMEOUT}).
+    user_timeout_ms: int
+
+    @property
+    def bound(self) -> int:
+        """The seconds after which a vanished peer is dropped, at most."""
+        return self.idle + self.probes * self.interval
+
+
+@lru_cache(maxsize=4)
+def keepalive_options(seconds: int) -> Keepalive:
+    """Derive every timer from the one C{--keepalive} number.
+
+    The first probe goes after C{seconds} of silence on the link, then one
+    every third of that (at least a second); after three unanswered probes
+    the kernel drops the connection.  So a peer that vanished while the
+    link was quiet is dropped at most C{seconds + 3 * ceil(seconds / 3)}
+    seconds (about twice C{seconds}: 120 for the default 60) after it was
+    last heard from.  Output it no longer acknowledges gets the same bound
+    (C{TCP_USER_TIMEOUT}), since keepalive sends no probe while data is
+    unacknowledged; Linux then also uses that time, not the probe count,
+    to end a keepalive that goes unanswered, which is the same moment.
+    """
+    interval = max(1, math.ceil(seconds / 3))
+    bound = seconds + KEEPALIVE_PROBES * interval
+    return Keepalive(seconds, interval, KEEPALIVE_PROBES, bound * 1000)
+
+
+def tcp_socket(transport: object) -> socket.socket | None:
+    """The TCP socket under C{transport}, or None (UNIX, or a test's fake).
+
+    TLS wraps TCP: the TLS transport's own transport is the TCP one.  A
+    UNIX connection is a C{tcp.Connection} too (Twisted's C{unix.Server}
+    subclasses it), hence the check of the address family.
+    """
+    for _ in range(3):
+        if isinstance(transport, tcp.Connection):
+            handle = transport.getHandle()
+            if isinstance(handle, socket.socket) and handle.family in _INET:
+                return handle
+            return None
+        transport = getattr(transport, "transport", None)
+    return None
+
+
+def set_keepalive(transport: object, seconds: float) -> None:
+    """Turn on TCP keepalive with C{keepalive_options(seconds)}, if TCP.
+
+    C{seconds} 0 leaves the socket as the system made it (no keepalive).
+    An option this system lacks (they are Linux's) is left out.
+    """
+    if not seconds:
+        return
+    sock = tcp_socket(transport)
+    if sock is None:
+        return
+    timers = keepalive_options(int(seconds))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (
+        ("TCP_KEEPIDLE", timers.idle),
+        ("TCP_KEEPINTVL", timers.interval),
+        ("TCP_KEEPCNT", timers.probes),
+        ("TCP_USER_TIMEOUT", timers.user_timeout_ms),
+    ):
+        option = getattr(socket, name, None)
+        if option is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+
+__all__ = [
+    "KEEPALIVE_PROBES",
+    "Keepalive",
+    "keepalive_options",
+    "set_keepalive",
+    "tcp_socket",
+]

@@ -1,0 +1,297 @@
+"""Liveness: dead peers are found by TCP keepalive, quiet people stay.
+
+The in-process tests read the options of accepted sockets with getsockopt.
+The end-to-end tests run C{twistd -n chat} in a network namespace of its
+own, joined to the test's by a veth pair, so that one client's packets can
+be dropped with C{nft} while the other client's still flow: that client
+"vanishes" as behind a pulled cable, without a FIN or a reset.  They need
+root, C{ip} (iproute2) and C{nft} (nftables), which C{.ci/run} installs;
+without them they fail, never skip.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from certs import ServerCert, make_ca, make_server_cert
+from harness import GREETING, Client, Harness, bounded, wait_until
+from processes import Connection, Server, opened_by
+
+from twisted.internet import reactor
+from twisted.internet.endpoints import (
+    UNIXClientEndpoint,
+    connectProtocol,
+    serverFromString,
+)
+
+from chatservice.config import Settings
+from chatservice.factory import ChatFactory
+from chatservice.service import ChatService
+
+PLAIN = "tcp:0:interface=127.0.0.1"
+
+#: The keepalive of the end-to-end tests: a vanished peer goes within
+#: 1 + 3 * 1 = 4 seconds.
+KEEPALIVE = 1
+BOUND = 4
+
+
+def _timers(sock: socket.socket) -> tuple[int, int, int, int, int]:
+    """SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT."""
+    return (
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({}, (1, 60, 20, 3, 120_000)),
+        ({"keepalive": 7}, (1, 7, 3, 3, 16_000)),
+        ({"keepalive": 1}, (1, 1, 1, 3, 4_000)),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_keepalive_timers_on_accepted_socket(
+    chat: Harness, settings: dict[str, int], expected: tuple[int, ...]
+) -> None:
+    """An accepted TCP socket has keepalive on, with timers from --keepalive."""
+    chat.start(**settings)
+    await chat.greeted()
+    (protocol,) = chat.factory.connections.values()
+    assert _timers(protocol.transport.getHandle()) == expected
+
+
+@pytest_twisted.ensureDeferred
+async def test_keepalive_off(chat: Harness) -> None:
+    """--keepalive 0 leaves keepalive off."""
+    chat.start(keepalive=0)
+    await chat.greeted()
+    (protocol,) = chat.factory.connections.values()
+    sock = protocol.transport.getHandle()
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_keepalive_under_tls(chat: Harness, tmp_path: Path) -> None:
+    """A TLS connection's TCP socket gets the same keepalive timers."""
+    cert: ServerCert = make_server_cert(make_ca(tmp_path / "pki"))
+    chat.start(listen=[cert.endpoint()], keepalive=7)
+    await chat.connect()  # TCP is enough: the options are set on accept
+    await wait_until(lambda: chat.factory.connections, "the connection")
+    (protocol,) = chat.factory.connections.values()
+    tcp_transport = protocol.transport.transport  # TLS wraps TCP
+    assert _timers(tcp_transport.getHandle()) == (1, 7, 3, 3, 16_000)
+
+
+@pytest_twisted.ensureDeferred
+async def test_unix_socket_served(chat: Harness, tmp_path: Path) -> None:
+    """A UNIX socket, which has no keepalive, is served as before."""
+    path = tmp_path / "chat.sock"
+    description = f"unix:{path}"
+    service = ChatService(
+        ChatFactory(Settings(), clock=reactor),
+        [(description, serverFromString(reactor, description))],
+    )
+    service.startService()
+    chat.services.append(service)  # stopped after the test
+    client = Client()
+    await bounded(
+        connectProtocol(UNIXClientEndpoint(reactor, str(path), timeout=5), client)
+    )
+    chat.clients.append(client)
+    await wait_until(lambda: len(client.lines) >= 2, "the greeting")
+    assert client.lines == GREETING
+
+
+# A peer that vanishes, in a network namespace ---------------------------------
+
+
+@dataclass(frozen=True)
+class Namespace:
+    """A network namespace joined to ours by a veth pair."""
+
+    name: str
+    #: Our end's address, and the namespace's.
+    outside: str
+    inside: str
+
+    def run(self, *command: str, stdin: str | None = None) -> None:
+        """Run C{command} inside the namespace; fail loudly if it fails."""
+        _run("ip", "netns", "exec", self.name, *command, stdin=stdin)
+
+    def cut(self, port: int) -> None:
+        """Drop every packet to and from our side's TCP port C{port}."""
+        self.run(
+            "nft",
+            "-f",
+            "-",
+            stdin=(
+                "table inet vanish {\n"
+                "  chain input { type filter hook input priority 0;"
+                f" tcp sport {port} drop; }}\n"
+                "  chain output { type filter hook output priority 0;"
+                f" tcp dport {port} drop; }}\n"
+                "}\n"
+            ),
+        )
+
+
+def _run(*command: str, stdin: str | None = None) -> None:
+    result = subprocess.run(
+        command, input=stdin, capture_output=True, text=True, timeout=30
+    )
+    if result.returncode:
+        pytest.fail(
+            f"{' '.join(command)} failed ({result.returncode}): {result.stderr}",
+            pytrace=False,
+        )
+
+
+@pytest.fixture
+def netns() -> Iterator[Namespace]:
+    """A fresh namespace with a veth link to ours; deleted after the test."""
+    missing = [tool for tool in ("ip", "nft") if shutil.which(tool) is None]
+    if missing:
+        pytest.fail(
+            f"{', '.join(missing)} not on PATH; .ci/run installs them "
+            "(apt-get install -y iproute2 nftables)",
+            pytrace=False,
+        )
+    if os.geteuid() != 0:
+        pytest.fail("network namespaces need root (as in CI)", pytrace=False)
+    number = os.getpid() % 16384  # a /30 of 10.250.0.0/16 per test process
+    base = number * 4
+    prefix = f"10.250.{base // 256}."
+    namespace = Namespace(
+        f"chatns{number}", f"{prefix}{base % 256 + 1}", f"{prefix}{base % 256 + 2}"
+    )
+    outer, inner = f"chatvo{number}", f"chatvi{number}"
+    try:
+        _run("ip", "netns", "add", namespace.name)
+        _run("ip", "link", "add", outer, "type", "veth", "peer", "name", inner)
+        _run("ip", "link", "set", inner, "netns", namespace.name)
+        _run("ip", "addr", "add", f"{namespace.outside}/30", "dev", outer)
+        _run("ip", "link", "set", outer, "up")
+        namespace.run("ip", "addr", "add", f"{namespace.inside}/30", "dev", inner)
+        namespace.run("ip", "link", "set", inner, "up")
+        namespace.run("ip", "link", "set", "lo", "up")
+        yield namespace
+    finally:
+        # Deleting the namespace deletes its end of the veth pair, and so
+        # the pair, and its nft table; the link goes too if it never moved.
+        for command in (
+            ("ip", "netns", "delete", namespace.name),
+            ("ip", "link", "delete", outer),
+        ):
+            subprocess.run(command, capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def server_in(netns: Namespace, tmp_path: Path) -> Iterator[tuple[Server, int]]:
+    """A twistd with --keepalive 1 in the namespace; killed before it goes."""
+    port = 8000  # the namespace is new: nothing else listens there
+    server = Server(
+        f"tcp:{port}:interface={netns.inside}",
+        tmp_path,
+        ("--keepalive", str(KEEPALIVE), "--resume-grace", "0"),
+        prefix=("ip", "netns", "exec", netns.name),
+    )
+    try:
+        server.wait_for_port(port, netns.inside)
+        yield server, port
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def users(
+    netns: Namespace, server_in: tuple[Server, int]
+) -> Iterator[Callable[[str], Connection]]:
+    """Register users from our side of the link; closed after the test."""
+    _, port = server_in
+    opened = opened_by(Connection)
+    connect = next(opened)
+
+    def user(nickname: str) -> Connection:
+        return _user(connect(port, netns.outside, netns.inside), nickname)
+
+    try:
+        yield user
+    finally:
+        opened.close()  # closes every connection it opened
+
+
+def _user(connection: Connection, nickname: str) -> Connection:
+    assert connection.read(2) == [line for line in GREETING]
+    connection.send(nickname)
+    (welcome,) = connection.read()
+    assert welcome is not None and welcome.startswith(f"*** Welcome, {nickname}!")
+    return connection
+
+
+def _read_until(connection: Connection, wanted: str, timeout: float) -> list[str]:
+    """The lines up to C{wanted}; fail if it does not come within C{timeout}."""
+    connection.sock.settimeout(timeout)
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while wanted not in seen:
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {wanted!r} within {timeout:g} s; got {seen}")
+        try:
+            (line,) = connection.read()
+        except TimeoutError:
+            pytest.fail(f"no {wanted!r} within {timeout:g} s; got {seen}")
+        assert line is not None, f"disconnected while waiting for {wanted!r}: {seen}"
+        seen.append(line)
+    return seen
+
+
+@pytest.mark.parametrize("talking", [False, True], ids=["quiet", "talking"])
+def test_vanished_peer_dropped(
+    netns: Namespace,
+    server_in: tuple[Server, int],
+    users: Callable[[str], Connection],
+    talking: bool,
+) -> None:
+    """A peer whose packets stop is dropped within the keepalive bound; its room hears it left.
+
+    Quiet: nothing is sent to it, so only keepalive probes can find it.
+    Talking: the room keeps sending it lines it never acknowledges
+    (TCP_USER_TIMEOUT).  Meanwhile the other user, who has not typed a line
+    since registering, stays through several keepalive periods.
+    """
+    server, _ = server_in
+    alice = users("alice")
+    bob = users("bob")
+    _read_until(alice, "*** bob has joined #lobby", 5)
+    _read_until(bob, "*** Type /help for the commands.", 5)
+    if not talking:
+        # Both silent for longer than the keepalive bound: probes come and
+        # are answered; nobody is dropped for being quiet.
+        time.sleep(BOUND + 2)
+    bob.send("still here")
+    _read_until(alice, "<bob> still here", 5)
+
+    netns.cut(bob.sock.getsockname()[1])
+    cut = time.monotonic()
+    if talking:
+        alice.sock.settimeout(5)
+        for count in range(BOUND * 4):
+            alice.send(f"line {count}")
+            time.sleep(0.25)
+    _read_until(alice, "*** bob has left (connection lost)", BOUND + 4)
+    elapsed = time.monotonic() - cut
+    assert 1 < elapsed < BOUND + 3, (elapsed, server.output())
+    assert server.process.poll() is None
