@@ -63,6 +63,8 @@ class Settings:
     resume_grace: float = 60.0
     #: Lines kept for a dropped session to see when it resumes.
     resume_buffer: int = 200
+    #: Bytes kept for a dropped session to see when it resumes.
+    resume_buffer_bytes: int = 64 * 1024
     #: A server endpoint string where Prometheus metrics are served over
     #: HTTP at C{/metrics}; None serves none.
     metrics: str | None = None

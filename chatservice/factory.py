@@ -103,7 +103,10 @@ class ChatFactory(ServerFactory):
             clock,
             self.settings.resume_grace,
             self.settings.resume_buffer,
-            self.settings.max_sendq,
+            self.settings.resume_buffer_bytes,
+            # Held sessions count against the connection limits.
+            max_per_address=self.settings.max_per_ip,
+            max_total=self.settings.max_clients,
         )
         if hasattr(registry, "on_moved"):
             # A cluster's node is told when a session moves to another node,

@@ -10,6 +10,9 @@ C{/resume NICK TOKEN} takes the session back, gets the missed lines in
 order, and the rooms hear C{*** NICK is back}; if the old connection is
 somehow still open (a ghost the server has not noticed yet), it is closed.
 When the grace period ends, the user leaves as usual, C{(connection lost)}.
+Held sessions count against C{--max-per-ip} and C{--max-clients}: past
+either, a new session ends the oldest held one of its address (or of the
+server) at once.
 
 In a cluster the registry keeps what a node cannot: a digest of each token
 (C{store_token}), the lines a held session misses (C{keep_for}), and the
@@ -19,7 +22,7 @@ node that held it is told (L{SessionKeeper.moved}).
 
 import hashlib
 import secrets
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from hmac import compare_digest
@@ -110,6 +113,8 @@ class _Record:
 
     token: str
     client: IChatClient
+    #: The address it counts against (see L{address_key}).
+    address: str | None
     timer: IDelayedCall | None = None
 
 
@@ -133,9 +138,19 @@ def digest(token: str) -> str:
 class SessionKeeper:
     """Tokens of registered users, and the sessions held for a resume.
 
+    Registered sessions, live or held, are counted per address: when a new
+    session (or one resumed from another address) makes an address have
+    more than C{max_per_address}, or the server more than C{max_total}, the
+    oldest held session of that address (or of the server) ends at once, as
+    if its grace period were over.  A live connection is never refused for a
+    held session; and a held session is never ended for a connection that
+    has not registered (it may be the one coming to resume it).
+
     @param grace: seconds a dropped session is held; 0 turns resuming off.
     @param buffer: lines kept for a held session.
     @param max_bytes: bytes kept for a held session.
+    @param max_per_address: sessions, live or held, of one address.
+    @param max_total: sessions, live or held, in all.
     """
 
     def __init__(
@@ -145,13 +160,23 @@ class SessionKeeper:
         grace: float,
         buffer: int,
         max_bytes: int,
+        max_per_address: int | None = None,
+        max_total: int | None = None,
     ) -> None:
         self._registry = registry
         self._clock = clock
         self._grace = grace
         self._buffer = buffer
         self._max_bytes = max_bytes
+        self._max_per_address = max_per_address
+        self._max_total = max_total
+        # By folded nickname: every registered session's record.
         self._records: dict[str, _Record] = {}
+        # Records by address, and the held sessions (oldest first) with the
+        # reason each was held for, in all and by address.
+        self._per_address: Counter[str | None] = Counter()
+        self._held: dict[HeldClient, str] = {}
+        self._held_by_address: dict[str | None, dict[HeldClient, None]] = {}
         self._stopped = False
 
     @property
@@ -161,16 +186,74 @@ class SessionKeeper:
 
     def __len__(self) -> int:
         """How many sessions are held now."""
-        return sum(isinstance(r.client, HeldClient) for r in self._records.values())
+        return len(self._held)
 
     def issue(self, session: IChatSession) -> str | None:
         """Give the newly registered C{session} a token (None when off)."""
         if not self.enabled:
             return None
         token = secrets.token_urlsafe(TOKEN_BYTES)
-        self._records[fold(session.nickname)] = _Record(token, session)
+        self._add(fold(session.nickname), _Record(token, session, None), session)
         self._store(session.nickname, token)
         return token
+
+    def _add(self, key: str, record: _Record, session: IChatSession) -> None:
+        """Keep C{record}, now C{session}'s; make room for it if need be."""
+        old = self._records.pop(key, None)
+        if old is not None:
+            self._count_out(old)
+        self._records[key] = record
+        self._count_in(record, session)
+
+    def _count_in(self, record: _Record, session: IChatSession) -> None:
+        """C{record} is live, on C{session}: count it against its address."""
+        address = record.address = address_key(session.host)
+        self._per_address[address] += 1
+        # Make room: end the oldest held sessions of the address, then of
+        # the server, while there are too many.
+        limit = self._max_per_address
+        if limit is not None and address is not None:
+            while self._per_address[address] > limit and self._release(
+                self._held_by_address.get(address), per_address=True
+            ):
+                pass
+        limit = self._max_total
+        if limit is not None:
+            while len(self._records) > limit and self._release(
+                self._held, per_address=False
+            ):
+                pass
+
+    def _count_out(self, record: _Record) -> None:
+        """C{record} is gone, or moves: it no longer counts where it did."""
+        self._per_address[record.address] -= 1
+        if not self._per_address[record.address]:
+            del self._per_address[record.address]
+        if isinstance(record.client, HeldClient):
+            self._unhold(record)
+
+    def _unhold(self, record: _Record) -> None:
+        held: HeldClient = record.client  # type: ignore[assignment]
+        del self._held[held]
+        by_address = self._held_by_address[record.address]
+        del by_address[held]
+        if not by_address:
+            del self._held_by_address[record.address]
+
+    def _release(
+        self, held: "dict[HeldClient, object] | None", per_address: bool
+    ) -> bool:
+        """End the oldest of C{held}, to keep to a limit; False if none."""
+        if not held:
+            return False
+        oldest = next(iter(held))
+        log.info(
+            "held session of {nickname} ended early, to keep to {limit}",
+            nickname=shown(oldest.nickname),
+            limit="--max-per-ip" if per_address else "--max-clients",
+        )
+        self.expire(oldest, self._held[oldest])
+        return True
 
     def _store(self, nickname: str, token: str) -> None:
         store = getattr(self._registry, "store_token", None)
@@ -209,6 +292,8 @@ class SessionKeeper:
         )
         self._registry.replace(session, held, wire.lost(session.nickname))
         record.client = held
+        self._held[held] = reason
+        self._held_by_address.setdefault(record.address, {})[held] = None
         record.timer = self._clock.callLater(self._grace, self.expire, held, reason)
         log.info(
             "session of {nickname} held for {grace:g} seconds ({reason})",
@@ -226,6 +311,7 @@ class SessionKeeper:
         record = self._records.get(key)
         if record is not None and record.client is session:
             del self._records[key]
+            self._count_out(record)
 
     def expire(self, held: HeldClient, reason: str) -> None:
         """End the held session C{held}: the user leaves, for C{reason}."""
@@ -234,6 +320,7 @@ class SessionKeeper:
         if record is None or record.client is not held:
             return
         del self._records[key]
+        self._count_out(record)
         if record.timer is not None and record.timer.active():
             record.timer.cancel()
         log.info(
@@ -261,6 +348,10 @@ class SessionKeeper:
         ):
             return None
         old = record.client
+        # From now on it counts against the new connection's address.  Room
+        # is made there first, so that the missed lines tell of it.
+        self._count_out(record)
+        self._count_in(record, session)
         if isinstance(old, HeldClient):
             if record.timer is not None and record.timer.active():
                 record.timer.cancel()
@@ -287,7 +378,7 @@ class SessionKeeper:
             return None
         nickname, room, missed, lines = outcome
         token = secrets.token_urlsafe(TOKEN_BYTES)
-        self._records[fold(nickname)] = _Record(token, session)
+        self._add(fold(nickname), _Record(token, session, None), session)
         self._store(nickname, token)
         return Resumed(nickname, room, missed, lines, 0, token=token)
 
@@ -300,6 +391,7 @@ class SessionKeeper:
         for key, record in list(self._records.items()):
             if record.client is client:
                 del self._records[key]
+                self._count_out(record)
                 if record.timer is not None and record.timer.active():
                     record.timer.cancel()
         if not isinstance(client, HeldClient):

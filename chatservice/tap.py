@@ -223,6 +223,13 @@ class Options(usage.Options):
             _count,
         ],
         [
+            "resume-buffer-bytes",
+            None,
+            _DEFAULTS.resume_buffer_bytes,
+            "Bytes kept for a dropped session; beyond it the oldest lines are dropped.",
+            _count,
+        ],
+        [
             "history",
             None,
             _DEFAULTS.history,
@@ -373,6 +380,7 @@ class Options(usage.Options):
             bans=self["bans"],
             resume_grace=self["resume-grace"],
             resume_buffer=self["resume-buffer"],
+            resume_buffer_bytes=self["resume-buffer-bytes"],
             metrics=self["metrics"],
             log_level=self["log-level"],
             redis=self["redis"],

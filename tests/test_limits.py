@@ -10,6 +10,7 @@ import pytest
 import pytest_twisted
 from harness import Harness, wait_until
 from test_bans import HeldThreads
+from test_resume import resume, token_of
 
 from twisted.internet.task import Clock
 
@@ -27,6 +28,7 @@ TOO_MANY = (
 )
 CANCELLED = "!!! /oper failed: it took too long and was cancelled"
 WELCOME = "*** Welcome to chatservice."
+RESUME_FAILED = "!!! resume failed: unknown nickname or wrong token"
 
 
 def crowd(
@@ -176,7 +178,7 @@ def test_failed_resumes_from_many_addresses_stay_bounded(clock: Clock) -> None:
     mallory.enter("/resume alice AAAAAAAAAAAAAAAAAAAAAA")
     assert mallory.lines() == []  # 12 failures: it waits the longest delay
     clock.advance(10)
-    assert mallory.lines() == ["!!! resume failed: unknown nickname or wrong token"]
+    assert mallory.lines() == [RESUME_FAILED]
 
 
 @pytest.mark.parametrize(
@@ -240,3 +242,155 @@ async def test_ipv4_mapped_address_counts_as_the_ipv4_one(chat: Harness) -> None
     mapped = await chat.connect(port=chat.ports[1])
     await wait_until(lambda: mapped.disconnected, "the refused client's close")
     assert mapped.lines == ["!!! too many connections from your address (at most 1)"]
+
+
+# Held sessions (point 5) -----------------------------------------------------
+
+
+def join_from(
+    factory: ChatFactory, clock: Clock, nickname: str, host: str
+) -> tuple[FakeConnection, str]:
+    """Register C{nickname} from C{host}; return the connection and its token."""
+    connection = FakeConnection(factory, host)
+    connection.enter(nickname)
+    clock.advance(0.1)  # within --max-connect-rate
+    return connection, token_of(connection.lines())
+
+
+def test_register_and_drop_loop_holds_at_most_max_per_ip(clock: Clock) -> None:
+    """Ten register-and-drop cycles from one address leave its last three held.
+
+    Each new session past --max-per-ip (3) ends the oldest held session of
+    the address, which the room hears leave as if its grace had ended.
+    """
+    factory = make_factory(clock, max_per_ip=3)
+    watcher = register(factory, "watcher", "198.51.100.1")
+    tokens = []
+    for n in range(10):
+        user, token = join_from(factory, clock, f"u{n}", "203.0.113.9")
+        tokens.append(token)
+        user.drop()
+    expected = []
+    for n in range(10):
+        expected.append(f"*** u{n} has joined #lobby")
+        if n >= 3:
+            expected.append(f"*** u{n - 3} has left (connection lost)")
+        expected.append(f"*** u{n} lost connection")
+    assert watcher.lines() == expected
+    assert len(factory.sessions) == 3
+    assert resume(factory, "u0", tokens[0]).lines() == [RESUME_FAILED]
+    assert resume(factory, "u9", tokens[9]).lines()[0].startswith("*** Resumed as u9")
+
+
+def test_nat_users_all_resume_after_an_outage(clock: Clock) -> None:
+    """Users behind one address, all dropped at once, all resume at the limit."""
+    factory = make_factory(clock, max_per_ip=3)
+    watcher = register(factory, "watcher", "198.51.100.1")
+    users = [join_from(factory, clock, name, "203.0.113.9") for name in "abc"]
+    for connection, _ in users:
+        connection.drop()
+    returning = [FakeConnection(factory, "203.0.113.9") for _ in users]
+    for connection, (_, token), name in zip(returning, users, "abc", strict=True):
+        connection.output()
+        connection.enter(f"/resume {name} {token}")
+        assert connection.lines()[0].startswith(f"*** Resumed as {name}")
+    assert [line for line in watcher.lines() if "back" in line or "left" in line] == [
+        "*** a is back",
+        "*** b is back",
+        "*** c is back",
+    ]
+
+
+def test_new_user_at_the_limit_ends_the_oldest_held_session(clock: Clock) -> None:
+    """At --max-per-ip, a new user is let in and the oldest held session ends."""
+    factory = make_factory(clock, max_per_ip=3)
+    watcher = register(factory, "watcher", "198.51.100.1")
+    (a, _), (b, b_token), _ = (
+        join_from(factory, clock, name, "203.0.113.9") for name in "abc"
+    )
+    a.drop()
+    b.drop()
+    watcher.output()
+    d, _ = join_from(factory, clock, "d", "203.0.113.9")
+    assert watcher.lines() == [
+        "*** d has joined #lobby",
+        "*** a has left (connection lost)",
+    ]
+    assert not d.closing
+    assert resume(factory, "b", b_token).lines()[0].startswith("*** Resumed as b")
+
+
+def test_held_sessions_count_against_max_clients(clock: Clock) -> None:
+    """At --max-clients, a new user ends the server's oldest held session."""
+    factory = make_factory(clock, max_clients=3)
+    a, _ = join_from(factory, clock, "a", "203.0.113.1")
+    b, _ = join_from(factory, clock, "b", "203.0.113.2")
+    a.drop()
+    b.drop()
+    watcher = register(factory, "watcher", "198.51.100.1")
+    register(factory, "carol", "198.51.100.2")
+    assert watcher.lines() == [
+        "*** carol has joined #lobby",
+        "*** a has left (connection lost)",
+    ]
+    assert len(factory.sessions) == 1
+
+
+def test_resume_from_another_address_counts_there(clock: Clock) -> None:
+    """A session resumed from a new address makes room among that address's held ones."""
+    factory = make_factory(clock, max_per_ip=2)
+    watcher = register(factory, "watcher", "198.51.100.1")
+    x, _ = join_from(factory, clock, "x", "203.0.113.7")
+    y, _ = join_from(factory, clock, "y", "203.0.113.7")
+    mobile, token = join_from(factory, clock, "mobile", "192.0.2.1")
+    for connection in (x, y, mobile):
+        connection.drop()
+    watcher.output()
+    again = FakeConnection(factory, "203.0.113.7")
+    again.output()
+    again.enter(f"/resume mobile {token}")
+    assert again.lines()[:3] == [
+        "*** Resumed as mobile in #lobby; 1 missed line follows:",
+        "*** x has left (connection lost)",
+        "*** End of missed lines.",
+    ]
+    assert watcher.lines() == ["*** x has left (connection lost)", "*** mobile is back"]
+
+
+def test_held_session_keeps_at_most_resume_buffer_bytes(clock: Clock) -> None:
+    """Past --resume-buffer-bytes a held session drops its oldest lines."""
+    factory = make_factory(clock, resume_buffer_bytes=1000)
+    alice, token = join_from(factory, clock, "alice", "203.0.113.1")
+    bob = register(factory, "bob", "198.51.100.1")
+    alice.drop()
+    for n in range(20):
+        bob.enter(f"{n:02} " + "x" * 88)  # "<bob> NN xxx...\r\n": 100 bytes
+        clock.advance(1)
+    lines = resume(factory, "alice", token).lines()
+    assert lines[:3] == [
+        "*** Resumed as alice in #lobby; 10 missed lines follow:",
+        "*** 10 older missed lines were dropped.",
+        "<bob> 10 " + "x" * 88,
+    ]
+    assert lines[12] == "*** End of missed lines."
+
+
+@pytest_twisted.ensureDeferred
+async def test_register_and_drop_loop_over_tcp(chat: Harness) -> None:
+    """Thirty register-and-drop cycles from 127.0.0.1 leave at most --max-per-ip held."""
+    chat.start(resume_grace=60, max_per_ip=5)
+    watcher = await chat.user("watcher")
+    for n in range(30):
+        user = await chat.user(f"u{n}")
+        await wait_until(
+            lambda user=user: user.lines[-1].startswith("*** resume token: "),
+            "the token",
+        )
+        user.transport.loseConnection()
+        await wait_until(
+            lambda n=n: f"*** u{n} lost connection" in watcher.lines, "the drop"
+        )
+    left = [line for line in watcher.lines if "has left" in line]
+    # The watcher is one of the five: four sessions are held.
+    assert left == [f"*** u{n} has left (connection lost)" for n in range(26)]
+    assert len(chat.factory.sessions) == 4

@@ -234,3 +234,11 @@ def test_cluster_options() -> None:
     )
     assert registry.cluster == "eu-1"
     assert parse()["settings"].redis is None
+
+
+def test_resume_buffer_bytes() -> None:
+    """--resume-buffer-bytes sets the bytes a held session keeps; 0 is refused."""
+    settings = parse("--resume-buffer-bytes", "4096")["settings"]
+    assert settings.resume_buffer_bytes == 4096
+    with pytest.raises(StartupError, match="'0' is not a number greater than 0"):
+        parse("--resume-buffer-bytes", "0")
