@@ -3,21 +3,44 @@
 Both are plugins found by Twisted's plugin system in the
 L{chatservice.plugins} package.  A plugin module that cannot be imported, a
 command whose name is taken, or a C{--disable-plugin} naming nothing, is
-reported in one line and left out; the server starts without it.
+reported in one line and left out; the server starts without it (C{twistd
+chat} itself refuses to start for the last: see L{chatservice.tap}).
+L{log_extensions} says at start what was loaded, from which module of which
+distribution.
 """
 
 import contextlib
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
 
 from twisted import plugin
+from twisted.logger import Logger
 from twisted.plugin import getCache
 from twisted.python.modules import getModule
 from twisted.python.reflect import namedAny
 
 from .interfaces import ICommand, IMessageFilter
+from .logs import gate
+
+log = Logger(observer=gate)
 
 BUILTIN = "chatservice.plugins.builtin"
+
+
+@dataclass(frozen=True)
+class Source:
+    """One plugin module in use, and what it gave."""
+
+    #: The module's name, e.g. C{chatservice.plugins.dice}.
+    module: str
+    #: The module's file, if it has one.
+    path: str | None
+    #: Its commands and filters in use, by name.
+    commands: tuple[str, ...] = ()
+    filters: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -27,6 +50,13 @@ class Extensions:
     commands: Mapping[str, ICommand]
     filters: tuple[IMessageFilter, ...]
     problems: tuple[str, ...] = field(default=())
+    #: Where the commands and filters in use come from, module by module.
+    sources: tuple[Source, ...] = field(default=())
+    #: Commands and filters left out by C{--disable-plugin}, as
+    #: C{/name} and C{name}.
+    disabled: tuple[str, ...] = field(default=())
+    #: C{--disable-plugin} names that match no command or filter.
+    unmatched: tuple[str, ...] = field(default=())
 
 
 def load_extensions(disabled: frozenset[str] = frozenset()) -> Extensions:
@@ -47,6 +77,7 @@ def load_extensions(disabled: frozenset[str] = frozenset()) -> Extensions:
     commands: dict[str, ICommand] = {}
     filters: dict[str, IMessageFilter] = {}
     origin: dict[str, str] = {}
+    left_out: list[str] = []
     unused = {name.lower() for name in disabled}
     ordered = sorted(
         dropins.values(), key=lambda d: (d.moduleName != BUILTIN, d.moduleName)
@@ -67,6 +98,7 @@ def load_extensions(disabled: frozenset[str] = frozenset()) -> Extensions:
                 kind = "command /" if interface is ICommand else "filter "
                 if name in unused or name in disabled:
                     unused.discard(name)
+                    left_out.append(("/" if interface is ICommand else "") + name)
                     continue
                 if name in table:
                     problems.append(
@@ -83,7 +115,107 @@ def load_extensions(disabled: frozenset[str] = frozenset()) -> Extensions:
         commands=dict(sorted(commands.items())),
         filters=tuple(filters[name] for name in sorted(filters)),
         problems=tuple(problems),
+        sources=_sources(origin),
+        disabled=tuple(sorted(left_out)),
+        unmatched=tuple(sorted(unused)),
     )
+
+
+def _sources(origin: Mapping[str, str]) -> tuple[Source, ...]:
+    """Group what is in use by module, and find each module's distribution."""
+    modules = sorted(set(origin.values()), key=lambda name: (name != BUILTIN, name))
+    sources = []
+    for module in modules:
+        names = [name for name, source in origin.items() if source == module]
+        path = getattr(sys.modules.get(module), "__file__", None)
+        sources.append(
+            Source(
+                module,
+                path,
+                tuple(sorted(n[len("command /") :] for n in names if n[0] == "c")),
+                tuple(sorted(n[len("filter ") :] for n in names if n[0] == "f")),
+            )
+        )
+    return tuple(sources)
+
+
+def _distributions_of(modules: list[str]) -> dict[str, str]:
+    """C{NAME VERSION} of the installed distribution of each of C{modules}.
+
+    A plugin distribution installs a file into C{chatservice/plugins/}, which
+    its list of files names.  A module in chatservice's own directory that no
+    list names is chatservice's, installed in editable mode (whose list names
+    none of its modules).
+    """
+    wanted = {
+        f"chatservice/plugins/{module.rpartition('.')[2]}.py": module
+        for module in modules
+    }
+    owners: dict[str, str] = {}
+    for distribution in metadata.distributions():
+        for file in distribution.files or ():
+            module = wanted.get(file.as_posix())
+            if module is not None and module not in owners:
+                if _same_file(distribution.locate_file(file), module):
+                    owners[module] = _name_version(distribution)
+    own = Path(__file__).resolve().parent / "plugins"
+    for module in modules:
+        path = getattr(sys.modules.get(module), "__file__", None)
+        if module not in owners and path and Path(path).resolve().parent == own:
+            owners[module] = _name_version(metadata.distribution("chatservice"))
+    return owners
+
+
+def _same_file(installed: object, module: str) -> bool:
+    """Whether the file a distribution installed is the module in use."""
+    path = getattr(sys.modules.get(module), "__file__", None)
+    try:
+        return path is not None and Path(str(installed)).samefile(path)
+    except OSError:
+        return False
+
+
+def _name_version(distribution: metadata.Distribution) -> str:
+    return f"{distribution.metadata['Name']} {distribution.version}"
+
+
+def describe(extensions: Extensions) -> list[str]:
+    """What L{log_extensions} says, line by line, about what is in use.
+
+    Each module's distribution is looked up only here, at start: it reads
+    the list of files of every installed distribution.
+    """
+    owners = _distributions_of([source.module for source in extensions.sources])
+    lines = []
+    for source in extensions.sources:
+        what = []
+        if source.commands:
+            plural = "s" if len(source.commands) > 1 else ""
+            what.append(
+                f"command{plural} " + ", ".join("/" + c for c in source.commands)
+            )
+        if source.filters:
+            plural = "s" if len(source.filters) > 1 else ""
+            what.append(f"filter{plural} " + ", ".join(source.filters))
+        origin = owners.get(source.module) or (
+            f"no installed distribution: {source.path}"
+            if source.path
+            else "no installed distribution"
+        )
+        lines.append(f"plugins: {' and '.join(what)} from {source.module} ({origin})")
+    if extensions.disabled:
+        lines.append(
+            "plugins left out by --disable-plugin: " + ", ".join(extensions.disabled)
+        )
+    return lines
+
+
+def log_extensions(extensions: Extensions) -> None:
+    """Log what is in use, from where, and each problem, in one line each."""
+    for line in describe(extensions):
+        log.info("{plugins}", plugins=line)
+    for problem in extensions.problems:
+        log.error("{problem}", problem=problem)
 
 
 def _name(module: object) -> str:
@@ -122,4 +254,4 @@ def _quiet_plugin_errors() -> Iterator[None]:
         plugin.log = saved
 
 
-__all__ = ["Extensions", "load_extensions"]
+__all__ = ["Extensions", "Source", "describe", "load_extensions", "log_extensions"]

@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 from .bans import BansFileError
 from .cluster import ClusterRegistry
 from .errors import StartupError
+from .extensions import Extensions, log_extensions
 from .factory import ChatFactory
 from .logs import gate
 from .metrics import metrics_site, warn_if_exposed
@@ -32,6 +33,8 @@ class ChatService(Service):
 
     With C{metrics} (a description and an endpoint), it also serves the
     factory's Prometheus metrics over HTTP there (L{chatservice.metrics}).
+    With C{extensions}, the factory's plugins, it logs at start what they
+    are and where they come from.
     """
 
     name = "chat"
@@ -41,8 +44,10 @@ class ChatService(Service):
         factory: ChatFactory,
         endpoints: Sequence[tuple[str, IStreamServerEndpoint]],
         metrics: tuple[str, IStreamServerEndpoint] | None = None,
+        extensions: Extensions | None = None,
     ) -> None:
         self.factory = factory
+        self._extensions = extensions
         self.endpoints = list(endpoints)
         self.metrics = metrics
         #: The port metrics are served on, once bound (also in C{ports}).
@@ -61,8 +66,15 @@ class ChatService(Service):
         """Bind every endpoint, or raise L{StartupError} naming the failure."""
         super().privilegedStartService()
         self._set_log_level()
+        self._log_plugins()
         self._read_files()
         self._listen()
+
+    def _log_plugins(self) -> None:
+        """Say once, at the log level in force, which plugins are in use."""
+        if self._extensions is not None:
+            log_extensions(self._extensions)
+            self._extensions = None
 
     def _read_files(self) -> None:
         """Read the MOTD, operators and bans, or stop with one line."""
@@ -105,6 +117,7 @@ class ChatService(Service):
         """Start serving; binds now if C{privilegedStartService} did not."""
         self._set_log_level()
         if not self.ports:
+            self._log_plugins()
             self._read_files()
             self._listen()
         self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)

@@ -11,9 +11,11 @@ from collections.abc import Callable
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
+from . import __version__
 from .cluster import ClusterRegistry, parse_redis_url
 from .config import DEFAULT_PORT, Settings
 from .errors import StartupError
+from .extensions import Extensions, load_extensions
 from .factory import ChatFactory
 from .logs import LEVELS
 from .service import ChatService
@@ -309,6 +311,11 @@ class Options(usage.Options):
         "built-in command). Repeat for several."
     )
 
+    def opt_version(self) -> None:
+        """Print chatservice's version and exit."""
+        print(f"chatservice {__version__}")
+        raise SystemExit(0)
+
     def opt_port(self, description: str) -> None:  # noqa: D102 - doc set below
         if description.isdigit():
             description = f"tcp:{description}"
@@ -359,6 +366,7 @@ class Options(usage.Options):
                 self["metrics"],
                 _parse_endpoint(reactor, self["metrics"], "--metrics"),
             )
+        self["extensions"] = _extensions(frozenset(self["disable-plugin"]))
         self["settings"] = Settings(
             endpoints=tuple(self["port"]),
             idle_timeout=self["idle-timeout"],
@@ -387,6 +395,28 @@ class Options(usage.Options):
             cluster=self["cluster"],
             node_ttl=self["node-ttl"],
         )
+
+
+def _extensions(disabled: frozenset[str]) -> Extensions:
+    """Find the plugins; a C{--disable-plugin} naming none stops the start."""
+    extensions = load_extensions(disabled)
+    if extensions.unmatched:
+        names = ", ".join(extensions.unmatched)
+        known = ", ".join(
+            sorted(
+                {
+                    *extensions.commands,
+                    *(str(f.name) for f in extensions.filters),
+                    *(name.lstrip("/") for name in extensions.disabled),
+                }
+            )
+        )
+        which = "that name" if len(extensions.unmatched) == 1 else "those names"
+        raise usage.UsageError(
+            f"--disable-plugin {names}: there is no command or filter of {which} "
+            f"(there are: {known})"
+        )
+    return extensions
 
 
 def _parse_endpoint(
@@ -438,5 +468,8 @@ def makeService(options: Options) -> ChatService:
             history=settings.history,
             announce_max=settings.announce_max,
         )
-    factory = ChatFactory(settings, registry=registry)
-    return ChatService(factory, options["endpoints"], options["metrics-endpoint"])
+    extensions = options["extensions"]
+    factory = ChatFactory(settings, registry=registry, extensions=extensions)
+    return ChatService(
+        factory, options["endpoints"], options["metrics-endpoint"], extensions
+    )

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 from harness import GREETING
-from processes import WAIT, Connection, Server, free_port
+from processes import TWISTD, WAIT, Connection, Server, free_port
+
+from chatservice import __version__
 
 
 def test_chat_then_sigterm(
@@ -169,6 +171,44 @@ def test_third_party_plugins(
         "ModuleNotFoundError: No module named 'no_such_module_here'"
     )
     assert "Traceback" not in output
+    # At start, the log says what is in use and where it comes from.
+    dice = EXAMPLES / "chatservice-dice" / "chatservice" / "plugins" / "dice.py"
+    assert (
+        "plugins: command /roll from chatservice.plugins.dice "
+        f"(no installed distribution: {dice})"
+    ) in output
+    (builtin,) = [
+        line
+        for line in output.splitlines()
+        if "from chatservice.plugins.builtin" in line
+    ]
+    assert builtin.endswith(
+        f", /who from chatservice.plugins.builtin (chatservice {__version__})"
+    )
+    assert "plugins: filter capsfilter from chatservice.plugins.capsfilter" in output
+
+
+def test_disable_plugin_matching_nothing(twistd: Callable[..., Server]) -> None:
+    """--disable-plugin with a name no plugin has stops the start with one line."""
+    server = twistd(f"tcp:{free_port()}:interface=127.0.0.1", "--disable-plugin", "rol")
+    assert server.wait() == 1
+    (line,) = server.output().splitlines()
+    assert line.startswith(
+        "twistd chat: --disable-plugin rol: there is no command or filter of that "
+        "name (there are: away, "
+    ), line
+
+
+def test_version() -> None:
+    """`twistd chat --version` prints chatservice's version and exits 0."""
+    result = subprocess.run(
+        [*TWISTD, "chat", "--version"], capture_output=True, text=True, timeout=WAIT
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (
+        0,
+        f"chatservice {__version__}\n",
+        "",
+    )
 
 
 def test_motd_reloaded_on_sighup(

@@ -12,8 +12,9 @@ import pytest
 from twisted.internet.task import Clock
 
 import chatservice.plugins
+from chatservice import __version__
 from chatservice.config import Settings
-from chatservice.extensions import load_extensions
+from chatservice.extensions import describe, load_extensions
 from chatservice.factory import ChatFactory
 from chatservice.testing import FakeConnection, register
 
@@ -118,6 +119,35 @@ def test_collision_reported_and_left_out(install: Install) -> None:
         "chatservice.plugins.builtin has one of that name already",
     )
     assert extensions.commands["who"].help == "list who is in your room, or in ROOM"
+
+
+def test_sources_described(
+    install: Install, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each plugin module in use is named with its distribution, or its file if none installed it."""
+    installed = command_plugin(install, "hello", "pass")
+    loose = command_plugin(install, "loose", "pass")
+    site = tmp_path / "site"
+    info = site / "chatservice_hello-1.2.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: chatservice-hello\nVersion: 1.2.3\n"
+    )
+    file = f"chatservice/plugins/{installed.rpartition('.')[2]}.py"
+    (info / "RECORD").write_text(f"{file},,\n")
+    monkeypatch.syspath_prepend(str(site))
+    lines = describe(load_extensions(frozenset({"msg"})))
+    loose_file = site / "chatservice" / "plugins" / f"{loose.rpartition('.')[2]}.py"
+    assert lines == [
+        lines[0],
+        f"plugins: command /hello from {installed} (chatservice-hello 1.2.3)",
+        f"plugins: command /loose from {loose} (no installed distribution: {loose_file})",
+        "plugins left out by --disable-plugin: /msg",
+    ]
+    assert lines[0].startswith("plugins: commands /away, /ban, ")
+    assert lines[0].endswith(
+        f", /who from chatservice.plugins.builtin (chatservice {__version__})"
+    )
 
 
 def test_disable_plugin(clock: Clock) -> None:

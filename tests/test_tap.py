@@ -2,6 +2,7 @@
 
 import pytest
 
+from chatservice import __version__
 from chatservice.config import Settings
 from chatservice.errors import StartupError
 from chatservice.service import ChatService
@@ -26,6 +27,28 @@ def test_idle_timeout_zero_is_never() -> None:
     assert parse("--idle-timeout", "0")["settings"].idle_timeout == 0
     assert parse()["settings"].idle_timeout == 0
     assert parse()["settings"].keepalive == 60
+
+
+def test_disable_plugin_matching_nothing() -> None:
+    """--disable-plugin naming no command or filter stops the start in one line."""
+    with pytest.raises(StartupError) as caught:
+        parse("--disable-plugin", "msg", "--disable-plugin", "/NoSuch")
+    message = str(caught.value)
+    assert message.startswith(
+        "twistd chat: --disable-plugin nosuch: there is no command or filter "
+        "of that name (there are: away, ban, "
+    )
+    assert ", msg, " in message
+    assert message.endswith(", who) (see twistd chat --help)")
+    assert "\n" not in message
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """--version prints chatservice's version and exits 0."""
+    with pytest.raises(SystemExit) as caught:
+        parse("--version")
+    assert caught.value.code == 0
+    assert capsys.readouterr().out == f"chatservice {__version__}\n"
 
 
 def test_all_options() -> None:
@@ -60,7 +83,7 @@ def test_all_options() -> None:
         "--disable-plugin",
         "/MSG",
         "--disable-plugin",
-        "roll",
+        "away",
         "--flood-rate",
         "2.5",
         "--flood-burst",
@@ -91,7 +114,7 @@ def test_all_options() -> None:
         history=0,
         announce_max=7,
         motd="/etc/motd",
-        disabled_plugins=frozenset({"msg", "roll"}),
+        disabled_plugins=frozenset({"msg", "away"}),
         flood_rate=2.5,
         flood_burst=4,
         max_connect_rate=3,
