@@ -339,14 +339,23 @@ class SessionKeeper:
         cluster: then the answer comes later.
         """
         record = self._records.get(fold(nickname))
-        elsewhere = getattr(self._registry, "resume_elsewhere", None)
-        if record is None and elsewhere is not None and not self._stopped:
-            d = elsewhere(session, nickname, digest(token))
-            return d.addCallback(self._resumed_elsewhere, session)
+        cluster = getattr(self._registry, "resume_elsewhere", None)
+        if cluster is not None and not self._stopped:
+            # A cluster checks and replaces the token in Redis, in one step:
+            # a token works once in the whole cluster, never from a copy here.
+            fresh = secrets.token_urlsafe(TOKEN_BYTES)
+            d = cluster(session, nickname, digest(token), digest(fresh))
+            return d.addCallback(self._resumed_in_cluster, session, nickname, fresh)
         if record is None or not compare_digest(
             record.token.encode("ascii"), token.encode("utf-8", "replace")
         ):
             return None
+        return self._take_over(record, session, secrets.token_urlsafe(TOKEN_BYTES))
+
+    def _take_over(
+        self, record: _Record, session: IChatSession, token: str
+    ) -> "Resumed":
+        """Give C{record}'s session, held or a ghost, to C{session}."""
         old = record.client
         # From now on it counts against the new connection's address.  Room
         # is made there first, so that the missed lines tell of it.
@@ -367,19 +376,26 @@ class SessionKeeper:
             self._registry.replace(ghost, session, None)
             ghost.hand_over()
         record.client = session
-        record.token = secrets.token_urlsafe(TOKEN_BYTES)
-        self._store(outcome[0], record.token)
-        return Resumed(*outcome, token=record.token)
+        record.token = token
+        return Resumed(*outcome, token=token)
 
-    def _resumed_elsewhere(
-        self, outcome: "tuple[str, str, bytes, int] | None", session: IChatSession
+    def _resumed_in_cluster(
+        self,
+        outcome: "tuple[str, str, bytes, int] | bool | None",
+        session: IChatSession,
+        nickname: str,
+        token: str,
     ) -> Resumed | None:
-        if outcome is None:
+        """The cluster took the token and gave C{token} in its place."""
+        if outcome is None or outcome is False:
             return None
-        nickname, room, missed, lines = outcome
-        token = secrets.token_urlsafe(TOKEN_BYTES)
+        if outcome is True:  # this node's session
+            record = self._records.get(fold(nickname))
+            if record is None:
+                return None
+            return self._take_over(record, session, token)
+        nickname, room, missed, lines = outcome  # type: ignore[misc]
         self._add(fold(nickname), _Record(token, session, None), session)
-        self._store(nickname, token)
         return Resumed(nickname, room, missed, lines, 0, token=token)
 
     def moved(self, client: IChatClient) -> None:

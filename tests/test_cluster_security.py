@@ -6,9 +6,10 @@ several nodes of one cluster in this process (see C{clusterharness}).
 
 import json
 
-from clusterharness import Nodes, block, eventually, heard, in_greenlet
+from clusterharness import Nodes, block, chatting, eventually, heard, in_greenlet
 from prometheus_client import generate_latest
 
+from twisted.internet.error import ConnectionLost
 from twisted.logger import globalLogPublisher
 
 from chatservice.cluster import ClusterRegistry
@@ -66,10 +67,7 @@ def test_forged_events_are_sanitised_or_skipped(nodes: Nodes) -> None:
     try:
         on_a, on_b = nodes.servers("forged")
         a = on_a.registry
-        alice = FakeConnection(on_a, host="192.0.2.7")
-        alice.enter("alice")
-        eventually(lambda: alice.protocol.nickname == "alice", "alice registered")
-        alice.lines()
+        alice, _ = chatting(on_a, "alice")
         for bad in (
             "not json",
             "[1, 2]",
@@ -119,3 +117,107 @@ def test_forged_events_are_sanitised_or_skipped(nodes: Nodes) -> None:
         }
     finally:
         globalLogPublisher.removeObserver(events.append)
+
+
+def _resumed(connection: FakeConnection) -> list[str]:
+    """What C{connection} was told from its resume on: missed lines, token."""
+    eventually(
+        lambda: any(line.startswith("*** resume token: ") for line in connection.seen),
+        "the resume",
+    )
+    lines = connection.seen
+    start = [line.startswith("*** Resumed") for line in lines].index(True)
+    return lines[start:]
+
+
+class _Seen(FakeConnection):
+    """A connection that remembers every line it was sent."""
+
+    @property
+    def seen(self) -> list[str]:
+        self._seen = getattr(self, "_seen", [])
+        self._seen.extend(self.lines())
+        return self._seen
+
+
+@in_greenlet
+def test_line_said_just_before_a_resume_elsewhere_is_replayed(nodes: Nodes) -> None:
+    """A resume sent right after a line replays it, whatever node it is on."""
+    on_a, on_b, on_c = nodes.servers(
+        "window", count=3, resume_grace=60, flood_rate=1000.0, flood_burst=1000
+    )
+    alice, token = chatting(on_a, "alice")
+    bob, _ = chatting(on_c, "bob")  # on a third node
+    dave, _ = chatting(on_a, "dave")  # beside alice's held session
+    old, new = on_a, on_b
+    for n in range(6):
+        alice.drop(ConnectionLost)
+        heard(bob, "*** alice lost connection", [])
+        again = _Seen(new, host=f"192.0.2.{n + 1}")
+        # All in one go: the lines and the resume reach the nodes together.
+        bob.enter(f"from c {n}", f"/msg alice private {n}")
+        dave.enter(f"from a {n}")
+        again.enter(f"/resume alice {token}")
+        lines = _resumed(again)
+        missed = lines[1 : lines.index("*** End of missed lines.")]
+        assert sorted(missed) == sorted(
+            [f"<bob> from c {n}", f"*bob* private {n}", f"<dave> from a {n}"]
+        ), (n, lines)
+        token = lines[-1].split()[3]
+        eventually(lambda o=old: not len(o.sessions), "the old node lets go")
+        alice, old, new = again, new, old
+        if n == 2:
+            dave.enter("/quit")
+            dave.drop()
+            dave, _ = chatting(old, "dave")  # now beside the held session
+    for connection in (alice, bob, dave):
+        connection.drop()
+
+
+@in_greenlet
+def test_a_replaced_token_works_nowhere(nodes: Nodes) -> None:
+    """Once a resume replaced a token, the old one fails on every node at once."""
+    on_a, on_b = nodes.servers("spent", resume_grace=60)
+    a = on_a.registry
+    alice, first = chatting(on_a, "alice")
+    alice.drop(ConnectionLost)
+    # Resumed on its own node: the token is spent everywhere, at once.
+    here = _Seen(on_a, host="192.0.2.1")
+    here.enter(f"/resume alice {first}")
+    second = _resumed(here)[-1].split()[3]
+    opened: list[FakeConnection] = []
+    thief = FakeConnection(on_b, host="198.51.100.1")
+    opened.append(thief)
+    thief.enter(f"/resume alice {first}")
+    heard(thief, "!!! resume failed: unknown nickname or wrong token", [])
+    # Resumed on another node: the old node's copy of the token is no use.
+    here.drop(ConnectionLost)
+    there = _Seen(on_b, host="192.0.2.2")
+    there.enter(f"/resume alice {second}")
+    third = _resumed(there)[-1].split()[3]
+    for server, host in ((on_a, "198.51.100.2"), (on_b, "198.51.100.3")):
+        thief = FakeConnection(server, host=host)
+        opened.append(thief)
+        thief.enter(f"/resume alice {second}")
+        heard(thief, "!!! resume failed: unknown nickname or wrong token", [])
+    # While a node is cut off from Redis it resumes nobody, not even its own.
+    there.drop(ConnectionLost)
+    b = on_b.registry
+    block(b.idle())
+    b.link._down()
+    cut_off = FakeConnection(on_b, host="192.0.2.3")
+    opened.append(cut_off)
+    cut_off.enter(f"/resume alice {third}")
+    heard(cut_off, "!!! the other servers did not answer; try again in a moment", [])
+    b.link._check()
+    eventually(lambda: b.up, "node B back")
+    back = _Seen(on_a, host="192.0.2.4")
+    back.enter(f"/resume alice {third}")
+    _resumed(back)
+    thief = FakeConnection(on_b, host="198.51.100.4")
+    opened.append(thief)
+    thief.enter(f"/resume alice {third}")
+    heard(thief, "!!! resume failed: unknown nickname or wrong token", [])
+    assert not a.up or a._by_fold["alice"] is back.protocol
+    for connection in [back, *opened]:
+        connection.drop()

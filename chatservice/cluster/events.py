@@ -187,6 +187,14 @@ def _rooms(event: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
+def _hand_over(event: dict[str, Any]) -> dict[str, Any]:
+    """A session moves to another node (C{n}: the node it was on)."""
+    clean = {"ho": clean_fold(event["ho"], "hand-over")}
+    if "n" in event:
+        clean["n"] = clean_text(event["n"], "hand-over", 200)
+    return clean
+
+
 def _one_field(name: str, check: Callable[[object, str], object]) -> Any:
     def clean(event: dict[str, Any]) -> dict[str, Any]:
         return {name: check(event[name], name)}
@@ -196,7 +204,8 @@ def _one_field(name: str, check: Callable[[object, str], object]) -> Any:
 
 #: The kinds of event, by the field that tells them apart, in order.
 _KINDS: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] = [
-    ("ho", _one_field("ho", clean_fold)),
+    ("ho", _hand_over),
+    ("handed", _one_field("handed", clean_fold)),
     ("ban", _ban),
     ("unban", _unban),
     ("to", _to_user),

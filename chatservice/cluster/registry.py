@@ -93,6 +93,11 @@ class ClusterRegistry:
         self._parted_while_down: dict[str, dict[str, str]] = {}
         #: Lines for held sessions, sent to Redis at the iteration's end.
         self._keeping: dict[str, tuple[list[bytes], int]] = {}
+        #: The digests of this node's users' resume tokens, by folded
+        #: nickname: claimed again after an outage, with the users.
+        self._tokens: dict[str, str] = {}
+        #: Sessions being resumed here from another node, by folded nickname.
+        self._arriving: dict[str, _Arrival] = {}
         self._keep_call: IDelayedCall | None = None
         #: The check that Redis answered soon after the start.
         self._first_check: IDelayedCall | None = None
@@ -332,6 +337,7 @@ class ClusterRegistry:
                     json.dumps(joined),
                     json.dumps(self._parted_while_down.get(key, {})),
                     LOBBY,
+                    self._tokens.get(key, ""),
                 )
                 d.addCallbacks(self._reclaimed, failures.append, callbackArgs=(client,))
                 calls.append(d)
@@ -455,6 +461,8 @@ class ClusterRegistry:
 
     def _event(self, origin: str, message: str) -> None:
         if origin == self.node:
+            if self._arriving and '"ho"' in message:
+                self._own_hand_over(message)
             return  # this node acted on it already
         try:
             event = checked(message)
@@ -468,7 +476,12 @@ class ClusterRegistry:
         if self._stopping:
             return
         if "ho" in event:
-            self._moved(event["ho"])
+            self._moved(event["ho"], event.get("n"))
+            return
+        if "handed" in event:
+            arrival = self._arriving.get(event["handed"])
+            if arrival is not None and not arrival.handed.called:
+                arrival.handed.callback(None)
             return
         if "ban" in event:
             if self.on_ban is not None:
@@ -524,14 +537,27 @@ class ClusterRegistry:
         self._quietly(self._publish({"o": self.node, "unban": network}), "an unban")
 
     def store_token(self, nickname: str, token_digest: str) -> None:
-        """Keep the digest of C{nickname}'s resume token where nodes see it."""
+        """Keep the digest of C{nickname}'s resume token where nodes see it.
+
+        Only for a new user's first token: a resume replaces the token in
+        the same script that checks it.  Kept here too, and claimed again
+        after an outage with the user.
+        """
+        key = fold(nickname)
+        self._tokens[key] = token_digest
         if self.up:
-            key = fold(nickname)
             d = self._command("set", self._prefix + "token:" + key, token_digest)
             self._quietly(d, "storing a resume token")
             # A new token: the lines kept for the last drop have been seen.
-            d = self._command("delete", self._prefix + "missed:" + key)
+            d = self._command(
+                "delete",
+                self._missed_keys(key),
+            )
             self._quietly(d, "forgetting missed lines")
+
+    def _missed_keys(self, key: str) -> list[str]:
+        """The Redis keys of the lines kept for the held session of C{key}."""
+        return [self._prefix + "missed:" + key, self._prefix + "missed-bytes:" + key]
 
     def keep_for(self, nickname: str, data: bytes, limit: int) -> None:
         """Keep a line for a held session, for a resume on another node.
@@ -553,63 +579,138 @@ class ClusterRegistry:
     def _keep_now(self) -> None:
         self._keep_call = None
         keeping, self._keeping = self._keeping, {}
-        ttl = int(self._node_ttl * 4 + 3600)
         for key, (chunks, limit) in keeping.items():
-            d = self._call("keep", key, _text(b"".join(chunks)), limit, ttl)
+            d = self._call("keep", key, _chunks(chunks), limit, MISSED_BYTES, _KEEP_TTL)
             self._quietly(d, "keeping lines for a held session")
 
     def resume_elsewhere(
-        self, client: IChatClient, nickname: str, token_digest: str
-    ) -> Deferred[tuple[str, str, bytes, int] | None]:
-        """Move C{nickname}'s session from another node to C{client} here.
+        self,
+        client: IChatClient,
+        nickname: str,
+        token_digest: str,
+        new_digest: str,
+    ) -> Deferred[tuple[str, str, bytes, int] | bool | None]:
+        """Resume C{nickname}'s session for C{client}, if the token is right.
 
-        Fires with (nickname, room, missed lines, their count), or None if
-        there is no such session or the token is wrong.
+        The token is checked and replaced by C{new_digest} in one script: it
+        works once in the whole cluster.  Fires with True if the session is
+        this node's (the caller resumes it here), with (nickname, room,
+        missed lines, their count) once it has moved here from another node,
+        or with None if there is no such session or the token is wrong.
+
+        A session moves at a point of the event stream (the hand-over event,
+        C{ho}): its old node keeps what it is sent before that point, and
+        hands it over (C{handed}) after it; this node collects what comes
+        after.  The missed lines are both, with no gap and no line twice.
         """
         key = fold(nickname)
-        if key in self._by_fold:
-            return succeed(None)
         if not self.up:  # the session may be on another node: nobody can tell
             return fail(ChatError(CUT_OFF))
+        if key in self._arriving:
+            return succeed(None)  # another resume of it is under way here
+        arrival = self._arriving[key] = _Arrival(client)
         back = _text(wire.back(nickname))
-        d = self._call("resume", self.node, key, token_digest, self._amax, back)
+        d = self._call(
+            "resume", self.node, key, token_digest, new_digest, self._amax, back
+        )
 
-        def caught_up(reply: list[Any] | None) -> Deferred[Any] | None:
+        def answered(reply: list[Any] | None) -> Any:
             if not reply:
                 return None
-            return self.link.caught_up(reply[3]).addCallback(lambda _: reply)
-
-        def resumed(reply: list[Any] | None) -> tuple[str, str, bytes, int] | None:
-            if not reply:
-                return None
-            raw, missed, told, _ = reply
+            self._tokens[key] = new_digest
+            if not int(reply[1]):
+                # This node's session, resumed here: what was kept in Redis
+                # for it has been seen (after the calls still under way).
+                self._keeping.pop(key, None)
+                d = self._command(
+                    "delete",
+                    self._missed_keys(key),
+                )
+                self._quietly(d, "forgetting missed lines")
+                return True
+            raw, _, told, _, wait = reply
             record = json.loads(raw)
-            nickname = record["nick"]
-            rooms = record["rooms"] if isinstance(record["rooms"], list) else []
-            self._add_local(client, nickname, key)
-            user = self._users[client]
-            user.away = record.get("away")
-            for name in rooms or [LOBBY]:
-                self._enter_local(client, name, announce=False)
-            line = wire.back(nickname)
-            neighbours = dict.fromkeys(
-                c
-                for name in told
-                if name in self._rooms
-                for c in self._rooms[name].recipients
-            )
-            self._deliver(neighbours, line, client)
-            data = "".join(missed).encode("utf-8")
-            return nickname, user.rooms[-1], data, data.count(b"\n")
+            if not int(wait):  # its node is dead: what it stored is all there is
+                arrival.handed.callback(None)
+            waits = [
+                _at_most(arrival.installed, self._clock),
+                _at_most(arrival.handed, self._clock),
+            ]
+            d = DeferredList(waits)
+            d.addCallback(lambda _: self._call("take_missed", key))
+            d.addErrback(lambda failure: [])  # Redis gone meanwhile: none
+            return d.addCallback(self._arrived, key, arrival, record, told)
 
-        return d.addCallback(caught_up).addCallback(resumed)
+        def done(result: object) -> object:
+            if self._arriving.get(key) is arrival:
+                del self._arriving[key]
+            return result
 
-    def _moved(self, key: str) -> None:
-        """The user C{key} resumed on another node: forget them here."""
-        client = self._by_fold.pop(key, None)
-        if client is None:
+        return d.addCallback(answered).addBoth(done)
+
+    def _own_hand_over(self, message: str) -> None:
+        """Act on the hand-over event this node made: the session starts here."""
+        try:
+            event = json.loads(message)
+            arrival = self._arriving.get(event.get("ho"))
+        except (ValueError, AttributeError, TypeError):
             return
+        if arrival is not None:
+            self._install(event["ho"], arrival, event["nick"], event["rooms"])
+
+    def _install(
+        self, key: str, arrival: _Arrival, nickname: str, rooms: list[str]
+    ) -> None:
+        """Index the arriving session, its lines collected until it is in."""
+        if arrival.installed.called:
+            return
+        collector = arrival.collector
+        self._add_local(collector, nickname, key)
+        for name in rooms if isinstance(rooms, list) and rooms else [LOBBY]:
+            self._enter_local(collector, name, announce=False)
+        arrival.installed.callback(None)
+
+    def _arrived(
+        self,
+        missed: list[str],
+        key: str,
+        arrival: _Arrival,
+        record: dict[str, Any],
+        told: list[str],
+    ) -> tuple[str, str, bytes, int]:
+        """The session has moved here: C{arrival}'s client takes it."""
+        collector, client = arrival.collector, arrival.client
+        self._install(key, arrival, record["nick"], record["rooms"])
+        user = swap_client(self._users, self._by_fold, self._rooms, collector, client)
+        away = record.get("away")
+        user.away = _topic(away) if away is not None else None
+        neighbours = dict.fromkeys(
+            c
+            for name in told
+            if name in self._rooms
+            for c in self._rooms[name].recipients
+        )
+        self._deliver(neighbours, wire.back(user.nickname), client)
+        data = b"".join(_lines_or_nothing(chunk) for chunk in missed)
+        data += b"".join(collector.received)
+        if collector.kicked is not None:
+            self._clock.callLater(0, client.disconnect, collector.kicked)
+        return user.nickname, user.rooms[-1], data, data.count(b"\n")
+
+    def _moved(self, key: str, old_node: str | None) -> None:
+        """The user C{key} resumed on another node: forget them here.
+
+        If this node had them, it hands over what it kept for them; if it
+        should have had them, it says it has nothing more.
+        """
+        client = self._by_fold.get(key)
+        if client is None or client in (a.collector for a in self._arriving.values()):
+            if old_node == self.node:
+                self._hand_over(key, None)
+            return
+        del self._by_fold[key]
         user = self._users.pop(client)
+        self._tokens.pop(key, None)
         for name in user.rooms:
             self._rooms[name].discard(client)
             self._forget_if_empty(name)
@@ -617,8 +718,24 @@ class ClusterRegistry:
             "cluster: {nickname} resumed the session on another node",
             nickname=shown(user.nickname),
         )
+        missed = getattr(client, "missed", None)  # a held session's lines
+        self._hand_over(key, _last_lines(missed()[0]) if missed is not None else [])
         if self.on_moved is not None:
             self.on_moved(client)
+
+    def _hand_over(self, key: str, chunks: list[bytes] | None) -> None:
+        """Give the new node of C{key} the lines kept for them here."""
+        self._keeping.pop(key, None)  # in chunks already, or gone with the user
+        d = self._call(
+            "handed",
+            self.node,
+            key,
+            "" if chunks is None else _chunks([c for c in chunks if c]),
+            _MISSED_LINES,
+            MISSED_BYTES,
+            _KEEP_TTL,
+        )
+        self._quietly(d, "handing over a resumed session's lines")
 
     # IRegistry -----------------------------------------------------------
 
@@ -1109,6 +1226,81 @@ def _trap_unreachable(failure: Failure) -> None:
 
     if failure.check(txredisapi.ResponseError):
         failure.raiseException()
+
+
+#: The most bytes of missed lines kept in Redis for one held session (and
+#: handed over to the node it resumes on): 64 KiB, a few hundred lines.
+MISSED_BYTES = 64 * 1024
+
+#: The most chunks handed over (a held session keeps --resume-buffer lines).
+_MISSED_LINES = 10_000
+
+#: Seconds the lines kept for a held session stay in Redis, unless taken.
+_KEEP_TTL = 3600
+
+
+class _Collector:
+    """Stands for a session arriving from another node, until it is in."""
+
+    def __init__(self, host: str | None) -> None:
+        self.host = host
+        self.received: list[bytes] = []
+        self.kicked: str | None = None
+
+    def deliver(self, data: bytes) -> None:
+        self.received.append(data)
+
+    def disconnect(self, reason: str) -> None:
+        self.kicked = reason
+
+
+class _Arrival:
+    """A session being resumed here from another node."""
+
+    def __init__(self, client: IChatClient) -> None:
+        self.client = client
+        self.collector = _Collector(getattr(client, "host", None))
+        #: Fires once the session is indexed here (at its hand-over event).
+        self.installed: Deferred[None] = Deferred()
+        #: Fires once its old node has handed over what it kept.
+        self.handed: Deferred[None] = Deferred()
+
+
+def _at_most(d: Deferred[None], clock: IReactorTime) -> Deferred[None]:
+    """C{d}, or nothing after L{CALL_TIMEOUT} seconds (a node cut off)."""
+    waited: Deferred[None] = Deferred()
+
+    def fire(_: object) -> None:
+        if not waited.called:
+            waited.callback(None)
+
+    d.addBoth(fire)
+    return waited.addTimeout(CALL_TIMEOUT, clock).addErrback(lambda _: None)
+
+
+def _chunks(chunks: list[bytes]) -> str:
+    """Lines for Redis, as a JSON list of text (cut to what an event may carry)."""
+    return json.dumps([_text(c) for c in chunks], ensure_ascii=False)
+
+
+def _last_lines(data: bytes) -> list[bytes]:
+    """The last lines of C{data} that fit in L{MISSED_BYTES}, one by one."""
+    lines = [line + b"\r\n" for line in data.split(b"\r\n")[:-1]]
+    kept, size = [], 0
+    for line in reversed(lines):
+        size += len(line)
+        if size > MISSED_BYTES:
+            break
+        kept.append(line)
+    kept.reverse()
+    return kept
+
+
+def _lines_or_nothing(chunk: object) -> bytes:
+    try:
+        return clean_lines(chunk, "missed lines")
+    except Malformed:
+        return b""
 
 
 def _text(data: bytes) -> str:

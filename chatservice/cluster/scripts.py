@@ -24,7 +24,8 @@ local function leave_room(P, fold, room, amax, lobby)
     return size > 1 and (amax < 0 or size <= amax)
 end
 local function forget(P, fold)
-    redis.call('DEL', P .. 'token:' .. fold, P .. 'missed:' .. fold)
+    redis.call('DEL', P .. 'token:' .. fold, P .. 'missed:' .. fold,
+               P .. 'missed-bytes:' .. fold)
 end
 -- The id of the newest event: what a node must have read before it acts
 -- on this script's answer.
@@ -313,7 +314,8 @@ return gone
 )
 
 # ARGV: P, node, fold, user (JSON), amax, announce (1/0), joined-lines
-# (JSON, room -> line), parted-lines (JSON, room -> line), lobby.  Claims a
+# (JSON, room -> line), parted-lines (JSON, room -> line), lobby, the digest
+# of the user's resume token ('' if none: Redis keeps what it has).  Claims a
 # user of this node again after Redis was out of reach, with the rooms it is
 # in now.  Returns {1, nickname of a dead node's user it replaced or '',
 # {rooms to tell of that one}}, or {0} if another live node has the nickname.
@@ -340,6 +342,9 @@ if raw then
 end
 redis.call('HSET', P .. 'users', fold, ARGV[4])
 redis.call('SADD', P .. 'node-users:' .. node, fold)
+if ARGV[10] and ARGV[10] ~= '' then
+    redis.call('SET', P .. 'token:' .. fold, ARGV[10])
+end
 local now = {}
 for _, room in ipairs(user.rooms) do
     now[room] = true
@@ -400,47 +405,104 @@ return gone
 """
 )
 
-# ARGV: P, fold, data, lines kept at most, seconds to keep them.  A line
-# for a held session, where a node it resumes on can read it.
-_KEEP = """
-local key = ARGV[1] .. 'missed:' .. ARGV[2]
-redis.call('RPUSH', key, ARGV[3])
-redis.call('LTRIM', key, -tonumber(ARGV[4]), -1)
-redis.call('EXPIRE', key, tonumber(ARGV[5]))
-return 1
+# The lines a held session misses, where a node it resumes on can read
+# them: C{missed:FOLD}, a list of chunks (one per delivery), and
+# C{missed-bytes:FOLD}, their size, both bounded: the oldest go first.
+_MISSED = """
+local function trim_missed(P, fold, lines, bytes, ttl)
+    local key, size = P .. 'missed:' .. fold, P .. 'missed-bytes:' .. fold
+    while redis.call('LLEN', key) > lines
+            or tonumber(redis.call('GET', size) or '0') > bytes do
+        local old = redis.call('LPOP', key)
+        if not old then break end
+        redis.call('DECRBY', size, #old)
+    end
+    redis.call('EXPIRE', key, ttl)
+    redis.call('EXPIRE', size, ttl)
+end
+local function push_missed(P, fold, chunks)
+    local key, size = P .. 'missed:' .. fold, P .. 'missed-bytes:' .. fold
+    for _, chunk in ipairs(chunks) do
+        redis.call('RPUSH', key, chunk)
+        redis.call('INCRBY', size, #chunk)
+    end
+end
 """
 
-# ARGV: P, node, fold, token digest, amax, back-line.  Moves a user's
-# session, held or still open on another node, to this one; tells that node
-# (ho) and the user's rooms.  Returns {user, {missed}, {rooms told}, id of
-# the newest event}, or false.
+# ARGV: P, fold, chunks (JSON), lines kept at most, bytes kept at most,
+# seconds to keep them.  Lines for a held session.
+_KEEP = (
+    _MISSED
+    + """
+local P, fold = ARGV[1], ARGV[2]
+push_missed(P, fold, cjson.decode(ARGV[3]))
+trim_missed(P, fold, tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]))
+return 1
+"""
+)
+
+# ARGV: P, node, fold, token digest, new token digest, amax, back-line.
+# Checks the token and replaces it, in one step: a token works once in the
+# whole cluster.  If the session is this node's, returns {user, 0}: it is
+# resumed here.  Otherwise moves it here, and tells its node (ho, with n,
+# that node, and the user's nickname and rooms, for this node to take it
+# in at this point of the stream) and the user's rooms.  Returns {user, 1,
+# {rooms told}, id of the newest event, 1 if the old node is alive and
+# will hand over the lines it kept (handed)}, or false.
 _RESUME = (
     _HELPERS
     + """
 local P, node, fold = ARGV[1], ARGV[2], ARGV[3]
-local amax = tonumber(ARGV[5])
-if redis.call('GET', P .. 'token:' .. fold) ~= ARGV[4] then return false end
+local amax = tonumber(ARGV[6])
+local token = P .. 'token:' .. fold
+if redis.call('GET', token) ~= ARGV[4] then return false end
 local raw = redis.call('HGET', P .. 'users', fold)
 if not raw then return false end
+redis.call('SET', token, ARGV[5])
 local user = cjson.decode(raw)
 local old = user.node
-if old == node then return false end
+if old == node then return {raw, 0} end
 user.node = node
 redis.call('HSET', P .. 'users', fold, cjson.encode(user))
 redis.call('SREM', P .. 'node-users:' .. old, fold)
 redis.call('SADD', P .. 'node-users:' .. node, fold)
-local missed = redis.call('LRANGE', P .. 'missed:' .. fold, 0, -1)
-redis.call('DEL', P .. 'missed:' .. fold)
-publish(P, {o = node, ho = fold})
+publish(P, {o = node, ho = fold, n = old, nick = user.nick, rooms = user.rooms})
 local told = {}
 for _, room in ipairs(user.rooms) do
     local size = redis.call('HLEN', P .. 'room:' .. room)
     if amax < 0 or size <= amax then table.insert(told, room) end
 end
-if #told > 0 then publish(P, {o = node, r = told, s = fold, d = ARGV[6]}) end
-return {raw, missed, told, last_id(P)}
+if #told > 0 then publish(P, {o = node, r = told, s = fold, d = ARGV[7]}) end
+return {raw, 1, told, last_id(P), alive(P, old) and 1 or 0}
 """
 )
+
+# ARGV: P, node, fold, chunks (JSON) or '' (none here: keep what Redis has),
+# lines, bytes, ttl.  The old node of a session resumed elsewhere hands
+# over every line it kept for it (all it was sent before the hand-over
+# event), then says so (handed), after its earlier calls.
+_HANDED = (
+    _HELPERS
+    + _MISSED
+    + """
+local P, node, fold = ARGV[1], ARGV[2], ARGV[3]
+if ARGV[4] ~= '' then
+    redis.call('DEL', P .. 'missed:' .. fold, P .. 'missed-bytes:' .. fold)
+    push_missed(P, fold, cjson.decode(ARGV[4]))
+    trim_missed(P, fold, tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
+end
+publish(P, {o = node, handed = fold})
+return 1
+"""
+)
+
+# ARGV: P, fold.  The lines kept for a session, now taken by its new node.
+_TAKE_MISSED = """
+local key = ARGV[1] .. 'missed:' .. ARGV[2]
+local missed = redis.call('LRANGE', key, 0, -1)
+redis.call('DEL', key, ARGV[1] .. 'missed-bytes:' .. ARGV[2])
+return missed
+"""
 
 # ARGV: P, node, amax, rooms (JSON), line.  Tells the rooms small enough,
 # counting one who has left them, of that one's leaving (after an outage).
@@ -478,5 +540,7 @@ SCRIPTS = {
     "prune": _PRUNE,
     "keep": _KEEP,
     "resume": _RESUME,
+    "handed": _HANDED,
+    "take_missed": _TAKE_MISSED,
     "told_left": _TOLD_LEFT,
 }
