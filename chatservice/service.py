@@ -24,6 +24,7 @@ from .factory import ChatFactory
 from .logs import gate
 from .metrics import metrics_site, warn_if_exposed
 from .operators import OperatorsFileError
+from .system import SPARE_FILES, fit_open_files
 
 log = Logger(observer=gate)
 
@@ -67,6 +68,7 @@ class ChatService(Service):
         super().privilegedStartService()
         self._set_log_level()
         self._log_plugins()
+        self._fit_open_files()
         self._read_files()
         self._listen()
 
@@ -75,6 +77,42 @@ class ChatService(Service):
         if self._extensions is not None:
             log_extensions(self._extensions)
             self._extensions = None
+
+    def _fit_open_files(self) -> None:
+        """Make room for --max-clients connections, or say what to set.
+
+        One descriptor per connection and listener, and L{SPARE_FILES}
+        more: the soft limit is raised up to the hard one if needed.  If
+        even that is too low, past about that many connections new ones
+        would be closed by Twisted without a word to the client.
+        """
+        max_clients = self.factory.settings.max_clients
+        listeners = len(self.endpoints) + (self.metrics is not None)
+        needed = max_clients + listeners + SPARE_FILES
+        before, limit, _ = fit_open_files(needed)
+        if limit > before:
+            log.info(
+                "raised the limit of open files from {before} to {limit} "
+                "for --max-clients {max_clients}",
+                before=before,
+                limit=limit,
+                max_clients=max_clients,
+            )
+        if limit < needed:
+            usable = max(0, limit - listeners - SPARE_FILES)
+            log.warn(
+                "only {limit} files may be open, too few for --max-clients "
+                "{max_clients} ({needed} with the listeners and {spare} to "
+                "spare): past about {usable} connections, new ones will be "
+                "closed without a word. Raise the limit (LimitNOFILE={needed} "
+                "in the systemd unit, or ulimit -n {needed} before starting "
+                "twistd) or lower --max-clients to {usable}",
+                limit=limit,
+                max_clients=max_clients,
+                needed=needed,
+                spare=SPARE_FILES,
+                usable=usable,
+            )
 
     def _read_files(self) -> None:
         """Read the MOTD, operators and bans, or stop with one line."""
@@ -118,6 +156,7 @@ class ChatService(Service):
         self._set_log_level()
         if not self.ports:
             self._log_plugins()
+            self._fit_open_files()
             self._read_files()
             self._listen()
         self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)

@@ -5,9 +5,14 @@ liveness finds dead peers, not quiet people.  A person who only reads sends
 nothing for hours and must stay; a peer whose cable was pulled must go, and
 with the kernel's defaults (a first probe after two hours) it would hold its
 nickname for more than two hours.
+
+Enough file descriptors for C{--max-clients} (L{fit_open_files}): the usual
+soft limit of 1024 is far below the default of 10,000 clients, and past it
+Twisted closes new connections without a word.
 """
 
 import math
+import resource
 import socket
 from dataclasses import dataclass
 from functools import lru_cache
@@ -16,6 +21,11 @@ from twisted.internet import tcp
 
 #: Keepalive probes sent, unanswered, before a peer is given up.
 KEEPALIVE_PROBES = 3
+
+#: Descriptors the server needs besides one per connection and listener:
+#: standard streams, the log file, the reactor's own (epoll, waker), Redis,
+#: files read at start or on SIGHUP, metrics scrapes.
+SPARE_FILES = 100
 
 _INET = (socket.AF_INET, socket.AF_INET6)
 
@@ -99,9 +109,30 @@ def set_keepalive(transport: object, seconds: float) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
+def fit_open_files(needed: int) -> tuple[int, int, int]:
+    """Raise the soft limit of open files towards C{needed}, up to the hard one.
+
+    Returns the soft limit before and after, and the hard limit.  Never
+    lowers anything, and raises nothing when the soft limit suffices.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return soft, soft, hard
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError):
+            # e.g. above the kernel's nr_open: keep what there is.
+            return soft, soft, hard
+    return soft, max(soft, target), hard
+
+
 __all__ = [
     "KEEPALIVE_PROBES",
     "Keepalive",
+    "SPARE_FILES",
+    "fit_open_files",
     "keepalive_options",
     "set_keepalive",
     "tcp_socket",

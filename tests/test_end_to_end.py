@@ -6,6 +6,7 @@ timeout.
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -323,3 +324,57 @@ def test_operator_ban_survives_restart(
     assert refused == [refused[0], None]
     assert refused[0].endswith(": testing")
     assert connections(port).read(2) == GREETING
+
+
+def _open_files_limit(pid: int) -> tuple[int, int]:
+    """The soft and hard limits of open files of process C{pid}."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError(f"no open-files limit for {pid}")
+
+
+@pytest.mark.parametrize(
+    ("hard", "soft_after", "warning"),
+    [
+        (4096, 1101, None),
+        (
+            512,
+            512,
+            "only 512 files may be open, too few for --max-clients 1000 (1101 with "
+            "the listeners and 100 to spare): past about 411 connections, new ones "
+            "will be closed without a word. Raise the limit (LimitNOFILE=1101 in the "
+            "systemd unit, or ulimit -n 1101 before starting twistd) or lower "
+            "--max-clients to 411",
+        ),
+    ],
+)
+def test_open_files_limit(
+    tmp_path: Path, hard: int, soft_after: int, warning: str | None
+) -> None:
+    """At start the soft limit of open files is raised up to the hard one for --max-clients; if that is too low, one warning says what to set."""
+    prlimit = shutil.which("prlimit")
+    assert prlimit is not None, "prlimit (util-linux) is needed"
+    port = free_port()
+    server = Server(
+        f"tcp:{port}:interface=127.0.0.1",
+        tmp_path,
+        ("--max-clients", "1000"),
+        prefix=(prlimit, f"--nofile=256:{hard}"),
+    )
+    try:
+        server.wait_for_port(port)
+        assert _open_files_limit(server.process.pid) == (soft_after, hard)
+        output = server.output()
+        assert (
+            f"raised the limit of open files from 256 to {soft_after} for "
+            "--max-clients 1000"
+        ) in output
+        warnings = [line for line in output.splitlines() if "#warn]" in line]
+        if warning is None:
+            assert warnings == [], output
+        else:
+            assert len(warnings) == 1 and warnings[0].endswith(warning), output
+    finally:
+        server.kill()
