@@ -96,8 +96,15 @@ def set_keepalive(transport: object, seconds: float) -> None:
     sock = tcp_socket(transport)
     if sock is None:
         return
-    timers = keepalive_options(int(seconds))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for level, option, value in _socket_options(int(seconds)):
+        sock.setsockopt(level, option, value)
+
+
+@lru_cache(maxsize=4)
+def _socket_options(seconds: int) -> tuple[tuple[int, int, int], ...]:
+    """The C{setsockopt} calls for C{seconds}, worked out once."""
+    timers = keepalive_options(seconds)
+    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
     for name, value in (
         ("TCP_KEEPIDLE", timers.idle),
         ("TCP_KEEPINTVL", timers.interval),
@@ -106,7 +113,8 @@ def set_keepalive(transport: object, seconds: float) -> None:
     ):
         option = getattr(socket, name, None)
         if option is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, option, value)
+            options.append((socket.IPPROTO_TCP, option, value))
+    return tuple(options)
 
 
 def fit_open_files(needed: int) -> tuple[int, int, int]:
