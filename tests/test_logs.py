@@ -194,6 +194,7 @@ def test_user_text_in_every_logged_command_is_escaped(
 SERVER_FIELDS = frozenset(
     {
         "address",
+        "before",
         "cluster",
         "connection_id",
         "count",
@@ -203,12 +204,18 @@ SERVER_FIELDS = frozenset(
         "error",
         "grace",
         "host",
+        "limit",
+        "max_clients",
         "max_sendq",
+        "needed",
         "path",
         "peer",
+        "plugins",
         "port",
         "problem",
         "rate",
+        "spare",
+        "usable",
         "what",
     }
 )
