@@ -10,8 +10,9 @@ L{dispatch}; C{/help} is generated from the table.  Errors are raised as
 L{ChatError}s; the protocol shows them.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from math import ceil
 from time import perf_counter
 
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succeed
@@ -22,10 +23,17 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from . import wire
-from .errors import ChatError, NoSuchRoom, NotRegistered, UnknownCommand, UsageError
+from .errors import (
+    ChatError,
+    NoSuchNickname,
+    NoSuchRoom,
+    NotRegistered,
+    UnknownCommand,
+    UsageError,
+)
 from .interfaces import IChatSession, ICommand, RoomInfo, Scrollback, UserInfo
 from .logs import gate
-from .text import check_nickname, check_room, sanitise
+from .text import check_nickname, check_room, fold, sanitise
 
 log = Logger(observer=gate)
 
@@ -206,7 +214,7 @@ def _welcome(nickname: str, session: IChatSession) -> Result:
         )
 
     def greet(who: str) -> Deferred[list[Scrollback]]:
-        session.deliver(
+        session.answer(
             wire.notice(f"Welcome, {nickname}! {who}")
             + wire.notice("Type /help for the commands.")
             + b"".join(wire.notice(line) for line in session.server.motd)
@@ -215,10 +223,10 @@ def _welcome(nickname: str, session: IChatSession) -> Result:
         return registry.join(session, registry.lobby)
 
     def finish(history: list[Scrollback]) -> None:
-        session.deliver(_scrollback(session.room, history))
+        session.answer(_scrollback(session.room, history))
         token = session.server.sessions.issue(session)
         if token is not None:
-            session.deliver(wire.resume_token(nickname, token))
+            session.answer(wire.resume_token(nickname, token))
 
     return registry.count().addCallback(online).addCallback(greet).addCallback(finish)
 
@@ -285,76 +293,172 @@ def _describe_room(
 
     def show(topic: str) -> Deferred[None]:
         about = f"Topic: {topic}" if topic else "No topic is set."
-        session.deliver(wire.notice(f"You are now in {room}. {about}"))
+        session.answer(wire.notice(f"You are now in {room}. {about}"))
         return who_command(session, "")
 
     d = registry.topic(room).addCallback(show)
-    return d.addCallback(lambda _: session.deliver(_scrollback(room, history)))
+    return d.addCallback(lambda _: session.answer(_scrollback(room, history)))
 
 
-@command("/who [#ROOM]", "list who is in your room, or in ROOM")
+#: Users per page of /who.  An away message is at most AWAY_MAX characters
+#: (1.2 KB of UTF-8 at worst), so a page is at most about 37 KB: an answer
+#: always far below --max-sendq, read in a tenth of a second on a slow link.
+WHO_PAGE = 30
+#: Users per page of /users, which shows no away messages: at most 7 KB.
+USERS_PAGE = 200
+#: Rooms per page of /rooms; a topic is at most TOPIC_MAX characters: 37 KB.
+ROOMS_PAGE = 30
+
+
+def _page(args: Sequence[str], usage: str) -> int:
+    """The page number asked for (1 when none), or a usage error."""
+    if not args:
+        return 1
+    if len(args) > 1 or not args[0].isdigit() or not 0 < int(args[0]) < 1_000_000:
+        raise UsageError(usage)
+    return int(args[0])
+
+
+def _paged(
+    items: Sequence[object], page: int, size: int, command: str
+) -> tuple[Sequence[object], str, bytes]:
+    """Page C{page} of C{items}, C{size} to a page.
+
+    Returns the slice, a C{", page N"} label for pages after the first, and
+    the note that says how to see the rest (or C{b""}).
+    """
+    pages = max(1, -(-len(items) // size))
+    if page > pages:
+        raise ChatError(
+            f"there is no page {page}: {command} has "
+            f"{pages} page{'s' if pages != 1 else ''}"
+        )
+    start = (page - 1) * size
+    shown = items[start : start + size]
+    rest = len(items) - start - len(shown)
+    note = (
+        wire.notice(f"\N{HORIZONTAL ELLIPSIS} and {rest} more; {command} {page + 1}")
+        if rest
+        else b""
+    )
+    return shown, (f", page {page}" if page > 1 else ""), note
+
+
+@command(
+    "/who [#ROOM] [PAGE]",
+    f"list who is in your room, or in ROOM, {WHO_PAGE} to a page",
+)
 def who_command(session: IChatSession, args: str) -> Deferred[None]:
-    room = check_room(args) if args else session.room
+    words = args.split()
+    room = session.room
+    if words and not words[0].isdigit():
+        room = check_room(words.pop(0))
+    page = _page(words, "/who [#ROOM] [PAGE]")
 
     def show(users: list[UserInfo]) -> None:
         if not users and room != session.registry.lobby:
             raise NoSuchRoom(room)
-        names = _names(users, away_messages=True)
-        session.deliver(wire.notice(f"In {room} ({len(users)}): {names}"))
+        shown, label, note = _paged(users, page, WHO_PAGE, f"/who {room}")
+        names = _names(shown, away_messages=True)  # type: ignore[arg-type]
+        session.answer(wire.notice(f"In {room} ({len(users)}){label}: {names}") + note)
 
     return session.registry.users(room).addCallback(show)
 
 
-@command("/users", "list everyone online, in every room")
+@command(
+    "/users [PAGE]", f"list everyone online, in every room, {USERS_PAGE} to a page"
+)
 def users_command(session: IChatSession, args: str) -> Result:
+    page = _page(args.split(), "/users [PAGE]")
+
     def show(users: list[UserInfo]) -> None:
-        session.deliver(wire.notice(f"Online ({len(users)}): {_names(users)}"))
+        shown, label, note = _paged(users, page, USERS_PAGE, "/users")
+        names = _names(shown)  # type: ignore[arg-type]
+        session.answer(wire.notice(f"Online ({len(users)}){label}: {names}") + note)
 
     return session.registry.users().addCallback(show)
 
 
-@command("/rooms", "list the rooms, with their members and topics")
+@command(
+    "/rooms [PAGE]",
+    f"list the rooms, with their members and topics, {ROOMS_PAGE} to a page",
+)
 def rooms_command(session: IChatSession, args: str) -> Result:
+    page = _page(args.split(), "/rooms [PAGE]")
+
     def show(rooms: list[RoomInfo]) -> None:
-        session.deliver(
-            wire.notice(f"Rooms ({len(rooms)}):")
+        shown, label, note = _paged(rooms, page, ROOMS_PAGE, "/rooms")
+        session.answer(
+            wire.notice(f"Rooms ({len(rooms)}){label}:")
             + b"".join(
                 wire.notice(
                     f"{room.name} ({room.members})"
                     + (f": {room.topic}" if room.topic else "")
                 )
-                for room in rooms
+                for room in shown  # type: ignore[attr-defined]
             )
+            + note
         )
 
     return session.registry.rooms().addCallback(show)
 
 
-@command("/topic [TEXT]", "show your room's topic, or set it to TEXT")
+#: The longest topic, in characters.  Every /rooms line and every /join
+#: shows one: 300 is a long paragraph, and keeps a page of /rooms small.
+TOPIC_MAX = 300
+#: The longest away message, in characters: /who shows one per user.
+AWAY_MAX = 300
+
+
+def _check_length(text: str, limit: int, what: str) -> str:
+    """Refuse C{text} if it is longer than C{limit} characters.
+
+    Refused, not cut: the user sees exactly what the others will see, or an
+    error that says why not.
+    """
+    if len(text) > limit:
+        raise ChatError(
+            f"{what} is at most {limit} characters, and yours has {len(text)}; "
+            "nothing was changed"
+        )
+    return text
+
+
+@command(
+    "/topic [TEXT]",
+    "show your room's topic, or set it to TEXT",
+)
 def topic_command(session: IChatSession, args: str) -> Result:
     room = session.room
     if args:
-        session.registry.set_topic(session, room, args)
+        session.registry.set_topic(
+            session, room, _check_length(args, TOPIC_MAX, "a topic")
+        )
         return None
 
     def show(topic: str) -> None:
         if topic:
-            session.deliver(wire.notice(f"Topic of {room}: {topic}"))
+            session.answer(wire.notice(f"Topic of {room}: {topic}"))
         else:
-            session.deliver(
+            session.answer(
                 wire.notice(f"{room} has no topic; set one with /topic TEXT")
             )
 
     return session.registry.topic(room).addCallback(show)
 
 
-@command("/away [TEXT]", "mark yourself away with TEXT, or back without it")
+@command(
+    "/away [TEXT]",
+    "mark yourself away with TEXT, or back without it",
+)
 def away_command(session: IChatSession, args: str) -> Result:
-    session.registry.set_away(session, args or None)
+    session.registry.set_away(
+        session, _check_length(args, AWAY_MAX, "an away message") or None
+    )
     if args:
-        session.deliver(wire.notice(f"You are marked as away: {args}"))
+        session.answer(wire.notice(f"You are marked as away: {args}"))
     else:
-        session.deliver(wire.notice("You are no longer marked as away."))
+        session.answer(wire.notice("You are no longer marked as away."))
     return None
 
 
@@ -366,13 +470,33 @@ def me_command(session: IChatSession, args: str) -> Result:
 @command("/msg NICK TEXT", "send TEXT privately to NICK, in any room", 2)
 def msg_command(session: IChatSession, args: str) -> Result:
     target, text = args.split(None, 1)
-    d = session.registry.send_private(target, wire.private(session.nickname, text))
+    try:
+        check_nickname(target)
+    except ChatError:
+        raise NoSuchNickname(target) from None
+    data = wire.private(session.nickname, text)
+    # What others send one user is limited, whoever sends it, so that no
+    # number of senders can fill a reader's send queue faster than a slow
+    # link empties it (they could get it disconnected): the excess is
+    # refused here, to its sender, before it is queued anywhere.
+    server = session.server
+    wait = server.private_allowance.spend(
+        fold(target), len(data), server.clock.seconds()
+    )
+    if wait:
+        rate = server.settings.private_rate / 1024
+        raise ChatError(
+            f"{target} is being sent too many private messages (at most "
+            f"{rate:g} KiB a second from everyone together); yours was not "
+            f"sent: try again in {ceil(wait)} second{'s' if ceil(wait) != 1 else ''}"
+        )
+    d = session.registry.send_private(target, data)
 
     def sent(user: UserInfo) -> None:
         echo = wire.private_echo(user.nickname, text)
         if user.away is not None:
             echo += wire.notice(f"{user.nickname} is away: {user.away}")
-        session.deliver(echo)
+        session.answer(echo)
 
     return d.addCallback(sent)
 
@@ -383,7 +507,7 @@ def msg_command(session: IChatSession, args: str) -> Result:
     before_registration=True,
 )
 def ping_command(session: IChatSession, args: str) -> Result:
-    session.deliver(wire.pong(args))
+    session.answer(wire.pong(args))
     return None
 
 
@@ -406,7 +530,7 @@ def help_command(session: IChatSession, args: str) -> Result:
         entry = table.get(args.lstrip("/").lower())
         if entry is None:
             raise UnknownCommand(args.lstrip("/"))
-        session.deliver(wire.notice(f"usage: {entry.usage}") + wire.notice(entry.help))
+        session.answer(wire.notice(f"usage: {entry.usage}") + wire.notice(entry.help))
         return None
     # Operator commands are listed to operators only.
     shown = [
@@ -415,7 +539,7 @@ def help_command(session: IChatSession, args: str) -> Result:
         if session.operator is not None or not getattr(entry, "operator_only", False)
     ]
     width = max(len(entry.usage) for entry in shown)
-    session.deliver(
+    session.answer(
         wire.notice(
             "Commands (a line without / is chat; // sends a line starting with /):"
         )

@@ -52,6 +52,14 @@ class Settings:
     flood_rate: float = 5.0
     #: Lines a connection may send at once before C{flood_rate} applies.
     flood_burst: int = 10
+    #: Bytes of private messages (as sent, C{*nick* text} and CRLF) one user
+    #: may be sent per second by everyone else together; beyond it /msg is
+    #: refused to the sender.  16 KiB/s is a twentieth of what a reader on a
+    #: slow link (a few hundred KB/s) takes, and over 100 ordinary messages.
+    private_rate: float = 16 * 1024
+    #: Bytes of private messages one user may be sent at once before
+    #: C{private_rate} applies: ten of the longest lines.
+    private_burst: int = 64 * 1024
     #: New connections per second accepted from one address.
     max_connect_rate: float = 10.0
     #: A file of operators: C{NAME scrypt$...} lines (C{chatservice-oper}).

@@ -28,7 +28,13 @@ from .registry import Registry
 from .resume import SessionKeeper
 from .stats import Stats, close_kind
 from .text import clean_line
-from .throttle import FailureDelay, SerialChecks, TokenBucket, address_key
+from .throttle import (
+    Allowances,
+    FailureDelay,
+    SerialChecks,
+    TokenBucket,
+    address_key,
+)
 
 log = Logger(observer=gate)
 
@@ -116,6 +122,10 @@ class ChatFactory(ServerFactory):
             registry.on_unban = self._unbanned_elsewhere
         #: Failed /resume attempts, by peer address.
         self.resume_failures = FailureDelay(clock)
+        #: Bytes of private messages each recipient may still be sent.
+        self.private_allowance = Allowances(
+            self.settings.private_rate, self.settings.private_burst
+        )
         # Per address (see address_key): the connections open.
         self._per_host: Counter[str] = Counter()
         #: What the server counts about itself; see L{Stats}.

@@ -311,6 +311,10 @@ class IChatServer(Interface):
     oper_checks = Attribute(
         "The L{chatservice.throttle.SerialChecks} that run /oper's checks."
     )
+    private_allowance = Attribute(
+        "A L{chatservice.throttle.Allowances} of the bytes of private messages "
+        "each user may still be sent, by folded nickname."
+    )
 
     def run_in_thread(function: object, *args: object) -> "Deferred[object]":
         """Run the blocking C{function(*args)} off the reactor thread."""
@@ -347,6 +351,17 @@ class IChatSession(IChatClient):
         "The operator name this session logged in as with /oper, or None."
     )
     closing = Attribute("True once the connection has started to close.")
+
+    def answer(data: bytes) -> None:
+        """Queue C{data}, the answer to one of this session's own commands.
+
+        Like L{IChatClient.deliver}, but an answer never counts toward the
+        send-queue limit, so asking can never get a user disconnected:
+        while the client is behind in reading, the answer waits, and its
+        next lines are not read until it has caught up (it cannot ask for
+        more than it reads).  Answers MUST be bounded in size (a page of a
+        long list, not the list).
+        """
 
     def quit(reason: str) -> None:
         """Leave: the others are told C{reason}; then close the connection."""

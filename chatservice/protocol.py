@@ -21,7 +21,11 @@ registry does the fan-out).  What it owns:
     only appends to a list; once per reactor iteration the factory's
     L{Flusher} sends each connection's lines as one write (see there).
     While the transport's own buffer is full, output is held here, counted,
-    and the client is disconnected once more than C{max_sendq} bytes wait.
+    and the client is disconnected once more than C{max_sendq} bytes wait;
+    what was held then is kept for a C{/resume}, not dropped.  Answers to
+    the client's own commands (L{ChatProtocol.answer}) are held but never
+    counted: instead, no further line of the client is read until it has
+    caught up, so it cannot ask for more than it reads.
   - Flood control.  Each line takes a token from a bucket refilled at
     C{flood_rate} per second, holding at most C{flood_burst}.  With none
     left, the connection stops being read until one returns: the lines
@@ -208,6 +212,8 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         "_socket",
         "_held",
         "_held_size",
+        "_answered",
+        "_rescue",
         "_close_reason",
         "_left",
         "_pauses",
@@ -256,6 +262,11 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         # Bytes held, plus those handed to the transport at its last drain
         # (they may not all be sent yet): what counts against max_sendq.
         self._held_size = 0
+        # Bytes of answers held (in _held, but not counted in _held_size).
+        self._answered = 0
+        # After an overflow, until the session is held: the output that
+        # never reached the network, kept for a /resume.
+        self._rescue: list[bytes] | None = None
         # Why this connection is ending, once something has decided it is.
         self._close_reason: str | None = None
         self._left = False
@@ -524,14 +535,14 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
 
     def _command_failed(self, failure: Failure) -> None:
         if failure.check(ChatError):
-            self.deliver(wire.error(failure.getErrorMessage()))
+            self.answer(wire.error(failure.getErrorMessage()))
             return
         log.failure(
             "connection {connection_id}: a command failed",
             failure,
             connection_id=self.connection_id,
         )
-        self.deliver(wire.error("that failed because of a server error; it was logged"))
+        self.answer(wire.error("that failed because of a server error; it was logged"))
 
     # IChatSession ------------------------------------------------------------
 
@@ -623,7 +634,22 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
                 stats.sendq_high_water = min(self._held_size, self._max_sendq)
             if self._held_size > self._max_sendq:
                 self._overflow()
+        elif self._rescue is not None:
+            # Overflowed, and the session is not held yet: kept for it.
+            self._rescue.append(data)
         # else: the connection is closing; nothing more is sent.
+
+    def answer(self, data: bytes) -> None:
+        """See L{IChatSession.answer}."""
+        held = self._held
+        if held is None or self._close_reason is not None:
+            self.deliver(data)
+            return
+        # The client is behind: the answer waits, uncounted, and the client
+        # is not read until it has caught up (see _release_output).
+        held.append(data)
+        self._answered += len(data)
+        self._pause("output")
 
     def _flush(self) -> None:
         """Send the output delivered since the last flush; see L{Flusher}."""
@@ -677,8 +703,12 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
             self.transport.writeSequence(held)
             self._count_out(held)
         # Those bytes are now in the transport, and count until it drains
-        # again; writing them may already have filled it and held output.
-        self._held_size = sum(map(len, held)) if held else 0
+        # again (answers excepted); writing them may already have filled it
+        # and held output.
+        self._held_size = sum(map(len, held)) - self._answered if held else 0
+        self._answered = 0
+        if "output" in self._pauses:
+            self._resume("output")  # the client caught up: read its lines
 
     def _count_out(self, held: list[bytes]) -> None:
         """Count held output now handed to the transport."""
@@ -688,19 +718,30 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
             stats.bytes_out += len(data)
 
     def _overflow(self) -> None:
-        """The client stopped reading: drop its output and abort.
+        """The client fell too far behind: close, keeping its output.
 
-        This happens inside a fan-out loop, so the registry is left later,
-        in C{connectionLost}, not now; the others hear of it then.
+        What was held (never handed to the network) is kept for a resume:
+        the session is held (L{chatservice.resume}) with it as its first
+        missed lines, private messages among them kept first.  What the
+        transport and the kernel already have is still sent, and the
+        connection closed after it; a client that reads none of it within
+        C{shutdown_timeout} is aborted.  This happens inside a fan-out loop,
+        so the registry is left a moment later (in the next reactor
+        iteration, or in C{connectionLost} if that comes first); what
+        arrives until then is kept too.
         """
         log.info(
             "connection {connection_id}: more than {max_sendq} bytes unsent",
             connection_id=self.connection_id,
             max_sendq=self._max_sendq,
         )
-        self._close_reason = "send queue exceeded"
-        self._held = []  # dropped: deliver() holds nothing more once closing
-        self.transport.abortConnection()
+        reason = self._close_reason = "send queue exceeded"
+        self._rescue, self._held = self._held, []
+        self._answered = 0
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
+        self.setTimeout(self.factory.settings.shutdown_timeout)
+        self.factory.clock.callLater(0, self._leave, reason)
 
     # Leaving ---------------------------------------------------------------
 
@@ -727,11 +768,12 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         self.setTimeout(self.factory.settings.shutdown_timeout)
 
     def _leave(self, reason: str) -> None:
+        rescued, self._rescue = self._rescue, None
         if self._left or self.nickname is None:
             return
         self._left = True
         sessions = self.factory.sessions
-        if not sessions.hold(self, reason):
+        if not sessions.hold(self, reason, rescued or ()):
             sessions.forget(self)
             self.registry.unregister(self, reason)
 

@@ -21,9 +21,10 @@ node that held it is told (L{SessionKeeper.moved}).
 """
 
 import hashlib
+import heapq
 import secrets
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from hmac import compare_digest
 
@@ -57,7 +58,9 @@ class HeldClient:
     """Stands in the registry for a user whose connection dropped.
 
     It keeps what is delivered, up to C{limit} lines and C{max_bytes} bytes;
-    beyond that the oldest lines are dropped, and counted.
+    beyond that the oldest lines are dropped, and counted: the oldest room
+    lines first (a room's scrollback has them too), private messages only
+    once no room line is left.
     """
 
     def __init__(
@@ -75,7 +78,11 @@ class HeldClient:
         self._keeper = keeper
         self._limit = limit
         self._max_bytes = max_bytes
-        self._kept: deque[tuple[bytes, int]] = deque()
+        # (order of arrival, bytes, lines): room lines and notices, and
+        # private messages, each oldest first.
+        self._kept: deque[tuple[int, bytes, int]] = deque()
+        self._private: deque[tuple[int, bytes, int]] = deque()
+        self._arrivals = 0
         self._lines = 0
         self._bytes = 0
         #: Lines dropped because the buffer was full.
@@ -87,13 +94,16 @@ class HeldClient:
         if self._mirror is not None:  # where another node can read it
             self._mirror(self.nickname, data, self._limit)
         lines = data.count(b"\n")
-        self._kept.append((data, lines))
+        self._arrivals += 1
+        kept = self._private if wire.is_private(data) else self._kept
+        kept.append((self._arrivals, data, lines))
         self._lines += lines
         self._bytes += len(data)
-        while self._kept and (
-            self._lines > self._limit or self._bytes > self._max_bytes
-        ):
-            old, count = self._kept.popleft()
+        while self._lines > self._limit or self._bytes > self._max_bytes:
+            oldest = self._kept or self._private
+            if not oldest:
+                break
+            _, old, count = oldest.popleft()
             self._lines -= count
             self._bytes -= len(old)
             self.dropped += count
@@ -104,7 +114,8 @@ class HeldClient:
 
     def missed(self) -> tuple[bytes, int]:
         """What was kept, as bytes, and how many lines that is."""
-        return b"".join(data for data, _ in self._kept), self._lines
+        kept = heapq.merge(self._kept, self._private)  # in order of arrival
+        return b"".join([data for _, data, _ in kept]), self._lines
 
 
 @dataclass(slots=True)
@@ -267,11 +278,15 @@ class SessionKeeper:
             del self._records[fold(old)]
             self._records[fold(new)] = record
 
-    def hold(self, session: IChatSession, reason: str) -> bool:
+    def hold(
+        self, session: IChatSession, reason: str, unsent: Iterable[bytes] = ()
+    ) -> bool:
         """Hold C{session}, whose connection is ending; False if it can't be.
 
         A session is held only when resuming is on and C{reason} is one a
-        user may come back from (see L{HOLDABLE}).
+        user may come back from (see L{HOLDABLE}).  C{unsent} is output the
+        connection never sent (it fell too far behind): the first missed
+        lines.
         """
         key = fold(session.nickname)
         record = self._records.get(key)
@@ -290,6 +305,8 @@ class SessionKeeper:
             self._max_bytes,
             getattr(self._registry, "keep_for", None),
         )
+        for data in unsent:
+            held.deliver(data)
         self._registry.replace(session, held, wire.lost(session.nickname))
         record.client = held
         self._held[held] = reason
@@ -479,7 +496,9 @@ def resume_command(session: IChatSession, args: str) -> Result:
         missed = (
             "1 missed line follows" if count == 1 else f"{count} missed lines follow"
         )
-        session.deliver(
+        # An answer: up to --resume-buffer-bytes of missed lines must not
+        # count against the new connection's send queue.
+        session.answer(
             wire.notice(f"Resumed as {resumed.nickname} in {resumed.room}; {missed}:")
             + (
                 wire.notice(

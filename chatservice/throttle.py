@@ -297,3 +297,51 @@ class SerialChecks:
             del self._queues[attempt.key]
         elif first:
             self._start(queue[0])
+
+
+class Allowances:
+    """A budget per key (a recipient), spent C{cost} units at a time.
+
+    Each key has a token bucket of C{burst} units, refilled at C{rate} a
+    second, made on first use; once the table has grown past C{prune_at} keys, the
+    buckets that are full again (as good as new) are forgotten, so it holds
+    only the keys spent from in the last C{burst / rate} seconds.
+    """
+
+    def __init__(self, rate: float, burst: float, prune_at: int = 4096) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, when)
+        self._min_prune = self._prune_at = prune_at
+
+    def spend(self, key: str, cost: float, now: float) -> float:
+        """Spend C{cost} from C{key}'s budget, if it has that much.
+
+        Returns 0 when it had, else the seconds until it has (and nothing is
+        spent).
+        A cost above the whole budget costs the whole budget.
+        """
+        cost = min(cost, self._burst)
+        tokens, when = self._buckets.get(key, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - when) * self._rate)
+        if tokens + 1e-6 < cost:
+            self._buckets[key] = (tokens, now)
+            return max((cost - tokens) / self._rate, 0.001)
+        self._buckets[key] = (tokens - cost, now)
+        if len(self._buckets) > self._prune_at:
+            self._prune(now)
+        return 0.0
+
+    def _prune(self, now: float) -> None:
+        burst, rate = self._burst, self._rate
+        self._buckets = {
+            key: (tokens, when)
+            for key, (tokens, when) in self._buckets.items()
+            if tokens + (now - when) * rate < burst
+        }
+        # Pruning is linear: let the table double before the next time.
+        self._prune_at = max(self._min_prune, 2 * len(self._buckets))
+
+    def __len__(self) -> int:
+        """How many keys are remembered now."""
+        return len(self._buckets)

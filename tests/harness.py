@@ -6,6 +6,7 @@ Every wait has a deadline; nothing sleeps.  The C{chat} fixture (in
 C{conftest.py}) gives each test a L{Harness} and cleans it up.
 """
 
+import socket
 from collections.abc import Callable, Sequence
 
 from twisted.internet import reactor
@@ -16,7 +17,8 @@ from twisted.internet.endpoints import (
     serverFromString,
     wrapClientTLS,
 )
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.internet.interfaces import IDelayedCall, IOpenSSLClientConnectionCreator
+from twisted.internet.protocol import Factory
 from twisted.internet.task import deferLater
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
@@ -59,6 +61,51 @@ class Client(LineReceiver):
     def since(self, mark: int) -> list[str]:
         """The lines received after the first C{mark} lines."""
         return self.lines[mark:]
+
+
+class SlowLink(Client):
+    """A client on an Internet-like link, not loopback's megabyte buffers.
+
+    Its socket is made with a 1,400-byte MSS and a 16 KiB receive buffer
+    before it connects (L{Harness.connect_slow}), and it reads at about
+    C{rate} bytes a second: after each read it stops reading for as long
+    as that read takes at that rate.  L{stop} stops reading altogether
+    until L{go}.
+    """
+
+    def __init__(self, rate: float = 400_000) -> None:
+        super().__init__()
+        self.rate = rate
+        self.stopped = False
+        self._later: IDelayedCall | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        if not self.stopped and self._later is None and not self.disconnected:
+            self.transport.pauseProducing()
+            self._later = reactor.callLater(len(data) / self.rate, self._read_on)
+
+    def _read_on(self) -> None:
+        self._later = None
+        if not self.stopped:
+            self.transport.resumeProducing()
+
+    def stop(self) -> None:
+        """Read nothing until L{go}."""
+        self.stopped = True
+        self.transport.pauseProducing()
+
+    def go(self) -> None:
+        """Read again, at C{rate}."""
+        self.stopped = False
+        if self._later is None:
+            self.transport.resumeProducing()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
+        super().connectionLost(reason)
 
 
 async def wait_until(
@@ -158,6 +205,29 @@ class Harness:
         if client is None:
             client = Client()
         await bounded(connectProtocol(endpoint, client))
+        self.clients.append(client)
+        return client
+
+    def connect_slow(self, client: SlowLink) -> SlowLink:
+        """Connect C{client} to the last server over an Internet-like link.
+
+        The options must be set before C{connect()} for the MSS and the
+        window to be negotiated with them.  A blocking connect is safe
+        here: the kernel completes the handshake from the listen backlog,
+        without the reactor.
+        """
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1400)
+            sock.settimeout(5)
+            sock.connect(("127.0.0.1", self.port))
+            sock.setblocking(False)
+            reactor.adoptStreamConnection(
+                sock.fileno(), socket.AF_INET, Factory.forProtocol(lambda: client)
+            )
+        finally:
+            sock.close()  # the reactor has its own copy of the descriptor
         self.clients.append(client)
         return client
 

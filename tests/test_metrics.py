@@ -129,7 +129,7 @@ def test_send_queue_high_water(clock: Clock) -> None:
     high = _metric(factory, "chatservice_send_queue_high_water_bytes")
     assert 20 * 100 < high < 10_000
     alice.enter(*["x" * 100] * 200)  # bob is dropped past max-sendq
-    assert bob.aborted
+    assert bob.closing
     assert _metric(factory, "chatservice_send_queue_high_water_bytes") == 10_000
 
 

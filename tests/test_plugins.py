@@ -118,7 +118,9 @@ def test_collision_reported_and_left_out(install: Install) -> None:
         f"plugin command /who from {module} left out: "
         "chatservice.plugins.builtin has one of that name already",
     )
-    assert extensions.commands["who"].help == "list who is in your room, or in ROOM"
+    assert extensions.commands["who"].help == (
+        "list who is in your room, or in ROOM, 30 to a page"
+    )
 
 
 def test_sources_described(

@@ -643,7 +643,7 @@ def test_output_held_then_flushed_in_order(
 
 
 def test_send_queue_exceeded(clock: Clock) -> None:
-    """A client that stops reading is aborted past max-sendq; others go on."""
+    """A client that stops reading is closed past max-sendq; others go on."""
     factory = ChatFactory(Settings(max_sendq=10_000, flood_burst=1000), clock=clock)
     alice, bob, carol = (register(factory, n) for n in ["alice", "bob", "carol"])
     alice.output()
@@ -652,13 +652,16 @@ def test_send_queue_exceeded(clock: Clock) -> None:
     line = "m" * 100
     for _ in range(200):  # 20 kB for bob
         alice.enter(line)
-    assert bob.aborted
+    assert bob.closing
     assert len(carol.lines()) == 200
-    bob.resume_reading()
-    assert bob.lines() == []  # nothing more is sent to an aborted client
-    bob.drop(ConnectionAborted)
+    assert bob.lines() == []  # nothing more is sent to it
+    clock.advance(0)  # the next reactor iteration: its session is held
     assert carol.lines() == ["*** bob lost connection"]
     assert alice.lines() == ["*** bob lost connection"]
+    assert not bob.aborted
+    clock.advance(factory.settings.shutdown_timeout)  # it still reads nothing
+    assert bob.aborted
+    bob.drop(ConnectionAborted)
     clock.advance(60)
     assert carol.lines() == ["*** bob has left (send queue exceeded)"]
 
@@ -671,11 +674,11 @@ def test_send_queue_counts_output_released_at_drain(clock: Clock) -> None:
     alice.enter(*["x" * 1400] * 6)  # 8.5 kB held
     bob.resume_reading()  # handed to the transport, not yet sent
     bob.stop_reading()
-    assert not bob.aborted
+    assert not bob.closing
     alice.enter("y" * 1000)
-    assert not bob.aborted
+    assert not bob.closing
     alice.enter("z" * 1000)
-    assert bob.aborted
+    assert bob.closing
 
 
 def test_close_sends_held_output_then_closes(
@@ -864,8 +867,9 @@ class _FillingTransport(StringTransport):
 def test_one_iteration_of_output_counts_against_max_sendq(clock: Clock) -> None:
     """One iteration's output beyond what the transport takes counts too.
 
-    A client that reads nothing costs at most 64 KiB + max_sendq, however
-    much arrives for it at once.
+    A client that reads nothing costs at most 64 KiB + max_sendq + one
+    iteration's output, however much arrives for it at once, and only until
+    the close deadline.
     """
     factory = ChatFactory(Settings(max_sendq=10_000, flood_burst=1000), clock=clock)
     alice = register(factory, "alice")
@@ -877,6 +881,8 @@ def test_one_iteration_of_output_counts_against_max_sendq(clock: Clock) -> None:
     transport.clear()
     alice.enter(*["x" * 100] * 1000)  # one reactor iteration, 111 KB for bob
     clock.advance(0)  # the iteration ends: the Flusher runs
+    assert transport.disconnecting
+    clock.advance(factory.settings.shutdown_timeout)
     assert transport.disconnected  # aborted: StringTransport's name for it
 
 
