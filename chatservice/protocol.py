@@ -79,6 +79,9 @@ _HTTP_REQUEST = re.compile(rb"[A-Z]{3,10} \S+ HTTP/\d(\.\d)?\r?")
 #: shared object: an empty frozenset made per connection costs 216 bytes.)
 _NO_PAUSES: frozenset[str] = frozenset()
 
+#: No answers waiting to be flushed (one shared tuple, not one per connection).
+_NO_ANSWERS = (-1, 0)
+
 #: How often a throttled user is reminded why their lines are slow.
 _FLOOD_NOTICE_INTERVAL = 60.0
 
@@ -105,13 +108,16 @@ class Flusher:
     iteration, however many lines it has.
     """
 
-    __slots__ = ("_clock", "_pending", "_call", "_stats")
+    __slots__ = ("_clock", "_pending", "_call", "_stats", "generation")
 
     def __init__(self, clock: IReactorTime, stats: Stats) -> None:
         self._clock = clock
         self._pending: list[ChatProtocol] = []
         self._call: IDelayedCall | None = None
         self._stats = stats
+        #: How many flushes there were: output given with the same number
+        #: is sent in the same flush.
+        self.generation = 0
 
     def add(self, protocol: "ChatProtocol") -> None:
         """Send C{protocol}'s output at the end of this iteration."""
@@ -136,6 +142,7 @@ class Flusher:
                     "connection {connection_id}: its output could not be sent",
                     connection_id=protocol.connection_id,
                 )
+        self.generation += 1
         self._stats.flush.observe(perf_counter() - start)
 
 
@@ -213,6 +220,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         "_held",
         "_held_size",
         "_answered",
+        "_answers_out",
         "_rescue",
         "_close_reason",
         "_left",
@@ -264,6 +272,8 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         self._held_size = 0
         # Bytes of answers held (in _held, but not counted in _held_size).
         self._answered = 0
+        # The flusher's generation and the bytes of answers in _out then.
+        self._answers_out = _NO_ANSWERS
         # After an overflow, until the session is held: the output that
         # never reached the network, kept for a /resume.
         self._rescue: list[bytes] | None = None
@@ -644,6 +654,15 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         held = self._held
         if held is None or self._close_reason is not None:
             self.deliver(data)
+            if held is None:
+                # Sent at the end of this iteration; if the transport fills
+                # then, these bytes do not count (see _flush).
+                generation, size = self._answers_out
+                now = self._flusher.generation
+                self._answers_out = (
+                    now,
+                    len(data) + (size if generation == now else 0),
+                )
             return
         # The client is behind: the answer waits, uncounted, and the client
         # is not read until it has caught up (see _release_output).
@@ -682,8 +701,15 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         self.transport.write(data)
         if self._held is not None:
             # That filled the transport's buffer: what it could not take
-            # counts against max_sendq, like output held after it.
-            self._held_size += len(data)
+            # counts against max_sendq, like output held after it, except
+            # answers: then the client is not read until it has caught up.
+            generation, answers = self._answers_out
+            if answers and generation == self._flusher.generation:
+                self._answers_out = _NO_ANSWERS
+                self._pause("output")
+                self._held_size += max(len(data) - answers, 0)
+            else:
+                self._held_size += len(data)
             if self._held_size > self._max_sendq:
                 self._overflow()
 

@@ -10,6 +10,7 @@ C{tests/test_sendq_network.py}.
 
 import pytest
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 
 from chatservice import wire
@@ -18,6 +19,7 @@ from chatservice.factory import ChatFactory
 from chatservice.resume import HeldClient
 from chatservice.testing import FakeConnection, register
 from chatservice.throttle import Allowances
+from tests.test_protocol import _FillingTransport
 from tests.test_resume import join, resume
 
 # Pages and caps ------------------------------------------------------------
@@ -247,6 +249,31 @@ def test_answers_are_not_counted_against_the_send_queue(clock: Clock) -> None:
     assert lines[2] == "<u00> after"
     assert lines[3] == lines[1]
     assert lines[4:] == ["*** PONG done"]
+
+
+def test_answers_filling_the_transport_at_once_are_not_counted(clock: Clock) -> None:
+    """Ten pages asked in one read, 93 kB past max-sendq, do not cut the asker off."""
+    factory = ChatFactory(Settings(max_sendq=10_000, flood_burst=100), clock=clock)
+    for person in _crowd(factory, 30):
+        person.enter("/away " + "z" * 300)
+    bob = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40002))
+    transport = _FillingTransport()
+    bob.makeConnection(transport)
+    bob.dataReceived(b"bob\r\n")
+    clock.advance(0)
+    transport.clear()
+    bob.dataReceived(b"/who\r\n" * 10 + b"/ping one\r\n")
+    clock.advance(0)  # the iteration ends: 93 kB fill the transport
+    bob.dataReceived(b"/ping two\r\n")
+    clock.advance(0)
+    assert not transport.disconnecting
+    lines = transport.value().decode().split("\r\n")[:-1]
+    assert len(lines) == 21  # ten pages of 30 of the 31, each with its note
+    assert lines[-1] == "*** PONG one"  # /ping two waits: bob is behind
+    transport.clear()
+    transport.producer.resumeProducing()  # bob caught up
+    clock.advance(0)
+    assert transport.value() == b"*** PONG two\r\n"
 
 
 def test_others_traffic_still_counts(clock: Clock) -> None:

@@ -12,10 +12,25 @@ import socket
 import pytest_twisted
 from harness import Client, Harness, SlowLink, wait_until
 
+from chatservice.protocol import ChatProtocol
+
 REFUSED = (
     "!!! bob is being sent too many private messages (at most 16 KiB a second "
     "from everyone together); yours was not sent: try again in "
 )
+
+
+def shrink_send_buffer(chat: Harness, nickname: str) -> ChatProtocol:
+    """Give the server's socket of C{nickname} a send buffer of 16 KiB.
+
+    On loopback the kernel grows it to megabytes, which hides a distant
+    reader's backlog in the kernel; returns the server's protocol.
+    """
+    protocol = chat.server_side(nickname)
+    protocol.transport.getHandle().setsockopt(
+        socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024
+    )
+    return protocol
 
 
 async def _register(chat: Harness, client: Client, nickname: str) -> Client:
@@ -105,12 +120,7 @@ async def test_private_messages_of_a_reader_too_far_behind_are_kept(
         if line.startswith("*** resume token")
     )
     alice, carol = await chat.user("alice"), await chat.user("carol")
-    bob_side = chat.server_side("bob")
-    # On loopback the kernel grows the server's send buffer to megabytes,
-    # which a distant reader's connection would not have.
-    bob_side.transport.getHandle().setsockopt(
-        socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024
-    )
+    bob_side = shrink_send_buffer(chat, "bob")
     bob.stop()
     sent: list[str] = []
 
@@ -149,3 +159,39 @@ async def test_private_messages_of_a_reader_too_far_behind_are_kept(
     seen = bob.lines + again.lines
     for text in sent:
         assert f"*carol* {text}" in seen, text
+
+
+@pytest_twisted.ensureDeferred
+async def test_asking_for_long_answers_does_not_cut_off_a_slow_reader(
+    chat: Harness,
+) -> None:
+    """A slow reader asking for 186 KB of /who at once gets it all, connected.
+
+    The issue's attack was one /who answer bigger than --max-sendq (210 users
+    with 6 KiB away messages).  Away messages are now at most 300
+    characters and /who is paged; here a --max-sendq of 32 KiB stands for
+    the limit, and twenty pages of 9 KB asked at once exceed it fivefold:
+    answers are held for the asker uncounted, and it is read on only as
+    fast as it reads.
+    """
+    chat.start(max_sendq=32 * 1024, flood_burst=100)
+    asker = chat.connect_slow(SlowLink(rate=400_000))
+    await _register(chat, asker, "asker")
+    people = [await chat.user(f"u{n:02}") for n in range(40)]
+    for person in people:
+        person.send("/away " + "z" * 300)
+        person.send("/ping away")
+    for person in people:
+        await wait_until(lambda p=person: "*** PONG away" in p.lines, "away set")
+    shrink_send_buffer(chat, "asker")
+    asker.lines.clear()
+    for n in range(20):
+        asker.send("/who #lobby 1")
+        asker.send(f"/ping {n}")
+    await wait_until(lambda: "*** PONG 19" in asker.lines, "every answer", timeout=20)
+    pages = [line for line in asker.lines if line.startswith("*** In #lobby (41): ")]
+    assert len(pages) == 20
+    assert sum(map(len, pages)) > 5 * 32 * 1024
+    asker.send("/ping still here")
+    await wait_until(lambda: "*** PONG still here" in asker.lines, "the last pong")
+    assert not asker.disconnected
