@@ -6,13 +6,24 @@ several nodes of one cluster in this process (see C{clusterharness}).
 
 import json
 
-from clusterharness import Nodes, block, chatting, eventually, heard, in_greenlet
+from clusterharness import (
+    Nodes,
+    block,
+    chatting,
+    eventually,
+    heard,
+    in_greenlet,
+    registered,
+)
 from prometheus_client import generate_latest
 
 from twisted.internet.error import ConnectionLost
 from twisted.logger import globalLogPublisher
 
 from chatservice.cluster import ClusterRegistry
+from chatservice.cluster.events import EVENT_MAX
+from chatservice.cluster.registry import MISSED_BYTES
+from chatservice.cluster.scripts import STREAM_EVENTS
 from chatservice.metrics import collector_registry
 from chatservice.testing import FakeConnection
 
@@ -221,3 +232,118 @@ def test_a_replaced_token_works_nowhere(nodes: Nodes) -> None:
     assert not a.up or a._by_fold["alice"] is back.protocol
     for connection in [back, *opened]:
         connection.drop()
+
+
+# Redis's memory, bounded in bytes ------------------------------------------
+
+
+def _newest_event(node: ClusterRegistry) -> str:
+    ((_, fields),) = block(
+        node._command(
+            "execute_command",
+            "XREVRANGE",
+            node._prefix + "events",
+            "+",
+            "-",
+            "COUNT",
+            1,
+        )
+    )
+    return fields[3]
+
+
+@in_greenlet
+def test_the_event_stream_is_bounded_in_bytes(nodes: Nodes) -> None:
+    """Events are at most EVENT_MAX bytes and the stream keeps about STREAM_EVENTS."""
+    a = nodes.make("stream")
+    b = nodes.make("stream")
+    alice = registered(a, "alice")
+    bob = registered(b, "bob")
+    block(b.idle())
+    # The longest line --max-line lets through, every byte of it invalid.
+    worst = "<alice> " + "\ufffd" * 2048
+    a.say("#lobby", (worst + "\r\n").encode("utf-8"), alice)
+    block(a.idle())
+    assert len(_newest_event(a).encode("utf-8")) <= EVENT_MAX
+    seen: list[str] = []
+    eventually(lambda: worst in seen or seen.extend(bob.lines()), "the worst line")
+    # Longer (a larger --max-line): it reaches the other nodes cut.
+    a.say("#lobby", b"<alice> " + b"x" * 10_000 + b"\r\n", alice)
+    block(a.idle())
+    assert len(_newest_event(a).encode("utf-8")) <= EVENT_MAX
+    eventually(lambda: seen.extend(bob.lines()) or seen[-1].endswith("x\u2026"), "cut")
+    assert 7000 < len(seen[-1].encode("utf-8")) <= 7 * 1024
+    for _ in range(STREAM_EVENTS + 300):
+        a.broadcast("#lobby", b"*** n\r\n", None)
+    block(a.idle())
+    length = block(a._command("execute_command", "XLEN", a._prefix + "events"))
+    assert STREAM_EVENTS <= int(length) <= STREAM_EVENTS + 100
+
+
+@in_greenlet
+def test_a_held_sessions_lines_in_redis_are_bounded_in_bytes(nodes: Nodes) -> None:
+    """Lines kept in Redis for a held session stop at 64 KiB, the newest kept."""
+    on_a, on_b = nodes.servers(
+        "held", resume_grace=60, resume_buffer=1000, flood_rate=1000.0, flood_burst=1000
+    )
+    a = on_a.registry
+    alice, token = chatting(on_a, "alice")
+    bob, _ = chatting(on_b, "bob")
+    alice.drop(ConnectionLost)
+    heard(bob, "*** alice lost connection", [])
+    filler = "y" * 990
+    for n in range(100):
+        bob.enter(f"{n:03} {filler}")
+    eventually(
+        lambda: (
+            "alice" in a._by_fold and b"<bob> 099 " in a._by_fold["alice"].missed()[0]
+        ),
+        "the lines held",
+    )
+    block(a.idle())
+    kept = block(a._command("lrange", a._prefix + "missed:alice", 0, -1))
+    size = int(block(a._command("get", a._prefix + "missed-bytes:alice")))
+    assert size == sum(len(chunk.encode("utf-8")) for chunk in kept)
+    assert 60_000 < size <= MISSED_BYTES
+    assert kept[-1].startswith(f"<bob> 099 {filler}")
+    again = _Seen(on_b, host="192.0.2.9")
+    again.enter(f"/resume alice {token}")
+    lines = _resumed(again)
+    missed = lines[1 : lines.index("*** End of missed lines.")]
+    assert missed[-1] == f"<bob> 099 {filler}"
+    assert sum(len(line) + 2 for line in missed) <= MISSED_BYTES
+    for connection in (again, bob):
+        connection.drop()
+
+
+@in_greenlet
+def test_a_flood_of_users_and_rooms_costs_redis_one_answer(nodes: Nodes) -> None:
+    """However many ask /users, /who or /rooms at once, Redis answers once."""
+    a = nodes.make("roster")
+    b = nodes.make("roster")
+    for n in range(66):
+        user = registered(b, f"user{n}")
+        b.set_away(user, "z" * 300)
+    alice = registered(a, "alice")
+    block(b.idle())
+    fetched: list[str] = []
+    real = a.link.call
+
+    def counting(script: str, *args: object) -> object:
+        fetched.append(script)
+        return real(script, *args)
+
+    a.link.call = counting  # type: ignore[method-assign]
+    try:
+        asked = [a.users() for _ in range(320)]
+        asked += [a.users("#lobby") for _ in range(320)]
+        asked += [a.rooms() for _ in range(320)]
+        answers = [block(d) for d in asked]
+        assert fetched.count("users") == 2 and fetched.count("rooms") == 1
+        assert len(answers[0]) == 67 and answers[0] == answers[319]
+        # A change made here is seen at once.
+        a.unregister(alice, "quit")
+        block(a.idle())
+        assert len(block(a.users())) == 66
+    finally:
+        a.link.call = real  # type: ignore[method-assign]

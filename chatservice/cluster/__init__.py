@@ -13,7 +13,8 @@ what the other nodes must know lives in Redis:
   - C{PREFIX node:ID}: a node's heartbeat, which expires after
     C{--node-ttl} seconds unless the node renews it; C{PREFIX nodes} and
     C{PREFIX node-users:ID} say which users each node serves.
-  - C{PREFIX events}: a Redis stream, the last 100,000 events.  Every
+  - C{PREFIX events}: a Redis stream, the last 8,192 events of at most
+    8 KiB (L{scripts.STREAM_EVENTS}, L{events.EVENT_MAX}).  Every
     change another node must act on is added there as JSON, by the same
     Lua script that makes the change, so it is in the order of the
     changes.  Each node reads the stream from where it left off (XREAD),

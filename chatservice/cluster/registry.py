@@ -23,6 +23,7 @@ from ..logs import gate, shown
 from ..registry import LOBBY, Registry, _Room, _User, swap_client
 from ..text import check_room, fold, sanitise
 from .events import (
+    EVENT_MAX,
     REASON_MAX,
     Malformed,
     MalformedLog,
@@ -33,6 +34,7 @@ from .events import (
     cut,
 )
 from .link import CALL_TIMEOUT, RedisLink, Unreachable
+from .scripts import STREAM_EVENTS
 
 log = Logger(observer=gate)
 
@@ -96,6 +98,12 @@ class ClusterRegistry:
         #: The digests of this node's users' resume tokens, by folded
         #: nickname: claimed again after an outage, with the users.
         self._tokens: dict[str, str] = {}
+        #: Answers of /users, /who and /rooms, shared (see L{_shared}): by
+        #: room ("" for everyone, "/rooms"), when, the list, and those
+        #: waiting for it while it is fetched.
+        self._lists: dict[str, tuple[float, list[Any], list[Any] | None]] = {}
+        #: Counts this node's changes: an answer fetched before one is stale.
+        self._generation = 0
         #: Sessions being resumed here from another node, by folded nickname.
         self._arriving: dict[str, _Arrival] = {}
         self._keep_call: IDelayedCall | None = None
@@ -185,6 +193,9 @@ class ClusterRegistry:
         return d.addCallback(lambda _: self.idle())
 
     def _call(self, script: str, *args: object) -> Deferred[Any]:
+        if script not in _UNCHANGING:  # the users or rooms change
+            self._generation += 1
+            self._lists.clear()
         return self._track(self.link.call(script, self._prefix, *args))
 
     def _track(self, d: Deferred[Any]) -> Deferred[Any]:
@@ -281,18 +292,21 @@ class ClusterRegistry:
             self._on_event({"r": list(rooms), "d": line})
 
     def _publish(self, event: dict[str, object]) -> Deferred[Any]:
+        text = json.dumps(event, ensure_ascii=False)  # U+FFFD: 3 bytes, not 6
+        if len(text.encode("utf-8")) > EVENT_MAX:  # never: texts are cut to fit
+            return fail(ValueError("an event too large for the stream"))
         return self._command(
             "execute_command",
             "XADD",
             self._prefix + "events",
             "MAXLEN",
             "~",
-            "100000",
+            str(STREAM_EVENTS),
             "*",
             "o",
             event.get("o", ""),
             "e",
-            json.dumps(event, ensure_ascii=False),  # U+FFFD: 3 bytes, not 6
+            text,
         )
 
     def _resync(self, _: object) -> Deferred[None]:
@@ -529,7 +543,7 @@ class ClusterRegistry:
         self, network: str, expires: float | None, reason: str, by: str
     ) -> None:
         """Tell the other nodes of a ban made here."""
-        event = {"o": self.node, "ban": [network, expires, reason, by]}
+        event = {"o": self.node, "ban": [network, expires, reason[:REASON_MAX], by]}
         self._quietly(self._publish(event), "sharing a ban")
 
     def share_unban(self, network: str) -> None:
@@ -1058,16 +1072,60 @@ class ClusterRegistry:
         return self._track(self.link.command(name, *args))
 
     def users(self, room: str | None = None) -> Deferred[list[UserInfo]]:
-        """See L{IRegistry.users}."""
+        """See L{IRegistry.users}.
+
+        Shared (see L{_shared}): however many ask, Redis sends the list once
+        a second at most.
+        """
         if not self.up:
             return succeed(self._local_users(room))
-        d = self._call("users", room or "")
 
-        def infos(raws: list[str]) -> list[UserInfo]:
-            found = [info for info in map(_maybe_info, raws) if info is not None]
-            return sorted(found, key=lambda info: fold(info.nickname))
+        def fetch() -> Deferred[list[UserInfo]]:
+            d = self._call("users", room or "")
 
-        return d.addCallbacks(infos, lambda failure: self._local_users(room))
+            def infos(raws: list[str]) -> list[UserInfo]:
+                found = [info for info in map(_maybe_info, raws) if info is not None]
+                return sorted(found, key=lambda info: fold(info.nickname))
+
+            return d.addCallbacks(infos, lambda failure: self._local_users(room))
+
+        return self._shared(room or "", fetch)
+
+    def _shared(self, name: str, fetch: Callable[[], Deferred[list[Any]]]) -> Any:
+        """The list C{fetch()} fires with, fetched once for many askers.
+
+        Those who ask while it is under way, and for L{LIST_CACHE} seconds
+        after, get the same answer: a flood of C{/users}, C{/who} or
+        C{/rooms} costs Redis one answer a second, however many ask.  A
+        change this node makes to the users or rooms forgets the answers
+        (L{_call}); the other nodes' changes show within the second.
+        """
+        now = self._clock.seconds()
+        found = self._lists.get(name)
+        if found is not None:
+            when, value, waiting = found
+            if waiting is not None:
+                d: Deferred[list[Any]] = Deferred()
+                waiting.append(d)
+                return d
+            if now - when < LIST_CACHE:
+                return succeed(list(value))
+        if len(self._lists) >= _LISTS_MAX:
+            self._lists.clear()
+        waiters: list[Deferred[list[Any]]] = []
+        generation = self._generation
+        self._lists[name] = (now, [], waiters)
+
+        def done(value: list[Any]) -> list[Any]:
+            if self._generation == generation:
+                self._lists[name] = (self._clock.seconds(), value, None)
+            elif self._lists.get(name, (0, [], None))[2] is waiters:
+                del self._lists[name]
+            for d in waiters:
+                d.callback(list(value))
+            return value
+
+        return fetch().addCallback(done)
 
     def local_users(self) -> list[UserInfo]:
         """The users of this node (for metrics, which must not wait on Redis)."""
@@ -1094,20 +1152,26 @@ class ClusterRegistry:
         return sorted(infos, key=lambda info: fold(info.nickname))
 
     def rooms(self) -> Deferred[list[RoomInfo]]:
-        """See L{IRegistry.rooms}."""
+        """See L{IRegistry.rooms}; shared like L{users}."""
         local = self.local_rooms()
         if not self.up:
             return succeed(local)
-        d = self._call("rooms")
 
-        def infos(rows: list[list[Any]]) -> list[RoomInfo]:
-            found = {
-                room.name: room for room in map(_room_info, rows) if room is not None
-            }
-            found.setdefault(LOBBY, RoomInfo(LOBBY, 0, ""))
-            return [found[name] for name in sorted(found)]
+        def fetch() -> Deferred[list[RoomInfo]]:
+            d = self._call("rooms")
 
-        return d.addCallbacks(infos, lambda failure: local)
+            def infos(rows: list[list[Any]]) -> list[RoomInfo]:
+                found = {
+                    room.name: room
+                    for room in map(_room_info, rows)
+                    if room is not None
+                }
+                found.setdefault(LOBBY, RoomInfo(LOBBY, 0, ""))
+                return [found[name] for name in sorted(found)]
+
+            return d.addCallbacks(infos, lambda failure: local)
+
+        return self._shared("/rooms", fetch)
 
     def topic(self, room: str) -> Deferred[str]:
         """See L{IRegistry.topic}."""
@@ -1227,6 +1291,18 @@ def _trap_unreachable(failure: Failure) -> None:
     if failure.check(txredisapi.ResponseError):
         failure.raiseException()
 
+
+#: Seconds an answer of /users, /who or /rooms is shared (see
+#: L{ClusterRegistry._shared}).
+LIST_CACHE = 1.0
+
+#: Lists shared at most (one per room asked about): past it, all are forgotten.
+_LISTS_MAX = 64
+
+#: The scripts that change no user or room: the lists stay good.
+_UNCHANGING = frozenset(
+    {"users", "rooms", "say", "keep", "heartbeat", "to_user", "take_missed", "handed"}
+)
 
 #: The most bytes of missed lines kept in Redis for one held session (and
 #: handed over to the node it resumes on): 64 KiB, a few hundred lines.

@@ -4,6 +4,8 @@ Each script makes its change and adds the event the other nodes act on in
 one step, so the events are in the order of the changes.
 """
 
+from .events import EVENT_MAX
+
 # Lua -----------------------------------------------------------------------
 #
 # Every script gets the key prefix as ARGV[1] and builds its keys from it:
@@ -11,6 +13,11 @@ one step, so the events are in the order of the changes.
 # a Redis Cluster.  Users are JSON; cjson turns an empty Lua table into {},
 # a JSON object, so a user's rooms are never left empty (the lobby stays).
 # _HELPERS are Lua functions that several scripts share.
+
+#: How many events the stream keeps (about: Redis trims whole nodes of up
+#: to 100 entries).  At most L{events.EVENT_MAX} bytes each, the stream
+#: holds at most 64 MiB of events; chat lines make it a few MB.
+STREAM_EVENTS = 8192
 
 _HELPERS = """
 local function leave_room(P, fold, room, amax, lobby)
@@ -34,9 +41,14 @@ local function last_id(P)
     if #newest == 0 then return '0-0' end
     return newest[1][1]
 end
+-- An event is at most EVENT_MAX bytes (the nodes cut the text they send
+-- to fit); the stream keeps about STREAM_EVENTS of them, so it is bounded
+-- in bytes, not only in events.
 local function publish(P, event)
-    redis.call('XADD', P .. 'events', 'MAXLEN', '~', '100000', '*',
-               'o', event.o or '', 'e', cjson.encode(event))
+    local text = cjson.encode(event)
+    if #text > EVENT_MAX then return end
+    redis.call('XADD', P .. 'events', 'MAXLEN', '~', 'STREAM_EVENTS', '*',
+               'o', event.o or '', 'e', text)
 end
 local function alive(P, node)
     return redis.call('EXISTS', P .. 'node:' .. node) == 1
@@ -57,7 +69,7 @@ local function remove_user(P, fold, node, amax, lobby)
     end
     return user.nick, told
 end
-"""
+""".replace("STREAM_EVENTS", str(STREAM_EVENTS)).replace("EVENT_MAX", str(EVENT_MAX))
 
 # ARGV: P, node, fold, nickname, host, lobby, amax, joined-line.
 # Returns {1, size of the lobby, id of the newest event}, or {0} if the
