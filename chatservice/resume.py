@@ -108,6 +108,32 @@ class HeldClient:
             self._bytes -= len(old)
             self.dropped += count
 
+    def keep_unsent(self, unsent: Iterable[bytes]) -> None:
+        """Keep what the connection never sent, as if delivered now.
+
+        It can be up to C{--max-sendq} bytes, far more than is kept: lines
+        that would only be dropped again are counted as dropped without
+        being delivered (nor copied to Redis in a cluster).  A room line is
+        sure to be dropped when the newer room lines alone are over the
+        limits; private messages are all delivered.
+        """
+        chunks = list(unsent)
+        keep = [False] * len(chunks)
+        lines = size = 0
+        for index in range(len(chunks) - 1, -1, -1):
+            data = chunks[index]
+            if wire.is_private(data):
+                keep[index] = True
+                continue
+            lines += data.count(b"\n")
+            size += len(data)
+            keep[index] = lines <= self._limit and size <= self._max_bytes
+        for data, kept in zip(chunks, keep, strict=True):
+            if kept:
+                self.deliver(data)
+            else:
+                self.dropped += data.count(b"\n")
+
     def disconnect(self, reason: str) -> None:
         """Kicked while away: the session ends now, for C{reason}."""
         self._keeper.expire(self, reason)
@@ -305,8 +331,7 @@ class SessionKeeper:
             self._max_bytes,
             getattr(self._registry, "keep_for", None),
         )
-        for data in unsent:
-            held.deliver(data)
+        held.keep_unsent(unsent)
         self._registry.replace(session, held, wire.lost(session.nickname))
         record.client = held
         self._held[held] = reason

@@ -366,3 +366,28 @@ def test_held_client_drops_room_lines_before_private_ones(factory: ChatFactory) 
 def test_is_private(data: bytes, private: bool) -> None:
     """Only a private message as its recipient sees it counts as private."""
     assert wire.is_private(data) is private
+
+
+def test_unsent_output_is_trimmed_before_it_is_kept(factory: ChatFactory) -> None:
+    """Of a long unsent backlog, only what can be kept is kept (and mirrored)."""
+    session = register(factory, "bob").protocol
+    mirrored: list[bytes] = []
+    held = HeldClient(
+        session,
+        factory.sessions,
+        limit=3,
+        max_bytes=10_000,
+        mirror=lambda nickname, data, limit: mirrored.append(data),
+    )
+    backlog = [wire.chat("carol", str(n)) for n in range(1000)]
+    backlog[10] = wire.private("alice", "early")
+    backlog[500] = wire.private("alice", "middle")
+    held.keep_unsent(backlog)
+    data, lines = held.missed()
+    assert data.decode().split("\r\n")[:-1] == [
+        "*alice* early",
+        "*alice* middle",
+        "<carol> 999",
+    ]
+    assert (lines, held.dropped) == (3, 997)
+    assert len(mirrored) == 5  # two private messages and three room lines
