@@ -347,3 +347,35 @@ def test_a_flood_of_users_and_rooms_costs_redis_one_answer(nodes: Nodes) -> None
         assert len(block(a.users())) == 66
     finally:
         a.link.call = real  # type: ignore[method-assign]
+
+
+@in_greenlet
+def test_resume_from_a_node_that_does_not_hand_over(nodes: Nodes) -> None:
+    """An old node that cannot hand over: the lines it stored are replayed."""
+    on_a, on_b = nodes.servers("silent", resume_grace=60)
+    a = on_a.registry
+    alice, token = chatting(on_a, "alice")
+    bob, _ = chatting(on_b, "bob")
+    alice.drop(ConnectionLost)
+    heard(bob, "*** alice lost connection", [])
+    bob.enter("stored")
+    eventually(
+        lambda: "alice" in a._by_fold and b"stored" in a._by_fold["alice"].missed()[0],
+        "the line held",
+    )
+    block(a.idle())
+    a.link._down()  # node A can no longer write to Redis: no hand-over
+    try:
+        again = _Seen(on_b, host="192.0.2.5")
+        again.enter(f"/resume alice {token}")
+        lines = _resumed(again)
+        assert lines[:3] == [
+            "*** Resumed as alice in #lobby; 1 missed line follows:",
+            "<bob> stored",
+            "*** End of missed lines.",
+        ]
+    finally:
+        a.link._check()
+    eventually(lambda: a.up, "node A back")
+    for connection in (again, bob):
+        connection.drop()

@@ -25,11 +25,13 @@ from ..text import check_room, fold, sanitise
 from .events import (
     EVENT_MAX,
     REASON_MAX,
+    TEXT_MAX,
     Malformed,
     MalformedLog,
     checked,
     clean_lines,
     clean_nickname,
+    clean_rooms,
     clean_text,
     cut,
 )
@@ -673,14 +675,25 @@ class ClusterRegistry:
             self._install(event["ho"], arrival, event["nick"], event["rooms"])
 
     def _install(
-        self, key: str, arrival: _Arrival, nickname: str, rooms: list[str]
+        self, key: str, arrival: _Arrival, nickname: object, rooms: object
     ) -> None:
-        """Index the arriving session, its lines collected until it is in."""
+        """Index the arriving session, its lines collected until it is in.
+
+        Its nickname and rooms come from Redis: checked like an event's.
+        """
         if arrival.installed.called:
             return
+        try:
+            nickname = clean_nickname(nickname, "hand-over")
+        except Malformed:
+            nickname = key  # a folded nickname is a nickname
+        try:
+            names = clean_rooms(rooms, "hand-over")
+        except Malformed:
+            names = [LOBBY]
         collector = arrival.collector
-        self._add_local(collector, nickname, key)
-        for name in rooms if isinstance(rooms, list) and rooms else [LOBBY]:
+        self._add_local(collector, str(nickname), key)
+        for name in names:
             self._enter_local(collector, name, announce=False)
         arrival.installed.callback(None)
 
@@ -694,7 +707,7 @@ class ClusterRegistry:
     ) -> tuple[str, str, bytes, int]:
         """The session has moved here: C{arrival}'s client takes it."""
         collector, client = arrival.collector, arrival.client
-        self._install(key, arrival, record["nick"], record["rooms"])
+        self._install(key, arrival, record.get("nick"), record.get("rooms"))
         user = swap_client(self._users, self._by_fold, self._rooms, collector, client)
         away = record.get("away")
         user.away = _topic(away) if away is not None else None
@@ -1384,7 +1397,8 @@ def _text(data: bytes) -> str:
 
     They are UTF-8, sanitised on the way in; L{events.TEXT_MAX} bytes at most.
     """
-    return cut(data.decode("utf-8", "replace"))
+    text = data.decode("utf-8", "replace")
+    return cut(text) if len(data) > TEXT_MAX else text
 
 
 # What the nodes read from Redis is checked and sanitised as events are
