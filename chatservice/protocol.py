@@ -7,7 +7,9 @@ registry does the fan-out).  What it owns:
   - Framing.  Lines end in LF, with or without CR before it, in any
     chunking.  A line longer than C{max_line} gets an error, is discarded up
     to its newline, and the connection goes on; the buffer never holds more
-    than one read beyond that limit.
+    than one read beyond that limit.  Telnet commands are read and answered
+    in the same pass (L{chatservice.telnet}), only for input with a 0xFF.
+    A line longer than C{max_line} once decoded is refused too.
   - Phase.  Unregistered until the registry accepts a nickname, then
     registered; closing once it has decided to go.  It leaves the registry
     exactly once, with the first reason that applied.
@@ -64,6 +66,7 @@ from .interfaces import IChatSession
 from .logs import gate, shown
 from .stats import Stats, close_kind
 from .system import set_keepalive
+from .telnet import COMPLETE, MAX_COMMANDS, MORE, TOO_MANY, TelnetReader
 from .text import clean_line
 from .throttle import TokenBucket
 
@@ -232,6 +235,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         "_first_data",
         "_first_line",
         "_eof",
+        "_telnet",
     )
 
     def __init__(
@@ -296,6 +300,8 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         self._first_line = True
         # Whether the client has finished sending (a half-close).
         self._eof = False
+        # Telnet state, made when the client first sends 0xFF (see _frame).
+        self._telnet: TelnetReader | None = None
 
     def __repr__(self) -> str:
         return (
@@ -366,7 +372,8 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         be reading, so what it is sent is flushed before the close.
         """
         self._eof = True
-        if self._buffer and not self._discarding:
+        telnet = self._telnet
+        if (self._buffer or (telnet and telnet.started)) and not self._discarding:
             self.dataReceived(b"\n")
         self._discarding = False
         self._close_after_eof()
@@ -426,6 +433,12 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
 
     def _frame(self) -> None:
         buffer, self._buffer = self._buffer, b""
+        telnet = self._telnet
+        if (telnet is not None and telnet.started) or b"\xff" in buffer:
+            # Telnet commands (or a stray 0xFF): the slower path.  Lines
+            # without 0xFF, almost all, never pay for it.
+            self._frame_telnet(buffer)
+            return
         limit = self.MAX_LENGTH
         start = 0
         while not self.paused and self._close_reason is None:
@@ -449,6 +462,62 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         elif not self.paused and len(rest) > limit + 1:  # + 1 for a CR
             self.lineLengthExceeded(rest)
             self._discarding = True
+            rest = b""
+        # Whatever arrived while a line was being handled comes after.
+        self._buffer = rest + self._buffer
+
+    def _frame_telnet(self, buffer: bytes) -> None:
+        """Frame C{buffer} as L{_frame} does, reading telnet commands too.
+
+        A line takes its flood token when its first byte is read (not at its
+        LF), so that the commands in it are answered only once it may be
+        read; see L{chatservice.telnet}.
+        """
+        telnet = self._telnet
+        if telnet is None:
+            telnet = self._telnet = TelnetReader()
+        limit = self.MAX_LENGTH
+        start, size = 0, len(buffer)
+        while start < size and not self.paused and self._close_reason is None:
+            if self._discarding:
+                end = buffer.find(b"\n", start)
+                if end < 0:
+                    start = size
+                    break
+                self._discarding = False
+                start = end + 1
+                continue
+            if not telnet.started:
+                if not self._take_token():
+                    break  # this line waits for reading to resume
+                telnet.started = True
+            # Answers are the client's own: like a command's, they never
+            # count toward --max-sendq, and a client behind in reading is
+            # not read further until it catches up (see answer()).
+            start, status = telnet.read(buffer, start, limit, self.answer)
+            if status is MORE:
+                break
+            if status is COMPLETE:
+                start += 1  # the LF
+                line = telnet.take_line(limit)
+                if line is None:
+                    self.lineLengthExceeded(b"")
+                else:
+                    self.lineReceived(line)
+            else:  # too long, or too many commands
+                telnet.reset()
+                if status is TOO_MANY:
+                    self.deliver(
+                        wire.error(
+                            f"line refused: more than {MAX_COMMANDS} telnet "
+                            "commands in it"
+                        )
+                    )
+                else:
+                    self.lineLengthExceeded(b"")
+                self._discarding = True
+        rest = buffer[start:]
+        if self._close_reason is not None:
             rest = b""
         # Whatever arrived while a line was being handled comes after.
         self._buffer = rest + self._buffer
@@ -522,8 +591,21 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
                 self.deliver(wire.error("this is a chat server, not an HTTP server"))
                 self._close("wrong protocol (HTTP)")
                 return
+        text = clean_line(line)
+        if (
+            len(line) * 3 > self.MAX_LENGTH  # U+FFFD: 3 bytes for 1 at most
+            and not text.isascii()
+            and len(text.encode("utf-8")) > self.MAX_LENGTH
+        ):
+            self.deliver(
+                wire.error(
+                    f"line too long (max {self.MAX_LENGTH} bytes once decoded: "
+                    "each invalid byte becomes U+FFFD, 3 bytes)"
+                )
+            )
+            return
         try:
-            result = commands.dispatch(self, clean_line(line))
+            result = commands.dispatch(self, text)
         except Exception:
             self._command_failed(Failure())
             return

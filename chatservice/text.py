@@ -11,56 +11,76 @@ from .errors import InvalidName
 
 NICKNAME_MAX = 24
 
-# Telnet negotiation (RFC 854): IAC and a command byte; WILL, WONT, DO and
-# DONT take an option byte, and SB opens a subnegotiation ended by IAC SE.
-# Only complete sequences are removed: any other 0xFF byte is invalid UTF-8
-# and becomes U+FFFD like the rest.
-_TELNET = re.compile(rb"\xff(?:[\xfb-\xfe].|\xfa.*?\xff\xf0|[\xf0-\xf9])", re.DOTALL)
-
 # Terminal escape sequences (ECMA-48), in their 7-bit (ESC) and 8-bit (C1)
 # forms, removed whole so that their parameters do not show up as text.
 # An unterminated sequence is removed to the end of the line, as a terminal
-# would swallow it.
+# would swallow it.  Linear: every part is possessive and none can fail once
+# its introducer matched, so no character is looked at twice (but for the
+# last ESC of a run).  A run of sequences is one match, and a run of ESCs
+# one step: a line of nothing else costs a few times a plain line, not one
+# Python-level replacement per sequence.
 _ESCAPES = re.compile(
+    r"(?:\x1b*(?:"
+    r"\x1b(?:"
     # CSI: parameters, intermediates, final byte.
-    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"
+    r"\[[0-?]*+[ -/]*+[@-~]?+"
     # OSC, DCS, SOS, PM, APC: a string ended by BEL or ST.
-    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d-\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
+    r"|[\]PX^_][^\x07\x1b\x9c]*+(?:\x07|\x1b\\|\x9c)?+"
     # Any other escape: intermediates and a final byte.
-    r"|\x1b[ -/]*[0-~]?"
+    r"|[ -/]*+[0-~]?+"
+    r")"
+    # The same CSI and strings in their 8-bit forms.
+    r"|\x9b[0-?]*+[ -/]*+[@-~]?+"
+    r"|[\x90\x98\x9d-\x9f][^\x07\x1b\x9c]*+(?:\x07|\x1b\\|\x9c)?+"
+    r"))++"
 )
+#: Where an escape sequence may start: most lines that are not all
+#: printable (a tab, a no-break space) have none, and skip L{_ESCAPES}.
+_ESCAPE_START = re.compile("[\x1b\x90\x98\x9b\x9d-\x9f]")
 
-# What is left to remove: C0 controls except tab, DEL, C1 controls, and the
-# bidi embeddings, overrides and isolates that reorder what follows them.
-_CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+#: What is left to remove, besides escape sequences: the characters that
+#: change how a terminal shows what follows them.  Listed in full, with the
+#: reasons, in docs/protocol.md (Sanitising).
+REMOVED_CHARACTERS = (
+    # C0 controls but tab, DEL, C1 controls (U+0085 NEL is among them).
+    "\x00-\x08\x0a-\x1f\x7f-\x9f"
+    # Line and paragraph separators: some terminals break the line there.
+    "\u2028\u2029"
+    # Unicode's Bidi_Control characters, which reorder text: the marks ALM,
+    # LRM, RLM, the embeddings and overrides, the isolates.
+    "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+)
+_CONTROLS = re.compile(f"[{REMOVED_CHARACTERS}]")
 
 _NICKNAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 _ROOM = re.compile(r"#[a-z0-9_-]{1,32}")
 
 
 def decode(raw: bytes) -> str:
-    """Decode one input line as UTF-8, dropping telnet negotiation.
+    """Decode one input line as UTF-8.
 
     Invalid bytes become U+FFFD rather than an error: the sender's text
-    survives, and nobody else's terminal sees the raw bytes.
+    survives, and nobody else's terminal sees the raw bytes.  (Telnet
+    commands never get this far: L{chatservice.telnet} reads them.)
     """
-    if b"\xff" in raw:
-        raw = _TELNET.sub(b"", raw)
     return raw.decode("utf-8", errors="replace")
 
 
 def sanitise(text: str) -> str:
     """Remove control characters and escape sequences from C{text}.
 
-    Tabs and all printable text are kept.  The result can be shown on any
+    Removed: whole escape sequences, and L{REMOVED_CHARACTERS}.  Tabs and
+    all printable text are kept.  The result can be shown on any
     terminal without changing its state, and C{sanitise(sanitise(t)) ==
     sanitise(t)}.
     """
     if text.isprintable():
         # The common case: nothing to remove (isprintable() is False for
-        # every character that either pattern matches).
+        # every character that either pattern matches: controls, Zl, Zp, Cf).
         return text
-    return _CONTROLS.sub("", _ESCAPES.sub("", text))
+    if _ESCAPE_START.search(text):
+        text = _ESCAPES.sub("", text)
+    return _CONTROLS.sub("", text)
 
 
 def clean_line(raw: bytes) -> str:

@@ -8,12 +8,16 @@ burst) so that every line read is acted on at once.
 
 import re
 import unicodedata
+from collections.abc import Callable
+from time import perf_counter
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from twisted.internet.task import Clock
 
+from chatservice import telnet
 from chatservice.config import Settings
 from chatservice.factory import ChatFactory, run_at_once
 from chatservice.testing import FakeConnection, register
@@ -22,8 +26,12 @@ from chatservice.text import clean_line, decode, sanitise
 #: Modest, so that the whole file runs in seconds.
 PROPERTY = settings(max_examples=200, deadline=None)
 
-#: The bidi embeddings, overrides and isolates: they reorder what follows.
-BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+#: Unicode's Bidi_Control characters, which reorder text, and the line and
+#: paragraph separators, which some terminals break lines at.
+BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+    "\u2028\u2029"
+)
 
 
 def make_factory(max_line: int = 2048) -> ChatFactory:
@@ -69,15 +77,35 @@ SPECIAL = st.sampled_from(
         b"hello",
     ]
 )
+#: Telnet commands, whole and in part: negotiation (DO TIMING-MARK, DO with
+#: an LF as its option), IP, AYT, subnegotiation, the escaped 0xFF.
+TELNET = st.sampled_from(
+    [b"\xff\xfd\x06", b"\xff\xf4", b"\xff\xf6", b"\xff\xfa", b"\xff\xf0"]
+    + [b"\xff\xfb\x01", b"\xff\xfd\x01", b"\xff\xfd\n", b"\xff\xff", b"\xff\xfd"]
+    + [b"\xff\xfa\x18\x00xterm\xff\xf0", b"\xff\xfe\x03", b"\xff"]
+)
 RUN = st.builds(
     lambda piece, count: piece * count,
-    st.sampled_from([b"a", b"\n", b"\r", b"\r\n", b"\xff", b" ", b"\xe9"]),
+    st.sampled_from(
+        [
+            b"a",
+            b"\n",
+            b"\r",
+            b"\r\n",
+            b"\xff",
+            b" ",
+            b"\xe9",
+            b"\xff\xf1",
+            b"\xff\xfd\x06",
+        ]
+    ),
     st.integers(min_value=1, max_value=80),
 )
-PIECES = st.lists(st.one_of(SPECIAL, RUN, st.binary(max_size=24)), max_size=30)
+PIECES = st.lists(st.one_of(SPECIAL, TELNET, RUN, st.binary(max_size=24)), max_size=30)
 #: The same without "/": every line is chat, or blank.
 PLAIN_PIECES = st.lists(
     st.one_of(
+        TELNET,
         st.sampled_from([b"\r", b"\n", b"\r\n", b"\xc3", b"\xa9", b"\t", b" ", b"x"]),
         RUN,
         st.binary(max_size=24).map(lambda b: b.replace(b"/", b"_")),
@@ -119,25 +147,122 @@ def test_any_chunking_same_as_one_read(
     assert run(max_line, [data[i : i + 1] for i in range(len(data))]) == whole
 
 
-def expected_lines(data: bytes, max_line: int) -> tuple[list[str], list[str]]:
-    """The lines a sender and a receiver get for chat C{data}, by the rules.
+def read_input(data: bytes, max_line: int) -> list[tuple[str, bytes]]:
+    """The documented input rules, byte by byte: what the server reads.
 
-    A line ends at LF, less one CR before it; one longer than C{max_line}
-    bytes is refused; one that cleans to blank is ignored; the rest is chat.
-    An unfinished last line is refused once it cannot fit any more.
+    A slow and plain model of the framing and telnet rules of
+    C{docs/protocol.md}, to compare the server with.  Returns, in order,
+    C{("line", LINE)} for each line within the limit (less its line end),
+    C{("too long", b"")} for each line refused by length, C{("too many",
+    b"")} for each refused for its number of telnet commands, and
+    C{("answer", BYTES)} for each telnet answer sent.
+    """
+    events: list[tuple[str, bytes]] = []
+    line, raw, sb, ayt, discarding, commands = bytearray(), 0, False, False, False, 0
+    refused: set[tuple[int, int]] = set()
+    i = 0
+    while i < len(data):
+        byte = data[i]
+        if discarding:
+            discarding = byte != 0x0A
+            i += 1
+            continue
+        if byte == 0x0A:  # in a subnegotiation too: it ends there
+            if line.endswith(b"\r"):
+                del line[-1]
+                raw -= 1
+            events.append(
+                ("too long", b"") if raw > max_line else ("line", bytes(line))
+            )
+            line, raw, sb, ayt, commands = bytearray(), 0, False, False, 0
+            i += 1
+            continue
+        # The next unit: a byte of data or of a subnegotiation, or a command.
+        if byte != 0xFF or raw == max_line + 1:
+            size = 1  # (or more: too long either way)
+        elif i + 1 == len(data):
+            break  # which it is depends on the next byte, still to come
+        else:
+            command = data[i + 1]
+            if sb and command not in (0xF0, 0xFF):
+                sb = False  # IAC and a command end a subnegotiation
+            size = 3 if 0xFB <= command <= 0xFE else 2 if command >= 0xEF else 1
+        if raw + size > max_line + 1:
+            events.append(("too long", b""))
+            line, raw, sb, ayt, discarding, commands = (
+                bytearray(),
+                0,
+                False,
+                False,
+                True,
+                0,
+            )
+            continue
+        if i + size > len(data):
+            break
+        if size > 1:
+            if commands == 64:
+                events.append(("too many", b""))
+                line, raw, sb, ayt, discarding, commands = (
+                    bytearray(),
+                    0,
+                    False,
+                    False,
+                    True,
+                    0,
+                )
+                continue
+            commands += 1
+        unit = data[i : i + size]
+        if sb:
+            sb = unit != b"\xff\xf0"
+        elif size == 1 or unit == b"\xff\xff":
+            line.append(byte)
+        elif unit == b"\xff\xfa":
+            sb = True
+        elif unit == b"\xff\xf6" and not ayt:
+            ayt = True
+            events.append(("answer", b"*** Yes, still here.\r\n"))
+        elif unit == b"\xff\xfd\x06":
+            events.append(("answer", b"\xff\xfc\x06"))
+        elif (
+            size == 3 and unit[1] in (0xFB, 0xFD) and (unit[1], unit[2]) not in refused
+        ):
+            refused.add((unit[1], unit[2]))
+            refusal = {0xFB: 0xFE, 0xFD: 0xFC}[unit[1]]  # WILL: DONT, DO: WONT
+            events.append(("answer", bytes([0xFF, refusal, unit[2]])))
+        raw += size
+        i += size
+    return events
+
+
+def expected_lines(data: bytes, max_line: int) -> tuple[bytes, list[str]]:
+    """What a sender and a receiver get for chat C{data}, by the rules.
+
+    The sender gets the telnet answers and an error for each line refused:
+    longer than C{max_line} bytes as sent, or once decoded; the receiver
+    gets each other line that does not clean to blank.
     """
     to_sender, to_receiver = [], []
-    *lines, rest = data.split(b"\n")
-    for line in lines:
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if len(line) > max_line:
-            to_sender.append(f"!!! line too long (max {max_line} bytes)")
-        elif clean_line(line).strip():
-            to_receiver.append(f"<a> {clean_line(line)}")
-    if len(rest) > max_line + 1:
-        to_sender.append(f"!!! line too long (max {max_line} bytes)")
-    return to_sender, to_receiver
+    too_long = f"!!! line too long (max {max_line} bytes)\r\n".encode()
+    decoded_too_long = (
+        f"!!! line too long (max {max_line} bytes once decoded: "
+        "each invalid byte becomes U+FFFD, 3 bytes)\r\n"
+    ).encode()
+    for kind, value in read_input(data, max_line):
+        if kind == "answer":
+            to_sender.append(value)
+        elif kind == "too many":
+            to_sender.append(
+                b"!!! line refused: more than 64 telnet commands in it\r\n"
+            )
+        elif kind == "too long":
+            to_sender.append(too_long)
+        elif len(clean_line(value).encode()) > max_line:
+            to_sender.append(decoded_too_long)
+        elif clean_line(value).strip():
+            to_receiver.append(f"<a> {clean_line(value)}")
+    return b"".join(to_sender), to_receiver
 
 
 def as_lines(output: bytes) -> list[str]:
@@ -155,9 +280,7 @@ def test_chat_lines_framed_by_the_rules(
     """Chat bytes in any chunking give exactly the lines the framing rules say."""
     data = b"".join(pieces)
     to_sender, to_receiver, closing = run(max_line, split(data, cuts))
-    assert (as_lines(to_sender), as_lines(to_receiver)) == expected_lines(
-        data, max_line
-    )
+    assert (to_sender, as_lines(to_receiver)) == expected_lines(data, max_line)
     assert not closing
 
 
@@ -282,8 +405,7 @@ HTTP_REQUEST = re.compile(rb"[A-Z]{3,10} \S+ HTTP/\d(\.\d)?\r?")
 
 def received_lines(data: bytes, max_line: int) -> list[bytes]:
     """The whole lines in C{data}, less line ends, not refused as too long."""
-    lines = [line.removesuffix(b"\r") for line in data.split(b"\n")[:-1]]
-    return [line for line in lines if len(line) <= max_line]
+    return [line for kind, line in read_input(data, max_line) if kind == "line"]
 
 
 def quits(data: bytes, max_line: int) -> bool:
@@ -297,7 +419,11 @@ def quits(data: bytes, max_line: int) -> bool:
 
 
 def assert_well_formed(output: bytes) -> None:
-    """Output is whole CRLF lines of UTF-8, safe to show, with no server error."""
+    """Output is whole CRLF lines of UTF-8, safe to show, with no server error.
+
+    Telnet refusals (C{IAC WONT x}, C{IAC DONT x}) aside.
+    """
+    output = re.sub(rb"\xff[\xfc\xfe][\x00-\xff]", b"", output)
     for line in as_lines(output):
         assert "\r" not in line and "\n" not in line, line
         assert_safe(line)
@@ -363,3 +489,94 @@ def test_any_line_from_a_new_client(line: bytes) -> None:
     assert_well_formed(client.output())
     assert client.closing == ends_unregistered(data)
     assert_still_served(client)
+
+
+# The cost of input -------------------------------------------------------------
+
+#: Units that, repeated, made or could make input handling slow: telnet
+#: subnegotiation openers (the quadratic regular expression of old), escaped
+#: 0xFF, commands, stray 0xFF, escape-sequence openers, invalid UTF-8.
+ADVERSARIAL = [
+    b"\xff\xfa",
+    b"\xff\xff",
+    b"\xff\xf1",
+    b"\xff\xfd\x01",
+    b"\xff\xfd\x06",
+    b"\xff\xf6",
+    b"\xffa",
+    b"\xff\xfa\xff",
+    b"\x1b[",
+    b"\x1b]",
+    b"\x1b[0;",
+    b"\x1b",
+    b"\x1b ",
+    b"\xc2\x9b",
+    b"\xc2\x9d",
+    b"\xc3",
+    b"\x80",
+    b"\xf0\x9f",
+    b"\xe2\x80\xa8",
+]
+
+
+def repeated(unit: bytes, size: int) -> bytes:
+    """C{unit} repeated to exactly C{size} bytes."""
+    return (unit * (size // len(unit) + 1))[:size]
+
+
+def best_time(work: Callable[[], object], rounds: int = 7, calls: int = 10) -> float:
+    """The least time C{work} took per call over some rounds.
+
+    The least, because the machine's load only ever adds to it.
+    """
+    best = float("inf")
+    for _ in range(rounds):
+        start = perf_counter()
+        for _ in range(calls):
+            work()
+        best = min(best, (perf_counter() - start) / calls)
+    return best
+
+
+def read_line(data: bytes) -> str:
+    """The whole input path of one line, without limits: telnet, then cleaning."""
+    reader = telnet.TelnetReader()
+    reader.read(data, 0, len(data) + 1, lambda answer: None)
+    return clean_line(b"".join(reader._pieces))
+
+
+@pytest.mark.parametrize("unit", ADVERSARIAL, ids=repr)
+def test_input_cost_linear(unit: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Twice as much of any adversarial input costs about twice as much (not 4x)."""
+    monkeypatch.setattr(telnet, "MAX_COMMANDS", 10**9)  # the parser, unbounded
+    small, large = repeated(unit, 32768), repeated(unit, 65536)
+    ratios = []
+    for _ in range(3):  # a slow round on a busy machine is tried again
+        ratio = best_time(lambda: read_line(large)) / best_time(
+            lambda: read_line(small)
+        )
+        ratios.append(ratio)
+        if ratio < 3:
+            break
+    assert min(ratios) < 3, ratios
+
+
+@pytest.mark.parametrize("unit", ADVERSARIAL, ids=repr)
+def test_adversarial_line_cost_bounded(unit: bytes) -> None:
+    """A line of 2,046 adversarial bytes costs at most 30 plain lines of that size."""
+    factory = make_factory()
+    sender, receiver = register(factory, "a"), register(factory, "b")
+    plain, adversarial = b"x" * 2046 + b"\r\n", repeated(unit, 2046) + b"\r\n"
+
+    def cost(line: bytes) -> float:
+        spent = best_time(lambda: sender.send(line), calls=20)
+        sender.output(), receiver.output()
+        return spent
+
+    ratios = []
+    for _ in range(3):
+        ratio = cost(adversarial) / cost(plain)
+        ratios.append(ratio)
+        if ratio <= 30:
+            break
+    assert min(ratios) <= 30, ratios

@@ -350,11 +350,13 @@ def test_invalid_utf8_replaced(pair: tuple[FakeConnection, FakeConnection]) -> N
 
 
 def test_telnet_negotiation_dropped(factory: ChatFactory) -> None:
-    """Telnet option negotiation before the nickname does not spoil it."""
+    """Telnet option negotiation before the nickname is refused, not read as it."""
     client = FakeConnection(factory)
     client.output()
     client.send(b"\xff\xfd\x03\xff\xfb\x18alice\r\n")
-    assert client.lines()[0] == "*** Welcome, alice! Online (1): alice"
+    assert client.output().startswith(
+        b"\xff\xfc\x03\xff\xfe\x18*** Welcome, alice! Online (1): alice\r\n"
+    )
 
 
 # Line length -----------------------------------------------------------------

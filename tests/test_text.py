@@ -1,5 +1,7 @@
 """Tests for chatservice.text: decoding, sanitising, nickname rules."""
 
+import unicodedata
+
 import pytest
 
 from chatservice.errors import InvalidName
@@ -12,15 +14,12 @@ from chatservice.text import check_nickname, clean_line, decode, fold, sanitise
         (b"hello", "hello"),
         ("héllo ☃".encode(), "héllo ☃"),
         (b"bad \xc3( byte", "bad \ufffd( byte"),
-        (b"\xff\xfd\x03\xff\xfb\x18alice", "alice"),  # telnet DO/WILL
-        (b"\xff\xfa\x18\x00xterm\xff\xf0bob", "bob"),  # telnet subnegotiation
-        (b"\xff\xf4\xff\xfd\x06", ""),  # telnet interrupt, DO TIMING-MARK
-        (b"a\xffb", "a\ufffdb"),  # a lone 0xFF is invalid UTF-8, not telnet
-        (b"a\xff\xfa unterminated", "a\ufffd\ufffd unterminated"),
+        (b"a\xffb", "a\ufffdb"),  # telnet is read before: 0xFF is a bad byte
+        (b"\xff\xfa\xff\xf0", "\ufffd" * 4),
     ],
 )
 def test_decode(raw: bytes, text: str) -> None:
-    """Input is UTF-8 with invalid bytes replaced and telnet commands dropped."""
+    """Input is UTF-8 with invalid bytes replaced."""
     assert decode(raw) == text
 
 
@@ -36,6 +35,14 @@ def test_decode(raw: bytes, text: str) -> None:
         ("bell\x07 bs\x08 nul\x00 del\x7f c1\x85", "bell bs nul del c1"),
         ("cr\rlf\n", "crlf"),
         ("\u202eevil\u202c \u2066iso\u2069", "evil iso"),
+        ("line\u2028sep\u2029para", "lineseppara"),
+        ("\u200eLRM \u200fRLM \u061cALM", "LRM RLM ALM"),
+        ("next line\x85", "next line"),
+        # Not removed: Mongolian vowel separator, zero-width (non-)joiners.
+        (
+            "\u1820\u180e\u1820 \U0001f469\u200d\U0001f4bb a\u200cb",
+            "\u1820\u180e\u1820 \U0001f469\u200d\U0001f4bb a\u200cb",
+        ),
         ("\x1bc reset", " reset"),
         ("\x1b[31", ""),  # unterminated CSI
         ("\x1b]0;unterminated title", ""),
@@ -53,7 +60,19 @@ def test_sanitise(text: str, clean: str) -> None:
 
 def test_clean_line_combines() -> None:
     """A raw line is decoded, then sanitised."""
-    assert clean_line(b"\xff\xfb\x01hi \x1b[1mthere\x1b[0m \xc3") == "hi there \ufffd"
+    assert clean_line(b"hi \x1b[1mthere\x1b[0m \xc3\xe2\x80\xa8") == "hi there \ufffd"
+
+
+def test_removed_characters_complete() -> None:
+    """Every bidi control Unicode lists, and both separators, are removed."""
+    # Unicode's PropList.txt, Bidi_Control; and the categories Zl and Zp.
+    bidi_controls = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+    bidi_controls += "\u2066\u2067\u2068\u2069"
+    separators = [
+        chr(c) for c in range(0x110000) if unicodedata.category(chr(c)) in ("Zl", "Zp")
+    ]
+    assert separators == ["\u2028", "\u2029"]
+    assert sanitise("x".join(bidi_controls + "\u2028\u2029")) == "x" * 13
 
 
 @pytest.mark.parametrize("name", ["a", "alice", "Bob_2", "x-y", "a" * 24, "Z9_-"])
