@@ -662,3 +662,42 @@ def test_resume_and_scrollback_on_another_node(cluster: Cluster) -> None:
     assert_quiet((again, bob))
     for node in (a, b):
         assert_clean(node)
+
+
+def test_line_said_just_before_a_resume_elsewhere(cluster: Cluster) -> None:
+    """A resume sent right after a line on a third node replays that line."""
+    a, b, c = cluster.start(3, "--resume-grace", "60")
+
+    def token_of(client: Client) -> str:
+        lines = client.until(lambda line: line.startswith("*** resume token: "))
+        return lines[-1].split()[3]
+
+    alice = cluster.greeted(a)
+    alice.send("alice")
+    alice.name = "alice"
+    token = token_of(alice)
+    bob = cluster.greeted(c)
+    bob.send("bob")
+    bob.name = "bob"
+    token_of(bob)
+    old, new = a, b
+    for n in range(3):
+        alice.close()  # held on the old node
+        bob.until("*** alice lost connection")
+        again = cluster.greeted(new)
+        again.name = f"alice, round {n}"
+        bob.send(f"just before {n}")
+        again.send(f"/resume alice {token}")  # at once: no pause in between
+        resumed = again.until(lambda line: line.startswith("*** resume token: "))
+        assert resumed[:3] == [
+            "*** Resumed as alice in #lobby; 1 missed line follows:",
+            f"<bob> just before {n}",
+            "*** End of missed lines.",
+        ]
+        token = resumed[-1].split()[3]
+        bob.until("*** alice is back")
+        alice, old, new = again, new, old
+    for client in (alice, bob):
+        client.send("/quit")
+    for node in (a, b, c):
+        assert_clean(node)
