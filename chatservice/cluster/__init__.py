@@ -26,6 +26,17 @@ Each node delivers to its own clients at once and ignores its own events.
 A script's answer can come before the events that preceded it have been
 read: a user registered or resumed here is let in once they have been.
 
+A resume token is checked and replaced in one script (the digests are in
+C{PREFIX token:NICK}), so it works once in the whole cluster; a node cut
+off resumes nobody.  A session resumed on another node moves at one point
+of the stream, its hand-over event (C{ho}): the old node hands over what it
+kept for it until then (C{handed}, after its earlier writes), and the new
+node collects what comes after, so no line is lost or told twice.  What a
+held session misses is also kept in C{PREFIX missed:NICK} (64 KiB at
+most), for a node that dies holding it.
+
+Every event read is checked and its text sanitised again (L{events}).
+
 A node whose heartbeat has expired (it was killed, or cut off from Redis)
 is reaped by whichever node notices first: one Lua script removes its users
 and returns them, and that node publishes their leaves, once.
