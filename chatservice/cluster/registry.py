@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -854,6 +855,7 @@ class ClusterRegistry:
             return
         key = fold(user.nickname)
         del self._by_fold[key]
+        self._tokens.pop(key, None)
         line = wire.left(user.nickname, reason)
         rooms = user.rooms
         for name in rooms:
@@ -1246,6 +1248,9 @@ class ClusterRegistry:
         old = user.nickname
         del self._by_fold[fold(old)]
         self._by_fold[fold(nickname)] = client
+        token = self._tokens.pop(fold(old), None)  # renamed in Redis too
+        if token is not None:
+            self._tokens[fold(nickname)] = token
         user.nickname = nickname
         rooms = [self._rooms[name] for name in user.rooms]
         neighbours = dict.fromkeys(c for room in rooms for c in room.recipients)
@@ -1333,11 +1338,16 @@ class _Collector:
 
     def __init__(self, host: str | None) -> None:
         self.host = host
-        self.received: list[bytes] = []
+        self.received: deque[bytes] = deque()
+        self._bytes = 0
         self.kicked: str | None = None
 
     def deliver(self, data: bytes) -> None:
+        """Keep C{data}, and no more than L{MISSED_BYTES} in all."""
         self.received.append(data)
+        self._bytes += len(data)
+        while self._bytes > MISSED_BYTES and len(self.received) > 1:
+            self._bytes -= len(self.received.popleft())
 
     def disconnect(self, reason: str) -> None:
         self.kicked = reason
