@@ -70,9 +70,8 @@ _SE: Final = SE[0]
 _AYT: Final = AYT[0]
 _WILL: Final = WILL[0]
 _DO: Final = DO[0]
-_DONT: Final = DONT[0]
 _TIMING_MARK: Final = TIMING_MARK[0]
-#: The commands of two bytes, IAC included: EOR (RFC 885) to GA.
+#: The commands of two bytes (with their IAC): EOR (RFC 885) to GA.
 _SHORT: Final = range(EOR[0], GA[0] + 1)
 
 _REFUSE_TIMING_MARK: Final = IAC + WONT + TIMING_MARK
@@ -82,7 +81,7 @@ AYT_ANSWER: Final = wire.notice("Yes, still here.")
 #: Telnet commands one line may hold (C{IAC IAC} counts).  A client sends
 #: a few (two for Ctrl-C; a dozen options when it starts); each costs a
 #: little Python, so a line of nothing else is refused, like a long one.
-MAX_COMMANDS: Final = 64
+MAX_COMMANDS = 64
 
 #: The next 0xFF that is a command, C{IAC IAC}, or not known yet (the last
 #: byte): any other 0xFF is data, and is skipped here at C speed.
