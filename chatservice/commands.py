@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from math import ceil
 from time import perf_counter
+from typing import TypeVar
 
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succeed
 from twisted.internet.defer import TimeoutError as DeferredTimeout
@@ -231,7 +232,7 @@ def _welcome(nickname: str, session: IChatSession) -> Result:
     return registry.count().addCallback(online).addCallback(greet).addCallback(finish)
 
 
-def _names(users: list[UserInfo], away_messages: bool = False) -> str:
+def _names(users: Sequence[UserInfo], away_messages: bool = False) -> str:
     """The users' nicknames, marked when away (with why, if asked)."""
 
     def name(user: UserInfo) -> str:
@@ -310,18 +311,26 @@ USERS_PAGE = 200
 ROOMS_PAGE = 30
 
 
+def _is_number(word: str) -> bool:
+    """Whether C{word} is a page number: 1 to 6 ASCII digits."""
+    return 0 < len(word) <= 6 and word.isascii() and word.isdigit()
+
+
 def _page(args: Sequence[str], usage: str) -> int:
     """The page number asked for (1 when none), or a usage error."""
     if not args:
         return 1
-    if len(args) > 1 or not args[0].isdigit() or not 0 < int(args[0]) < 1_000_000:
+    if len(args) > 1 or not _is_number(args[0]) or int(args[0]) == 0:
         raise UsageError(usage)
     return int(args[0])
 
 
+_Item = TypeVar("_Item")
+
+
 def _paged(
-    items: Sequence[object], page: int, size: int, command: str
-) -> tuple[Sequence[object], str, bytes]:
+    items: Sequence[_Item], page: int, size: int, command: str
+) -> tuple[Sequence[_Item], str, bytes]:
     """Page C{page} of C{items}, C{size} to a page.
 
     Returns the slice, a C{", page N"} label for pages after the first, and
@@ -351,7 +360,7 @@ def _paged(
 def who_command(session: IChatSession, args: str) -> Deferred[None]:
     words = args.split()
     room = session.room
-    if words and not words[0].isdigit():
+    if words and not _is_number(words[0]):
         room = check_room(words.pop(0))
     page = _page(words, "/who [#ROOM] [PAGE]")
 
@@ -359,7 +368,7 @@ def who_command(session: IChatSession, args: str) -> Deferred[None]:
         if not users and room != session.registry.lobby:
             raise NoSuchRoom(room)
         shown, label, note = _paged(users, page, WHO_PAGE, f"/who {room}")
-        names = _names(shown, away_messages=True)  # type: ignore[arg-type]
+        names = _names(shown, away_messages=True)
         session.answer(wire.notice(f"In {room} ({len(users)}){label}: {names}") + note)
 
     return session.registry.users(room).addCallback(show)
@@ -373,7 +382,7 @@ def users_command(session: IChatSession, args: str) -> Result:
 
     def show(users: list[UserInfo]) -> None:
         shown, label, note = _paged(users, page, USERS_PAGE, "/users")
-        names = _names(shown)  # type: ignore[arg-type]
+        names = _names(shown)
         session.answer(wire.notice(f"Online ({len(users)}){label}: {names}") + note)
 
     return session.registry.users().addCallback(show)
@@ -395,7 +404,7 @@ def rooms_command(session: IChatSession, args: str) -> Result:
                     f"{room.name} ({room.members})"
                     + (f": {room.topic}" if room.topic else "")
                 )
-                for room in shown  # type: ignore[attr-defined]
+                for room in shown
             )
             + note
         )

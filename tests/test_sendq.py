@@ -67,6 +67,8 @@ def test_who_pages_a_big_room(clock: Clock) -> None:
         ("/users 2", "!!! there is no page 2: /users has 1 page"),
         ("/users all", "!!! usage: /users [PAGE]"),
         ("/rooms -1", "!!! usage: /rooms [PAGE]"),
+        ("/rooms \N{SUPERSCRIPT TWO}", "!!! usage: /rooms [PAGE]"),
+        ("/who #lobby 1234567", "!!! usage: /who [#ROOM] [PAGE]"),
     ],
 )
 def test_bad_pages(clock: Clock, line: str, error: str) -> None:
