@@ -1,8 +1,10 @@
 """C{chatservice-client HOST[:PORT]}: a console client for chatservice.
 
 It reads what the user types from standard input and writes what the server
-sends to standard output, both through Twisted (L{StandardIO}), with no
-threads.  On top of what C{nc} does it:
+sends to standard output, with no threads: through Twisted's L{StandardIO}
+when either is a pipe or a file, and at a terminal through a prompt kept
+below the incoming lines, with line editing and history (L{console}, on
+Twisted's asyncio reactor).  On top of what C{nc} does it:
 
   - connects over TLS with C{--tls}, checking the certificate and the host
     name (L{optionsForClientTLS}, that is service-identity);
@@ -13,7 +15,8 @@ threads.  On top of what C{nc} does it:
   - on a dead or lost link, reconnects with exponential backoff and full
     jitter, and resumes the session with the server's resume token
     (C{/resume NICK TOKEN}), so that the user sees the lines said meanwhile
-    and keeps the nickname;
+    and keeps the nickname; when the resume is refused, registers the
+    nickname again and rejoins the room the session was in;
   - when standard output is a terminal, removes control characters and
     colours nicknames (not with C{NO_COLOR}), and otherwise writes the
     server's lines unchanged, for scripts.
@@ -36,8 +39,9 @@ import re
 import sys
 import zlib
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from OpenSSL import SSL
 from service_identity import VerificationError
@@ -50,6 +54,7 @@ from twisted.internet.error import (
     ConnectionLost,
     ConnectionRefusedError,
     DNSLookupError,
+    ReactorNotRunning,
     TimeoutError,
 )
 from twisted.internet.interfaces import (
@@ -69,6 +74,9 @@ from zope.interface import implementer
 
 from .text import InvalidName, check_nickname
 
+if TYPE_CHECKING:
+    from .console import Console
+
 PROG = "chatservice-client"
 
 #: The server's default plain port, and the usual port for TLS.
@@ -83,8 +91,14 @@ WELCOME = re.compile(r"^\*\*\* Welcome, ([A-Za-z][A-Za-z0-9_-]*)! ")
 RENAMED = re.compile(
     r"^\*\*\* ([A-Za-z][A-Za-z0-9_-]*) is now known as ([A-Za-z][A-Za-z0-9_-]*)$"
 )
-#: The answer to a successful C{/resume}.
-RESUMED = re.compile(r"^\*\*\* Resumed as ([A-Za-z][A-Za-z0-9_-]*) in ")
+#: The answer to a successful C{/resume}, with the room the session is in.
+RESUMED = re.compile(
+    r"^\*\*\* Resumed as ([A-Za-z][A-Za-z0-9_-]*) in (#[a-z0-9_-]{1,32});"
+)
+#: The answer to C{/join}: the room the session is in now.
+JOINED = re.compile(r"^\*\*\* You are now in (#[a-z0-9_-]{1,32})\. ")
+#: The room every user starts in, on registration.
+LOBBY = "#lobby"
 #: Lines after which the server closes the connection on purpose, and
 #: holds no session to resume: a kick, a ban, the session taken over by
 #: another connection.  Reconnecting after them would be wrong, or futile.
@@ -430,6 +444,7 @@ class Session:
 
     @ivar nickname: The nickname the server last said is ours, or C{None}.
     @ivar token: The latest resume token, or C{None}.
+    @ivar room: The room the server last said the session is in, or C{None}.
     @ivar state: One of L{DISCONNECTED}, L{RESUMING}, L{REGISTERING},
         L{OPEN}, L{CLOSING}.
     """
@@ -466,6 +481,7 @@ class Session:
         )
         self.nickname: str | None = None
         self.token: str | None = None
+        self.room: str | None = None
         self.state = DISCONNECTED
         self.done: Deferred[int] = Deferred()
         self._protocol: ClientProtocol | None = None
@@ -482,11 +498,17 @@ class Session:
         self._closing: IDelayedCall | None = None
         self._stopping: IDelayedCall | None = None
         self._finishing = False
+        self._rejoin: str | None = None  # the room to go back to once registered
 
     @property
     def registered(self) -> bool:
         """Whether the server has registered a nickname for this session."""
         return self.nickname is not None
+
+    @property
+    def quitting(self) -> bool:
+        """Whether the session is ending: typed lines are no longer sent."""
+        return self._quitting or self.done.called
 
     # Connecting.
 
@@ -560,7 +582,14 @@ class Session:
             self._register_again()
 
     def _register_again(self) -> None:
+        """Send the nickname again; the room is joined again once registered.
+
+        A new registration starts in L{LOBBY}: a session that was in another
+        room goes back there (L{_registered}), as a resume would have done.
+        """
         assert self._protocol is not None and self.nickname is not None
+        if self.room is not None and self.room != LOBBY:
+            self._rejoin = self.room
         self.state = REGISTERING
         self._protocol.send(self.nickname.encode("ascii"))
 
@@ -608,15 +637,21 @@ class Session:
         if self.state in (RESUMING, REGISTERING) and text.startswith(GREETING):
             return  # the user saw it on the first connection
         self._final = FINAL.match(text) is not None
-        self._note(text)
+        # Shown first: a status line about it (a refused resume, a room
+        # rejoined) comes after it on a terminal.
         self.output.line(raw)
+        self._note(text)
 
     def _note(self, text: str) -> None:
         """Follow the nickname and the state of a resume or re-registration."""
         if match := WELCOME.match(text):
+            self.room = LOBBY
             self._registered(match[1], REGISTERING)
         elif match := RESUMED.match(text):
+            self.room = match[2]
             self._registered(match[1], RESUMING)
+        elif match := JOINED.match(text):
+            self.room = match[1]
         elif match := RENAMED.match(text):
             if self.nickname is not None and match[1].lower() == self.nickname.lower():
                 self.nickname = match[2]
@@ -647,6 +682,12 @@ class Session:
         """The server registered (or gave back) C{nickname}."""
         self.nickname = nickname
         self.backoff.reset()
+        rejoin, self._rejoin = self._rejoin, None
+        if rejoin is not None and self.state in (REGISTERING, OPEN):
+            # Before the lines typed meanwhile: they were meant for that room.
+            assert self._protocol is not None
+            self.status(f"*** registered as {nickname} again; rejoining {rejoin}")
+            self._protocol.send(f"/join {rejoin}".encode("ascii"))
         if self.state == waiting:
             self._open()
         if self.state != CLOSING:
@@ -1078,12 +1119,18 @@ def run(
     stdin: int = 0,
     stdout: int = 1,
     status: Callable[[str], None] = _status,
+    console: Console | None = None,
 ) -> tuple[Session, Deferred[int]]:
     """Start a session on standard input and output; the exit status to come.
 
     The returned Deferred fires once the session has ended and standard
     output has been flushed (or L{Session.quit_timeout} seconds later).
+    With a C{console} (at a terminal), the console reads and writes
+    instead of L{StandardIO}, and it is stopped first, restoring the
+    terminal.
     """
+    if console is not None:
+        return _run_at_terminal(reactor, options, trust_root, console)
     from twisted.internet.stdio import StandardIO
 
     stdio: list[ITransport] = []
@@ -1119,6 +1166,51 @@ def run(
     return session, session.done.addCallback(flushed)
 
 
+def _run_at_terminal(
+    reactor: Any, options: Options, trust_root: Any, console: Console
+) -> tuple[Session, Deferred[int]]:
+    """L{run} with the prompt of a L{Console}, on Twisted's asyncio reactor."""
+    session = Session(
+        reactor,
+        endpoint_for(reactor, options, trust_root).connect,
+        options.address,
+        output_for(console.write, True, os.environ),
+        console.status,
+        nickname=options.nick,
+        connect_timeout=options.connect_timeout,
+        ping_interval=options.ping_interval,
+        ping_timeout=options.ping_timeout,
+    )
+    session.start()
+    console.start(session)
+
+    def stopped(code: int) -> Deferred[int]:
+        return Deferred.fromFuture(console.stop()).addCallback(lambda _: code)
+
+    return session, session.done.addCallback(stopped)
+
+
+def _use_asyncio_reactor() -> bool:
+    """Install Twisted's asyncio reactor, for the console's prompt; whether done.
+
+    prompt_toolkit runs on asyncio: with this reactor both share one event
+    loop in one thread.  Not when a reactor is already installed (the client
+    run inside another program): the client then reads lines as in a pipe.
+    """
+    if "twisted.internet.reactor" in sys.modules:
+        return False
+    import asyncio
+
+    from twisted.internet import asyncioreactor
+
+    loop = asyncio.new_event_loop()
+    # The prompt's tasks are created before the loop runs: they must find
+    # this loop, not make another one.
+    asyncio.set_event_loop(loop)
+    asyncioreactor.install(loop)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the client with C{argv} (default: C{sys.argv[1:]}); the exit status.
 
@@ -1140,6 +1232,9 @@ def main(argv: list[str] | None = None) -> int:
             "checked; anyone between you and the server can read and change "
             "this session"
         )
+    # Both a terminal: a prompt (see chatservice.console).  Otherwise lines
+    # are read and written as they come, for scripts, with the default reactor.
+    at_terminal = os.isatty(0) and os.isatty(1) and _use_asyncio_reactor()
     from twisted.internet import reactor
     from twisted.logger import (
         FilteringLogObserver,
@@ -1164,9 +1259,20 @@ def main(argv: list[str] | None = None) -> int:
     codes: list[int] = []
     interrupted: list[bool] = []
 
+    def interrupt() -> None:
+        """Ctrl-C at the prompt: leave as on SIGINT."""
+        if not interrupted:
+            with suppress(ReactorNotRunning):  # already stopping
+                reactor.stop()
+
     def start() -> None:
         try:
-            session, done = run(reactor, options, trust_root)
+            console = None
+            if at_terminal:
+                from .console import Console
+
+                console = Console(sys.stdout.buffer, sys.stderr.buffer, interrupt)
+            session, done = run(reactor, options, trust_root, console=console)
         except Exception:
             Failure().printTraceback(sys.stderr)
             codes.append(1)

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,7 @@ import pytest_twisted
 from certs import ServerCert, make_ca, make_server_cert
 from harness import GREETING, Harness, wait_until
 from OpenSSL import SSL
-from processes import free_port
+from processes import Connection, Server, free_port
 from service_identity import VerificationError
 
 from twisted.internet import reactor
@@ -485,6 +485,87 @@ def test_resume_refused_registers_the_nickname_again(refusal: str) -> None:
     rig.server("*** Welcome, alice! Online (1): alice")
     assert rig.sent() == ["back"]
     assert rig.shown()[-2:] == [refusal, "*** Welcome, alice! Online (1): alice"]
+
+
+def test_resume_refused_rejoins_the_room() -> None:
+    """Registered again after a refused resume, the client rejoins its room, says so, then sends what was typed."""
+    rig = Rig()
+    rig.register()
+    rig.session.user_line(b"/join #python")
+    rig.server("*** You are now in #python. No topic is set.")
+    rig.drop()
+    rig.reconnect()
+    rig.session.user_line(b"back")
+    rig.server("!!! resume failed: unknown nickname or wrong token")
+    rig.sent()
+    rig.statuses.clear()
+    rig.server("*** Welcome, alice! Online (1): alice")
+    assert rig.statuses == ["*** registered as alice again; rejoining #python"]
+    assert rig.sent() == ["/join #python", "back"]
+    rig.server("*** You are now in #python. No topic is set.")
+    assert rig.session.room == "#python"
+
+
+def test_resume_refused_in_the_lobby_joins_nothing() -> None:
+    """A session that was in #lobby is there again on registration: no /join, no note."""
+    rig = Rig()
+    rig.register()
+    rig.drop()
+    rig.reconnect()
+    rig.server("!!! resume failed: unknown nickname or wrong token")
+    rig.sent()
+    rig.statuses.clear()
+    rig.server("*** Welcome, alice! Online (1): alice")
+    assert (rig.statuses, rig.sent()) == ([], [])
+
+
+def test_resumed_room_is_the_one_rejoined() -> None:
+    """The room named by a successful resume is the one rejoined after a later refused one."""
+    rig = Rig()
+    rig.register()
+    rig.drop()
+    rig.reconnect()
+    rig.server(
+        "*** Resumed as alice in #ops; 0 missed lines follow:",
+        "*** End of missed lines.",
+        "*** resume token: T1 (if your connection drops, ...)",
+    )
+    rig.drop()
+    rig.reconnect()
+    rig.server("!!! resume failed: unknown nickname or wrong token")
+    rig.sent()
+    rig.server("*** Welcome, alice! Online (1): alice")
+    assert rig.sent() == ["/join #ops"]
+
+
+def test_no_token_rejoins_the_room() -> None:
+    """Without a token, the nickname is registered again and the room rejoined."""
+    rig = Rig()
+    rig.accept()
+    rig.server(*GREETING, "*** Welcome, alice! Online (1): alice")
+    rig.server("*** You are now in #python. Topic: snakes")
+    rig.drop()
+    rig.reconnect()
+    assert rig.sent() == ["alice"]
+    rig.server("*** Welcome, alice! Online (2): alice, bob")
+    assert rig.sent() == ["/join #python"]
+    assert rig.statuses[-1] == "*** registered as alice again; rejoining #python"
+
+
+def test_another_nickname_still_rejoins_the_room() -> None:
+    """When the nickname was taken meanwhile, the one the user chooses rejoins the room too."""
+    rig = Rig()
+    rig.register()
+    rig.server("*** You are now in #python. No topic is set.")
+    rig.drop()
+    rig.reconnect()
+    rig.server("!!! resume failed: unknown nickname or wrong token")
+    rig.server("!!! the nickname alice is taken; choose another one")
+    rig.sent()
+    rig.session.user_line(b"alice2")
+    rig.server("*** Welcome, alice2! Online (2): alice, alice2")
+    assert rig.sent() == ["alice2", "/join #python"]
+    assert rig.statuses[-1] == "*** registered as alice2 again; rejoining #python"
 
 
 @pytest.mark.parametrize(
@@ -1299,6 +1380,56 @@ async def test_cut_off_client_resumes_with_nothing_missed(
     assert f"*** cannot connect to 127.0.0.1:{chat.port}: connection refused" in stderr
     assert stderr[-1].startswith("*** reconnecting in ")
     assert "*** alice has left (quit)" in bob.lines
+
+
+@pytest_twisted.ensureDeferred
+async def test_server_restart_registers_again_and_rejoins_the_room(
+    twistd: Callable[..., Server],
+    connections: Callable[..., Connection],
+    processes: list[ClientProcess],
+) -> None:
+    """The server restarted, the token unknown: the client registers again and rejoins its room, saying so on stderr."""
+    port = free_port()
+    first = twistd(f"tcp:{port}:interface=127.0.0.1")
+    first.wait_for_port(port)
+    client = ClientProcess("--nick", "alice", f"127.0.0.1:{port}")
+    processes.append(client)
+    client.type("/join #python")
+    joined = "*** You are now in #python. No topic is set."
+    await wait_until(lambda: joined in client.stdout, "alice in #python")
+    first.process.terminate()
+    first.wait()
+    twistd(f"tcp:{port}:interface=127.0.0.1").wait_for_port(port)
+    # Reconnection attempts back off (1, 2, 4, 8 s caps) while twistd starts.
+    await wait_until(
+        lambda: client.stdout.count(joined) == 2, "alice in #python again", timeout=30
+    )
+    bob = connections(port)
+    bob.send("bob")
+    bob.send("/who #python")
+    while bob.read() != ["*** In #python (1): alice"]:
+        pass
+    client.eof()
+    assert await client.exit_status() == 0
+
+    assert client.stdout[client.stdout.index(joined) :] == [
+        joined,
+        "*** In #python (1): alice",
+        "*** server shutting down",
+        "!!! resume failed: unknown nickname or wrong token",
+        "*** Welcome, alice! Online (1): alice",
+        "*** Type /help for the commands.",
+        joined,
+        "*** In #python (1): alice",
+        "*** Goodbye.",
+    ]
+    stderr = client.stderr
+    assert stderr[0] == "*** connection lost (closed by the server)"
+    assert stderr[-2:] == [
+        "*** the session could not be resumed; lines may have been missed; "
+        "registering as alice again",
+        "*** registered as alice again; rejoining #python",
+    ]
 
 
 @pytest.fixture

@@ -1,0 +1,283 @@
+"""The console client at a real terminal: C{chatservice-client} in tmux.
+
+The server is C{twistd -n chat} in a subprocess, the other users blocking
+sockets (L{processes.Connection}), and the client runs in a tmux pane with
+this test's interpreter (C{python -m chatservice.client}).  What the user
+sees is read with C{tmux capture-pane -p}, and where the cursor is with
+C{tmux display-message}.  tmux is required: without it these tests fail
+(C{.ci/run} installs it).
+"""
+
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from processes import WAIT, Connection, Server, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMPT = "#lobby> "
+
+
+class Pane:
+    """One tmux pane, on a tmux server of its own, running one command."""
+
+    def __init__(self, directory: Path, command: str) -> None:
+        tmux = shutil.which("tmux")
+        if tmux is None:
+            pytest.fail(
+                "tmux is not on PATH; .ci/run installs it (apt-get install -y tmux)",
+                pytrace=False,
+            )
+        # -u: UTF-8 whatever the locale of the machine running the tests.
+        self._tmux = [tmux, "-u", "-S", str(directory / "tmux.sock"), "-f", "/dev/null"]
+        script = directory / "pane.sh"
+        script.write_text(command)
+        self.tmux(
+            "new-session",
+            "-d",
+            "-x",
+            "100",
+            "-y",
+            "30",
+            "sh " + shlex.quote(str(script)),
+        )
+
+    def tmux(self, *args: str) -> str:
+        """Run a tmux command on this pane's server; its output."""
+        return subprocess.run(
+            [*self._tmux, *args],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+        ).stdout
+
+    def screen(self) -> list[str]:
+        """The lines on the screen, without the empty ones at the bottom."""
+        lines = [line.rstrip() for line in self.tmux("capture-pane", "-p").split("\n")]
+        while lines and not lines[-1]:
+            lines.pop()
+        return lines
+
+    def cursor(self) -> tuple[int, int]:
+        """The cursor's column and line, from 0."""
+        x, y = self.tmux("display-message", "-p", "#{cursor_x} #{cursor_y}").split()
+        return int(x), int(y)
+
+    def keys(self, *keys: str) -> None:
+        """Press tmux's named keys (C{Up}, C{Enter}, C{C-c}...)."""
+        self.tmux("send-keys", *keys)
+
+    def type(self, text: str) -> None:
+        """Type C{text}, as it is."""
+        self.tmux("send-keys", "-l", text)
+
+    def wait(
+        self, condition: Callable[[list[str]], bool], what: str, timeout: float = WAIT
+    ) -> list[str]:
+        """Poll the screen until C{condition(screen)}; fail after C{timeout} s."""
+        deadline = time.monotonic() + timeout
+        while True:
+            screen = self.screen()
+            if condition(screen):
+                return screen
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"timed out waiting for {what}; the screen:\n" + "\n".join(screen)
+                )
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        """Stop the tmux server and what runs in it."""
+        subprocess.run([*self._tmux, "kill-server"], capture_output=True, timeout=WAIT)
+
+
+@pytest.fixture
+def terminal(tmp_path: Path) -> Iterator[Callable[..., Pane]]:
+    """Run the client with these arguments in a tmux pane; the pane is killed after.
+
+    The pane's shell notes the terminal's settings (C{stty -g}) before and
+    after the client, and its exit status, in files and on the screen.
+    """
+    panes: list[Pane] = []
+
+    def start(*args: str) -> Pane:
+        client = shlex.join([sys.executable, "-m", "chatservice.client", *args])
+        command = (
+            f"cd {shlex.quote(str(ROOT))}\n"
+            f"export PYTHONPATH={shlex.quote(str(ROOT))} LC_ALL=C.UTF-8\n"
+            "stty -g > stty.before\n"
+            f"{client}\n"
+            'echo "EXIT=$?"\n'
+            "stty -g > stty.after\n"
+            "exec sleep 600\n"
+        ).replace("stty.", shlex.quote(str(tmp_path)) + "/stty.")
+        pane = Pane(tmp_path, command)
+        panes.append(pane)
+        return pane
+
+    try:
+        yield start
+    finally:
+        for pane in panes:
+            pane.kill()
+
+
+def chat_server(twistd: Callable[..., Server]) -> int:
+    """Start C{twistd -n chat} on a free port; the port."""
+    port = free_port()
+    twistd(f"tcp:{port}:interface=127.0.0.1").wait_for_port(port)
+    return port
+
+
+def user(connect: Callable[..., Connection], port: int, nickname: str) -> Connection:
+    """A user on a plain socket (from C{connections}), registered, the welcome read."""
+    connection = connect(port)
+    connection.send(nickname)
+    until(connection, lambda line: line.startswith("*** resume token: "))
+    return connection
+
+
+def until(connection: Connection, wanted: Callable[[str], bool]) -> list[str]:
+    """Read C{connection}'s lines up to the one that is C{wanted}; all of them."""
+    lines: list[str] = []
+    while True:
+        (line,) = connection.read()
+        assert line is not None, f"connection closed after {lines}"
+        lines.append(line)
+        if wanted(line):
+            return lines
+
+
+def test_incoming_line_is_printed_above_the_half_typed_one(
+    twistd: Callable[..., Server],
+    terminal: Callable[..., Pane],
+    connections: Callable[..., Connection],
+) -> None:
+    """A line from the server appears above the prompt; the half-typed input stays whole below, the cursor where it was."""
+    port = chat_server(twistd)
+    pane = terminal("--nick", "alice", f"127.0.0.1:{port}")
+    pane.wait(lambda s: s[-1:] == [PROMPT.rstrip()], "the prompt")
+    bob = user(connections, port, "bob")
+    pane.type("half a li")
+    pane.keys("Left", "Left")
+    pane.wait(lambda s: s[-1] == PROMPT + "half a li", "the half-typed line")
+
+    bob.send("hello alice")
+    screen = pane.wait(
+        lambda s: "<bob> hello alice" in s and s[-1].startswith(PROMPT),
+        "bob's line, and the prompt drawn again",
+    )
+
+    assert screen[-3:] == [
+        "*** bob has joined #lobby",
+        "<bob> hello alice",
+        PROMPT + "half a li",
+    ]
+    assert pane.cursor() == (len(PROMPT + "half a l") - 1, len(screen) - 1)
+    pane.keys("End")
+    pane.type("ne")
+    pane.keys("Enter")
+    assert until(bob, lambda line: line.startswith("<alice>")) == [
+        "<alice> half a line"
+    ]
+
+
+def test_up_recalls_the_line_typed_before(
+    twistd: Callable[..., Server],
+    terminal: Callable[..., Pane],
+    connections: Callable[..., Connection],
+) -> None:
+    """Up brings back the last line sent, to be edited and sent again."""
+    port = chat_server(twistd)
+    bob = user(connections, port, "bob")
+    pane = terminal("--nick", "alice", f"127.0.0.1:{port}")
+    pane.wait(lambda s: s[-1:] == [PROMPT.rstrip()], "the prompt")
+    pane.type("first line")
+    pane.keys("Enter")
+    pane.wait(lambda s: s[-1:] == [PROMPT.rstrip()], "a new prompt")
+    pane.keys("Up")
+    pane.wait(lambda s: s[-1] == PROMPT + "first line", "the recalled line")
+    pane.keys("BSpace", "BSpace", "BSpace", "BSpace")
+    pane.type("é again")
+    pane.keys("Enter")
+    assert until(bob, lambda line: line == "<alice> first é again")[-2:] == [
+        "<alice> first line",
+        "<alice> first é again",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("keys", "status", "reason"),
+    [(["C-d"], 0, "quit"), (["C-c"], 130, "quit")],
+    ids=["ctrl-d", "ctrl-c"],
+)
+def test_leaving_restores_the_terminal(
+    twistd: Callable[..., Server],
+    terminal: Callable[..., Pane],
+    connections: Callable[..., Connection],
+    tmp_path: Path,
+    keys: list[str],
+    status: int,
+    reason: str,
+) -> None:
+    """Ctrl-D and Ctrl-C leave with /quit, as before, and the terminal's settings are as they were."""
+    port = chat_server(twistd)
+    bob = user(connections, port, "bob")
+    pane = terminal("--nick", "alice", f"127.0.0.1:{port}")
+    pane.wait(lambda s: s[-1:] == [PROMPT.rstrip()], "the prompt")
+    if keys == ["C-c"]:
+        pane.type("half")  # Ctrl-C works on a line being typed too
+    pane.keys(*keys)
+    screen = pane.wait(
+        lambda s: any(line.startswith("EXIT=") for line in s), "the exit"
+    )
+    assert screen[-2:] == ["*** Goodbye.", f"EXIT={status}"]
+    assert until(bob, lambda line: "alice has left" in line)[-1] == (
+        f"*** alice has left ({reason})"
+    )
+    after = tmp_path / "stty.after"
+    deadline = time.monotonic() + WAIT
+    while not after.exists() or not after.read_text():
+        assert time.monotonic() < deadline, "no stty -g after the client"
+        time.sleep(0.05)
+    assert after.read_text() == (tmp_path / "stty.before").read_text()
+
+
+def test_rejoins_the_room_after_the_server_restarted(
+    twistd: Callable[..., Server],
+    terminal: Callable[..., Pane],
+    connections: Callable[..., Connection],
+) -> None:
+    """The server restarted (the resume token unknown): the client registers again, says so, and is back in its room."""
+    port = free_port()
+    first = twistd(f"tcp:{port}:interface=127.0.0.1")
+    first.wait_for_port(port)
+    pane = terminal("--nick", "alice", f"127.0.0.1:{port}")
+    pane.wait(lambda s: s[-1:] == [PROMPT.rstrip()], "the prompt")
+    pane.type("/join #python")
+    pane.keys("Enter")
+    pane.wait(lambda s: s[-1:] == ["#python>"], "the prompt in #python")
+
+    first.process.terminate()
+    first.wait()
+    twistd(f"tcp:{port}:interface=127.0.0.1").wait_for_port(port)
+    bob = user(connections, port, "bob")
+    bob.send("/join #python")
+    screen = pane.wait(
+        lambda s: (
+            "*** registered as alice again; rejoining #python" in s
+            and s.count("*** You are now in #python. No topic is set.") == 2
+            and s[-1] == "#python>"
+        ),
+        "the rejoin",
+        timeout=30,  # reconnection attempts back off while twistd starts
+    )
+    assert "!!! resume failed: unknown nickname or wrong token" in screen
+    bob.send("are you back?")
+    pane.wait(lambda s: s[-2:] == ["<bob> are you back?", "#python>"], "bob's line")
