@@ -108,6 +108,9 @@ RESUME_REFUSED = re.compile(
     r"^!!! resume (?:failed: unknown nickname or wrong token"
     r"|is turned off on this server)$"
 )
+#: The server's answer to a C{/resume} it cannot check now (a cluster's
+#: server cut off from the others): the token may still be good, later.
+RESUME_LATER = re.compile(r"^!!! .*; try again in a moment$")
 #: The server's errors that mean a nickname cannot be had (L{NicknameInUse},
 #: and L{check_nickname}'s L{InvalidName} messages).
 NICKNAME_REFUSED = re.compile(
@@ -488,7 +491,7 @@ class Session:
         self._pending: list[bytes] = []
         self._quitting = False
         self._established = False  # the server sent a line on this connection
-        self._refusal: str | None = None  # why the server refused this connection
+        self._refusal: str | None = None  # why this connection is given up, to retry
         self._timed_out = False
         self._dead_link = False
         self._final = False
@@ -619,7 +622,7 @@ class Session:
                 # down, banned) and closes it.
                 if self.registered and FINAL.match(text) is None:
                     # Transient: keep the token and the nickname, and retry.
-                    self._refusal = text[len("!!! ") :]
+                    self._refusal = f"cannot connect to {self.address}: {text[4:]}"
                     assert self._protocol is not None
                     self._protocol.abort()
                     return
@@ -663,6 +666,12 @@ class Session:
                 f"missed; registering as {self.nickname} again"
             )
             self._register_again()
+        elif self.state == RESUMING and RESUME_LATER.match(text):
+            # Keep the token: a new connection tries again after the backoff
+            # (this one would only wait for the registration timeout).
+            assert self._protocol is not None
+            self._refusal = f"cannot resume yet: {text[4:]}"
+            self._protocol.abort()
         elif self.state == REGISTERING and NICKNAME_REFUSED.match(text):
             # Someone else has the nickname now: the user chooses another,
             # and what was typed meanwhile must not be taken for a nickname.
@@ -774,7 +783,7 @@ class Session:
         elif self._quitting:
             self._finish(0)
         elif self._refusal is not None:
-            self._retry_later(f"cannot connect to {self.address}: {self._refusal}")
+            self._retry_later(self._refusal)
         elif self._dead_link:
             self._lost(f"no answer from the server in {self.heartbeat.timeout:g} s")
         else:

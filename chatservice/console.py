@@ -80,7 +80,10 @@ class Console:
         # History for this session only: lines are not written to disk
         # (an /oper password, a private message).
         self._prompt: PromptSession[str] = PromptSession(
-            history=InMemoryHistory(), **prompt_options
+            history=InMemoryHistory(),
+            # Ctrl-Z stops the client as in a shell (fg brings it back).
+            enable_suspend=True,
+            **prompt_options,
         )
         self._queue: list[tuple[BinaryIO, bytes]] = []
         self._scheduled = False

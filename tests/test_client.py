@@ -487,6 +487,25 @@ def test_resume_refused_registers_the_nickname_again(refusal: str) -> None:
     assert rig.shown()[-2:] == [refusal, "*** Welcome, alice! Online (1): alice"]
 
 
+def test_resume_to_try_again_keeps_the_token() -> None:
+    """A cluster's server that cannot check the token now: the client reconnects later and resumes with the same token."""
+    rig = Rig()
+    rig.register("tok-1")
+    rig.drop()
+    transport = rig.reconnect()
+    rig.sent()
+    rig.statuses.clear()
+    rig.server("!!! the other servers did not answer; try again in a moment")
+    assert transport.disconnected
+    rig.drop(ConnectionAborted())
+    assert rig.statuses == [
+        "*** cannot resume yet: the other servers did not answer; try again in a moment",
+        "*** reconnecting in 1.0 s...",
+    ]
+    rig.reconnect(1.0)
+    assert rig.sent() == ["/resume alice tok-1"]
+
+
 def test_resume_refused_rejoins_the_room() -> None:
     """Registered again after a refused resume, the client rejoins its room, says so, then sends what was typed."""
     rig = Rig()

@@ -200,7 +200,12 @@ def test_up_recalls_the_line_typed_before(
     pane.wait(lambda s: s[-1:] == [PROMPT.rstrip()], "the prompt")
     pane.type("first line")
     pane.keys("Enter")
-    pane.wait(lambda s: s[-1:] == [PROMPT.rstrip()], "a new prompt")
+    # The line sent stays on the screen, and a new prompt is drawn below it:
+    # only then is the new prompt reading keys.  (A bare prompt on the last
+    # line may still be the old one being redrawn.)
+    pane.wait(
+        lambda s: s[-2:] == [PROMPT + "first line", PROMPT.rstrip()], "a new prompt"
+    )
     pane.keys("Up")
     pane.wait(lambda s: s[-1] == PROMPT + "first line", "the recalled line")
     pane.keys("BSpace", "BSpace", "BSpace", "BSpace")
