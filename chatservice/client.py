@@ -1120,6 +1120,27 @@ def output_for(
     return TerminalOutput(write, colour=not environ.get("NO_COLOR"))
 
 
+def _session(
+    reactor: Any,
+    options: Options,
+    trust_root: Any,
+    output: Output,
+    status: Callable[[str], None],
+) -> Session:
+    """The session the command line asks for, showing its lines on C{output}."""
+    return Session(
+        reactor,
+        endpoint_for(reactor, options, trust_root).connect,
+        options.address,
+        output,
+        status,
+        nickname=options.nick,
+        connect_timeout=options.connect_timeout,
+        ping_interval=options.ping_interval,
+        ping_timeout=options.ping_timeout,
+    )
+
+
 def run(
     reactor: Any,
     options: Options,
@@ -1148,17 +1169,7 @@ def run(
         stdio[0].write(data)
 
     output = output_for(write, os.isatty(stdout), os.environ)
-    session = Session(
-        reactor,
-        endpoint_for(reactor, options, trust_root).connect,
-        options.address,
-        output,
-        status,
-        nickname=options.nick,
-        connect_timeout=options.connect_timeout,
-        ping_interval=options.ping_interval,
-        ping_timeout=options.ping_timeout,
-    )
+    session = _session(reactor, options, trust_root, output, status)
     user = InputProtocol(session)
     stdio.append(StandardIO(user, stdin=stdin, stdout=stdout, reactor=reactor))
     session.start()
@@ -1179,17 +1190,8 @@ def _run_at_terminal(
     reactor: Any, options: Options, trust_root: Any, console: Console
 ) -> tuple[Session, Deferred[int]]:
     """L{run} with the prompt of a L{Console}, on Twisted's asyncio reactor."""
-    session = Session(
-        reactor,
-        endpoint_for(reactor, options, trust_root).connect,
-        options.address,
-        output_for(console.write, True, os.environ),
-        console.status,
-        nickname=options.nick,
-        connect_timeout=options.connect_timeout,
-        ping_interval=options.ping_interval,
-        ping_timeout=options.ping_timeout,
-    )
+    output = output_for(console.write, True, os.environ)
+    session = _session(reactor, options, trust_root, output, console.status)
     session.start()
     console.start(session)
 
