@@ -14,6 +14,9 @@
 # (default 1). The server is restarted for every cell, in OUTDIR, and stopped
 # by PID. Before every cell the driver waits (at most QUIET_WAIT s) until the
 # rest of the machine uses less than QUIET_PCT % of a core.
+# With TRIES=N, a cell in which other processes used more than FOREIGN_MAX %
+# of a core (foreign_cpu_pct) is run again, up to N times in all; the earlier
+# results are kept as PEER.CELL.json.tryK.
 # Each cell writes OUTDIR/PEER.CELL.json (one JSON line) and .err; at the
 # end the tables are printed (table.py OUTDIR).
 set -uo pipefail
@@ -26,6 +29,8 @@ LOADGEN=${LOADGEN:-$BENCH/bin/loadgen}
 ALL_CELLS="fan100 fan1000 rate1000 idle10k slow slowbig churn"
 QUIET_PCT=${QUIET_PCT:-15}     # max CPU % (of one core) used by others before a cell
 QUIET_WAIT=${QUIET_WAIT:-120}  # max seconds to wait for that
+FOREIGN_MAX=${FOREIGN_MAX:-10} # max CPU % used by others during a cell...
+TRIES=${TRIES:-1}              # ...before it is run again, at most TRIES times in all
 CELLS=$ALL_CELLS
 OUT=""
 FILES=("$BENCH/peers.conf.sh")
@@ -159,20 +164,31 @@ for i in "${!P_NAME[@]}"; do
   echo "$name" >>"$OUT/peers.txt"
   for cell in $CELLS; do
     args=$(cell_args "$cell") || { echo "unknown cell $cell" >&2; exit 2; }
-    echo "== $name $cell" >&2
-    wait_quiet
-    start_peer "$i" "$OUT/$name.$cell.server.log" || continue
-    # shellcheck disable=SC2086
-    cmd=(taskset -c "$LOADGEN_CPU" "$LOADGEN" $args
-         --addr "127.0.0.1:${P_PORT[$i]}" --hello "${P_HELLO[$i]}" --ready "${P_READY[$i]}"
-         --settle "${P_SETTLE[$i]}" --server-pid "$SPID" --label "$name/$cell")
-    printf '%q ' "${cmd[@]}" >"$OUT/$name.$cell.cmd"; echo >>"$OUT/$name.$cell.cmd"
-    timeout -k 5 240 "${cmd[@]}" >"$OUT/$name.$cell.json" 2>"$OUT/$name.$cell.err"
-    rc=$?
-    [ $rc -ne 0 ] && echo "   loadgen exit $rc (see $OUT/$name.$cell.err)" >&2
-    alive "$SPID" || echo "   server died during $cell (see $OUT/$name.$cell.server.log)" >&2
-    stop_peer
-    sleep 1
+    for try in $(seq 1 "$TRIES"); do
+      again=""; [ "$try" -gt 1 ] && again=" (try $try)"
+      echo "== $name $cell$again" >&2
+      [ "$try" -gt 1 ] && mv "$OUT/$name.$cell.json" "$OUT/$name.$cell.json.try$((try - 1))"
+      wait_quiet
+      start_peer "$i" "$OUT/$name.$cell.server.log" || continue 2
+      # shellcheck disable=SC2086
+      cmd=(taskset -c "$LOADGEN_CPU" "$LOADGEN" $args
+           --addr "127.0.0.1:${P_PORT[$i]}" --hello "${P_HELLO[$i]}" --ready "${P_READY[$i]}"
+           --settle "${P_SETTLE[$i]}" --server-pid "$SPID" --label "$name/$cell")
+      printf '%q ' "${cmd[@]}" >"$OUT/$name.$cell.cmd"; echo >>"$OUT/$name.$cell.cmd"
+      timeout -k 5 240 "${cmd[@]}" >"$OUT/$name.$cell.json" 2>"$OUT/$name.$cell.err"
+      rc=$?
+      [ $rc -ne 0 ] && echo "   loadgen exit $rc (see $OUT/$name.$cell.err)" >&2
+      alive "$SPID" || echo "   server died during $cell (see $OUT/$name.$cell.server.log)" >&2
+      stop_peer
+      sleep 1
+      # Disturbed by another process? Then run the cell again (at most TRIES).
+      foreign=$(grep -o '"foreign_cpu_pct": *-\?[0-9]*' "$OUT/$name.$cell.json" | grep -o -- '-\?[0-9]*$')
+      if [ -n "$foreign" ] && [ "$foreign" -gt "$FOREIGN_MAX" ] && [ "$try" -lt "$TRIES" ]; then
+        echo "   other processes used ${foreign}% of a core during the cell; again" >&2
+        continue
+      fi
+      break
+    done
   done
 done
 
