@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 
 from . import wire
 from .bans import Ban, format_duration, parse_duration, parse_target
-from .commands import Result, command
+from .commands import Result, _page, _paged, command
 from .errors import ChatError, NoSuchNickname
 from .interfaces import IChatSession, UserInfo
 from .logs import gate, shown
@@ -68,7 +68,7 @@ def oper_command(session: IChatSession, args: str) -> Result:
             nickname=shown(session.nickname),
             host=host,
         )
-        session.deliver(
+        session.answer(
             wire.notice(f"You are now an operator ({name}); /help lists your commands.")
         )
 
@@ -103,7 +103,7 @@ def kick_command(session: IChatSession, args: str) -> Result:
             target=shown(user.nickname),
             why=_colon(shown(why)),
         )
-        session.deliver(wire.notice(f"{user.nickname} was kicked."))
+        session.answer(wire.notice(f"{user.nickname} was kicked."))
 
     return session.registry.kick(target, reason).addCallback(kicked)
 
@@ -178,7 +178,7 @@ def _ban(
         duration=_for(duration),
         why=_colon(shown(why)),
     )
-    session.deliver(
+    session.answer(
         wire.notice(
             f"Banned {ban.network} ({what}) {_for(duration)}"
             + (f": {why}" if why else "")
@@ -206,18 +206,28 @@ def unban_command(session: IChatSession, args: str) -> Result:
     if ban is None:
         raise ChatError(f"{network} is not banned; /bans lists the bans")
     _audit(session, "lifted the ban of {network}", network=shown(network))
-    session.deliver(wire.notice(f"Unbanned {network}."))
+    session.answer(wire.notice(f"Unbanned {network}."))
     return None
 
 
-@command("/bans", "list the bans in force", operator_only=True)
+#: Bans per page of /bans.  A ban's reason is at most one input line, so a
+#: page is at most about 62 KB, and usually a few: /who's page size.
+BANS_PAGE = 30
+
+
+@command(
+    "/bans [PAGE]", f"list the bans in force, {BANS_PAGE} to a page", operator_only=True
+)
 def bans_command(session: IChatSession, args: str) -> Result:
+    page = _page(args.split(), "/bans [PAGE]")
     _audit(session, "listed the bans")
     bans = session.server.bans.active()
     now = session.server.clock.seconds()
-    session.deliver(
-        wire.notice(f"Bans ({len(bans)}):")
-        + b"".join(wire.notice(describe_ban(ban, now)) for ban in bans)
+    shown, label, note = _paged(bans, page, BANS_PAGE, "/bans")
+    session.answer(
+        wire.notice(f"Bans ({len(bans)}){label}:")
+        + b"".join(wire.notice(describe_ban(ban, now)) for ban in shown)
+        + note
     )
     return None
 
@@ -251,7 +261,7 @@ def stats_command(session: IChatSession, args: str) -> Result:
 
     def show(counts: tuple[list[UserInfo], list[object]]) -> None:
         users, rooms = counts
-        session.deliver(
+        session.answer(
             wire.notice(f"Server stats, up {uptime}:")
             + wire.notice(
                 f"connections {len(server.connections)} (peak "

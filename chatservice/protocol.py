@@ -507,7 +507,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
             else:  # too long, or too many commands
                 telnet.reset()
                 if status is TOO_MANY:
-                    self.deliver(
+                    self.answer(
                         wire.error(
                             f"line refused: more than {MAX_COMMANDS} telnet "
                             "commands in it"
@@ -579,7 +579,9 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
     def lineLengthExceeded(self, line: bytes) -> None:
         """Refuse a line longer than C{max_line}; the rest of it is dropped."""
         self.resetTimeout()
-        self.deliver(wire.error(f"line too long (max {self.MAX_LENGTH} bytes)"))
+        # The answer to the client's own line: never counted toward
+        # --max-sendq (see answer()), however many long lines it sends.
+        self.answer(wire.error(f"line too long (max {self.MAX_LENGTH} bytes)"))
 
     def lineReceived(self, line: bytes) -> None:
         """Act on one line: the only way input reaches the chat."""
@@ -597,7 +599,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
             and not text.isascii()
             and len(text.encode("utf-8")) > self.MAX_LENGTH
         ):
-            self.deliver(
+            self.answer(
                 wire.error(
                     f"line too long (max {self.MAX_LENGTH} bytes once decoded: "
                     "each invalid byte becomes U+FFFD, 3 bytes)"

@@ -242,6 +242,66 @@ def test_bans_listed_and_lifted(server: ChatFactory, clock: Clock) -> None:
     assert FakeConnection(server, "203.0.113.1").lines()[0].startswith("*** Welcome")
 
 
+def test_bans_pages(server: ChatFactory) -> None:
+    """/bans of 65 bans lists 30 and says how to see the rest, as /who does."""
+    root = oper(server, "root")
+    for n in range(65):
+        root.enter(f"/ban 10.0.0.{n}")
+    root.output()
+    root.enter("/bans")
+    lines = root.lines()
+    assert lines[0] == "*** Bans (65):"
+    assert lines[1:31] == [f"*** 10.0.0.{n}/32 permanent, by root" for n in range(30)]
+    assert lines[31:] == ["*** \N{HORIZONTAL ELLIPSIS} and 35 more; /bans 2"]
+    root.enter("/bans 3")
+    lines = root.lines()
+    assert lines[0] == "*** Bans (65), page 3:"
+    assert len(lines) == 6  # the last five, and no note
+    root.enter("/bans 4", "/bans x")
+    assert root.lines() == [
+        "!!! there is no page 4: /bans has 3 pages",
+        "!!! usage: /bans [PAGE]",
+    ]
+
+
+def _behind(server: ChatFactory, root: FakeConnection, margin: int) -> None:
+    """Get C{root} to within C{margin} bytes of --max-sendq behind in reading."""
+    talker = register(server, "talker", "192.0.2.1")
+    root.output()
+    root.stop_reading()
+    talker.enter("m" * (server.settings.max_sendq - margin - len("<talker> \r\n")))
+    assert not root.closing
+
+
+@pytest.mark.parametrize(
+    ("line", "answer"),
+    [
+        ("/bans", "*** Bans (40):"),
+        ("/stats", "*** Server stats, up 0s:"),
+        ("/ban 198.51.100.7", "*** Banned 198.51.100.7/32 (198.51.100.7) permanently."),
+        ("/unban 10.0.0.1", "*** Unbanned 10.0.0.1/32."),
+        ("/kick victim", "*** victim was kicked."),
+    ],
+)
+def test_operator_answers_never_cut_the_operator_off(
+    clock: Clock, line: str, answer: str
+) -> None:
+    """An operator behind in reading gets its commands' answers, and stays."""
+    server = make_factory(clock, max_sendq=10_000, max_line=20_000, flood_burst=100)
+    root = oper(server, "root")
+    for n in range(40):
+        root.enter(f"/ban 10.0.0.{n} " + "r" * 200)  # /bans: 9 kB
+    # In another room: its leave, a line from others, is not counted here.
+    register(server, "victim", "192.0.2.2").enter("/join #elsewhere")
+    _behind(server, root, margin=10)
+    root.enter(line)
+    assert not root.closing
+    root.resume_reading()
+    lines = root.lines()
+    assert lines[0].startswith("<talker> mmm")
+    assert answer in lines
+
+
 def test_bans_survive_restart(clock: Clock, tmp_path: Path) -> None:
     """Bans are kept in the --bans file and refused by the next server."""
     path = str(tmp_path / "bans.json")

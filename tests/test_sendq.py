@@ -278,6 +278,29 @@ def test_answers_filling_the_transport_at_once_are_not_counted(clock: Clock) -> 
     assert transport.value() == b"*** PONG two\r\n"
 
 
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        (b"x" * 10_001, "!!! line too long (max 10000 bytes)"),
+        (b"\x80" * 4000, "!!! line too long (max 10000 bytes once decoded"),
+        (b"\xff\xf1" * 65, "!!! line refused: more than 64 telnet commands in it"),
+    ],
+)
+def test_refused_lines_are_answers(clock: Clock, line: bytes, error: str) -> None:
+    """The refusal of a client's own bad line never cuts a client behind off."""
+    settings = Settings(max_sendq=10_000, flood_burst=100, max_line=10_000)
+    factory = ChatFactory(settings, clock=clock)
+    alice, bob = register(factory, "alice"), register(factory, "bob")
+    bob.stop_reading()
+    alice.enter("m" * (10_000 - 10 - len("<alice> \r\n")))  # bob: 10 bytes left
+    bob.send(line + b"\r\n")
+    assert not bob.closing
+    bob.resume_reading()
+    lines = bob.lines()
+    assert lines[0].startswith("<alice> mmm")
+    assert lines[1].startswith(error)
+
+
 def test_others_traffic_still_counts(clock: Clock) -> None:
     """Lines from others still count, whatever answers wait."""
     settings = Settings(max_sendq=10_000, flood_burst=100, max_line=10_000)
