@@ -8,8 +8,10 @@ C{tmux display-message}.  tmux is required: without it these tests fail
 (C{.ci/run} installs it).
 """
 
+import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -128,6 +130,20 @@ def terminal(tmp_path: Path) -> Iterator[Callable[..., Pane]]:
             pane.kill()
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is C{pid} (from C{/proc})."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # After the command's name in parentheses: state, then parent.
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
 def chat_server(twistd: Callable[..., Server]) -> int:
     """Start C{twistd -n chat} on a free port; the port."""
     port = free_port()
@@ -218,33 +234,46 @@ def test_up_recalls_the_line_typed_before(
 
 
 @pytest.mark.parametrize(
-    ("keys", "status", "reason"),
-    [(["C-d"], 0, "quit"), (["C-c"], 130, "quit")],
-    ids=["ctrl-d", "ctrl-c"],
+    ("how", "status", "last"),
+    [
+        ("C-d", 0, ["*** Goodbye."]),
+        ("C-c", 130, ["*** Goodbye."]),
+        # The prompt is ended after the server's last line, and stays drawn.
+        ("SIGTERM", 130, ["*** Goodbye.", PROMPT + "half"]),
+    ],
+    ids=["ctrl-d", "ctrl-c", "sigterm"],
 )
 def test_leaving_restores_the_terminal(
     twistd: Callable[..., Server],
     terminal: Callable[..., Pane],
     connections: Callable[..., Connection],
     tmp_path: Path,
-    keys: list[str],
+    how: str,
     status: int,
-    reason: str,
+    last: list[str],
 ) -> None:
-    """Ctrl-D and Ctrl-C leave with /quit, as before, and the terminal's settings are as they were."""
+    """Ctrl-D, Ctrl-C and SIGTERM leave with /quit, as before, and the terminal's settings are as they were."""
     port = chat_server(twistd)
     bob = user(connections, port, "bob")
     pane = terminal("--nick", "alice", f"127.0.0.1:{port}")
     pane.wait(lambda s: s[-1:] == [PROMPT.rstrip()], "the prompt")
-    if keys == ["C-c"]:
+    if how == "SIGTERM":
+        pane.type("half")
+        pane.wait(lambda s: s[-1] == PROMPT + "half", "the half-typed line")
+        shell = pane.tmux("display-message", "-p", "#{pane_pid}").strip()
+        (client,) = children(int(shell))
+        os.kill(client, signal.SIGTERM)
+    elif how == "C-c":
         pane.type("half")  # Ctrl-C works on a line being typed too
-    pane.keys(*keys)
+        pane.keys(how)
+    else:
+        pane.keys(how)
     screen = pane.wait(
         lambda s: any(line.startswith("EXIT=") for line in s), "the exit"
     )
-    assert screen[-2:] == ["*** Goodbye.", f"EXIT={status}"]
+    assert screen[-len(last) - 1 :] == [*last, f"EXIT={status}"]
     assert until(bob, lambda line: "alice has left" in line)[-1] == (
-        f"*** alice has left ({reason})"
+        "*** alice has left (quit)"
     )
     after = tmp_path / "stty.after"
     deadline = time.monotonic() + WAIT
