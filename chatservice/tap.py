@@ -467,6 +467,7 @@ def makeService(options: Options) -> ChatService:
             node_ttl=settings.node_ttl,
             history=settings.history,
             announce_max=settings.announce_max,
+            missed_bytes=settings.resume_buffer_bytes,
         )
     extensions = options["extensions"]
     factory = ChatFactory(settings, registry=registry, extensions=extensions)

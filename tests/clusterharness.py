@@ -108,7 +108,9 @@ class Nodes:
         """C{count} nodes of C{cluster}, each serving chat (a factory)."""
         made = []
         for _ in range(count):
-            node = self.make(cluster)
+            # As twistd chat builds it, with the server's held-session cap.
+            missed_bytes = Settings(**settings).resume_buffer_bytes  # type: ignore[arg-type]
+            node = self.make(cluster, missed_bytes=missed_bytes)
             factory = ChatFactory(
                 Settings(**settings), registry=node, run_in_thread=run_at_once
             )

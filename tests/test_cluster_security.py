@@ -6,6 +6,7 @@ several nodes of one cluster in this process (see C{clusterharness}).
 
 import json
 
+import pytest
 from clusterharness import (
     Nodes,
     block,
@@ -312,6 +313,47 @@ def test_a_held_sessions_lines_in_redis_are_bounded_in_bytes(nodes: Nodes) -> No
     missed = lines[1 : lines.index("*** End of missed lines.")]
     assert missed[-1] == f"<bob> 099 {filler}"
     assert sum(len(line) + 2 for line in missed) <= MISSED_BYTES
+    for connection in (again, bob):
+        connection.drop()
+
+
+@pytest.mark.parametrize("cap", [16_000, 150_000])
+@in_greenlet
+def test_a_held_sessions_lines_in_redis_honour_resume_buffer_bytes(
+    nodes: Nodes, cap: int
+) -> None:
+    """--resume-buffer-bytes caps what Redis keeps and hands over, not 64 KiB."""
+    on_a, on_b = nodes.servers(
+        f"held{cap}",
+        resume_grace=60,
+        resume_buffer=1000,
+        resume_buffer_bytes=cap,
+        flood_rate=1000.0,
+        flood_burst=1000,
+    )
+    a = on_a.registry
+    alice, token = chatting(on_a, "alice")
+    bob, _ = chatting(on_b, "bob")
+    alice.drop(ConnectionLost)
+    heard(bob, "*** alice lost connection", [])
+    filler = "y" * 990
+    for n in range(200):
+        bob.enter(f"{n:03} {filler}")
+    eventually(
+        lambda: (
+            "alice" in a._by_fold and b"<bob> 199 " in a._by_fold["alice"].missed()[0]
+        ),
+        "the lines held",
+    )
+    block(a.idle())
+    size = int(block(a._command("get", a._prefix + "missed-bytes:alice")))
+    assert cap - 1100 < size <= cap
+    again = _Seen(on_b, host="192.0.2.9")
+    again.enter(f"/resume alice {token}")
+    lines = _resumed(again)
+    missed = lines[1 : lines.index("*** End of missed lines.")]
+    assert missed[-1] == f"<bob> 199 {filler}"
+    assert cap - 2200 < sum(len(line) + 2 for line in missed) <= cap
     for connection in (again, bob):
         connection.drop()
 

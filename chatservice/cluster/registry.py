@@ -72,6 +72,7 @@ class ClusterRegistry:
         clock: IReactorTime | None = None,
         announce_max: int | None = None,
         node: str | None = None,
+        missed_bytes: int | None = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
@@ -83,6 +84,9 @@ class ClusterRegistry:
         self._history = history
         #: --announce-max as the scripts take it: -1 for no limit.
         self._amax = -1 if announce_max is None else announce_max
+        #: --resume-buffer-bytes: the most bytes of missed lines kept in
+        #: Redis for one held session, handed over, or collected.
+        self._missed_bytes = MISSED_BYTES if missed_bytes is None else missed_bytes
         self._users: dict[IChatClient, _User] = {}
         self._by_fold: dict[str, IChatClient] = {}
         self._rooms: dict[str, _Room] = {LOBBY: _Room(LOBBY, history)}
@@ -597,7 +601,9 @@ class ClusterRegistry:
         self._keep_call = None
         keeping, self._keeping = self._keeping, {}
         for key, (chunks, limit) in keeping.items():
-            d = self._call("keep", key, _chunks(chunks), limit, MISSED_BYTES, _KEEP_TTL)
+            d = self._call(
+                "keep", key, _chunks(chunks), limit, self._missed_bytes, _KEEP_TTL
+            )
             self._quietly(d, "keeping lines for a held session")
 
     def resume_elsewhere(
@@ -625,7 +631,7 @@ class ClusterRegistry:
             return fail(ChatError(CUT_OFF))
         if key in self._arriving:
             return succeed(None)  # another resume of it is under way here
-        arrival = self._arriving[key] = _Arrival(client)
+        arrival = self._arriving[key] = _Arrival(client, self._missed_bytes)
         back = _text(wire.back(nickname))
         d = self._call(
             "resume", self.node, key, token_digest, new_digest, self._amax, back
@@ -747,7 +753,10 @@ class ClusterRegistry:
             nickname=shown(user.nickname),
         )
         missed = getattr(client, "missed", None)  # a held session's lines
-        self._hand_over(key, _last_lines(missed()[0]) if missed is not None else [])
+        self._hand_over(
+            key,
+            _last_lines(missed()[0], self._missed_bytes) if missed is not None else [],
+        )
         if self.on_moved is not None:
             self.on_moved(client)
 
@@ -760,7 +769,7 @@ class ClusterRegistry:
             key,
             "" if chunks is None else _chunks([c for c in chunks if c]),
             _MISSED_LINES,
-            MISSED_BYTES,
+            self._missed_bytes,
             _KEEP_TTL,
         )
         self._quietly(d, "handing over a resumed session's lines")
@@ -1323,7 +1332,8 @@ _UNCHANGING = frozenset(
 )
 
 #: The most bytes of missed lines kept in Redis for one held session (and
-#: handed over to the node it resumes on): 64 KiB, a few hundred lines.
+#: handed over to the node it resumes on), unless told otherwise (the
+#: server passes --resume-buffer-bytes): 64 KiB, a few hundred lines.
 MISSED_BYTES = 64 * 1024
 
 #: The most chunks handed over (a held session keeps --resume-buffer lines).
@@ -1336,17 +1346,18 @@ _KEEP_TTL = 3600
 class _Collector:
     """Stands for a session arriving from another node, until it is in."""
 
-    def __init__(self, host: str | None) -> None:
+    def __init__(self, host: str | None, max_bytes: int) -> None:
         self.host = host
+        self._max_bytes = max_bytes
         self.received: deque[bytes] = deque()
         self._bytes = 0
         self.kicked: str | None = None
 
     def deliver(self, data: bytes) -> None:
-        """Keep C{data}, and no more than L{MISSED_BYTES} in all."""
+        """Keep C{data}, and no more than C{max_bytes} in all."""
         self.received.append(data)
         self._bytes += len(data)
-        while self._bytes > MISSED_BYTES and len(self.received) > 1:
+        while self._bytes > self._max_bytes and len(self.received) > 1:
             self._bytes -= len(self.received.popleft())
 
     def disconnect(self, reason: str) -> None:
@@ -1356,9 +1367,9 @@ class _Collector:
 class _Arrival:
     """A session being resumed here from another node."""
 
-    def __init__(self, client: IChatClient) -> None:
+    def __init__(self, client: IChatClient, max_bytes: int) -> None:
         self.client = client
-        self.collector = _Collector(getattr(client, "host", None))
+        self.collector = _Collector(getattr(client, "host", None), max_bytes)
         #: Fires once the session is indexed here (at its hand-over event).
         self.installed: Deferred[None] = Deferred()
         #: Fires once its old node has handed over what it kept.
@@ -1382,13 +1393,13 @@ def _chunks(chunks: list[bytes]) -> str:
     return json.dumps([_text(c) for c in chunks], ensure_ascii=False)
 
 
-def _last_lines(data: bytes) -> list[bytes]:
-    """The last lines of C{data} that fit in L{MISSED_BYTES}, one by one."""
+def _last_lines(data: bytes, max_bytes: int) -> list[bytes]:
+    """The last lines of C{data} that fit in C{max_bytes}, one by one."""
     lines = [line + b"\r\n" for line in data.split(b"\r\n")[:-1]]
     kept, size = [], 0
     for line in reversed(lines):
         size += len(line)
-        if size > MISSED_BYTES:
+        if size > max_bytes:
             break
         kept.append(line)
     kept.reverse()
