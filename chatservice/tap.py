@@ -5,110 +5,73 @@ nobody sees C{usage.Options}.  An invalid option ends twistd with one line
 naming it, not the whole help text.
 """
 
-import math
+import re
 from collections.abc import Callable
+from dataclasses import Field
+from typing import Any
 
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from . import __version__
-from .cluster import ClusterRegistry, parse_redis_url
-from .config import DEFAULT_PORT, Settings
+from .cluster import ClusterRegistry
+from .config import Option, Settings, options
 from .errors import StartupError
 from .extensions import Extensions, load_extensions
 from .factory import ChatFactory
-from .logs import LEVELS
 from .service import ChatService
 
-_DEFAULTS = Settings()
 
+def _named(option: Option) -> Callable[[str], Any]:
+    """C{option}'s converter, its errors naming the option.
 
-def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
-    def coerce(text: str) -> float:
+    usage.Options turns a converter's ValueError into a bare "Parameter type
+    enforcement failed: ..."; a UsageError passes through as it is.
+    """
+
+    def coerce(text: str) -> Any:
         try:
-            value = kind(text)
-        except ValueError:
-            raise ValueError(f"{text!r} is not a number") from None
-        if not value > 0 or not math.isfinite(value):
-            raise ValueError(f"{text!r} is not a number greater than 0")
-        return value
+            return option.parse(text)
+        except ValueError as error:
+            raise usage.UsageError(f"--{option.name}: {error}") from None
 
-    coerce.coerceDoc = "Must be greater than 0."  # type: ignore[attr-defined]
+    coerce.coerceDoc = getattr(option.parse, "coerceDoc", "")  # type: ignore[attr-defined]
     return coerce
 
 
-def _redis_url(text: str) -> str:
-    parse_redis_url(text)  # raises RedisURLError, a ValueError, saying why
-    return text
+def _help(option: Option, default: object, shown_by_usage: bool) -> str:
+    """C{option}'s help, with its default unless usage.Options adds it."""
+    if not default and option.unset is not None:
+        return f"{option.help} [default: {option.unset}]"
+    if default and not shown_by_usage:
+        return f"{option.help} [default: {option.shown(default)}]"
+    return option.help
 
 
-_redis_url.coerceDoc = "redis://HOST[:PORT][/DB]."  # type: ignore[attr-defined]
+def _parameter(each: Field[Any], option: Option) -> list[Any]:
+    """The C{optParameters} entry of an option given once."""
+    help = _help(option, each.default, shown_by_usage=True)
+    return [option.name, option.short, each.default, help, _named(option)]
 
 
-def _cluster_name(text: str) -> str:
-    if not text or not all(c.isalnum() or c in "-_." for c in text):
-        raise ValueError(
-            f"{text!r} is not a cluster name (letters, digits, '-', '_', '.')"
-        )
-    return text
+def _handler(each: Field[Any], option: Option) -> Callable[["Options", str], None]:
+    """The C{opt_} method of an option given once per value."""
+    coerce = _named(option)
 
+    def handle(self: "Options", text: str) -> None:
+        self[option.name].append(coerce(text))
 
-def _log_level(text: str) -> str:
-    level = text.strip().lower()
-    if level not in LEVELS:
-        raise ValueError(f"{text!r} is not one of {', '.join(LEVELS)}")
-    return level
-
-
-_log_level.coerceDoc = "One of " + ", ".join(LEVELS) + "."  # type: ignore[attr-defined]
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise ValueError(f"{text!r} is negative")
-    return value
-
-
-_non_negative.coerceDoc = "Must be 0 or more."  # type: ignore[attr-defined]
-
-_seconds = _positive(float)
-_count = _positive(int)
-
-
-def _seconds_or_zero(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a number") from None
-    if not value >= 0 or not math.isfinite(value):
-        raise ValueError(f"{text!r} is not a number of seconds (0 or more)")
-    return value
-
-
-_seconds_or_zero.coerceDoc = "0 or more."  # type: ignore[attr-defined]
-
-#: The longest TCP_KEEPIDLE Linux accepts.
-_MAX_KEEPALIVE = 32767
-
-
-def _keepalive(text: str) -> int:
-    value = _non_negative(text)
-    if value > _MAX_KEEPALIVE:
-        raise ValueError(f"{text!r} is more than {_MAX_KEEPALIVE} seconds")
-    return value
-
-
-_keepalive.coerceDoc = (  # type: ignore[attr-defined]
-    f"Whole seconds, 0 to {_MAX_KEEPALIVE}."
-)
+    # usage.Options shows an opt_ method's docstring as its --help text.
+    handle.__doc__ = _help(option, each.default, shown_by_usage=False)
+    return handle
 
 
 class Options(usage.Options):
-    """The command line of C{twistd chat}."""
+    """The command line of C{twistd chat}, made from L{Settings}' fields.
+
+    An option given once is an C{optParameters} entry; one given once per
+    value (C{--port}) an C{opt_} method, added below the class.
+    """
 
     synopsis = "[--port ENDPOINT]... [options]"
     longdesc = (
@@ -117,230 +80,19 @@ class Options(usage.Options):
     )
 
     optParameters = [
-        [
-            "idle-timeout",
-            None,
-            _DEFAULTS.idle_timeout,
-            "Disconnect a registered user who sends nothing for this long; "
-            "0: never (people who only read stay; --keepalive finds dead peers).",
-            _seconds_or_zero,
-        ],
-        [
-            "keepalive",
-            None,
-            _DEFAULTS.keepalive,
-            "TCP keepalive: probe a TCP connection silent for this long; a peer "
-            "that vanished (or stopped acknowledging output) is dropped within "
-            "about twice this. 0: no keepalive.",
-            _keepalive,
-        ],
-        [
-            "register-timeout",
-            None,
-            _DEFAULTS.register_timeout,
-            "Disconnect a connection that has not chosen a nickname after this long.",
-            _seconds,
-        ],
-        [
-            "max-line",
-            None,
-            _DEFAULTS.max_line,
-            "Longest accepted input line in bytes; longer lines are refused "
-            "with an error and discarded.",
-            _count,
-        ],
-        [
-            "max-sendq",
-            None,
-            _DEFAULTS.max_sendq,
-            "Disconnect a client when more than this many bytes of output "
-            "wait for it (it stopped reading).",
-            _count,
-        ],
-        [
-            "max-clients",
-            None,
-            _DEFAULTS.max_clients,
-            "Most connections served at once; more are refused.",
-            _count,
-        ],
-        [
-            "max-per-ip",
-            None,
-            _DEFAULTS.max_per_ip,
-            "Most connections served at once from one IP address.",
-            _count,
-        ],
-        [
-            "flood-rate",
-            None,
-            _DEFAULTS.flood_rate,
-            "Lines per second a connection may send over time; past it (and "
-            "the burst) the server reads its lines more slowly, losing none. "
-            "Operators are exempt.",
-            _seconds,
-        ],
-        [
-            "flood-burst",
-            None,
-            _DEFAULTS.flood_burst,
-            "Lines a connection may send at once before --flood-rate applies.",
-            _count,
-        ],
-        [
-            "max-connect-rate",
-            None,
-            _DEFAULTS.max_connect_rate,
-            "New connections per second accepted from one IP address; more "
-            "are refused.",
-            _seconds,
-        ],
-        [
-            "operators",
-            None,
-            None,
-            "A file of operators, one 'NAME HASH' line each (make one with "
-            "chatservice-oper NAME); re-read on SIGHUP.",
-        ],
-        [
-            "bans",
-            None,
-            None,
-            "A file where operators' bans are kept across restarts (created "
-            "if missing; written atomically).",
-        ],
-        [
-            "resume-grace",
-            None,
-            _DEFAULTS.resume_grace,
-            "How long the nickname of a dropped connection (not /quit) is held "
-            "for /resume, keeping the lines it misses; 0 turns resuming off.",
-            _seconds_or_zero,
-        ],
-        [
-            "resume-buffer",
-            None,
-            _DEFAULTS.resume_buffer,
-            "Lines kept for a dropped session; beyond it the oldest are dropped.",
-            _count,
-        ],
-        [
-            "resume-buffer-bytes",
-            None,
-            _DEFAULTS.resume_buffer_bytes,
-            "Bytes kept for a dropped session; beyond it the oldest lines are dropped.",
-            _count,
-        ],
-        [
-            "history",
-            None,
-            _DEFAULTS.history,
-            "Lines of chat each room keeps and shows to people who join (0: none).",
-            _non_negative,
-        ],
-        [
-            "announce-max",
-            None,
-            _DEFAULTS.announce_max,
-            "Joins and leaves are announced only in rooms with at most this many "
-            "members (0: in none).",
-            _non_negative,
-        ],
-        [
-            "redis",
-            None,
-            None,
-            "redis://HOST[:PORT][/DB]: run as a node of the cluster that shares "
-            "this Redis database; users on every node see one server. "
-            "[default: no cluster]",
-            _redis_url,
-        ],
-        [
-            "cluster",
-            None,
-            _DEFAULTS.cluster,
-            "The cluster's name, with --redis: nodes with the same name and "
-            "Redis database are one server.",
-            _cluster_name,
-        ],
-        [
-            "node-ttl",
-            None,
-            _DEFAULTS.node_ttl,
-            "With --redis: seconds after which the users of a node that stopped "
-            "(killed, or cut off from Redis) are gone from the other nodes.",
-            _seconds,
-        ],
-        [
-            "log-level",
-            None,
-            _DEFAULTS.log_level,
-            "The least level of chatservice's own events that are logged: "
-            "debug, info, warn, error or critical. warn leaves out the "
-            "per-connection events.",
-            _log_level,
-        ],
-        [
-            "motd",
-            None,
-            None,
-            "A UTF-8 text file shown to users after they register; re-read on SIGHUP.",
-        ],
-        [
-            "shutdown-timeout",
-            None,
-            _DEFAULTS.shutdown_timeout,
-            "How long a closing connection may take to send what it was told "
-            "(on /quit, a timeout, or SIGTERM/SIGINT shutdown) before it is "
-            "aborted.",
-            _seconds,
-        ],
+        _parameter(each, option) for each, option in options() if not option.repeat
     ]
 
     def __init__(self) -> None:
         super().__init__()
-        self["port"] = []
-        self["disable-plugin"] = []
-        self["metrics"] = None
-
-    def opt_disable_plugin(self, name: str) -> None:  # noqa: D102 - doc set below
-        self["disable-plugin"].append(name.lstrip("/").lower())
-
-    opt_disable_plugin.__doc__ = (
-        "Leave out the command or message filter called NAME (a plugin or a "
-        "built-in command). Repeat for several."
-    )
+        for _, option in options():
+            if option.repeat:
+                self[option.name] = []
 
     def opt_version(self) -> None:
         """Print chatservice's version and exit."""
         print(f"chatservice {__version__}")
         raise SystemExit(0)
-
-    def opt_port(self, description: str) -> None:  # noqa: D102 - doc set below
-        if description.isdigit():
-            description = f"tcp:{description}"
-        self["port"].append(description)
-
-    # usage.Options shows an opt_ method's docstring as its --help text.
-    opt_port.__doc__ = (
-        "Listen on ENDPOINT, a Twisted server endpoint string such as "
-        "tcp:8000:interface=127.0.0.1, ssl:6697:privateKey=KEY:certKey=CERT or "
-        "unix:/run/chat.sock; a bare number means tcp:NUMBER. Repeat for several "
-        "listeners. [default: tcp:8000]"
-    )
-    opt_p = opt_port
-
-    def opt_metrics(self, description: str) -> None:  # noqa: D102 - doc set below
-        if description.isdigit():
-            description = f"tcp:{description}"
-        self["metrics"] = description
-
-    opt_metrics.__doc__ = (
-        "Serve Prometheus metrics over HTTP at /metrics on ENDPOINT, an endpoint "
-        "string as for --port (a bare number means tcp:NUMBER, every address): "
-        "bind it to loopback or a private interface, e.g. "
-        "tcp:9100:interface=127.0.0.1. [default: off]"
-    )
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         """Parse, turning any error into one line for the operator."""
@@ -352,49 +104,35 @@ class Options(usage.Options):
             ) from None
 
     def postOptions(self) -> None:
-        """Check every endpoint string and build the L{Settings}."""
+        """Build the L{Settings}, and check every endpoint string."""
         from twisted.internet import reactor
 
-        self["port"] = self["port"] or [DEFAULT_PORT]
+        values = {}
+        for each, option in options():
+            value = self[option.name]
+            if option.repeat:
+                value = type(each.default)(value) or each.default
+            values[each.name] = value
+        settings = self["settings"] = Settings(**values)
         self["endpoints"] = [
             (description, _parse_endpoint(reactor, description))
-            for description in self["port"]
+            for description in settings.endpoints
         ]
         self["metrics-endpoint"] = None
-        if self["metrics"] is not None:
+        if settings.metrics is not None:
             self["metrics-endpoint"] = (
-                self["metrics"],
-                _parse_endpoint(reactor, self["metrics"], "--metrics"),
+                settings.metrics,
+                _parse_endpoint(reactor, settings.metrics, "--metrics"),
             )
-        self["extensions"] = _extensions(frozenset(self["disable-plugin"]))
-        self["settings"] = Settings(
-            endpoints=tuple(self["port"]),
-            idle_timeout=self["idle-timeout"],
-            keepalive=self["keepalive"],
-            register_timeout=self["register-timeout"],
-            max_line=self["max-line"],
-            max_sendq=self["max-sendq"],
-            max_clients=self["max-clients"],
-            max_per_ip=self["max-per-ip"],
-            history=self["history"],
-            announce_max=self["announce-max"],
-            disabled_plugins=frozenset(self["disable-plugin"]),
-            motd=self["motd"],
-            shutdown_timeout=self["shutdown-timeout"],
-            flood_rate=self["flood-rate"],
-            flood_burst=self["flood-burst"],
-            max_connect_rate=self["max-connect-rate"],
-            operators=self["operators"],
-            bans=self["bans"],
-            resume_grace=self["resume-grace"],
-            resume_buffer=self["resume-buffer"],
-            resume_buffer_bytes=self["resume-buffer-bytes"],
-            metrics=self["metrics"],
-            log_level=self["log-level"],
-            redis=self["redis"],
-            cluster=self["cluster"],
-            node_ttl=self["node-ttl"],
-        )
+        self["extensions"] = _extensions(settings.disabled_plugins)
+
+
+for _each, _option in options():
+    if _option.repeat:
+        _handle = _handler(_each, _option)
+        setattr(Options, "opt_" + _option.name.replace("-", "_"), _handle)
+        if _option.short is not None:
+            setattr(Options, "opt_" + _option.short, _handle)
 
 
 def _extensions(disabled: frozenset[str]) -> Extensions:
@@ -444,16 +182,45 @@ def _parse_endpoint(
             why = "a parameter is given twice (quote ':' in IPv6 addresses as '\\:')"
     except OSError as error:
         why = f"{error.strerror or error}: {error.filename or ''}".rstrip(": ")
+        why = _missing_tls_files(description, opened=True) or why
     except Exception as error:  # ValueError, IndexError, OpenSSL errors...
         why = str(error) or type(error).__name__
         if type(error).__name__ == "Error" and "routines" in why:
             # OpenSSL's raw error list, e.g. [('PEM routines', '', 'no start
             # line')]: say what it means.
-            why = (
+            why = _missing_tls_files(description, opened=False) or (
                 "cannot load the key, certificate or parameters (a file that "
                 f"is not PEM, or the wrong file?): OpenSSL says {why}"
             )
     raise usage.UsageError(f"invalid {option} {description!r}: {why}")
+
+
+def _missing_tls_files(description: str, opened: bool) -> str | None:
+    """Why an C{ssl:} endpoint failed if it lacks a key file's parameter.
+
+    Without C{privateKey=}, Twisted reads C{server.pem} in the current
+    directory, and without C{certKey=} the certificate from the privateKey
+    file: its own error names a file the user never named, or none.
+    C{opened} is true when a file could not be opened, false when one could
+    not be loaded.
+    """
+    # Parameters are separated by ':' but not '\:' (an escaped backslash,
+    # '\\', set aside first, does not escape the ':' after it).
+    unescaped = description.replace("\\\\", "\0")
+    kind, *parameters = re.split(r"(?<!\\):", unescaped)
+    given = {parameter.partition("=")[0] for parameter in parameters}
+    if kind != "ssl":
+        return None
+    if "privateKey" not in given:
+        if "certKey" not in given:
+            return "no privateKey=FILE or certKey=FILE given (the key and certificate)"
+        return "no privateKey=FILE given (the key of the certKey certificate)"
+    if "certKey" not in given and not opened:
+        return (
+            "no certKey=FILE given, and the privateKey file does not hold "
+            "both the key and its certificate"
+        )
+    return None
 
 
 def makeService(options: Options) -> ChatService:
