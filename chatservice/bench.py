@@ -54,6 +54,7 @@ from zope.interface import implementer
 from .client import DEFAULT_PORT
 from .errors import InvalidName
 from .text import check_nickname, check_room
+from .wireparse import Chat, Error, Line, NowIn, Welcome, parse
 
 PROG = "chatservice-bench"
 
@@ -90,10 +91,10 @@ _REFUSAL_HINTS = [
 ]
 
 
-def refusal_hint(line: str) -> str:
-    """What to do about the server's refusal C{line}, for the error message."""
+def refusal_hint(refusal: Error) -> str:
+    """What to do about the server's C{refusal}, for the error message."""
     for start, option in _REFUSAL_HINTS:
-        if line.startswith("!!! " + start):
+        if refusal.text.startswith(start):
             return f"for a benchmark, start the server with a higher {option}"
     return (
         "for a benchmark, raise the server's limits: --max-per-ip, "
@@ -210,7 +211,6 @@ class BenchClient(LineReceiver):
         self.nickname = nickname
         self.registered = False
         self.open = False
-        self._welcome = f"*** Welcome, {nickname}!".encode()
         self._joining = False
 
     def connectionMade(self) -> None:
@@ -224,24 +224,23 @@ class BenchClient(LineReceiver):
 
     def lineReceived(self, line: bytes) -> None:
         """Register, then count the bench lines among the others."""
-        if line.endswith(b"\r"):
-            line = line[:-1]
+        parsed = parse(line)
         if self.registered:
-            if line.startswith(b"!!! "):
-                self.worker.server_error(line)
+            if isinstance(parsed, Error):
+                self.worker.server_error(parsed)
             else:
-                self.worker.maybe_delivery(line)
+                self.worker.maybe_delivery(parsed)
             return
-        if line.startswith(b"!!! "):
-            self.worker.refused(self, line)
-        elif line.startswith(self._welcome):
+        if isinstance(parsed, Error):
+            self.worker.refused(self, parsed)
+        elif isinstance(parsed, Welcome) and parsed.nick == self.nickname:
             room = self.worker.plan.room
             if room is None:
                 self._registered()
             else:
                 self._joining = True
                 self.send(f"/join {room}")
-        elif self._joining and line.startswith(b"*** You are now in "):
+        elif self._joining and isinstance(parsed, NowIn):
             self._registered()
 
     def _registered(self) -> None:
@@ -292,9 +291,7 @@ class Worker:
         self._exit = 0
         self._abort_later: Any = None
         self._next = 0
-        self._pattern = re.compile(
-            rb"~b:" + plan.run.encode("ascii") + rb":\d+:(\d+):([mw])"
-        )
+        self._pattern = re.compile(rf"~b:{re.escape(plan.run)}:\d+:(\d+):([mw])")
         self._connector = LoopingCall.withCount(self._connect_some)
         self._connector.clock = reactor
         self._pending: list[Deferred[Any]] = []
@@ -343,16 +340,16 @@ class Worker:
         host = f"[{self.plan.host}]" if ":" in self.plan.host else self.plan.host
         return f"{host}:{self.plan.port}"
 
-    def refused(self, client: BenchClient, line: bytes) -> None:
+    def refused(self, client: BenchClient, error: Error) -> None:
         """The server answered a client with an error before registering it."""
-        text = line.decode("utf-8", "replace")
-        if " is taken" in text:
+        text = str(error)
+        if " is taken" in error.text:
             text += (
                 " (a run that just ended may still hold it, for the server's "
                 "--resume-grace; or use another --prefix)"
             )
         else:
-            text += f" ({refusal_hint(text)}; see docs/bench.md)"
+            text += f" ({refusal_hint(error)}; see docs/bench.md)"
         self.fail(f"the server refused {client.nickname}: {text}")
 
     def client_registered(self, client: BenchClient) -> None:
@@ -409,11 +406,15 @@ class Worker:
             if self.flag == "m":
                 self.sent += 1
 
-    def maybe_delivery(self, line: bytes) -> None:
-        """Count C{line} if it is a bench line of this run, said live."""
-        if line.startswith(b"["):
-            return  # scrollback, said before this client came
-        match = self._pattern.search(line)
+    def maybe_delivery(self, line: Line) -> None:
+        """Count C{line} if it is a bench line of this run, said live.
+
+        Not a line of the scrollback (L{Stamped}): that was said before
+        this client came.
+        """
+        if not isinstance(line, Chat):
+            return
+        match = self._pattern.match(line.text)
         if match is None:
             return
         micros = (time.time_ns() - int(match.group(1))) // 1000
@@ -423,15 +424,15 @@ class Worker:
             self.drain_deadline is not None
             and self.reactor.seconds() > self.drain_deadline
         )
-        if match.group(2) == b"m" and not late:
+        if match.group(2) == "m" and not late:
             self.received += 1
             self.hist.add(micros)
 
-    def server_error(self, line: bytes) -> None:
+    def server_error(self, error: Error) -> None:
         """The server sent a registered client an error line."""
         self.errors += 1
         if not self.first_error:
-            self.first_error = line.decode("utf-8", "replace")
+            self.first_error = str(error)
 
     def report(self) -> None:
         """Tell the parent the counts so far, and the latencies since last time."""

@@ -73,6 +73,23 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .text import InvalidName, check_nickname
+from .wireparse import (
+    Action,
+    Chat,
+    Error,
+    Line,
+    Notice,
+    NowIn,
+    Pong,
+    Private,
+    PrivateEcho,
+    Renamed,
+    Resumed,
+    ResumeToken,
+    Stamped,
+    Welcome,
+    parse,
+)
 
 if TYPE_CHECKING:
     from .console import Console
@@ -83,39 +100,27 @@ PROG = "chatservice-client"
 DEFAULT_PORT = 8000
 DEFAULT_TLS_PORT = 6697
 
-#: The line that gives the session its (new) resume token.
-TOKEN = re.compile(r"^\*\*\* resume token: (\S+) ")
-#: The line that says which nickname the server registered.
-WELCOME = re.compile(r"^\*\*\* Welcome, ([A-Za-z][A-Za-z0-9_-]*)! ")
-#: A rename; ours when the old name is ours.
-RENAMED = re.compile(
-    r"^\*\*\* ([A-Za-z][A-Za-z0-9_-]*) is now known as ([A-Za-z][A-Za-z0-9_-]*)$"
-)
-#: The answer to a successful C{/resume}, with the room the session is in.
-RESUMED = re.compile(
-    r"^\*\*\* Resumed as ([A-Za-z][A-Za-z0-9_-]*) in (#[a-z0-9_-]{1,32});"
-)
-#: The answer to C{/join}: the room the session is in now.
-JOINED = re.compile(r"^\*\*\* You are now in (#[a-z0-9_-]{1,32})\. ")
 #: The room every user starts in, on registration.
 LOBBY = "#lobby"
-#: Lines after which the server closes the connection on purpose, and
-#: holds no session to resume: a kick, a ban, the session taken over by
-#: another connection.  Reconnecting after them would be wrong, or futile.
-FINAL = re.compile(r"^(?:\*\*\* disconnected: |!!! you are banned)")
+#: The notice after which the server closes the connection on purpose, and
+#: holds no session to resume: a kick, the session taken over by another
+#: connection.  Reconnecting after it would be wrong, or futile.
+KICKED_OUT = "disconnected: "
+#: The same, as an error: a ban.
+BANNED = "you are banned"
 #: The server's refusals of a C{/resume}: the token is of no more use.
 RESUME_REFUSED = re.compile(
-    r"^!!! resume (?:failed: unknown nickname or wrong token"
-    r"|is turned off on this server)$"
+    r"resume (?:failed: unknown nickname or wrong token"
+    r"|is turned off on this server)"
 )
 #: The server's answer to a C{/resume} it cannot check now (a cluster's
 #: server cut off from the others): the token may still be good, later.
-RESUME_LATER = re.compile(r"^!!! .*; try again in a moment$")
+RESUME_LATER = re.compile(r".*; try again in a moment")
 #: The server's errors that mean a nickname cannot be had (L{NicknameInUse},
 #: and L{check_nickname}'s L{InvalidName} messages).
 NICKNAME_REFUSED = re.compile(
-    r"^!!! (?:the nickname \S+ is taken; choose another one$"
-    r"|a nickname cannot be empty$|a nickname is at most |invalid nickname )"
+    r"the nickname \S+ is taken; choose another one"
+    r"|a nickname cannot be empty|a nickname is at most .*|invalid nickname .*"
 )
 #: A typed line that ends the session.
 QUIT = re.compile(rb"^/quit(?:[ \t]|$)", re.IGNORECASE)
@@ -209,13 +214,12 @@ class Heartbeat:
                 call.cancel()
         self._quiet = self._silent = self._deadline = None
 
-    def received(self, line: str) -> bool:
+    def received(self, line: Line) -> bool:
         """Note a line from the server; whether it is our own PONG, to hide."""
         ours = False
-        if line.startswith("*** PONG " + HEARTBEAT_PREFIX):
-            token = line[len("*** PONG ") :]
-            ours = token in self._unanswered
-            self._unanswered.discard(token)
+        if isinstance(line, Pong) and line.token.startswith(HEARTBEAT_PREFIX):
+            ours = line.token in self._unanswered
+            self._unanswered.discard(line.token)
         if self._silent is not None:  # watching
             if self._deadline is not None and self._deadline.active():
                 self._deadline.cancel()
@@ -271,16 +275,6 @@ class PlainOutput:
 
 #: C0 and C1 controls but tab, and DEL: nothing that can drive a terminal.
 _CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
-_NICK = r"(?P<nick>[A-Za-z][A-Za-z0-9_-]*)"
-_STAMP = r"(?:\[\d\d:\d\d\] )?"
-#: Where the nickname is in chat lines and actions, live or from the
-#: scrollback, and in private messages: C{<nick> }, C{* nick },
-#: C{*nick* }, C{-> *nick* }.
-_SPEAKERS = (
-    re.compile(rf"^{_STAMP}<{_NICK}> "),
-    re.compile(rf"^{_STAMP}\* {_NICK}(?: |$)"),
-    re.compile(rf"^(?:-> )?\*{_NICK}\* "),
-)
 #: Foreground colours for nicknames: the normal and the bright ones, without
 #: black and white, which vanish on one background or the other.
 PALETTE = (31, 32, 33, 34, 35, 36, 91, 92, 93, 94, 95, 96)
@@ -308,14 +302,35 @@ class TerminalOutput:
     def line(self, raw: bytes) -> None:
         """See L{Output.line}."""
         text = _CONTROLS.sub("", raw.decode("utf-8", errors="replace"))
-        for speaker in _SPEAKERS if self._colour else ():
-            match = speaker.match(text)
-            if match is not None:
-                start, end = match.span("nick")
-                nick = match["nick"]
-                text = f"{text[:start]}\x1b[{colour_of(nick)}m{nick}\x1b[0m{text[end:]}"
-                break
+        speaker = _speaker(parse(text)) if self._colour else None
+        if speaker is not None:
+            start, nick = speaker
+            end = start + len(nick)
+            text = f"{text[:start]}\x1b[{colour_of(nick)}m{nick}\x1b[0m{text[end:]}"
         self._write(text.encode("utf-8") + b"\n")
+
+
+def _speaker(line: Line) -> tuple[int, str] | None:
+    """Where the nickname starts in a line that has one, and the nickname.
+
+    Chat lines and actions, live or from the scrollback (C{<nick> },
+    C{* nick }), and private messages (C{*nick* }, C{-> *nick* }).
+    """
+    stamp = 0
+    if isinstance(line, Stamped):
+        stamp = len("[HH:MM] ")
+        line = line.line
+        if not isinstance(line, Chat | Action):
+            return None
+    if isinstance(line, Chat):
+        return stamp + len("<"), line.nick
+    if isinstance(line, Action):
+        return stamp + len("* "), line.nick
+    if isinstance(line, Private):
+        return len("*"), line.sender
+    if isinstance(line, PrivateEcho):
+        return len("-> *"), line.recipient
+    return None
 
 
 class ClientProtocol(LineReceiver):
@@ -427,7 +442,7 @@ OPEN = "open"  # typed lines go straight to the server
 CLOSING = "closing"  # sent /quit, waiting for the server to close
 
 #: The server's greeting, hidden when it comes again on a reconnection.
-GREETING = ("*** Welcome to ", "*** Choose a nickname")
+GREETING = ("Welcome to ", "Choose a nickname")
 
 
 class Session:
@@ -612,17 +627,17 @@ class Session:
 
     def line_received(self, raw: bytes) -> None:
         """One line from the server: note what matters, show the rest."""
-        text = raw.decode("utf-8", errors="replace")
+        line = parse(raw)
         if not self._established:
             self._established = True
             self._cancel(self._deadline)
-            if text.startswith("!!! ") and self.state == GREETING_WAIT:
+            if isinstance(line, Error) and self.state == GREETING_WAIT:
                 # One "!!! " line instead of the greeting: the server refused
                 # the connection (full, too many from this address, shutting
                 # down, banned) and closes it.
-                if self.registered and FINAL.match(text) is None:
+                if self.registered and not _final(line):
                     # Transient: keep the token and the nickname, and retry.
-                    self._refusal = f"cannot connect to {self.address}: {text[4:]}"
+                    self._refusal = f"cannot connect to {self.address}: {line.text}"
                     assert self._protocol is not None
                     self._protocol.abort()
                     return
@@ -630,35 +645,41 @@ class Session:
                 self._greeted()
             if self.registered and self.state != CLOSING:
                 self.heartbeat.start()
-        if self.heartbeat.received(text):
+        if self.heartbeat.received(line):
             return
-        match = TOKEN.match(text)
-        if match is not None:
+        if isinstance(line, ResumeToken):
             # A secret for this client, not news for the user.
-            self.token = match[1]
+            self.token = line.token
             return
-        if self.state in (RESUMING, REGISTERING) and text.startswith(GREETING):
+        if (
+            self.state in (RESUMING, REGISTERING)
+            and isinstance(line, Notice)
+            and line.text.startswith(GREETING)
+        ):
             return  # the user saw it on the first connection
-        self._final = FINAL.match(text) is not None
+        self._final = _final(line)
         # Shown first: a status line about it (a refused resume, a room
         # rejoined) comes after it on a terminal.
         self.output.line(raw)
-        self._note(text)
+        self._note(line)
 
-    def _note(self, text: str) -> None:
+    def _note(self, line: Line) -> None:
         """Follow the nickname and the state of a resume or re-registration."""
-        if match := WELCOME.match(text):
+        error = line.text if isinstance(line, Error) else None
+        if isinstance(line, Welcome):
             self.room = LOBBY
-            self._registered(match[1], REGISTERING)
-        elif match := RESUMED.match(text):
-            self.room = match[2]
-            self._registered(match[1], RESUMING)
-        elif match := JOINED.match(text):
-            self.room = match[1]
-        elif match := RENAMED.match(text):
-            if self.nickname is not None and match[1].lower() == self.nickname.lower():
-                self.nickname = match[2]
-        elif self.state == RESUMING and RESUME_REFUSED.match(text):
+            self._registered(line.nick, REGISTERING)
+        elif isinstance(line, Resumed):
+            self.room = line.room
+            self._registered(line.nick, RESUMING)
+        elif isinstance(line, NowIn):
+            self.room = line.room
+        elif isinstance(line, Renamed):
+            if self.nickname is not None and line.old.lower() == self.nickname.lower():
+                self.nickname = line.new
+        elif error is None:
+            pass
+        elif self.state == RESUMING and RESUME_REFUSED.fullmatch(error):
             # The grace period is over, or the server does not resume.
             self.token = None
             self.status(
@@ -666,13 +687,13 @@ class Session:
                 f"missed; registering as {self.nickname} again"
             )
             self._register_again()
-        elif self.state == RESUMING and RESUME_LATER.match(text):
+        elif self.state == RESUMING and RESUME_LATER.fullmatch(error):
             # Keep the token: a new connection tries again after the backoff
             # (this one would only wait for the registration timeout).
             assert self._protocol is not None
-            self._refusal = f"cannot resume yet: {text[4:]}"
+            self._refusal = f"cannot resume yet: {error}"
             self._protocol.abort()
-        elif self.state == REGISTERING and NICKNAME_REFUSED.match(text):
+        elif self.state == REGISTERING and NICKNAME_REFUSED.fullmatch(error):
             # Someone else has the nickname now: the user chooses another,
             # and what was typed meanwhile must not be taken for a nickname.
             kept = [line for line in self._pending if QUIT.match(line)]
@@ -843,6 +864,13 @@ class Session:
     def _cancel(call: IDelayedCall | None) -> None:
         if call is not None and call.active():
             call.cancel()
+
+
+def _final(line: Line) -> bool:
+    """Whether the server ends the session on purpose after C{line}."""
+    if isinstance(line, Notice):
+        return line.text.startswith(KICKED_OUT)
+    return isinstance(line, Error) and line.text.startswith(BANNED)
 
 
 def describe(reason: Failure) -> str:

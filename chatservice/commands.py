@@ -216,7 +216,7 @@ def _welcome(nickname: str, session: IChatSession) -> Result:
 
     def greet(who: str) -> Deferred[list[Scrollback]]:
         session.answer(
-            wire.notice(f"Welcome, {nickname}! {who}")
+            wire.welcome(nickname, who)
             + wire.notice("Type /help for the commands.")
             + b"".join(wire.notice(line) for line in session.server.motd)
         )
@@ -293,8 +293,7 @@ def _describe_room(
     registry = session.registry
 
     def show(topic: str) -> Deferred[None]:
-        about = f"Topic: {topic}" if topic else "No topic is set."
-        session.answer(wire.notice(f"You are now in {room}. {about}"))
+        session.answer(wire.now_in(room, topic))
         return who_command(session, "")
 
     d = registry.topic(room).addCallback(show)

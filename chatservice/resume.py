@@ -517,14 +517,10 @@ def resume_command(session: IChatSession, args: str) -> Result:
             )
             raise ChatError(RESUME_FAILED)
         server.resume_failures.succeeded(key)
-        count = resumed.missed_lines
-        missed = (
-            "1 missed line follows" if count == 1 else f"{count} missed lines follow"
-        )
         # An answer: up to --resume-buffer-bytes of missed lines must not
         # count against the new connection's send queue.
         session.answer(
-            wire.notice(f"Resumed as {resumed.nickname} in {resumed.room}; {missed}:")
+            wire.resumed(resumed.nickname, resumed.room, resumed.missed_lines)
             + (
                 wire.notice(
                     "1 older missed line was dropped."

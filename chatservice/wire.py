@@ -1,13 +1,18 @@
 """The server's side of the line protocol: every line it sends is built here.
 
 Each function returns the finished bytes of one line, UTF-8 with CRLF, ready
-to hand to any number of clients unchanged.  This is the only module that
-knows the prefixes that let people and scripts tell lines apart:
+to hand to any number of clients unchanged.  This module (and its reading
+side, L{chatservice.wireparse}) alone knows the prefixes that let people and
+scripts tell lines apart:
 
   - C{*** } a notice (greeting, joins and leaves, replies to commands)
   - C{!!! } an error (what was wrong and what to do instead)
   - C{<nick> text} a chat line, C{* nick text} an action,
     C{*nick* text} a private message, C{-> *nick* text} its echo to the sender
+
+The programs on the other end (the client, the benchmark, the tests) read
+these lines back with L{chatservice.wireparse}, tested as the round trip of
+the builders here.
 
 See C{docs/protocol.md} for the whole protocol.
 """
@@ -87,6 +92,23 @@ def resume_token(nickname: str, token: str) -> bytes:
         f"resume token: {token} (if your connection drops, reconnect and send "
         f"/resume {nickname} {token} as your first line)"
     )
+
+
+def welcome(nickname: str, online: str) -> bytes:
+    """The first line after registration: C{nickname} is ours, who is online."""
+    return notice(f"Welcome, {nickname}! {online}")
+
+
+def now_in(room: str, topic: str) -> bytes:
+    """The answer to C{/join}: the session is in C{room} now, and its topic."""
+    about = f"Topic: {topic}" if topic else "No topic is set."
+    return notice(f"You are now in {room}. {about}")
+
+
+def resumed(nickname: str, room: str, missed: int) -> bytes:
+    """The answer to C{/resume}: back as C{nickname}, C{missed} lines follow."""
+    lines = "1 missed line follows" if missed == 1 else f"{missed} missed lines follow"
+    return notice(f"Resumed as {nickname} in {room}; {lines}:")
 
 
 def renamed(old: str, new: str) -> bytes:

@@ -27,6 +27,7 @@ from chatservice.config import Settings
 from chatservice.factory import ChatFactory
 from chatservice.protocol import ChatProtocol
 from chatservice.service import ChatService
+from chatservice.wireparse import Welcome, parse
 
 #: The longest any single wait may take before the test fails.
 WAIT = 10.0
@@ -254,9 +255,9 @@ class Harness:
         client = await self.greeted(client, port, tls)
         client.send(nickname)
         await wait_until(lambda: len(client.lines) >= 4, f"{nickname}'s welcome")
-        assert client.lines[2].startswith(f"*** Welcome, {nickname}! Online ("), (
-            client.lines
-        )
+        welcome = parse(client.lines[2])
+        assert isinstance(welcome, Welcome), client.lines
+        assert (welcome.nick, welcome.online[:8]) == (nickname, "Online ("), welcome
         assert client.lines[3] == "*** Type /help for the commands."
         return client
 

@@ -35,6 +35,7 @@ from chatservice.bench import (
     refusal_hint,
     split,
 )
+from chatservice.wireparse import parse
 
 #: The longest a whole run of the console script may take in a test.
 RUN_TIMEOUT = 60
@@ -196,7 +197,7 @@ def test_workers_at_most_clients() -> None:
 )
 def test_refusal_hints(line: str, option: str) -> None:
     """A refusal names the server option to raise."""
-    assert option in refusal_hint(line)
+    assert option in refusal_hint(parse(line))
 
 
 # A worker, on a fake clock.
@@ -213,12 +214,12 @@ def test_worker_counts_no_delivery_after_the_drain_timeout() -> None:
     worker = Worker(clock, plan, messages.append, endpoint=None)
     line = f"<bench1> ~b:abc123:1:{time.time_ns()}:m".encode()
     worker.command("measure")
-    worker.maybe_delivery(line)
+    worker.maybe_delivery(parse(line))
     worker.command("drain")
     clock.advance(DRAIN_TIMEOUT - 0.1)
-    worker.maybe_delivery(line)
+    worker.maybe_delivery(parse(line))
     clock.advance(0.2)
-    worker.maybe_delivery(line)
+    worker.maybe_delivery(parse(line))
     worker.report()
     assert messages[-1]["received"] == 2
     assert sum(messages[-1]["hist"]["counts"].values()) == 1  # since "drain"

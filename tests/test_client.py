@@ -41,6 +41,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
+from chatservice import wire
 from chatservice.client import (
     Backoff,
     ClientProtocol,
@@ -54,8 +55,15 @@ from chatservice.client import (
     output_for,
     parse_args,
 )
+from chatservice.wireparse import parse
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def token_line(nickname: str, token: str) -> str:
+    """The line that gives C{nickname} the resume token C{token}, without CRLF."""
+    return wire.resume_token(nickname, token).decode().removesuffix("\r\n")
+
 
 # Backoff
 
@@ -133,7 +141,7 @@ def test_heartbeat_any_line_resets_the_interval() -> None:
     """A line from the server, of any kind, and one sent start the interval again."""
     beat = Beat()
     beat.clock.advance(20)
-    assert beat.heartbeat.received("<bob> hi") is False
+    assert beat.heartbeat.received(parse("<bob> hi")) is False
     beat.heartbeat.sent()
     beat.clock.advance(20)
     assert beat.sent == []
@@ -146,7 +154,7 @@ def test_heartbeat_pings_when_the_client_is_silent() -> None:
     beat = Beat()
     for _ in range(3):
         beat.clock.advance(10)
-        beat.heartbeat.received("<bob> chatter")
+        beat.heartbeat.received(parse("<bob> chatter"))
     assert beat.sent == [b"/ping hb-1"]
 
 
@@ -174,7 +182,7 @@ def test_heartbeat_any_line_proves_the_link_alive() -> None:
     """A line after the ping, even not its PONG, cancels the deadline."""
     beat = Beat()
     beat.clock.advance(30)
-    beat.heartbeat.received("*** bob has joined #lobby")
+    beat.heartbeat.received(parse("*** bob has joined #lobby"))
     beat.clock.advance(29)
     assert beat.deaths == 0
     beat.clock.advance(1)
@@ -196,15 +204,15 @@ def test_heartbeat_hides_only_its_own_pongs(line: str, hidden: bool) -> None:
     """Only the answer to a ping it sent is recognised as its own."""
     beat = Beat()
     beat.clock.advance(30)
-    assert beat.heartbeat.received(line) is hidden
+    assert beat.heartbeat.received(parse(line)) is hidden
 
 
 def test_heartbeat_pong_recognised_once() -> None:
     """A second identical PONG (the user's own /ping hb-1) is shown."""
     beat = Beat()
     beat.clock.advance(30)
-    assert beat.heartbeat.received("*** PONG hb-1") is True
-    assert beat.heartbeat.received("*** PONG hb-1") is False
+    assert beat.heartbeat.received(parse("*** PONG hb-1")) is True
+    assert beat.heartbeat.received(parse("*** PONG hb-1")) is False
 
 
 def test_heartbeat_stop_leaves_no_timer() -> None:
@@ -216,7 +224,7 @@ def test_heartbeat_stop_leaves_no_timer() -> None:
     beat.clock.advance(30)
     beat.heartbeat.stop()
     assert beat.clock.getDelayedCalls() == []
-    beat.heartbeat.received("*** PONG hb-1")
+    beat.heartbeat.received(parse("*** PONG hb-1"))
     assert beat.clock.getDelayedCalls() == []
 
 
@@ -309,8 +317,7 @@ class Rig:
             *GREETING,
             "*** Welcome, alice! Online (1): alice",
             "*** Type /help for the commands.",
-            f"*** resume token: {token} (if your connection drops, reconnect "
-            f"and send /resume alice {token} as your first line)",
+            token_line("alice", token),
         )
 
     def reconnect(self, delay: float = 0.5, greet: bool = True) -> StringTransport:
@@ -402,7 +409,7 @@ def test_latest_token_and_nickname_used() -> None:
     rig.server(
         "*** bob is now known as carol",
         "*** alice is now known as Alicia",
-        "*** resume token: tok-2 (if your connection drops, ...)",
+        token_line("Alicia", "tok-2"),
     )
     rig.drop()
     rig.reconnect()
@@ -410,7 +417,7 @@ def test_latest_token_and_nickname_used() -> None:
     rig.server(
         "*** Resumed as Alicia in #lobby; 0 missed lines follow:",
         "*** End of missed lines.",
-        "*** resume token: tok-3 (if your connection drops, ...)",
+        token_line("Alicia", "tok-3"),
     )
     rig.drop()
     rig.reconnect()
@@ -434,7 +441,7 @@ def test_resume_shows_the_missed_lines_not_the_token() -> None:
         "<bob> are you there?",
         "*bob* call me",
         "*** End of missed lines.",
-        "*** resume token: tok-2 (if your connection drops, ...)",
+        token_line("alice", "tok-2"),
         "<bob> live again",
     )
     assert rig.shown() == [
@@ -547,7 +554,7 @@ def test_resumed_room_is_the_one_rejoined() -> None:
     rig.server(
         "*** Resumed as alice in #ops; 0 missed lines follow:",
         "*** End of missed lines.",
-        "*** resume token: T1 (if your connection drops, ...)",
+        token_line("alice", "T1"),
     )
     rig.drop()
     rig.reconnect()
