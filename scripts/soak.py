@@ -5,50 +5,66 @@ Usage::
     python3 scripts/soak.py                  # 300 users, 30 s warm-up + 180 s
     python3 scripts/soak.py --clients 50 --warmup 20 --duration 40
     python3 scripts/soak.py --server-arg=--history=10 --server-arg=--max-line=512
-    python3 scripts/soak.py --connect 127.0.0.1:8000 --pid 4242 --idle-timeout 300
+    python3 scripts/soak.py --connect 127.0.0.1:8000 --metrics 127.0.0.1:9100
 
 By default it starts its own server, ``twistd -n chat`` run by this
 interpreter, on a free port of 127.0.0.1, with short timeouts (``--idle-
 timeout 20``, ``--register-timeout 10``) so that timeouts happen during the
 run, a short ``--resume-grace 20`` so that sessions held for a resume come
-and go well within the warm-up, and extra ``--server-arg`` options passed on
-to ``twistd chat``.  The server's log goes to a file whose path is printed.
-The server is stopped at the end (SIGTERM, then SIGKILL), on Ctrl-C and on
-any error too.  With ``--connect HOST:PORT`` it soaks a server that is
-already running instead; give the timeouts that server uses, and ``--pid``
-to report its memory.
+and go well within the warm-up, ``--metrics`` on a second free port, and
+extra ``--server-arg`` options passed on to ``twistd chat``.  The server
+logs JSON (``twistd --logger=soak.server_log_observer``) to a file whose
+path is printed.  The server is stopped at the end (SIGTERM, then SIGKILL),
+on Ctrl-C and on any error too.  With ``--connect HOST:PORT`` it soaks a
+server that is already running instead, with nobody else on it; give the
+timeouts that server uses (``--idle-timeout 0`` if it has none, its
+default; ``--register-timeout``; ``--resume-grace``), ``--metrics`` for its
+counts and ``--pid`` for its memory.
 
 Each of the ``--clients`` simulated users lives one session after another.
 A session connects from a source address of its own, spread over 127.0.0.2
 to 127.0.0.254 (all of 127/8 is loopback on Linux), so the server's
 per-address limits do not apply; it registers a unique nickname, chats about
 once every 4 seconds, sometimes joins one of ``--rooms`` rooms or sends
-``/who``, ``/rooms`` or ``/ping``, and ends in one of five ways: ``/quit``, a
-clean close, a reset (RST, with SO_LINGER 0), going silent until the server's
-idle timeout disconnects it, or never registering at all, until the
-registration timeout does.  A new session of the same user follows.  No user
-sends more than one line a second.
+``/who``, ``/rooms`` or ``/ping``, and after ``--active`` seconds at most
+ends in one of five ways: ``/quit``, a clean close, a reset (RST, with
+SO_LINGER 0, once a ``/ping`` has been answered so that the server has read
+everything), going silent until the server's idle timeout disconnects it,
+or never registering at all (sending one ``/ping``, which must not restart
+the clock), until the registration timeout does.  A new session of the same
+user follows.  No user sends more than one line a second.
 
 Every chat line carries its number and the time it was sent, so the run
 measures its latency and checks its delivery: a user that was in the room
 when a line was sent, and stayed there for at least 2 s more, must receive it
 exactly once, and nobody in another room may.
 
+What the server says about itself is read through interfaces meant for
+programs, never from the wording of its log: its Prometheus metrics
+(``chatservice_disconnects_total`` by ``reason`` and a few counters and
+gauges, see docs/operations.md, "Metrics"), scraped before the load and
+after the users left, and its JSON log, read by event fields (the
+"registration" and "disconnect" events, and every warning or error).
+tests/test_soak.py checks both against a real server.
+
 It prints a progress line every 10 s, then the figures: the server's memory
 (VmRSS, from /proc) before the load, after the warm-up, at the end of the
 load and after the users left; its descriptors and CPU time; lines sent and
-received; sessions by how they ended; timeouts; deliveries; latency; and, for
-its own server, what the server logged.  It exits with 0 when the memory at
-the end is within ``--tolerance`` (10%) of the memory after the warm-up and
-nothing unexpected happened, and with 1 otherwise, printing why.
+received; sessions by how they ended; timeouts; deliveries; latency; and
+what the server counted and logged.  It exits with 0 when the memory at the
+end is within ``--tolerance`` (10%) of the memory after the warm-up, the
+server's counts agree with the clients' and nothing unexpected happened,
+and with 1 otherwise, printing why.  ``--summary FILE`` also writes the
+figures as JSON.
 
-This is a script, not a test: pytest collects only ``tests/`` (``testpaths``
-in setup.cfg).  Linux only (it reads /proc and binds 127.0.0.x addresses).
+tests/test_soak.py runs a short soak in the test suite.  Linux only (it
+reads /proc and binds 127.0.0.x addresses).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import re
@@ -61,6 +77,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from array import array
 from collections import Counter
 from collections.abc import Iterator
@@ -68,12 +85,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import connectionDone
 from twisted.internet.task import LoopingCall
-from twisted.logger import LogLevel, formatEvent, globalLogBeginner
+from twisted.logger import (
+    LogLevel,
+    eventsFromJSONLogFile,
+    formatEvent,
+    globalLogBeginner,
+    jsonFileLogObserver,
+)
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
@@ -90,9 +115,6 @@ ACTIONS = {"chat": 60, "join": 15, "who": 10, "rooms": 5, "ping": 10}
 
 #: Seconds between two turns of one user, uniformly: under one line a second.
 TURN = (1.5, 6.5)
-
-#: Seconds a registered user stays active before its session ends.
-ACTIVE = (10.0, 60.0)
 
 #: Seconds between the end of one session of a user and its next one.
 PAUSE = (0.2, 3.0)
@@ -119,13 +141,6 @@ WORDS = (
 #: A live chat line, as this script sends them: "<nick> soak ID SENT words".
 CHAT_LINE = re.compile(r"<(?P<nick>[^>]+)> soak (?P<id>\d+) (?P<sent>\d+\.\d+) ")
 
-#: Server log events (docs/operations.md, "Logging").
-LOG_CONNECT = re.compile(r"\] connection \d+ from ")
-LOG_CLOSED = re.compile(
-    r"\] connection \d+ closed \((?P<reason>[^;]*); (?P<detail>.*)\)"
-)
-LOG_PROBLEM = re.compile(r"Traceback|#critical\]|#error\]|#warn\]|Unhandled")
-
 now = time.monotonic
 
 
@@ -145,6 +160,10 @@ class Tally:
     started: Counter[str] = field(default_factory=Counter)
     #: Sessions over, by how they ended.
     ended: Counter[str] = field(default_factory=Counter)
+    #: Sessions welcomed by the server; and those closed after sending a
+    #: nickname but before the welcome (the server may have registered them).
+    registered: int = 0
+    registering_closed: int = 0
     #: Delivery checks: delivered, lost, uncertain, unchecked, duplicate, ...
     delivery: Counter[str] = field(default_factory=Counter)
     #: Seconds from sending a chat line to its delivery, after the warm-up.
@@ -225,45 +244,72 @@ def slope_per_minute(points: list[tuple[float, float]]) -> float | None:
 
 
 # --------------------------------------------------------------------------
-# The server
+# The server, and what it says about itself
 
 
 class Server:
-    """A C{twistd -n chat} process of our own, its output going to a file."""
+    """A C{twistd -n chat} process of our own.
 
-    def __init__(self, port: int, args: list[str], log_path: Path) -> None:
+    Its log is written as JSON, one event per record (L{server_log_observer},
+    given to twistd's C{--logger}), and read back by event fields; its
+    metrics are served on a second port of 127.0.0.1.  What twistd writes
+    before logging starts goes to C{twistd.out} beside the log.
+    """
+
+    def __init__(
+        self, port: int, metrics_port: int, args: list[str], log_path: Path
+    ) -> None:
         self.port = port
+        self.metrics_port = metrics_port
         self.log_path = log_path
+        self.output_path = log_path.with_name("twistd.out")
+        self.listen = f"tcp:{port}:interface=127.0.0.1"
+        self.metrics = f"tcp:{metrics_port}:interface=127.0.0.1"
         self.command = [
             *TWISTD,
             "-n",
             "--pidfile=",
+            "--logger=soak.server_log_observer",
             "chat",
             "--port",
-            f"tcp:{port}:interface=127.0.0.1",
+            self.listen,
+            "--metrics",
+            self.metrics,
             *args,
         ]
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, wait: float = 20.0) -> None:
         """Start the server; return once it listens, or raise C{RuntimeError}."""
-        with self.log_path.open("wb") as output:
+        scripts = str(Path(__file__).resolve().parent)
+        path = os.pathsep.join(filter(None, [scripts, os.environ.get("PYTHONPATH")]))
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": path,
+            LOG_VARIABLE: str(self.log_path),
+        }
+        self.log_path.write_bytes(b"")  # not the events of an earlier run
+        with self.output_path.open("wb") as output:
             self.process = subprocess.Popen(
                 self.command,
                 cwd=self.log_path.parent,
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env=env,
                 # Our own Ctrl-C must not reach it: we stop it ourselves.
                 start_new_session=True,
             )
         deadline = now() + wait
-        while "] listening on " not in self.log():
+        wanted = {self.listen, f"--metrics {self.metrics}"}
+        while not wanted <= read_server_events(self.log_path).listening:
             if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited early:\n{self.log()}")
+                raise RuntimeError(f"the server exited early:\n{self.output()}")
             if now() > deadline:
-                raise RuntimeError(f"the server did not listen in {wait:g} s")
+                raise RuntimeError(
+                    f"the server did not listen in {wait:g} s:\n{self.output()}"
+                )
             time.sleep(0.1)
 
     @property
@@ -275,10 +321,10 @@ class Server:
         """The exit status if the server is gone, else C{None}."""
         return None if self.process is None else self.process.poll()
 
-    def log(self) -> str:
-        """Everything the server wrote so far."""
+    def output(self) -> str:
+        """What twistd wrote outside its log (an early crash, say)."""
         try:
-            return self.log_path.read_text(errors="replace")
+            return self.output_path.read_text(errors="replace")
         except OSError:
             return ""
 
@@ -297,37 +343,124 @@ class Server:
         return process.returncode
 
 
-@dataclass
-class ServerLog:
-    """What the server logged about the connections, and any problems."""
+#: The environment variable naming the file L{server_log_observer} writes.
+LOG_VARIABLE = "CHATSOAK_LOG"
 
-    connects: int = 0
+
+def server_log_observer() -> Any:
+    """For C{twistd --logger}: log every event as JSON to C{$CHATSOAK_LOG}.
+
+    Runs in the server's process.  JSON keeps each event's fields
+    (C{connection_id}, C{reason}, ...; see docs/operations.md, "Logging"),
+    so the soak reads them without depending on the wording of a message.
+    """
+    return jsonFileLogObserver(
+        open(os.environ[LOG_VARIABLE], "a", encoding="utf-8")  # noqa: SIM115
+    )
+
+
+#: Fields that make a log event a registration, and a disconnect
+#: (docs/operations.md, "Logging": "registration" and "disconnect").
+REGISTRATION_FIELDS = frozenset({"connection_id", "peer", "nickname"})
+DISCONNECT_FIELDS = frozenset({"connection_id", "peer", "reason", "detail"})
+THROTTLE_FIELDS = frozenset({"connection_id", "rate"})
+
+
+@dataclass
+class ServerEvents:
+    """What the server logged, read by event fields, not by message text."""
+
+    #: The C{description} of every "listening" event.
+    listening: set[str] = field(default_factory=set)
+    #: Connections registered ("registration" events).
+    registrations: int = 0
+    #: Connections closed, by C{reason} ("disconnect" events).
     closes: Counter[str] = field(default_factory=Counter)
-    details: Counter[str] = field(default_factory=Counter)
-    refused: int = 0
+    #: Connections slowed down by flood control ("flood control" events).
     throttled: int = 0
+    #: Warnings, errors and failures, formatted for people.
     problems: list[str] = field(default_factory=list)
 
 
-def read_server_log(text: str) -> ServerLog:
-    """Count the events of the server log C{text}."""
-    summary = ServerLog()
-    for line in text.splitlines():
-        if LOG_CONNECT.search(line):
-            summary.connects += 1
-        elif closed := LOG_CLOSED.search(line):
-            summary.closes[closed["reason"]] += 1
-            detail = closed["detail"]
-            if detail != "closed cleanly":
-                detail = "non-clean" if "non-clean" in detail else detail
-            summary.details[f"{closed['reason']} ({detail})"] += 1
-        elif "refused a connection" in line:
-            summary.refused += 1
-        elif " throttled" in line:
-            summary.throttled += 1
-        if LOG_PROBLEM.search(line):
-            summary.problems.append(line)
+def read_server_events(path: Path) -> ServerEvents:
+    """Read the JSON log at C{path} (as far as it is written)."""
+    summary = ServerEvents()
+    try:
+        log_file = path.open(encoding="utf-8")
+    except OSError:
+        return summary
+    with log_file:
+        for event in eventsFromJSONLogFile(log_file):
+            keys = event.keys()
+            if event.get("log_namespace") == "chatservice.service" and isinstance(
+                event.get("description"), str
+            ):
+                summary.listening.add(event["description"])
+            if DISCONNECT_FIELDS <= keys:
+                summary.closes[str(event["reason"])] += 1
+            elif REGISTRATION_FIELDS <= keys and "old" not in keys:
+                summary.registrations += 1
+            elif THROTTLE_FIELDS <= keys:
+                summary.throttled += 1
+            level = event.get("log_level")
+            if "log_failure" in event or (level is not None and level >= LogLevel.warn):
+                text = formatEvent(event)
+                failure = event.get("log_failure")
+                if failure is not None:
+                    text += "\n" + failure.getTraceback()
+                summary.problems.append(text)
     return summary
+
+
+#: The metrics the soak reads (docs/operations.md, "Metrics").
+CONNECTIONS = "chatservice_connections"
+USERS = "chatservice_users"
+HELD = "chatservice_held_sessions"
+LINES_RECEIVED = "chatservice_lines_received_total"
+CHAT_LINES = "chatservice_chat_lines_total"
+DELIVERIES = "chatservice_chat_deliveries_total"
+DISCONNECTS = "chatservice_disconnects_total"
+REFUSED = "chatservice_refused_total"
+PLAIN_METRICS = (CONNECTIONS, USERS, HELD, LINES_RECEIVED, CHAT_LINES, DELIVERIES)
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """The server's metrics at one moment, as the soak reads them."""
+
+    #: Each of L{PLAIN_METRICS} by name.
+    values: dict[str, float]
+    #: L{DISCONNECTS} and L{REFUSED}, by their C{reason} label.
+    disconnects: Counter[str]
+    refused: Counter[str]
+
+
+def parse_metrics(text: str) -> Scrape:
+    """Read a Prometheus text page; C{ValueError} if a metric is missing."""
+    values: dict[str, float] = {}
+    by_reason: dict[str, Counter[str]] = {DISCONNECTS: Counter(), REFUSED: Counter()}
+    counters: set[str] = set()
+    for family in text_string_to_metric_families(text):
+        if family.type == "counter":
+            counters.add(f"{family.name}_total")
+        for sample in family.samples:
+            if sample.name in PLAIN_METRICS and not sample.labels:
+                values[sample.name] = sample.value
+            elif sample.name in by_reason and set(sample.labels) == {"reason"}:
+                by_reason[sample.name][sample.labels["reason"]] += int(sample.value)
+    missing = [name for name in PLAIN_METRICS if name not in values]
+    missing += [name for name in by_reason if name not in counters]
+    if missing:
+        raise ValueError(f"the metrics page has no {', '.join(missing)}")
+    return Scrape(values, by_reason[DISCONNECTS], by_reason[REFUSED])
+
+
+def scrape(address: tuple[str, int], timeout: float = 5.0) -> Scrape:
+    """Fetch and read C{http://HOST:PORT/metrics}; C{OSError} if it fails."""
+    host, port = address
+    url = f"http://{host}:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310
+        return parse_metrics(answer.read().decode("utf-8"))
 
 
 def free_port() -> int:
@@ -345,8 +478,9 @@ class Session(LineReceiver):
     """One session of a simulated user: one connection, from connect to close.
 
     Its C{phase} is C{connecting}, C{greeting}, C{registering}, C{active},
-    then C{quitting}, C{silent} (waiting for the idle timeout) or C{waiting}
-    (unregistered, waiting for the registration timeout), and C{closing}.
+    then C{quitting}, C{resetting} (waiting for a PONG, then resetting),
+    C{silent} (waiting for the idle timeout) or C{waiting} (unregistered,
+    waiting for the registration timeout), and C{closing}.
     """
 
     delimiter = b"\n"
@@ -491,15 +625,22 @@ class Session(LineReceiver):
                 self.phase = "waiting"
                 wait = self.soak.register_timeout + REPLY_WAIT
                 self._expect("registration timeout notice", wait)
+                # The registration timeout counts from the connection: a
+                # line before a nickname must not restart it.
+                self._turn = self.soak.reactor.callLater(
+                    self.soak.register_timeout / 2, self._ping
+                )
             else:
                 self.phase = "registering"
                 self._send(self.nick, "nick")
                 self._expect("welcome", REPLY_WAIT)
         elif phase == "registering" and text.startswith(f"Welcome, {self.nick}!"):
             self._unexpect()
+            self.tally.registered += 1
             self.phase = "active"
             self._enter_room(LOBBY, at)
-            self.active_until = at + self.soak.random.uniform(*ACTIVE)
+            longest = self.soak.options.active
+            self.active_until = at + self.soak.random.uniform(longest / 6, longest)
             self._next_turn()
         elif text.startswith("You are now in #") and self.join_pending:
             self._unexpect()
@@ -529,6 +670,8 @@ class Session(LineReceiver):
             if token != self.ping_token:
                 self.tally.problem("wrong PONG", f"{self.nick}: {self.ping_token!r}")
             self.ping_token = None
+            if phase == "resetting":
+                self._close("reset", at)
         elif text == "server shutting down":
             self.tally.problem("server shutting down", self.nick)
 
@@ -585,11 +728,15 @@ class Session(LineReceiver):
             self.join_pending = True
             self._expect(f"reply to /join {room}", REPLY_WAIT)
         elif action == "ping":
-            self.ping_token = f"p{soak.next_serial()}"
-            self._send(f"/ping {self.ping_token}", "ping")
+            self._ping()
         else:
             self._send(f"/{action}", action)
         self._next_turn()
+
+    def _ping(self) -> None:
+        self._turn = None
+        self.ping_token = f"p{self.soak.next_serial()}"
+        self._send(f"/ping {self.ping_token}", "ping")
 
     def _chat(self, at: float) -> None:
         soak = self.soak
@@ -613,6 +760,12 @@ class Session(LineReceiver):
         elif ending == "idle":
             self.phase = "silent"
             self._expect("idle timeout notice", self.soak.idle_timeout + REPLY_WAIT)
+        elif ending == "reset":
+            # A reset throws away what the server has not read yet: first
+            # make sure it has acted on every line (its PONG comes after).
+            self._ping()
+            self.phase = "resetting"
+            self._expect("PONG before the reset", REPLY_WAIT)
         else:
             self._close(ending, at)
 
@@ -625,6 +778,8 @@ class Session(LineReceiver):
         if self.room is not None:
             self._leave_room()
         self._settle(at - DELIVERY_MARGIN)
+        if self.phase == "registering":
+            self.tally.registering_closed += 1
         self.ended_as = how
         self.phase = "closing"
         if how == "reset":
@@ -752,6 +907,7 @@ class Soak:
         pid: int | None,
         server: Server | None,
         bind: bool,
+        metrics: tuple[str, int] | None,
     ) -> None:
         self.reactor = reactor
         self.options = options
@@ -760,6 +916,10 @@ class Soak:
         self.pid = pid
         self.server = server
         self.bind = bind
+        #: Where the server's metrics are scraped, if anywhere.
+        self.metrics = metrics
+        #: The metrics before the load and after the users left.
+        self.scrapes: dict[str, Scrape] = {}
         self.idle_timeout: float = options.idle_timeout
         self.register_timeout: float = options.register_timeout
         self.random = random.Random(options.seed)
@@ -768,8 +928,15 @@ class Soak:
         self.members: dict[str, set[Session]] = {}
         #: Every chat line sent: id -> (room, when, sender).
         self.lines: dict[int, tuple[str, float, str]] = {}
-        self.ending_names = list(ENDINGS)
-        self.ending_weights = list(ENDINGS.values())
+        # A server without an idle timeout (the default) never ends a session
+        # for silence: nobody waits for one.
+        endings = {
+            name: weight
+            for name, weight in ENDINGS.items()
+            if name != "idle" or self.idle_timeout
+        }
+        self.ending_names = list(endings)
+        self.ending_weights = list(endings.values())
         self.action_names = list(ACTIONS)
         self.action_weights = list(ACTIONS.values())
         self._serials = iter(range(1, sys.maxsize))
@@ -835,6 +1002,12 @@ class Soak:
         options = self.options
         self.started_at = now()
         self.marks["before load"] = probe(self.pid)
+        if self.metrics is not None:
+            try:
+                self.scrapes["before load"] = scrape(self.metrics)
+            except (OSError, ValueError) as problem:
+                self._abort(f"cannot read the metrics: {problem}")
+                return
         ramp = min(10.0, options.warmup / 3)
         for index, user in enumerate(self.users):
             self._later(ramp * index / len(self.users), user.start)
@@ -854,7 +1027,9 @@ class Soak:
     def _progress(self) -> None:
         sessions = [u.session for u in self.users if u.session is not None]
         connected = sum(s.phase not in ("connecting", "done") for s in sessions)
-        registered = sum(s.phase in ("active", "silent", "quitting") for s in sessions)
+        registered = sum(
+            s.phase in ("active", "silent", "quitting", "resetting") for s in sessions
+        )
         rss = self.samples[-1].rss_kib if self.samples else None
         tally = self.tally
         print(
@@ -887,13 +1062,14 @@ class Soak:
         self.check_stopped()
 
     def check_stopped(self) -> None:
-        """Once every session is over, wait for the server to log them all."""
+        """Once every session is over, wait for the server to forget them."""
         if self.shutting_down or self._stopped_waiting:
             return
         if any(u.session for u in self.users):
             return
         self._stopped_waiting = True
-        self._drain(now() + 15.0)
+        # Sessions dropped at the end are held for a resume this long.
+        self._drain(now() + self.options.resume_grace + 15.0)
 
     def _stop_overdue(self) -> None:
         if self._stopped_waiting:
@@ -906,10 +1082,27 @@ class Soak:
                 session.transport.abortConnection()
 
     def _drain(self, deadline: float) -> None:
-        """Wait until the server has logged the end of every connection."""
-        if self.server is not None:
-            summary = read_server_log(self.server.log())
-            if sum(summary.closes.values()) < summary.connects and now() < deadline:
+        """Wait until the server has closed every connection and held session.
+
+        Its metrics say so: connections, users and held sessions back to
+        their numbers before the load.  The last scrape is kept.
+        """
+        if self.metrics is not None:
+            try:
+                last = scrape(self.metrics)
+            except (OSError, ValueError) as problem:
+                self._abort(f"cannot read the metrics: {problem}")
+                return
+            self.scrapes["after users left"] = last
+            before = self.scrapes["before load"].values
+            back = all(
+                last.values[name] == before[name] for name in (CONNECTIONS, USERS, HELD)
+            )
+            # The scrape's own connection, too, must be closed.
+            first, current = self.marks["before load"], probe(self.pid)
+            if first and first.fds and current and current.fds:
+                back = back and current.fds <= first.fds
+            if not back and now() < deadline:
                 self.reactor.callLater(0.25, self._drain, deadline)
                 return
         self.phase = "done"
@@ -940,7 +1133,7 @@ class Soak:
 # The report
 
 
-def report(soak: Soak, server_log: ServerLog | None, exit_status: int | None) -> int:
+def report(soak: Soak, events: ServerEvents | None, exit_status: int | None) -> int:
     """Print the figures of C{soak}; return the exit status of the script."""
     options = soak.options
     tally = soak.tally
@@ -1028,78 +1221,224 @@ def report(soak: Soak, server_log: ServerLog | None, exit_status: int | None) ->
         for example in tally.examples:
             print(f"  unexpected: {example}")
 
-    if server_log is not None:
-        check_server_log(soak, server_log, exit_status, failures)
+    check_metrics(soak, failures)
+    if events is not None:
+        check_server_log(soak, events, exit_status, failures)
 
     print()
     if failures:
         for failure in failures:
             print(f"FAIL: {failure}")
-        return 1
-    print("PASS")
-    return 0
+    else:
+        print("PASS")
+    if options.summary is not None:
+        write_summary(soak, events, failures, options.summary)
+    return 1 if failures else 0
+
+
+def expected_closes(tally: Tally) -> Counter[str] | None:
+    """The server's close reasons the clients' sessions must have caused.
+
+    None if a session failed or never connected: then counts cannot agree,
+    and the failure is reported already.
+    """
+    ended = tally.ended
+    if ended["failed"] or ended["not connected"] or ended["interrupted"]:
+        return None
+    expected = Counter(
+        {
+            "quit": ended["quit"],
+            "idle timeout": ended["idle timeout"],
+            "registration timeout": ended["registration timeout"],
+            "connection lost": ended["close"]
+            + ended["reset"]
+            + ended["stopped at end"],
+        }
+    )
+    return +expected
+
+
+def compare_closes(
+    source: str, counted: Counter[str], expected: Counter[str], failures: list[str]
+) -> None:
+    """Add to C{failures} each reason C{source} counted otherwise."""
+    for reason in sorted(set(expected) | set(counted)):
+        if counted[reason] != expected[reason]:
+            failures.append(
+                f"{source} counted {counted[reason]} closes for '{reason}', "
+                f"the clients expected {expected[reason]}"
+            )
+
+
+def check_metrics(soak: Soak, failures: list[str]) -> None:
+    """Compare the server's metrics before and after with the clients' counts."""
+    before = soak.scrapes.get("before load")
+    after = soak.scrapes.get("after users left")
+    if before is None or after is None:
+        if soak.metrics is None:
+            print("server metrics: not read (no --metrics)")
+        elif soak.finished:
+            failures.append("the server's metrics were not read before and after")
+        return
+    tally = soak.tally
+    change = {name: after.values[name] - before.values[name] for name in PLAIN_METRICS}
+    closes = after.disconnects - before.disconnects
+    refused = after.refused - before.refused
+
+    def counts(counter: Counter[str]) -> str:
+        return ", ".join(f"{k} {v}" for k, v in sorted(counter.items())) or "none"
+
+    print(
+        f"server metrics, change over the run: disconnects {closes.total()} "
+        f"({counts(closes)}); refused {refused.total()}; lines received "
+        f"{change[LINES_RECEIVED]:.0f}; chat lines {change[CHAT_LINES]:.0f}, "
+        f"deliveries {change[DELIVERIES]:.0f}"
+    )
+    left = {name: change[name] for name in (CONNECTIONS, USERS, HELD) if change[name]}
+    if left:
+        failures.append(
+            "after the users left the server still had "
+            + ", ".join(f"{value:+.0f} {name}" for name, value in left.items())
+        )
+    if refused:
+        failures.append(f"the server refused connections ({counts(refused)})")
+    if not soak.finished:
+        return
+    expected = expected_closes(tally)
+    if expected is None:
+        return
+    started = tally.started.total()
+    if closes.total() != started:
+        failures.append(
+            f"the metrics counted {closes.total()} disconnects, "
+            f"the clients made {started} connections"
+        )
+    compare_closes("the metrics", closes, expected, failures)
+    if change[LINES_RECEIVED] != tally.sent.total():
+        failures.append(
+            f"the metrics counted {change[LINES_RECEIVED]:.0f} lines received, "
+            f"the clients sent {tally.sent.total()}"
+        )
+    if change[CHAT_LINES] != tally.sent["chat"]:
+        failures.append(
+            f"the metrics counted {change[CHAT_LINES]:.0f} chat lines, "
+            f"the clients sent {tally.sent['chat']}"
+        )
+    # The server also counts copies for sessions held for a resume, and for
+    # clients that closed before reading them: at least what arrived.
+    if change[DELIVERIES] < tally.received["chat"]:
+        failures.append(
+            f"the metrics counted {change[DELIVERIES]:.0f} deliveries, "
+            f"the clients received {tally.received['chat']} chat lines"
+        )
 
 
 def check_server_log(
-    soak: Soak, summary: ServerLog, exit_status: int | None, failures: list[str]
+    soak: Soak, events: ServerEvents, exit_status: int | None, failures: list[str]
 ) -> None:
     """Print what the server logged; add to C{failures} where it disagrees."""
     tally = soak.tally
+    details = ", ".join(f"{k} {v}" for k, v in sorted(events.closes.items()))
     print(
-        f"server log: {summary.connects} connections, "
-        f"{sum(summary.closes.values())} closed "
-        f"({', '.join(f'{k} {v}' for k, v in summary.details.most_common())}); "
-        f"{summary.refused} refused, {summary.throttled} throttled, "
-        f"{len(summary.problems)} error lines; exit status {exit_status}"
+        f"server log: {events.registrations} registrations, "
+        f"{events.closes.total()} closes ({details or 'none'}); "
+        f"{events.throttled} throttled, {len(events.problems)} warnings or "
+        f"errors; exit status {exit_status}"
     )
-    for line in summary.problems[:20]:
-        print(f"  server: {line}")
-    if summary.problems:
-        failures.append(f"the server logged {len(summary.problems)} error lines")
-    if summary.refused or summary.throttled:
-        failures.append(
-            f"the server refused {summary.refused} and throttled "
-            f"{summary.throttled} connections"
-        )
+    for text in events.problems[:20]:
+        print(f"  server: {text}")
+    if events.problems:
+        failures.append(f"the server logged {len(events.problems)} warnings or errors")
+    if events.throttled:
+        failures.append(f"the server throttled {events.throttled} connections")
     # twistd exits with the signal that stopped it (-15): not a failure.
     if exit_status not in (0, -signal.SIGTERM):
         failures.append(f"the server exited with status {exit_status}")
-    if not soak.finished or tally.ended["failed"] or tally.ended["not connected"]:
-        return  # the counts cannot agree; the failure is reported already
-    ended = tally.ended
-    expected = {
-        "quit": ended["quit"],
-        "idle timeout": ended["idle timeout"],
-        "registration timeout": ended["registration timeout"],
-        "connection lost": ended["close"] + ended["reset"] + ended["stopped at end"],
-    }
-    if summary.connects != sum(tally.started.values()):
+    if not soak.finished:
+        return
+    expected = expected_closes(tally)
+    if expected is None:
+        return
+    started = tally.started.total()
+    if events.closes.total() != started:
         failures.append(
-            f"the server logged {summary.connects} connections, "
-            f"the clients made {sum(tally.started.values())}"
+            f"the server logged {events.closes.total()} closes, "
+            f"the clients made {started} connections"
         )
-    for reason in sorted(set(expected) | set(summary.closes)):
-        if summary.closes[reason] != expected.get(reason, 0):
-            failures.append(
-                f"the server logged {summary.closes[reason]} closes for "
-                f"'{reason}', the clients expected {expected.get(reason, 0)}"
-            )
+    compare_closes("the server log", events.closes, expected, failures)
+    least, most = tally.registered, tally.registered + tally.registering_closed
+    if not least <= events.registrations <= most:
+        failures.append(
+            f"the server logged {events.registrations} registrations, "
+            f"the clients saw {least} welcomes (and closed {most - least} "
+            "sessions waiting for one)"
+        )
+
+
+def write_summary(
+    soak: Soak, events: ServerEvents | None, failures: list[str], path: Path
+) -> None:
+    """Write the run's main figures to C{path}, as JSON, for programs."""
+    tally = soak.tally
+    marks = {
+        name: None if p is None else {"rss_kib": p.rss_kib, "fds": p.fds}
+        for name, p in soak.marks.items()
+    }
+    summary = {
+        "failures": failures,
+        "finished": soak.finished,
+        "sent": dict(tally.sent),
+        "received": dict(tally.received),
+        "started": dict(tally.started),
+        "ended": dict(tally.ended),
+        "registered": tally.registered,
+        "delivery": dict(tally.delivery),
+        "idle_timeouts": len(tally.idle_waits),
+        "registration_timeouts": len(tally.register_waits),
+        "latencies": len(tally.latencies),
+        "marks": marks,
+        "metrics": {
+            name: {
+                "values": scraped.values,
+                "disconnects": dict(scraped.disconnects),
+                "refused": dict(scraped.refused),
+            }
+            for name, scraped in soak.scrapes.items()
+        },
+        "log": None
+        if events is None
+        else {
+            "registrations": events.registrations,
+            "closes": dict(events.closes),
+            "problems": events.problems,
+        },
+    }
+    path.write_text(json.dumps(summary, indent=2) + "\n")
 
 
 # --------------------------------------------------------------------------
 # Command line
 
 
-def positive(kind: type) -> Any:
-    """An argparse type: a number of C{kind} greater than 0."""
+def positive(kind: type, zero: bool = False) -> Any:
+    """An argparse type: a number of C{kind} greater than 0 (or C{zero})."""
 
     def convert(text: str) -> Any:
         value = kind(text)
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be greater than 0: {text}")
+        if not (value > 0 or (zero and value == 0)):
+            least = "0 or more" if zero else "greater than 0"
+            raise argparse.ArgumentTypeError(f"must be {least}: {text}")
         return value
 
     return convert
+
+
+def address(text: str) -> tuple[str, int]:
+    """An argparse type: C{HOST:PORT}."""
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"not HOST:PORT: {text}")
+    return host, int(port)
 
 
 def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
@@ -1139,10 +1478,11 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add(
         "--idle-timeout",
-        type=positive(float),
+        type=positive(float, zero=True),
         default=20.0,
         metavar="S",
-        help="the server's --idle-timeout (%(default)g)",
+        help="the server's --idle-timeout (%(default)g; 0: never, and no user "
+        "waits for one)",
     )
     add(
         "--register-timeout",
@@ -1178,6 +1518,14 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="S",
         help="hard limit of the whole run (warm-up + duration + 120)",
     )
+    add(
+        "--active",
+        type=positive(float),
+        default=60.0,
+        metavar="S",
+        help="the longest a registered user stays before its session ends; "
+        "the shortest is a sixth of it (%(default)g)",
+    )
     add("--seed", type=int, help="seed of the random choices (random)")
     add(
         "--server-arg",
@@ -1190,7 +1538,13 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
         "--server-log",
         type=Path,
         metavar="FILE",
-        help="the server's log (a new file in the temporary directory)",
+        help="the server's log, JSON (a new file in the temporary directory)",
+    )
+    add(
+        "--summary",
+        type=Path,
+        metavar="FILE",
+        help="also write the figures and failures there, as JSON",
     )
     add(
         "--connect",
@@ -1202,6 +1556,12 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
         type=positive(int),
         help="with --connect: the server's process id, for its memory",
     )
+    add(
+        "--metrics",
+        type=address,
+        metavar="HOST:PORT",
+        help="with --connect: where the server's --metrics are, for its counts",
+    )
     options = parser.parse_args(argv)
     if options.clients > 5000:
         parser.error("--clients: at most 5000")
@@ -1209,6 +1569,8 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--warmup + --duration: at most an hour")
     if options.connect is None and options.pid is not None:
         parser.error("--pid goes with --connect")
+    if options.connect is None and options.metrics is not None:
+        parser.error("--metrics goes with --connect")
     if options.connect is not None and (options.server_arg or options.server_log):
         parser.error("--server-arg and --server-log need a server of our own")
     if options.deadline is None:
@@ -1264,7 +1626,7 @@ def main(argv: list[str] | None = None) -> int:
         if options.connect is None:
             log_path = options.server_log
             if log_path is None:
-                log_path = Path(tempfile.mkdtemp(prefix="chatsoak-")) / "twistd.log"
+                log_path = Path(tempfile.mkdtemp(prefix="chatsoak-")) / "twistd.json"
             server_args = [
                 "--resume-grace",
                 f"{options.resume_grace:g}",
@@ -1274,20 +1636,22 @@ def main(argv: list[str] | None = None) -> int:
                 f"{options.register_timeout:g}",
                 *options.server_arg,
             ]
-            server = Server(free_port(), server_args, log_path.resolve())
+            server = Server(free_port(), free_port(), server_args, log_path.resolve())
             print(f"soak: starting {' '.join(server.command[3:])}", flush=True)
-            print(f"soak: server log {server.log_path}", flush=True)
+            print(f"soak: server log (JSON) {server.log_path}", flush=True)
             server.start()
             host, port, pid = "127.0.0.1", server.port, server.pid
+            metrics: tuple[str, int] | None = ("127.0.0.1", server.metrics_port)
         else:
             name, _, port_text = options.connect.rpartition(":")
             host, port, pid = socket.gethostbyname(name), int(port_text), options.pid
+            metrics = options.metrics
             if pid is not None:
                 print(f"soak: measuring process {pid}: {command_line(pid)}")
         bind = host.startswith("127.")
         from twisted.internet import reactor
 
-        soak = Soak(reactor, options, host, port, pid, server, bind)
+        soak = Soak(reactor, options, host, port, pid, server, bind, metrics)
         watch_twisted_log(soak.tally)
         print(
             f"soak: {options.clients} users, {options.warmup:g} s warm-up + "
@@ -1297,8 +1661,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         soak.run()
         exit_status = server.stop() if server is not None else None
-        server_log = read_server_log(server.log()) if server is not None else None
-        return report(soak, server_log, exit_status)
+        events = read_server_events(server.log_path) if server is not None else None
+        return report(soak, events, exit_status)
     except (RuntimeError, OSError, ValueError) as problem:
         print(f"soak: {problem}", file=sys.stderr)
         return 1
