@@ -3,7 +3,7 @@
 A password is kept as C{scrypt$N$R$P$SALT$HASH}: the scrypt cost parameters
 in decimal, then the salt and the derived key in unpadded URL-safe base64.
 The operators file (C{twistd chat --operators PATH}) has one operator a line,
-C{NAME HASH}; C{chatservice-oper NAME} (L{chatservice.oper_tool}) makes such a
+C{NAME HASH}; C{chatservice-oper NAME} (L{chatservice.tools.oper}) makes such a
 line.  Plain-text passwords are refused when the file is read.
 
 Checking a password costs tens of milliseconds of CPU on purpose, so

@@ -18,7 +18,7 @@ per-address limits lifted), in three configurations:
   split half and half between them (receivers and senders on both).
 
 The clients are ``chatservice-bench``'s own workers (``python -m
-chatservice.bench --worker PLAN``), driven by its ``Run`` class in a
+chatservice.tools.bench --worker PLAN``), driven by its ``Run`` class in a
 separate process, with one change: worker ``i`` connects to node ``i mod
 nodes``.  All the workers share one run, so every client counts every line
 of the run, whichever node its sender is on, and the latency (send
@@ -291,7 +291,7 @@ def measure_main(spec_json: str) -> None:
 
 
 async def _measure(reactor: Any, spec: dict[str, Any]) -> None:
-    from chatservice import bench
+    from chatservice.tools import bench
 
     ports: list[int] = spec["ports"]
 

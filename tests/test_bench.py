@@ -22,15 +22,15 @@ from processes import Connection, Server, free_port
 
 from twisted.internet.task import Clock
 
-from chatservice.bench import (
+from chatservice.tools.bench import (
     DRAIN_TIMEOUT,
-    Histogram,
     Options,
     Plan,
     Progress,
     Run,
     Worker,
     WorkerProcess,
+    latencies,
     parse_args,
     refusal_hint,
     split,
@@ -54,7 +54,7 @@ SUMMARY = re.compile(
 def bench(*args: str) -> subprocess.CompletedProcess[str]:
     """Run the console script's module with C{args}, bounded in time."""
     return subprocess.run(
-        [sys.executable, "-m", "chatservice.bench", *args],
+        [sys.executable, "-m", "chatservice.tools.bench", *args],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -91,9 +91,9 @@ def server(twistd: Callable[..., Server]) -> Callable[..., int]:
 def test_percentiles_within_two_percent() -> None:
     """Each percentile is within 2 % of the exact one, and never above the max."""
     values = [random.Random(7).randint(1, 2_000_000) for _ in range(5000)]
-    histogram = Histogram()
+    histogram = latencies()
     for value in values:
-        histogram.add(value)
+        histogram.observe(value)
     ordered = sorted(values)
     for percent in (50, 90, 99, 100):
         exact = ordered[max(0, -(-len(ordered) * percent // 100) - 1)]
@@ -104,17 +104,17 @@ def test_percentiles_within_two_percent() -> None:
 def test_merged_histograms_equal_one_of_everything() -> None:
     """Merging the histograms of two halves gives the histogram of the whole."""
     values = list(range(0, 100_000, 37))
-    whole, first, second = Histogram(), Histogram(), Histogram()
+    whole, first, second = latencies(), latencies(), latencies()
     for value in values:
-        whole.add(value)
+        whole.observe(value)
     for value in values[::2]:
-        first.add(value)
+        first.observe(value)
     for value in values[1::2]:
-        second.add(value)
+        second.observe(value)
     first.merge(second)
-    assert (first.counts, first.total, first.max) == (
+    assert (first.counts, first.count, first.max) == (
         whole.counts,
-        whole.total,
+        whole.count,
         whole.max,
     )
     assert [first.percentile(p) for p in (50, 90, 99)] == [
@@ -124,20 +124,20 @@ def test_merged_histograms_equal_one_of_everything() -> None:
 
 def test_histogram_json_round_trip() -> None:
     """A histogram read back from its JSON form is the same histogram."""
-    histogram = Histogram()
+    histogram = latencies()
     for value in (0, 1, 5, 999, 12345, 12345):
-        histogram.add(value)
-    again = Histogram.from_json(json.loads(json.dumps(histogram.to_json())))
-    assert (again.counts, again.total, again.max) == (
+        histogram.observe(value)
+    again = latencies(json.loads(json.dumps(histogram.to_json())))
+    assert (again.counts, again.count, again.max) == (
         histogram.counts,
-        histogram.total,
+        histogram.count,
         histogram.max,
     )
 
 
 def test_empty_histogram() -> None:
     """An empty histogram reports 0 for every percentile."""
-    assert Histogram().percentile(99) == 0.0
+    assert latencies().percentile(99) == 0.0
 
 
 @pytest.mark.parametrize(
@@ -245,9 +245,9 @@ class FakeTransport:
 
 def report(worker: WorkerProcess, **counts: Any) -> None:
     """Have C{worker} send a report line, with C{counts} and no latencies."""
-    hist = Histogram()
+    hist = latencies()
     for micros in counts.pop("latencies", []):
-        hist.add(micros)
+        hist.observe(micros)
     message = {
         "event": "report",
         "connected": 0,
@@ -506,7 +506,7 @@ def test_standard_output_closed(server: Callable[..., int]) -> None:
     os.close(read)
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "chatservice.bench", "--port", str(port),
+            [sys.executable, "-m", "chatservice.tools.bench", "--port", str(port),
              "--clients", "6", "--workers", "2", "--senders", "2", "--rate", "4",
              "--duration", "0.5", "--warmup", "0", "--no-progress"],
             stdin=subprocess.DEVNULL,
@@ -597,7 +597,7 @@ def test_interrupted(
     stderr_path = tmp_path / "bench.err"
     with (tmp_path / "bench.out").open("wb") as out, stderr_path.open("wb") as err:
         process = subprocess.Popen(
-            [sys.executable, "-m", "chatservice.bench", "--port", str(port),
+            [sys.executable, "-m", "chatservice.tools.bench", "--port", str(port),
              "--clients", "6", "--workers", "2", "--senders", "2", "--rate", "4",
              "--duration", "30", "--warmup", "0"],
             stdin=subprocess.DEVNULL,

@@ -1,4 +1,4 @@
-"""Tests for C{chatservice-client} (L{chatservice.client}).
+"""Tests for C{chatservice-client} (L{chatservice.tools.client}).
 
 The unit tests drive the pieces with L{Clock} and L{StringTransport}: a fake
 network hands the L{Session} its connections and refusals.  The integration
@@ -42,7 +42,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from chatservice import wire
-from chatservice.client import (
+from chatservice.tools.client import (
     Backoff,
     ClientProtocol,
     Heartbeat,
@@ -1229,7 +1229,7 @@ def test_console_script_declared() -> None:
     """pyproject.toml installs chatservice-client."""
     with (ROOT / "pyproject.toml").open("rb") as f:
         scripts = tomllib.load(f)["project"]["scripts"]
-    assert scripts["chatservice-client"] == "chatservice.client:main"
+    assert scripts["chatservice-client"] == "chatservice.tools.client:main"
 
 
 # Integration: the console script in a subprocess.
@@ -1237,7 +1237,7 @@ def test_console_script_declared() -> None:
 
 def client_command(*args: str) -> list[str]:
     """Run this checkout's client module with this test's interpreter."""
-    return [sys.executable, "-m", "chatservice.client", *args]
+    return [sys.executable, "-m", "chatservice.tools.client", *args]
 
 
 def client_env() -> dict[str, str]:

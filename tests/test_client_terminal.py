@@ -2,7 +2,7 @@
 
 The server is C{twistd -n chat} in a subprocess, the other users blocking
 sockets (L{processes.Connection}), and the client runs in a tmux pane with
-this test's interpreter (C{python -m chatservice.client}).  What the user
+this test's interpreter (C{python -m chatservice.tools.client}).  What the user
 sees is read with C{tmux capture-pane -p}, and where the cursor is with
 C{tmux display-message}.  tmux is required: without it these tests fail
 (C{.ci/run} installs it).
@@ -109,7 +109,7 @@ def terminal(tmp_path: Path) -> Iterator[Callable[..., Pane]]:
     panes: list[Pane] = []
 
     def start(*args: str) -> Pane:
-        client = shlex.join([sys.executable, "-m", "chatservice.client", *args])
+        client = shlex.join([sys.executable, "-m", "chatservice.tools.client", *args])
         command = (
             f"cd {shlex.quote(str(ROOT))}\n"
             f"export PYTHONPATH={shlex.quote(str(ROOT))} LC_ALL=C.UTF-8\n"

@@ -278,7 +278,7 @@ def test_operator_ban_survives_restart(
 ) -> None:
     """An operator made with chatservice-oper bans an address; a restart keeps it."""
     made = subprocess.run(
-        [sys.executable, "-m", "chatservice.oper_tool", "root"],
+        [sys.executable, "-m", "chatservice.tools.oper", "root"],
         input="s3cret\ns3cret\n",
         capture_output=True,
         text=True,

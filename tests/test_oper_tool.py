@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from chatservice import oper_tool
 from chatservice.operators import Operators, load_operators
+from chatservice.tools import oper
 
 
 def answers(
@@ -36,7 +36,7 @@ def test_prints_a_line_that_loads(
 ) -> None:
     """The printed line, appended to a file, makes an operator with that password."""
     prompts = answers(monkeypatch, "wonder land", "wonder land")
-    assert oper_tool.main(["alice"]) == 0
+    assert oper.main(["alice"]) == 0
     out, err = capsys.readouterr()
     assert prompts == ["Password: ", "Again: "]
     assert err == ""
@@ -55,7 +55,7 @@ def test_mismatch(
 ) -> None:
     """Two different passwords print nothing and exit 1 with one line."""
     answers(monkeypatch, "secret", "secrte")
-    assert oper_tool.main(["alice"]) == 1
+    assert oper.main(["alice"]) == 1
     assert capsys.readouterr() == (
         "",
         "chatservice-oper: the passwords differ; nothing was printed\n",
@@ -67,7 +67,7 @@ def test_empty_password(
 ) -> None:
     """An empty password is refused at once, without asking again."""
     prompts = answers(monkeypatch, "")
-    assert oper_tool.main(["alice"]) == 1
+    assert oper.main(["alice"]) == 1
     assert prompts == ["Password: "]
     assert capsys.readouterr() == (
         "",
@@ -90,7 +90,7 @@ def test_no_password(
 ) -> None:
     """End of input or Ctrl-C at a prompt ends that line and says why."""
     answers(monkeypatch, "secret", error)
-    assert oper_tool.main(["alice"]) == 1
+    assert oper.main(["alice"]) == 1
     assert capsys.readouterr() == ("", f"\nchatservice-oper: {message}\n")
 
 
@@ -100,7 +100,7 @@ def test_bad_name(
 ) -> None:
     """A name the operators file would refuse exits 2 before asking anything."""
     prompts = answers(monkeypatch)
-    assert oper_tool.main([name]) == 2
+    assert oper.main([name]) == 2
     assert prompts == []
     out, err = capsys.readouterr()
     assert out == ""
@@ -113,7 +113,7 @@ def test_bad_name(
 def test_no_name(capsys: pytest.CaptureFixture[str]) -> None:
     """Without a name, the usage is shown and the exit code is 2."""
     with pytest.raises(SystemExit) as caught:
-        oper_tool.main([])
+        oper.main([])
     assert caught.value.code == 2
     assert "usage: chatservice-oper [-h] NAME" in capsys.readouterr().err
 
@@ -165,7 +165,7 @@ def test_password_that_oper_could_not_match(
 ) -> None:
     """A password /oper would trim or clean is refused, with the reason."""
     answers(monkeypatch, password, password)
-    assert oper_tool.main(["alice"]) == 1
+    assert oper.main(["alice"]) == 1
     out, err = capsys.readouterr()
     assert out == ""
     assert "/oper could never match it" in err

@@ -37,7 +37,7 @@ from prompt_toolkit.history import InMemoryHistory
 
 
 class User(Protocol):
-    """What the console needs of a L{chatservice.client.Session}."""
+    """What the console needs of a L{chatservice.tools.client.Session}."""
 
     #: The room the session is in, for the prompt, or C{None}.
     room: str | None

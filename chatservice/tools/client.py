@@ -72,8 +72,8 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .text import InvalidName, check_nickname
-from .wireparse import (
+from ..text import InvalidName, check_nickname
+from ..wireparse import (
     Action,
     Chat,
     Error,
@@ -1271,7 +1271,7 @@ def main(argv: list[str] | None = None) -> int:
             "checked; anyone between you and the server can read and change "
             "this session"
         )
-    # Both a terminal: a prompt (see chatservice.console).  Otherwise lines
+    # Both a terminal: a prompt (see chatservice.tools.console).  Otherwise lines
     # are read and written as they come, for scripts, with the default reactor.
     at_terminal = os.isatty(0) and os.isatty(1) and _use_asyncio_reactor()
     from twisted.internet import reactor

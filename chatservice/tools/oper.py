@@ -16,7 +16,7 @@ import getpass
 import sys
 import warnings
 
-from .operators import check_operator_name, hash_password
+from ..operators import check_operator_name, hash_password
 
 PROG = "chatservice-oper"
 

@@ -1,7 +1,7 @@
 """C{chatservice-bench}: load a chat server with many clients, and measure it.
 
 For operators sizing a deployment.  The parent process spawns worker
-processes (C{python -m chatservice.bench --worker PLAN}), so that the load
+processes (C{python -m chatservice.tools.bench --worker PLAN}), so that the load
 can come from more than one CPU.  Each worker connects its share of the
 clients, registers them (C{/nick PREFIXn}, then C{/join ROOM} if asked), and
 its share of the senders then says chat lines at its share of the rate.
@@ -51,10 +51,11 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ..errors import InvalidName
+from ..stats import Histogram
+from ..text import check_nickname, check_room
+from ..wireparse import Chat, Error, Line, NowIn, Welcome, parse
 from .client import DEFAULT_PORT
-from .errors import InvalidName
-from .text import check_nickname, check_room
-from .wireparse import Chat, Error, Line, NowIn, Welcome, parse
 
 PROG = "chatservice-bench"
 
@@ -105,68 +106,20 @@ def refusal_hint(refusal: Error) -> str:
 # Latencies.
 
 
-class Histogram:
-    """Latencies in microseconds, in log-scale buckets, exact to 2 percent.
+#: The upper bounds (microseconds) of the latency histograms' buckets: a
+#: log scale, each bound 2 % above the last, from 1.02 µs to 1,000 s, so
+#: that every percentile is exact to 2 percent.
+LATENCY_BUCKETS = tuple(1.02**i for i in range(1, 1048))
 
-    Bucket C{i} holds values from C{RATIO ** i} up to C{RATIO ** (i + 1)};
-    values under 1 µs go to bucket 0.  Histograms merge by adding counts, so
-    workers can send theirs and the parent can add them up.
+
+def latencies(data: dict[str, Any] | None = None) -> Histogram:
+    """A histogram of latencies in microseconds: empty, or read from C{data}.
+
+    C{data} is what L{Histogram.to_json} wrote, in a worker's report.
     """
-
-    RATIO = 1.02
-    _LOG_RATIO = math.log(RATIO)
-
-    def __init__(self) -> None:
-        self.counts: dict[int, int] = {}
-        self.total = 0
-        self.max = 0
-
-    def add(self, micros: int) -> None:
-        """Count one latency of C{micros} microseconds."""
-        micros = max(micros, 0)
-        index = int(math.log(micros) / self._LOG_RATIO) if micros > 1 else 0
-        self.counts[index] = self.counts.get(index, 0) + 1
-        self.total += 1
-        self.max = max(self.max, micros)
-
-    def merge(self, other: Histogram) -> None:
-        """Add the counts of C{other} to this one."""
-        for index, count in other.counts.items():
-            self.counts[index] = self.counts.get(index, 0) + count
-        self.total += other.total
-        self.max = max(self.max, other.max)
-
-    def percentile(self, percent: float) -> float:
-        """The latency in microseconds that C{percent} % of the values reach.
-
-        It is the upper bound of the bucket that holds that value, and never
-        more than the largest value counted; 0 when nothing was counted.
-        """
-        if not self.total:
-            return 0.0
-        rank = max(1, math.ceil(self.total * percent / 100))
-        seen = 0
-        for index in sorted(self.counts):
-            seen += self.counts[index]
-            if seen >= rank:
-                return min(self.RATIO ** (index + 1), float(self.max))
-        return float(self.max)  # not reached: the counts add up to total
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-friendly form, read back by L{from_json}."""
-        return {
-            "counts": {str(i): c for i, c in self.counts.items()},
-            "max": self.max,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Histogram:
-        """The histogram that L{to_json} wrote."""
-        histogram = cls()
-        histogram.counts = {int(i): int(c) for i, c in data["counts"].items()}
-        histogram.total = sum(histogram.counts.values())
-        histogram.max = int(data["max"])
-        return histogram
+    if data is None:
+        return Histogram(LATENCY_BUCKETS)
+    return Histogram.from_json(data, LATENCY_BUCKETS)
 
 
 def split(total: int, parts: int) -> list[int]:
@@ -281,8 +234,8 @@ class Worker:
         self.seen = 0  # bench lines received, warm-up included
         self.errors = 0
         self.first_error = ""
-        self.hist = Histogram()  # measured, since the last report
-        self.window = Histogram()  # everything, since the last report
+        self.hist = latencies()  # measured, since the last report
+        self.window = latencies()  # everything, since the last report
         self.flag = "w"
         self.scheduled = 0
         self.started_sending = 0.0
@@ -417,16 +370,16 @@ class Worker:
         match = self._pattern.match(line.text)
         if match is None:
             return
-        micros = (time.time_ns() - int(match.group(1))) // 1000
+        micros = max(0, (time.time_ns() - int(match.group(1))) // 1000)
         self.seen += 1
-        self.window.add(micros)
+        self.window.observe(micros)
         late = (
             self.drain_deadline is not None
             and self.reactor.seconds() > self.drain_deadline
         )
         if match.group(2) == "m" and not late:
             self.received += 1
-            self.hist.add(micros)
+            self.hist.observe(micros)
 
     def server_error(self, error: Error) -> None:
         """The server sent a registered client an error line."""
@@ -450,8 +403,8 @@ class Worker:
                 "window": self.window.to_json(),
             }
         )
-        self.hist = Histogram()
-        self.window = Histogram()
+        self.hist = latencies()
+        self.window = latencies()
 
     # Ending.
 
@@ -701,7 +654,7 @@ class Totals:
     seen: int = 0
     errors: int = 0
     first_error: str = ""
-    hist: Histogram = field(default_factory=Histogram)
+    hist: Histogram = field(default_factory=latencies)
 
 
 class Run:
@@ -729,8 +682,8 @@ class Run:
         self.run_id = secrets.token_hex(3)
         self.states: list[WorkerState] = []
         self.processes: list[WorkerProcess] = []
-        self.hist = Histogram()  # measured, all workers
-        self.window = Histogram()  # everything, since the last progress line
+        self.hist = latencies()  # measured, all workers
+        self.window = latencies()  # everything, since the last progress line
         self.phase = "connecting"
         self.failure: str | None = None
         self.failure_code = 1  # the exit status when failure is set
@@ -807,8 +760,8 @@ class Run:
                 setattr(state, name, int(message[name]))
             state.errors = int(message["errors"])
             state.first_error = str(message["first_error"])
-            self.hist.merge(Histogram.from_json(message["hist"]))
-            self.window.merge(Histogram.from_json(message["window"]))
+            self.hist.merge(latencies(message["hist"]))
+            self.window.merge(latencies(message["window"]))
             if self.phase == "drain":
                 self._maybe_drained()
         elif event == "ready":
@@ -899,7 +852,7 @@ class Run:
                 self._ticker.stop()
             self._last_seen = self.totals().seen
             self._last_tick = now
-            self.window = Histogram()
+            self.window = latencies()
             self._ticker.start(1.0, now=False)
         for process in self.processes:
             process.send(phase)
@@ -1016,7 +969,7 @@ class Run:
             f"p50 {self.window.percentile(50) / 1000:.2f} ms, "
             f"p99 {self.window.percentile(99) / 1000:.2f} ms"
         )
-        self.window = Histogram()
+        self.window = latencies()
 
     def _summary(self) -> bool:
         """Write the summary; C{False} if standard output is gone."""
@@ -1269,13 +1222,13 @@ def describe(reason: Failure) -> str:
 
 
 def spawner(reactor: Any) -> Callable[[int, Plan, WorkerProcess], Any]:
-    """Start workers as C{python -m chatservice.bench --worker PLAN}."""
+    """Start workers as C{python -m chatservice.tools.bench --worker PLAN}."""
 
     def spawn(index: int, plan: Plan, process: WorkerProcess) -> Any:
         args = [
             sys.executable,
             "-m",
-            "chatservice.bench",
+            "chatservice.tools.bench",
             "--worker",
             json.dumps(asdict(plan)),
         ]
