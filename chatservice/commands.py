@@ -34,6 +34,7 @@ from .errors import (
 )
 from .interfaces import IChatSession, ICommand, RoomInfo, Scrollback, UserInfo
 from .logs import gate
+from .reasons import CloseReason
 from .text import check_nickname, check_room, fold, sanitise
 
 log = Logger(observer=gate)
@@ -523,7 +524,7 @@ def ping_command(session: IChatSession, args: str) -> Result:
     "/quit [REASON]", "leave the chat, telling the others why", before_registration=True
 )
 def quit_command(session: IChatSession, args: str) -> Result:
-    session.quit(f"quit: {args}" if args else "quit")
+    session.quit(CloseReason.quit(args))
     return None
 
 

@@ -24,9 +24,10 @@ from .interfaces import IChatServer, IRegistry
 from .logs import gate, shown
 from .operators import Operators
 from .protocol import ChatProtocol, Flusher, format_peer
+from .reasons import CloseReason
 from .registry import Registry
 from .resume import SessionKeeper
-from .stats import Stats, close_kind
+from .stats import Stats
 from .text import clean_line
 from .throttle import (
     Allowances,
@@ -208,7 +209,7 @@ class ChatFactory(ServerFactory):
 
     def _enforce(self, ban: Ban) -> Ban:
         """Close the connections and end the held sessions C{ban} matches."""
-        why = "banned" + (f": {ban.reason}" if ban.reason else "")
+        why = CloseReason.banned(ban.reason)
         for protocol in list(self.connections.values()):
             if protocol.host is not None and ban.matches(protocol.host):
                 protocol.disconnect(why)
@@ -302,9 +303,9 @@ class ChatFactory(ServerFactory):
         # Pruning is linear: let the table double before the next time.
         self._prune_connects_at = max(_PRUNE_CONNECTS, 2 * len(self._connects))
 
-    def connection_closed(self, protocol: ChatProtocol, reason: str) -> None:
+    def connection_closed(self, protocol: ChatProtocol, reason: CloseReason) -> None:
         """Forget C{protocol}'s connection; called once, by the protocol."""
-        self.stats.closed[close_kind(reason)] += 1  # a closed set of labels
+        self.stats.closed[reason.kind.value] += 1  # a closed set of labels
         del self.connections[protocol.connection_id]
         key = address_key(protocol.host)
         if key is not None:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from zope.interface import Attribute, Interface
 
 from . import wire
+from .reasons import CloseReason
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -41,8 +42,12 @@ class IChatClient(Interface):
         beyond what is queued: the same object goes to every recipient.
         """
 
-    def disconnect(reason: str) -> None:
-        """Close this client's connection; others are told C{reason}."""
+    def disconnect(reason: CloseReason) -> None:
+        """Close this client's connection; others are told C{reason}.
+
+        C{reason} is a L{chatservice.reasons.CloseReason}; the client is
+        told C{*** disconnected: REASON}.
+        """
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,11 +125,12 @@ class IRegistry(Interface):
         if another client has the nickname, ignoring case.
         """
 
-    def unregister(client: IChatClient, reason: str) -> None:
+    def unregister(client: IChatClient, reason: CloseReason) -> None:
         """Remove C{client} from the registry and from all its rooms.
 
         Everyone who shared a room with it gets C{*** NICK has left
-        (REASON)} exactly once (in rooms small enough, see above).
+        (REASON)} exactly once (in rooms small enough, see above), REASON
+        being C{str(reason)} (L{wire.left}).
         Idempotent: unregistering a client that is not registered (any more)
         does nothing and tells nobody.
         """
@@ -175,7 +181,7 @@ class IRegistry(Interface):
         Fails with L{chatservice.errors.NoSuchNickname}.
         """
 
-    def kick(nickname: str, reason: str) -> "Deferred[UserInfo]":
+    def kick(nickname: str, reason: CloseReason) -> "Deferred[UserInfo]":
         """Disconnect the user called C{nickname}, ignoring case, for C{reason}.
 
         The user's client is asked to L{IChatClient.disconnect}, so its
@@ -363,8 +369,11 @@ class IChatSession(IChatClient):
         long list, not the list).
         """
 
-    def quit(reason: str) -> None:
-        """Leave: the others are told C{reason}; then close the connection."""
+    def quit(reason: CloseReason) -> None:
+        """Leave: the others are told C{reason}; then close the connection.
+
+        C{/quit} gives L{CloseReason.quit}; the user is told C{*** Goodbye.}
+        """
 
     def resumed(nickname: str, room: str) -> None:
         """Record that this connection took over C{nickname}'s session."""

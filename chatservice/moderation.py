@@ -19,6 +19,7 @@ from .commands import Result, _page, _paged, command
 from .errors import ChatError, NoSuchNickname
 from .interfaces import IChatSession, UserInfo
 from .logs import gate, shown
+from .reasons import CloseReason
 from .throttle import TooManyAttempts, address_key
 
 log = Logger(observer=gate)
@@ -94,7 +95,7 @@ def _audit(session: IChatSession, action: str, **fields: object) -> None:
 def kick_command(session: IChatSession, args: str) -> Result:
     target, _, why = args.partition(" ")
     why = why.strip()
-    reason = f"kicked by {session.nickname}" + (f": {why}" if why else "")
+    reason = CloseReason.kicked(session.nickname, why)
 
     def kicked(user: UserInfo) -> None:
         _audit(

@@ -64,7 +64,18 @@ from . import commands, wire
 from .errors import ChatError
 from .interfaces import IChatSession
 from .logs import gate, shown
-from .stats import Stats, close_kind
+from .reasons import (
+    CONNECTION_LOST,
+    HTTP,
+    IDLE_TIMEOUT,
+    REGISTRATION_TIMEOUT,
+    RESUMED_ELSEWHERE,
+    SEND_QUEUE,
+    SHUTDOWN,
+    TLS_ON_PLAIN,
+    CloseReason,
+)
+from .stats import Stats
 from .system import set_keepalive
 from .telnet import COMPLETE, MAX_COMMANDS, MORE, TOO_MANY, TelnetReader
 from .text import clean_line
@@ -282,7 +293,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         # never reached the network, kept for a /resume.
         self._rescue: list[bytes] | None = None
         # Why this connection is ending, once something has decided it is.
-        self._close_reason: str | None = None
+        self._close_reason: CloseReason | None = None
         self._left = False
         #: The operator name this session logged in as with /oper, if any.
         self.operator: str | None = None
@@ -346,7 +357,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
             self._flood_timer.cancel()
             self._flood_timer = None
         if self._close_reason is None:
-            self._close_reason = "connection lost"
+            self._close_reason = CONNECTION_LOST
         # Nothing more can be sent: what comes late (a command's answer) is
         # dropped, not queued or counted as sent.
         self._held = []
@@ -354,7 +365,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         self._leave(self._close_reason)
         # A quit message or a kick reason is someone's text: the log and the
         # counts get only its kind ("quit", "kicked"), from a closed set.
-        kind = close_kind(self._close_reason)
+        kind = self._close_reason.kind.value
         log.info(
             "connection {connection_id} from {peer} closed ({reason}; {detail})",
             connection_id=self.connection_id,
@@ -363,7 +374,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
             reason=shown(kind),
             detail=_describe(reason),
         )
-        self.factory.connection_closed(self, kind)
+        self.factory.connection_closed(self, self._close_reason)
 
     def readConnectionLost(self) -> None:
         """The client finished sending: act on what it sent, then close.
@@ -383,7 +394,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
 
     def _close_after_eof(self) -> None:
         if self._eof and not self.paused:
-            self._close("connection lost")
+            self._close(CONNECTION_LOST)
 
     def timeoutConnection(self) -> None:
         """The client was silent too long, or is too slow to let us close."""
@@ -393,17 +404,17 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         settings = self.factory.settings
         if self.nickname is None:
             why = f"no nickname chosen within {settings.register_timeout:g} seconds"
-            reason = "registration timeout"
+            reason = REGISTRATION_TIMEOUT
         else:
             why = f"no input for {settings.idle_timeout:g} seconds"
-            reason = "idle timeout"
+            reason = IDLE_TIMEOUT
         self.deliver(wire.notice(f"{reason}: {why}; disconnecting"))
         self._close(reason)
 
     def server_stopping(self) -> None:
         """Tell the user the server is going away, and close."""
         self.deliver(wire.notice("server shutting down"))
-        self._close("server shutting down")
+        self._close(SHUTDOWN)
 
     # Input -----------------------------------------------------------------
 
@@ -420,7 +431,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
             self._first_data = False
             if data[0] == 0x16 and not ISSLTransport.providedBy(self.transport):
                 # A TLS handshake record on a plain port: a TLS client.
-                self._close("wrong protocol (TLS on a plain port)")
+                self._close(TLS_ON_PLAIN)
                 return
         self._buffer += data
         if self._busyReceiving:
@@ -591,7 +602,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
             self._first_line = False
             if _HTTP_REQUEST.fullmatch(line):
                 self.deliver(wire.error("this is a chat server, not an HTTP server"))
-                self._close("wrong protocol (HTTP)")
+                self._close(HTTP)
                 return
         text = clean_line(line)
         if (
@@ -696,14 +707,14 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
                 "disconnected: your session was resumed from another connection"
             )
         )
-        self._close("resumed elsewhere")
+        self._close(RESUMED_ELSEWHERE)
 
-    def quit(self, reason: str) -> None:
+    def quit(self, reason: CloseReason) -> None:
         """See L{IChatSession.quit}."""
         self.deliver(wire.notice("Goodbye."))
         self._close(reason)
 
-    def disconnect(self, reason: str) -> None:
+    def disconnect(self, reason: CloseReason) -> None:
         """See L{IChatClient.disconnect}."""
         self.deliver(wire.notice(f"disconnected: {reason}"))
         self._close(reason)
@@ -845,7 +856,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
             connection_id=self.connection_id,
             max_sendq=self._max_sendq,
         )
-        reason = self._close_reason = "send queue exceeded"
+        reason = self._close_reason = SEND_QUEUE
         self._rescue, self._held = self._held, []
         self._answered = 0
         self.transport.unregisterProducer()
@@ -855,7 +866,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
 
     # Leaving ---------------------------------------------------------------
 
-    def _close(self, reason: str) -> None:
+    def _close(self, reason: CloseReason) -> None:
         """Leave now with C{reason}, flush, close; abort if that takes long."""
         if self._close_reason is not None:
             # Already closing; but if the registry was not left yet (an
@@ -877,7 +888,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         self.transport.loseConnection()
         self.setTimeout(self.factory.settings.shutdown_timeout)
 
-    def _leave(self, reason: str) -> None:
+    def _leave(self, reason: CloseReason) -> None:
         rescued, self._rescue = self._rescue, None
         if self._left or self.nickname is None:
             return

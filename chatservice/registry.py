@@ -22,6 +22,7 @@ from zope.interface import implementer
 from . import wire
 from .errors import NicknameInUse, NoSuchNickname
 from .interfaces import IChatClient, IRegistry, RoomInfo, Scrollback, UserInfo
+from .reasons import CloseReason
 from .text import fold
 
 LOBBY = "#lobby"
@@ -132,7 +133,7 @@ class Registry:
         self._deliver(self._neighbours(user), wire.renamed(old, nickname), None)
         return succeed(nickname)
 
-    def unregister(self, client: IChatClient, reason: str) -> None:
+    def unregister(self, client: IChatClient, reason: CloseReason) -> None:
         """See L{IRegistry.unregister}."""
         user = self._users.pop(client, None)
         if user is None:
@@ -190,7 +191,7 @@ class Registry:
             return fail(NoSuchNickname(nickname))
         return succeed(self._users[client].info())
 
-    def kick(self, nickname: str, reason: str) -> Deferred[UserInfo]:
+    def kick(self, nickname: str, reason: CloseReason) -> Deferred[UserInfo]:
         """See L{IRegistry.kick}."""
         client = self._by_fold.get(fold(nickname))
         if client is None:

@@ -39,6 +39,7 @@ from .commands import Result, command
 from .errors import ChatError
 from .interfaces import IChatClient, IChatSession, IRegistry
 from .logs import claimed_nickname, gate, shown
+from .reasons import SHUTDOWN, CloseReason
 from .text import fold
 from .throttle import address_key
 
@@ -48,8 +49,6 @@ log = Logger(observer=gate)
 TOKEN_BYTES = 16
 
 #: Why a connection may end with its session held for a resume.
-HOLDABLE = frozenset({"connection lost", "idle timeout", "send queue exceeded"})
-
 RESUME_FAILED = "resume failed: unknown nickname or wrong token"
 
 
@@ -134,7 +133,7 @@ class HeldClient:
             else:
                 self.dropped += data.count(b"\n")
 
-    def disconnect(self, reason: str) -> None:
+    def disconnect(self, reason: CloseReason) -> None:
         """Kicked while away: the session ends now, for C{reason}."""
         self._keeper.expire(self, reason)
 
@@ -212,7 +211,7 @@ class SessionKeeper:
         # Records by address, and the held sessions (oldest first) with the
         # reason each was held for, in all and by address.
         self._per_address: Counter[str | None] = Counter()
-        self._held: dict[HeldClient, str] = {}
+        self._held: dict[HeldClient, CloseReason] = {}
         self._held_by_address: dict[str | None, dict[HeldClient, None]] = {}
         self._stopped = False
 
@@ -305,12 +304,12 @@ class SessionKeeper:
             self._records[fold(new)] = record
 
     def hold(
-        self, session: IChatSession, reason: str, unsent: Iterable[bytes] = ()
+        self, session: IChatSession, reason: CloseReason, unsent: Iterable[bytes] = ()
     ) -> bool:
         """Hold C{session}, whose connection is ending; False if it can't be.
 
         A session is held only when resuming is on and C{reason} is one a
-        user may come back from (see L{HOLDABLE}).  C{unsent} is output the
+        user may come back from (L{CloseReason.holdable}).  C{unsent} is output the
         connection never sent (it fell too far behind): the first missed
         lines.
         """
@@ -321,7 +320,7 @@ class SessionKeeper:
             or self._stopped
             or record is None
             or record.client is not session
-            or reason.partition(":")[0] not in HOLDABLE
+            or not reason.holdable
         ):
             return False
         held = HeldClient(
@@ -341,7 +340,7 @@ class SessionKeeper:
             "session of {nickname} held for {grace:g} seconds ({reason})",
             nickname=shown(session.nickname),
             grace=self._grace,
-            reason=shown(reason),
+            reason=shown(reason.kind.value),
         )
         return True
 
@@ -355,7 +354,7 @@ class SessionKeeper:
             del self._records[key]
             self._count_out(record)
 
-    def expire(self, held: HeldClient, reason: str) -> None:
+    def expire(self, held: HeldClient, reason: CloseReason) -> None:
         """End the held session C{held}: the user leaves, for C{reason}."""
         key = fold(held.nickname)
         record = self._records.get(key)
@@ -368,7 +367,7 @@ class SessionKeeper:
         log.info(
             "held session of {nickname} ended ({reason})",
             nickname=shown(held.nickname),
-            reason=shown(reason.partition(":")[0]),
+            reason=shown(reason.kind.value),
         )
         self._registry.unregister(held, reason)
 
@@ -455,7 +454,9 @@ class SessionKeeper:
         if not isinstance(client, HeldClient):
             client.hand_over()  # type: ignore[attr-defined]
 
-    def end_held(self, host_matches: Callable[[str], bool], reason: str) -> None:
+    def end_held(
+        self, host_matches: Callable[[str], bool], reason: CloseReason
+    ) -> None:
         """End every held session whose address C{host_matches}, for C{reason}."""
         for record in list(self._records.values()):
             held = record.client
@@ -471,7 +472,7 @@ class SessionKeeper:
         self._stopped = True
         for record in list(self._records.values()):
             if isinstance(record.client, HeldClient):
-                self.expire(record.client, "server shutting down")
+                self.expire(record.client, SHUTDOWN)
 
 
 @command(

@@ -9,38 +9,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-#: Why connections end, as C{/stats} and the metrics count them: a closed
-#: set, so that no user's text (a nickname, a kick or quit reason, an event
-#: from another node) ever becomes a label.  A reason is counted by the kind
-#: it starts with (C{"kicked by root: spam"} is C{"kicked"}); one not listed
-#: here is counted as C{"other"}.  A new way out adds its kind here.
-CLOSE_REASONS = frozenset(
-    {
-        "quit",
-        "kicked",
-        "banned",
-        "connection lost",
-        "idle timeout",
-        "registration timeout",
-        "send queue exceeded",
-        "server shutting down",
-        "resumed elsewhere",
-        "nickname taken elsewhere",
-        "wrong protocol (TLS on a plain port)",
-        "wrong protocol (HTTP)",
-    }
-)
-
-
-def close_kind(reason: str) -> str:
-    """The kind of C{reason} a connection ended for: one of L{CLOSE_REASONS}.
-
-    A reason is its kind, maybe followed by C{" by WHO"} and C{": DETAIL"}.
-    """
-    kind = reason.partition(":")[0].split(" by ")[0]
-    return kind if kind in CLOSE_REASONS else "other"
-
-
 #: Upper bounds (seconds) of the buckets of the timing histograms.
 TIME_BUCKETS = (
     0.000_01,
@@ -145,7 +113,8 @@ class Stats:
     lines_in: int = 0
     #: The most connections open at once.
     peak_connections: int = 0
-    #: Connections that ended, by reason ("quit", "idle timeout", ...).
+    #: Connections that ended, by the kind of their reason ("quit", "idle
+    #: timeout": a L{chatservice.reasons.CloseKind}'s value, never its text).
     closed: Counter[str] = field(default_factory=Counter)
     #: Connections refused at connect, by reason ("banned", ...).
     refused: Counter[str] = field(default_factory=Counter)

@@ -23,6 +23,13 @@ from .errors import NicknameInUse, NoSuchNickname
 from .factory import ChatFactory
 from .interfaces import IChatClient, IRegistry, RoomInfo, UserInfo
 from .protocol import ChatProtocol
+from .reasons import (
+    CONNECTION_LOST,
+    IDLE_TIMEOUT,
+    SEND_QUEUE,
+    SHUTDOWN,
+    CloseReason,
+)
 
 
 class FakeConnection:
@@ -108,13 +115,13 @@ class FakeClient:
         self.connection_id = next(self._ids)
         self.host = host
         self.received: list[bytes] = []
-        self.disconnected: list[str] = []
+        self.disconnected: list[CloseReason] = []
 
     def deliver(self, data: bytes) -> None:
         """Record C{data}."""
         self.received.append(data)
 
-    def disconnect(self, reason: str) -> None:
+    def disconnect(self, reason: CloseReason) -> None:
         """Record C{reason}."""
         self.disconnected.append(reason)
 
@@ -188,8 +195,8 @@ class RegistryBehaviour:
     def test_unregister_announces_once(self) -> None:
         """Leaving is announced once with its reason; a second time is a no-op."""
         registry, (alice, bob) = self._with("alice", "bob")
-        registry.unregister(alice, "idle timeout")
-        registry.unregister(alice, "connection lost")
+        registry.unregister(alice, IDLE_TIMEOUT)
+        registry.unregister(alice, CONNECTION_LOST)
         assert bob.lines() == ["*** alice has left (idle timeout)"]
         assert alice.lines() == []
         assert _names(registry.users()) == ["bob"]
@@ -197,7 +204,7 @@ class RegistryBehaviour:
     def test_unregister_frees_nickname(self) -> None:
         """A nickname can be taken again once its user has left."""
         registry, (alice,) = self._with("alice")
-        registry.unregister(alice, "quit")
+        registry.unregister(alice, CloseReason.quit())
         assert _result(registry.register(FakeClient(), "Alice")) == "Alice"
 
     def test_rename_announced_to_all_including_self(self) -> None:
@@ -239,7 +246,7 @@ class RegistryBehaviour:
         registry, (alice, bob, carol) = self._with("alice", "bob", "carol")
 
         def leave(data: bytes) -> None:
-            registry.unregister(bob, "send queue exceeded")
+            registry.unregister(bob, SEND_QUEUE)
 
         bob.deliver = leave  # type: ignore[method-assign]
         registry.broadcast(registry.lobby, b"<alice> hi\r\n", alice)
@@ -351,7 +358,7 @@ class RegistryBehaviour:
         registry.join(alice, "#x")
         registry.join(bob, "#x")
         alice.lines()
-        registry.unregister(alice, "quit")
+        registry.unregister(alice, CloseReason.quit())
         assert bob.lines() == ["*** alice has left (quit)"]
         assert carol.lines() == ["*** alice has left (quit)"]
 
@@ -367,10 +374,11 @@ class RegistryBehaviour:
     def test_kick(self) -> None:
         """Kicking asks the user's client to disconnect with the reason."""
         registry, (alice, bob) = self._with("alice", "bob")
-        assert _result(registry.kick("BOB", "kicked by alice")) == UserInfo("bob")
-        assert bob.disconnected == ["kicked by alice"]
+        kicked = CloseReason.kicked("alice")
+        assert _result(registry.kick("BOB", kicked)) == UserInfo("bob")
+        assert bob.disconnected == [kicked]
         assert alice.disconnected == []
-        assert _failure(registry.kick("nobody", "x")).check(NoSuchNickname)
+        assert _failure(registry.kick("nobody", kicked)).check(NoSuchNickname)
 
     def test_announce_reaches_everyone_once(self) -> None:
         """An announcement reaches every user once, whatever their rooms."""
@@ -408,9 +416,9 @@ class RegistryBehaviour:
         assert alice.lines() == []
         assert _result(registry.find("ALICE")).host == "198.51.100.1"
         assert _result(registry.users("#x"))[0] == UserInfo("alice", "brb")
-        registry.unregister(alice, "gone")  # the old client is not registered
+        registry.unregister(alice, CONNECTION_LOST)  # the old client is not registered
         assert bob.lines() == []
-        registry.unregister(new, "quit")
+        registry.unregister(new, CloseReason.quit())
         assert bob.lines() == ["*** alice has left (quit)"]
 
     def test_replace_silently(self) -> None:
@@ -424,7 +432,7 @@ class RegistryBehaviour:
         registry, (alice, bob) = self._with("alice", "bob")
         registry.join(bob, "#x")
         assert _result(registry.count()) == 2
-        registry.unregister(alice, "quit")
+        registry.unregister(alice, CloseReason.quit())
         assert _result(registry.count()) == 1
 
     def test_local_sizes(self) -> None:
@@ -433,10 +441,10 @@ class RegistryBehaviour:
         assert registry.local_sizes() == (2, 1)  # #lobby
         _result(registry.join(bob, "#x"))
         assert registry.local_sizes() == (2, 2)
-        registry.unregister(bob, "quit")  # #x is gone with its last member
+        registry.unregister(bob, CloseReason.quit())  # #x is gone with its last member
         alice.lines()  # a shared registry forgets it once the others know
         assert registry.local_sizes() == (1, 1)
-        registry.unregister(alice, "quit")
+        registry.unregister(alice, CloseReason.quit())
         assert registry.local_sizes() == (0, 1)
 
     def test_big_rooms_do_not_announce_joins_and_leaves(self) -> None:
@@ -455,16 +463,16 @@ class RegistryBehaviour:
         bob.lines()
         registry.say(registry.lobby, b"<alice> hi\r\n", alice)
         assert carol2.lines() == bob.lines() == ["<alice> hi"]
-        registry.unregister(carol2, "quit")  # left a room of 3: quiet
+        registry.unregister(carol2, CloseReason.quit())  # left a room of 3: quiet
         assert alice.lines() == bob.lines() == []
-        registry.unregister(alice, "quit")  # left a room of 2: told
+        registry.unregister(alice, CloseReason.quit())  # left a room of 2: told
         assert bob.lines() == ["*** alice has left (quit)"]
 
     def test_stop_silences_local_leaves(self) -> None:
         """After stop(), local users leave without N-squared announcements."""
         registry, (alice, bob) = self._with("alice", "bob")
         registry.stop()
-        registry.unregister(alice, "server shutting down")
+        registry.unregister(alice, SHUTDOWN)
         assert bob.lines() == []
         assert _names(registry.users()) == ["bob"]
 

@@ -20,6 +20,8 @@ See C{docs/protocol.md} for the whole protocol.
 import functools
 import time
 
+from .reasons import CloseReason
+
 CRLF = "\r\n"
 
 
@@ -71,8 +73,8 @@ def joined(nickname: str, room: str) -> bytes:
     return notice(f"{nickname} has joined {room}")
 
 
-def left(nickname: str, reason: str) -> bytes:
-    """Someone left, and why."""
+def left(nickname: str, reason: CloseReason) -> bytes:
+    """Someone left, and why: C{bob has left (quit: lunch)}."""
     return notice(f"{nickname} has left ({reason})")
 
 

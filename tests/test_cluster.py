@@ -34,6 +34,7 @@ from chatservice.errors import ChatError, NicknameInUse, NoSuchNickname
 from chatservice.factory import ChatFactory, run_at_once
 from chatservice.interfaces import RoomInfo, UserInfo
 from chatservice.metrics import collector_registry
+from chatservice.reasons import CloseReason
 from chatservice.testing import FakeClient, FakeConnection, RegistryBehaviour
 
 
@@ -136,9 +137,9 @@ def test_who_users_rooms_private_and_kick_span_nodes(nodes: Nodes) -> None:
     assert block(a.send_private("bob", b"*alice* psst\r\n")).nickname == "bob"
     eventually(lambda: bob.received, "the private line")
     assert bob.lines() == ["*alice* psst"]
-    block(a.kick("bob", "kicked by alice"))
+    block(a.kick("bob", CloseReason.kicked("alice", "spam")))
     eventually(lambda: bob.disconnected, "the kick")
-    assert bob.disconnected == ["kicked by alice"]
+    assert bob.disconnected == [CloseReason.kicked("alice", "spam")]
     with pytest.raises(NoSuchNickname):
         block(a.send_private("nobody", b"x\r\n"))
     # alice, not in #dev, was told of bob's arrival only: not of the topic.
@@ -207,7 +208,7 @@ def test_redis_restart(nodes: Nodes, redis_server: RedisServer) -> None:
     ann = registered(a, "ann")
     for client in (alice, amy):
         assert client.lines() == ["*** ann has joined #lobby"]
-    a.unregister(amy, "quit")
+    a.unregister(amy, CloseReason.quit())
     for client in (alice, ann):
         assert client.lines() == ["*** amy has left (quit)"]
 

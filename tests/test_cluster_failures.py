@@ -11,6 +11,7 @@ from clusterharness import Nodes, block, eventually, in_greenlet, registered
 from twisted.internet.defer import fail
 
 from chatservice.cluster import ClusterRegistry
+from chatservice.reasons import CloseReason
 
 
 @in_greenlet
@@ -108,7 +109,7 @@ def test_leave_is_told_here_when_the_redis_call_fails(nodes: Nodes) -> None:
     real = a.link.call
     a.link.call = lambda *args: fail(txredisapi.ConnectionError("Lost connection"))
     try:
-        a.unregister(alice, "quit")
+        a.unregister(alice, CloseReason.quit())
         block(a.idle())
     finally:
         a.link.call = real

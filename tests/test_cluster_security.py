@@ -26,6 +26,7 @@ from chatservice.cluster.events import EVENT_MAX
 from chatservice.cluster.registry import MISSED_BYTES
 from chatservice.cluster.scripts import STREAM_EVENTS
 from chatservice.metrics import collector_registry
+from chatservice.reasons import CloseReason
 from chatservice.testing import FakeConnection
 
 
@@ -98,7 +99,9 @@ def test_forged_events_are_sanitised_or_skipped(nodes: Nodes) -> None:
             _forge(a, bad)
         _forge(a, {"r": ["#lobby"], "d": "<mallory> \x1b]0;pwned\x07hi\x1b[2J\r\n"})
         _forge(a, {"to": "alice", "d": "*mallory* \x9b31mred\u202e\r\n"})
-        _forge(a, {"to": "alice", "k": "kicked by mallory: \x1b[5mbye"})
+        _forge(a, {"to": "alice", "k": "kicked by mallory: bye"})  # text: old
+        _forge(a, {"to": "alice", "k": ["sleepy", None, ""]})  # no such kind
+        _forge(a, {"to": "alice", "k": ["kicked", "mallory", "\x1b[5mbye"]})
         seen: list[str] = []
         heard(alice, "*** disconnected: kicked by mallory: bye", seen)
         assert seen == [
@@ -384,7 +387,7 @@ def test_a_flood_of_users_and_rooms_costs_redis_one_answer(nodes: Nodes) -> None
         assert fetched.count("users") == 2 and fetched.count("rooms") == 1
         assert len(answers[0]) == 67 and answers[0] == answers[319]
         # A change made here is seen at once.
-        a.unregister(alice, "quit")
+        a.unregister(alice, CloseReason.quit())
         block(a.idle())
         assert len(block(a.users())) == 66
     finally:

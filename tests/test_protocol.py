@@ -13,6 +13,7 @@ from twisted.internet.testing import StringTransport
 from chatservice import commands
 from chatservice.config import Settings
 from chatservice.factory import ChatFactory
+from chatservice.reasons import CloseReason
 from chatservice.registry import Registry
 from chatservice.testing import FakeConnection, register
 
@@ -702,10 +703,10 @@ def test_disconnect_tells_user_and_others(
 ) -> None:
     """disconnect(REASON) tells the user, closes, and tells the others."""
     alice, bob = pair
-    alice.protocol.disconnect("kicked by an operator")
-    assert alice.lines() == ["*** disconnected: kicked by an operator"]
+    alice.protocol.disconnect(CloseReason.kicked("root", "spam"))
+    assert alice.lines() == ["*** disconnected: kicked by root: spam"]
     assert alice.closing
-    assert bob.lines() == ["*** alice has left (kicked by an operator)"]
+    assert bob.lines() == ["*** alice has left (kicked by root: spam)"]
 
 
 # Ordering with a registry that answers later -----------------------------------

@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from ..bans import parse_target
 from ..errors import InvalidName
 from ..logs import gate, shown
+from ..reasons import CloseKind, CloseReason
 from ..text import check_nickname, check_room, fold, sanitise
 
 log = Logger(observer=gate)
@@ -75,6 +76,23 @@ def clean_text(text: object, kind: str, limit: int = REASON_MAX) -> str:
     if not isinstance(text, str) or len(text) > limit:
         raise Malformed(kind, "not a short string")
     return sanitise(text)
+
+
+def reason_event(reason: CloseReason) -> list[str | None]:
+    """C{reason} as an event carries it: C{[kind, by, detail]}."""
+    return [reason.kind.value, reason.by, reason.detail[:REASON_MAX]]
+
+
+def clean_reason(value: object, kind: str) -> CloseReason:
+    """The L{CloseReason} an event carries as C{[kind, by, detail]}."""
+    if not isinstance(value, list) or len(value) != 3:
+        raise Malformed(kind, "a reason that is not [kind, by, detail]")
+    try:
+        close_kind = CloseKind(value[0])
+    except ValueError:
+        raise Malformed(kind, "a reason of no known kind") from None
+    by = None if value[1] is None else clean_text(value[1], kind, 64)
+    return CloseReason(close_kind, by, clean_text(value[2], kind))
 
 
 def clean_fold(key: object, kind: str) -> str:
@@ -163,7 +181,7 @@ def _unban(event: dict[str, Any]) -> dict[str, Any]:
 def _to_user(event: dict[str, Any]) -> dict[str, Any]:
     clean: dict[str, Any] = {"to": clean_fold(event["to"], "to a user")}
     if "k" in event:
-        clean["k"] = clean_text(event["k"], "to a user")
+        clean["k"] = clean_reason(event["k"], "to a user")
     elif "d" in event:
         clean["d"] = clean_lines(event["d"], "to a user")
     else:

@@ -21,6 +21,7 @@ from .. import wire
 from ..errors import ChatError, InvalidName, NicknameInUse, NoSuchNickname
 from ..interfaces import IChatClient, IRegistry, RoomInfo, Scrollback, UserInfo
 from ..logs import gate, shown
+from ..reasons import CONNECTION_LOST, CloseKind, CloseReason
 from ..registry import LOBBY, Registry, _Room, _User, swap_client
 from ..text import check_room, fold, sanitise
 from .events import (
@@ -35,6 +36,7 @@ from .events import (
     clean_rooms,
     clean_text,
     cut,
+    reason_event,
 )
 from .link import CALL_TIMEOUT, RedisLink, Unreachable
 from .scripts import STREAM_EVENTS
@@ -438,7 +440,7 @@ class ClusterRegistry:
         was taken for dead, their leaves were told then.
         """
         lost = {
-            nickname: (rooms, wire.left(nickname, "connection lost"))
+            nickname: (rooms, wire.left(nickname, CONNECTION_LOST))
             for nickname, rooms in pruned
         }
         if not reaped:
@@ -470,12 +472,14 @@ class ClusterRegistry:
             "cut off; its user here is disconnected",
             nickname=shown(user.nickname),
         )
-        # The reason starts with its kind: the nickname stays out of the
-        # counts of why connections ended (see stats.CLOSE_REASONS).
+        # The nickname is in the detail: the counts of why connections
+        # ended see only the kind.
         client.disconnect(
-            f"nickname taken elsewhere: another server gave {user.nickname} to "
-            "someone else while the servers were cut off; reconnect and choose "
-            "a nickname"
+            CloseReason(
+                CloseKind.NICKNAME_TAKEN,
+                detail=f"another server gave {user.nickname} to someone else "
+                "while the servers were cut off; reconnect and choose a nickname",
+            )
         )
 
     # Events from the other nodes -----------------------------------------
@@ -519,7 +523,7 @@ class ClusterRegistry:
             if client is None:
                 return
             if "k" in event:
-                client.disconnect(event["k"])
+                client.disconnect(event["k"])  # a CloseReason (events.py)
             elif data is not None:
                 client.deliver(data)
             return
@@ -857,7 +861,7 @@ class ClusterRegistry:
 
         return d.addCallbacks(renamed, _cut_off(RENAME_CUT_OFF))
 
-    def unregister(self, client: IChatClient, reason: str) -> None:
+    def unregister(self, client: IChatClient, reason: CloseReason) -> None:
         """See L{IRegistry.unregister}."""
         user = self._users.pop(client, None)
         if user is None:
@@ -1031,10 +1035,10 @@ class ClusterRegistry:
 
         return d.addCallbacks(found, _cut_off(CUT_OFF))
 
-    def kick(self, nickname: str, reason: str) -> Deferred[UserInfo]:
+    def kick(self, nickname: str, reason: CloseReason) -> Deferred[UserInfo]:
         """See L{IRegistry.kick}."""
         return self._to_user(
-            nickname, {"k": reason[:REASON_MAX]}, lambda c: c.disconnect(reason)
+            nickname, {"k": reason_event(reason)}, lambda c: c.disconnect(reason)
         )
 
     def _to_user(
@@ -1351,7 +1355,7 @@ class _Collector:
         self._max_bytes = max_bytes
         self.received: deque[bytes] = deque()
         self._bytes = 0
-        self.kicked: str | None = None
+        self.kicked: CloseReason | None = None
 
     def deliver(self, data: bytes) -> None:
         """Keep C{data}, and no more than C{max_bytes} in all."""
@@ -1360,7 +1364,7 @@ class _Collector:
         while self._bytes > self._max_bytes and len(self.received) > 1:
             self._bytes -= len(self.received.popleft())
 
-    def disconnect(self, reason: str) -> None:
+    def disconnect(self, reason: CloseReason) -> None:
         self.kicked = reason
 
 
