@@ -73,8 +73,12 @@ def joined(nickname: str, room: str) -> bytes:
     return notice(f"{nickname} has joined {room}")
 
 
-def left(nickname: str, reason: CloseReason) -> bytes:
-    """Someone left, and why: C{bob has left (quit: lunch)}."""
+def left(nickname: str, reason: CloseReason | str) -> bytes:
+    """Someone left, and why: C{bob has left (quit: lunch)}.
+
+    The server gives a L{CloseReason}; its text, as read back by a client
+    (L{chatservice.wireparse}), makes the same line.
+    """
     return notice(f"{nickname} has left ({reason})")
 
 
