@@ -25,8 +25,9 @@ Each of the ``--clients`` simulated users lives one session after another.
 A session connects from a source address of its own, spread over 127.0.0.2
 to 127.0.0.254 (all of 127/8 is loopback on Linux), so the server's
 per-address limits do not apply; it registers a unique nickname, chats about
-once every 4 seconds, sometimes joins one of ``--rooms`` rooms or sends
-``/who``, ``/rooms`` or ``/ping``, and after ``--active`` seconds at most
+once every 4 seconds, sometimes joins one of ``--rooms`` rooms, sends a
+private message to another user or sends ``/who``, ``/rooms`` or ``/ping``,
+and after ``--active`` seconds at most
 ends in one of five ways: ``/quit``, a clean close, a reset (RST, with
 SO_LINGER 0, once a ``/ping`` has been answered so that the server has read
 everything), going silent until the server's idle timeout disconnects it,
@@ -37,7 +38,8 @@ user follows.  No user sends more than one line a second.
 Every chat line carries its number and the time it was sent, so the run
 measures its latency and checks its delivery: a user that was in the room
 when a line was sent, and stayed there for at least 2 s more, must receive it
-exactly once, and nobody in another room may.
+exactly once, and nobody in another room may; a private message must reach
+its recipient alone, exactly once if it stayed 2 s more.
 
 What the server says about itself is read through interfaces meant for
 programs, never from the wording of its log: its Prometheus metrics
@@ -79,7 +81,7 @@ import tempfile
 import time
 import urllib.request
 from array import array
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,7 +113,7 @@ SOURCE_ADDRESSES = [f"127.0.0.{n}" for n in range(2, 255)]
 ENDINGS = {"quit": 25, "close": 20, "reset": 15, "idle": 25, "unregistered": 15}
 
 #: What a registered user does at each turn, with its weight.
-ACTIONS = {"chat": 60, "join": 15, "who": 10, "rooms": 5, "ping": 10}
+ACTIONS = {"chat": 55, "join": 15, "who": 10, "rooms": 5, "ping": 8, "msg": 7}
 
 #: Seconds between two turns of one user, uniformly: under one line a second.
 TURN = (1.5, 6.5)
@@ -133,6 +135,9 @@ PROGRESS_EVERY = 10.0
 
 LOBBY = "#lobby"
 
+#: Where a private message goes, in L{Soak.lines}: this and a nickname.
+PRIVATE = "a private message to "
+
 WORDS = (
     "deferred reactor protocol factory transport endpoint callback errback "
     "lobby twisted chat hello world soak memory latency line room timeout"
@@ -140,6 +145,11 @@ WORDS = (
 
 #: A live chat line, as this script sends them: "<nick> soak ID SENT words".
 CHAT_LINE = re.compile(r"<(?P<nick>[^>]+)> soak (?P<id>\d+) (?P<sent>\d+\.\d+) ")
+#: A private message, and its echo to the sender: "*nick* soak ID SENT words".
+PRIVATE_LINE = re.compile(r"\*(?P<nick>[^*]+)\* soak (?P<id>\d+) (?P<sent>\d+\.\d+) ")
+PRIVATE_ECHO = re.compile(r"-> \*(?P<nick>[^*]+)\* soak (?P<id>\d+) ")
+#: The sender's answer when the recipient has gone (docs/protocol.md).
+NOBODY = re.compile(r"!!! nobody called (?P<nick>\S+) is online; try /who")
 
 now = time.monotonic
 
@@ -508,6 +518,8 @@ class Session(LineReceiver):
         #: Lines we must receive: line id -> when it was sent.
         self.pending: dict[int, float] = {}
         self.seen: set[int] = set()
+        #: Our private messages not answered yet: (recipient, line id).
+        self.messages: deque[tuple[Session, int]] = deque()
         self.ping_token: str | None = None
         #: How the session ended, once that is known.
         self.ended_as: str | None = None
@@ -574,14 +586,75 @@ class Session(LineReceiver):
         elif text.startswith("*** "):
             self.tally.received["notice"] += 1
             self._notice(text[4:], at)
+        elif text.startswith("*"):
+            self._private_received(text)
+        elif text.startswith("-> *"):
+            self._private_answer(PRIVATE_ECHO.match(text), text)
         elif text.startswith("[") and "] <" in text:
             self.tally.received["scrollback"] += 1
+        elif (nobody := NOBODY.fullmatch(text)) is not None and self.messages:
+            self._private_answer(nobody, text)
         elif text.startswith("!!! "):
             self.tally.received["error"] += 1
             self.tally.problem("error line", f"{self.nick}: {text}")
         else:
             self.tally.received["other"] += 1
             self.tally.problem("unknown line", f"{self.nick}: {text[:80]}")
+
+    def _private_received(self, text: str) -> None:
+        """A private message: for us, exactly once."""
+        match = PRIVATE_LINE.match(text)
+        if match is None:
+            self.tally.received["other"] += 1
+            self.tally.problem("unknown line", f"{self.nick}: {text[:80]}")
+            return
+        self.tally.received["private"] += 1
+        line_id = int(match["id"])
+        delivery = self.tally.delivery
+        to, _, sender = self.soak.lines.get(line_id, ("?", 0.0, "?"))
+        if to != f"{PRIVATE}{self.nick}" or sender != match["nick"]:
+            delivery["misrouted"] += 1
+            self.tally.problem(
+                "misrouted line",
+                f"{self.nick} got private message {line_id} from {sender} {to}",
+            )
+        elif line_id in self.seen:
+            delivery["duplicate"] += 1
+            self.tally.problem(
+                "duplicate line", f"{self.nick} got private message {line_id} again"
+            )
+        elif self.pending.pop(line_id, None) is not None:
+            delivery["delivered"] += 1
+            delivery["private delivered"] += 1
+        else:
+            delivery["unchecked"] += 1
+        self.seen.add(line_id)
+
+    def _private_answer(self, match: re.Match[str] | None, text: str) -> None:
+        """The echo of our /msg, or the news that its recipient has gone."""
+        if match is None or not self.messages:
+            self.tally.received["other"] += 1
+            self.tally.problem("unexpected line", f"{self.nick}: {text[:80]}")
+            return
+        recipient, line_id = self.messages.popleft()
+        if match["nick"] != recipient.nick or (
+            "id" in match.groupdict() and int(match["id"]) != line_id
+        ):
+            self.tally.problem(
+                "wrong answer to /msg",
+                f"{self.nick} sent {line_id} to {recipient.nick}: {text[:80]}",
+            )
+        elif text.startswith("!!! "):
+            self.tally.received["error"] += 1
+            # Only a recipient whose session is over has gone.
+            if recipient.phase in ("active", "silent", "resetting"):
+                self.tally.problem(
+                    "/msg refused", f"{recipient.nick} is still there: {text}"
+                )
+            else:
+                self.tally.delivery["private to a user gone"] += 1
+        else:
+            self.tally.received["private echo"] += 1
 
     def _chat_received(self, text: str, at: float) -> None:
         match = CHAT_LINE.match(text)
@@ -729,9 +802,33 @@ class Session(LineReceiver):
             self._expect(f"reply to /join {room}", REPLY_WAIT)
         elif action == "ping":
             self._ping()
+        elif action == "msg":
+            self._message(at)
         else:
             self._send(f"/{action}", action)
         self._next_turn()
+
+    def _message(self, at: float) -> None:
+        """Send a private message to another user in a room now, if any."""
+        soak = self.soak
+        others = [
+            session
+            for user in soak.users
+            if (session := user.session) is not None
+            and session.phase == "active"
+            and session.room is not None
+            and session is not self
+        ]
+        if not others:
+            self._chat(at)
+            return
+        recipient = soak.random.choice(others)
+        line_id = soak.next_serial()
+        soak.lines[line_id] = (f"{PRIVATE}{recipient.nick}", at, self.nick)
+        recipient.pending[line_id] = at
+        self.messages.append((recipient, line_id))
+        words = " ".join(soak.random.choices(WORDS, k=soak.random.randint(3, 15)))
+        self._send(f"/msg {recipient.nick} soak {line_id} {at:.6f} {words}", "msg")
 
     def _ping(self) -> None:
         self._turn = None
@@ -1206,6 +1303,11 @@ def report(soak: Soak, events: ServerEvents | None, exit_status: int | None) -> 
         f"{delivery['unchecked']} received around a room change; "
         f"duplicates {delivery['duplicate']}, misrouted {delivery['misrouted']}, "
         f"echoed {delivery['echoed']}"
+    )
+    print(
+        f"private messages: {tally.sent['msg']} sent, "
+        f"{delivery['private delivered']} checked on arrival, "
+        f"{delivery['private to a user gone']} refused as the user had gone"
     )
     if tally.latencies:
         ordered = sorted(tally.latencies)

@@ -156,6 +156,7 @@ def test_short_soak(tmp_path: Path) -> None:
         *("--clients", "40", "--warmup", "8", "--duration", "20"),
         *("--idle-timeout", "12", "--register-timeout", "4"),
         *("--resume-grace", "4", "--active", "15", "--deadline", "90"),
+        *("--seed", "21"),
         *("--server-log", str(tmp_path / "twistd.json")),
         *("--summary", str(summary_path)),
     ]
@@ -170,6 +171,7 @@ def test_short_soak(tmp_path: Path) -> None:
     assert summary["finished"]
     delivery = summary["delivery"]
     assert delivery["delivered"] >= 500, delivery
+    assert delivery["private delivered"] >= 1, delivery
     for wrong in ("lost", "duplicate", "misrouted", "echoed"):
         assert delivery.get(wrong, 0) == 0, delivery
     # Every way out happened, and the server counted the same.
