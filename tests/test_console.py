@@ -1,4 +1,4 @@
-"""Tests for the console client's prompt at a terminal (L{chatservice.tools.console}).
+"""Tests for the console client's prompt at a terminal (L{chatservice.tools.client.console}).
 
 Keys are fed through prompt_toolkit's pipe input, as a terminal would send
 them, and the screen is prompt_toolkit's C{DummyOutput}: these tests check
@@ -18,7 +18,7 @@ import pytest
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
-from chatservice.tools.console import Console
+from chatservice.tools.client.console import Console
 
 #: Keys as a VT100 terminal sends them.
 LEFT, UP, DOWN = "\x1b[D", "\x1b[A", "\x1b[B"
