@@ -2,17 +2,14 @@
 
 The server is C{twistd -n chat} in a subprocess, the other users blocking
 sockets (L{processes.Connection}), and the client runs in a tmux pane with
-this test's interpreter (C{python -m chatservice.tools.client}).  What the user
-sees is read with C{tmux capture-pane -p}, and where the cursor is with
-C{tmux display-message}.  tmux is required: without it these tests fail
-(C{.ci/run} installs it).
+this test's interpreter (C{python -m chatservice.tools.client}), in a
+tmux window (L{tmux.Terminal}): what the user sees is read from its
+screen, and where the cursor is.
 """
 
 import os
 import shlex
-import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -20,114 +17,39 @@ from pathlib import Path
 
 import pytest
 from processes import WAIT, Connection, Server, free_port
+from tmux import Terminal, opened_terminals
+
+from chatservice.wireparse import Chat, ResumeToken, parse
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "#lobby> "
 
 
-class Pane:
-    """One tmux pane, on a tmux server of its own, running one command."""
-
-    def __init__(self, directory: Path, command: str) -> None:
-        tmux = shutil.which("tmux")
-        if tmux is None:
-            pytest.fail(
-                "tmux is not on PATH; .ci/run installs it (apt-get install -y tmux)",
-                pytrace=False,
-            )
-        # -u: UTF-8 whatever the locale of the machine running the tests.
-        self._tmux = [tmux, "-u", "-S", str(directory / "tmux.sock"), "-f", "/dev/null"]
-        script = directory / "pane.sh"
-        script.write_text(command)
-        self.tmux(
-            "new-session",
-            "-d",
-            "-x",
-            "100",
-            "-y",
-            "30",
-            "sh " + shlex.quote(str(script)),
-        )
-
-    def tmux(self, *args: str) -> str:
-        """Run a tmux command on this pane's server; its output."""
-        return subprocess.run(
-            [*self._tmux, *args],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=WAIT,
-        ).stdout
-
-    def screen(self) -> list[str]:
-        """The lines on the screen, without the empty ones at the bottom."""
-        lines = [line.rstrip() for line in self.tmux("capture-pane", "-p").split("\n")]
-        while lines and not lines[-1]:
-            lines.pop()
-        return lines
-
-    def cursor(self) -> tuple[int, int]:
-        """The cursor's column and line, from 0."""
-        x, y = self.tmux("display-message", "-p", "#{cursor_x} #{cursor_y}").split()
-        return int(x), int(y)
-
-    def keys(self, *keys: str) -> None:
-        """Press tmux's named keys (C{Up}, C{Enter}, C{C-c}...)."""
-        self.tmux("send-keys", *keys)
-
-    def type(self, text: str) -> None:
-        """Type C{text}, as it is."""
-        self.tmux("send-keys", "-l", text)
-
-    def wait(
-        self, condition: Callable[[list[str]], bool], what: str, timeout: float = WAIT
-    ) -> list[str]:
-        """Poll the screen until C{condition(screen)}; fail after C{timeout} s."""
-        deadline = time.monotonic() + timeout
-        while True:
-            screen = self.screen()
-            if condition(screen):
-                return screen
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"timed out waiting for {what}; the screen:\n" + "\n".join(screen)
-                )
-            time.sleep(0.05)
-
-    def kill(self) -> None:
-        """Stop the tmux server and what runs in it."""
-        subprocess.run([*self._tmux, "kill-server"], capture_output=True, timeout=WAIT)
-
-
 @pytest.fixture
-def terminal(tmp_path: Path) -> Iterator[Callable[..., Pane]]:
-    """Run the client with these arguments in a tmux pane; the pane is killed after.
+def terminal(tmp_path: Path) -> Iterator[Callable[..., Terminal]]:
+    """Run the client with these arguments in a tmux window; it is killed after.
 
-    The pane's shell notes the terminal's settings (C{stty -g}) before and
+    The window's shell notes the terminal's settings (C{stty -g}) before and
     after the client, and its exit status, in files and on the screen.
     """
-    panes: list[Pane] = []
 
-    def start(*args: str) -> Pane:
+    def client(*args: str) -> Terminal:
         client = shlex.join([sys.executable, "-m", "chatservice.tools.client", *args])
-        command = (
-            f"cd {shlex.quote(str(ROOT))}\n"
-            f"export PYTHONPATH={shlex.quote(str(ROOT))} LC_ALL=C.UTF-8\n"
-            "stty -g > stty.before\n"
-            f"{client}\n"
-            'echo "EXIT=$?"\n'
-            "stty -g > stty.after\n"
-            "exec sleep 600\n"
-        ).replace("stty.", shlex.quote(str(tmp_path)) + "/stty.")
-        pane = Pane(tmp_path, command)
-        panes.append(pane)
-        return pane
+        script = tmp_path / "pane.sh"
+        script.write_text(
+            (
+                f"cd {shlex.quote(str(ROOT))}\n"
+                f"export PYTHONPATH={shlex.quote(str(ROOT))} LC_ALL=C.UTF-8\n"
+                "stty -g > stty.before\n"
+                f"{client}\n"
+                'echo "EXIT=$?"\n'
+                "stty -g > stty.after\n"
+                "exec sleep 600\n"
+            ).replace("stty.", shlex.quote(str(tmp_path)) + "/stty.")
+        )
+        return Terminal(tmp_path, ["sh", str(script)])
 
-    try:
-        yield start
-    finally:
-        for pane in panes:
-            pane.kill()
+    yield from opened_terminals(client)
 
 
 def children(pid: int) -> list[int]:
@@ -155,7 +77,7 @@ def user(connect: Callable[..., Connection], port: int, nickname: str) -> Connec
     """A user on a plain socket (from C{connections}), registered, the welcome read."""
     connection = connect(port)
     connection.send(nickname)
-    until(connection, lambda line: line.startswith("*** resume token: "))
+    until(connection, lambda line: isinstance(parse(line), ResumeToken))
     return connection
 
 
@@ -172,7 +94,7 @@ def until(connection: Connection, wanted: Callable[[str], bool]) -> list[str]:
 
 def test_incoming_line_is_printed_above_the_half_typed_one(
     twistd: Callable[..., Server],
-    terminal: Callable[..., Pane],
+    terminal: Callable[..., Terminal],
     connections: Callable[..., Connection],
 ) -> None:
     """A line from the server appears above the prompt; the half-typed input stays whole below, the cursor where it was."""
@@ -199,14 +121,13 @@ def test_incoming_line_is_printed_above_the_half_typed_one(
     pane.keys("End")
     pane.type("ne")
     pane.keys("Enter")
-    assert until(bob, lambda line: line.startswith("<alice>")) == [
-        "<alice> half a line"
-    ]
+    said = until(bob, lambda line: isinstance(parse(line), Chat))
+    assert said == ["<alice> half a line"]
 
 
 def test_up_recalls_the_line_typed_before(
     twistd: Callable[..., Server],
-    terminal: Callable[..., Pane],
+    terminal: Callable[..., Terminal],
     connections: Callable[..., Connection],
 ) -> None:
     """Up brings back the last line sent, to be edited and sent again."""
@@ -245,7 +166,7 @@ def test_up_recalls_the_line_typed_before(
 )
 def test_leaving_restores_the_terminal(
     twistd: Callable[..., Server],
-    terminal: Callable[..., Pane],
+    terminal: Callable[..., Terminal],
     connections: Callable[..., Connection],
     tmp_path: Path,
     how: str,
@@ -285,7 +206,7 @@ def test_leaving_restores_the_terminal(
 
 def test_rejoins_the_room_after_the_server_restarted(
     twistd: Callable[..., Server],
-    terminal: Callable[..., Pane],
+    terminal: Callable[..., Terminal],
     connections: Callable[..., Connection],
 ) -> None:
     """The server restarted (the resume token unknown): the client registers again, says so, and is back in its room."""

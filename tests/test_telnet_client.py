@@ -7,70 +7,13 @@ prompt, and reads the screen.  C{telnet} and C{tmux} are
 Debian packages that C{.ci/run} installs; without them the tests fail.
 """
 
-import os
 import shutil
-import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from processes import WAIT, Connection, Server, free_port
-
-
-class Terminal:
-    """A C{tmux} window of its own server, running one program."""
-
-    def __init__(self, directory: Path, command: list[str]) -> None:
-        self.socket = str(directory / "tmux.sock")
-        env = {**os.environ, "TERM": os.environ.get("TERM") or "xterm"}
-        # The window stays when its program ends, so its last screen can be
-        # read (set in the same call, before the program can end).
-        self._tmux(
-            *("new-session", "-d", "-x", "100", "-y", "40", *command),
-            *(";", "set-option", "-g", "remain-on-exit", "on"),
-            env=env,
-        )
-
-    def _tmux(self, *args: str, env: dict[str, str] | None = None) -> str:
-        result = subprocess.run(
-            ["tmux", "-S", self.socket, *args],
-            capture_output=True,
-            text=True,
-            timeout=WAIT,
-            env=env,
-            check=False,
-        )
-        assert result.returncode == 0, (args, result.stderr)
-        return result.stdout
-
-    def type(self, *keys: str) -> None:
-        """Press C{keys}, as C{tmux send-keys} names them (C{Enter}, C{C-c})."""
-        self._tmux("send-keys", "-t", "0", *keys)
-
-    def screen(self) -> str:
-        """What the window shows now."""
-        return self._tmux("capture-pane", "-p", "-t", "0")
-
-    def wait_for(self, text: str) -> str:
-        """Wait until C{text} is on the screen; return the screen."""
-        deadline = time.monotonic() + WAIT
-        while True:
-            screen = self.screen()
-            if text in screen:
-                return screen
-            if time.monotonic() > deadline:
-                pytest.fail(f"{text!r} never appeared on the screen:\n{screen}")
-            time.sleep(0.05)
-
-    def close(self) -> None:
-        """Stop the tmux server and its program."""
-        subprocess.run(
-            ["tmux", "-S", self.socket, "kill-server"],
-            capture_output=True,
-            timeout=WAIT,
-            check=False,
-        )
+from processes import Connection, Server, free_port
+from tmux import Terminal, opened_terminals
 
 
 def read_until(connection: Connection, line: str) -> None:
@@ -84,24 +27,9 @@ def read_until(connection: Connection, line: str) -> None:
 @pytest.fixture
 def terminals(tmp_path: Path) -> Iterator[Callable[[list[str]], Terminal]]:
     """Start programs in tmux windows; all of them are stopped after the test."""
-    missing = [name for name in ("telnet", "tmux") if shutil.which(name) is None]
-    if missing:
-        pytest.fail(
-            f"{' and '.join(missing)} not installed: apt-get install telnet tmux "
-            "(.ci/run does)"
-        )
-    opened: list[Terminal] = []
-
-    def start(command: list[str]) -> Terminal:
-        terminal = Terminal(tmp_path, command)
-        opened.append(terminal)
-        return terminal
-
-    try:
-        yield start
-    finally:
-        for terminal in opened:
-            terminal.close()
+    if shutil.which("telnet") is None:
+        pytest.fail("telnet not installed: apt-get install telnet (.ci/run does)")
+    yield from opened_terminals(lambda command: Terminal(tmp_path, command, height=40))
 
 
 def test_ctrl_c_in_telnet(
@@ -118,21 +46,21 @@ def test_ctrl_c_in_telnet(
 
     alice = terminals(["telnet", "127.0.0.1", str(port)])
     alice.wait_for("Choose a nickname")
-    alice.type("alice", "Enter")
+    alice.keys("alice", "Enter")
     alice.wait_for("*** Welcome, alice! Online (2): alice, bob")
     read_until(bob, "*** alice has joined #lobby")
 
-    alice.type("C-c")
-    alice.type("/ping after ctrl-c", "Enter")
+    alice.keys("C-c")
+    alice.keys("/ping after ctrl-c", "Enter")
     alice.wait_for("*** PONG after ctrl-c")
-    alice.type("C-]")
+    alice.keys("C-]")
     alice.wait_for("telnet>")
-    alice.type("send ayt", "Enter")
+    alice.keys("send ayt", "Enter")
     alice.wait_for("*** Yes, still here.")
-    alice.type("C-c")
-    alice.type("hello bob", "Enter")
-    alice.type("C-c")
-    alice.type("/quit", "Enter")
+    alice.keys("C-c")
+    alice.keys("hello bob", "Enter")
+    alice.keys("C-c")
+    alice.keys("/quit", "Enter")
     screen = alice.wait_for("*** Goodbye.")
     assert "Connection closed by foreign host." in alice.wait_for("Connection closed")
     assert "\ufffd" not in screen
