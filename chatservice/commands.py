@@ -162,7 +162,7 @@ def _run(session: IChatSession, name: str, args: str) -> Result:
         raise UnknownCommand(name)
     if session.nickname is None and not entry.before_registration:
         raise NotRegistered()
-    if getattr(entry, "operator_only", False) and session.operator is None:
+    if entry.operator_only and session.operator is None:
         raise ChatError(f"/{entry.name} is for operators")
     if len(args.split(None, entry.min_args)) < entry.min_args:
         raise UsageError(entry.usage)
@@ -545,7 +545,7 @@ def help_command(session: IChatSession, args: str) -> Result:
     shown = [
         entry
         for entry in table.values()
-        if session.operator is not None or not getattr(entry, "operator_only", False)
+        if session.operator is not None or not entry.operator_only
     ]
     width = max(len(entry.usage) for entry in shown)
     session.answer(

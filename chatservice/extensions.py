@@ -21,6 +21,9 @@ from twisted.logger import Logger
 from twisted.plugin import getCache
 from twisted.python.modules import getModule
 from twisted.python.reflect import namedAny
+from zope.interface import Interface
+from zope.interface.exceptions import BrokenImplementation, Invalid, MultipleInvalid
+from zope.interface.verify import verifyObject
 
 from .interfaces import ICommand, IMessageFilter
 from .logs import gate
@@ -99,6 +102,13 @@ def load_extensions(disabled: frozenset[str] = frozenset()) -> Extensions:
                 if name in unused or name in disabled:
                     unused.discard(name)
                     left_out.append(("/" if interface is ICommand else "") + name)
+                    continue
+                broken = _not_provided(interface, found)
+                if broken is not None:
+                    problems.append(
+                        f"plugin {kind}{name} from {dropin.moduleName} left out: "
+                        f"{broken}"
+                    )
                     continue
                 if name in table:
                     problems.append(
@@ -220,6 +230,27 @@ def log_extensions(extensions: Extensions) -> None:
 
 def _name(module: object) -> str:
     return module.name  # type: ignore[attr-defined, no-any-return]
+
+
+def _not_provided(interface: type[Interface], found: object) -> str | None:
+    """Why C{found} does not provide C{interface} in full, or None if it does.
+
+    Every attribute is required (a command's C{operator_only} too): the
+    server reads them without probing.
+    """
+    try:
+        verifyObject(interface, found)
+    except Invalid as error:
+        errors = error.exceptions if isinstance(error, MultipleInvalid) else [error]
+        missing = [
+            getattr(e.name, "__name__", str(e.name))
+            for e in errors
+            if isinstance(e, BrokenImplementation)
+        ]
+        if missing:
+            return f"{interface.__name__} needs {', '.join(missing)}, which it lacks"
+        return f"it does not provide {interface.__name__}"
+    return None
 
 
 def _import_problem(module: str) -> str:

@@ -20,12 +20,12 @@ from . import wire
 from .bans import Ban, BanList, parse_target
 from .config import Settings
 from .extensions import Extensions, load_extensions
-from .interfaces import IChatServer, IRegistry
+from .interfaces import IChatServer, IRegistry, ISharedBans, ISharedSessions
 from .logs import gate, shown
 from .operators import Operators
 from .protocol import ChatProtocol, Flusher, format_peer
 from .reasons import CloseReason
-from .registry import Registry
+from .registry import LocalBans, Registry
 from .resume import SessionKeeper
 from .stats import Stats
 from .text import clean_line
@@ -63,6 +63,11 @@ class ChatFactory(ServerFactory):
     """Builds a L{ChatProtocol} for every admitted connection.
 
     It is also the L{IChatServer} that sessions, commands and plugins see.
+
+    @param shared_sessions: the resume tokens and held sessions every node
+        of a cluster sees; by default none (L{LocalSessions}).
+    @param shared_bans: the bans every node of a cluster holds; by default
+        none (L{LocalBans}).
     """
 
     def __init__(
@@ -72,6 +77,8 @@ class ChatFactory(ServerFactory):
         clock: IReactorTime | None = None,
         extensions: Extensions | None = None,
         run_in_thread: Callable[..., Deferred[object]] | None = None,
+        shared_sessions: ISharedSessions | None = None,
+        shared_bans: ISharedBans | None = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
@@ -114,13 +121,11 @@ class ChatFactory(ServerFactory):
             # Held sessions count against the connection limits.
             max_per_address=self.settings.max_per_ip,
             max_total=self.settings.max_clients,
+            shared=shared_sessions,
         )
-        if hasattr(registry, "on_moved"):
-            # A cluster's node is told when a session moves to another node,
-            # and of the bans made and lifted on the others.
-            registry.on_moved = self.sessions.moved
-            registry.on_ban = self._banned_elsewhere
-            registry.on_unban = self._unbanned_elsewhere
+        #: The bans the other nodes of a cluster are told of, and tell.
+        self.shared_bans = shared_bans if shared_bans is not None else LocalBans()
+        self.shared_bans.watch_bans(self._banned_elsewhere, self._unbanned_elsewhere)
         #: Failed /resume attempts, by peer address.
         self.resume_failures = FailureDelay(clock)
         #: Bytes of private messages each recipient may still be sent.
@@ -194,17 +199,13 @@ class ChatFactory(ServerFactory):
     def ban(self, network: object, duration: float | None, reason: str, by: str) -> Ban:
         """See L{IChatServer.ban}."""
         ban = self._enforce(self.bans.add(network, duration, reason, by))
-        share = getattr(self.registry, "share_ban", None)
-        if share is not None:  # the other nodes of a cluster
-            share(str(ban.network), ban.expires, reason, by)
+        self.shared_bans.share_ban(str(ban.network), ban.expires, reason, by)
         return ban
 
     def unban(self, network: object) -> Ban | None:
         """See L{IChatServer.unban}."""
         ban = self.bans.remove(network)
-        share = getattr(self.registry, "share_unban", None)
-        if share is not None:
-            share(str(network))
+        self.shared_bans.share_unban(str(network))
         return ban
 
     def _enforce(self, ban: Ban) -> Ban:

@@ -14,6 +14,8 @@ from . import wire
 from .reasons import CloseReason
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from twisted.internet.defer import Deferred
 
 
@@ -234,6 +236,20 @@ class IRegistry(Interface):
     def set_away(client: IChatClient, message: str | None) -> None:
         """Mark C{client} away with C{message}, or back when C{None}."""
 
+    def start() -> None:
+        """The server starts: connect to whatever the registry shares.
+
+        Called once, before the first client registers.  A registry held in
+        memory has nothing to do.
+        """
+
+    def close() -> "Deferred[object]":
+        """The server has stopped and every local user has left: let go.
+
+        Fires once the registry is done (a shared one has left the others).
+        A registry held in memory fires at once.
+        """
+
     def stop() -> None:
         """Prepare for every local user leaving at once: the server stops.
 
@@ -243,6 +259,63 @@ class IRegistry(Interface):
         A registry shared with other servers SHOULD still announce them
         there.
         """
+
+
+class ISharedSessions(Interface):
+    """Resume tokens and held sessions, as every node of a cluster sees them.
+
+    Only a cluster shares them: a server alone is given
+    L{chatservice.registry.LocalSessions}, which shares nothing, and its
+    L{chatservice.resume.SessionKeeper} checks tokens itself.
+    """
+
+    def store_token(nickname: str, token_digest: str) -> None:
+        """Keep the digest of C{nickname}'s first resume token for all nodes."""
+
+    def keep_for(nickname: str, data: bytes, limit: int) -> None:
+        """Keep C{data}, sent to C{nickname}'s held session, for all nodes.
+
+        At most C{limit} lines are kept.  MUST NOT wait.
+        """
+
+    def resume(
+        client: IChatClient, nickname: str, token_digest: str, new_digest: str
+    ) -> "Deferred[tuple[str, str, bytes, int] | bool | None] | None":
+        """Resume C{nickname}'s session for C{client}, wherever it is held.
+
+        Returns None when sessions are not shared: the caller checks the
+        token itself.  Otherwise the token is checked, and replaced by
+        C{new_digest}, for every node at once, and the Deferred fires with
+        True if the session is held here (the caller resumes it), with
+        (nickname, room, missed lines, their count) once it has moved here
+        from another node, or with None if the token is wrong.
+        """
+
+    def watch_moves(moved: "Callable[[IChatClient], None]") -> None:
+        """Call C{moved(client)} when a session here is resumed elsewhere.
+
+        The registry has already taken C{client} out, silently.
+        """
+
+
+class ISharedBans(Interface):
+    """Bans made on one node of a cluster and held on every node.
+
+    A server alone is given L{chatservice.registry.LocalBans}, which shares
+    nothing.
+    """
+
+    def share_ban(network: str, expires: "float | None", reason: str, by: str) -> None:
+        """Tell the other nodes of a ban of C{network} made here."""
+
+    def share_unban(network: str) -> None:
+        """Tell the other nodes of the ban of C{network} lifted here."""
+
+    def watch_bans(
+        banned: "Callable[[str, float | None, str, str], None]",
+        unbanned: "Callable[[str], None]",
+    ) -> None:
+        """Call C{banned} (as L{share_ban}) or C{unbanned} for the others' bans."""
 
 
 class ICommand(Interface):
@@ -258,9 +331,7 @@ class ICommand(Interface):
     usage = Attribute("How to call it, e.g. C{/msg NICK TEXT}.")
     help = Attribute("What it does, in one line.")
     before_registration = Attribute("True if it works before a nickname.")
-    operator_only = Attribute(
-        "True if only operators may use it (optional; False when missing)."
-    )
+    operator_only = Attribute("True if only operators may use it.")
     min_args = Attribute("How many space-separated arguments it needs.")
 
     def __call__(session: "IChatSession", args: str) -> "Deferred[object] | None":
@@ -321,6 +392,14 @@ class IChatServer(Interface):
         "A L{chatservice.throttle.Allowances} of the bytes of private messages "
         "each user may still be sent, by folded nickname."
     )
+
+    flusher = Attribute(
+        "The L{chatservice.protocol.Flusher} that sends every connection's "
+        "output once per reactor iteration: a front end's connections use it."
+    )
+
+    def connection_closed(session: "IChatSession", reason: str) -> None:
+        """Forget C{session}'s connection: called once, by the connection."""
 
     def run_in_thread(function: object, *args: object) -> "Deferred[object]":
         """Run the blocking C{function(*args)} off the reactor thread."""

@@ -82,7 +82,9 @@ from .text import clean_line
 from .throttle import TokenBucket
 
 if TYPE_CHECKING:
-    from .factory import ChatFactory
+    # The server as a connection sees it: an interface, not the factory
+    # (which imports this module).
+    from .interfaces import IChatServer
 
 log = Logger(observer=gate)
 
@@ -250,7 +252,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
     )
 
     def __init__(
-        self, factory: "ChatFactory", connection_id: int, address: IAddress
+        self, factory: "IChatServer", connection_id: int, address: IAddress
     ) -> None:
         self.transport = None
         self.connected = 0

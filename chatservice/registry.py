@@ -13,7 +13,7 @@ time quadratic in its size.
 """
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -21,7 +21,15 @@ from zope.interface import implementer
 
 from . import wire
 from .errors import NicknameInUse, NoSuchNickname
-from .interfaces import IChatClient, IRegistry, RoomInfo, Scrollback, UserInfo
+from .interfaces import (
+    IChatClient,
+    IRegistry,
+    ISharedBans,
+    ISharedSessions,
+    RoomInfo,
+    Scrollback,
+    UserInfo,
+)
 from .reasons import CloseReason
 from .text import fold
 
@@ -252,6 +260,13 @@ class Registry:
         """See L{IRegistry.set_away}."""
         self._users[client].away = message
 
+    def start(self) -> None:
+        """See L{IRegistry.start}: nothing to connect to."""
+
+    def close(self) -> Deferred[object]:
+        """See L{IRegistry.close}: nothing to let go of."""
+        return succeed(None)
+
     def stop(self) -> None:
         """See L{IRegistry.stop}."""
         self._stopping = True
@@ -318,3 +333,47 @@ def swap_client(
         room.discard(old)
         room.add(new)
     return user
+
+
+@implementer(ISharedSessions)
+class LocalSessions:
+    """The L{ISharedSessions} of a server alone: nothing is shared."""
+
+    def store_token(self, nickname: str, token_digest: str) -> None:
+        """See L{ISharedSessions.store_token}: kept by the keeper alone."""
+
+    def keep_for(self, nickname: str, data: bytes, limit: int) -> None:
+        """See L{ISharedSessions.keep_for}: kept by the held session alone."""
+
+    def resume(
+        self,
+        client: IChatClient,
+        nickname: str,
+        token_digest: str,
+        new_digest: str,
+    ) -> None:
+        """See L{ISharedSessions.resume}: the keeper checks its own tokens."""
+        return None
+
+    def watch_moves(self, moved: Callable[[IChatClient], None]) -> None:
+        """See L{ISharedSessions.watch_moves}: no session moves away."""
+
+
+@implementer(ISharedBans)
+class LocalBans:
+    """The L{ISharedBans} of a server alone: there is nobody to tell."""
+
+    def share_ban(
+        self, network: str, expires: float | None, reason: str, by: str
+    ) -> None:
+        """See L{ISharedBans.share_ban}."""
+
+    def share_unban(self, network: str) -> None:
+        """See L{ISharedBans.share_unban}."""
+
+    def watch_bans(
+        self,
+        banned: Callable[[str, float | None, str, str], None],
+        unbanned: Callable[[str], None],
+    ) -> None:
+        """See L{ISharedBans.watch_bans}: no other node bans."""

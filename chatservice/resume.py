@@ -14,10 +14,11 @@ Held sessions count against C{--max-per-ip} and C{--max-clients}: past
 either, a new session ends the oldest held one of its address (or of the
 server) at once.
 
-In a cluster the registry keeps what a node cannot: a digest of each token
-(C{store_token}), the lines a held session misses (C{keep_for}), and the
-session itself when a user resumes on another node (C{resume_elsewhere}); the
-node that held it is told (L{SessionKeeper.moved}).
+In a cluster the L{ISharedSessions} keeps what a node cannot: a digest of
+each token (C{store_token}), the lines a held session misses (C{keep_for}),
+and the session itself when a user resumes on another node (C{resume}); the
+node that held it is told (L{SessionKeeper.moved}).  A server alone shares
+nothing (L{LocalSessions}).
 """
 
 import hashlib
@@ -37,9 +38,10 @@ from zope.interface import implementer
 from . import wire
 from .commands import Result, command
 from .errors import ChatError
-from .interfaces import IChatClient, IChatSession, IRegistry
+from .interfaces import IChatClient, IChatSession, IRegistry, ISharedSessions
 from .logs import claimed_nickname, gate, shown
 from .reasons import SHUTDOWN, CloseReason
+from .registry import LocalSessions
 from .text import fold
 from .throttle import address_key
 
@@ -187,6 +189,8 @@ class SessionKeeper:
     @param max_bytes: bytes kept for a held session.
     @param max_per_address: sessions, live or held, of one address.
     @param max_total: sessions, live or held, in all.
+    @param shared: what the other nodes of a cluster see of the sessions;
+        by default nothing (L{LocalSessions}).
     """
 
     def __init__(
@@ -198,8 +202,11 @@ class SessionKeeper:
         max_bytes: int,
         max_per_address: int | None = None,
         max_total: int | None = None,
+        shared: ISharedSessions | None = None,
     ) -> None:
         self._registry = registry
+        self._shared = shared if shared is not None else LocalSessions()
+        self._shared.watch_moves(self.moved)
         self._clock = clock
         self._grace = grace
         self._buffer = buffer
@@ -292,9 +299,7 @@ class SessionKeeper:
         return True
 
     def _store(self, nickname: str, token: str) -> None:
-        store = getattr(self._registry, "store_token", None)
-        if store is not None:
-            store(nickname, digest(token))
+        self._shared.store_token(nickname, digest(token))
 
     def renamed(self, session: IChatSession, old: str, new: str) -> None:
         """C{session} changed its nickname from C{old} to C{new}."""
@@ -328,7 +333,7 @@ class SessionKeeper:
             self,
             self._buffer,
             self._max_bytes,
-            getattr(self._registry, "keep_for", None),
+            self._shared.keep_for,
         )
         held.keep_unsent(unsent)
         self._registry.replace(session, held, wire.lost(session.nickname))
@@ -380,18 +385,18 @@ class SessionKeeper:
         cluster: then the answer comes later.
         """
         record = self._records.get(fold(nickname))
-        cluster = getattr(self._registry, "resume_elsewhere", None)
-        if cluster is not None and not self._stopped:
+        fresh = secrets.token_urlsafe(TOKEN_BYTES)
+        if not self._stopped:
             # A cluster checks and replaces the token in Redis, in one step:
             # a token works once in the whole cluster, never from a copy here.
-            fresh = secrets.token_urlsafe(TOKEN_BYTES)
-            d = cluster(session, nickname, digest(token), digest(fresh))
-            return d.addCallback(self._resumed_in_cluster, session, nickname, fresh)
+            d = self._shared.resume(session, nickname, digest(token), digest(fresh))
+            if d is not None:
+                return d.addCallback(self._resumed_in_cluster, session, nickname, fresh)
         if record is None or not compare_digest(
             record.token.encode("ascii"), token.encode("utf-8", "replace")
         ):
             return None
-        return self._take_over(record, session, secrets.token_urlsafe(TOKEN_BYTES))
+        return self._take_over(record, session, fresh)
 
     def _take_over(
         self, record: _Record, session: IChatSession, token: str

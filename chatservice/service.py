@@ -17,7 +17,6 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from .bans import BansFileError
-from .cluster import ClusterRegistry
 from .errors import StartupError
 from .extensions import Extensions, log_extensions
 from .factory import ChatFactory
@@ -160,8 +159,7 @@ class ChatService(Service):
             self._read_files()
             self._listen()
         self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
-        if isinstance(self.factory.registry, ClusterRegistry):
-            self.factory.registry.start()
+        self.factory.registry.start()
         super().startService()
 
     def _sighup(self, signum: int, frame: object) -> None:
@@ -220,9 +218,8 @@ class ChatService(Service):
         self.metrics_port = None
         stopped = DeferredList([maybeDeferred(port.stopListening) for port in ports])
         stopped.addCallback(lambda _: self.factory.stop())
-        if isinstance(self.factory.registry, ClusterRegistry):
-            # The users' leaves have been sent; then the node leaves.
-            stopped.addCallback(lambda _: self.factory.registry.close())
+        # The users' leaves have been sent; then a cluster's node leaves.
+        stopped.addCallback(lambda _: self.factory.registry.close())
         # A ban made just before the stop is on disk before the process ends.
         stopped.addCallback(lambda _: self.factory.bans.saved())
         stopped.addErrback(

@@ -226,9 +226,11 @@ def _missing_tls_files(description: str, opened: bool) -> str | None:
 def makeService(options: Options) -> ChatService:
     """Build the chat service that C{twistd chat} runs."""
     settings = options["settings"]
-    registry = None
-    if settings.redis is not None:
-        registry = ClusterRegistry(
+    extensions = options["extensions"]
+    if settings.redis is None:
+        factory = ChatFactory(settings, extensions=extensions)
+    else:
+        cluster = ClusterRegistry(
             settings.redis,
             cluster=settings.cluster,
             node_ttl=settings.node_ttl,
@@ -236,8 +238,13 @@ def makeService(options: Options) -> ChatService:
             announce_max=settings.announce_max,
             missed_bytes=settings.resume_buffer_bytes,
         )
-    extensions = options["extensions"]
-    factory = ChatFactory(settings, registry=registry, extensions=extensions)
+        factory = ChatFactory(
+            settings,
+            registry=cluster,
+            extensions=extensions,
+            shared_sessions=cluster.shared_sessions,
+            shared_bans=cluster.shared_bans,
+        )
     return ChatService(
         factory, options["endpoints"], options["metrics-endpoint"], extensions
     )

@@ -21,7 +21,14 @@ from zope.interface.verify import verifyObject
 
 from .errors import NicknameInUse, NoSuchNickname
 from .factory import ChatFactory
-from .interfaces import IChatClient, IRegistry, RoomInfo, UserInfo
+from .interfaces import (
+    IChatClient,
+    IRegistry,
+    ISharedBans,
+    ISharedSessions,
+    RoomInfo,
+    UserInfo,
+)
 from .protocol import ChatProtocol
 from .reasons import (
     CONNECTION_LOST,
@@ -30,6 +37,7 @@ from .reasons import (
     SHUTDOWN,
     CloseReason,
 )
+from .registry import LocalBans, LocalSessions
 
 
 class FakeConnection:
@@ -158,9 +166,22 @@ class RegistryBehaviour:
             client.lines()
         return registry, clients
 
+    def shared_of(self, registry: IRegistry) -> tuple[ISharedSessions, ISharedBans]:
+        """What a server is given beside C{registry}: sessions and bans shared.
+
+        A registry of one process shares nothing; override for a cluster.
+        """
+        return LocalSessions(), LocalBans()
+
     def test_interface(self) -> None:
         """The registry provides IRegistry."""
         assert verifyObject(IRegistry, self.make_registry())
+
+    def test_shared_interfaces(self) -> None:
+        """What is shared beside the registry provides its two interfaces."""
+        sessions, bans = self.shared_of(self.make_registry())
+        assert verifyObject(ISharedSessions, sessions)
+        assert verifyObject(ISharedBans, bans)
 
     def test_register_announces_to_others(self) -> None:
         """A new user is announced once to everyone else, not to itself."""

@@ -112,7 +112,11 @@ class Nodes:
             missed_bytes = Settings(**settings).resume_buffer_bytes  # type: ignore[arg-type]
             node = self.make(cluster, missed_bytes=missed_bytes)
             factory = ChatFactory(
-                Settings(**settings), registry=node, run_in_thread=run_at_once
+                Settings(**settings),
+                registry=node,
+                run_in_thread=run_at_once,
+                shared_sessions=node.shared_sessions,
+                shared_bans=node.shared_bans,
             )
             self.factories.append(factory)
             made.append(factory)

@@ -32,7 +32,7 @@ from chatservice.cluster import ClusterRegistry
 from chatservice.config import Settings
 from chatservice.errors import ChatError, NicknameInUse, NoSuchNickname
 from chatservice.factory import ChatFactory, run_at_once
-from chatservice.interfaces import RoomInfo, UserInfo
+from chatservice.interfaces import ISharedBans, ISharedSessions, RoomInfo, UserInfo
 from chatservice.metrics import collector_registry
 from chatservice.reasons import CloseReason
 from chatservice.testing import FakeClient, FakeConnection, RegistryBehaviour
@@ -45,6 +45,11 @@ class TestClusterRegistry(RegistryBehaviour):
 
     def make_registry(self, announce_max: int | None = None) -> ClusterRegistry:
         return self.nodes.make(announce_max=announce_max)
+
+    def shared_of(  # type: ignore[override]
+        self, registry: ClusterRegistry
+    ) -> tuple[ISharedSessions, ISharedBans]:
+        return registry.shared_sessions, registry.shared_bans
 
 
 for _name in dir(RegistryBehaviour):

@@ -253,7 +253,10 @@ def test_resume_while_cut_off_says_try_again(nodes: Nodes) -> None:
 
     node = ClusterRegistry(f"redis://127.0.0.1:{free_port()}/0")
     server = ChatFactory(
-        Settings(resume_grace=60), registry=node, run_in_thread=run_at_once
+        Settings(resume_grace=60),
+        registry=node,
+        run_in_thread=run_at_once,
+        shared_sessions=node.shared_sessions,
     )
     node.start()
     try:

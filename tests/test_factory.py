@@ -4,9 +4,11 @@ from twisted.internet.address import UNIXAddress
 from twisted.internet.error import ConnectionAborted
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from zope.interface.verify import verifyObject
 
 from chatservice.config import Settings
 from chatservice.factory import ChatFactory
+from chatservice.interfaces import IChatServer
 from chatservice.protocol import ChatProtocol
 from chatservice.testing import FakeConnection, register
 
@@ -93,3 +95,8 @@ def test_stop_aborts_stragglers_at_deadline(clock: Clock) -> None:
 def test_stop_with_nobody(factory: ChatFactory) -> None:
     """Stopping with no connections is done at once."""
     assert factory.stop().called
+
+
+def test_factory_is_a_chat_server(clock: Clock) -> None:
+    """The factory provides IChatServer, what sessions and front ends see."""
+    assert verifyObject(IChatServer, ChatFactory(Settings(), clock=clock))

@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 
 from twisted.internet.task import Clock
+from zope.interface.verify import verifyObject
 
 import chatservice.plugins
 from chatservice import __version__
 from chatservice.config import Settings
 from chatservice.extensions import describe, load_extensions
 from chatservice.factory import ChatFactory
+from chatservice.interfaces import ICommand, IMessageFilter
 from chatservice.testing import FakeConnection, register
 
 GREETING = [
@@ -82,6 +84,44 @@ def test_builtins_are_plugins() -> None:
     extensions = load_extensions()
     assert BUILTIN <= set(extensions.commands)
     assert extensions.problems == ()
+
+
+def test_every_command_provides_icommand(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every command found, built-in or an example's, has all of ICommand."""
+    use_examples(monkeypatch)
+    extensions = load_extensions()
+    assert "roll" in extensions.commands
+    for found in extensions.commands.values():
+        assert verifyObject(ICommand, found)
+    for found in extensions.filters:
+        assert verifyObject(IMessageFilter, found)
+
+
+def test_incomplete_command_left_out(install: Install) -> None:
+    """A command without operator_only is left out, and the log says why."""
+    module = install(
+        """
+        from twisted.plugin import IPlugin
+        from zope.interface import implementer
+        from chatservice.interfaces import ICommand
+
+        @implementer(IPlugin, ICommand)
+        class Half:
+            name, usage, help = "half", "/half", "lacks operator_only"
+            before_registration, min_args = False, 0
+
+            def __call__(self, session, args):
+                return None
+
+        half = Half()
+        """
+    )
+    extensions = load_extensions()
+    assert "half" not in extensions.commands
+    assert extensions.problems == (
+        f"plugin command /half from {module} left out: "
+        "ICommand needs operator_only, which it lacks",
+    )
 
 
 def test_third_party_command(install: Install, clock: Clock) -> None:

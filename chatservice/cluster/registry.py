@@ -19,7 +19,15 @@ from zope.interface import implementer
 
 from .. import wire
 from ..errors import ChatError, InvalidName, NicknameInUse, NoSuchNickname
-from ..interfaces import IChatClient, IRegistry, RoomInfo, Scrollback, UserInfo
+from ..interfaces import (
+    IChatClient,
+    IRegistry,
+    ISharedBans,
+    ISharedSessions,
+    RoomInfo,
+    Scrollback,
+    UserInfo,
+)
 from ..logs import gate, shown
 from ..reasons import CONNECTION_LOST, CloseKind, CloseReason
 from ..registry import LOBBY, Registry, _Room, _User, swap_client
@@ -49,7 +57,7 @@ def node_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-@implementer(IRegistry)
+@implementer(IRegistry, ISharedSessions, ISharedBans)
 class ClusterRegistry:
     """An L{IRegistry} shared by every node of a cluster, through Redis.
 
@@ -129,6 +137,9 @@ class ClusterRegistry:
         #: Told of a ban made, or lifted, on another node: the factory's.
         self.on_ban: Callable[[str, float | None, str, str], None] | None = None
         self.on_unban: Callable[[str], None] | None = None
+        #: The sessions and bans shared between nodes, for the factory.
+        self.shared_sessions: ISharedSessions = self
+        self.shared_bans: ISharedBans = self
         self.said = 0
         self.delivered = 0
         #: Events from Redis that were not of any known shape, logged.
@@ -610,7 +621,19 @@ class ClusterRegistry:
             )
             self._quietly(d, "keeping lines for a held session")
 
-    def resume_elsewhere(
+    def watch_moves(self, moved: Callable[[IChatClient], None]) -> None:
+        """See L{ISharedSessions.watch_moves}."""
+        self.on_moved = moved
+
+    def watch_bans(
+        self,
+        banned: Callable[[str, float | None, str, str], None],
+        unbanned: Callable[[str], None],
+    ) -> None:
+        """See L{ISharedBans.watch_bans}."""
+        self.on_ban, self.on_unban = banned, unbanned
+
+    def resume(
         self,
         client: IChatClient,
         nickname: str,
