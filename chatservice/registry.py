@@ -1,10 +1,8 @@
 """The in-memory registry: who is connected, under which name, in which room.
 
 It is the one place that knows where a line must go.  Fan-out hands the same
-bytes object to every recipient and never waits for any of them; a room's
-recipients are kept as an immutable tuple, rebuilt only when membership
-changes, so a broadcast neither copies the member list nor trips over a
-member that leaves while it is under way.
+bytes object to every recipient and never waits for any of them, iterating
+the tuple of a room's members that the index (L{chatservice.rooms}) keeps.
 
 Joins and leaves are announced only in rooms of at most C{announce_max}
 members: in a room of thousands they would be most of its traffic, and
@@ -12,8 +10,7 @@ each one costs a delivery to every member, so a crowd arriving would cost
 time quadratic in its size.
 """
 
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -31,61 +28,8 @@ from .interfaces import (
     UserInfo,
 )
 from .reasons import CloseReason
+from .rooms import LOBBY, Room, Rooms, deliver
 from .text import fold
-
-LOBBY = "#lobby"
-
-
-class _Room:
-    """One room: members, the tuple that fan-out iterates, topic, history."""
-
-    __slots__ = ("name", "topic", "history", "_members", "_recipients")
-
-    def __init__(self, name: str, history: int) -> None:
-        self.name = name
-        self.topic = ""
-        self.history: deque[Scrollback] = deque(maxlen=history)
-        self._members: dict[IChatClient, None] = {}
-        self._recipients: tuple[IChatClient, ...] | None = ()
-
-    def __contains__(self, client: IChatClient) -> bool:
-        return client in self._members
-
-    def __len__(self) -> int:
-        return len(self._members)
-
-    def add(self, client: IChatClient) -> None:
-        self._members[client] = None
-        self._recipients = None
-
-    def discard(self, client: IChatClient) -> None:
-        if client in self._members:
-            del self._members[client]
-            self._recipients = None
-
-    @property
-    def recipients(self) -> tuple[IChatClient, ...]:
-        """The members, as a tuple that later changes do not touch."""
-        if self._recipients is None:
-            self._recipients = tuple(self._members)
-        return self._recipients
-
-
-class _User:
-    """What the registry knows of one registered client."""
-
-    __slots__ = ("nickname", "rooms", "away", "host")
-
-    def __init__(self, nickname: str, host: str | None) -> None:
-        self.nickname = nickname
-        # A tuple, not a set: most users are in one room, and an empty set
-        # alone is 216 bytes.
-        self.rooms: tuple[str, ...] = ()
-        self.away: str | None = None
-        self.host = host
-
-    def info(self) -> UserInfo:
-        return UserInfo(self.nickname, self.away, self.host)
 
 
 @implementer(IRegistry)
@@ -110,48 +54,43 @@ class Registry:
             from twisted.internet import reactor as clock
         self._clock = clock
         self._history = history
-        self._announce_max = announce_max
-        self._users: dict[IChatClient, _User] = {}
-        self._by_fold: dict[str, IChatClient] = {}
-        self._rooms: dict[str, _Room] = {LOBBY: _Room(LOBBY, history)}
+        self._index = Rooms(history, announce_max)
+        # The index's own maps, under short names for the hot paths.
+        self._users = self._index.users
+        self._by_fold = self._index.by_fold
+        self._rooms = self._index.rooms
         self._stopping = False
         self.said = 0
         self.delivered = 0
 
     def register(self, client: IChatClient, nickname: str) -> Deferred[str]:
         """See L{IRegistry.register}."""
-        key = fold(nickname)
-        if key in self._by_fold:
+        if fold(nickname) in self._by_fold:
             return fail(NicknameInUse(nickname))
-        self._by_fold[key] = client
-        self._users[client] = _User(nickname, getattr(client, "host", None))
+        self._index.add(client, nickname)
         self._enter(client, LOBBY)
         return succeed(nickname)
 
     def rename(self, client: IChatClient, nickname: str) -> Deferred[str]:
         """See L{IRegistry.rename}."""
-        user = self._users[client]
-        old, key = user.nickname, fold(nickname)
-        holder = self._by_fold.get(key)
+        holder = self._by_fold.get(fold(nickname))
         if holder is not None and holder is not client:
             return fail(NicknameInUse(nickname))
-        del self._by_fold[fold(old)]
-        self._by_fold[key] = client
-        user.nickname = nickname
-        self._deliver(self._neighbours(user), wire.renamed(old, nickname), None)
+        old = self._index.rename(client, nickname)
+        neighbours = self._index.neighbours(self._users[client])
+        deliver(neighbours, wire.renamed(old, nickname), None)
         return succeed(nickname)
 
     def unregister(self, client: IChatClient, reason: CloseReason) -> None:
         """See L{IRegistry.unregister}."""
-        user = self._users.pop(client, None)
+        user = self._index.remove(client)
         if user is None:
             return
-        del self._by_fold[fold(user.nickname)]
-        neighbours = self._neighbours(user, quiet=True)
+        neighbours = self._index.neighbours(user, quiet=True)
         for name in user.rooms:
-            self._leave_room(client, name)
+            self._index.leave(client, name)
         if not self._stopping:
-            self._deliver(neighbours, wire.left(user.nickname, reason), client)
+            deliver(neighbours, wire.left(user.nickname, reason), client)
 
     def join(self, client: IChatClient, room: str) -> Deferred[list[Scrollback]]:
         """See L{IRegistry.join}."""
@@ -164,15 +103,15 @@ class Registry:
         user = self._users[client]
         if room not in user.rooms:
             return
-        announced = self._announced(self._rooms[room])
+        announced = self._index.announces(len(self._rooms[room]))
         user.rooms = tuple(name for name in user.rooms if name != room)
-        self._leave_room(client, room)
+        self._index.leave(client, room)
         if announced and room in self._rooms:
             self.broadcast(room, wire.parted(user.nickname, room, reason), client)
 
     def broadcast(self, room: str, data: bytes, sender: IChatClient | None) -> None:
         """See L{IRegistry.broadcast}."""
-        self._deliver(self._rooms[room].recipients, data, sender)
+        deliver(self._rooms[room].recipients, data, sender)
 
     def say(self, room: str, data: bytes, sender: IChatClient) -> None:
         """See L{IRegistry.say}."""
@@ -182,7 +121,7 @@ class Registry:
         recipients = found.recipients
         self.said += 1
         self.delivered += len(recipients) - (sender in found)
-        self._deliver(recipients, data, sender)
+        deliver(recipients, data, sender)
 
     def send_private(self, nickname: str, data: bytes) -> Deferred[UserInfo]:
         """See L{IRegistry.send_private}."""
@@ -210,13 +149,13 @@ class Registry:
 
     def replace(self, old: IChatClient, new: IChatClient, data: bytes | None) -> None:
         """See L{IRegistry.replace}."""
-        user = swap_client(self._users, self._by_fold, self._rooms, old, new)
+        user = self._index.swap(old, new)
         if data is not None:
-            self._deliver(self._neighbours(user, quiet=True), data, new)
+            deliver(self._index.neighbours(user, quiet=True), data, new)
 
     def announce(self, data: bytes) -> None:
         """See L{IRegistry.announce}."""
-        self._deliver(tuple(self._users), data, None)
+        deliver(tuple(self._users), data, None)
 
     def count(self) -> Deferred[int]:
         """See L{IRegistry.count}."""
@@ -228,22 +167,11 @@ class Registry:
 
     def users(self, room: str | None = None) -> Deferred[list[UserInfo]]:
         """See L{IRegistry.users}."""
-        if room is None:
-            clients: Iterable[IChatClient] = self._users
-        else:
-            found = self._rooms.get(room)
-            clients = found.recipients if found is not None else ()
-        infos = [self._users[client].info() for client in clients]
-        return succeed(sorted(infos, key=lambda info: fold(info.nickname)))
+        return succeed(self._index.user_infos(room))
 
     def rooms(self) -> Deferred[list[RoomInfo]]:
         """See L{IRegistry.rooms}."""
-        return succeed(
-            [
-                RoomInfo(name, len(room), room.topic)
-                for name, room in sorted(self._rooms.items())
-            ]
-        )
+        return succeed(self._index.room_infos())
 
     def topic(self, room: str) -> Deferred[str]:
         """See L{IRegistry.topic}."""
@@ -273,66 +201,10 @@ class Registry:
 
     def _enter(self, client: IChatClient, name: str) -> None:
         """Put C{client} in room C{name}, creating it; tell the others."""
-        room = self._rooms.get(name)
-        if room is None:
-            room = self._rooms[name] = _Room(name, self._history)
-        user = self._users[client]
-        user.rooms += (name,)
-        room.add(client)
-        if self._announced(room):
-            self._deliver(room.recipients, wire.joined(user.nickname, name), client)
-
-    def _announced(self, room: _Room) -> bool:
-        """Whether joins and leaves are announced in C{room}, as it is now."""
-        limit = self._announce_max
-        return limit is None or len(room) <= limit
-
-    def _leave_room(self, client: IChatClient, name: str) -> None:
-        """Take C{client} out of room C{name}; delete the room if it empties."""
-        room = self._rooms[name]
-        room.discard(client)
-        if name != LOBBY and not len(room):
-            del self._rooms[name]
-
-    def _neighbours(self, user: _User, quiet: bool = False) -> Iterable[IChatClient]:
-        """Everyone who shares a room with C{user}, once each.
-
-        With C{quiet}, only the rooms where joins and leaves are announced.
-        """
-        rooms = [self._rooms[name] for name in user.rooms]
-        if quiet:
-            rooms = [room for room in rooms if self._announced(room)]
-        if len(rooms) == 1:
-            return rooms[0].recipients
-        return dict.fromkeys(client for room in rooms for client in room.recipients)
-
-    @staticmethod
-    def _deliver(
-        recipients: Iterable[IChatClient], data: bytes, skip: IChatClient | None
-    ) -> None:
-        """The fan-out loop: the same bytes to each recipient but C{skip}."""
-        for client in recipients:
-            if client is not skip:
-                client.deliver(data)
-
-
-def swap_client(
-    users: dict[IChatClient, _User],
-    by_fold: dict[str, IChatClient],
-    rooms: dict[str, _Room],
-    old: IChatClient,
-    new: IChatClient,
-) -> _User:
-    """Put C{new} in C{old}'s place in a registry's maps; return the user."""
-    user = users.pop(old)
-    users[new] = user
-    by_fold[fold(user.nickname)] = new
-    user.host = getattr(new, "host", None)
-    for name in user.rooms:
-        room = rooms[name]
-        room.discard(old)
-        room.add(new)
-    return user
+        room: Room = self._index.enter(client, name)
+        if self._index.announces(len(room)):
+            nickname = self._users[client].nickname
+            deliver(room.recipients, wire.joined(nickname, name), client)
 
 
 @implementer(ISharedSessions)

@@ -30,7 +30,7 @@ from ..interfaces import (
 )
 from ..logs import gate, shown
 from ..reasons import CONNECTION_LOST, CloseKind, CloseReason
-from ..registry import LOBBY, Registry, _Room, _User, swap_client
+from ..rooms import LOBBY, Rooms, User, deliver, in_rooms
 from ..text import check_room, fold, sanitise
 from .events import (
     EVENT_MAX,
@@ -97,10 +97,11 @@ class ClusterRegistry:
         #: --resume-buffer-bytes: the most bytes of missed lines kept in
         #: Redis for one held session, handed over, or collected.
         self._missed_bytes = MISSED_BYTES if missed_bytes is None else missed_bytes
-        self._users: dict[IChatClient, _User] = {}
-        self._by_fold: dict[str, IChatClient] = {}
-        self._rooms: dict[str, _Room] = {LOBBY: _Room(LOBBY, history)}
         self._stopping = False
+        #: This node's users and their rooms (its maps under short names).
+        self._index = index = Rooms(history, announce_max)
+        self._users, self._by_fold = index.users, index.by_fold
+        self._rooms = index.rooms
         self._pending: set[Deferred[Any]] = set()
         self._told_down = False
         self._resyncing = False
@@ -258,7 +259,7 @@ class ClusterRegistry:
         )
         if self._users and not self._stopping:
             self._told_down = True
-            self._deliver(
+            deliver(
                 tuple(self._users),
                 wire.notice(
                     "the other servers are unreachable: you see only the users "
@@ -417,7 +418,7 @@ class ClusterRegistry:
                 )
             if self._told_down:
                 self._told_down = False
-                self._deliver(
+                deliver(
                     tuple(self._users),
                     wire.notice("the other servers are reachable again"),
                     None,
@@ -541,7 +542,7 @@ class ClusterRegistry:
         if data is None:
             return
         if event.get("a"):
-            self._deliver(tuple(self._users), data, None)
+            deliver(tuple(self._users), data, None)
             return
         if event.get("s") in self._by_fold:
             # About a user of this node, from another that had it wrong (it
@@ -553,11 +554,7 @@ class ClusterRegistry:
         if "h" in event and self._history:  # a line said: kept for newcomers
             for room in rooms:
                 room.history.append(Scrollback(event["h"], data))
-        if len(rooms) == 1:
-            recipients: Iterable[IChatClient] = rooms[0].recipients
-        else:
-            recipients = dict.fromkeys(c for room in rooms for c in room.recipients)
-        self._deliver(recipients, data, None)
+        deliver(in_rooms(rooms), data, None)
 
     # Resuming on another node -------------------------------------------
 
@@ -726,9 +723,9 @@ class ClusterRegistry:
         except Malformed:
             names = [LOBBY]
         collector = arrival.collector
-        self._add_local(collector, str(nickname), key)
+        self._index.add(collector, str(nickname))
         for name in names:
-            self._enter_local(collector, name, announce=False)
+            self._index.enter(collector, name)
         arrival.installed.callback(None)
 
     def _arrived(
@@ -742,16 +739,11 @@ class ClusterRegistry:
         """The session has moved here: C{arrival}'s client takes it."""
         collector, client = arrival.collector, arrival.client
         self._install(key, arrival, record.get("nick"), record.get("rooms"))
-        user = swap_client(self._users, self._by_fold, self._rooms, collector, client)
+        user = self._index.swap(collector, client)
         away = record.get("away")
         user.away = _topic(away) if away is not None else None
-        neighbours = dict.fromkeys(
-            c
-            for name in told
-            if name in self._rooms
-            for c in self._rooms[name].recipients
-        )
-        self._deliver(neighbours, wire.back(user.nickname), client)
+        rooms = [self._rooms[name] for name in told if name in self._rooms]
+        deliver(in_rooms(rooms), wire.back(user.nickname), client)
         data = b"".join(_lines_or_nothing(chunk) for chunk in missed)
         data += b"".join(collector.received)
         if collector.kicked is not None:
@@ -769,12 +761,11 @@ class ClusterRegistry:
             if old_node == self.node:
                 self._hand_over(key, None)
             return
-        del self._by_fold[key]
-        user = self._users.pop(client)
+        user = self._index.remove(client)
+        assert user is not None  # indexed by its key
         self._tokens.pop(key, None)
         for name in user.rooms:
-            self._rooms[name].discard(client)
-            self._forget_if_empty(name)
+            self._index.leave(client, name)
         log.info(
             "cluster: {nickname} resumed the session on another node",
             nickname=shown(user.nickname),
@@ -810,7 +801,7 @@ class ClusterRegistry:
             return fail(NicknameInUse(nickname))
         if not self.up:
             return succeed(self._register_here(client, nickname))
-        host = getattr(client, "host", None) or ""
+        host = client.host or ""
         d = self._call(
             "register",
             self.node,
@@ -835,8 +826,8 @@ class ClusterRegistry:
                     "a release",
                 )
                 raise NicknameInUse(nickname)
-            self._add_local(client, nickname, key)
-            self._enter_local(client, LOBBY, announce=self._announce(size))
+            self._index.add(client, nickname)
+            self._enter_local(client, LOBBY, announce=self._index.announces(size))
             return nickname
 
         def unreachable(failure: Failure) -> str:
@@ -852,8 +843,8 @@ class ClusterRegistry:
             raise NicknameInUse(nickname)
         self._joined_while_down.add(key)
         size = len(self._rooms[LOBBY]) + 1
-        self._add_local(client, nickname, key)
-        self._enter_local(client, LOBBY, announce=self._announce(size))
+        self._index.add(client, nickname)
+        self._enter_local(client, LOBBY, announce=self._index.announces(size))
         return nickname
 
     def rename(self, client: IChatClient, nickname: str) -> Deferred[str]:
@@ -886,11 +877,10 @@ class ClusterRegistry:
 
     def unregister(self, client: IChatClient, reason: CloseReason) -> None:
         """See L{IRegistry.unregister}."""
-        user = self._users.pop(client, None)
+        user = self._index.remove(client)
         if user is None:
             return
         key = fold(user.nickname)
-        del self._by_fold[key]
         self._tokens.pop(key, None)
         line = wire.left(user.nickname, reason)
         rooms = user.rooms
@@ -901,11 +891,13 @@ class ClusterRegistry:
         def told(announced: Iterable[str]) -> None:
             if not self._stopping:
                 neighbours = dict.fromkeys(
-                    c for name in announced for c in self._still_in(name, before[name])
+                    c
+                    for name in announced
+                    for c in self._index.still_in(name, before[name])
                 )
-                self._deliver(neighbours, line, client)
+                deliver(neighbours, line, client)
             for name in rooms:
-                self._forget_if_empty(name)
+                self._index.forget_if_empty(name)
 
         def here() -> None:
             """Told here by the local room sizes; the others later, if at all."""
@@ -913,7 +905,7 @@ class ClusterRegistry:
                 self._joined_while_down.discard(key)  # nobody else saw them
             else:
                 self._left_while_down[key] = (user.nickname, rooms, line)
-            told(name for name in rooms if self._announce(len(before[name]) + 1))
+            told(name for name in rooms if self._index.announces(len(before[name]) + 1))
 
         if self.up:
             d = self._call("unregister", self.node, key, self._amax, LOBBY, _text(line))
@@ -929,7 +921,7 @@ class ClusterRegistry:
             # leave goes out with the script.
             d = self._call("unregister", self.node, key, self._amax, LOBBY, _text(line))
             self._quietly(d, "a leave")
-            told(name for name in rooms if self._announce(len(before[name]) + 1))
+            told(name for name in rooms if self._index.announces(len(before[name]) + 1))
         else:
             here()
 
@@ -939,7 +931,7 @@ class ClusterRegistry:
         if not self.up:
             if room not in user.rooms:
                 size = len(self._rooms[room]) + 1 if room in self._rooms else 1
-                self._enter_local(client, room, self._announce(size))
+                self._enter_local(client, room, self._index.announces(size))
             return succeed(list(self._rooms[room].history))
         entered = room not in user.rooms
         before = self._rooms[room].recipients if room in self._rooms else ()
@@ -959,9 +951,9 @@ class ClusterRegistry:
 
         def joined(reply: list[Any]) -> list[Scrollback]:
             size = int(reply[0])
-            if entered and self._announce(size) and size > 0:
+            if entered and self._index.announces(size) and size > 0:
                 line = wire.joined(user.nickname, room)
-                self._deliver(self._still_in(room, before), line, client)
+                deliver(self._index.still_in(room, before), line, client)
             if size < 0:
                 return list(self._rooms[room].history) if room in self._rooms else []
             return _scrollback(reversed(reply[1]))
@@ -984,9 +976,9 @@ class ClusterRegistry:
         self._rooms[room].discard(client)
         line = wire.parted(user.nickname, room, reason)
         if not self.up:
-            if self._announce(size):
-                self._deliver(self._rooms[room].recipients, line, client)
-            self._forget_if_empty(room)
+            if self._index.announces(size):
+                deliver(self._rooms[room].recipients, line, client)
+            self._index.forget_if_empty(room)
             parted = self._parted_while_down.setdefault(fold(user.nickname), {})
             parted[room] = _text(line)
             return
@@ -998,21 +990,21 @@ class ClusterRegistry:
 
         def told(announced: int) -> None:
             if int(announced):
-                self._deliver(self._still_in(room, before), line, client)
-            self._forget_if_empty(room)
+                deliver(self._index.still_in(room, before), line, client)
+            self._index.forget_if_empty(room)
 
         def here(failure: Failure) -> None:
             _trap_unreachable(failure)
             parted = self._parted_while_down.setdefault(fold(user.nickname), {})
             parted[room] = _text(line)
-            told(self._announce(size))
+            told(self._index.announces(size))
 
         d.addCallbacks(told, here)
         self._quietly(d, "a part")
 
     def broadcast(self, room: str, data: bytes, sender: IChatClient | None) -> None:
         """See L{IRegistry.broadcast}."""
-        self._deliver(self._rooms[room].recipients, data, sender)
+        deliver(self._rooms[room].recipients, data, sender)
         if self.up:
             event: dict[str, object] = {"o": self.node, "r": [room], "d": _text(data)}
             if sender is not None and sender in self._users:
@@ -1028,7 +1020,7 @@ class ClusterRegistry:
         recipients = found.recipients
         self.said += 1
         self.delivered += len(recipients) - (sender in found)
-        self._deliver(recipients, data, sender)
+        deliver(recipients, data, sender)
         if self.up:
             key = fold(self._users[sender].nickname) if sender in self._users else ""
             self._quietly(
@@ -1086,15 +1078,14 @@ class ClusterRegistry:
 
     def replace(self, old: IChatClient, new: IChatClient, data: bytes | None) -> None:
         """See L{IRegistry.replace}."""
-        user = swap_client(self._users, self._by_fold, self._rooms, old, new)
+        user = self._index.swap(old, new)
         if data is not None:
+            deliver(self._index.neighbours(user, quiet=True), data, new)
             rooms = [
-                name for name in user.rooms if self._announce(len(self._rooms[name]))
+                name
+                for name in user.rooms
+                if self._index.announces(len(self._rooms[name]))
             ]
-            neighbours = dict.fromkeys(
-                c for name in rooms for c in self._rooms[name].recipients
-            )
-            self._deliver(neighbours, data, new)
             if self.up and rooms:
                 event = {
                     "o": self.node,
@@ -1106,7 +1097,7 @@ class ClusterRegistry:
 
     def announce(self, data: bytes) -> None:
         """See L{IRegistry.announce}."""
-        self._deliver(tuple(self._users), data, None)
+        deliver(tuple(self._users), data, None)
         if self.up:
             self._quietly(
                 self._publish({"o": self.node, "a": 1, "d": _text(data)}), "a notice"
@@ -1129,7 +1120,7 @@ class ClusterRegistry:
         a second at most.
         """
         if not self.up:
-            return succeed(self._local_users(room))
+            return succeed(self._index.user_infos(room))
 
         def fetch() -> Deferred[list[UserInfo]]:
             d = self._call("users", room or "")
@@ -1138,7 +1129,7 @@ class ClusterRegistry:
                 found = [info for info in map(_maybe_info, raws) if info is not None]
                 return sorted(found, key=lambda info: fold(info.nickname))
 
-            return d.addCallbacks(infos, lambda failure: self._local_users(room))
+            return d.addCallbacks(infos, lambda failure: self._index.user_infos(room))
 
         return self._shared(room or "", fetch)
 
@@ -1180,7 +1171,7 @@ class ClusterRegistry:
 
     def local_users(self) -> list[UserInfo]:
         """The users of this node (for metrics, which must not wait on Redis)."""
-        return self._local_users(None)
+        return self._index.user_infos(None)
 
     def local_sizes(self) -> tuple[int, int]:
         """See L{IRegistry.local_sizes}: this node's users and their rooms."""
@@ -1188,19 +1179,7 @@ class ClusterRegistry:
 
     def local_rooms(self) -> list[RoomInfo]:
         """The rooms this node's users are in, with this node's members."""
-        return [
-            RoomInfo(name, len(room), room.topic)
-            for name, room in sorted(self._rooms.items())
-        ]
-
-    def _local_users(self, room: str | None) -> list[UserInfo]:
-        if room is None:
-            clients: Iterable[IChatClient] = self._users
-        else:
-            found = self._rooms.get(room)
-            clients = found.recipients if found is not None else ()
-        infos = [self._users[client].info() for client in clients]
-        return sorted(infos, key=lambda info: fold(info.nickname))
+        return self._index.room_infos()
 
     def rooms(self) -> Deferred[list[RoomInfo]]:
         """See L{IRegistry.rooms}; shared like L{users}."""
@@ -1238,7 +1217,7 @@ class ClusterRegistry:
         self._rooms[room].topic = topic
         nickname = self._users[client].nickname
         line = wire.topic_set(nickname, room, topic)
-        self._deliver(self._rooms[room].recipients, line, None)
+        deliver(self._rooms[room].recipients, line, None)
         if self.up:
             self._quietly(
                 self._call("topic", self.node, room, topic, _text(line)), "a topic"
@@ -1266,51 +1245,18 @@ class ClusterRegistry:
 
     # The local index -----------------------------------------------------
 
-    def _add_local(self, client: IChatClient, nickname: str, key: str) -> None:
-        self._by_fold[key] = client
-        self._users[client] = _User(nickname, getattr(client, "host", None))
-
     def _enter_local(self, client: IChatClient, name: str, announce: bool) -> None:
-        room = self._rooms.get(name)
-        if room is None:
-            room = self._rooms[name] = _Room(name, self._history)
-        user = self._users[client]
-        user.rooms += (name,)
-        room.add(client)
+        room = self._index.enter(client, name)
         if announce:
-            self._deliver(room.recipients, wire.joined(user.nickname, name), client)
+            nickname = self._users[client].nickname
+            deliver(room.recipients, wire.joined(nickname, name), client)
 
-    def _rename_local(self, client: IChatClient, user: _User, nickname: str) -> None:
-        old = user.nickname
-        del self._by_fold[fold(old)]
-        self._by_fold[fold(nickname)] = client
+    def _rename_local(self, client: IChatClient, user: User, nickname: str) -> None:
+        old = self._index.rename(client, nickname)
         token = self._tokens.pop(fold(old), None)  # renamed in Redis too
         if token is not None:
             self._tokens[fold(nickname)] = token
-        user.nickname = nickname
-        rooms = [self._rooms[name] for name in user.rooms]
-        neighbours = dict.fromkeys(c for room in rooms for c in room.recipients)
-        self._deliver(neighbours, wire.renamed(old, nickname), None)
-
-    def _still_in(
-        self, name: str, members: tuple[IChatClient, ...]
-    ) -> list[IChatClient]:
-        """Those of C{members} who are still in room C{name}."""
-        room = self._rooms.get(name)
-        if room is None:
-            return []
-        return [client for client in members if client in room]
-
-    def _forget_if_empty(self, name: str) -> None:
-        room = self._rooms.get(name)
-        if room is not None and name != LOBBY and not len(room):
-            del self._rooms[name]
-
-    def _announce(self, size: int) -> bool:
-        return self._amax < 0 or size <= self._amax
-
-    #: The fan-out loop, the in-memory registry's.
-    _deliver = staticmethod(Registry._deliver)
+        deliver(self._index.neighbours(user), wire.renamed(old, nickname), None)
 
 
 #: A leave for connection lost, before and after the nickname: the reaping

@@ -1,0 +1,204 @@
+"""The in-memory index of users and rooms, shared by both registries.
+
+Who is here, under which nickname, in which rooms, and the tuple of each
+room's members that fan-out iterates.  It announces nothing and knows no
+wire format: the registries decide who is told what.  The in-memory
+registry holds everyone here; a node of a cluster holds its own users here
+(the rest are in Redis).
+
+A room's recipients are kept as an immutable tuple, rebuilt only when
+membership changes, so a broadcast neither copies the member list nor trips
+over a member that leaves while it is under way.
+"""
+
+from collections import deque
+from collections.abc import Iterable
+
+from .interfaces import IChatClient, RoomInfo, Scrollback, UserInfo
+from .text import fold
+
+LOBBY = "#lobby"
+
+
+class Room:
+    """One room: members, the tuple that fan-out iterates, topic, history."""
+
+    __slots__ = ("name", "topic", "history", "_members", "_recipients")
+
+    def __init__(self, name: str, history: int) -> None:
+        self.name = name
+        self.topic = ""
+        self.history: deque[Scrollback] = deque(maxlen=history)
+        self._members: dict[IChatClient, None] = {}
+        self._recipients: tuple[IChatClient, ...] | None = ()
+
+    def __contains__(self, client: IChatClient) -> bool:
+        return client in self._members
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def add(self, client: IChatClient) -> None:
+        """Make C{client} a member."""
+        self._members[client] = None
+        self._recipients = None
+
+    def discard(self, client: IChatClient) -> None:
+        """Make C{client} no longer a member, if it was."""
+        if client in self._members:
+            del self._members[client]
+            self._recipients = None
+
+    @property
+    def recipients(self) -> tuple[IChatClient, ...]:
+        """The members, as a tuple that later changes do not touch."""
+        if self._recipients is None:
+            self._recipients = tuple(self._members)
+        return self._recipients
+
+
+class User:
+    """What a registry knows of one registered client."""
+
+    __slots__ = ("nickname", "rooms", "away", "host")
+
+    def __init__(self, nickname: str, host: str | None) -> None:
+        self.nickname = nickname
+        # A tuple, not a set: most users are in one room, and an empty set
+        # alone is 216 bytes.
+        self.rooms: tuple[str, ...] = ()
+        self.away: str | None = None
+        self.host = host
+
+    def info(self) -> UserInfo:
+        """The user as lists show it."""
+        return UserInfo(self.nickname, self.away, self.host)
+
+
+class Rooms:
+    """The users here and their rooms; C{#lobby} always exists.
+
+    @param history: how many lines each room's scrollback keeps.
+    @param announce_max: the most members a room may have for joins and
+        leaves in it to be announced; None announces them in every room.
+
+    @ivar users: by client, what is known of it.
+    @ivar by_fold: by folded nickname, the client.
+    @ivar rooms: by name, the rooms that have members here (and the lobby).
+    """
+
+    def __init__(self, history: int, announce_max: int | None) -> None:
+        self.history = history
+        self.announce_max = announce_max
+        self.users: dict[IChatClient, User] = {}
+        self.by_fold: dict[str, IChatClient] = {}
+        self.rooms: dict[str, Room] = {LOBBY: Room(LOBBY, history)}
+
+    def add(self, client: IChatClient, nickname: str) -> User:
+        """Index C{client} as C{nickname}, in no room yet."""
+        user = self.users[client] = User(nickname, client.host)
+        self.by_fold[fold(nickname)] = client
+        return user
+
+    def remove(self, client: IChatClient) -> User | None:
+        """Forget C{client}, but not its rooms' membership; None if unknown."""
+        user = self.users.pop(client, None)
+        if user is not None:
+            del self.by_fold[fold(user.nickname)]
+        return user
+
+    def rename(self, client: IChatClient, nickname: str) -> str:
+        """Give C{client} C{nickname}; return the old one."""
+        user = self.users[client]
+        old = user.nickname
+        del self.by_fold[fold(old)]
+        self.by_fold[fold(nickname)] = client
+        user.nickname = nickname
+        return old
+
+    def enter(self, client: IChatClient, name: str) -> Room:
+        """Put C{client} in room C{name}, creating it."""
+        room = self.rooms.get(name)
+        if room is None:
+            room = self.rooms[name] = Room(name, self.history)
+        self.users[client].rooms += (name,)
+        room.add(client)
+        return room
+
+    def leave(self, client: IChatClient, name: str) -> None:
+        """Take C{client} out of room C{name}; delete the room if it empties."""
+        self.rooms[name].discard(client)
+        self.forget_if_empty(name)
+
+    def forget_if_empty(self, name: str) -> None:
+        """Delete room C{name} if it has no member (the lobby stays)."""
+        room = self.rooms.get(name)
+        if room is not None and name != LOBBY and not len(room):
+            del self.rooms[name]
+
+    def swap(self, old: IChatClient, new: IChatClient) -> User:
+        """Put C{new} in C{old}'s place: nickname, rooms, away; return it."""
+        user = self.users.pop(old)
+        self.users[new] = user
+        self.by_fold[fold(user.nickname)] = new
+        user.host = new.host
+        for name in user.rooms:
+            room = self.rooms[name]
+            room.discard(old)
+            room.add(new)
+        return user
+
+    def announces(self, size: int) -> bool:
+        """Whether joins and leaves are announced in a room of C{size}."""
+        limit = self.announce_max
+        return limit is None or size <= limit
+
+    def neighbours(self, user: User, quiet: bool = False) -> Iterable[IChatClient]:
+        """Everyone here who shares a room with C{user}, once each.
+
+        With C{quiet}, only the rooms where joins and leaves are announced.
+        """
+        rooms = [self.rooms[name] for name in user.rooms]
+        if quiet:
+            rooms = [room for room in rooms if self.announces(len(room))]
+        return in_rooms(rooms)
+
+    def still_in(self, name: str, members: Iterable[IChatClient]) -> list[IChatClient]:
+        """Those of C{members} who are still in room C{name}."""
+        room = self.rooms.get(name)
+        if room is None:
+            return []
+        return [client for client in members if client in room]
+
+    def user_infos(self, room: str | None = None) -> list[UserInfo]:
+        """The users in C{room} (everyone when None), sorted ignoring case."""
+        if room is None:
+            clients: Iterable[IChatClient] = self.users
+        else:
+            found = self.rooms.get(room)
+            clients = found.recipients if found is not None else ()
+        infos = [self.users[client].info() for client in clients]
+        return sorted(infos, key=lambda info: fold(info.nickname))
+
+    def room_infos(self) -> list[RoomInfo]:
+        """Every room here, with its members here, sorted by name."""
+        return [
+            RoomInfo(name, len(room), room.topic)
+            for name, room in sorted(self.rooms.items())
+        ]
+
+
+def in_rooms(rooms: list[Room]) -> Iterable[IChatClient]:
+    """The members of C{rooms}, once each: one room's own tuple if just one."""
+    if len(rooms) == 1:
+        return rooms[0].recipients
+    return dict.fromkeys(client for room in rooms for client in room.recipients)
+
+
+def deliver(
+    recipients: Iterable[IChatClient], data: bytes, skip: IChatClient | None
+) -> None:
+    """The fan-out loop: the same bytes to each recipient but C{skip}."""
+    for client in recipients:
+        if client is not skip:
+            client.deliver(data)
