@@ -20,7 +20,11 @@ NICKNAME_MAX = 24
 # one step: a line of nothing else costs a few times a plain line, not one
 # Python-level replacement per sequence.
 _ESCAPES = re.compile(
-    r"(?:\x1b*(?:"
+    # Controls that start no sequence are part of a run too (they would be
+    # removed anyway): a line of ESC NUL pairs is one match, not a thousand
+    # (it cost 33 plain lines; each match is a Python-level step).
+    r"(?:[\x00-\x08\x0a-\x1a\x1c-\x1f\x7f-\x8f\x91-\x97\x99\x9a\x9c]"
+    r"|\x1b*(?:"
     r"\x1b(?:"
     # CSI: parameters, intermediates, final byte.
     r"\[[0-?]*+[ -/]*+[@-~]?+"

@@ -495,7 +495,8 @@ def test_any_line_from_a_new_client(line: bytes) -> None:
 
 #: Units that, repeated, made or could make input handling slow: telnet
 #: subnegotiation openers (the quadratic regular expression of old), escaped
-#: 0xFF, commands, stray 0xFF, escape-sequence openers, invalid UTF-8.
+#: 0xFF, commands, stray 0xFF, escape-sequence openers, invalid UTF-8,
+#: escapes between controls (ESC NUL cost 29 plain lines, one match each).
 ADVERSARIAL = [
     b"\xff\xfa",
     b"\xff\xff",
@@ -510,6 +511,9 @@ ADVERSARIAL = [
     b"\x1b[0;",
     b"\x1b",
     b"\x1b ",
+    b"\x1b\x00",
+    b"\x1b\x07\xc2\x9b",
+    b"a\x00",
     b"\xc2\x9b",
     b"\xc2\x9d",
     b"\xc3",
