@@ -104,6 +104,22 @@ from twisted.logger import (
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
+from chatservice.wireparse import (
+    Action,
+    Chat,
+    Error,
+    Line,
+    Notice,
+    NowIn,
+    Pong,
+    Private,
+    PrivateEcho,
+    Stamped,
+    Unknown,
+    Welcome,
+    parse,
+)
+
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
 #: Where the clients connect from when the server is on loopback.
@@ -144,12 +160,10 @@ WORDS = (
 ).split()
 
 #: A live chat line, as this script sends them: "<nick> soak ID SENT words".
-CHAT_LINE = re.compile(r"<(?P<nick>[^>]+)> soak (?P<id>\d+) (?P<sent>\d+\.\d+) ")
 #: A private message, and its echo to the sender: "*nick* soak ID SENT words".
-PRIVATE_LINE = re.compile(r"\*(?P<nick>[^*]+)\* soak (?P<id>\d+) (?P<sent>\d+\.\d+) ")
-PRIVATE_ECHO = re.compile(r"-> \*(?P<nick>[^*]+)\* soak (?P<id>\d+) ")
+SOAK_TEXT = re.compile(r"soak (?P<id>\d+) (?P<sent>\d+\.\d+) ")
 #: The sender's answer when the recipient has gone (docs/protocol.md).
-NOBODY = re.compile(r"!!! nobody called (?P<nick>\S+) is online; try /who")
+NOBODY = re.compile(r"nobody called (?P<nick>\S+) is online; try /who")
 
 now = time.monotonic
 
@@ -581,29 +595,34 @@ class Session(LineReceiver):
             self.tally.problem("line without CRLF", repr(line[:80]))
         text = line.rstrip(b"\r").decode("utf-8", "replace")
         at = now()
-        if text.startswith("<"):
-            self._chat_received(text, at)
-        elif text.startswith("*** "):
-            self.tally.received["notice"] += 1
-            self._notice(text[4:], at)
-        elif text.startswith("*"):
-            self._private_received(text)
-        elif text.startswith("-> *"):
-            self._private_answer(PRIVATE_ECHO.match(text), text)
-        elif text.startswith("[") and "] <" in text:
+        received = parse(text)
+        if isinstance(received, Chat):
+            self._chat_received(received, text, at)
+        elif isinstance(received, Private):
+            self._private_received(received, text)
+        elif isinstance(received, PrivateEcho):
+            soak = SOAK_TEXT.match(received.text)
+            line_id = None if soak is None else int(soak["id"])
+            self._private_answer(received.recipient, line_id, text)
+        elif isinstance(received, Stamped) and isinstance(received.line, Chat):
             self.tally.received["scrollback"] += 1
-        elif (nobody := NOBODY.fullmatch(text)) is not None and self.messages:
-            self._private_answer(nobody, text)
-        elif text.startswith("!!! "):
-            self.tally.received["error"] += 1
-            self.tally.problem("error line", f"{self.nick}: {text}")
-        else:
+        elif isinstance(received, Error):
+            nobody = NOBODY.fullmatch(received.text)
+            if nobody is not None and self.messages:
+                self._private_answer(nobody["nick"], None, text, refused=True)
+            else:
+                self.tally.received["error"] += 1
+                self.tally.problem("error line", f"{self.nick}: {text}")
+        elif isinstance(received, Action | Stamped | Unknown):
             self.tally.received["other"] += 1
             self.tally.problem("unknown line", f"{self.nick}: {text[:80]}")
+        else:
+            self.tally.received["notice"] += 1
+            self._notice(received, at)
 
-    def _private_received(self, text: str) -> None:
+    def _private_received(self, received: Private, text: str) -> None:
         """A private message: for us, exactly once."""
-        match = PRIVATE_LINE.match(text)
+        match = SOAK_TEXT.match(received.text)
         if match is None:
             self.tally.received["other"] += 1
             self.tally.problem("unknown line", f"{self.nick}: {text[:80]}")
@@ -612,7 +631,7 @@ class Session(LineReceiver):
         line_id = int(match["id"])
         delivery = self.tally.delivery
         to, _, sender = self.soak.lines.get(line_id, ("?", 0.0, "?"))
-        if to != f"{PRIVATE}{self.nick}" or sender != match["nick"]:
+        if to != f"{PRIVATE}{self.nick}" or sender != received.sender:
             delivery["misrouted"] += 1
             self.tally.problem(
                 "misrouted line",
@@ -630,21 +649,21 @@ class Session(LineReceiver):
             delivery["unchecked"] += 1
         self.seen.add(line_id)
 
-    def _private_answer(self, match: re.Match[str] | None, text: str) -> None:
-        """The echo of our /msg, or the news that its recipient has gone."""
-        if match is None or not self.messages:
+    def _private_answer(
+        self, nick: str, line_id: int | None, text: str, refused: bool = False
+    ) -> None:
+        """The echo of our /msg (C{line_id}), or the news that C{nick} has gone."""
+        if (line_id is None and not refused) or not self.messages:
             self.tally.received["other"] += 1
             self.tally.problem("unexpected line", f"{self.nick}: {text[:80]}")
             return
-        recipient, line_id = self.messages.popleft()
-        if match["nick"] != recipient.nick or (
-            "id" in match.groupdict() and int(match["id"]) != line_id
-        ):
+        recipient, sent_id = self.messages.popleft()
+        if nick != recipient.nick or (line_id is not None and line_id != sent_id):
             self.tally.problem(
                 "wrong answer to /msg",
-                f"{self.nick} sent {line_id} to {recipient.nick}: {text[:80]}",
+                f"{self.nick} sent {sent_id} to {recipient.nick}: {text[:80]}",
             )
-        elif text.startswith("!!! "):
+        elif refused:
             self.tally.received["error"] += 1
             # Only a recipient whose session is over has gone.
             if recipient.phase in ("active", "silent", "resetting"):
@@ -656,8 +675,8 @@ class Session(LineReceiver):
         else:
             self.tally.received["private echo"] += 1
 
-    def _chat_received(self, text: str, at: float) -> None:
-        match = CHAT_LINE.match(text)
+    def _chat_received(self, received: Chat, text: str, at: float) -> None:
+        match = SOAK_TEXT.match(received.text)
         if match is None:
             self.tally.received["other"] += 1
             self.tally.problem("unknown chat line", f"{self.nick}: {text[:80]}")
@@ -691,8 +710,9 @@ class Session(LineReceiver):
         else:
             delivery["unchecked"] += 1
 
-    def _notice(self, text: str, at: float) -> None:
+    def _notice(self, received: Line, at: float) -> None:
         phase = self.phase
+        text = received.text if isinstance(received, Notice) else ""
         if phase == "greeting" and text.startswith("Choose a nickname"):
             if self.ending == "unregistered":
                 self.phase = "waiting"
@@ -707,7 +727,11 @@ class Session(LineReceiver):
                 self.phase = "registering"
                 self._send(self.nick, "nick")
                 self._expect("welcome", REPLY_WAIT)
-        elif phase == "registering" and text.startswith(f"Welcome, {self.nick}!"):
+        elif (
+            phase == "registering"
+            and isinstance(received, Welcome)
+            and received.nick == self.nick
+        ):
             self._unexpect()
             self.tally.registered += 1
             self.phase = "active"
@@ -715,13 +739,14 @@ class Session(LineReceiver):
             longest = self.soak.options.active
             self.active_until = at + self.soak.random.uniform(longest / 6, longest)
             self._next_turn()
-        elif text.startswith("You are now in #") and self.join_pending:
+        elif isinstance(received, NowIn) and self.join_pending:
             self._unexpect()
             self.join_pending = False
-            room = text[len("You are now in ") :].partition(".")[0]
+            room = received.room
             if room != self.target_room:
                 self.tally.problem(
-                    "wrong room", f"{self.nick} asked for {self.target_room}: {text}"
+                    "wrong room",
+                    f"{self.nick} asked for {self.target_room}: {received}",
                 )
             # Everything said in the old room before the /join has arrived.
             self._settle(self.left_at - DELIVERY_MARGIN)
@@ -738,9 +763,8 @@ class Session(LineReceiver):
             self.ended_as = "quit"
             self.phase = "closing"
             self._expect("close after /quit", REPLY_WAIT)
-        elif text.startswith("PONG"):
-            token = text[len("PONG ") :]
-            if token != self.ping_token:
+        elif isinstance(received, Pong):
+            if received.token != self.ping_token:
                 self.tally.problem("wrong PONG", f"{self.nick}: {self.ping_token!r}")
             self.ping_token = None
             if phase == "resetting":
