@@ -25,8 +25,9 @@ from .logs import gate, shown
 from .operators import Operators
 from .protocol import ChatProtocol, Flusher, format_peer
 from .reasons import CloseReason
-from .registry import LocalBans, Registry
+from .registry import Registry
 from .resume import SessionKeeper
+from .shared import LocalBans
 from .stats import Stats
 from .text import clean_line
 from .throttle import (

@@ -265,7 +265,7 @@ class ISharedSessions(Interface):
     """Resume tokens and held sessions, as every node of a cluster sees them.
 
     Only a cluster shares them: a server alone is given
-    L{chatservice.registry.LocalSessions}, which shares nothing, and its
+    L{chatservice.shared.LocalSessions}, which shares nothing, and its
     L{chatservice.resume.SessionKeeper} checks tokens itself.
     """
 
@@ -301,7 +301,7 @@ class ISharedSessions(Interface):
 class ISharedBans(Interface):
     """Bans made on one node of a cluster and held on every node.
 
-    A server alone is given L{chatservice.registry.LocalBans}, which shares
+    A server alone is given L{chatservice.shared.LocalBans}, which shares
     nothing.
     """
 

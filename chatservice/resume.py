@@ -41,7 +41,7 @@ from .errors import ChatError
 from .interfaces import IChatClient, IChatSession, IRegistry, ISharedSessions
 from .logs import claimed_nickname, gate, shown
 from .reasons import SHUTDOWN, CloseReason
-from .registry import LocalSessions
+from .shared import LocalSessions
 from .text import fold
 from .throttle import address_key
 

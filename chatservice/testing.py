@@ -37,7 +37,7 @@ from .reasons import (
     SHUTDOWN,
     CloseReason,
 )
-from .registry import LocalBans, LocalSessions
+from .shared import LocalBans, LocalSessions
 
 
 class FakeConnection:

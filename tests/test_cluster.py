@@ -162,7 +162,7 @@ def test_dead_node_leaves_no_ghosts(nodes: Nodes) -> None:
     carol = registered(c, "carol")
     block(a.idle())
     # As kill -9 would: no leaves, no retiring, the heartbeat just stops.
-    a._heartbeat.stop()
+    a.liveness.heartbeat.stop()
     block(a.link.stop())
     bob_saw: list[str] = []
     carol_saw: list[str] = []
@@ -267,7 +267,9 @@ def test_resume_on_another_node(nodes: Nodes) -> None:
     alice.drop(ConnectionLost)  # held on node A
     heard(bob, "*** alice lost connection", bob_saw)
     bob.enter("are you there?")
-    eventually(lambda: getattr(a._by_fold.get("alice"), "_lines", 0), "a missed line")
+    eventually(
+        lambda: getattr(a.core.index.by_fold.get("alice"), "_lines", 0), "a missed line"
+    )
     block(a.idle())
 
     again = FakeConnection(on_b)
@@ -305,12 +307,12 @@ def test_node_taken_for_dead_comes_back(nodes: Nodes) -> None:
     bob = registered(b, "bob")
     bob_saw: list[str] = []
     eventually(lambda: "*** bob has joined #lobby" in collect(alice, [])(), "join")
-    a._heartbeat.stop()  # as a long pause would
+    a.liveness.heartbeat.stop()  # as a long pause would
     eventually(
         lambda: "*** alice has left (connection lost)" in collect(bob, bob_saw)(),
         "alice's leave",
     )
-    a._heartbeat.start(1.0 / 3, now=True)
+    a.liveness.heartbeat.start(1.0 / 3, now=True)
     eventually(
         lambda: "*** alice has joined #lobby" in collect(bob, bob_saw)(),
         "alice's return",

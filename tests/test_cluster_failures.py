@@ -48,14 +48,16 @@ def test_users_of_a_room_of_more_than_8000(nodes: Nodes) -> None:
     members: list[str] = []
     for n in range(8100):
         members += [f"ghost{n}", f"ghost{n}"]
-    block(a._command("execute_command", "HSET", a._prefix + "room:#big", *members))
+    block(
+        a.core.command("execute_command", "HSET", a.core.prefix + "room:#big", *members)
+    )
     assert "alice" in [u.nickname for u in block(a.users("#big"))]
 
 
 def _dead(a: ClusterRegistry, b: ClusterRegistry) -> None:
-    b._heartbeat.stop()
+    b.liveness.heartbeat.stop()
     block(b.link.stop())
-    block(a._command("delete", a._prefix + "node:" + b.node))
+    block(a.core.command("delete", a.core.prefix + "node:" + b.node))
 
 
 @in_greenlet
@@ -66,18 +68,18 @@ def test_reclaim_from_a_dead_node_cleans_up(nodes: Nodes) -> None:
     bob = registered(b, "bob")
     block(b.join(bob, "#x"))
     b.set_topic(bob, "#x", "old")
-    b.store_token("bob", "digest-of-the-old-bob")
+    b.shared_sessions.store_token("bob", "digest-of-the-old-bob")
     block(b.idle())
     _dead(a, b)
     record = {"nick": "bob", "node": a.node, "host": "", "rooms": ["#lobby"]}
     claimed = block(
-        a._call(
+        a.core.call(
             "reclaim", a.node, "bob", json.dumps(record), -1, "0", "{}", "{}", "#lobby"
         )
     )
     assert int(claimed[0]) == 1
     # The old bob's token must not take over the new bob's session.
-    token = block(a._command("get", a._prefix + "token:bob"))
+    token = block(a.core.command("get", a.core.prefix + "token:bob"))
     rooms = [room.name for room in block(a.rooms())]
     assert (token, "#x" in rooms) == (None, False)
 
@@ -133,7 +135,9 @@ def test_missed_lines_are_not_replayed_after_a_local_resume(nodes: Nodes) -> Non
     alice.drop(ConnectionLost)
     heard(bob, "*** alice lost connection", bob_saw)
     bob.enter("one")
-    eventually(lambda: getattr(a._by_fold.get("alice"), "_lines", 0), "line one")
+    eventually(
+        lambda: getattr(a.core.index.by_fold.get("alice"), "_lines", 0), "line one"
+    )
     block(a.idle())
     here = FakeConnection(on_a)  # back on the same node: gets "one"
     here.enter(f"/resume alice {token}")
@@ -144,7 +148,9 @@ def test_missed_lines_are_not_replayed_after_a_local_resume(nodes: Nodes) -> Non
     here.drop(ConnectionLost)
     heard(bob, "*** alice lost connection", bob_saw)
     bob.enter("two")
-    eventually(lambda: getattr(a._by_fold.get("alice"), "_lines", 0), "line two")
+    eventually(
+        lambda: getattr(a.core.index.by_fold.get("alice"), "_lines", 0), "line two"
+    )
     block(a.idle())
     there = FakeConnection(on_b)
     there.enter(f"/resume alice {token}")
@@ -178,7 +184,7 @@ def test_a_failed_join_leaves_no_half_joined_user(nodes: Nodes) -> None:
         a.join(alice, "#x").addBoth(outcome.append)
     finally:
         a.link.call = real
-    joined = "#x" in a._users[alice].rooms
+    joined = "#x" in a.core.index.users[alice].rooms
     failed = isinstance(outcome[0], Failure)
     assert not (joined and failed), (joined, outcome)
 
@@ -208,7 +214,7 @@ def test_unanswered_calls_tell_the_user_why(nodes: Nodes) -> None:
                 block(d)
     finally:
         a.link.call, a.link.command = real_call, real_command
-    assert a._users[alice].nickname == "alice"
+    assert a.core.index.users[alice].nickname == "alice"
 
 
 @in_greenlet

@@ -66,8 +66,15 @@ def _forge(node: ClusterRegistry, event: object) -> None:
     """Add C{event} to the cluster's stream, as a bad writer to Redis could."""
     text = event if isinstance(event, str) else json.dumps(event)
     block(
-        node._command(
-            "execute_command", "XADD", node._prefix + "events", "*", "o", "x", "e", text
+        node.core.command(
+            "execute_command",
+            "XADD",
+            node.core.prefix + "events",
+            "*",
+            "o",
+            "x",
+            "e",
+            text,
         )
     )
 
@@ -233,7 +240,7 @@ def test_a_replaced_token_works_nowhere(nodes: Nodes) -> None:
     opened.append(thief)
     thief.enter(f"/resume alice {third}")
     heard(thief, "!!! resume failed: unknown nickname or wrong token", [])
-    assert not a.up or a._by_fold["alice"] is back.protocol
+    assert not a.up or a.core.index.by_fold["alice"] is back.protocol
     for connection in [back, *opened]:
         connection.drop()
 
@@ -243,10 +250,10 @@ def test_a_replaced_token_works_nowhere(nodes: Nodes) -> None:
 
 def _newest_event(node: ClusterRegistry) -> str:
     ((_, fields),) = block(
-        node._command(
+        node.core.command(
             "execute_command",
             "XREVRANGE",
-            node._prefix + "events",
+            node.core.prefix + "events",
             "+",
             "-",
             "COUNT",
@@ -280,7 +287,7 @@ def test_the_event_stream_is_bounded_in_bytes(nodes: Nodes) -> None:
     for _ in range(STREAM_EVENTS + 300):
         a.broadcast("#lobby", b"*** n\r\n", None)
     block(a.idle())
-    length = block(a._command("execute_command", "XLEN", a._prefix + "events"))
+    length = block(a.core.command("execute_command", "XLEN", a.core.prefix + "events"))
     assert STREAM_EVENTS <= int(length) <= STREAM_EVENTS + 100
 
 
@@ -300,13 +307,14 @@ def test_a_held_sessions_lines_in_redis_are_bounded_in_bytes(nodes: Nodes) -> No
         bob.enter(f"{n:03} {filler}")
     eventually(
         lambda: (
-            "alice" in a._by_fold and b"<bob> 099 " in a._by_fold["alice"].missed()[0]
+            "alice" in a.core.index.by_fold
+            and b"<bob> 099 " in a.core.index.by_fold["alice"].missed()[0]
         ),
         "the lines held",
     )
     block(a.idle())
-    kept = block(a._command("lrange", a._prefix + "missed:alice", 0, -1))
-    size = int(block(a._command("get", a._prefix + "missed-bytes:alice")))
+    kept = block(a.core.command("lrange", a.core.prefix + "missed:alice", 0, -1))
+    size = int(block(a.core.command("get", a.core.prefix + "missed-bytes:alice")))
     assert size == sum(len(chunk.encode("utf-8")) for chunk in kept)
     assert 60_000 < size <= MISSED_BYTES
     assert kept[-1].startswith(f"<bob> 099 {filler}")
@@ -344,12 +352,13 @@ def test_a_held_sessions_lines_in_redis_honour_resume_buffer_bytes(
         bob.enter(f"{n:03} {filler}")
     eventually(
         lambda: (
-            "alice" in a._by_fold and b"<bob> 199 " in a._by_fold["alice"].missed()[0]
+            "alice" in a.core.index.by_fold
+            and b"<bob> 199 " in a.core.index.by_fold["alice"].missed()[0]
         ),
         "the lines held",
     )
     block(a.idle())
-    size = int(block(a._command("get", a._prefix + "missed-bytes:alice")))
+    size = int(block(a.core.command("get", a.core.prefix + "missed-bytes:alice")))
     assert cap - 1100 < size <= cap
     again = _Seen(on_b, host="192.0.2.9")
     again.enter(f"/resume alice {token}")
@@ -405,7 +414,10 @@ def test_resume_from_a_node_that_does_not_hand_over(nodes: Nodes) -> None:
     heard(bob, "*** alice lost connection", [])
     bob.enter("stored")
     eventually(
-        lambda: "alice" in a._by_fold and b"stored" in a._by_fold["alice"].missed()[0],
+        lambda: (
+            "alice" in a.core.index.by_fold
+            and b"stored" in a.core.index.by_fold["alice"].missed()[0]
+        ),
         "the line held",
     )
     block(a.idle())

@@ -47,10 +47,17 @@ up to 10 s).  Once connected it claims its users' nicknames and rooms again,
 tells the others who came and went meanwhile, and reads what they said; a
 user whose nickname another node took meanwhile is told and disconnected.
 
-The package: L{scripts} holds the Lua scripts, the only code that changes
-the shared state; L{link} the node's two connections to Redis; L{events}
-checks what a node reads from the others before it acts on it; L{registry}
-the L{ClusterRegistry} itself.
+The package, a module for each job: L{scripts} holds the Lua scripts, the
+only code that changes the shared state; L{link} the node's two connections
+to Redis; L{node} what the node's parts share (its index of its own users,
+its calls to Redis); L{registry} the L{ClusterRegistry}, the IRegistry
+methods that change who is where, with L{membership} (rooms) and
+L{lookups} (questions about users who may be elsewhere); L{liveness} the
+heartbeat, the reaping of dead nodes and the recovery after an outage;
+L{events} the typed events the nodes read from each other, checked, and
+L{inbox} the table of a handler for each kind; L{sessions} and L{bans} what
+the server shares between nodes (its L{ISharedSessions} and
+L{ISharedBans}); L{records} reads Redis's records of users and rooms.
 """
 
 from .link import CALL_TIMEOUT, RedisLink, RedisURLError, Unreachable, parse_redis_url

@@ -6,6 +6,10 @@ an event of its kind has, of the right types and sizes, and sanitises its
 text once more (L{chatservice.text.sanitise}), so no terminal escape, stray
 line break or malformed ban reaches a user or the bans file.  What does not
 fit raises L{Malformed}; the reader logs it (L{MalformedLog}) and skips it.
+
+What L{checked} returns is a typed event (L{ToRooms}, L{ToUser}, L{Ban}...)
+with readable field names; the node acts on it through a table of a
+handler for each kind (L{chatservice.cluster.inbox}).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.logger import Logger
@@ -145,7 +150,107 @@ def _number(value: object, kind: str) -> float:
     return float(value)
 
 
-def _ban(event: dict[str, Any]) -> dict[str, Any]:
+# The kinds of event, with readable field names.  On the stream each is a
+# JSON object of one-letter keys (the Lua scripts write most of them); its
+# C{fields} are what a node publishes itself.
+
+
+@dataclass(frozen=True, slots=True)
+class HandOver:
+    """A session moves to another node (C{ho}; C{n}: the node it was on)."""
+
+    key: str
+    old_node: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Handed:
+    """A session's old node has handed over what it kept (C{handed})."""
+
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ban:
+    """A ban made on another node (C{ban}: [network, expires, reason, by])."""
+
+    network: str
+    expires: float | None
+    reason: str
+    by: str
+
+    def fields(self) -> dict[str, object]:
+        """The event as the stream carries it."""
+        reason = self.reason[:REASON_MAX]
+        return {"ban": [self.network, self.expires, reason, self.by]}
+
+
+@dataclass(frozen=True, slots=True)
+class Unban:
+    """A ban lifted on another node (C{unban})."""
+
+    network: str
+
+    def fields(self) -> dict[str, object]:
+        """The event as the stream carries it."""
+        return {"unban": self.network}
+
+
+@dataclass(frozen=True, slots=True)
+class ToUser:
+    """Lines for one user (C{to}, C{d}), or their kick (C{k}: the reason)."""
+
+    key: str
+    data: bytes | None = None
+    kick: CloseReason | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToEveryone:
+    """Lines for every user (C{a}, C{d})."""
+
+    data: bytes
+
+    def fields(self) -> dict[str, object]:
+        """The event as the stream carries it."""
+        return {"a": 1, "d": text_of(self.data)}
+
+
+@dataclass(frozen=True, slots=True)
+class ToRooms:
+    """Lines for the members of rooms (C{r}, C{d}).
+
+    C{sender}: the folded nickname of the user it is about (C{s}), whose
+    node tells them itself; C{said}: when it was said (C{h}), for a line
+    each room keeps in its scrollback.
+    """
+
+    rooms: list[str]
+    data: bytes
+    sender: str | None = None
+    said: float | None = None
+
+    def fields(self) -> dict[str, object]:
+        """The event as the stream carries it."""
+        event: dict[str, object] = {"r": self.rooms, "d": text_of(self.data)}
+        if self.sender is not None:
+            event["s"] = self.sender
+        return event
+
+
+Event = HandOver | Handed | Ban | Unban | ToUser | ToEveryone | ToRooms
+
+
+def text_of(data: bytes) -> str:
+    """Wire bytes as text for JSON, cut to what an event may carry.
+
+    They are UTF-8, sanitised on the way in; L{TEXT_MAX} bytes at most.
+    """
+    text = data.decode("utf-8", "replace")
+    return cut(text) if len(data) > TEXT_MAX else text
+
+
+def _ban(event: dict[str, Any]) -> Ban:
     ban = event["ban"]
     if not isinstance(ban, list) or len(ban) != 4:
         raise Malformed("ban", "not [network, expires, reason, by]")
@@ -158,72 +263,55 @@ def _ban(event: dict[str, Any]) -> dict[str, Any]:
         raise Malformed("ban", "not a network a ban may name") from None
     if expires is not None:
         expires = _number(expires, "ban")
-    return {
-        "ban": [
-            network,
-            expires,
-            clean_text(reason, "ban"),
-            clean_nickname(by, "ban"),
-        ]
-    }
+    return Ban(network, expires, clean_text(reason, "ban"), clean_nickname(by, "ban"))
 
 
-def _unban(event: dict[str, Any]) -> dict[str, Any]:
+def _unban(event: dict[str, Any]) -> Unban:
     network = event["unban"]
     if not isinstance(network, str) or len(network) > 64:
         raise Malformed("unban", "a network that is not a short string")
     try:
-        return {"unban": str(parse_target(network))}
+        return Unban(str(parse_target(network)))
     except ValueError:
         raise Malformed("unban", "not a network a ban may name") from None
 
 
-def _to_user(event: dict[str, Any]) -> dict[str, Any]:
-    clean: dict[str, Any] = {"to": clean_fold(event["to"], "to a user")}
+def _to_user(event: dict[str, Any]) -> ToUser:
+    key = clean_fold(event["to"], "to a user")
     if "k" in event:
-        clean["k"] = clean_reason(event["k"], "to a user")
-    elif "d" in event:
-        clean["d"] = clean_lines(event["d"], "to a user")
-    else:
-        raise Malformed("to a user", "neither a kick nor lines")
-    return clean
+        return ToUser(key, kick=clean_reason(event["k"], "to a user"))
+    if "d" in event:
+        return ToUser(key, data=clean_lines(event["d"], "to a user"))
+    raise Malformed("to a user", "neither a kick nor lines")
 
 
-def _everyone(event: dict[str, Any]) -> dict[str, Any]:
-    return {"a": 1, "d": clean_lines(event.get("d"), "to everyone")}
+def _everyone(event: dict[str, Any]) -> ToEveryone:
+    return ToEveryone(clean_lines(event.get("d"), "to everyone"))
 
 
-def _rooms(event: dict[str, Any]) -> dict[str, Any]:
-    clean: dict[str, Any] = {
-        "r": clean_rooms(event["r"], "to rooms"),
-        "d": clean_lines(event.get("d"), "to rooms"),
-    }
-    if "s" in event:
-        clean["s"] = clean_fold(event["s"], "to rooms")
-    if "h" in event:
-        clean["h"] = _number(event["h"], "to rooms")
-    return clean
+def _rooms(event: dict[str, Any]) -> ToRooms:
+    return ToRooms(
+        clean_rooms(event["r"], "to rooms"),
+        clean_lines(event.get("d"), "to rooms"),
+        clean_fold(event["s"], "to rooms") if "s" in event else None,
+        _number(event["h"], "to rooms") if "h" in event else None,
+    )
 
 
-def _hand_over(event: dict[str, Any]) -> dict[str, Any]:
-    """A session moves to another node (C{n}: the node it was on)."""
-    clean = {"ho": clean_fold(event["ho"], "hand-over")}
-    if "n" in event:
-        clean["n"] = clean_text(event["n"], "hand-over", 200)
-    return clean
+def _hand_over(event: dict[str, Any]) -> HandOver:
+    key = clean_fold(event["ho"], "hand-over")
+    old_node = clean_text(event["n"], "hand-over", 200) if "n" in event else None
+    return HandOver(key, old_node)
 
 
-def _one_field(name: str, check: Callable[[object, str], object]) -> Any:
-    def clean(event: dict[str, Any]) -> dict[str, Any]:
-        return {name: check(event[name], name)}
-
-    return clean
+def _handed(event: dict[str, Any]) -> Handed:
+    return Handed(clean_fold(event["handed"], "handed"))
 
 
 #: The kinds of event, by the field that tells them apart, in order.
-_KINDS: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] = [
+_KINDS: list[tuple[str, Callable[[dict[str, Any]], Event]]] = [
     ("ho", _hand_over),
-    ("handed", _one_field("handed", clean_fold)),
+    ("handed", _handed),
     ("ban", _ban),
     ("unban", _unban),
     ("to", _to_user),
@@ -232,10 +320,10 @@ _KINDS: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] = [
 ]
 
 
-def checked(message: str) -> dict[str, Any]:
+def checked(message: str) -> Event:
     """The event C{message}, its shape checked and its text sanitised.
 
-    Lines (C{d}) come back as bytes, ready to deliver.
+    Its lines come back as bytes, ready to deliver.
 
     @raise Malformed: if it is not an event of a known kind and shape.
     """

@@ -281,13 +281,7 @@ class RedisLink:
 
     def _track(self, d: Deferred[Any]) -> Deferred[Any]:
         """Keep C{d} (a read or a check) until it fires: L{stop} cancels it."""
-        self._in_flight.add(d)
-
-        def done(result: object) -> object:
-            self._in_flight.discard(d)
-            return result
-
-        return d.addBoth(done)
+        return kept_in(d, self._in_flight)
 
     def stop(self) -> Deferred[object]:
         """Disconnect, and stop reconnecting."""
@@ -312,3 +306,14 @@ def _order(event_id: str) -> tuple[int, int]:
     """A stream id, C{MILLISECONDS-SEQUENCE}, as something that sorts."""
     ms, _, seq = str(event_id).partition("-")
     return int(ms), int(seq or 0)
+
+
+def kept_in(d: Deferred[Any], under_way: set[Deferred[Any]]) -> Deferred[Any]:
+    """C{d}, kept in C{under_way} until it fires."""
+    under_way.add(d)
+
+    def done(result: object) -> object:
+        under_way.discard(d)
+        return result
+
+    return d.addBoth(done)

@@ -2,6 +2,10 @@
 
 Each script makes its change and adds the event the other nodes act on in
 one step, so the events are in the order of the changes.
+
+Over 500 lines, and kept in one module on purpose: it is Lua source, one
+script after another, sharing the helpers at its top; split, a script's
+keys and events would be read in two places.
 """
 
 from .events import EVENT_MAX
