@@ -30,8 +30,9 @@ L{worker} (a worker process), L{run} (the parent), L{cli} (the command
 line and the console script).
 """
 
-from .cli import Progress, main, parse_args, spawner
+from .cli import main, parse_args, spawner
 from .plan import DRAIN_TIMEOUT, Options, Plan, latencies, split
+from .progress import Progress
 from .run import Run, WorkerProcess
 from .worker import Worker, refusal_hint
 

@@ -12,7 +12,7 @@ import math
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone
@@ -33,9 +33,7 @@ from .plan import (
     latencies,
     split,
 )
-
-if TYPE_CHECKING:
-    from .cli import Progress
+from .progress import Progress
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random as _random
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import connectionDone
@@ -17,10 +17,6 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
 from ...wireparse import Line, Pong
-
-if TYPE_CHECKING:
-    from .session import Session
-
 
 #: The prefix of the heartbeat's ping tokens.
 HEARTBEAT_PREFIX = "hb-"
@@ -153,6 +149,19 @@ class Heartbeat:
         self._dead()
 
 
+class Receiver(Protocol):
+    """What a L{ClientProtocol} tells: the L{session.Session}."""
+
+    def connection_made(self, protocol: ClientProtocol) -> None:
+        """A connection is up."""
+
+    def line_received(self, raw: bytes) -> None:
+        """One line from the server, without its CR LF."""
+
+    def connection_lost(self, protocol: ClientProtocol, reason: Failure) -> None:
+        """The connection is gone, for C{reason}."""
+
+
 class ClientProtocol(LineReceiver):
     """One connection to the server: frames its lines for the L{Session}."""
 
@@ -160,7 +169,7 @@ class ClientProtocol(LineReceiver):
     #: Far above anything the server sends (its lines are a few kB at most).
     MAX_LENGTH = 1 << 20
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Receiver) -> None:
         self.session = session
 
     def connectionMade(self) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IHalfCloseableProtocol
@@ -21,9 +21,6 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ...wireparse import Action, Chat, Line, Private, PrivateEcho, Stamped, parse
-
-if TYPE_CHECKING:
-    from .session import Session
 
 
 class Output(Protocol):
@@ -104,6 +101,19 @@ def _speaker(line: Line) -> tuple[int, str] | None:
     return None
 
 
+class Typist(Protocol):
+    """What an L{InputProtocol} tells: the L{session.Session}."""
+
+    def user_line(self, line: bytes) -> None:
+        """One typed line, without its LF (or CR LF)."""
+
+    def user_eof(self) -> None:
+        """The input ended, or standard output is gone."""
+
+    def status(self, line: str) -> None:
+        """Tell the user C{line} (on standard error)."""
+
+
 @implementer(IHalfCloseableProtocol)
 class InputProtocol(_Protocol):
     """What the user types (standard input), in lines, for the L{Session}.
@@ -116,7 +126,7 @@ class InputProtocol(_Protocol):
 
     MAX_LENGTH = 1 << 20
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Typist) -> None:
         self.session = session
         self.closed: Deferred[None] = Deferred()
         self.output_closed = False
