@@ -329,11 +329,12 @@ def _nobody(client: IChatClient) -> None:
     """Told of a session moved away when nobody watches."""
 
 
+@implementer(IChatClient)
 class _Collector:
     """Stands for a session arriving from another node, until it is in."""
 
-    def __init__(self, host: str | None, max_bytes: int) -> None:
-        self.host = host
+    def __init__(self, client: IChatClient, max_bytes: int) -> None:
+        self.connection_id, self.host = client.connection_id, client.host
         self._max_bytes = max_bytes
         self.received: deque[bytes] = deque()
         self._bytes = 0
@@ -356,7 +357,7 @@ class _Arrival:
 
     def __init__(self, client: IChatClient, max_bytes: int) -> None:
         self.client = client
-        self.collector = _Collector(client.host, max_bytes)
+        self.collector = _Collector(client, max_bytes)
         #: Fires once the session is indexed here (at its hand-over event).
         self.installed: Deferred[None] = Deferred()
         #: Fires once its old node has handed over what it kept.
