@@ -27,12 +27,12 @@ to 127.0.0.254 (all of 127/8 is loopback on Linux), so the server's
 per-address limits do not apply; it registers a unique nickname, chats about
 once every 4 seconds, sometimes joins one of ``--rooms`` rooms, sends a
 private message to another user or sends ``/who``, ``/rooms`` or ``/ping``,
-and after ``--active`` seconds at most
-ends in one of five ways: ``/quit``, a clean close, a reset (RST, with
-SO_LINGER 0, once a ``/ping`` has been answered so that the server has read
-everything), going silent until the server's idle timeout disconnects it,
-or never registering at all (sending one ``/ping``, which must not restart
-the clock), until the registration timeout does.  A new session of the same
+and after ``--active`` seconds at most ends in one of five ways: ``/quit``,
+a clean close, a reset (RST, with SO_LINGER 0, once a ``/ping`` has been
+answered so that the server has read everything), going silent until the
+server's idle timeout disconnects it, or never registering at all (sending
+one ``/ping``, which must not restart the clock), until the registration
+timeout does.  A new session of the same
 user follows.  No user sends more than one line a second.
 
 Every chat line carries its number and the time it was sent, so the run
@@ -346,11 +346,12 @@ class Server:
         return None if self.process is None else self.process.poll()
 
     def output(self) -> str:
-        """What twistd wrote outside its log (an early crash, say)."""
+        """What twistd wrote outside its log, and the log's errors."""
         try:
-            return self.output_path.read_text(errors="replace")
+            text = self.output_path.read_text(errors="replace")
         except OSError:
-            return ""
+            text = ""
+        return "\n".join([text, *read_server_events(self.log_path).problems])
 
     def stop(self, wait: float = 15.0) -> int | None:
         """Stop the server: SIGTERM, then SIGKILL after C{wait} seconds."""
