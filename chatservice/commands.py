@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from math import ceil
 from time import perf_counter
-from typing import TypeVar
 
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succeed
 from twisted.internet.defer import TimeoutError as DeferredTimeout
@@ -34,6 +33,7 @@ from .errors import (
 )
 from .interfaces import IChatSession, ICommand, RoomInfo, Scrollback, UserInfo
 from .logs import gate
+from .paging import is_page_number, page_number, paged
 from .reasons import CloseReason
 from .text import check_nickname, check_room, fold, sanitise
 
@@ -311,48 +311,6 @@ USERS_PAGE = 200
 ROOMS_PAGE = 30
 
 
-def _is_number(word: str) -> bool:
-    """Whether C{word} is a page number: 1 to 6 ASCII digits."""
-    return 0 < len(word) <= 6 and word.isascii() and word.isdigit()
-
-
-def _page(args: Sequence[str], usage: str) -> int:
-    """The page number asked for (1 when none), or a usage error."""
-    if not args:
-        return 1
-    if len(args) > 1 or not _is_number(args[0]) or int(args[0]) == 0:
-        raise UsageError(usage)
-    return int(args[0])
-
-
-_Item = TypeVar("_Item")
-
-
-def _paged(
-    items: Sequence[_Item], page: int, size: int, command: str
-) -> tuple[Sequence[_Item], str, bytes]:
-    """Page C{page} of C{items}, C{size} to a page.
-
-    Returns the slice, a C{", page N"} label for pages after the first, and
-    the note that says how to see the rest (or C{b""}).
-    """
-    pages = max(1, -(-len(items) // size))
-    if page > pages:
-        raise ChatError(
-            f"there is no page {page}: {command} has "
-            f"{pages} page{'s' if pages != 1 else ''}"
-        )
-    start = (page - 1) * size
-    shown = items[start : start + size]
-    rest = len(items) - start - len(shown)
-    note = (
-        wire.notice(f"\N{HORIZONTAL ELLIPSIS} and {rest} more; {command} {page + 1}")
-        if rest
-        else b""
-    )
-    return shown, (f", page {page}" if page > 1 else ""), note
-
-
 @command(
     "/who [#ROOM] [PAGE]",
     f"list who is in your room, or in ROOM, {WHO_PAGE} to a page",
@@ -360,14 +318,14 @@ def _paged(
 def who_command(session: IChatSession, args: str) -> Deferred[None]:
     words = args.split()
     room = session.room
-    if words and not _is_number(words[0]):
+    if words and not is_page_number(words[0]):
         room = check_room(words.pop(0))
-    page = _page(words, "/who [#ROOM] [PAGE]")
+    page = page_number(words, "/who [#ROOM] [PAGE]")
 
     def show(users: list[UserInfo]) -> None:
         if not users and room != session.registry.lobby:
             raise NoSuchRoom(room)
-        shown, label, note = _paged(users, page, WHO_PAGE, f"/who {room}")
+        shown, label, note = paged(users, page, WHO_PAGE, f"/who {room}")
         names = _names(shown, away_messages=True)
         session.answer(wire.notice(f"In {room} ({len(users)}){label}: {names}") + note)
 
@@ -378,10 +336,10 @@ def who_command(session: IChatSession, args: str) -> Deferred[None]:
     "/users [PAGE]", f"list everyone online, in every room, {USERS_PAGE} to a page"
 )
 def users_command(session: IChatSession, args: str) -> Result:
-    page = _page(args.split(), "/users [PAGE]")
+    page = page_number(args.split(), "/users [PAGE]")
 
     def show(users: list[UserInfo]) -> None:
-        shown, label, note = _paged(users, page, USERS_PAGE, "/users")
+        shown, label, note = paged(users, page, USERS_PAGE, "/users")
         names = _names(shown)
         session.answer(wire.notice(f"Online ({len(users)}){label}: {names}") + note)
 
@@ -393,10 +351,10 @@ def users_command(session: IChatSession, args: str) -> Result:
     f"list the rooms, with their members and topics, {ROOMS_PAGE} to a page",
 )
 def rooms_command(session: IChatSession, args: str) -> Result:
-    page = _page(args.split(), "/rooms [PAGE]")
+    page = page_number(args.split(), "/rooms [PAGE]")
 
     def show(rooms: list[RoomInfo]) -> None:
-        shown, label, note = _paged(rooms, page, ROOMS_PAGE, "/rooms")
+        shown, label, note = paged(rooms, page, ROOMS_PAGE, "/rooms")
         session.answer(
             wire.notice(f"Rooms ({len(rooms)}){label}:")
             + b"".join(

@@ -15,10 +15,11 @@ from twisted.python.failure import Failure
 
 from . import wire
 from .bans import Ban, format_duration, parse_duration, parse_target
-from .commands import Result, _page, _paged, command
+from .commands import Result, command
 from .errors import ChatError, NoSuchNickname
 from .interfaces import IChatSession, UserInfo
 from .logs import gate, shown
+from .paging import page_number, paged
 from .reasons import CloseReason
 from .throttle import TooManyAttempts, address_key
 
@@ -220,11 +221,11 @@ BANS_PAGE = 30
     "/bans [PAGE]", f"list the bans in force, {BANS_PAGE} to a page", operator_only=True
 )
 def bans_command(session: IChatSession, args: str) -> Result:
-    page = _page(args.split(), "/bans [PAGE]")
+    page = page_number(args.split(), "/bans [PAGE]")
     _audit(session, "listed the bans")
     bans = session.server.bans.active()
     now = session.server.clock.seconds()
-    shown, label, note = _paged(bans, page, BANS_PAGE, "/bans")
+    shown, label, note = paged(bans, page, BANS_PAGE, "/bans")
     session.answer(
         wire.notice(f"Bans ({len(bans)}){label}:")
         + b"".join(wire.notice(describe_ban(ban, now)) for ban in shown)

@@ -22,9 +22,8 @@ nothing (L{LocalSessions}).
 """
 
 import hashlib
-import heapq
 import secrets
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from hmac import compare_digest
@@ -33,11 +32,11 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
-from zope.interface import implementer
 
 from . import wire
 from .commands import Result, command
 from .errors import ChatError
+from .held import HeldClient
 from .interfaces import IChatClient, IChatSession, IRegistry, ISharedSessions
 from .logs import claimed_nickname, gate, shown
 from .reasons import SHUTDOWN, CloseReason
@@ -52,97 +51,6 @@ TOKEN_BYTES = 16
 
 #: Why a connection may end with its session held for a resume.
 RESUME_FAILED = "resume failed: unknown nickname or wrong token"
-
-
-@implementer(IChatClient)
-class HeldClient:
-    """Stands in the registry for a user whose connection dropped.
-
-    It keeps what is delivered, up to C{limit} lines and C{max_bytes} bytes;
-    beyond that the oldest lines are dropped, and counted: the oldest room
-    lines first (a room's scrollback has them too), private messages only
-    once no room line is left.
-    """
-
-    def __init__(
-        self,
-        session: IChatSession,
-        keeper: "SessionKeeper",
-        limit: int,
-        max_bytes: int,
-        mirror: Callable[[str, bytes, int], object] | None = None,
-    ) -> None:
-        self.connection_id = session.connection_id
-        self.host = session.host
-        self.nickname: str = session.nickname
-        self.room: str = session.room
-        self._keeper = keeper
-        self._limit = limit
-        self._max_bytes = max_bytes
-        # (order of arrival, bytes, lines): room lines and notices, and
-        # private messages, each oldest first.
-        self._kept: deque[tuple[int, bytes, int]] = deque()
-        self._private: deque[tuple[int, bytes, int]] = deque()
-        self._arrivals = 0
-        self._lines = 0
-        self._bytes = 0
-        #: Lines dropped because the buffer was full.
-        self.dropped = 0
-        self._mirror = mirror
-
-    def deliver(self, data: bytes) -> None:
-        """Keep C{data} for the user to see when they resume."""
-        if self._mirror is not None:  # where another node can read it
-            self._mirror(self.nickname, data, self._limit)
-        lines = data.count(b"\n")
-        self._arrivals += 1
-        kept = self._private if wire.is_private(data) else self._kept
-        kept.append((self._arrivals, data, lines))
-        self._lines += lines
-        self._bytes += len(data)
-        while self._lines > self._limit or self._bytes > self._max_bytes:
-            oldest = self._kept or self._private
-            if not oldest:
-                break
-            _, old, count = oldest.popleft()
-            self._lines -= count
-            self._bytes -= len(old)
-            self.dropped += count
-
-    def keep_unsent(self, unsent: Iterable[bytes]) -> None:
-        """Keep what the connection never sent, as if delivered now.
-
-        It can be up to C{--max-sendq} bytes, far more than is kept: lines
-        that would only be dropped again are counted as dropped without
-        being delivered (nor copied to Redis in a cluster).  A room line is
-        sure to be dropped when the newer room lines alone are over the
-        limits; private messages are all delivered.
-        """
-        chunks = list(unsent)
-        keep = [False] * len(chunks)
-        lines = size = 0
-        for index in range(len(chunks) - 1, -1, -1):
-            data = chunks[index]
-            if wire.is_private(data):
-                keep[index] = True
-                continue
-            lines += data.count(b"\n")
-            size += len(data)
-            keep[index] = lines <= self._limit and size <= self._max_bytes
-        for data, kept in zip(chunks, keep, strict=True):
-            if kept:
-                self.deliver(data)
-            else:
-                self.dropped += data.count(b"\n")
-
-    def disconnect(self, reason: CloseReason) -> None:
-        """Kicked while away: the session ends now, for C{reason}."""
-        self._keeper.expire(self, reason)
-
-    def missed(self) -> tuple[bytes, int]:
-        """What was kept, as bytes, and how many lines that is."""
-        kept = heapq.merge(self._kept, self._private)  # in order of arrival
-        return b"".join([data for _, data, _ in kept]), self._lines
 
 
 @dataclass(slots=True)
