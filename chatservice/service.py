@@ -218,6 +218,10 @@ class ChatService(Service):
         self.metrics_port = None
         stopped = DeferredList([maybeDeferred(port.stopListening) for port in ports])
         stopped.addCallback(lambda _: self.factory.stop())
+        # A connection's last lines were sent when it closed, but the flusher
+        # may still hold a call for the end of this iteration: end it now, so
+        # no timer of a stopped server is left on the reactor.
+        stopped.addCallback(lambda _: self.factory.flusher.flush())
         # The users' leaves have been sent; then a cluster's node leaves.
         stopped.addCallback(lambda _: self.factory.registry.close())
         # A ban made just before the stop is on disk before the process ends.
