@@ -23,7 +23,8 @@ from .extensions import Extensions, load_extensions
 from .interfaces import IChatServer, IRegistry, ISharedBans, ISharedSessions
 from .logs import gate, shown
 from .operators import Operators
-from .protocol import ChatProtocol, Flusher, format_peer
+from .output import Flusher
+from .protocol import ChatProtocol, format_peer
 from .reasons import CloseReason
 from .registry import Registry
 from .resume import SessionKeeper

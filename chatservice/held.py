@@ -14,6 +14,7 @@ from zope.interface import implementer
 
 from . import wire
 from .interfaces import IChatClient, IChatSession
+from .output import not_bytes
 from .reasons import CloseReason
 
 
@@ -62,6 +63,8 @@ class HeldClient:
 
     def deliver(self, data: bytes) -> None:
         """Keep C{data} for the user to see when they resume."""
+        if not isinstance(data, bytes):
+            raise not_bytes(data)  # a plugin's mistake, refused at the call
         if self._mirror is not None:  # where another node can read it
             self._mirror(self.nickname, data, self._limit)
         lines = data.count(b"\n")

@@ -38,8 +38,11 @@ class IChatClient(Interface):
     def deliver(data: bytes) -> None:
         """Queue C{data}, one or more complete wire lines, for this client.
 
-        MUST NOT block or wait for the client, and MUST NOT raise: a client
-        that cannot keep up is disconnected later, by its own connection.
+        MUST NOT block or wait for the client, and MUST NOT raise for
+        C{bytes}: a client that cannot keep up is disconnected later, by its
+        own connection.  Anything else (text, a plugin's mistake) SHOULD
+        raise C{TypeError} at once, not fail later where the connection's
+        output is sent.
         MUST NOT modify or keep a reference that outlives sending C{data}
         beyond what is queued: the same object goes to every recipient.
         """
@@ -394,7 +397,7 @@ class IChatServer(Interface):
     )
 
     flusher = Attribute(
-        "The L{chatservice.protocol.Flusher} that sends every connection's "
+        "The L{chatservice.output.Flusher} that sends every connection's "
         "output once per reactor iteration: a front end's connections use it."
     )
 

@@ -19,15 +19,9 @@ registry does the fan-out).  What it owns:
     default: TCP keepalive finds dead peers instead),
     then (while closing) the deadline after which a client that does not
     read is aborted.
-  - Output.  Everything sent goes through L{ChatProtocol.deliver}, which
-    only appends to a list; once per reactor iteration the factory's
-    L{Flusher} sends each connection's lines as one write (see there).
-    While the transport's own buffer is full, output is held here, counted,
-    and the client is disconnected once more than C{max_sendq} bytes wait;
-    what was held then is kept for a C{/resume}, not dropped.  Answers to
-    the client's own commands (L{ChatProtocol.answer}) are held but never
-    counted: instead, no further line of the client is read until it has
-    caught up, so it cannot ask for more than it reads.
+  - Output, through the send queue it inherits from
+    L{chatservice.output.OutputMixin}: C{deliver} and C{answer}, bounded by
+    C{max_sendq}, sent once per reactor iteration (see there).
   - Flood control.  Each line takes a token from a bucket refilled at
     C{flood_rate} per second, holding at most C{flood_burst}.  With none
     left, the connection stops being read until one returns: the lines
@@ -39,18 +33,14 @@ registry does the fan-out).  What it owns:
 """
 
 import re
-from time import perf_counter
 from typing import TYPE_CHECKING
 
-from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
     IHalfCloseableProtocol,
-    IPushProducer,
-    IReactorTime,
     ISSLTransport,
 )
 from twisted.internet.protocol import connectionDone
@@ -64,6 +54,7 @@ from . import commands, wire
 from .errors import ChatError
 from .interfaces import IChatSession
 from .logs import gate, shown
+from .output import OutputMixin
 from .reasons import (
     CONNECTION_LOST,
     HTTP,
@@ -75,7 +66,6 @@ from .reasons import (
     TLS_ON_PLAIN,
     CloseReason,
 )
-from .stats import Stats
 from .system import set_keepalive
 from .telnet import COMPLETE, MAX_COMMANDS, MORE, TOO_MANY, TelnetReader
 from .text import clean_line
@@ -95,9 +85,6 @@ _HTTP_REQUEST = re.compile(rb"[A-Z]{3,10} \S+ HTTP/\d(\.\d)?\r?")
 #: shared object: an empty frozenset made per connection costs 216 bytes.)
 _NO_PAUSES: frozenset[str] = frozenset()
 
-#: No answers waiting to be flushed (one shared tuple, not one per connection).
-_NO_ANSWERS = (-1, 0)
-
 #: How often a throttled user is reminded why their lines are slow.
 _FLOOD_NOTICE_INTERVAL = 60.0
 
@@ -106,99 +93,8 @@ GREETING = wire.notice("Welcome to chatservice.") + wire.notice(
 )
 
 
-class Flusher:
-    """Sends the output of every connection written to, once per iteration.
-
-    Fan-out makes many small writes: one line to each of a room's members,
-    and several lines to each when several arrive at once.  Twisted's
-    C{transport.write} buffers each and asks the reactor to watch the socket
-    for writability; the reactor then sends and stops watching, so every
-    write costs two C{epoll_ctl} calls besides the C{send}, and a line
-    arriving alone is sent only in the next iteration.  Instead,
-    L{ChatProtocol.deliver} appends to the connection's list and registers
-    it here, and at the end of the reactor iteration (a C{callLater(0)})
-    each connection's lines are joined and sent with one C{send} straight on
-    its socket when its transport has nothing buffered (else through the
-    transport, which keeps the order).  So a steady trickle of lines costs
-    one system call per recipient, and a burst costs one per recipient per
-    iteration, however many lines it has.
-    """
-
-    __slots__ = ("_clock", "_pending", "_call", "_stats", "generation")
-
-    def __init__(self, clock: IReactorTime, stats: Stats) -> None:
-        self._clock = clock
-        self._pending: list[ChatProtocol] = []
-        self._call: IDelayedCall | None = None
-        self._stats = stats
-        #: How many flushes there were: output given with the same number
-        #: is sent in the same flush.
-        self.generation = 0
-
-    def add(self, protocol: "ChatProtocol") -> None:
-        """Send C{protocol}'s output at the end of this iteration."""
-        self._pending.append(protocol)
-        if self._call is None:
-            self._call = self._clock.callLater(0, self.flush)
-
-    def flush(self) -> None:
-        """Send all pending output now."""
-        call, self._call = self._call, None
-        if call is not None and call.active():
-            call.cancel()
-        pending, self._pending = self._pending, []
-        start = perf_counter()
-        for protocol in pending:
-            try:
-                protocol._flush()
-            except Exception:
-                # One connection's bad output (a plugin delivering text, not
-                # bytes) is dropped and logged; the others' goes on.
-                log.failure(
-                    "connection {connection_id}: its output could not be sent",
-                    connection_id=protocol.connection_id,
-                )
-        self.generation += 1
-        self._stats.flush.observe(perf_counter() - start)
-
-
-def _direct_socket(transport: object) -> object | None:
-    """The socket to send on directly, if C{transport} is a plain TCP one.
-
-    Only for C{tcp.Server} itself, whose buffer we can see: L{Flusher} sends
-    directly only while C{dataBuffer} and C{_tempDataLen} say it is empty.
-    """
-    if type(transport) is tcp.Server and hasattr(transport, "_tempDataLen"):
-        return transport.socket
-    return None
-
-
-@implementer(IPushProducer)
-class _OutputValve:
-    """Told by the transport when its buffer fills and drains.
-
-    A separate object, not the protocol: C{LineReceiver} has its own
-    C{pauseProducing} that stops I{reading}, and a client that does not read
-    must still be read (and disconnected when it falls too far behind).
-    """
-
-    __slots__ = ("_protocol",)
-
-    def __init__(self, protocol: "ChatProtocol") -> None:
-        self._protocol = protocol
-
-    def pauseProducing(self) -> None:
-        self._protocol._hold_output()
-
-    def resumeProducing(self) -> None:
-        self._protocol._release_output()
-
-    def stopProducing(self) -> None:
-        """The connection is gone; nothing to do."""
-
-
 @implementer(IChatSession, IHalfCloseableProtocol)
-class ChatProtocol(LineReceiver, TimeoutMixin):
+class ChatProtocol(OutputMixin, LineReceiver, TimeoutMixin):
     """The line protocol of one chat connection; see the module docstring."""
 
     delimiter = b"\n"
@@ -206,7 +102,8 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
     # Slots keep a connection small (idle connections are most of a big
     # server): without them its attributes, more than CPython shares between
     # instances' dicts, take a private dict of about 1.6 KB.  The base
-    # classes' attributes are here too, so the instance dict stays empty;
+    # classes' attributes are here too, so the instance dict stays empty
+    # (OutputMixin's are in its own __slots__);
     # subclasses (and monkeypatching tests) may still add attributes.
     __slots__ = (
         # Protocol, LineReceiver and TimeoutMixin
@@ -228,16 +125,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         "room",
         "nickname",
         "operator",
-        "_max_sendq",
         "_discarding",
-        "_flusher",
-        "_out",
-        "_socket",
-        "_held",
-        "_held_size",
-        "_answered",
-        "_answers_out",
-        "_rescue",
         "_close_reason",
         "_left",
         "_pauses",
@@ -274,26 +162,8 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         self.nickname: str | None = None
         settings = factory.settings
         self.MAX_LENGTH = settings.max_line
-        self._max_sendq = settings.max_sendq
         self._discarding = False
-        self._flusher = factory.flusher
-        # Output not yet handed to the socket or transport (see Flusher), or
-        # None when there is none.
-        self._out: list[bytes] | None = None
-        self._socket: object | None = None
-        # Output held back while the transport's buffer is full, or None
-        # while output goes straight to the transport.
-        self._held: list[bytes] | None = None
-        # Bytes held, plus those handed to the transport at its last drain
-        # (they may not all be sent yet): what counts against max_sendq.
-        self._held_size = 0
-        # Bytes of answers held (in _held, but not counted in _held_size).
-        self._answered = 0
-        # The flusher's generation and the bytes of answers in _out then.
-        self._answers_out = _NO_ANSWERS
-        # After an overflow, until the session is held: the output that
-        # never reached the network, kept for a /resume.
-        self._rescue: list[bytes] | None = None
+        self._init_output(factory.flusher, settings.max_sendq)
         # Why this connection is ending, once something has decided it is.
         self._close_reason: CloseReason | None = None
         self._left = False
@@ -347,8 +217,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         # Notice peers that vanished without a FIN, within --keepalive's
         # bound; quiet people stay (see chatservice.system).
         set_keepalive(self.transport, self.factory.settings.keepalive)
-        self._socket = _direct_socket(self.transport)
-        self.transport.registerProducer(_OutputValve(self), True)
+        self._start_output()
         self.setTimeout(self.factory.settings.register_timeout)
         self.deliver(GREETING)
 
@@ -362,8 +231,7 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
             self._close_reason = CONNECTION_LOST
         # Nothing more can be sent: what comes late (a command's answer) is
         # dropped, not queued or counted as sent.
-        self._held = []
-        self._out = None
+        self._drop_output()
         self._leave(self._close_reason)
         # A quit message or a kick reason is someone's text: the log and the
         # counts get only its kind ("quit", "kicked"), from a closed set.
@@ -721,151 +589,6 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
         self.deliver(wire.notice(f"disconnected: {reason}"))
         self._close(reason)
 
-    # Output ----------------------------------------------------------------
-
-    def deliver(self, data: bytes) -> None:
-        """See L{IChatClient.deliver}."""
-        held = self._held
-        if held is None:
-            out = self._out
-            if out is None:
-                self._out = [data]
-                self._flusher.add(self)
-            else:
-                out.append(data)
-        elif self._close_reason is None:
-            held.append(data)
-            self._held_size += len(data)
-            stats = self.factory.stats
-            if self._held_size > stats.sendq_high_water:
-                stats.sendq_high_water = min(self._held_size, self._max_sendq)
-            if self._held_size > self._max_sendq:
-                self._overflow()
-        elif self._rescue is not None:
-            # Overflowed, and the session is not held yet: kept for it.
-            self._rescue.append(data)
-        # else: the connection is closing; nothing more is sent.
-
-    def answer(self, data: bytes) -> None:
-        """See L{IChatSession.answer}."""
-        held = self._held
-        if held is None or self._close_reason is not None:
-            self.deliver(data)
-            if held is None:
-                # Sent at the end of this iteration; if the transport fills
-                # then, these bytes do not count (see _flush).
-                generation, size = self._answers_out
-                now = self._flusher.generation
-                self._answers_out = (
-                    now,
-                    len(data) + (size if generation == now else 0),
-                )
-            return
-        # The client is behind: the answer waits, uncounted, and the client
-        # is not read until it has caught up (see _release_output).
-        held.append(data)
-        self._answered += len(data)
-        self._pause("output")
-
-    def _flush(self) -> None:
-        """Send the output delivered since the last flush; see L{Flusher}."""
-        out = self._out
-        if out is None:
-            return
-        self._out = None
-        data = b"".join(out)
-        stats = self.factory.stats
-        stats.lines_out += data.count(b"\n")
-        stats.bytes_out += len(data)
-        sock = self._socket
-        if sock is not None:
-            transport = self.transport
-            if (
-                not transport.dataBuffer
-                and not transport._tempDataLen
-                and transport.connected
-                and not transport.disconnecting
-            ):
-                try:
-                    sent = sock.send(data)  # type: ignore[attr-defined]
-                except OSError:
-                    # Full (EAGAIN), or failing: the transport sends it
-                    # later, or finds out why it cannot.
-                    sent = 0
-                if sent == len(data):
-                    return
-                data = data[sent:]
-        self.transport.write(data)
-        if self._held is not None:
-            # That filled the transport's buffer: what it could not take
-            # counts against max_sendq, like output held after it, except
-            # answers: then the client is not read until it has caught up.
-            generation, answers = self._answers_out
-            if answers and generation == self._flusher.generation:
-                self._answers_out = _NO_ANSWERS
-                self._pause("output")
-                self._held_size += max(len(data) - answers, 0)
-            else:
-                self._held_size += len(data)
-            if self._held_size > self._max_sendq:
-                self._overflow()
-
-    def _hold_output(self) -> None:
-        if self._held is None:
-            self._held = []
-
-    def _release_output(self) -> None:
-        """The transport sent everything: hand it what was held."""
-        held, self._held = self._held, None
-        out, self._out = self._out, None
-        if out:
-            # Delivered before the transport filled (it can fill outside a
-            # flush, e.g. TLS writing records of its own): older than held.
-            held = out + held  # type: ignore[operator]
-        if held:
-            self.transport.writeSequence(held)
-            self._count_out(held)
-        # Those bytes are now in the transport, and count until it drains
-        # again (answers excepted); writing them may already have filled it
-        # and held output.
-        self._held_size = sum(map(len, held)) - self._answered if held else 0
-        self._answered = 0
-        if "output" in self._pauses:
-            self._resume("output")  # the client caught up: read its lines
-
-    def _count_out(self, held: list[bytes]) -> None:
-        """Count held output now handed to the transport."""
-        stats = self.factory.stats
-        for data in held:
-            stats.lines_out += data.count(b"\n")
-            stats.bytes_out += len(data)
-
-    def _overflow(self) -> None:
-        """The client fell too far behind: close, keeping its output.
-
-        What was held (never handed to the network) is kept for a resume:
-        the session is held (L{chatservice.resume}) with it as its first
-        missed lines, private messages among them kept first.  What the
-        transport and the kernel already have is still sent, and the
-        connection closed after it; a client that reads none of it within
-        C{shutdown_timeout} is aborted.  This happens inside a fan-out loop,
-        so the registry is left a moment later (in the next reactor
-        iteration, or in C{connectionLost} if that comes first); what
-        arrives until then is kept too.
-        """
-        log.info(
-            "connection {connection_id}: more than {max_sendq} bytes unsent",
-            connection_id=self.connection_id,
-            max_sendq=self._max_sendq,
-        )
-        reason = self._close_reason = SEND_QUEUE
-        self._rescue, self._held = self._held, []
-        self._answered = 0
-        self.transport.unregisterProducer()
-        self.transport.loseConnection()
-        self.setTimeout(self.factory.settings.shutdown_timeout)
-        self.factory.clock.callLater(0, self._leave, reason)
-
     # Leaving ---------------------------------------------------------------
 
     def _close(self, reason: CloseReason) -> None:
@@ -878,20 +601,26 @@ class ChatProtocol(LineReceiver, TimeoutMixin):
             return
         self._close_reason = reason
         self._leave(reason)
-        self._flush()
-        # Send what is held, then stop watching the transport: a transport
-        # with a producer waits for it before closing.  From now on
-        # deliver() drops everything.
-        held, self._held = self._held, []
-        if held:
-            self.transport.writeSequence(held)
-            self._count_out(held)
-        self.transport.unregisterProducer()
+        self._send_rest()  # from now on deliver() drops everything
         self.transport.loseConnection()
         self.setTimeout(self.factory.settings.shutdown_timeout)
 
+    def _overflowed(self) -> None:
+        """Close after an overflow (see L{OutputMixin._overflow}).
+
+        What the transport and the kernel already have is still sent; a
+        client that reads none of it within C{shutdown_timeout} is aborted.
+        The registry is left in the next reactor iteration (the overflow
+        happened inside a fan-out loop), or in C{connectionLost} if that
+        comes first.
+        """
+        reason = self._close_reason = SEND_QUEUE
+        self.transport.loseConnection()
+        self.setTimeout(self.factory.settings.shutdown_timeout)
+        self.factory.clock.callLater(0, self._leave, reason)
+
     def _leave(self, reason: CloseReason) -> None:
-        rescued, self._rescue = self._rescue, None
+        rescued = self._take_rescued()
         if self._left or self.nickname is None:
             return
         self._left = True

@@ -826,11 +826,16 @@ def test_connection_state_in_slots(factory: ChatFactory) -> None:
         assert vars(connection.protocol) == {}
 
 
-def test_one_bad_delivery_does_not_mute_other_connections(clock: Clock) -> None:
-    """A plugin's bad output to one client does not mute the others."""
+def test_one_failed_flush_does_not_mute_other_connections(clock: Clock) -> None:
+    """A connection whose output cannot be sent does not mute the others."""
     factory = ChatFactory(Settings(), clock=clock)
     alice, bob = register(factory, "alice"), register(factory, "bob")
-    alice.protocol.deliver("not bytes")  # type: ignore[arg-type]  # a buggy plugin
+
+    def broken(data: bytes) -> None:
+        raise RuntimeError("a bug")
+
+    alice.transport.write = broken  # type: ignore[method-assign]
+    alice.protocol.deliver(b"*** lost\r\n")
     bob.protocol.deliver(b"*** one\r\n")
     factory.flusher.flush()  # logs alice's failure, goes on
     bob.protocol.deliver(b"*** two\r\n")
