@@ -1,6 +1,16 @@
 """The built-in commands, found through the plugin system like any other."""
 
-from chatservice.commands import (  # noqa: F401 - found by the plugin scan
+from chatservice.moderation import (  # noqa: F401 - found by the plugin scan
+    ban_command,
+    bans_command,
+    kick_command,
+    oper_command,
+    stats_command,
+    unban_command,
+    wall_command,
+)
+from chatservice.resume import resume_command  # noqa: F401 - found by the scan
+from chatservice.usercommands import (  # noqa: F401 - found by the plugin scan
     away_command,
     help_command,
     join_command,
@@ -14,13 +24,3 @@ from chatservice.commands import (  # noqa: F401 - found by the plugin scan
     users_command,
     who_command,
 )
-from chatservice.moderation import (  # noqa: F401 - found by the plugin scan
-    ban_command,
-    bans_command,
-    kick_command,
-    oper_command,
-    stats_command,
-    unban_command,
-    wall_command,
-)
-from chatservice.resume import resume_command  # noqa: F401 - found by the scan

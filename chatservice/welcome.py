@@ -1,0 +1,91 @@
+"""Registration: choosing a nickname, and the welcome that follows.
+
+Before registration a plain line is a nickname (see
+L{chatservice.commands.dispatch}), and so is the argument of C{/nick}: both
+come to L{choose_nickname}.  The welcome names who is online (or counts them, in a
+crowd), then the lobby's scrollback and the resume token.  L{names} and
+L{scrollback} are shared with C{/who}, C{/users} and C{/join}.
+"""
+
+from collections.abc import Sequence
+
+from twisted.internet.defer import Deferred, succeed
+
+from . import wire
+from .interfaces import IChatSession, Scrollback, UserInfo
+from .text import check_nickname
+
+Result = Deferred[object] | None
+
+
+def choose_nickname(session: IChatSession, name: str) -> Result:
+    """Ask the registry for C{name}; welcome the user once it is theirs."""
+    d = session.registry.register(session, check_nickname(name))
+    d.addCallback(session.registered)
+    d.addCallback(_welcome, session)
+    return d
+
+
+#: The most users the welcome lists by name; beyond it, it gives the count.
+WELCOME_NAMES = 20
+
+
+def _welcome(nickname: str, session: IChatSession) -> Result:
+    if session.closing:
+        return None  # it went while the registry was deciding
+    registry = session.registry
+
+    def online(count: int) -> Deferred[str]:
+        # Listing (and sorting) everyone for every arrival would make a
+        # crowd's arrival cost time quadratic in its size.
+        if count > WELCOME_NAMES:
+            return succeed(f"Online ({count}): /users lists them")
+        return registry.users().addCallback(
+            lambda users: f"Online ({len(users)}): {names(users)}"
+        )
+
+    def greet(who: str) -> Deferred[list[Scrollback]]:
+        session.answer(
+            wire.welcome(nickname, who)
+            + wire.notice("Type /help for the commands.")
+            + b"".join(wire.notice(line) for line in session.server.motd)
+        )
+        # Already in the lobby: this only fetches its scrollback.
+        return registry.join(session, registry.lobby)
+
+    def finish(history: list[Scrollback]) -> None:
+        session.answer(scrollback(session.room, history))
+        token = session.server.sessions.issue(session)
+        if token is not None:
+            session.answer(wire.resume_token(nickname, token))
+
+    return registry.count().addCallback(online).addCallback(greet).addCallback(finish)
+
+
+def names(users: Sequence[UserInfo], away_messages: bool = False) -> str:
+    """The users' nicknames, marked when away (with why, if asked)."""
+
+    def name(user: UserInfo) -> str:
+        if user.away is None:
+            return user.nickname
+        return (
+            f"{user.nickname} (away: {user.away})"
+            if away_messages
+            else (f"{user.nickname} (away)")
+        )
+
+    return ", ".join(map(name, users))
+
+
+def scrollback(room: str, history: list[Scrollback]) -> bytes:
+    """The lines said in C{room} before, stamped and framed as not live."""
+    if not history:
+        return b""
+    return (
+        wire.notice(
+            f"Scrollback of {room}, {len(history)} "
+            f"line{'s' if len(history) != 1 else ''}, times in UTC:"
+        )
+        + b"".join([line.stamped for line in history])
+        + wire.notice(f"End of scrollback of {room}.")
+    )
