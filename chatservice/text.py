@@ -22,7 +22,7 @@ NICKNAME_MAX = 24
 _ESCAPES = re.compile(
     # Controls that start no sequence are part of a run too (they would be
     # removed anyway): a line of ESC NUL pairs is one match, not a thousand
-    # (it cost 33 plain lines; each match is a Python-level step).
+    # (it cost about 30 plain lines; each match is a Python-level step).
     r"(?:[\x00-\x08\x0a-\x1a\x1c-\x1f\x7f-\x8f\x91-\x97\x99\x9a\x9c]"
     r"|\x1b*(?:"
     r"\x1b(?:"
