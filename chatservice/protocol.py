@@ -66,7 +66,7 @@ from .reasons import (
     TLS_ON_PLAIN,
     CloseReason,
 )
-from .system import set_keepalive
+from .system import set_socket_options
 from .telnet import COMPLETE, MAX_COMMANDS, MORE, TOO_MANY, TelnetReader
 from .text import clean_line
 from .throttle import TokenBucket
@@ -215,8 +215,9 @@ class ChatProtocol(OutputMixin, LineReceiver, TimeoutMixin):
         session.
         """
         # Notice peers that vanished without a FIN, within --keepalive's
-        # bound; quiet people stay (see chatservice.system).
-        set_keepalive(self.transport, self.factory.settings.keepalive)
+        # bound, quiet people staying; telnet's urgent data in line (see
+        # chatservice.system).
+        set_socket_options(self.transport, self.factory.settings.keepalive)
         self._start_output()
         self.setTimeout(self.factory.settings.register_timeout)
         self.deliver(GREETING)

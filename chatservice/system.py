@@ -1,10 +1,16 @@
 """What the server asks of the operating system for its connections.
 
-TCP keepalive with real timers (L{keepalive_options}, L{set_keepalive}):
+TCP keepalive with real timers (L{keepalive_options}, L{set_socket_options}):
 liveness finds dead peers, not quiet people.  A person who only reads sends
 nothing for hours and must stay; a peer whose cable was pulled must go, and
 with the kernel's defaults (a first probe after two hours) it would hold its
 nickname for more than two hours.
+
+Urgent data kept in line (C{SO_OOBINLINE}, L{set_socket_options}): the
+Synch of a telnet client (C{send synch} at C{telnet}'s prompt) sends the
+C{DM} of its C{IAC DM} as TCP urgent data, and Linux takes that byte out of
+the stream unless told otherwise, leaving a lone C{IAC} that reads as data
+(see L{chatservice.telnet}).
 
 Enough file descriptors for C{--max-clients} (L{fit_open_files}): the usual
 soft limit of 1024 is far below the default of 10,000 clients, and past it
@@ -85,26 +91,28 @@ def tcp_socket(transport: object) -> socket.socket | None:
     return None
 
 
-def set_keepalive(transport: object, seconds: float) -> None:
-    """Turn on TCP keepalive with C{keepalive_options(seconds)}, if TCP.
+def set_socket_options(transport: object, keepalive: float) -> None:
+    """Set a new TCP connection's options: urgent data in line, keepalive.
 
-    C{seconds} 0 leaves the socket as the system made it (no keepalive).
-    An option this system lacks (they are Linux's) is left out.
+    Keepalive is turned on with C{keepalive_options(keepalive)}; 0 leaves
+    it as the system made it (off).  Nothing is set on a connection that
+    is not TCP.  An option this system lacks (they are Linux's) is left out.
     """
-    if not seconds:
-        return
     sock = tcp_socket(transport)
     if sock is None:
         return
-    for level, option, value in _socket_options(int(seconds)):
+    for level, option, value in _socket_options(int(keepalive)):
         sock.setsockopt(level, option, value)
 
 
 @lru_cache(maxsize=4)
 def _socket_options(seconds: int) -> tuple[tuple[int, int, int], ...]:
-    """The C{setsockopt} calls for C{seconds}, worked out once."""
+    """The C{setsockopt} calls for C{--keepalive seconds}, worked out once."""
+    options = [(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)]
+    if not seconds:
+        return tuple(options)
     timers = keepalive_options(seconds)
-    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    options.append((socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1))
     for name, value in (
         ("TCP_KEEPIDLE", timers.idle),
         ("TCP_KEEPINTVL", timers.interval),
@@ -142,6 +150,6 @@ __all__ = [
     "SPARE_FILES",
     "fit_open_files",
     "keepalive_options",
-    "set_keepalive",
+    "set_socket_options",
     "tcp_socket",
 ]

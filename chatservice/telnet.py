@@ -5,23 +5,30 @@ A telnet client mixes commands into the text it sends (RFC 854): the byte
 option byte too.  chatservice enables no option, so it answers as RFC 1143
 says a side that wants none of them does:
 
-  - C{DO x} is refused with C{WONT x}, and C{WILL x} with C{DONT x}, once per
-    option and connection: a request repeated after the refusal is ignored,
-    so no exchange can loop.  C{WONT} and C{DONT} agree with what is already
-    the case and are not answered.
-  - C{DO TIMING-MARK} (RFC 860) is answered with C{WONT TIMING-MARK} every
-    time: Linux C{telnet} sends it after C{IAC IP} when the user presses
-    Ctrl-C, and shows nothing more until it is answered.  Refusing needs no
-    option state, and ends the client's wait as C{WILL} would; and because
-    commands are read in order with the lines around them, the answer still
-    comes after the replies to every line sent before it.
-  - C{AYT} (are you there) is answered with one notice, at most once per line
-    of input.
-  - Every other command (C{IP}, C{AO}, C{BRK}, C{NOP}, C{GA}, ...) and every
-    subnegotiation (C{SB ... IAC SE}) is read and dropped.  No client sends
-    a subnegotiation for an option that was refused, so one that reaches an
-    LF is garbage (a stray 0xFF 0xFA from C{nc}): it ends there, with the
-    line, rather than swallowing the lines after it.
+  - C{DO x} is refused with C{WONT x}, and C{WILL x} with C{DONT x}, each
+    time it is asked: a client that asks again (Linux C{telnet} does at its
+    second C{mode character}) waits for an answer, and without one it
+    stays in character mode, where Enter sends CR NUL and no line ends.
+    C{WONT} and C{DONT} agree with what is already the case and are never
+    answered, which is what keeps two sides from looping; a client that
+    asks again at every refusal is stopped by L{MAX_COMMANDS}.
+  - C{DO TIMING-MARK} (RFC 860) is refused like that too: Linux C{telnet}
+    sends it after C{IAC IP} when the user presses Ctrl-C, and shows nothing
+    more until it is answered.  The refusal ends the client's wait as
+    C{WILL} would; and because commands are read in order with the lines
+    around them, it comes after the replies to every line sent before it.
+  - C{AYT} (are you there) is answered with one notice, each time.
+  - Every other command (C{IP}, C{AO}, C{BRK}, C{NOP}, C{GA}, C{DM}, ...,
+    and RFC 1184's C{EOF}, C{SUSP} and C{ABORT}, which C{telnet} sends with
+    C{send eof} at its prompt) and every subnegotiation (C{SB ... IAC SE})
+    is read and dropped.  C{telnet}'s Synch (C{send synch}) sends its C{DM}
+    as TCP urgent data, which the socket keeps in line (C{SO_OOBINLINE},
+    set by L{chatservice.system.set_socket_options}): otherwise the kernel
+    takes that byte out of the stream and the C{IAC} before it would be
+    data.  No client sends a subnegotiation for an option that was
+    refused, so one that reaches an LF is garbage (a stray 0xFF 0xFA from
+    C{nc}): it ends there, with the line, rather than swallowing the lines
+    after it.
   - C{IAC IAC} is the data byte 0xFF (invalid UTF-8, so U+FFFD once decoded);
     0xFF before a byte that is no command is that data byte too, as a client
     that is not telnet (C{nc}) sending a stray 0xFF means it.
@@ -38,8 +45,7 @@ flood-control token when it starts) no more than flood control allows.
 C{twisted.conch.telnet.Telnet} is not used for the parsing: it walks every
 byte in Python once a connection sends any command, raises on 0xFF before a
 byte that is no command, closes the connection on a long subnegotiation,
-answers a repeated request every time, and keeps an object per option.  Its
-constants are used.
+and keeps an object per option.  Its constants are used.
 """
 
 import re
@@ -50,9 +56,9 @@ from twisted.conch.telnet import (
     AYT,
     DO,
     DONT,
-    EOR,
     GA,
     IAC,
+    LINEMODE_EOF,
     SB,
     SE,
     WILL,
@@ -61,20 +67,16 @@ from twisted.conch.telnet import (
 
 from . import wire
 
-#: The option of RFC 860, which C{twisted.conch.telnet} does not name.
-TIMING_MARK: Final = b"\x06"
-
 _IAC: Final = IAC[0]
 _SB: Final = SB[0]
 _SE: Final = SE[0]
 _AYT: Final = AYT[0]
 _WILL: Final = WILL[0]
 _DO: Final = DO[0]
-_TIMING_MARK: Final = TIMING_MARK[0]
-#: The commands of two bytes (with their IAC): EOR (RFC 885) to GA.
-_SHORT: Final = range(EOR[0], GA[0] + 1)
+#: The commands of two bytes (with their IAC): EOF, SUSP and ABORT (RFC
+#: 1184), EOR (RFC 885), then RFC 854's SE to GA.
+_SHORT: Final = range(LINEMODE_EOF[0], GA[0] + 1)
 
-_REFUSE_TIMING_MARK: Final = IAC + WONT + TIMING_MARK
 #: The answer to C{AYT}: one short line.
 AYT_ANSWER: Final = wire.notice("Yes, still here.")
 
@@ -85,7 +87,7 @@ MAX_COMMANDS = 64
 
 #: The next 0xFF that is a command, C{IAC IAC}, or not known yet (the last
 #: byte): any other 0xFF is data, and is skipped here at C speed.
-_NEXT = re.compile(rb"\xff(?:[\xef-\xff]|\Z)")
+_NEXT = re.compile(rb"\xff(?:[\xec-\xff]|\Z)")
 
 #: What L{TelnetReader.read} found.
 COMPLETE: Final = "complete"  # the line's LF: take it with take_line()
@@ -99,12 +101,12 @@ class TelnetReader:
 
     It holds the state that must outlive one read: the line read so far (as
     its data bytes, and its length in input bytes), whether a subnegotiation
-    is open, and the options already refused.  Made only for a connection
+    is open, and the commands the line holds.  Made only for a connection
     that sends 0xFF; a line without it never comes here (see
     L{chatservice.protocol.ChatProtocol._frame}).
     """
 
-    __slots__ = ("started", "_pieces", "_raw", "_sb", "_ayt", "_commands", "_refused")
+    __slots__ = ("started", "_pieces", "_raw", "_sb", "_commands")
 
     def __init__(self) -> None:
         #: Whether a line is under way (and has had its flood token).
@@ -113,10 +115,7 @@ class TelnetReader:
         # Input bytes of the line so far, commands included, LF excluded.
         self._raw = 0
         self._sb = False
-        self._ayt = False
         self._commands = 0
-        # Bit x: DO x was refused; bit 256 + x: WILL x was refused.
-        self._refused = 0
 
     def read(
         self, data: bytes, pos: int, limit: int, answer: Callable[[bytes], None]
@@ -217,29 +216,20 @@ class TelnetReader:
                 self._negotiate(command, data[pos + 2], answer)
             elif command == _SB:
                 self._sb = True
-            elif command == _AYT and not self._ayt:
-                self._ayt = True
+            elif command == _AYT:
                 answer(AYT_ANSWER)
             pos += size
         self._raw += pos - start
         return pos, status
 
-    def _negotiate(
-        self, command: int, option: int, answer: Callable[[bytes], None]
-    ) -> None:
-        """Answer C{IAC command option}: refuse, once (see the module)."""
+    @staticmethod
+    def _negotiate(command: int, option: int, answer: Callable[[bytes], None]) -> None:
+        """Answer C{IAC command option}: refuse a request (see the module)."""
         if command == _DO:
-            if option == _TIMING_MARK:
-                answer(_REFUSE_TIMING_MARK)
-                return
-            bit, reply = 1 << option, WONT
+            answer(IAC + WONT + bytes((option,)))
         elif command == _WILL:
-            bit, reply = 1 << (256 + option), DONT
-        else:
-            return  # WONT and DONT: already so
-        if not self._refused & bit:
-            self._refused |= bit
-            answer(IAC + reply + bytes((option,)))
+            answer(IAC + DONT + bytes((option,)))
+        # WONT and DONT: already so, never answered.
 
     def take_line(self, limit: int) -> bytes | None:
         """The line whose LF L{read} stopped at, less a CR before the LF.
@@ -260,5 +250,4 @@ class TelnetReader:
         self._pieces = []
         self._raw = 0
         self._sb = False
-        self._ayt = False
         self._commands = 0

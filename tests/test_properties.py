@@ -78,11 +78,13 @@ SPECIAL = st.sampled_from(
     ]
 )
 #: Telnet commands, whole and in part: negotiation (DO TIMING-MARK, DO with
-#: an LF as its option), IP, AYT, subnegotiation, the escaped 0xFF.
+#: an LF as its option), IP, AYT, subnegotiation, the escaped 0xFF, RFC
+#: 1184's EOF and SUSP, and 0xFF before 0xEB (data, no command).
 TELNET = st.sampled_from(
     [b"\xff\xfd\x06", b"\xff\xf4", b"\xff\xf6", b"\xff\xfa", b"\xff\xf0"]
     + [b"\xff\xfb\x01", b"\xff\xfd\x01", b"\xff\xfd\n", b"\xff\xff", b"\xff\xfd"]
     + [b"\xff\xfa\x18\x00xterm\xff\xf0", b"\xff\xfe\x03", b"\xff"]
+    + [b"\xff\xec", b"\xff\xed", b"\xff\xeb"]
 )
 RUN = st.builds(
     lambda piece, count: piece * count,
@@ -158,8 +160,7 @@ def read_input(data: bytes, max_line: int) -> list[tuple[str, bytes]]:
     C{("answer", BYTES)} for each telnet answer sent.
     """
     events: list[tuple[str, bytes]] = []
-    line, raw, sb, ayt, discarding, commands = bytearray(), 0, False, False, False, 0
-    refused: set[tuple[int, int]] = set()
+    line, raw, sb, discarding, commands = bytearray(), 0, False, False, 0
     i = 0
     while i < len(data):
         byte = data[i]
@@ -174,7 +175,7 @@ def read_input(data: bytes, max_line: int) -> list[tuple[str, bytes]]:
             events.append(
                 ("too long", b"") if raw > max_line else ("line", bytes(line))
             )
-            line, raw, sb, ayt, commands = bytearray(), 0, False, False, 0
+            line, raw, sb, commands = bytearray(), 0, False, 0
             i += 1
             continue
         # The next unit: a byte of data or of a subnegotiation, or a command.
@@ -186,31 +187,17 @@ def read_input(data: bytes, max_line: int) -> list[tuple[str, bytes]]:
             command = data[i + 1]
             if sb and command not in (0xF0, 0xFF):
                 sb = False  # IAC and a command end a subnegotiation
-            size = 3 if 0xFB <= command <= 0xFE else 2 if command >= 0xEF else 1
+            size = 3 if 0xFB <= command <= 0xFE else 2 if command >= 0xEC else 1
         if raw + size > max_line + 1:
             events.append(("too long", b""))
-            line, raw, sb, ayt, discarding, commands = (
-                bytearray(),
-                0,
-                False,
-                False,
-                True,
-                0,
-            )
+            line, raw, sb, discarding, commands = bytearray(), 0, False, True, 0
             continue
         if i + size > len(data):
             break
         if size > 1:
             if commands == 64:
                 events.append(("too many", b""))
-                line, raw, sb, ayt, discarding, commands = (
-                    bytearray(),
-                    0,
-                    False,
-                    False,
-                    True,
-                    0,
-                )
+                line, raw, sb, discarding, commands = bytearray(), 0, False, True, 0
                 continue
             commands += 1
         unit = data[i : i + size]
@@ -220,15 +207,9 @@ def read_input(data: bytes, max_line: int) -> list[tuple[str, bytes]]:
             line.append(byte)
         elif unit == b"\xff\xfa":
             sb = True
-        elif unit == b"\xff\xf6" and not ayt:
-            ayt = True
+        elif unit == b"\xff\xf6":
             events.append(("answer", b"*** Yes, still here.\r\n"))
-        elif unit == b"\xff\xfd\x06":
-            events.append(("answer", b"\xff\xfc\x06"))
-        elif (
-            size == 3 and unit[1] in (0xFB, 0xFD) and (unit[1], unit[2]) not in refused
-        ):
-            refused.add((unit[1], unit[2]))
+        elif size == 3 and unit[1] in (0xFB, 0xFD):
             refusal = {0xFB: 0xFE, 0xFD: 0xFC}[unit[1]]  # WILL: DONT, DO: WONT
             events.append(("answer", bytes([0xFF, refusal, unit[2]])))
         raw += size

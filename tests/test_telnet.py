@@ -17,6 +17,8 @@ from chatservice.testing import FakeConnection, register
 
 IAC, WILL, WONT, DO, DONT = b"\xff", b"\xfb", b"\xfc", b"\xfd", b"\xfe"
 SB, SE, IP, AYT, NOP = b"\xfa", b"\xf0", b"\xf4", b"\xf6", b"\xf1"
+#: RFC 1184's EOF, SUSP and ABORT: telnet's C{send eof}, C{susp}, C{abort}.
+EOF, SUSP, ABORT = b"\xec", b"\xed", b"\xee"
 TIMING_MARK, ECHO, SGA, NAWS, TTYPE = b"\x06", b"\x01", b"\x03", b"\x1f", b"\x18"
 #: What Linux telnet sends when the user presses Ctrl-C.
 CTRL_C = IAC + IP + IAC + DO + TIMING_MARK
@@ -58,21 +60,23 @@ def chat(data: bytes, **settings: object) -> Iterator[tuple[bytes, bytes]]:
         (IAC + DO + ECHO + IAC + WILL + NAWS, IAC + WONT + ECHO + IAC + DONT + NAWS),
         (
             (IAC + DO + SGA) * 2 + (IAC + WILL + TTYPE) * 2,
-            IAC + WONT + SGA + IAC + DONT + TTYPE,
+            (IAC + WONT + SGA) * 2 + (IAC + DONT + TTYPE) * 2,
         ),
         (IAC + WONT + ECHO + IAC + DONT + SGA, b""),
         (CTRL_C * 3, (IAC + WONT + TIMING_MARK) * 3),
-        (IAC + AYT + IAC + AYT, AYT_ANSWER),
+        (IAC + AYT + IAC + AYT, AYT_ANSWER * 2),
         (IAC + NOP + IAC + b"\xf9" + IAC + SE + IAC + b"\xef", b""),
+        (IAC + EOF + IAC + SUSP + IAC + ABORT, b""),
     ],
     ids=[
         "ctrl-c",
         "refused",
-        "refused-once",
+        "refused-every-time",
         "wont-dont-unanswered",
         "every-timing-mark",
-        "ayt-once-a-line",
+        "every-ayt",
         "others-dropped",
+        "linemode-eof-susp-abort-dropped",
     ],
 )
 def test_answers(sent: bytes, answer: bytes) -> None:
@@ -81,15 +85,19 @@ def test_answers(sent: bytes, answer: bytes) -> None:
         assert (to_alice, to_bob) == (answer, b"<alice> hi\r\n")
 
 
-def test_refused_once_per_connection() -> None:
-    """An option refused once is not refused again on a later line."""
+def test_refused_again_on_a_later_line() -> None:
+    """An option asked for again later is refused again: telnet waits for the answer.
+
+    Linux telnet's second C{mode character} asks for ECHO and SGA again;
+    unanswered, it would stay in character mode, where Enter sends CR NUL.
+    """
     factory = make_factory()
     client = FakeConnection(factory)
     client.output()
     client.send(IAC + DO + ECHO + b"alice\r\n")
     assert client.output().startswith(IAC + WONT + ECHO + b"*** Welcome, alice!")
-    client.send(IAC + DO + ECHO + IAC + AYT + b"\r\n" + IAC + AYT + b"\r\n")
-    assert client.output() == AYT_ANSWER * 2
+    client.send(IAC + DO + SGA + IAC + DO + ECHO + b"/ping\r\n")
+    assert client.output() == IAC + WONT + SGA + IAC + WONT + ECHO + b"*** PONG\r\n"
 
 
 def test_before_registration() -> None:

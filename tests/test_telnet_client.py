@@ -29,7 +29,7 @@ def terminals(tmp_path: Path) -> Iterator[Callable[[list[str]], Terminal]]:
     """Start programs in tmux windows; all of them are stopped after the test."""
     if shutil.which("telnet") is None:
         pytest.fail("telnet not installed: apt-get install telnet (.ci/run does)")
-    yield from opened_terminals(lambda command: Terminal(tmp_path, command, height=40))
+    yield from opened_terminals(lambda command: Terminal(tmp_path, command, height=60))
 
 
 def test_ctrl_c_in_telnet(
@@ -67,3 +67,63 @@ def test_ctrl_c_in_telnet(
 
     # Exactly what alice typed, and her leaving: no telnet bytes, no U+FFFD.
     assert bob.read(2) == ["<alice> hello bob", "*** alice has left (quit)"]
+
+
+def telnet_prompt(terminal: Terminal, command: str) -> None:
+    """Type C{command} at C{telnet}'s own prompt (Ctrl-]), as a user does."""
+    terminal.keys("C-]")
+    terminal.wait(lambda screen: screen[-1:] == ["telnet>"], "the telnet> prompt")
+    terminal.keys(command, "Enter")
+
+
+def test_telnet_prompt_commands(
+    twistd: Callable[[str], Server],
+    connections: Callable[[int], Connection],
+    terminals: Callable[[list[str]], Terminal],
+) -> None:
+    """What telnet sends from its prompt, Ctrl-Z and a second character mode leave chat as it was.
+
+    C{send synch} sends its DM as TCP urgent data; C{send eof}, C{susp} and
+    C{abort} (and Ctrl-Z) are RFC 1184's commands; a second C{mode
+    character} asks for ECHO and SGA again, and telnet stays in character
+    mode (Enter sends CR NUL, ending no line) until they are refused.
+    """
+    port = free_port()
+    server = twistd(f"tcp:{port}:interface=127.0.0.1")
+    server.wait_for_port(port)
+    bob = connections(port)
+    bob.send("bob")
+
+    alice = terminals(["telnet", "127.0.0.1", str(port)])
+    alice.wait_for("Choose a nickname")
+    alice.keys("alice", "Enter")
+    alice.wait_for("*** Welcome, alice! Online (2): alice, bob")
+    read_until(bob, "*** alice has joined #lobby")
+
+    for command in ["send synch", "send eof", "send susp", "send abort", "send brk"]:
+        telnet_prompt(alice, command)
+    alice.keys("C-z")
+    alice.keys("hello bob", "Enter")
+    assert bob.read() == ["<alice> hello bob"]
+
+    telnet_prompt(alice, "send ayt")
+    alice.wait_for("*** Yes, still here.")
+    telnet_prompt(alice, "send ayt")
+    alice.wait(
+        lambda screen: screen.count("*** Yes, still here.") == 2, "a second answer"
+    )
+
+    # telnet shows its negotiation; a user types once it is over.
+    telnet_prompt(alice, "toggle options")
+    telnet_prompt(alice, "mode character")
+    alice.wait(lambda screen: screen.count("RCVD WONT ECHO") == 1, "ECHO refused")
+    alice.keys("one", "Enter")
+    assert bob.read() == ["<alice> one"]
+    telnet_prompt(alice, "mode line")
+    telnet_prompt(alice, "mode character")
+    alice.wait(lambda screen: screen.count("RCVD WONT ECHO") == 2, "refused again")
+    alice.keys("two", "Enter")
+    assert bob.read() == ["<alice> two"]
+    alice.keys("/ping three", "Enter")
+    screen = alice.wait_for("*** PONG three")
+    assert "\ufffd" not in screen
