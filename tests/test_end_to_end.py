@@ -277,6 +277,8 @@ def test_operator_ban_survives_restart(
     tmp_path: Path,
 ) -> None:
     """An operator made with chatservice-oper bans an address; a restart keeps it."""
+    # A new session has no controlling terminal, so getpass reads the piped
+    # password instead of waiting at /dev/tty (pytest run in a terminal).
     made = subprocess.run(
         [sys.executable, "-m", "chatservice.tools.oper", "root"],
         input="s3cret\ns3cret\n",
@@ -284,6 +286,7 @@ def test_operator_ban_survives_restart(
         text=True,
         timeout=WAIT,
         check=True,
+        start_new_session=True,
     )
     operators = tmp_path / "operators"
     operators.write_text(made.stdout)
