@@ -21,10 +21,10 @@ from .bans import Ban, BanList, parse_target
 from .config import Settings
 from .extensions import Extensions, load_extensions
 from .interfaces import IChatServer, IRegistry, ISharedBans, ISharedSessions
-from .logs import gate, shown
+from .logs import format_peer, gate, shown
 from .operators import Operators
 from .output import Flusher
-from .protocol import ChatProtocol, format_peer
+from .protocol import ChatProtocol
 from .reasons import CloseReason
 from .registry import Registry
 from .resume import SessionKeeper

@@ -9,12 +9,16 @@ own events do not pass the gate.
 Every field of a log event that someone chose (a nickname, a reason, an
 operator's or a room's name, anything typed or read from another node)
 passes through L{shown} first, so that no user can write a line into the
-log, or make one read as something else.
+log, or make one read as something else.  L{format_peer} and
+L{describe_close} write a peer and the end of a connection.
 """
 
 from typing import overload
 
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IAddress
 from twisted.logger import ILogObserver, LogEvent, LogLevel, globalLogPublisher
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .errors import InvalidName
@@ -86,3 +90,19 @@ class LevelGate:
 
 #: The gate of all of chatservice's loggers.
 gate = LevelGate()
+
+
+def format_peer(host: str | None, address: IAddress) -> str:
+    """How a peer is written in logs: C{1.2.3.4:5678}, C{[::1]:5678}."""
+    if host is None:
+        return str(address)
+    if ":" in host:
+        return f"[{host}]:{address.port}"  # type: ignore[attr-defined]
+    return f"{host}:{address.port}"  # type: ignore[attr-defined]
+
+
+def describe_close(reason: Failure) -> str:
+    """How the transport ended, for the log: a clean close is not a reset."""
+    if reason.check(ConnectionDone):
+        return "closed cleanly"
+    return reason.getErrorMessage()

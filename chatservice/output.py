@@ -30,9 +30,10 @@ Three promises this module keeps:
     differently uses the same queue.
 
 Why a mixin and not an object of its own per connection: idle connections
-are most of a big server, and the queue's state is nine slots.  As a mixin
-with C{__slots__}, inherited by L{chatservice.protocol.ChatProtocol}, it
-costs nothing beyond those slots and C{deliver} is one call.  As a separate
+are most of a big server, and the queue's state is nine slots.  As a
+mixin inherited by L{chatservice.protocol.ChatProtocol}, which has those
+slots (L{OUTPUT_SLOTS}), it costs nothing beyond them, and C{deliver} is
+one call.  As a separate
 object it would cost an object per connection (120 bytes with its header,
 about 6 % of the 2,158 bytes an idle connection takes, see
 C{scripts/memory.py}) and, for each recipient of each line, one more
@@ -156,25 +157,31 @@ class _OutputValve:
         """The connection is gone; nothing to do."""
 
 
+#: The attributes of L{OutputMixin}, for the C{__slots__} of the class that
+#: inherits it (only one base of a class may have slots of its own).
+OUTPUT_SLOTS = (
+    "_flusher",
+    "_max_sendq",
+    "_out",
+    "_direct",
+    "_held",
+    "_held_size",
+    "_answered",
+    "_answers_out",
+    "_rescue",
+)
+
+
 class OutputMixin:
     """One connection's send queue; see the module docstring.
 
     Call L{_init_output} from C{__init__}, L{_start_output} once the
     transport is there, L{_send_rest} when closing, L{_drop_output} once the
-    connection is lost.
+    connection is lost.  Put L{OUTPUT_SLOTS} in the inheriting class's
+    C{__slots__}.
     """
 
-    __slots__ = (
-        "_flusher",
-        "_max_sendq",
-        "_out",
-        "_direct",
-        "_held",
-        "_held_size",
-        "_answered",
-        "_answers_out",
-        "_rescue",
-    )
+    __slots__ = ()
 
     # Provided by the class that inherits this (see the module docstring).
     transport: "ITransport"
@@ -183,15 +190,11 @@ class OutputMixin:
     _close_reason: "CloseReason | None"
     _pauses: frozenset[str]
 
-    def _pause(self, why: str) -> None:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # the inheriting class's (see the module docstring)
 
-    def _resume(self, why: str) -> None:
-        raise NotImplementedError
-
-    def _overflowed(self) -> None:
-        """The queue overflowed and gave up its output: close the connection."""
-        raise NotImplementedError
+        def _pause(self, why: str) -> None: ...
+        def _resume(self, why: str) -> None: ...
+        def _overflowed(self) -> None: ...
 
     def _init_output(self, flusher: Flusher, max_sendq: int) -> None:
         """Start with nothing queued."""

@@ -4,12 +4,10 @@ L{ChatProtocol} turns bytes into clean lines and hands each to
 L{chatservice.commands.dispatch}; it never looks at other connections (the
 registry does the fan-out).  What it owns:
 
-  - Framing.  Lines end in LF, with or without CR before it, in any
-    chunking.  A line longer than C{max_line} gets an error, is discarded up
-    to its newline, and the connection goes on; the buffer never holds more
-    than one read beyond that limit.  Telnet commands are read and answered
-    in the same pass (L{chatservice.telnet}), only for input with a 0xFF.
-    A line longer than C{max_line} once decoded is refused too.
+  - Framing, inherited from L{chatservice.framing.LineFraming}: lines end
+    in LF, with or without CR before it, in any chunking; telnet commands
+    are answered.  A line longer than C{max_line} gets an error, and so
+    does one longer than that once decoded.
   - Phase.  Unregistered until the registry accepts a nickname, then
     registered; closing once it has decided to go.  It leaves the registry
     exactly once, with the first reason that applied.
@@ -36,7 +34,6 @@ import re
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -52,9 +49,10 @@ from zope.interface import implementer
 
 from . import commands, wire
 from .errors import ChatError
+from .framing import FRAMING_SLOTS, LineFraming
 from .interfaces import IChatSession
-from .logs import gate, shown
-from .output import OutputMixin
+from .logs import describe_close, format_peer, gate, shown
+from .output import OUTPUT_SLOTS, OutputMixin
 from .reasons import (
     CONNECTION_LOST,
     HTTP,
@@ -67,7 +65,6 @@ from .reasons import (
     CloseReason,
 )
 from .system import set_socket_options
-from .telnet import COMPLETE, MAX_COMMANDS, MORE, TOO_MANY, TelnetReader
 from .text import clean_line
 from .throttle import TokenBucket
 
@@ -94,7 +91,7 @@ GREETING = wire.notice("Welcome to chatservice.") + wire.notice(
 
 
 @implementer(IChatSession, IHalfCloseableProtocol)
-class ChatProtocol(OutputMixin, LineReceiver, TimeoutMixin):
+class ChatProtocol(OutputMixin, LineFraming, LineReceiver, TimeoutMixin):
     """The line protocol of one chat connection; see the module docstring."""
 
     delimiter = b"\n"
@@ -102,17 +99,16 @@ class ChatProtocol(OutputMixin, LineReceiver, TimeoutMixin):
     # Slots keep a connection small (idle connections are most of a big
     # server): without them its attributes, more than CPython shares between
     # instances' dicts, take a private dict of about 1.6 KB.  The base
-    # classes' attributes are here too, so the instance dict stays empty
-    # (OutputMixin's are in its own __slots__);
+    # classes' attributes are here too, so the instance dict stays empty;
     # subclasses (and monkeypatching tests) may still add attributes.
     __slots__ = (
+        *OUTPUT_SLOTS,
+        *FRAMING_SLOTS,
         # Protocol, LineReceiver and TimeoutMixin
         "transport",
         "connected",
         "paused",
         "MAX_LENGTH",
-        "_buffer",
-        "_busyReceiving",
         "timeOut",
         "_TimeoutMixin__timeoutCall",
         # ChatProtocol
@@ -125,7 +121,6 @@ class ChatProtocol(OutputMixin, LineReceiver, TimeoutMixin):
         "room",
         "nickname",
         "operator",
-        "_discarding",
         "_close_reason",
         "_left",
         "_pauses",
@@ -133,10 +128,8 @@ class ChatProtocol(OutputMixin, LineReceiver, TimeoutMixin):
         "_bucket",
         "_flood_timer",
         "_flood_noticed",
-        "_first_data",
         "_first_line",
         "_eof",
-        "_telnet",
     )
 
     def __init__(
@@ -145,8 +138,7 @@ class ChatProtocol(OutputMixin, LineReceiver, TimeoutMixin):
         self.transport = None
         self.connected = 0
         self.paused = False
-        self._buffer = b""
-        self._busyReceiving = False
+        self._init_framing()
         self.timeOut = None
         self._TimeoutMixin__timeoutCall = None
         self.factory = factory
@@ -162,7 +154,6 @@ class ChatProtocol(OutputMixin, LineReceiver, TimeoutMixin):
         self.nickname: str | None = None
         settings = factory.settings
         self.MAX_LENGTH = settings.max_line
-        self._discarding = False
         self._init_output(factory.flusher, settings.max_sendq)
         # Why this connection is ending, once something has decided it is.
         self._close_reason: CloseReason | None = None
@@ -178,13 +169,10 @@ class ChatProtocol(OutputMixin, LineReceiver, TimeoutMixin):
         )
         self._flood_timer: IDelayedCall | None = None
         self._flood_noticed = -_FLOOD_NOTICE_INTERVAL
-        # Whether the first bytes and the first line are still to come.
-        self._first_data = True
+        # Whether the first line is still to come.
         self._first_line = True
         # Whether the client has finished sending (a half-close).
         self._eof = False
-        # Telnet state, made when the client first sends 0xFF (see _frame).
-        self._telnet: TelnetReader | None = None
 
     def __repr__(self) -> str:
         return (
@@ -243,7 +231,7 @@ class ChatProtocol(OutputMixin, LineReceiver, TimeoutMixin):
             peer=self.peer,
             nickname=shown(self.nickname),
             reason=shown(kind),
-            detail=_describe(reason),
+            detail=describe_close(reason),
         )
         self.factory.connection_closed(self, self._close_reason)
 
@@ -254,10 +242,7 @@ class ChatProtocol(OutputMixin, LineReceiver, TimeoutMixin):
         be reading, so what it is sent is flushed before the close.
         """
         self._eof = True
-        telnet = self._telnet
-        if (self._buffer or (telnet and telnet.started)) and not self._discarding:
-            self.dataReceived(b"\n")
-        self._discarding = False
+        self._end_of_input()
         self._close_after_eof()
 
     def writeConnectionLost(self) -> None:
@@ -289,120 +274,13 @@ class ChatProtocol(OutputMixin, LineReceiver, TimeoutMixin):
 
     # Input -----------------------------------------------------------------
 
-    def dataReceived(self, data: bytes) -> None:
-        """Frame C{data} into lines.
-
-        This replaces C{LineReceiver.dataReceived}, whose re-splitting of the
-        remaining buffer for every line costs time quadratic in the lines per
-        read (a cheap flood), and whose C{lineLengthExceeded} hands over the
-        rest of the buffer, good lines included.  Pausing (C{self.paused})
-        and re-entrancy work as in C{LineReceiver}.
-        """
-        if self._first_data and data:
-            self._first_data = False
-            if data[0] == 0x16 and not ISSLTransport.providedBy(self.transport):
-                # A TLS handshake record on a plain port: a TLS client.
-                self._close(TLS_ON_PLAIN)
-                return
-        self._buffer += data
-        if self._busyReceiving:
-            return
-        self._busyReceiving = True
-        try:
-            self._frame()
-        finally:
-            self._busyReceiving = False
-
-    def _frame(self) -> None:
-        buffer, self._buffer = self._buffer, b""
-        telnet = self._telnet
-        if (telnet is not None and telnet.started) or b"\xff" in buffer:
-            # Telnet commands (or a stray 0xFF): the slower path.  Lines
-            # without 0xFF, almost all, never pay for it.
-            self._frame_telnet(buffer)
-            return
-        limit = self.MAX_LENGTH
-        start = 0
-        while not self.paused and self._close_reason is None:
-            end = buffer.find(b"\n", start)
-            if end < 0:
-                break
-            if self._discarding:
-                self._discarding = False
-            elif not self._take_token():
-                break  # this line waits for reading to resume
-            else:
-                stop = end - 1 if end > start and buffer[end - 1] == 13 else end
-                if stop - start > limit:
-                    self.lineLengthExceeded(buffer[start:stop])
-                else:
-                    self.lineReceived(buffer[start:stop])
-            start = end + 1
-        rest = buffer[start:]
-        if self._close_reason is not None or self._discarding:
-            rest = b""
-        elif not self.paused and len(rest) > limit + 1:  # + 1 for a CR
-            self.lineLengthExceeded(rest)
-            self._discarding = True
-            rest = b""
-        # Whatever arrived while a line was being handled comes after.
-        self._buffer = rest + self._buffer
-
-    def _frame_telnet(self, buffer: bytes) -> None:
-        """Frame C{buffer} as L{_frame} does, reading telnet commands too.
-
-        A line takes its flood token when its first byte is read (not at its
-        LF), so that the commands in it are answered only once it may be
-        read; see L{chatservice.telnet}.
-        """
-        telnet = self._telnet
-        if telnet is None:
-            telnet = self._telnet = TelnetReader()
-        limit = self.MAX_LENGTH
-        start, size = 0, len(buffer)
-        while start < size and not self.paused and self._close_reason is None:
-            if self._discarding:
-                end = buffer.find(b"\n", start)
-                if end < 0:
-                    start = size
-                    break
-                self._discarding = False
-                start = end + 1
-                continue
-            if not telnet.started:
-                if not self._take_token():
-                    break  # this line waits for reading to resume
-                telnet.started = True
-            # Answers are the client's own: like a command's, they never
-            # count toward --max-sendq, and a client behind in reading is
-            # not read further until it catches up (see answer()).
-            start, status = telnet.read(buffer, start, limit, self.answer)
-            if status is MORE:
-                break
-            if status is COMPLETE:
-                start += 1  # the LF
-                line = telnet.take_line(limit)
-                if line is None:
-                    self.lineLengthExceeded(b"")
-                else:
-                    self.lineReceived(line)
-            else:  # too long, or too many commands
-                telnet.reset()
-                if status is TOO_MANY:
-                    self.answer(
-                        wire.error(
-                            f"line refused: more than {MAX_COMMANDS} telnet "
-                            "commands in it"
-                        )
-                    )
-                else:
-                    self.lineLengthExceeded(b"")
-                self._discarding = True
-        rest = buffer[start:]
-        if self._close_reason is not None:
-            rest = b""
-        # Whatever arrived while a line was being handled comes after.
-        self._buffer = rest + self._buffer
+    def _first_bytes(self, data: bytes) -> bool:
+        """Whether a connection whose first bytes are C{data} may go on."""
+        if data[0] == 0x16 and not ISSLTransport.providedBy(self.transport):
+            # A TLS handshake record on a plain port: a TLS client.
+            self._close(TLS_ON_PLAIN)
+            return False
+        return True
 
     def _take_token(self) -> bool:
         """Let one more line through, or throttle: see the module docstring."""
@@ -629,19 +507,3 @@ class ChatProtocol(OutputMixin, LineReceiver, TimeoutMixin):
         if not sessions.hold(self, reason, rescued or ()):
             sessions.forget(self)
             self.registry.unregister(self, reason)
-
-
-def format_peer(host: str | None, address: IAddress) -> str:
-    """How a peer is written in logs: C{1.2.3.4:5678}, C{[::1]:5678}."""
-    if host is None:
-        return str(address)
-    if ":" in host:
-        return f"[{host}]:{address.port}"  # type: ignore[attr-defined]
-    return f"{host}:{address.port}"  # type: ignore[attr-defined]
-
-
-def _describe(reason: Failure) -> str:
-    """How the transport ended, for the log: a clean close is not a reset."""
-    if reason.check(ConnectionDone):
-        return "closed cleanly"
-    return reason.getErrorMessage()
