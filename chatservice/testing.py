@@ -6,6 +6,11 @@
 - L{FakeClient}: a bare L{IChatClient} that records what it is given.
 - L{RegistryBehaviour}: the behaviour every L{IRegistry} must have, as a
   pytest test class; subclass it with a C{make_registry} method.
+
+Why this module is longer than ~500 lines: two thirds of it is
+L{RegistryBehaviour}, one contract as 35 short tests, which reads best as
+one class beside the fakes it drives; and a plugin's tests import one
+public module.  Split it when a second suite (another seam) joins it.
 """
 
 import itertools
