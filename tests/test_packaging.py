@@ -237,6 +237,29 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert commands[-1] == quickstart_commands()[1]
 
 
+def apt_packages(text: str) -> set[str]:
+    """The packages of every C{apt-get install} in C{text} (options left out)."""
+    return {
+        word
+        for words in re.findall(r"apt-get install((?: [-\w.]+)+)", text)
+        for word in words.split()
+        if not word.startswith("-")
+    }
+
+
+def test_ci_installs_what_the_readme_asks_for() -> None:
+    """Every Debian package the README tells a user to install, .ci/run installs."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    # Its commands are in code spans (outside the fenced blocks), which may
+    # be wrapped over two lines.
+    prose = re.sub(r"^```.*?^```$", "", readme, flags=re.MULTILINE | re.DOTALL)
+    spans = [" ".join(span.split()) for span in re.findall(r"`([^`]+)`", prose)]
+    asked = apt_packages("\n".join(spans))
+    script = apt_packages((ROOT / ".ci" / "run").read_text(encoding="utf-8"))
+    assert {"python3-venv", "redis-server", "telnet", "tmux"} <= asked
+    assert asked - script == set()
+
+
 def outside_any_venv() -> dict[str, str]:
     """The environment a new shell would have, with no venv active.
 
