@@ -9,6 +9,7 @@ from twisted.internet.task import Clock
 
 from chatservice.config import Settings
 from chatservice.factory import ChatFactory
+from chatservice.held import HeldClient
 from chatservice.testing import register
 
 
@@ -74,3 +75,14 @@ def test_text_refused_while_output_is_held(clock: Clock) -> None:
     alice.protocol.deliver(b"*** kept\r\n")
     alice.resume_reading()
     assert alice.lines() == ["*** kept"]
+
+
+def test_text_refused_by_a_held_session(clock: Clock) -> None:
+    """A session held for a resume refuses text at the call, keeping what it has."""
+    factory = ChatFactory(Settings(), clock=clock)
+    alice = register(factory, "alice")
+    held = HeldClient(alice.protocol, None, limit=10, max_bytes=1000)  # type: ignore[arg-type]
+    held.deliver(b"*** kept\r\n")
+    with pytest.raises(TypeError, match="not str"):
+        held.deliver("lost")  # type: ignore[arg-type]
+    assert (held.dropped, [data for _, data, _ in held._kept]) == (0, [b"*** kept\r\n"])
