@@ -21,7 +21,14 @@ with these bytes go on?).
 from typing import TYPE_CHECKING
 
 from . import wire
-from .telnet import COMPLETE, MAX_COMMANDS, MORE, TOO_MANY, TelnetReader
+from .telnet import (
+    COMPLETE,
+    INTERRUPTED,
+    MAX_COMMANDS,
+    MORE,
+    TOO_MANY,
+    TelnetReader,
+)
 
 if TYPE_CHECKING:
     from .reasons import CloseReason
@@ -152,6 +159,9 @@ class LineFraming:
             start, status = telnet.read(buffer, start, limit, self.answer)
             if status is MORE:
                 break
+            if status is INTERRUPTED:
+                telnet.reset()  # Ctrl-C dropped the line; a new one follows
+                continue
             if status is COMPLETE:
                 start += 1  # the LF
                 line = telnet.take_line(limit)

@@ -18,7 +18,12 @@ says a side that wants none of them does:
     C{WILL} would; and because commands are read in order with the lines
     around them, it comes after the replies to every line sent before it.
   - C{AYT} (are you there) is answered with one notice, each time.
-  - Every other command (C{IP}, C{AO}, C{BRK}, C{NOP}, C{GA}, C{DM}, ...,
+  - C{IP} (interrupt, Ctrl-C) ends the line under way, dropped, as at a
+    shell prompt: what follows is a new line, with a flood-control token
+    and a count of commands of its own, so that Ctrl-C pressed again and
+    again never reaches L{MAX_COMMANDS} (past which timing marks would go
+    unanswered, and C{telnet} would show nothing more).
+  - Every other command (C{AO}, C{BRK}, C{NOP}, C{GA}, C{DM}, ...,
     and RFC 1184's C{EOF}, C{SUSP} and C{ABORT}, which C{telnet} sends with
     C{send eof} at its prompt) and every subnegotiation (C{SB ... IAC SE})
     is read and dropped.  C{telnet}'s Synch (C{send synch}) sends its C{DM}
@@ -58,6 +63,7 @@ from twisted.conch.telnet import (
     DONT,
     GA,
     IAC,
+    IP,
     LINEMODE_EOF,
     SB,
     SE,
@@ -71,6 +77,7 @@ _IAC: Final = IAC[0]
 _SB: Final = SB[0]
 _SE: Final = SE[0]
 _AYT: Final = AYT[0]
+_IP: Final = IP[0]
 _WILL: Final = WILL[0]
 _DO: Final = DO[0]
 #: The commands of two bytes (with their IAC): EOF, SUSP and ABORT (RFC
@@ -94,6 +101,7 @@ COMPLETE: Final = "complete"  # the line's LF: take it with take_line()
 MORE: Final = "more"  # the data ended first: call again with more
 TOO_LONG: Final = "too long"  # the line cannot fit: skip to its LF
 TOO_MANY: Final = "too many"  # more than MAX_COMMANDS: skip to its LF
+INTERRUPTED: Final = "interrupted"  # after IAC IP (Ctrl-C): reset(), a new line
 
 
 class TelnetReader:
@@ -126,8 +134,9 @@ class TelnetReader:
         where reading stopped and why: at the line's LF (L{COMPLETE}, the LF
         not consumed); at the end of C{data}, or before a command whose end
         has not arrived (L{MORE}); where the line has become longer than
-        C{limit + 1} bytes (L{TOO_LONG}); or at its command number
-        C{MAX_COMMANDS + 1} (L{TOO_MANY}).
+        C{limit + 1} bytes (L{TOO_LONG}); at its command number
+        C{MAX_COMMANDS + 1} (L{TOO_MANY}); or just after an C{IAC IP}
+        (L{INTERRUPTED}), which ends the line, dropped: call L{reset}.
         """
         n = len(data)
         pieces = self._pieces
@@ -206,6 +215,11 @@ class TelnetReader:
                 break
             if pos + size > n:
                 break
+            if command == _IP:
+                # Ctrl-C: the line under way is dropped, as at a shell
+                # prompt, and what follows is a new line, with a flood
+                # token and a count of commands of its own.
+                return pos + size, INTERRUPTED
             if self._commands == MAX_COMMANDS:
                 status = TOO_MANY
                 break

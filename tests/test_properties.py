@@ -194,6 +194,10 @@ def read_input(data: bytes, max_line: int) -> list[tuple[str, bytes]]:
             continue
         if i + size > len(data):
             break
+        if data[i : i + size] == b"\xff\xf4":  # IP: the line is dropped
+            line, raw, sb, commands = bytearray(), 0, False, 0
+            i += size
+            continue
         if size > 1:
             if commands == 64:
                 events.append(("too many", b""))

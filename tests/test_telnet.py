@@ -234,8 +234,33 @@ def test_throttled_line_answered_in_turn() -> None:
     assert alice.output().startswith(b"*** PONG 1\r\n*** flood control")
     clock.advance(1)
     assert alice.output() == b"*** PONG 2\r\n"
+    clock.advance(1)  # IAC IP: it ends a line (empty), which takes a token
+    assert alice.output() == b""
     clock.advance(1)
     assert alice.output() == IAC + WONT + TIMING_MARK + b"*** PONG 3\r\n"
+
+
+def test_ctrl_c_drops_the_line_under_way() -> None:
+    """Ctrl-C drops what was typed before it on the line, as at a shell prompt."""
+    for to_alice, to_bob in chat(b"abc" + CTRL_C + b"hi\r\n"):
+        assert (to_alice, to_bob) == (IAC + WONT + TIMING_MARK, b"<alice> hi\r\n")
+
+
+def test_ctrl_c_pressed_many_times() -> None:
+    """Every timing mark of Ctrl-C pressed 100 times is answered, and the next line read.
+
+    Each Ctrl-C starts a new line, so they never add up to the limit of
+    commands a line may hold (past which telnet, its timing marks
+    unanswered, would show nothing more).
+    """
+    factory = make_factory()
+    alice, bob = register(factory, "alice"), register(factory, "bob")
+    alice.output()
+    alice.send(CTRL_C * 100)
+    assert alice.output() == (IAC + WONT + TIMING_MARK) * 100
+    alice.send(b"hi\r\n/ping\r\n")
+    assert alice.output() == b"*** PONG\r\n"
+    assert bob.output() == b"<alice> hi\r\n"
 
 
 def test_answers_never_cut_the_asker_off() -> None:

@@ -81,7 +81,7 @@ def test_telnet_prompt_commands(
     connections: Callable[[int], Connection],
     terminals: Callable[[list[str]], Terminal],
 ) -> None:
-    """What telnet sends from its prompt, Ctrl-Z and a second character mode leave chat as it was.
+    """What telnet sends from its prompt, Ctrl-Z, a second character mode and 40 Ctrl-C leave chat as it was.
 
     C{send synch} sends its DM as TCP urgent data; C{send eof}, C{susp} and
     C{abort} (and Ctrl-Z) are RFC 1184's commands; a second C{mode
@@ -125,5 +125,19 @@ def test_telnet_prompt_commands(
     alice.keys("two", "Enter")
     assert bob.read() == ["<alice> two"]
     alice.keys("/ping three", "Enter")
-    screen = alice.wait_for("*** PONG three")
+    alice.wait_for("*** PONG three")
+
+    # Ctrl-C pressed again and again, as on a screen that seems stuck, each
+    # time once the last was answered (telnet sends no new DO TIMING-MARK
+    # while one waits), so the line gets two commands from each.
+    def answered() -> int:
+        everything = alice.tmux("capture-pane", "-p", "-S", "-")
+        return everything.count("RCVD WONT TIMING MARK")
+
+    before = answered()
+    for count in range(1, 41):
+        alice.keys("C-c")
+        alice.wait(lambda _, n=before + count: answered() == n, f"answer {count}")
+    alice.keys("/ping four", "Enter")
+    screen = alice.wait_for("*** PONG four")
     assert "\ufffd" not in screen
