@@ -165,7 +165,8 @@ def netns() -> Iterator[Namespace]:
     missing = [tool for tool in ("ip", "nft") if shutil.which(tool) is None]
     if missing:
         pytest.fail(
-            f"{', '.join(missing)} not on PATH; .ci/run installs them "
+            f"{', '.join(missing)} not on PATH (Debian's nft is in /usr/sbin, "
+            "which .ci/run adds to it); .ci/run installs them "
             "(apt-get install -y iproute2 nftables)",
             pytrace=False,
         )
