@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from importlib import metadata
 from pathlib import Path
 
@@ -235,6 +236,21 @@ def test_ci_runs_the_readme_test_command() -> None:
         if line.strip() and not line.lstrip().startswith("#")
     ]
     assert commands[-1] == quickstart_commands()[1]
+
+
+def test_docs_show_the_version_chatservice_has() -> None:
+    """Every C{chatservice X.Y.Z} the docs show (log lines, --version) is pyproject.toml's version."""
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        version = tomllib.load(f)["project"]["version"]
+    shown = {
+        f"{path.relative_to(ROOT)}: {found}"
+        for path in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]
+        for found in re.findall(
+            r"\bchatservice (\d+\.\d+\.\d+)\b", path.read_text(encoding="utf-8")
+        )
+    }
+    assert shown, "the docs show no version any more: drop this test"
+    assert {entry for entry in shown if not entry.endswith(f": {version}")} == set()
 
 
 def apt_packages(text: str) -> set[str]:
