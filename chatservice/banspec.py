@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from .text import shorten
+
 IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -47,7 +49,7 @@ def parse_target(text: str) -> IPNetwork:
     spec = text.strip()
     if "%" in spec:
         # A scoped (link-local) address: the scope means nothing to a ban.
-        raise ValueError(f"{_shorten(text)} is not an IP address or network")
+        raise ValueError(f"{shorten(text)} is not an IP address or network")
     try:
         network = ipaddress.ip_network(spec)
     except ValueError:
@@ -55,7 +57,7 @@ def parse_target(text: str) -> IPNetwork:
             loose = ipaddress.ip_network(spec, strict=False)
         except ValueError:
             raise ValueError(
-                f"{_shorten(text)} is not an IP address or network"
+                f"{shorten(text)} is not an IP address or network"
             ) from None
         raise ValueError(f"{spec} has host bits set; did you mean {loose}?") from None
     network = unmap(network)
@@ -90,13 +92,13 @@ def parse_duration(text: str) -> float | None:
         )
     else:
         raise ValueError(
-            f"{_shorten(text)} is not a duration: use 30s, 10m, 2h, 7d, 1w or forever"
+            f"{shorten(text)} is not a duration: use 30s, 10m, 2h, 7d, 1w or forever"
         )
     if seconds == 0:
         return None
     if seconds > MAX_DURATION:
         raise ValueError(
-            f"{_shorten(text)} is longer than 10 years: use forever for a permanent ban"
+            f"{shorten(text)} is longer than 10 years: use forever for a permanent ban"
         )
     return seconds
 
@@ -190,10 +192,3 @@ def host_addresses(host: str) -> tuple[IPAddress, ...]:
         if mapped is not None:
             return mapped, address
     return (address,)
-
-
-def _shorten(text: str, limit: int = 40) -> str:
-    """Quote C{text} for an error line, cut to C{limit} characters."""
-    if len(text) > limit:
-        text = text[: limit - 1] + "\N{HORIZONTAL ELLIPSIS}"
-    return repr(text)

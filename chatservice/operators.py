@@ -24,6 +24,8 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+from .text import shorten
+
 SCHEME = "scrypt"
 
 #: The default scrypt cost: 16 MiB of memory and some 50 ms of one core.
@@ -127,7 +129,7 @@ def check_operator_name(name: str) -> str:
     """
     if not _NAME.fullmatch(name) or name.startswith("#"):
         raise ValueError(
-            f"invalid operator name {_shorten(name)}: use 1 to {NAME_MAX} "
+            f"invalid operator name {shorten(name)}: use 1 to {NAME_MAX} "
             "printable ASCII characters, without spaces and not starting with #"
         )
     return name
@@ -349,10 +351,3 @@ def _b64decode(text: str, what: str) -> bytes:
 def _dummy_hash() -> str:
     """A hash of a random password, made once, for names that do not exist."""
     return hash_password(base64.b64encode(os.urandom(16)).decode("ascii"))
-
-
-def _shorten(text: str, limit: int = 40) -> str:
-    """Quote C{text} for an error line, cut to C{limit} characters."""
-    if len(text) > limit:
-        text = text[: limit - 1] + "\N{HORIZONTAL ELLIPSIS}"
-    return repr(text)

@@ -104,11 +104,11 @@ def check_nickname(name: str) -> str:
     if len(name) > NICKNAME_MAX:
         raise InvalidName(
             f"a nickname is at most {NICKNAME_MAX} characters, "
-            f"and {_shorten(name)} has {len(name)}"
+            f"and {shorten(name)} has {len(name)}"
         )
     if not _NICKNAME.fullmatch(name):
         raise InvalidName(
-            f"invalid nickname {_shorten(name)}: use a letter first, then "
+            f"invalid nickname {shorten(name)}: use a letter first, then "
             "letters, digits, _ or -"
         )
     return name
@@ -122,7 +122,7 @@ def check_room(name: str) -> str:
     room = name.lower()
     if not _ROOM.fullmatch(room):
         raise InvalidName(
-            f"invalid room name {_shorten(name)}: use # and then 1 to 32 "
+            f"invalid room name {shorten(name)}: use # and then 1 to 32 "
             "letters, digits, _ or -"
         )
     return room
@@ -133,7 +133,7 @@ def fold(nickname: str) -> str:
     return nickname.lower()
 
 
-def _shorten(text: str, limit: int = 40) -> str:
+def shorten(text: str, limit: int = 40) -> str:
     """Quote C{text} for an error line, cut to C{limit} characters."""
     if len(text) > limit:
         text = text[: limit - 1] + "\N{HORIZONTAL ELLIPSIS}"
