@@ -32,23 +32,31 @@ def terminals(tmp_path: Path) -> Iterator[Callable[[list[str]], Terminal]]:
     yield from opened_terminals(lambda command: Terminal(tmp_path, command, height=60))
 
 
+def bob_and_alice_in_telnet(
+    twistd: Callable[[str], Server],
+    connections: Callable[[int], Connection],
+    terminals: Callable[[list[str]], Terminal],
+) -> tuple[Connection, Terminal]:
+    """A server with bob on a socket and alice in telnet, both in #lobby."""
+    port = free_port()
+    twistd(f"tcp:{port}:interface=127.0.0.1").wait_for_port(port)
+    bob = connections(port)
+    bob.send("bob")
+    alice = terminals(["telnet", "127.0.0.1", str(port)])
+    alice.wait_for("Choose a nickname")
+    alice.keys("alice", "Enter")
+    alice.wait_for("*** Welcome, alice! Online (2): alice, bob")
+    read_until(bob, "*** alice has joined #lobby")
+    return bob, alice
+
+
 def test_ctrl_c_in_telnet(
     twistd: Callable[[str], Server],
     connections: Callable[[int], Connection],
     terminals: Callable[[list[str]], Terminal],
 ) -> None:
     """After Ctrl-C, a telnet user still sees the server's lines; nobody else sees a thing."""
-    port = free_port()
-    server = twistd(f"tcp:{port}:interface=127.0.0.1")
-    server.wait_for_port(port)
-    bob = connections(port)
-    bob.send("bob")
-
-    alice = terminals(["telnet", "127.0.0.1", str(port)])
-    alice.wait_for("Choose a nickname")
-    alice.keys("alice", "Enter")
-    alice.wait_for("*** Welcome, alice! Online (2): alice, bob")
-    read_until(bob, "*** alice has joined #lobby")
+    bob, alice = bob_and_alice_in_telnet(twistd, connections, terminals)
 
     alice.keys("C-c")
     alice.keys("/ping after ctrl-c", "Enter")
@@ -90,17 +98,7 @@ def test_telnet_prompt_commands(
     character} asks for ECHO and SGA again, and telnet stays in character
     mode (Enter sends CR NUL, ending no line) until they are refused.
     """
-    port = free_port()
-    server = twistd(f"tcp:{port}:interface=127.0.0.1")
-    server.wait_for_port(port)
-    bob = connections(port)
-    bob.send("bob")
-
-    alice = terminals(["telnet", "127.0.0.1", str(port)])
-    alice.wait_for("Choose a nickname")
-    alice.keys("alice", "Enter")
-    alice.wait_for("*** Welcome, alice! Online (2): alice, bob")
-    read_until(bob, "*** alice has joined #lobby")
+    bob, alice = bob_and_alice_in_telnet(twistd, connections, terminals)
 
     for command in ["send synch", "send eof", "send susp", "send abort", "send brk"]:
         telnet_prompt(alice, command)
