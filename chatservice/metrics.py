@@ -9,7 +9,7 @@ own rather than the process-wide default one.
 
 from collections import Counter
 from collections.abc import Iterator
-from ipaddress import ip_address, ip_network
+from ipaddress import ip_address
 from itertools import accumulate
 from typing import TYPE_CHECKING
 
@@ -34,6 +34,7 @@ from twisted.web.server import Site
 
 from .logs import gate
 from .stats import TIME_BUCKETS, Histogram
+from .throttle import address_key
 
 if TYPE_CHECKING:
     from .factory import ChatFactory
@@ -276,25 +277,6 @@ class _Refusal(Protocol):
         self.transport.loseConnection()
 
 
-def _address_key(address: IAddress) -> str | None:
-    """The key the per-address limit counts C{address} under, if any.
-
-    An IPv6 client usually holds a whole /64: it counts as one address.
-    """
-    host = getattr(address, "host", None)
-    if not isinstance(host, str):
-        return None  # a UNIX socket: only the total limit applies
-    try:
-        ip = ip_address(host)
-    except ValueError:
-        return host
-    if ip.version == 6:
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ip_network(f"{ip}/64", strict=False))
-    return str(ip)
-
-
 class _MetricsSite(Site):
     """A L{Site} for Prometheus: limited connections, no access log."""
 
@@ -317,7 +299,8 @@ class _MetricsSite(Site):
 
     def buildProtocol(self, addr: IAddress) -> Protocol | None:
         """A channel, or a refusal past the total or per-address limit."""
-        key = _address_key(addr)
+        # UNIX sockets have no host: only the total limit applies to them.
+        key = address_key(getattr(addr, "host", None))
         if self.connections >= self.max_connections or (
             key is not None and self.per_address[key] >= self.max_per_address
         ):
