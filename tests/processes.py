@@ -125,6 +125,21 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def poll_until(
+    condition: Callable[[], object], what: str, timeout: float = WAIT
+) -> None:
+    """Poll C{condition()} until it is true; fail after C{timeout} seconds.
+
+    For what another process does; in-process tests wait with
+    L{harness.wait_until} instead.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {what} within {timeout:g} s", pytrace=False)
+        time.sleep(0.05)
+
+
 def opened_by(make: Callable[..., C]) -> Iterator[Callable[..., C]]:
     """Yield C{make}, recording what it opens; close all of it afterwards.
 

@@ -11,12 +11,11 @@ import os
 import shlex
 import signal
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from processes import WAIT, Connection, Server, free_port
+from processes import Connection, Server, free_port, poll_until
 from tmux import Terminal, opened_terminals
 
 from chatservice.wireparse import Chat, ResumeToken, parse
@@ -201,10 +200,7 @@ def test_leaving_restores_the_terminal(
         "*** alice has left (quit)"
     )
     after = tmp_path / "stty.after"
-    deadline = time.monotonic() + WAIT
-    while not after.exists() or not after.read_text():
-        assert time.monotonic() < deadline, "no stty -g after the client"
-        time.sleep(0.05)
+    poll_until(lambda: after.exists() and after.read_text(), "stty -g after the client")
     assert after.read_text() == (tmp_path / "stty.before").read_text()
 
 

@@ -10,14 +10,13 @@ import importlib.util
 import json
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
 import pytest
-from processes import WAIT, Connection
+from processes import Connection, poll_until
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "soak.py"
@@ -52,15 +51,6 @@ def server(tmp_path: Path) -> Iterator["soak.Server"]:
         running.stop()
 
 
-def _wait_for(condition: object, what: str) -> None:
-    """Poll C{condition()} until it is true, at most L{WAIT} seconds."""
-    deadline = time.monotonic() + WAIT
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            pytest.fail(f"no {what} within {WAIT:g} s")
-        time.sleep(0.05)
-
-
 def test_metrics_and_log_count_each_way_out(server: "soak.Server") -> None:
     """A /quit, a close and a registration timeout are read from metrics and log."""
     metrics = ("127.0.0.1", server.metrics_port)
@@ -70,10 +60,10 @@ def test_metrics_and_log_count_each_way_out(server: "soak.Server") -> None:
     closer = Connection(server.port)
     closer.send("bob")
     idler = Connection(server.port)
-    _wait_for(lambda: soak.scrape(metrics).values[soak.USERS] == 2, "two users")
+    poll_until(lambda: soak.scrape(metrics).values[soak.USERS] == 2, "two users")
     quitter.send("/quit bye")
     closer.close()
-    _wait_for(lambda: soak.scrape(metrics).values[soak.CONNECTIONS] == 0, "closes")
+    poll_until(lambda: soak.scrape(metrics).values[soak.CONNECTIONS] == 0, "closes")
     quitter.close()
     idler.close()
 
@@ -101,7 +91,7 @@ def test_server_warnings_are_read_from_the_log(tmp_path: Path) -> None:
         motd.unlink()
         assert running.process is not None
         running.process.send_signal(1)  # SIGHUP: re-read the motd
-        _wait_for(lambda: soak.read_server_events(running.log_path).problems, "error")
+        poll_until(lambda: soak.read_server_events(running.log_path).problems, "error")
     finally:
         running.stop()
     (problem,) = soak.read_server_events(running.log_path).problems
