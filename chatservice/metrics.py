@@ -251,6 +251,21 @@ class _MetricsChannel(HTTPChannel):
             return
         super().allHeadersReceived()
 
+    def checkPersistence(self, request: Request, version: bytes) -> bool:
+        """Keep the connection for the next scrape, unless it was pipelined.
+
+        A request sent before the answer to the one before it (Prometheus
+        never does) is already in the buffer when this one's head ends.
+        Twisted would answer every request of a read at once: 1,900 of them
+        from one 64 KiB read took 0.4 s of the reactor and queued 7 MB for
+        the client.  This one is answered with C{Connection: close}, and
+        what follows it is not read.
+        """
+        if self._buffer:
+            request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+            return False
+        return super().checkPersistence(request, version)
+
     def connectionLost(self, reason: Failure) -> None:
         """Let the site count this connection out."""
         super().connectionLost(reason)

@@ -277,6 +277,28 @@ def test_get_served(site: Site) -> None:
         channel.connectionLost(Failure(ConnectionDone()))
 
 
+def test_pipelined_requests_get_one_answer(site: Site) -> None:
+    """Requests sent together are answered once, with Connection: close, then closed."""
+    channel, transport = _connect_http(site)
+    channel.dataReceived(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 1000)
+    assert transport.value().count(b"HTTP/1.1 ") == 1
+    assert _status(transport) == b"HTTP/1.1 200 OK"
+    head = transport.value().split(b"\r\n\r\n", 1)[0].lower()
+    assert b"\r\nconnection: close" in head
+    assert transport.disconnecting  # nothing more is read
+    channel.connectionLost(Failure(ConnectionDone()))
+
+
+def test_a_kept_alive_connection_serves_the_next_scrape(site: Site) -> None:
+    """A request sent after the answer to the one before is served on the same connection."""
+    channel, transport = _connect_http(site)
+    for _ in range(3):
+        channel.dataReceived(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert not transport.disconnecting
+    assert transport.value().count(b"HTTP/1.1 200 OK") == 3
+    channel.connectionLost(Failure(ConnectionDone()))
+
+
 NO_BODY = (
     b"HTTP/1.1 413 Content Too Large\r\n"
     b"Content-Type: text/plain; charset=utf-8\r\n"
