@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from .. import wire
+from ..config import Settings
 from ..errors import ChatError
 from ..interfaces import IChatClient, ISharedSessions
 from ..logs import gate, shown
@@ -315,8 +316,8 @@ class ClusterSessions:
 
 #: The most bytes of missed lines kept in Redis for one held session (and
 #: handed over to the node it resumes on), unless told otherwise (the
-#: server passes --resume-buffer-bytes): 64 KiB, a few hundred lines.
-MISSED_BYTES = 64 * 1024
+#: server passes --resume-buffer-bytes): that option's default, 64 KiB.
+MISSED_BYTES: int = Settings().resume_buffer_bytes
 
 #: The most chunks handed over (a held session keeps --resume-buffer lines).
 _MISSED_LINES = 10_000
