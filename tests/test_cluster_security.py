@@ -291,56 +291,20 @@ def test_the_event_stream_is_bounded_in_bytes(nodes: Nodes) -> None:
     assert STREAM_EVENTS <= int(length) <= STREAM_EVENTS + 100
 
 
+@pytest.mark.parametrize("cap", [None, 16_000, 150_000])
 @in_greenlet
-def test_a_held_sessions_lines_in_redis_are_bounded_in_bytes(nodes: Nodes) -> None:
-    """Lines kept in Redis for a held session stop at 64 KiB, the newest kept."""
-    on_a, on_b = nodes.servers(
-        "held", resume_grace=60, resume_buffer=1000, flood_rate=1000.0, flood_burst=1000
-    )
-    a = on_a.registry
-    alice, token = chatting(on_a, "alice")
-    bob, _ = chatting(on_b, "bob")
-    alice.drop(ConnectionLost)
-    heard(bob, "*** alice lost connection", [])
-    filler = "y" * 990
-    for n in range(100):
-        bob.enter(f"{n:03} {filler}")
-    eventually(
-        lambda: (
-            "alice" in a.core.index.by_fold
-            and b"<bob> 099 " in a.core.index.by_fold["alice"].missed()[0]
-        ),
-        "the lines held",
-    )
-    block(a.idle())
-    kept = block(a.core.command("lrange", a.core.prefix + "missed:alice", 0, -1))
-    size = int(block(a.core.command("get", a.core.prefix + "missed-bytes:alice")))
-    assert size == sum(len(chunk.encode("utf-8")) for chunk in kept)
-    assert 60_000 < size <= MISSED_BYTES
-    assert kept[-1].startswith(f"<bob> 099 {filler}")
-    again = _Seen(on_b, host="192.0.2.9")
-    again.enter(f"/resume alice {token}")
-    lines = _resumed(again)
-    missed = lines[1 : lines.index("*** End of missed lines.")]
-    assert missed[-1] == f"<bob> 099 {filler}"
-    assert sum(len(line) + 2 for line in missed) <= MISSED_BYTES
-    for connection in (again, bob):
-        connection.drop()
-
-
-@pytest.mark.parametrize("cap", [16_000, 150_000])
-@in_greenlet
-def test_a_held_sessions_lines_in_redis_honour_resume_buffer_bytes(
-    nodes: Nodes, cap: int
+def test_a_held_sessions_lines_in_redis_are_bounded_in_bytes(
+    nodes: Nodes, cap: int | None
 ) -> None:
-    """--resume-buffer-bytes caps what Redis keeps and hands over, not 64 KiB."""
+    """Lines kept in Redis for a held session stop at --resume-buffer-bytes (64 KiB by default), the newest kept and handed over."""
+    limit = MISSED_BYTES if cap is None else cap
     on_a, on_b = nodes.servers(
         f"held{cap}",
         resume_grace=60,
         resume_buffer=1000,
-        resume_buffer_bytes=cap,
         flood_rate=1000.0,
         flood_burst=1000,
+        **({} if cap is None else {"resume_buffer_bytes": cap}),
     )
     a = on_a.registry
     alice, token = chatting(on_a, "alice")
@@ -358,14 +322,17 @@ def test_a_held_sessions_lines_in_redis_honour_resume_buffer_bytes(
         "the lines held",
     )
     block(a.idle())
+    kept = block(a.core.command("lrange", a.core.prefix + "missed:alice", 0, -1))
     size = int(block(a.core.command("get", a.core.prefix + "missed-bytes:alice")))
-    assert cap - 1100 < size <= cap
+    assert size == sum(len(chunk.encode("utf-8")) for chunk in kept)
+    assert limit - 1100 < size <= limit
+    assert kept[-1].startswith(f"<bob> 199 {filler}")
     again = _Seen(on_b, host="192.0.2.9")
     again.enter(f"/resume alice {token}")
     lines = _resumed(again)
     missed = lines[1 : lines.index("*** End of missed lines.")]
     assert missed[-1] == f"<bob> 199 {filler}"
-    assert cap - 2200 < sum(len(line) + 2 for line in missed) <= cap
+    assert limit - 2200 < sum(len(line) + 2 for line in missed) <= limit
     for connection in (again, bob):
         connection.drop()
 
