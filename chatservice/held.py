@@ -13,7 +13,7 @@ from typing import Protocol
 from zope.interface import implementer
 
 from . import wire
-from .interfaces import IChatClient, IChatSession
+from .interfaces import IChatSession, IHeldClient
 from .output import not_bytes
 from .reasons import CloseReason
 
@@ -25,7 +25,7 @@ class Keeper(Protocol):
         """End the held session C{held}: the user leaves, for C{reason}."""
 
 
-@implementer(IChatClient)
+@implementer(IHeldClient)
 class HeldClient:
     """Stands in the registry for a user whose connection dropped.
 

@@ -92,6 +92,17 @@ class Scrollback:
         object.__setattr__(self, "stamped", wire.stamped(self.when, self.data))
 
 
+class IHeldClient(IChatClient):
+    """A session held for a resume, standing in the registry for its user.
+
+    What it was sent while its user was away goes to the connection that
+    resumes it, on this node or on another (a cluster hands it over).
+    """
+
+    def missed() -> tuple[bytes, int]:
+        """What was kept for the user, as bytes, and how many lines that is."""
+
+
 class IRegistry(Interface):
     """Who is connected under which nickname, in which rooms; fan-out.
 

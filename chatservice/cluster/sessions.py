@@ -25,7 +25,7 @@ from zope.interface import implementer
 from .. import wire
 from ..config import Settings
 from ..errors import ChatError
-from ..interfaces import IChatClient, ISharedSessions
+from ..interfaces import IChatClient, IHeldClient, ISharedSessions
 from ..logs import gate, shown
 from ..reasons import CloseReason
 from ..rooms import LOBBY, deliver, in_rooms
@@ -284,11 +284,10 @@ class ClusterSessions:
             "cluster: {nickname} resumed the session on another node",
             nickname=shown(user.nickname),
         )
-        missed = getattr(client, "missed", None)  # a held session's lines
         self._hand_over(
             key,
-            _last_lines(missed()[0], self._node.missed_bytes)
-            if missed is not None
+            _last_lines(client.missed()[0], self._node.missed_bytes)
+            if IHeldClient.providedBy(client)  # a held session's lines
             else [],
         )
         self._on_moved(client)
