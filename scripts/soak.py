@@ -1386,15 +1386,31 @@ def expected_closes(tally: Tally) -> Counter[str] | None:
 
 
 def compare_closes(
-    source: str, counted: Counter[str], expected: Counter[str], failures: list[str]
-) -> None:
-    """Add to C{failures} each reason C{source} counted otherwise."""
+    source: str, counted: Counter[str], soak: Soak, failures: list[str]
+) -> bool:
+    """Add to C{failures} where C{source}'s closes disagree with the clients'.
+
+    False if they cannot be compared: the run did not finish, or a session
+    failed (see L{expected_closes}).
+    """
+    if not soak.finished:
+        return False
+    expected = expected_closes(soak.tally)
+    if expected is None:
+        return False
+    started = soak.tally.started.total()
+    if counted.total() != started:
+        failures.append(
+            f"{source} counted {counted.total()} closes, "
+            f"the clients made {started} connections"
+        )
     for reason in sorted(set(expected) | set(counted)):
         if counted[reason] != expected[reason]:
             failures.append(
                 f"{source} counted {counted[reason]} closes for '{reason}', "
                 f"the clients expected {expected[reason]}"
             )
+    return True
 
 
 def check_metrics(soak: Soak, failures: list[str]) -> None:
@@ -1429,18 +1445,8 @@ def check_metrics(soak: Soak, failures: list[str]) -> None:
         )
     if refused:
         failures.append(f"the server refused connections ({counts(refused)})")
-    if not soak.finished:
+    if not compare_closes("the metrics", closes, soak, failures):
         return
-    expected = expected_closes(tally)
-    if expected is None:
-        return
-    started = tally.started.total()
-    if closes.total() != started:
-        failures.append(
-            f"the metrics counted {closes.total()} disconnects, "
-            f"the clients made {started} connections"
-        )
-    compare_closes("the metrics", closes, expected, failures)
     if change[LINES_RECEIVED] != tally.sent.total():
         failures.append(
             f"the metrics counted {change[LINES_RECEIVED]:.0f} lines received, "
@@ -1481,18 +1487,8 @@ def check_server_log(
     # twistd exits with the signal that stopped it (-15): not a failure.
     if exit_status not in (0, -signal.SIGTERM):
         failures.append(f"the server exited with status {exit_status}")
-    if not soak.finished:
+    if not compare_closes("the server log", events.closes, soak, failures):
         return
-    expected = expected_closes(tally)
-    if expected is None:
-        return
-    started = tally.started.total()
-    if events.closes.total() != started:
-        failures.append(
-            f"the server logged {events.closes.total()} closes, "
-            f"the clients made {started} connections"
-        )
-    compare_closes("the server log", events.closes, expected, failures)
     least, most = tally.registered, tally.registered + tally.registering_closed
     if not least <= events.registrations <= most:
         failures.append(

@@ -133,7 +133,7 @@ def test_counts_that_disagree_fail_the_run() -> None:
     failures: list[str] = []
     soak.check_metrics(run, failures)
     assert failures == [
-        "the metrics counted 2 disconnects, the clients made 1 connections",
+        "the metrics counted 2 closes, the clients made 1 connections",
         "the metrics counted 2 closes for 'quit', the clients expected 1",
     ]
 
