@@ -1,0 +1,367 @@
+"""The immutable events the registry fans out, encoded once per wire format.
+
+An L{Event} is what happened (a chat line, a join, a notice), as fields, not
+bytes: C{kind} and the fields that kind has.  The registry hands the same
+event object to every recipient; each front end turns it into its own bytes
+with L{Event.encoded}, which encodes it once per format and keeps the result
+on the event, so a broadcast to a thousand users costs one encoding per wire
+format, not one per user.
+
+The line format is the one every server has: it is encoded when the event is
+made, in L{Event.line}, with the builders of L{chatservice.wire} (which stay
+the only place that knows C{*** }, C{!!! } and C{<nick>}).  Text may hold
+newlines (a frame client may send several lines as one message): the line
+format makes one line of each, each with the prefix.
+
+The builders below are the only way the server makes events; their names
+follow L{chatservice.wire}.  L{Event.as_dict} and L{from_dict} turn an event
+into plain JSON values and back (other wire formats, and the cluster, carry
+those).
+"""
+
+import time as _time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from . import wire
+from .reasons import CloseReason
+
+#: The kinds of event, and the fields (besides C{kind} and C{time}) each has.
+KINDS: dict[str, tuple[str, ...]] = {
+    # Room talk.
+    "chat": ("room", "nick", "text"),
+    "action": ("room", "nick", "text"),
+    # Private messages: to the recipient, and the echo to the sender.
+    "private": ("nick", "text"),
+    "private_sent": ("nick", "text"),
+    # Who comes and goes.
+    "join": ("room", "nick"),
+    "part": ("room", "nick", "reason"),
+    "quit": ("nick", "reason"),
+    "lost": ("nick",),
+    "back": ("nick",),
+    "nick": ("nick", "new_nick"),
+    "topic": ("room", "nick", "text"),
+    # About this session.
+    "welcome": ("nick", "text"),
+    "room": ("room", "text"),
+    "resumed": ("nick", "room", "count"),
+    "resume_token": ("nick", "token"),
+    "pong": ("text",),
+    "disconnected": ("reason",),
+    # Anything else the server says, and what the user did wrong.
+    "notice": ("text",),
+    "error": ("code", "text"),
+}
+
+#: An encoder: an event to the bytes of one wire format.
+Encoder = Callable[["Event"], bytes]
+
+
+def _lines(text: str, render: Callable[[str], bytes]) -> bytes:
+    """C{render} each line of C{text}: one wire line per line of text."""
+    if "\n" not in text:
+        return render(text)
+    return b"".join([render(line) for line in text.split("\n")])
+
+
+def _line_of(event: "Event") -> bytes:
+    """The line format of C{event}: see L{chatservice.wire}."""
+    kind = event.kind
+    text = event.text
+    nick = event.nick or ""
+    if kind == "chat":
+        return _lines(text, lambda line: wire.chat(nick, line))
+    if kind == "action":
+        return _lines(text, lambda line: wire.action(nick, line))
+    if kind == "private":
+        return _lines(text, lambda line: wire.private(nick, line))
+    if kind == "private_sent":
+        return _lines(text, lambda line: wire.private_echo(nick, line))
+    if kind == "notice":
+        return _lines(text, wire.notice)
+    if kind == "error":
+        return _lines(text, wire.error)
+    if kind == "join":
+        return wire.joined(nick, event.room or "")
+    if kind == "part":
+        return wire.parted(nick, event.room or "", event.reason or "")
+    if kind == "quit":
+        return wire.left(nick, event.reason or "")
+    if kind == "lost":
+        return wire.lost(nick)
+    if kind == "back":
+        return wire.back(nick)
+    if kind == "nick":
+        return wire.renamed(nick, event.new_nick or "")
+    if kind == "topic":
+        return wire.topic_set(nick, event.room or "", text)
+    if kind == "welcome":
+        return wire.welcome(nick, text)
+    if kind == "room":
+        return wire.now_in(event.room or "", text)
+    if kind == "resumed":
+        return wire.resumed(nick, event.room or "", event.count or 0)
+    if kind == "resume_token":
+        return wire.resume_token(nick, event.token or "")
+    if kind == "pong":
+        return wire.pong(text)
+    if kind == "disconnected":
+        return wire.notice(f"disconnected: {event.reason}")
+    raise ValueError(f"unknown event kind {kind!r}")
+
+
+class Event:
+    """One thing that happened, as every recipient's front end sees it.
+
+    Immutable once made; C{line} is its line-format bytes, made once.  An
+    event said before (a room's scrollback) is made again with L{history}:
+    its line is stamped with the time it was said.
+    """
+
+    __slots__ = (
+        "kind",
+        "time",
+        "text",
+        "nick",
+        "room",
+        "reason",
+        "new_nick",
+        "token",
+        "count",
+        "code",
+        "history",
+        "line",
+        "_encoded",
+    )
+
+    kind: str
+    #: When it happened, in seconds since the epoch (UTC).
+    time: float
+    text: str
+    nick: str | None
+    room: str | None
+    reason: str | None
+    new_nick: str | None
+    token: str | None
+    count: int | None
+    code: str | None
+    #: True for a line of a room's scrollback, shown again to a newcomer.
+    history: bool
+    #: The event in the line format, CRLF-terminated UTF-8, made once.
+    line: bytes
+    _encoded: dict[Encoder, bytes] | None
+
+    def __init__(
+        self,
+        kind: str,
+        text: str = "",
+        *,
+        nick: str | None = None,
+        room: str | None = None,
+        reason: str | None = None,
+        new_nick: str | None = None,
+        token: str | None = None,
+        count: int | None = None,
+        code: str | None = None,
+        when: float | None = None,
+        history: bool = False,
+    ) -> None:
+        setter = object.__setattr__
+        setter(self, "kind", kind)
+        setter(self, "time", _time.time() if when is None else when)
+        setter(self, "text", text)
+        setter(self, "nick", nick)
+        setter(self, "room", room)
+        setter(self, "reason", reason)
+        setter(self, "new_nick", new_nick)
+        setter(self, "token", token)
+        setter(self, "count", count)
+        setter(self, "code", code)
+        setter(self, "history", history)
+        line = _line_of(self)
+        if history:
+            parts = line.split(b"\n")[:-1]
+            line = b"".join([wire.stamped(self.time, part + b"\n") for part in parts])
+        setter(self, "line", line)
+        setter(self, "_encoded", None)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"an Event is immutable (setting {name!r})")
+
+    def __repr__(self) -> str:
+        return f"<Event {self.kind} {self.as_dict()!r}>"
+
+    def encoded(self, encoder: Encoder) -> bytes:
+        """The event in the format of C{encoder}, encoded once and kept.
+
+        The first recipient of a format pays for the encoding; the others
+        get the same bytes.
+        """
+        cache = self._encoded
+        if cache is None:
+            cache = {}
+            object.__setattr__(self, "_encoded", cache)
+        else:
+            data = cache.get(encoder)
+            if data is not None:
+                return data
+        data = cache[encoder] = encoder(self)
+        return data
+
+    def as_dict(self) -> dict[str, Any]:
+        """The event as JSON values: C{type}, C{time} (ISO 8601 UTC), fields.
+
+        Only the fields of its kind (L{KINDS}) are present; C{history} only
+        when true.
+        """
+        out: dict[str, Any] = {"type": self.kind, "time": iso_time(self.time)}
+        for name in KINDS[self.kind]:
+            value = getattr(self, name)
+            out[name] = "" if value is None and name != "count" else value
+        if self.history:
+            out["history"] = True
+        return out
+
+    def stamped(self) -> "Event":
+        """The event as a line of scrollback: the same, marked as history."""
+        return Event(
+            self.kind,
+            self.text,
+            nick=self.nick,
+            room=self.room,
+            reason=self.reason,
+            new_nick=self.new_nick,
+            token=self.token,
+            count=self.count,
+            code=self.code,
+            when=self.time,
+            history=True,
+        )
+
+
+def iso_time(when: float) -> str:
+    """C{when} as ISO 8601 UTC with milliseconds: C{2026-12-06T17:55:03.123Z}."""
+    moment = datetime.fromtimestamp(when, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def from_dict(values: Mapping[str, Any], when: float | None = None) -> Event:
+    """The event that L{Event.as_dict} gave C{values}, trusting its fields.
+
+    Whoever reads C{values} from outside the process checks them first (see
+    L{chatservice.cluster.events}).  C{when} replaces the ISO time.
+    """
+    kind = values["type"]
+    fields = {name: values.get(name) for name in KINDS[kind]}
+    text = fields.pop("text", None) or ""
+    return Event(kind, text, when=when, history=bool(values.get("history")), **fields)
+
+
+# The builders: the same names and arguments as chatservice.wire's, plus the
+# room where a line in a room has one.
+
+
+def notice(text: str) -> Event:
+    """Information from the server (C{*** }): one line per line of C{text}."""
+    return Event("notice", text)
+
+
+def error(text: str, code: str = "error") -> Event:
+    """What the user did wrong (C{!!! }), with a machine-readable C{code}."""
+    return Event("error", text, code=code)
+
+
+def chat(nickname: str, text: str, room: str | None = None) -> Event:
+    """A chat line (or several) from C{nickname} in C{room}."""
+    return Event("chat", text, nick=nickname, room=room)
+
+
+def action(nickname: str, text: str, room: str | None = None) -> Event:
+    """An action (C{/me}) by C{nickname} in C{room}."""
+    return Event("action", text, nick=nickname, room=room)
+
+
+def private(sender: str, text: str) -> Event:
+    """A private message from C{sender}, as its recipient sees it."""
+    return Event("private", text, nick=sender)
+
+
+def private_echo(recipient: str, text: str) -> Event:
+    """A private message to C{recipient}, as its sender sees it."""
+    return Event("private_sent", text, nick=recipient)
+
+
+def joined(nickname: str, room: str) -> Event:
+    """Someone arrived in C{room}."""
+    return Event("join", nick=nickname, room=room)
+
+
+def parted(nickname: str, room: str, reason: str) -> Event:
+    """Someone left one room (for another, or by choice)."""
+    return Event("part", nick=nickname, room=room, reason=reason)
+
+
+def left(nickname: str, reason: CloseReason | str) -> Event:
+    """Someone left the server, and why."""
+    return Event("quit", nick=nickname, reason=str(reason))
+
+
+def lost(nickname: str) -> Event:
+    """Someone's connection dropped; they may come back (resume)."""
+    return Event("lost", nick=nickname)
+
+
+def back(nickname: str) -> Event:
+    """Someone whose connection dropped resumed their session."""
+    return Event("back", nick=nickname)
+
+
+def renamed(old: str, new: str) -> Event:
+    """Someone changed nickname."""
+    return Event("nick", nick=old, new_nick=new)
+
+
+def topic_set(nickname: str, room: str, topic: str) -> Event:
+    """Someone set a room's topic."""
+    return Event("topic", topic, nick=nickname, room=room)
+
+
+def welcome(nickname: str, online: str) -> Event:
+    """The first event after registration: C{nickname} is ours, who is online."""
+    return Event("welcome", online, nick=nickname)
+
+
+def now_in(room: str, topic: str) -> Event:
+    """The answer to C{/join}: the session is in C{room} now, and its topic."""
+    return Event("room", topic, room=room)
+
+
+def resumed(nickname: str, room: str, missed: int) -> Event:
+    """The answer to C{/resume}: back as C{nickname}, C{missed} lines follow."""
+    return Event("resumed", nick=nickname, room=room, count=missed)
+
+
+def resume_token(nickname: str, token: str) -> Event:
+    """A user's (new) resume token."""
+    return Event("resume_token", nick=nickname, token=token)
+
+
+def pong(token: str) -> Event:
+    """The answer to C{/ping TOKEN}."""
+    return Event("pong", token)
+
+
+def disconnected(reason: CloseReason | str) -> Event:
+    """The user is being disconnected, and why."""
+    return Event("disconnected", reason=str(reason))
+
+
+def not_an_event(data: object) -> TypeError:
+    """The error for output that is not an L{Event}: a plugin's mistake."""
+    return TypeError(
+        f"a client's output must be a chatservice.events.Event (made with "
+        f"chatservice.events.notice() and the like), not "
+        f"{type(data).__name__}: {data!r:.60}"
+    )
