@@ -1,6 +1,6 @@
-"""Finding the commands and message filters, built-in and third-party.
+"""Finding the commands, message filters and hooks, built-in and third-party.
 
-Both are plugins found by Twisted's plugin system in the
+All are plugins found by Twisted's plugin system in the
 L{chatservice.plugins} package.  A plugin module that cannot be imported, a
 command whose name is taken, or a C{--disable-plugin} naming nothing, is
 reported in one line and left out; the server starts without it (C{twistd
@@ -25,7 +25,7 @@ from zope.interface import Interface
 from zope.interface.exceptions import BrokenImplementation, Invalid, MultipleInvalid
 from zope.interface.verify import verifyObject
 
-from .interfaces import ICommand, IMessageFilter
+from .interfaces import ICommand, IMessageFilter, ISessionHooks
 from .logs import gate
 
 log = Logger(observer=gate)
@@ -44,26 +44,30 @@ class Source:
     #: Its commands and filters in use, by name.
     commands: tuple[str, ...] = ()
     filters: tuple[str, ...] = ()
+    #: Its session hooks plugins in use, by name.
+    hooks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Extensions:
-    """The commands and filters a server uses, and what was left out."""
+    """The commands, filters and hooks a server uses, and what was left out."""
 
     commands: Mapping[str, ICommand]
     filters: tuple[IMessageFilter, ...]
+    #: The session hooks plugins, in name order.
+    hooks: tuple[ISessionHooks, ...] = field(default=())
     problems: tuple[str, ...] = field(default=())
     #: Where the commands and filters in use come from, module by module.
     sources: tuple[Source, ...] = field(default=())
-    #: Commands and filters left out by C{--disable-plugin}, as
+    #: Commands, filters and hooks left out by C{--disable-plugin}, as
     #: C{/name} and C{name}.
     disabled: tuple[str, ...] = field(default=())
-    #: C{--disable-plugin} names that match no command or filter.
+    #: C{--disable-plugin} names that match no command, filter or hooks.
     unmatched: tuple[str, ...] = field(default=())
 
 
 def load_extensions(disabled: frozenset[str] = frozenset()) -> Extensions:
-    """Scan the plugin package for commands and filters.
+    """Scan the plugin package for commands, filters and session hooks.
 
     Built-in commands come first, so a plugin cannot replace one by taking
     its name; after them, plugin modules are taken in name order.
@@ -79,6 +83,7 @@ def load_extensions(disabled: frozenset[str] = frozenset()) -> Extensions:
 
     commands: dict[str, ICommand] = {}
     filters: dict[str, IMessageFilter] = {}
+    hooks: dict[str, ISessionHooks] = {}
     origin: dict[str, str] = {}
     left_out: list[str] = []
     unused = {name.lower() for name in disabled}
@@ -94,11 +99,14 @@ def load_extensions(disabled: frozenset[str] = frozenset()) -> Extensions:
                 # module above; it fails only now.
                 problems.append(_import_problem(dropin.moduleName))
                 break
-            for interface, table in ((ICommand, commands), (IMessageFilter, filters)):
+            for interface, table, kind in (
+                (ICommand, commands, "command /"),
+                (IMessageFilter, filters, "filter "),
+                (ISessionHooks, hooks, "hooks "),
+            ):
                 if not interface.providedBy(found):
                     continue
                 name = str(found.name).lower()
-                kind = "command /" if interface is ICommand else "filter "
                 if name in unused or name in disabled:
                     unused.discard(name)
                     left_out.append(("/" if interface is ICommand else "") + name)
@@ -124,6 +132,7 @@ def load_extensions(disabled: frozenset[str] = frozenset()) -> Extensions:
     return Extensions(
         commands=dict(sorted(commands.items())),
         filters=tuple(filters[name] for name in sorted(filters)),
+        hooks=tuple(hooks[name] for name in sorted(hooks)),
         problems=tuple(problems),
         sources=_sources(origin),
         disabled=tuple(sorted(left_out)),
@@ -144,6 +153,7 @@ def _sources(origin: Mapping[str, str]) -> tuple[Source, ...]:
                 path,
                 tuple(sorted(n[len("command /") :] for n in names if n[0] == "c")),
                 tuple(sorted(n[len("filter ") :] for n in names if n[0] == "f")),
+                tuple(sorted(n[len("hooks ") :] for n in names if n[0] == "h")),
             )
         )
     return tuple(sources)
@@ -207,6 +217,8 @@ def describe(extensions: Extensions) -> list[str]:
         if source.filters:
             plural = "s" if len(source.filters) > 1 else ""
             what.append(f"filter{plural} " + ", ".join(source.filters))
+        if source.hooks:
+            what.append("session hooks " + ", ".join(source.hooks))
         origin = owners.get(source.module) or (
             f"no installed distribution: {source.path}"
             if source.path

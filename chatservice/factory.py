@@ -20,6 +20,7 @@ from . import wire
 from .bans import Ban, BanList, parse_target
 from .config import Settings
 from .extensions import Extensions, load_extensions
+from .hooks import Hooks
 from .interfaces import IChatServer, IRegistry, ISharedBans, ISharedSessions
 from .logs import format_peer, gate, shown
 from .operators import Operators
@@ -101,6 +102,8 @@ class ChatFactory(ServerFactory):
                 log.error("{problem}", problem=problem)
         self.commands = extensions.commands
         self.filters = extensions.filters
+        #: Tells the session hooks plugins of each session's events.
+        self.hooks = Hooks(extensions.hooks, clock)
         self.connections: dict[int, ChatProtocol] = {}
         if run_in_thread is None:
             run_in_thread = _in_thread_pool

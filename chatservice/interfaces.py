@@ -379,6 +379,90 @@ class IMessageFilter(Interface):
         """
 
 
+class ISessionHooks(Interface):
+    """Observes the life of every session on this server: a hooks plugin.
+
+    Hooks plugins are found like L{ICommand}s (an object providing this
+    interface and C{twisted.plugin.IPlugin} at module level in a module of
+    C{chatservice.plugins}); C{--disable-plugin NAME} leaves one out.  Every
+    hook is called, in name order, for every session of this server.
+    Subclass L{chatservice.hooks.SessionHooks}, whose methods do nothing,
+    and write only the methods you need.
+
+    A session is one connection.  Its hooks come in this order, each event
+    exactly once: L{connected}; then, if it gets a nickname, L{registered}
+    and L{joined} for the lobby; then any number of L{joined}, L{left},
+    L{said}, L{acted} and L{nick_changed}; then, when the connection ends,
+    L{left} for each room it is still in, and L{disconnected}, last.
+    Every L{joined} is matched by one L{left}.  A session held for
+    C{/resume} is not a session: its connection's session has left its
+    rooms and disconnected; the connection that resumes it is a new
+    session, which is L{registered} (by C{/resume}) and L{joined}.
+
+    Only this node's sessions: in a cluster (C{--redis}) each node tells its
+    own plugins about its own users, so a plugin that wants the whole
+    cluster runs on every node (and shares what it learns itself).
+
+    Every hook MUST return quickly and MUST NOT block: it runs in the
+    reactor, inside the session's own work (a chat line is relayed, then
+    its L{said} hooks run).  A hook that must wait starts the work and
+    returns (it may return a L{Deferred}; a failure of it is logged).  A
+    hook SHOULD NOT raise: an exception is caught and logged (at most one
+    traceback a minute per hook and event, then a count of those not shown),
+    and never costs the user their line or connection, nor stops the hooks
+    after it.  The C{session} is an L{IChatSession}; a hook may read it and
+    send it lines (C{session.deliver}), but MUST NOT keep it after
+    L{disconnected}.
+    """
+
+    name = Attribute("The plugin's name, for --disable-plugin, logs and order.")
+
+    def connected(session: "IChatSession") -> None:
+        """A connection was accepted; it has no nickname yet.
+
+        Called after the greeting is queued.
+        """
+
+    def registered(session: "IChatSession") -> None:
+        """The session got its nickname (C{session.nickname}).
+
+        By its first line or C{/nick}, or by C{/resume}; called before the
+        welcome is sent, and followed at once by L{joined} for the lobby.
+        """
+
+    def joined(session: "IChatSession", room: str) -> None:
+        """The session entered C{room}: the lobby at registration, C{/join}."""
+
+    def left(session: "IChatSession", room: str, reason: str) -> None:
+        """The session left C{room}; C{reason} is what the room is told.
+
+        On C{/join} elsewhere, C{joined #OTHER} (after L{joined} for the
+        new room); when the connection ends, C{str()} of its
+        L{chatservice.reasons.CloseReason} (C{quit: lunch}), before
+        L{disconnected}.
+        """
+
+    def said(session: "IChatSession", room: str, text: str) -> None:
+        """The session said C{text} in C{room}, and it was relayed.
+
+        C{text} is as the room got it: after the message filters, sanitised.
+        A line a filter refused is not said.  Private messages are not.
+        """
+
+    def acted(session: "IChatSession", room: str, text: str) -> None:
+        """Like L{said}, for an action (C{/me TEXT}), with its C{TEXT}."""
+
+    def nick_changed(session: "IChatSession", old: str, new: str) -> None:
+        """The session's nickname changed from C{old} to C{new} (C{/nick})."""
+
+    def disconnected(session: "IChatSession", reason: CloseReason) -> None:
+        """The connection ended, for C{reason}: the session's last hook.
+
+        Called for every session that was L{connected}, registered or not,
+        once its rooms are left.
+        """
+
+
 class IChatServer(Interface):
     """What a session (and so a command or filter) may know of its server."""
 
@@ -388,6 +472,10 @@ class IChatServer(Interface):
     motd = Attribute("The message of the day: a sequence of lines of text.")
     commands = Attribute("A mapping of command names to L{ICommand}s.")
     filters = Attribute("A sequence of L{IMessageFilter}s, in the order applied.")
+    hooks = Attribute(
+        "The L{chatservice.hooks.Hooks} that tells every L{ISessionHooks} plugin "
+        "of each session's events."
+    )
     stats = Attribute("The server's L{chatservice.stats.Stats} counters.")
     connections = Attribute("The open connections, by connection id.")
     operators = Attribute("The L{chatservice.operators.Operators} who may /oper.")

