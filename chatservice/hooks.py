@@ -129,6 +129,10 @@ class Hooks:
         self.on_acted = _calls(self.plugins, "acted")
         self.on_nick_changed = _calls(self.plugins, "nick_changed")
         self.on_disconnected = _calls(self.plugins, "disconnected")
+        # The rooms each registered session is in, in the order joined, so
+        # that leaving them can be told when its connection ends; kept only
+        # when a plugin has a left hook.
+        self._rooms: dict[IChatSession, list[str]] = {}
         # Per (plugin, event): when its last traceback was logged, and how
         # many failures were not logged since.
         self._failures: dict[tuple[str, str], tuple[float, int]] = {}
@@ -142,16 +146,26 @@ class Hooks:
         self._call(self.on_connected, "connected", session)
 
     def registered(self, session: "IChatSession") -> None:
-        """See L{ISessionHooks.registered}."""
+        """See L{ISessionHooks.registered}; then L{joined} its room.
+
+        That room is the lobby, or the room of the session it resumed.
+        """
         self._call(self.on_registered, "registered", session)
+        self.joined(session, session.room)
 
     def joined(self, session: "IChatSession", room: str) -> None:
         """See L{ISessionHooks.joined}."""
+        if self.on_left:
+            self._rooms.setdefault(session, []).append(room)
         self._call(self.on_joined, "joined", session, room)
 
     def left(self, session: "IChatSession", room: str, reason: str) -> None:
         """See L{ISessionHooks.left}."""
-        self._call(self.on_left, "left", session, room, reason)
+        if self.on_left:
+            rooms = self._rooms.get(session)
+            if rooms is not None and room in rooms:
+                rooms.remove(room)
+            self._call(self.on_left, "left", session, room, reason)
 
     def said(self, session: "IChatSession", room: str, text: str) -> None:
         """See L{ISessionHooks.said}."""
@@ -166,7 +180,16 @@ class Hooks:
         self._call(self.on_nick_changed, "nick_changed", session, old, new)
 
     def disconnected(self, session: "IChatSession", reason: CloseReason) -> None:
-        """See L{ISessionHooks.disconnected}."""
+        """See L{ISessionHooks.disconnected}; L{left} each room first.
+
+        The session's connection calls this once, when it has closed: the
+        rooms it is still in are those L{joined} and not L{left}.
+        """
+        rooms = self._rooms.pop(session, ())
+        if rooms:
+            why = str(reason)
+            for room in rooms:
+                self._call(self.on_left, "left", session, room, why)
         self._call(self.on_disconnected, "disconnected", session, reason)
 
     def _call(self, calls: tuple[Call, ...], event: str, *args: object) -> None:

@@ -420,14 +420,15 @@ class ISessionHooks(Interface):
     def connected(session: "IChatSession") -> None:
         """A connection was accepted; it has no nickname yet.
 
-        Called after the greeting is queued.
+        Called once the greeting is queued.
         """
 
     def registered(session: "IChatSession") -> None:
         """The session got its nickname (C{session.nickname}).
 
-        By its first line or C{/nick}, or by C{/resume}; called before the
-        welcome is sent, and followed at once by L{joined} for the lobby.
+        By its first line or C{/nick}, once the welcome is queued; or by
+        C{/resume}, once the missed lines are.  Followed at once by
+        L{joined} for its room (the lobby, or the resumed session's).
         """
 
     def joined(session: "IChatSession", room: str) -> None:
@@ -453,7 +454,10 @@ class ISessionHooks(Interface):
         """Like L{said}, for an action (C{/me TEXT}), with its C{TEXT}."""
 
     def nick_changed(session: "IChatSession", old: str, new: str) -> None:
-        """The session's nickname changed from C{old} to C{new} (C{/nick})."""
+        """The session's nickname changed from C{old} to C{new} (C{/nick}).
+
+        C{session.nickname} is C{new} already.
+        """
 
     def disconnected(session: "IChatSession", reason: CloseReason) -> None:
         """The connection ended, for C{reason}: the session's last hook.

@@ -149,3 +149,64 @@ def test_plugin_names_are_escaped_in_the_log(logged: list) -> None:
     Hooks([Odd()], Clock()).said("session", "#lobby", "hello")
     ((text, _),) = failures(logged)
     assert text == "hooks plugin odd\\nname: its said hook failed"
+
+
+class Life(SessionHooks):
+    """Records the hooks of a session's life, by event name."""
+
+    name = "life"
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[object, ...]] = []
+
+    def registered(self, session: object) -> None:
+        self.seen.append(("registered",))
+
+    def joined(self, session: object, room: str) -> None:
+        self.seen.append(("joined", room))
+
+    def left(self, session: object, room: str, reason: str) -> None:
+        self.seen.append(("left", room, reason))
+
+    def disconnected(self, session: object, reason: CloseReason) -> None:
+        self.seen.append(("disconnected", str(reason)))
+
+
+class Session:
+    """As much of a session as the dispatcher reads."""
+
+    room = "#lobby"
+
+
+def test_registered_then_joined_its_room() -> None:
+    """Registering calls registered, then joined for the session's room."""
+    life = Life()
+    Hooks([life], Clock()).registered(Session())
+    assert life.seen == [("registered",), ("joined", "#lobby")]
+
+
+def test_rooms_left_before_disconnected() -> None:
+    """At the end, each room still joined is left, then disconnected is called."""
+    life, session = Life(), Session()
+    hooks = Hooks([life], Clock())
+    hooks.registered(session)
+    hooks.joined(session, "#tea")
+    hooks.left(session, "#lobby", "joined #tea")
+    hooks.joined(session, "#cake")
+    hooks.disconnected(session, CloseReason.quit("lunch"))
+    assert life.seen[-4:] == [
+        ("joined", "#cake"),
+        ("left", "#tea", "quit: lunch"),
+        ("left", "#cake", "quit: lunch"),
+        ("disconnected", "quit: lunch"),
+    ]
+    hooks.disconnected(Session(), CloseReason.quit())  # a stranger: no rooms
+    assert life.seen[-1] == ("disconnected", "quit")
+    assert hooks._rooms == {}  # nothing kept of sessions gone
+
+
+def test_unregistered_only_disconnected() -> None:
+    """A connection that never registered is told only that it disconnected."""
+    life = Life()
+    Hooks([life], Clock()).disconnected(Session(), CloseReason.quit())
+    assert life.seen == [("disconnected", "quit")]
