@@ -22,13 +22,14 @@ from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from . import wire
+from . import events
 from .errors import (
     ChatError,
     NotRegistered,
     UnknownCommand,
     UsageError,
 )
+from .events import Event
 from .interfaces import IChatSession, ICommand
 from .logs import gate
 from .text import sanitise
@@ -98,7 +99,7 @@ def dispatch(session: IChatSession, text: str) -> Result:
         text = text[1:]
     if session.nickname is None:
         return choose_nickname(session, text.strip())
-    return say(session, text, wire.chat)
+    return say(session, text, events.chat)
 
 
 def _is_bare_quit(session: IChatSession, text: str) -> bool:
@@ -116,32 +117,32 @@ def _is_bare_quit(session: IChatSession, text: str) -> bool:
 
 
 def say(
-    session: IChatSession, text: str, format: Callable[[str, str], bytes]
+    session: IChatSession, text: str, format: Callable[[str, str, str], Event]
 ) -> Result:
     """Pass C{text} through the message filters, then say it in the room.
 
-    C{format} makes the wire line from the nickname and the (filtered)
-    text: L{wire.chat} or L{wire.action}.
+    C{format} makes the event from the nickname, the (filtered) text and the
+    room: L{events.chat} or L{events.action}.
     """
     room = session.room
     filters = session.server.filters
     if not filters:
-        _say(session, room, format(session.nickname, text))
+        _say(session, room, format(session.nickname, text, room))
         return None
     d: Deferred[object] = Deferred()
     for message_filter in filters:
         d.addCallback(_apply_filter, message_filter, session, room)
     d.addCallback(
-        lambda text: _say(session, room, format(session.nickname, sanitise(text)))
+        lambda text: _say(session, room, format(session.nickname, sanitise(text), room))
     )
     d.callback(text)
     return _bounded(d, session, "your line was not sent")
 
 
-def _say(session: IChatSession, room: str, data: bytes) -> None:
-    """Hand C{data} to the room's members, timed for the fan-out metric."""
+def _say(session: IChatSession, room: str, event: Event) -> None:
+    """Hand C{event} to the room's members, timed for the fan-out metric."""
     start = perf_counter()
-    session.registry.say(room, data, session)
+    session.registry.say(room, event, session)
     session.server.stats.fanout.observe(perf_counter() - start)
 
 

@@ -20,7 +20,7 @@ those).
 """
 
 import time as _time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -224,8 +224,11 @@ class Event:
             out["history"] = True
         return out
 
-    def stamped(self) -> "Event":
-        """The event as a line of scrollback: the same, marked as history."""
+    def stamped(self, when: float | None = None) -> "Event":
+        """The event as a line of scrollback: the same, marked as history.
+
+        C{when} is when it was said, if not the event's own time.
+        """
         return Event(
             self.kind,
             self.text,
@@ -236,7 +239,7 @@ class Event:
             token=self.token,
             count=self.count,
             code=self.code,
-            when=self.time,
+            when=self.time if when is None else when,
             history=True,
         )
 
@@ -266,6 +269,11 @@ def from_dict(values: Mapping[str, Any], when: float | None = None) -> Event:
 def notice(text: str) -> Event:
     """Information from the server (C{*** }): one line per line of C{text}."""
     return Event("notice", text)
+
+
+def notices(lines: Iterable[str]) -> Event:
+    """Several lines of information as one notice (one wire line each)."""
+    return Event("notice", "\n".join(lines))
 
 
 def error(text: str, code: str = "error") -> Event:

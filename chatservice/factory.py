@@ -16,16 +16,23 @@ from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from . import wire
+from . import events, wire
 from .bans import Ban, BanList, parse_target
 from .config import Settings
 from .extensions import Extensions, load_extensions
+from .frontends.lines import lines as line_front_end
 from .hooks import Hooks
-from .interfaces import IChatServer, IRegistry, ISharedBans, ISharedSessions
+from .interfaces import (
+    IChatServer,
+    IChatSession,
+    IFrontEnd,
+    IRegistry,
+    ISharedBans,
+    ISharedSessions,
+)
 from .logs import format_peer, gate, shown
 from .operators import Operators
 from .output import Flusher
-from .protocol import ChatProtocol
 from .reasons import CloseReason
 from .registry import Registry
 from .resume import SessionKeeper
@@ -50,22 +57,29 @@ _PRUNE_CONNECTS = 4096
 CONNECTS_MAX = 4 * _PRUNE_CONNECTS
 
 
-class _Refusal(Protocol):
-    """Says why a connection is refused, in one C{!!! } line, and closes."""
+class FrontEndFactory(ServerFactory):
+    """What one front end's listeners serve: its protocols, over one core.
 
-    def __init__(self, why: str) -> None:
-        self.why = why
+    The chat core (L{ChatFactory}) admits or refuses each connection, for
+    every front end alike; the front end builds the protocol.
+    """
 
-    def connectionMade(self) -> None:
-        self.transport.write(wire.error(self.why))
-        self.transport.loseConnection()
+    def __init__(self, server: "ChatFactory", front_end: IFrontEnd) -> None:
+        self.server = server
+        self.front_end = front_end
+
+    def buildProtocol(self, addr: IAddress) -> Protocol:
+        """Admit the connection from C{addr} on this front end, or refuse it."""
+        return self.server.build_for(self.front_end, addr)
 
 
 @implementer(IChatServer)
 class ChatFactory(ServerFactory):
-    """Builds a L{ChatProtocol} for every admitted connection.
+    """The chat core: admits connections, and is what sessions see.
 
-    It is also the L{IChatServer} that sessions, commands and plugins see.
+    It is the L{IChatServer} that sessions, commands and plugins see, shared
+    by every front end (L{FrontEndFactory}); as a factory itself it serves
+    the line front end.
 
     @param shared_sessions: the resume tokens and held sessions every node
         of a cluster sees; by default none (L{LocalSessions}).
@@ -104,7 +118,8 @@ class ChatFactory(ServerFactory):
         self.filters = extensions.filters
         #: Tells the session hooks plugins of each session's events.
         self.hooks = Hooks(extensions.hooks, clock)
-        self.connections: dict[int, ChatProtocol] = {}
+        #: The open connections' sessions, by connection id.
+        self.connections: dict[int, IChatSession] = {}
         if run_in_thread is None:
             run_in_thread = _in_thread_pool
         self.run_in_thread = run_in_thread
@@ -188,7 +203,7 @@ class ChatFactory(ServerFactory):
                     path=path,
                 )
                 protocol.operator = None
-                protocol.deliver(wire.notice("Your operator rights were withdrawn."))
+                protocol.deliver(events.notice("Your operator rights were withdrawn."))
 
     def load_bans(self) -> None:
         """Read the C{--bans} file; raises L{BansFileError}."""
@@ -241,6 +256,14 @@ class ChatFactory(ServerFactory):
         self.bans.remove(parse_target(network))
 
     def buildProtocol(self, addr: IAddress) -> Protocol:
+        """Admit the connection from C{addr} on the line front end."""
+        return self.build_for(line_front_end, addr)
+
+    def front_end(self, front_end: IFrontEnd) -> FrontEndFactory:
+        """The factory for C{front_end}'s listeners, over this core."""
+        return FrontEndFactory(self, front_end)
+
+    def build_for(self, front_end: IFrontEnd, addr: IAddress) -> Protocol:
         """Admit the connection from C{addr}, or refuse it with a reason."""
         host = getattr(addr, "host", None)
         key = address_key(host)
@@ -267,8 +290,9 @@ class ChatFactory(ServerFactory):
             )
             kind = "too many from one address"
         else:
-            protocol = ChatProtocol(self, next(self._ids), addr)
-            self.connections[protocol.connection_id] = protocol
+            protocol = front_end.build_protocol(self, next(self._ids), addr)
+            session = protocol.session  # type: ignore[attr-defined]
+            self.connections[session.connection_id] = session
             if key is not None:
                 self._per_host[key] += 1
             if len(self.connections) > self.stats.peak_connections:
@@ -280,7 +304,7 @@ class ChatFactory(ServerFactory):
             peer=format_peer(host, addr),
             why=shown(why),
         )
-        return _Refusal(why)
+        return front_end.build_refusal(why)  # type: ignore[no-any-return]
 
     def _may_connect(self, key: str) -> bool:
         """Take a token from C{key}'s connect-rate bucket, if it has one."""
@@ -309,11 +333,11 @@ class ChatFactory(ServerFactory):
         # Pruning is linear: let the table double before the next time.
         self._prune_connects_at = max(_PRUNE_CONNECTS, 2 * len(self._connects))
 
-    def connection_closed(self, protocol: ChatProtocol, reason: CloseReason) -> None:
-        """Forget C{protocol}'s connection; called once, by the protocol."""
+    def connection_closed(self, session: IChatSession, reason: CloseReason) -> None:
+        """Forget C{session}'s connection; called once, by the session."""
         self.stats.closed[reason.kind.value] += 1  # a closed set of labels
-        del self.connections[protocol.connection_id]
-        key = address_key(protocol.host)
+        del self.connections[session.connection_id]
+        key = address_key(session.host)
         if key is not None:
             self._per_host[key] -= 1
             if not self._per_host[key]:

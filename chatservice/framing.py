@@ -8,7 +8,7 @@ beyond that limit.  Telnet commands are read and answered in the same pass
 C{paused} (flood control, a command still running, a client behind in
 reading its answers) and goes on where it stopped.
 
-L{LineFraming} is a mixin inherited by L{chatservice.protocol.ChatProtocol}
+L{LineFraming} is a mixin inherited by L{chatservice.frontends.lines.LineProtocol}
 before C{LineReceiver} (whose C{dataReceived} it replaces), its attributes
 among the protocol's slots: it costs no object of its own per connection
 and no call more per line.  The class that inherits it provides
@@ -20,7 +20,8 @@ with these bytes go on?).
 
 from typing import TYPE_CHECKING
 
-from . import wire
+from . import events
+from .events import Event
 from .telnet import (
     COMPLETE,
     INTERRUPTED,
@@ -57,7 +58,8 @@ class LineFraming:
 
         def lineReceived(self, line: bytes) -> None: ...  # noqa: D102
         def lineLengthExceeded(self, line: bytes) -> None: ...  # noqa: D102
-        def answer(self, data: bytes) -> None: ...  # noqa: D102
+        def answer(self, event: Event) -> None: ...  # noqa: D102
+        def _answer_raw(self, data: bytes) -> None: ...
         def _take_token(self) -> bool: ...
         def _first_bytes(self, data: bytes) -> bool: ...
 
@@ -156,7 +158,7 @@ class LineFraming:
             # Answers are the client's own: like a command's, they never
             # count toward --max-sendq, and a client behind in reading is
             # not read further until it catches up (see answer()).
-            start, status = telnet.read(buffer, start, limit, self.answer)
+            start, status = telnet.read(buffer, start, limit, self._answer_raw)
             if status is MORE:
                 break
             if status is INTERRUPTED:
@@ -173,7 +175,7 @@ class LineFraming:
                 telnet.reset()
                 if status is TOO_MANY:
                     self.answer(
-                        wire.error(
+                        events.error(
                             f"line refused: more than {MAX_COMMANDS} telnet "
                             "commands in it"
                         )

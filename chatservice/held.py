@@ -12,9 +12,8 @@ from typing import Protocol
 
 from zope.interface import implementer
 
-from . import wire
+from .events import Event, not_an_event
 from .interfaces import IChatSession, IHeldClient
-from .output import not_bytes
 from .reasons import CloseReason
 
 
@@ -41,7 +40,7 @@ class HeldClient:
         keeper: Keeper,
         limit: int,
         max_bytes: int,
-        mirror: Callable[[str, bytes, int], object] | None = None,
+        mirror: Callable[[str, Event, int], object] | None = None,
     ) -> None:
         self.connection_id = session.connection_id
         self.host = session.host
@@ -52,8 +51,8 @@ class HeldClient:
         self._max_bytes = max_bytes
         # (order of arrival, bytes, lines): room lines and notices, and
         # private messages, each oldest first.
-        self._kept: deque[tuple[int, bytes, int]] = deque()
-        self._private: deque[tuple[int, bytes, int]] = deque()
+        self._kept: deque[tuple[int, Event, int]] = deque()
+        self._private: deque[tuple[int, Event, int]] = deque()
         self._arrivals = 0
         self._lines = 0
         self._bytes = 0
@@ -61,16 +60,20 @@ class HeldClient:
         self.dropped = 0
         self._mirror = mirror
 
-    def deliver(self, data: bytes) -> None:
-        """Keep C{data} for the user to see when they resume."""
-        if not isinstance(data, bytes):
-            raise not_bytes(data)  # a plugin's mistake, refused at the call
+    def deliver(self, event: Event) -> None:
+        """Keep C{event} for the user to see when they resume.
+
+        Its size is counted in the line format (bytes and lines).
+        """
+        if event.__class__ is not Event:
+            raise not_an_event(event)  # a plugin's mistake, refused at the call
         if self._mirror is not None:  # where another node can read it
-            self._mirror(self.nickname, data, self._limit)
+            self._mirror(self.nickname, event, self._limit)
+        data = event.line
         lines = data.count(b"\n")
         self._arrivals += 1
-        kept = self._private if wire.is_private(data) else self._kept
-        kept.append((self._arrivals, data, lines))
+        kept = self._private if event.kind == "private" else self._kept
+        kept.append((self._arrivals, event, lines))
         self._lines += lines
         self._bytes += len(data)
         while self._lines > self._limit or self._bytes > self._max_bytes:
@@ -79,10 +82,10 @@ class HeldClient:
                 break
             _, old, count = oldest.popleft()
             self._lines -= count
-            self._bytes -= len(old)
+            self._bytes -= len(old.line)
             self.dropped += count
 
-    def keep_unsent(self, unsent: Iterable[bytes]) -> None:
+    def keep_unsent(self, unsent: Iterable[Event]) -> None:
         """Keep what the connection never sent, as if delivered now.
 
         It can be up to C{--max-sendq} bytes, far more than is kept: lines
@@ -95,24 +98,24 @@ class HeldClient:
         keep = [False] * len(chunks)
         lines = size = 0
         for index in range(len(chunks) - 1, -1, -1):
-            data = chunks[index]
-            if wire.is_private(data):
+            event = chunks[index]
+            if event.kind == "private":
                 keep[index] = True
                 continue
-            lines += data.count(b"\n")
-            size += len(data)
+            lines += event.line.count(b"\n")
+            size += len(event.line)
             keep[index] = lines <= self._limit and size <= self._max_bytes
-        for data, kept in zip(chunks, keep, strict=True):
+        for event, kept in zip(chunks, keep, strict=True):
             if kept:
-                self.deliver(data)
+                self.deliver(event)
             else:
-                self.dropped += data.count(b"\n")
+                self.dropped += event.line.count(b"\n")
 
     def disconnect(self, reason: CloseReason) -> None:
         """Kicked while away: the session ends now, for C{reason}."""
         self._keeper.expire(self, reason)
 
-    def missed(self) -> tuple[bytes, int]:
-        """What was kept, as bytes, and how many lines that is."""
+    def missed(self) -> tuple[list[Event], int]:
+        """What was kept, in order, and how many lines that is."""
         kept = heapq.merge(self._kept, self._private)  # in order of arrival
-        return b"".join([data for _, data, _ in kept]), self._lines
+        return [event for _, event, _ in kept], self._lines

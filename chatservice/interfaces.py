@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from zope.interface import Attribute, Interface
 
-from . import wire
+from .events import Event
 from .reasons import CloseReason
 
 if TYPE_CHECKING:
@@ -23,7 +23,8 @@ class IChatClient(Interface):
     """One connected user, as the registry sees it.
 
     The registry knows nothing of sockets or framing: it hands a client
-    finished bytes, and asks it to go.
+    events (L{chatservice.events.Event}), which the client's front end
+    encodes for its wire, and asks it to go.
     """
 
     connection_id = Attribute(
@@ -35,16 +36,16 @@ class IChatClient(Interface):
         "socket); for bans and logs, never shown to other users."
     )
 
-    def deliver(data: bytes) -> None:
-        """Queue C{data}, one or more complete wire lines, for this client.
+    def deliver(event: Event) -> None:
+        """Queue C{event} (a L{chatservice.events.Event}) for this client.
 
-        MUST NOT block or wait for the client, and MUST NOT raise for
-        C{bytes}: a client that cannot keep up is disconnected later, by its
-        own connection.  Anything else (text, a plugin's mistake) SHOULD
-        raise C{TypeError} at once, not fail later where the connection's
-        output is sent.
-        MUST NOT modify or keep a reference that outlives sending C{data}
-        beyond what is queued: the same object goes to every recipient.
+        MUST NOT block or wait for the client, and MUST NOT raise for an
+        C{Event}: a client that cannot keep up is disconnected later, by its
+        own connection.  Anything else (bytes, text: a plugin's mistake)
+        MUST raise C{TypeError} at once, not fail later where the
+        connection's output is sent.
+        The same event object goes to every recipient: encode it with
+        L{Event.encoded} (once per format), never change it.
         """
 
     def disconnect(reason: CloseReason) -> None:
@@ -77,19 +78,19 @@ class RoomInfo:
 
 @dataclass(frozen=True, slots=True)
 class Scrollback:
-    """One line of a room's history: when it was said, and its wire bytes.
+    """One line of a room's history: when it was said, and the event.
 
-    C{stamped} is the line as a newcomer is shown it, prefixed with its UTC
-    time (C{[HH:MM] }): made once when the line is said, not once per
-    newcomer.
+    C{stamped} is the event as a newcomer is shown it, marked as history
+    with the time it was said (the line format prefixes C{[HH:MM] }): made
+    once when the line is said, not once per newcomer.
     """
 
     when: float
-    data: bytes
-    stamped: bytes = field(init=False, repr=False, compare=False)
+    event: Event
+    stamped: Event = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "stamped", wire.stamped(self.when, self.data))
+        object.__setattr__(self, "stamped", self.event.stamped(self.when))
 
 
 class IHeldClient(IChatClient):
@@ -99,8 +100,8 @@ class IHeldClient(IChatClient):
     resumes it, on this node or on another (a cluster hands it over).
     """
 
-    def missed() -> tuple[bytes, int]:
-        """What was kept for the user, as bytes, and how many lines that is."""
+    def missed() -> tuple[list[Event], int]:
+        """What was kept for the user, in order, and how many lines that is."""
 
 
 class IRegistry(Interface):
@@ -168,24 +169,25 @@ class IRegistry(Interface):
         and scrollback with it, when it empties.
         """
 
-    def broadcast(room: str, data: bytes, sender: IChatClient | None) -> None:
-        """Deliver C{data} to every member of C{room} except C{sender}.
+    def broadcast(room: str, event: Event, sender: IChatClient | None) -> None:
+        """Deliver C{event} to every member of C{room} except C{sender}.
 
-        MUST hand the same C{data} object to every recipient, and MUST NOT
+        MUST hand the same C{event} object to every recipient, and MUST NOT
         wait for any of them.  A recipient that is unregistered while the
         broadcast is under way may or may not get C{data}; the others all
-        do.
+        do.  Anything but an L{Event} MUST raise C{TypeError}, before
+        anyone is handed anything.
         """
 
-    def say(room: str, data: bytes, sender: IChatClient) -> None:
+    def say(room: str, event: Event, sender: IChatClient) -> None:
         """Broadcast a chat line or action, and keep it in the scrollback.
 
         The scrollback keeps the room's last lines said, at most as many as
         the registry was configured for (none when that is 0).
         """
 
-    def send_private(nickname: str, data: bytes) -> "Deferred[UserInfo]":
-        """Deliver C{data} to the user called C{nickname}, ignoring case.
+    def send_private(nickname: str, event: Event) -> "Deferred[UserInfo]":
+        """Deliver C{event} to the user called C{nickname}, ignoring case.
 
         Fires with that user, or fails with
         L{chatservice.errors.NoSuchNickname}.
@@ -205,17 +207,17 @@ class IRegistry(Interface):
         with L{chatservice.errors.NoSuchNickname}.
         """
 
-    def replace(old: IChatClient, new: IChatClient, data: bytes | None) -> None:
+    def replace(old: IChatClient, new: IChatClient, event: Event | None) -> None:
         """Put C{new} in the registered C{old}'s place: nickname, rooms, away.
 
         Used when a connection drops and its session is held, and when a new
         connection resumes it.  Everyone who shares a room with it (small
-        enough, see above) is told C{data}, if given, once; C{new} is not.
+        enough, see above) is told C{event}, if given, once; C{new} is not.
         Nobody is told of a leave or a join.
         """
 
-    def announce(data: bytes) -> None:
-        """Deliver C{data} to every registered user, in every room, once."""
+    def announce(event: Event) -> None:
+        """Deliver C{event} to every registered user, in every room, once."""
 
     def count() -> "Deferred[int]":
         """Fire with how many users are registered: cheap, unlike L{users}."""
@@ -286,15 +288,15 @@ class ISharedSessions(Interface):
     def store_token(nickname: str, token_digest: str) -> None:
         """Keep the digest of C{nickname}'s first resume token for all nodes."""
 
-    def keep_for(nickname: str, data: bytes, limit: int) -> None:
-        """Keep C{data}, sent to C{nickname}'s held session, for all nodes.
+    def keep_for(nickname: str, event: Event, limit: int) -> None:
+        """Keep C{event}, sent to C{nickname}'s held session, for all nodes.
 
         At most C{limit} lines are kept.  MUST NOT wait.
         """
 
     def resume(
         client: IChatClient, nickname: str, token_digest: str, new_digest: str
-    ) -> "Deferred[tuple[str, str, bytes, int] | bool | None] | None":
+    ) -> "Deferred[tuple[str, str, list[Event], int] | bool | None] | None":
         """Resume C{nickname}'s session for C{client}, wherever it is held.
 
         Returns None when sessions are not shared: the caller checks the
@@ -543,8 +545,8 @@ class IChatSession(IChatClient):
     )
     closing = Attribute("True once the connection has started to close.")
 
-    def answer(data: bytes) -> None:
-        """Queue C{data}, the answer to one of this session's own commands.
+    def answer(event: Event) -> None:
+        """Queue C{event}, the answer to one of this session's own commands.
 
         Like L{IChatClient.deliver}, but an answer never counts toward the
         send-queue limit, so asking can never get a user disconnected:
@@ -565,3 +567,78 @@ class IChatSession(IChatClient):
 
     def hand_over() -> None:
         """Another connection resumed this session: close, without leaving."""
+
+
+class IConnection(Interface):
+    """A front end's connection, as its L{IChatSession} sees it.
+
+    The session decides (what to send, when to stop reading, when to go);
+    the connection does it in its own wire format.  Every front end's
+    connection provides this; L{chatservice.output.OutputMixin} gives the
+    send queue.
+    """
+
+    def deliver(event: Event) -> None:
+        """Queue C{event} for the client; see L{IChatClient.deliver}."""
+
+    def answer(event: Event) -> None:
+        """Queue the answer C{event}; see L{IChatSession.answer}."""
+
+    def pause_input(why: str) -> None:
+        """Stop acting on input for reason C{why} ("flood", "command", ...).
+
+        What was read already MUST wait, in order, and the transport SHOULD
+        stop being read, so that TCP slows the sender down.
+        """
+
+    def resume_input(why: str) -> None:
+        """Reason C{why} to stop is gone: go on if it was the last."""
+
+    def close(flush: bool) -> None:
+        """Close the connection, after sending what is queued if C{flush}.
+
+        From now on what is delivered is dropped.  A client that does not
+        read is aborted by the session's deadline (L{abort}).
+        """
+
+    def abort() -> None:
+        """Close the connection at once, whatever is unsent."""
+
+    def take_rescued() -> "list[Event] | None":
+        """What a send-queue overflow kept for a resume, once; None if none."""
+
+
+class IFrontEnd(Interface):
+    """A wire format the server can be reached with: a plugin.
+
+    An object providing this and C{twisted.plugin.IPlugin}, at module level
+    in a module of the C{chatservice.plugins} package, is a front end; the
+    built-in line (telnet) and frame front ends are found the same way.
+    Every front end's users share one chat core (an L{IChatServer}): the
+    same users, rooms, limits and plugins.
+    """
+
+    name = Attribute("The front end's name, lower case: C{lines}, C{frames}.")
+    option = Attribute(
+        "The twistd option that lists its endpoints, without dashes "
+        "(C{frames} for C{--frames ENDPOINT}, repeatable); C{port} for the "
+        "line front end."
+    )
+    help = Attribute("The option's help, in one line.")
+    default = Attribute(
+        "The endpoints it listens on when its option is not given: a tuple "
+        "of endpoint strings, empty for none."
+    )
+
+    def build_protocol(
+        server: IChatServer, connection_id: int, address: object
+    ) -> object:
+        """A protocol for one admitted connection from C{address}.
+
+        It makes its L{IChatSession} with C{server} (for instance a
+        L{chatservice.session.Session}) and registers nothing itself: the
+        server has admitted the connection and counts it.
+        """
+
+    def build_refusal(why: str) -> object:
+        """A protocol that tells a refused client C{why}, then closes."""

@@ -13,7 +13,7 @@ from ipaddress import ip_network
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from . import wire
+from . import events, wire
 from .bans import Ban, format_duration, parse_duration, parse_target
 from .commands import Result, command
 from .errors import ChatError, NoSuchNickname
@@ -71,7 +71,9 @@ def oper_command(session: IChatSession, args: str) -> Result:
             host=host,
         )
         session.answer(
-            wire.notice(f"You are now an operator ({name}); /help lists your commands.")
+            events.notice(
+                f"You are now an operator ({name}); /help lists your commands."
+            )
         )
 
     return d.addCallback(checked)
@@ -105,7 +107,7 @@ def kick_command(session: IChatSession, args: str) -> Result:
             target=shown(user.nickname),
             why=_colon(shown(why)),
         )
-        session.answer(wire.notice(f"{user.nickname} was kicked."))
+        session.answer(events.notice(f"{user.nickname} was kicked."))
 
     return session.registry.kick(target, reason).addCallback(kicked)
 
@@ -181,7 +183,7 @@ def _ban(
         why=_colon(shown(why)),
     )
     session.answer(
-        wire.notice(
+        events.notice(
             f"Banned {ban.network} ({what}) {_for(duration)}"
             + (f": {why}" if why else "")
             + "."
@@ -208,7 +210,7 @@ def unban_command(session: IChatSession, args: str) -> Result:
     if ban is None:
         raise ChatError(f"{network} is not banned; /bans lists the bans")
     _audit(session, "lifted the ban of {network}", network=shown(network))
-    session.answer(wire.notice(f"Unbanned {network}."))
+    session.answer(events.notice(f"Unbanned {network}."))
     return None
 
 
@@ -227,9 +229,13 @@ def bans_command(session: IChatSession, args: str) -> Result:
     now = session.server.clock.seconds()
     shown, label, note = paged(bans, page, BANS_PAGE, "/bans")
     session.answer(
-        wire.notice(f"Bans ({len(bans)}){label}:")
-        + b"".join(wire.notice(describe_ban(ban, now)) for ban in shown)
-        + note
+        events.notices(
+            [
+                f"Bans ({len(bans)}){label}:",
+                *(describe_ban(ban, now) for ban in shown),
+                *note,
+            ]
+        )
     )
     return None
 
@@ -249,7 +255,7 @@ def describe_ban(ban: Ban, now: float) -> str:
 @command("/wall TEXT", "send a notice to everyone online", 1, operator_only=True)
 def wall_command(session: IChatSession, args: str) -> Result:
     _audit(session, "sent a wall notice")
-    session.registry.announce(wire.notice(f"NOTICE from {session.nickname}: {args}"))
+    session.registry.announce(events.notice(f"NOTICE from {session.nickname}: {args}"))
     return None
 
 
@@ -264,17 +270,18 @@ def stats_command(session: IChatSession, args: str) -> Result:
     def show(counts: tuple[list[UserInfo], list[object]]) -> None:
         users, rooms = counts
         session.answer(
-            wire.notice(f"Server stats, up {uptime}:")
-            + wire.notice(
-                f"connections {len(server.connections)} (peak "
-                f"{stats.peak_connections}), users {len(users)}, rooms {len(rooms)}"
+            events.notices(
+                [
+                    f"Server stats, up {uptime}:",
+                    f"connections {len(server.connections)} (peak "
+                    f"{stats.peak_connections}), users {len(users)}, "
+                    f"rooms {len(rooms)}",
+                    f"lines received {stats.lines_in}; chat lines said "
+                    f"{registry.said}, delivered {registry.delivered}",
+                    f"disconnects: {_counts(stats.closed)}",
+                    f"refused: {_counts(stats.refused)}",
+                ]
             )
-            + wire.notice(
-                f"lines received {stats.lines_in}; chat lines said "
-                f"{registry.said}, delivered {registry.delivered}"
-            )
-            + wire.notice(f"disconnects: {_counts(stats.closed)}")
-            + wire.notice(f"refused: {_counts(stats.refused)}")
         )
 
     d = registry.users().addCallback(

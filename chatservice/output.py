@@ -2,8 +2,10 @@
 
 Everything a connection sends goes through L{OutputMixin.deliver} (or
 L{OutputMixin.answer}, for the answers to its own commands), which only
-appends to a list; once per reactor iteration the factory's L{Flusher}
-sends each connection's lines as one write (see there).  While the
+appends the event to a list; once per reactor iteration the factory's
+L{Flusher} encodes each connection's events for its wire (C{_encode}, an
+event's encoding is made once per format and shared by every recipient)
+and sends them as one write (see there).  While the
 transport's own buffer is full (L{_OutputValve} hears it), output is held,
 counted, and the client is disconnected once more than C{max_sendq} bytes
 wait; what was held then is kept for a C{/resume}, not dropped.  Answers are
@@ -19,19 +21,21 @@ Three promises this module keeps:
     the connection falls back to C{transport.write} (correct, one system
     call and two C{epoll_ctl} more per flush) and
     C{tests/test_output.py} fails on a real connection.
-  - Anything but C{bytes} handed to C{deliver} or C{answer} raises
+  - Anything but an L{Event} handed to C{deliver} or C{answer} raises
     C{TypeError} at the call, in the plugin that made the mistake, not
     later in the flusher where one connection's whole output would be lost.
     The check is one C{__class__} comparison: a C{deliver} went from 72
     to 81 ns with it, and a line's fan-out to 100 connections with their
     flush from 42.2 to 43.1 us (timeit, StringTransports; over real
     sockets the C{send} per recipient dwarfs it).
-  - Nothing here knows the line format: a front end that frames
-    differently uses the same queue.
+  - Nothing here knows a wire format: a front end gives its C{_encode}
+    (an event to its bytes) and uses the same queue.  What is queued is
+    events, not bytes, so what an overflow keeps for a C{/resume} can be
+    shown again on any front end.
 
 Why a mixin and not an object of its own per connection: idle connections
 are most of a big server, and the queue's state is nine slots.  As a
-mixin inherited by L{chatservice.protocol.ChatProtocol}, which has those
+mixin inherited by L{chatservice.frontends.lines.LineProtocol}, which has those
 slots (L{OUTPUT_SLOTS}), it costs nothing beyond them, and C{deliver} is
 one call.  As a separate
 object it would cost an object per connection (120 bytes with its header,
@@ -45,6 +49,7 @@ reading pauses C{_pauses}, C{_pause(why)} and C{_resume(why)}, and
 C{_overflowed()}, which closes the connection.
 """
 
+from operator import attrgetter
 from time import perf_counter
 from typing import TYPE_CHECKING
 
@@ -53,10 +58,13 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTim
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from .events import Event, not_an_event
 from .logs import gate
 from .stats import Stats
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from twisted.internet.interfaces import ITransport
 
     from .interfaces import IChatServer
@@ -125,12 +133,27 @@ class Flusher:
         self._stats.flush.observe(perf_counter() - start)
 
 
-def not_bytes(data: object) -> TypeError:
-    """The error for output that is not C{bytes}: a plugin's mistake."""
-    return TypeError(
-        f"a connection's output must be bytes (wire lines, see "
-        f"chatservice.wire), not {type(data).__name__}: {data!r:.60}"
-    )
+class Raw:
+    """Bytes a front end sends of its own accord (telnet negotiation).
+
+    Not an event: it never crosses the registry, and only the front end
+    that made it queues it (with L{OutputMixin._answer_raw}), in order with
+    its events.
+    """
+
+    __slots__ = ("line",)
+
+    def __init__(self, data: bytes) -> None:
+        #: The bytes, under the name the line format reads.
+        self.line = data
+
+    def encoded(self, encoder: object) -> bytes:
+        """The bytes, whatever the format."""
+        return self.line
+
+
+#: What a connection's queue holds.
+Output = Event | Raw
 
 
 @implementer(IPushProducer)
@@ -183,6 +206,11 @@ class OutputMixin:
 
     __slots__ = ()
 
+    #: The bytes of an event (or L{Raw}) on this front end's wire: a
+    #: C-level getter (C{attrgetter("line")}), as it runs for every
+    #: recipient of every line.
+    _encode: "Callable[[Output], bytes]" = attrgetter("line")
+
     # Provided by the class that inherits this (see the module docstring).
     transport: "ITransport"
     factory: "IChatServer"
@@ -202,12 +230,12 @@ class OutputMixin:
         self._max_sendq = max_sendq
         # Output not yet handed to the socket or transport (see Flusher), or
         # None when there is none.
-        self._out: list[bytes] | None = None
+        self._out: list[Output] | None = None
         # Whether _flush may send on the socket itself (a tcp.Server).
         self._direct = False
         # Output held back while the transport's buffer is full, or None
         # while output goes straight to the transport.
-        self._held: list[bytes] | None = None
+        self._held: list[Output] | None = None
         # Bytes held, plus those handed to the transport at its last drain
         # (they may not all be sent yet): what counts against max_sendq.
         self._held_size = 0
@@ -217,17 +245,20 @@ class OutputMixin:
         self._answers_out = _NO_ANSWERS
         # After an overflow, until the session is held: the output that
         # never reached the network, kept for a /resume.
-        self._rescue: list[bytes] | None = None
+        self._rescue: list[Output] | None = None
 
     def _start_output(self) -> None:
         """The transport is there: watch its buffer, choose the writer."""
         self._direct = type(self.transport) is tcp.Server
         self.transport.registerProducer(_OutputValve(self), True)
 
-    def deliver(self, data: bytes) -> None:
+    def deliver(self, event: Event) -> None:
         """See L{IChatClient.deliver}."""
-        if data.__class__ is not bytes and not isinstance(data, bytes):
-            raise not_bytes(data)
+        if event.__class__ is not Event:
+            raise not_an_event(event)
+        self._queue(event)
+
+    def _queue(self, data: Output) -> None:
         held = self._held
         if held is None:
             out = self._out
@@ -238,7 +269,7 @@ class OutputMixin:
                 out.append(data)
         elif self._close_reason is None:
             held.append(data)
-            self._held_size += len(data)
+            self._held_size += len(self._encode(data))
             stats = self.factory.stats
             if self._held_size > stats.sendq_high_water:
                 stats.sendq_high_water = min(self._held_size, self._max_sendq)
@@ -249,11 +280,20 @@ class OutputMixin:
             self._rescue.append(data)
         # else: the connection is closing; nothing more is sent.
 
-    def answer(self, data: bytes) -> None:
+    def answer(self, event: Event) -> None:
         """See L{IChatSession.answer}."""
+        if event.__class__ is not Event:
+            raise not_an_event(event)
+        self._answer(event)
+
+    def _answer_raw(self, data: bytes) -> None:
+        """Answer with bytes of the front end's own (see L{Raw})."""
+        self._answer(Raw(data))
+
+    def _answer(self, data: Output) -> None:
         held = self._held
         if held is None or self._close_reason is not None:
-            self.deliver(data)
+            self._queue(data)
             if held is None:
                 # Sent at the end of this iteration; if the transport fills
                 # then, these bytes do not count (see _flush).
@@ -261,15 +301,13 @@ class OutputMixin:
                 now = self._flusher.generation
                 self._answers_out = (
                     now,
-                    len(data) + (size if generation == now else 0),
+                    len(self._encode(data)) + (size if generation == now else 0),
                 )
             return
-        if not isinstance(data, bytes):
-            raise not_bytes(data)
         # The client is behind: the answer waits, uncounted, and the client
         # is not read until it has caught up (see _release_output).
         held.append(data)
-        self._answered += len(data)
+        self._answered += len(self._encode(data))
         self._pause("output")
 
     def _flush(self) -> None:
@@ -284,7 +322,7 @@ class OutputMixin:
         if out is None:
             return
         self._out = None
-        data = b"".join(out)
+        data = b"".join(map(self._encode, out))
         stats = self.factory.stats
         stats.lines_out += data.count(b"\n")
         stats.bytes_out += len(data)
@@ -339,18 +377,21 @@ class OutputMixin:
             # Delivered before the transport filled (it can fill outside a
             # flush, e.g. TLS writing records of its own): older than held.
             held = out + held  # type: ignore[operator]
+        size = 0
         if held:
-            self.transport.writeSequence(held)
-            self._count_out(held)
+            encoded = list(map(self._encode, held))
+            self.transport.writeSequence(encoded)
+            self._count_out(encoded)
+            size = sum(map(len, encoded))
         # Those bytes are now in the transport, and count until it drains
         # again (answers excepted); writing them may already have filled it
         # and held output.
-        self._held_size = sum(map(len, held)) - self._answered if held else 0
+        self._held_size = size - self._answered if held else 0
         self._answered = 0
         if "output" in self._pauses:
             self._resume("output")  # the client caught up: read its lines
 
-    def _count_out(self, held: list[bytes]) -> None:
+    def _count_out(self, held: list[bytes]) -> None:  # encoded
         """Count held output now handed to the transport."""
         stats = self.factory.stats
         for data in held:
@@ -378,10 +419,13 @@ class OutputMixin:
         self.transport.unregisterProducer()
         self._overflowed()
 
-    def _take_rescued(self) -> list[bytes] | None:
+    def _take_rescued(self) -> list[Event] | None:
         """What an overflow kept for a resume, once; None if nothing."""
         rescued, self._rescue = self._rescue, None
-        return rescued
+        if rescued is None:
+            return None
+        # The front end's own bytes (telnet answers) are not for a resume.
+        return [item for item in rescued if item.__class__ is Event]
 
     def _send_rest(self) -> None:
         """Closing: send everything queued, then stop watching the transport.
@@ -392,8 +436,9 @@ class OutputMixin:
         self._flush()
         held, self._held = self._held, []
         if held:
-            self.transport.writeSequence(held)
-            self._count_out(held)
+            encoded = list(map(self._encode, held))
+            self.transport.writeSequence(encoded)
+            self._count_out(encoded)
         self.transport.unregisterProducer()
 
     def _drop_output(self) -> None:

@@ -7,7 +7,6 @@ a long list is shown a page at a time, and says how to ask for the next.
 from collections.abc import Sequence
 from typing import TypeVar
 
-from . import wire
 from .errors import ChatError, UsageError
 
 
@@ -30,11 +29,11 @@ Item = TypeVar("Item")
 
 def paged(
     items: Sequence[Item], page: int, size: int, command: str
-) -> tuple[Sequence[Item], str, bytes]:
+) -> tuple[Sequence[Item], str, list[str]]:
     """Page C{page} of C{items}, C{size} to a page.
 
     Returns the slice, a C{", page N"} label for pages after the first, and
-    the note that says how to see the rest (or C{b""}).
+    the notes that say how to see the rest (none on the last page).
     """
     pages = max(1, -(-len(items) // size))
     if page > pages:
@@ -46,8 +45,8 @@ def paged(
     shown = items[start : start + size]
     rest = len(items) - start - len(shown)
     note = (
-        wire.notice(f"\N{HORIZONTAL ELLIPSIS} and {rest} more; {command} {page + 1}")
+        [f"\N{HORIZONTAL ELLIPSIS} and {rest} more; {command} {page + 1}"]
         if rest
-        else b""
+        else []
     )
     return shown, (f", page {page}" if page > 1 else ""), note

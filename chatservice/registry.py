@@ -14,8 +14,9 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
-from . import wire
+from . import events
 from .errors import NicknameInUse, NoSuchNickname
+from .events import Event
 from .interfaces import (
     IChatClient,
     IRegistry,
@@ -74,7 +75,7 @@ class Registry:
             return fail(NicknameInUse(nickname))
         old = self._index.rename(client, nickname)
         neighbours = self._index.neighbours(self._users[client])
-        deliver(neighbours, wire.renamed(old, nickname), None)
+        deliver(neighbours, events.renamed(old, nickname), None)
         return succeed(nickname)
 
     def unregister(self, client: IChatClient, reason: CloseReason) -> None:
@@ -86,7 +87,7 @@ class Registry:
         for name in user.rooms:
             self._index.leave(client, name)
         if not self._stopping:
-            deliver(neighbours, wire.left(user.nickname, reason), client)
+            deliver(neighbours, events.left(user.nickname, reason), client)
 
     def join(self, client: IChatClient, room: str) -> Deferred[list[Scrollback]]:
         """See L{IRegistry.join}."""
@@ -103,28 +104,28 @@ class Registry:
         user.rooms = tuple(name for name in user.rooms if name != room)
         self._index.leave(client, room)
         if announced and room in self._rooms:
-            self.broadcast(room, wire.parted(user.nickname, room, reason), client)
+            self.broadcast(room, events.parted(user.nickname, room, reason), client)
 
-    def broadcast(self, room: str, data: bytes, sender: IChatClient | None) -> None:
+    def broadcast(self, room: str, event: Event, sender: IChatClient | None) -> None:
         """See L{IRegistry.broadcast}."""
-        deliver(self._rooms[room].recipients, data, sender)
+        deliver(self._rooms[room].recipients, event, sender)
 
-    def say(self, room: str, data: bytes, sender: IChatClient) -> None:
+    def say(self, room: str, event: Event, sender: IChatClient) -> None:
         """See L{IRegistry.say}."""
         found = self._rooms[room]
         if self._history:
-            found.history.append(Scrollback(self._clock.seconds(), data))
+            found.history.append(Scrollback(self._clock.seconds(), event))
         recipients = found.recipients
         self.said += 1
         self.delivered += len(recipients) - (sender in found)
-        deliver(recipients, data, sender)
+        deliver(recipients, event, sender)
 
-    def send_private(self, nickname: str, data: bytes) -> Deferred[UserInfo]:
+    def send_private(self, nickname: str, event: Event) -> Deferred[UserInfo]:
         """See L{IRegistry.send_private}."""
         client = self._by_fold.get(fold(nickname))
         if client is None:
             return fail(NoSuchNickname(nickname))
-        client.deliver(data)
+        client.deliver(event)
         return succeed(self._users[client].info())
 
     def find(self, nickname: str) -> Deferred[UserInfo]:
@@ -143,15 +144,15 @@ class Registry:
         client.disconnect(reason)
         return succeed(info)
 
-    def replace(self, old: IChatClient, new: IChatClient, data: bytes | None) -> None:
+    def replace(self, old: IChatClient, new: IChatClient, event: Event | None) -> None:
         """See L{IRegistry.replace}."""
         user = self._index.swap(old, new)
-        if data is not None:
-            deliver(self._index.neighbours(user, quiet=True), data, new)
+        if event is not None:
+            deliver(self._index.neighbours(user, quiet=True), event, new)
 
-    def announce(self, data: bytes) -> None:
+    def announce(self, event: Event) -> None:
         """See L{IRegistry.announce}."""
-        deliver(tuple(self._users), data, None)
+        deliver(tuple(self._users), event, None)
 
     def count(self) -> Deferred[int]:
         """See L{IRegistry.count}."""
@@ -178,7 +179,7 @@ class Registry:
         """See L{IRegistry.set_topic}."""
         self._rooms[room].topic = topic
         nickname = self._users[client].nickname
-        self.broadcast(room, wire.topic_set(nickname, room, topic), None)
+        self.broadcast(room, events.topic_set(nickname, room, topic), None)
 
     def set_away(self, client: IChatClient, message: str | None) -> None:
         """See L{IRegistry.set_away}."""
@@ -200,4 +201,4 @@ class Registry:
         room: Room = self._index.enter(client, name)
         if self._index.announces(len(room)):
             nickname = self._users[client].nickname
-            deliver(room.recipients, wire.joined(nickname, name), client)
+            deliver(room.recipients, events.joined(nickname, name), client)

@@ -33,9 +33,10 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from . import wire
+from . import events
 from .commands import Result, command
 from .errors import ChatError
+from .events import Event
 from .held import HeldClient
 from .interfaces import IChatClient, IChatSession, IRegistry, ISharedSessions
 from .logs import claimed_nickname, gate, shown
@@ -70,7 +71,7 @@ class Resumed:
 
     nickname: str
     room: str
-    missed: bytes
+    missed: list[Event]
     missed_lines: int
     dropped: int
     token: str
@@ -217,7 +218,7 @@ class SessionKeeper:
             self._records[fold(new)] = record
 
     def hold(
-        self, session: IChatSession, reason: CloseReason, unsent: Iterable[bytes] = ()
+        self, session: IChatSession, reason: CloseReason, unsent: Iterable[Event] = ()
     ) -> bool:
         """Hold C{session}, whose connection is ending; False if it can't be.
 
@@ -244,7 +245,7 @@ class SessionKeeper:
             self._shared.keep_for,
         )
         held.keep_unsent(unsent)
-        self._registry.replace(session, held, wire.lost(session.nickname))
+        self._registry.replace(session, held, events.lost(session.nickname))
         record.client = held
         self._held[held] = reason
         self._held_by_address.setdefault(record.address, {})[held] = None
@@ -319,14 +320,14 @@ class SessionKeeper:
             if record.timer is not None and record.timer.active():
                 record.timer.cancel()
             record.timer = None
-            self._registry.replace(old, session, wire.back(old.nickname))
+            self._registry.replace(old, session, events.back(old.nickname))
             missed, lines = old.missed()
             outcome = (old.nickname, old.room, missed, lines, old.dropped)
         else:
             # A ghost: its connection is still open.  The rooms never heard
             # it was lost, so there is nothing to tell them.
             ghost: IChatSession = old  # type: ignore[assignment]
-            outcome = (ghost.nickname, ghost.room, b"", 0, 0)
+            outcome = (ghost.nickname, ghost.room, [], 0, 0)
             self._registry.replace(ghost, session, None)
             ghost.hand_over()
         record.client = session
@@ -335,7 +336,7 @@ class SessionKeeper:
 
     def _resumed_in_cluster(
         self,
-        outcome: "tuple[str, str, bytes, int] | bool | None",
+        outcome: "tuple[str, str, list[Event], int] | bool | None",
         session: IChatSession,
         nickname: str,
         token: str,
@@ -434,20 +435,20 @@ def resume_command(session: IChatSession, args: str) -> Result:
         # An answer: up to --resume-buffer-bytes of missed lines must not
         # count against the new connection's send queue.
         session.answer(
-            wire.resumed(resumed.nickname, resumed.room, resumed.missed_lines)
-            + (
-                wire.notice(
+            events.resumed(resumed.nickname, resumed.room, resumed.missed_lines)
+        )
+        if resumed.dropped:
+            session.answer(
+                events.notice(
                     "1 older missed line was dropped."
                     if resumed.dropped == 1
                     else f"{resumed.dropped} older missed lines were dropped."
                 )
-                if resumed.dropped
-                else b""
             )
-            + resumed.missed
-            + wire.notice("End of missed lines.")
-            + wire.resume_token(resumed.nickname, resumed.token)
-        )
+        for event in resumed.missed:
+            session.answer(event)
+        session.answer(events.notice("End of missed lines."))
+        session.answer(events.resume_token(resumed.nickname, resumed.token))
         session.resumed(resumed.nickname, resumed.room)
 
     return waited.addCallback(attempt)

@@ -14,6 +14,7 @@ over a member that leaves while it is under way.
 from collections import deque
 from collections.abc import Iterable
 
+from .events import Event, not_an_event
 from .interfaces import IChatClient, RoomInfo, Scrollback, UserInfo
 from .text import fold
 
@@ -196,9 +197,15 @@ def in_rooms(rooms: list[Room]) -> Iterable[IChatClient]:
 
 
 def deliver(
-    recipients: Iterable[IChatClient], data: bytes, skip: IChatClient | None
+    recipients: Iterable[IChatClient], event: Event, skip: IChatClient | None
 ) -> None:
-    """The fan-out loop: the same bytes to each recipient but C{skip}."""
+    """The fan-out loop: the same event to each recipient but C{skip}.
+
+    What is not an L{Event} (a plugin's mistake) is refused here, once,
+    before anyone is handed anything.
+    """
+    if event.__class__ is not Event:
+        raise not_an_event(event)
     for client in recipients:
         if client is not skip:
-            client.deliver(data)
+            client.deliver(event)

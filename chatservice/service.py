@@ -20,6 +20,7 @@ from .bans import BansFileError
 from .errors import StartupError
 from .extensions import Extensions, log_extensions
 from .factory import ChatFactory
+from .interfaces import IFrontEnd
 from .logs import gate
 from .metrics import metrics_site, warn_if_exposed
 from .operators import OperatorsFileError
@@ -30,6 +31,9 @@ log = Logger(observer=gate)
 
 class ChatService(Service):
     """Serves one L{ChatFactory} on several endpoints.
+
+    C{endpoints} serve the line front end; C{front_ends} the others (each
+    listener with its front end, L{IFrontEnd}), all over the same core.
 
     With C{metrics} (a description and an endpoint), it also serves the
     factory's Prometheus metrics over HTTP there (L{chatservice.metrics}).
@@ -45,10 +49,13 @@ class ChatService(Service):
         endpoints: Sequence[tuple[str, IStreamServerEndpoint]],
         metrics: tuple[str, IStreamServerEndpoint] | None = None,
         extensions: Extensions | None = None,
+        front_ends: Sequence[tuple[str, IStreamServerEndpoint, IFrontEnd]] = (),
     ) -> None:
         self.factory = factory
         self._extensions = extensions
         self.endpoints = list(endpoints)
+        #: The other front ends' listeners: (description, endpoint, front end).
+        self.front_ends = list(front_ends)
         self.metrics = metrics
         #: The port metrics are served on, once bound (also in C{ports}).
         self.metrics_port: IListeningPort | None = None
@@ -173,9 +180,15 @@ class ChatService(Service):
             (description, endpoint, self.factory)
             for description, endpoint in self.endpoints
         ]
+        listeners.extend(
+            (f"--{front_end.option} {description}", endpoint, factory)
+            for description, endpoint, front_end in self.front_ends
+            for factory in [self.factory.front_end(front_end)]
+        )
+        site = None
         if self.metrics is not None:
             description, endpoint = self.metrics
-            site = metrics_site(self.factory, self.factory.clock)
+            site = metrics_site(self.factory, self.factory.clock)  # type: ignore[assignment]
             listeners.append((f"--metrics {description}", endpoint, site))
         for description, endpoint, factory in listeners:
             outcome: list[object] = []
@@ -197,7 +210,7 @@ class ChatService(Service):
                     f"{_cause(result.value)}"
                 )
             self.ports.append(result)
-            if factory is not self.factory:
+            if factory is site:
                 self.metrics_port = result
                 warn_if_exposed(result.getHost())
             log.info(

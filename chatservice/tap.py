@@ -19,6 +19,8 @@ from .config import Option, Settings, options
 from .errors import StartupError
 from .extensions import Extensions, load_extensions
 from .factory import ChatFactory
+from .frontends import load_front_ends
+from .interfaces import IFrontEnd
 from .service import ChatService
 
 
@@ -88,6 +90,9 @@ class Options(usage.Options):
         for _, option in options():
             if option.repeat:
                 self[option.name] = []
+        for front_end in _FRONT_ENDS.values():
+            if front_end.option not in _SETTINGS_OPTIONS:
+                self[front_end.option] = []
 
     def opt_version(self) -> None:
         """Print chatservice's version and exit."""
@@ -125,7 +130,43 @@ class Options(usage.Options):
                 _parse_endpoint(reactor, settings.metrics, "--metrics"),
             )
         self["extensions"] = _extensions(settings.disabled_plugins)
+        self["front-ends"] = [
+            (description, _parse_endpoint(reactor, description, option), front_end)
+            for front_end in _FRONT_ENDS.values()
+            if front_end.option != "port"  # the line front end: "endpoints"
+            for option in [f"--{front_end.option}"]
+            for description in self._endpoints_of(front_end, settings)
+        ]
 
+    def _endpoints_of(self, front_end: IFrontEnd, settings: Settings) -> list[str]:
+        """Where C{front_end} listens: its option's endpoints, or its default."""
+        field = _SETTINGS_OPTIONS.get(front_end.option)
+        given = getattr(settings, field) if field else self[front_end.option]
+        return list(given or front_end.default)
+
+
+#: The front ends found by the plugin scan, and the options Settings has.
+_FRONT_ENDS = load_front_ends()
+_SETTINGS_OPTIONS = {option.name: each.name for each, option in options()}
+
+
+def _endpoint_handler(front_end: IFrontEnd) -> Callable[["Options", str], None]:
+    """The C{opt_} method of a front end's option that Settings lacks."""
+
+    def handle(self: "Options", text: str) -> None:
+        self[front_end.option].append(text)
+
+    handle.__doc__ = str(front_end.help)
+    return handle
+
+
+for _front_end in _FRONT_ENDS.values():
+    if _front_end.option not in _SETTINGS_OPTIONS:
+        setattr(
+            Options,
+            "opt_" + str(_front_end.option).replace("-", "_"),
+            _endpoint_handler(_front_end),
+        )
 
 for _each, _option in options():
     if _option.repeat:
@@ -247,5 +288,9 @@ def makeService(options: Options) -> ChatService:
             shared_bans=cluster.shared_bans,
         )
     return ChatService(
-        factory, options["endpoints"], options["metrics-endpoint"], extensions
+        factory,
+        options["endpoints"],
+        options["metrics-endpoint"],
+        extensions,
+        options["front-ends"],
     )

@@ -111,7 +111,7 @@ class TelnetReader:
     its data bytes, and its length in input bytes), whether a subnegotiation
     is open, and the commands the line holds.  Made only for a connection
     that sends 0xFF; a line without it never comes here (see
-    L{chatservice.protocol.ChatProtocol._frame}).
+    L{chatservice.framing.LineFraming._frame}).
     """
 
     __slots__ = ("started", "_pieces", "_raw", "_sb", "_commands")

@@ -24,8 +24,11 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from . import events
 from .errors import NicknameInUse, NoSuchNickname
+from .events import Event, not_an_event
 from .factory import ChatFactory
+from .frontends.lines import LineProtocol
 from .interfaces import (
     IChatClient,
     IRegistry,
@@ -34,7 +37,6 @@ from .interfaces import (
     RoomInfo,
     UserInfo,
 )
-from .protocol import ChatProtocol
 from .reasons import (
     CONNECTION_LOST,
     IDLE_TIMEOUT,
@@ -55,6 +57,8 @@ class FakeConnection:
         self.transport = StringTransport(peerAddress=address)
         self.factory = factory
         self.protocol = factory.buildProtocol(address)
+        #: The user's session (what commands and the registry see).
+        self.session = getattr(self.protocol, "session", None)
         self.protocol.makeConnection(self.transport)
 
     def send(self, data: bytes | str) -> None:
@@ -112,8 +116,8 @@ def register(
     """Connect and register as C{nickname}; output so far is discarded."""
     connection = FakeConnection(factory, host)
     connection.enter(nickname)
-    assert isinstance(connection.protocol, ChatProtocol)
-    assert connection.protocol.nickname == nickname, connection.lines()
+    assert isinstance(connection.protocol, LineProtocol)
+    assert connection.session.nickname == nickname, connection.lines()
     connection.output()
     return connection
 
@@ -127,12 +131,14 @@ class FakeClient:
     def __init__(self, host: str | None = None) -> None:
         self.connection_id = next(self._ids)
         self.host = host
-        self.received: list[bytes] = []
+        self.received: list[Event] = []
         self.disconnected: list[CloseReason] = []
 
-    def deliver(self, data: bytes) -> None:
-        """Record C{data}."""
-        self.received.append(data)
+    def deliver(self, event: Event) -> None:
+        """Record C{event}; anything else is refused, as a real client does."""
+        if event.__class__ is not Event:
+            raise not_an_event(event)
+        self.received.append(event)
 
     def disconnect(self, reason: CloseReason) -> None:
         """Record C{reason}."""
@@ -142,7 +148,7 @@ class FakeClient:
         """Everything delivered since the last call, as lines."""
         if Waiting.settle is not None:
             Waiting.settle()
-        data = b"".join(self.received).decode("utf-8")
+        data = b"".join([event.line for event in self.received]).decode("utf-8")
         self.received.clear()
         return data.split("\r\n")[:-1]
 
@@ -212,7 +218,7 @@ class RegistryBehaviour:
     def test_broadcast_skips_sender(self) -> None:
         """A broadcast reaches every member but its sender, as the same bytes."""
         registry, (alice, bob, carol) = self._with("alice", "bob", "carol")
-        data = b"<alice> hi\r\n"
+        data = events.chat("alice", "hi", registry.lobby)
         registry.broadcast(registry.lobby, data, alice)
         assert alice.received == []
         assert bob.received[0] is data
@@ -257,7 +263,7 @@ class RegistryBehaviour:
     def test_send_private(self) -> None:
         """A private message reaches only its target, found ignoring case."""
         registry, (alice, bob, carol) = self._with("alice", "Bob", "carol")
-        found = _result(registry.send_private("BOB", b"*alice* psst\r\n"))
+        found = _result(registry.send_private("BOB", events.private("alice", "psst")))
         assert found == UserInfo("Bob")
         assert bob.lines() == ["*alice* psst"]
         assert alice.lines() == carol.lines() == []
@@ -265,17 +271,19 @@ class RegistryBehaviour:
     def test_send_private_unknown(self) -> None:
         """A private message to nobody fails with NoSuchNickname."""
         registry, _ = self._with("alice")
-        assert _failure(registry.send_private("zed", b"x\r\n")).check(NoSuchNickname)
+        assert _failure(
+            registry.send_private("zed", events.private("alice", "x"))
+        ).check(NoSuchNickname)
 
     def test_unregister_during_broadcast(self) -> None:
         """A member leaving while a broadcast is delivered does not stop it."""
         registry, (alice, bob, carol) = self._with("alice", "bob", "carol")
 
-        def leave(data: bytes) -> None:
+        def leave(event: Event) -> None:
             registry.unregister(bob, SEND_QUEUE)
 
         bob.deliver = leave  # type: ignore[method-assign]
-        registry.broadcast(registry.lobby, b"<alice> hi\r\n", alice)
+        registry.broadcast(registry.lobby, events.chat("alice", "hi"), alice)
         # Both arrive; in which order is up to the registry (one that asks
         # another process tells of the leave once that has answered).
         assert sorted(carol.lines()) == [
@@ -313,7 +321,7 @@ class RegistryBehaviour:
         registry, (alice,) = self._with("alice")
         registry.join(alice, "#x")
         registry.set_topic(alice, "#x", "fun")
-        registry.say("#x", b"<alice> hi\r\n", alice)
+        registry.say("#x", events.chat("alice", "hi", "#x"), alice)
         registry.part(alice, "#x", "bye")
         assert [room.name for room in _result(registry.rooms())] == ["#lobby"]
         assert _result(registry.join(alice, "#x")) == []
@@ -340,7 +348,7 @@ class RegistryBehaviour:
         registry.join(alice, "#x")
         registry.join(bob, "#x")
         alice.lines()
-        registry.say("#x", b"<alice> hi\r\n", alice)
+        registry.say("#x", events.chat("alice", "hi", "#x"), alice)
         assert bob.lines() == ["<alice> hi"]
         assert carol.lines() == []
 
@@ -348,10 +356,10 @@ class RegistryBehaviour:
         """The scrollback keeps the last lines said, no more."""
         registry, (alice,) = self._with("alice")
         for n in range(120):
-            registry.say(registry.lobby, b"<alice> %d\r\n" % n, alice)
+            registry.say(registry.lobby, events.chat("alice", str(n)), alice)
         history = _result(registry.join(alice, registry.lobby))
         assert len(history) <= 50
-        assert history[-1].data == b"<alice> 119\r\n"
+        assert history[-1].event.line == b"<alice> 119\r\n"
 
     def test_topic_announced_to_room(self) -> None:
         """Setting a topic tells every member, the setter included."""
@@ -372,9 +380,9 @@ class RegistryBehaviour:
             UserInfo("alice"),
             UserInfo("bob", "lunch"),
         ]
-        assert _result(registry.send_private("bob", b"x\r\n")) == UserInfo(
-            "bob", "lunch"
-        )
+        assert _result(
+            registry.send_private("bob", events.private("alice", "x"))
+        ) == UserInfo("bob", "lunch")
         registry.set_away(bob, None)
         assert _result(registry.users())[1] == UserInfo("bob")
 
@@ -413,16 +421,16 @@ class RegistryBehaviour:
         registry.join(carol, "#y")
         for client in (alice, bob, carol):
             client.lines()
-        registry.announce(b"*** hear ye\r\n")
+        registry.announce(events.notice("hear ye"))
         assert alice.lines() == bob.lines() == carol.lines() == ["*** hear ye"]
 
     def test_said_and_delivered_counted(self) -> None:
         """Chat lines said, and their deliveries, are counted."""
         registry, (alice, bob, carol) = self._with("alice", "bob", "carol")
         said, delivered = registry.said, registry.delivered
-        registry.say(registry.lobby, b"<alice> hi\r\n", alice)
+        registry.say(registry.lobby, events.chat("alice", "hi"), alice)
         registry.join(bob, "#x")
-        registry.say("#x", b"<bob> hi\r\n", bob)
+        registry.say("#x", events.chat("bob", "hi", "#x"), bob)
         assert (registry.said - said, registry.delivered - delivered) == (2, 2)
 
     def test_replace_keeps_everything_and_tells_once(self) -> None:
@@ -434,10 +442,10 @@ class RegistryBehaviour:
         for client in (alice, bob, carol):
             client.lines()
         new = FakeClient(host="198.51.100.1")
-        registry.replace(alice, new, b"*** alice is back\r\n")
+        registry.replace(alice, new, events.back("alice"))
         assert bob.lines() == carol.lines() == ["*** alice is back"]
         assert new.lines() == []
-        registry.say("#x", b"<bob> hi\r\n", bob)
+        registry.say("#x", events.chat("bob", "hi", "#x"), bob)
         assert new.lines() == ["<bob> hi"]
         assert alice.lines() == []
         assert _result(registry.find("ALICE")).host == "198.51.100.1"
@@ -482,12 +490,12 @@ class RegistryBehaviour:
         carol = FakeClient()
         _result(registry.register(carol, "carol"))  # the lobby now has 3
         assert alice.lines() == bob.lines() == []
-        registry.replace(carol, carol2 := FakeClient(), b"*** carol lost\r\n")
+        registry.replace(carol, carol2 := FakeClient(), events.lost("carol"))
         assert alice.lines() == []
         _result(registry.rename(bob, "bobby"))
         assert alice.lines() == carol2.lines() == ["*** bob is now known as bobby"]
         bob.lines()
-        registry.say(registry.lobby, b"<alice> hi\r\n", alice)
+        registry.say(registry.lobby, events.chat("alice", "hi"), alice)
         assert carol2.lines() == bob.lines() == ["<alice> hi"]
         registry.unregister(carol2, CloseReason.quit())  # left a room of 3: quiet
         assert alice.lines() == bob.lines() == []

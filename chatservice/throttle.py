@@ -70,22 +70,25 @@ class TokenBucket:
         self._tokens = self._burst
         self._counted = now
 
-    def take(self, now: float) -> float:
-        """Take a token: 0 if there was one, else the seconds until one is back.
+    def take(self, now: float, count: float = 1.0) -> float:
+        """Take C{count} tokens: 0 if there were, else the seconds until then.
 
-        Nothing is taken when none is left.
+        Nothing is taken when too few are left.  More than the burst counts
+        as the burst (it could never be there).
         """
+        if count > self._burst:
+            count = self._burst
         tokens = self._tokens + (now - self._counted) * self._rate
         if tokens > self._burst:
             tokens = self._burst
         self._counted = now
         # The tolerance absorbs rounding: a timer set to fire when a token
         # is back must find it there, or it would be set again and again.
-        if tokens > 0.999_999:
-            self._tokens = max(tokens - 1, 0.0)
+        if tokens > count - 0.000_001:
+            self._tokens = max(tokens - count, 0.0)
             return 0.0
         self._tokens = tokens
-        return max((1 - tokens) / self._rate, 0.001)
+        return max((count - tokens) / self._rate, 0.001)
 
     def full(self, now: float) -> bool:
         """Whether the bucket is full again: as good as a new one."""

@@ -12,14 +12,14 @@ from math import ceil
 
 from twisted.internet.defer import Deferred
 
-from . import wire
+from . import events
 from .commands import Result, command, say
 from .errors import ChatError, NoSuchNickname, NoSuchRoom, UnknownCommand
 from .interfaces import IChatSession, RoomInfo, Scrollback, UserInfo
 from .paging import is_page_number, page_number, paged
 from .reasons import CloseReason
 from .text import check_nickname, check_room, fold
-from .welcome import choose_nickname, names, scrollback
+from .welcome import choose_nickname, names, show_scrollback
 
 
 @command("/nick NAME", "choose or change your nickname", 1, before_registration=True)
@@ -54,11 +54,11 @@ def _describe_room(
     registry = session.registry
 
     def show(topic: str) -> Deferred[None]:
-        session.answer(wire.now_in(room, topic))
+        session.answer(events.now_in(room, topic))
         return who_command(session, "")
 
     d = registry.topic(room).addCallback(show)
-    return d.addCallback(lambda _: session.answer(scrollback(room, history)))
+    return d.addCallback(lambda _: show_scrollback(session, room, history))
 
 
 #: Users per page of /who.  An away message is at most AWAY_MAX characters
@@ -87,7 +87,9 @@ def who_command(session: IChatSession, args: str) -> Deferred[None]:
             raise NoSuchRoom(room)
         shown, label, note = paged(users, page, WHO_PAGE, f"/who {room}")
         listed = names(shown, away_messages=True)
-        session.answer(wire.notice(f"In {room} ({len(users)}){label}: {listed}") + note)
+        session.answer(
+            events.notices([f"In {room} ({len(users)}){label}: {listed}", *note])
+        )
 
     return session.registry.users(room).addCallback(show)
 
@@ -101,7 +103,9 @@ def users_command(session: IChatSession, args: str) -> Result:
     def show(users: list[UserInfo]) -> None:
         shown, label, note = paged(users, page, USERS_PAGE, "/users")
         listed = names(shown)
-        session.answer(wire.notice(f"Online ({len(users)}){label}: {listed}") + note)
+        session.answer(
+            events.notices([f"Online ({len(users)}){label}: {listed}", *note])
+        )
 
     return session.registry.users().addCallback(show)
 
@@ -116,15 +120,17 @@ def rooms_command(session: IChatSession, args: str) -> Result:
     def show(rooms: list[RoomInfo]) -> None:
         shown, label, note = paged(rooms, page, ROOMS_PAGE, "/rooms")
         session.answer(
-            wire.notice(f"Rooms ({len(rooms)}){label}:")
-            + b"".join(
-                wire.notice(
-                    f"{room.name} ({room.members})"
-                    + (f": {room.topic}" if room.topic else "")
-                )
-                for room in shown
+            events.notices(
+                [
+                    f"Rooms ({len(rooms)}){label}:",
+                    *(
+                        f"{room.name} ({room.members})"
+                        + (f": {room.topic}" if room.topic else "")
+                        for room in shown
+                    ),
+                    *note,
+                ]
             )
-            + note
         )
 
     return session.registry.rooms().addCallback(show)
@@ -165,10 +171,10 @@ def topic_command(session: IChatSession, args: str) -> Result:
 
     def show(topic: str) -> None:
         if topic:
-            session.answer(wire.notice(f"Topic of {room}: {topic}"))
+            session.answer(events.notice(f"Topic of {room}: {topic}"))
         else:
             session.answer(
-                wire.notice(f"{room} has no topic; set one with /topic TEXT")
+                events.notice(f"{room} has no topic; set one with /topic TEXT")
             )
 
     return session.registry.topic(room).addCallback(show)
@@ -183,15 +189,15 @@ def away_command(session: IChatSession, args: str) -> Result:
         session, _check_length(args, AWAY_MAX, "an away message") or None
     )
     if args:
-        session.answer(wire.notice(f"You are marked as away: {args}"))
+        session.answer(events.notice(f"You are marked as away: {args}"))
     else:
-        session.answer(wire.notice("You are no longer marked as away."))
+        session.answer(events.notice("You are no longer marked as away."))
     return None
 
 
 @command("/me ACTION", "act, shown as * yourname ACTION", 1)
 def me_command(session: IChatSession, args: str) -> Result:
-    return say(session, args, wire.action)
+    return say(session, args, events.action)
 
 
 @command("/msg NICK TEXT", "send TEXT privately to NICK, in any room", 2)
@@ -201,14 +207,14 @@ def msg_command(session: IChatSession, args: str) -> Result:
         check_nickname(target)
     except ChatError:
         raise NoSuchNickname(target) from None
-    data = wire.private(session.nickname, text)
+    data = events.private(session.nickname, text)
     # What others send one user is limited, whoever sends it, so that no
     # number of senders can fill a reader's send queue faster than a slow
     # link empties it (they could get it disconnected): the excess is
     # refused here, to its sender, before it is queued anywhere.
     server = session.server
     wait = server.private_allowance.spend(
-        fold(target), len(data), server.clock.seconds()
+        fold(target), len(data.line), server.clock.seconds()
     )
     if wait:
         rate = server.settings.private_rate / 1024
@@ -220,10 +226,9 @@ def msg_command(session: IChatSession, args: str) -> Result:
     d = session.registry.send_private(target, data)
 
     def sent(user: UserInfo) -> None:
-        echo = wire.private_echo(user.nickname, text)
+        session.answer(events.private_echo(user.nickname, text))
         if user.away is not None:
-            echo += wire.notice(f"{user.nickname} is away: {user.away}")
-        session.answer(echo)
+            session.answer(events.notice(f"{user.nickname} is away: {user.away}"))
 
     return d.addCallback(sent)
 
@@ -234,7 +239,7 @@ def msg_command(session: IChatSession, args: str) -> Result:
     before_registration=True,
 )
 def ping_command(session: IChatSession, args: str) -> Result:
-    session.answer(wire.pong(args))
+    session.answer(events.pong(args))
     return None
 
 
@@ -257,7 +262,7 @@ def help_command(session: IChatSession, args: str) -> Result:
         entry = table.get(args.lstrip("/").lower())
         if entry is None:
             raise UnknownCommand(args.lstrip("/"))
-        session.answer(wire.notice(f"usage: {entry.usage}") + wire.notice(entry.help))
+        session.answer(events.notices([f"usage: {entry.usage}", entry.help]))
         return None
     # Operator commands are listed to operators only.
     shown = [
@@ -267,11 +272,11 @@ def help_command(session: IChatSession, args: str) -> Result:
     ]
     width = max(len(entry.usage) for entry in shown)
     session.answer(
-        wire.notice(
-            "Commands (a line without / is chat; // sends a line starting with /):"
-        )
-        + b"".join(
-            wire.notice(f"{entry.usage:<{width}}  {entry.help}") for entry in shown
+        events.notices(
+            [
+                "Commands (a line without / is chat; // sends a line starting with /):",
+                *(f"{entry.usage:<{width}}  {entry.help}" for entry in shown),
+            ]
         )
     )
     return None

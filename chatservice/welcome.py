@@ -11,7 +11,8 @@ from collections.abc import Sequence
 
 from twisted.internet.defer import Deferred, succeed
 
-from . import wire
+from . import events
+from .events import Event
 from .interfaces import IChatSession, Scrollback, UserInfo
 from .text import check_nickname
 
@@ -45,19 +46,18 @@ def _welcome(nickname: str, session: IChatSession) -> Result:
         )
 
     def greet(who: str) -> Deferred[list[Scrollback]]:
+        session.answer(events.welcome(nickname, who))
         session.answer(
-            wire.welcome(nickname, who)
-            + wire.notice("Type /help for the commands.")
-            + b"".join(wire.notice(line) for line in session.server.motd)
+            events.notices(["Type /help for the commands.", *session.server.motd])
         )
         # Already in the lobby: this only fetches its scrollback.
         return registry.join(session, registry.lobby)
 
     def finish(history: list[Scrollback]) -> None:
-        session.answer(scrollback(session.room, history))
+        show_scrollback(session, session.room, history)
         token = session.server.sessions.issue(session)
         if token is not None:
-            session.answer(wire.resume_token(nickname, token))
+            session.answer(events.resume_token(nickname, token))
 
     return registry.count().addCallback(online).addCallback(greet).addCallback(finish)
 
@@ -77,15 +77,23 @@ def names(users: Sequence[UserInfo], away_messages: bool = False) -> str:
     return ", ".join(map(name, users))
 
 
-def scrollback(room: str, history: list[Scrollback]) -> bytes:
+def show_scrollback(
+    session: IChatSession, room: str, history: list[Scrollback]
+) -> None:
+    """Answer C{session} with C{room}'s scrollback (see L{scrollback})."""
+    for event in scrollback(room, history):
+        session.answer(event)
+
+
+def scrollback(room: str, history: list[Scrollback]) -> list[Event]:
     """The lines said in C{room} before, stamped and framed as not live."""
     if not history:
-        return b""
-    return (
-        wire.notice(
+        return []
+    return [
+        events.notice(
             f"Scrollback of {room}, {len(history)} "
             f"line{'s' if len(history) != 1 else ''}, times in UTC:"
-        )
-        + b"".join([line.stamped for line in history])
-        + wire.notice(f"End of scrollback of {room}.")
-    )
+        ),
+        *[line.stamped for line in history],
+        events.notice(f"End of scrollback of {room}."),
+    ]

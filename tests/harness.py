@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 
 from chatservice.config import Settings
 from chatservice.factory import ChatFactory
-from chatservice.protocol import ChatProtocol
+from chatservice.frontends.lines import LineProtocol
 from chatservice.service import ChatService
 from chatservice.wireparse import Welcome, parse
 
@@ -261,12 +261,12 @@ class Harness:
         assert client.lines[3] == "*** Type /help for the commands."
         return client
 
-    def server_side(self, nickname: str) -> ChatProtocol:
+    def server_side(self, nickname: str) -> LineProtocol:
         """The server's protocol for the user called C{nickname}."""
-        (protocol,) = [
-            p for p in self.factory.connections.values() if p.nickname == nickname
+        (session,) = [
+            s for s in self.factory.connections.values() if s.nickname == nickname
         ]
-        return protocol
+        return session.connection  # type: ignore[no-any-return]
 
     async def close(self) -> None:
         """Drop every client, stop every server, and wait until all is closed."""

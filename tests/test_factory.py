@@ -8,8 +8,8 @@ from zope.interface.verify import verifyObject
 
 from chatservice.config import Settings
 from chatservice.factory import ChatFactory
+from chatservice.frontends.lines import LineProtocol
 from chatservice.interfaces import IChatServer
-from chatservice.protocol import ChatProtocol
 from chatservice.testing import FakeConnection, register
 
 
@@ -49,7 +49,7 @@ def test_unix_connections_have_no_per_ip_limit(clock: Clock) -> None:
     for _ in range(3):
         address = UNIXAddress(None)
         protocol = factory.buildProtocol(address)
-        assert isinstance(protocol, ChatProtocol)
+        assert isinstance(protocol, LineProtocol)
         protocol.makeConnection(StringTransport())
     assert len(factory.connections) == 3
 

@@ -169,8 +169,8 @@ async def test_keepalive_enabled(chat: Harness) -> None:
     """TCP keepalive is switched on for an accepted connection."""
     chat.start()
     await chat.greeted()
-    (protocol,) = chat.factory.connections.values()
-    handle = protocol.transport.getHandle()
+    (session,) = chat.factory.connections.values()
+    handle = session.connection.transport.getHandle()
     assert handle.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0
 
 
@@ -277,7 +277,10 @@ async def test_quit_when_far_behind_closes_cleanly(chat: Harness) -> None:
     )
     slow.transport.pauseProducing()
     sent = 0
-    while slow_side._held is None or sum(map(len, slow_side._held)) < 100_000:
+    while (
+        slow_side._held is None
+        or sum(len(item.line) for item in slow_side._held) < 100_000
+    ):
         assert sent < 2000, "the stalled client's output never backed up"
         for _ in range(50):
             talker.send(f"line {sent} {PAYLOAD}")
@@ -307,9 +310,7 @@ async def test_cut_off_then_resume_nothing_missed(chat: Harness) -> None:
     )
     token = alice.lines[-1].split()[3]
     bob = await chat.user("bob")
-    (server_side,) = [
-        p for p in chat.factory.connections.values() if p.nickname == "alice"
-    ]
+    server_side = chat.server_side("alice")
     server_side.transport.abortConnection()  # as a network failure would
     await wait_until(lambda: alice.disconnected, "alice's connection to drop")
     mark = len(bob.lines)

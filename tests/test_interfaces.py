@@ -36,7 +36,7 @@ from chatservice.testing import FakeClient, register
 
 def _session() -> IChatSession:
     factory = ChatFactory(Settings(), clock=Clock())
-    return register(factory, "alice").protocol
+    return register(factory, "alice").session
 
 
 def _held() -> HeldClient:

@@ -69,7 +69,8 @@ async def test_keepalive_timers_on_accepted_socket(
     """An accepted TCP socket has keepalive on, with timers from --keepalive."""
     chat.start(**settings)
     await chat.greeted()
-    (protocol,) = chat.factory.connections.values()
+    (session,) = chat.factory.connections.values()
+    protocol = session.connection
     assert _timers(protocol.transport.getHandle()) == expected
 
 
@@ -78,7 +79,8 @@ async def test_keepalive_off(chat: Harness) -> None:
     """--keepalive 0 leaves keepalive off."""
     chat.start(keepalive=0)
     await chat.greeted()
-    (protocol,) = chat.factory.connections.values()
+    (session,) = chat.factory.connections.values()
+    protocol = session.connection
     sock = protocol.transport.getHandle()
     assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
 
@@ -90,7 +92,8 @@ async def test_keepalive_under_tls(chat: Harness, tmp_path: Path) -> None:
     chat.start(listen=[cert.endpoint()], keepalive=7)
     await chat.connect()  # TCP is enough: the options are set on accept
     await wait_until(lambda: chat.factory.connections, "the connection")
-    (protocol,) = chat.factory.connections.values()
+    (session,) = chat.factory.connections.values()
+    protocol = session.connection
     tcp_transport = protocol.transport.transport  # TLS wraps TCP
     assert _timers(tcp_transport.getHandle()) == (1, 7, 3, 3, 16_000)
 

@@ -32,7 +32,7 @@ def texts(events: list[dict[str, object]]) -> list[str]:
     return [
         formatEvent(event)
         for event in events
-        if str(event.get("log_namespace", "")).startswith("chatservice.protocol")
+        if str(event.get("log_namespace", "")).startswith("chatservice.session")
     ]
 
 
@@ -43,7 +43,7 @@ def test_a_session_is_two_events(factory: ChatFactory, logged: list) -> None:
     alice.enter("alice")
     alice.enter("/quit")
     alice.drop()
-    peer = alice.protocol.peer
+    peer = alice.session.peer
     assert texts(logged) == [
         f"connection 1 from {peer} registered as alice",
         f"connection 1 from {peer} closed (quit; closed cleanly)",
@@ -56,7 +56,7 @@ def test_unregistered_close_names_the_peer(factory: ChatFactory, logged: list) -
     stranger = FakeConnection(factory)
     stranger.drop()
     assert texts(logged) == [
-        f"connection 1 from {stranger.protocol.peer} closed "
+        f"connection 1 from {stranger.session.peer} closed "
         "(connection lost; closed cleanly)"
     ]
     assert logged[-1]["nickname"] is None

@@ -7,6 +7,7 @@ from harness import Harness, wait_until
 from twisted.internet import tcp
 from twisted.internet.task import Clock
 
+from chatservice import events
 from chatservice.config import Settings
 from chatservice.factory import ChatFactory
 from chatservice.held import HeldClient
@@ -44,27 +45,29 @@ async def test_real_tcp_server_sends_directly(chat: Harness) -> None:
 
 
 def test_text_refused_at_the_call(clock: Clock) -> None:
-    """Output that is not bytes raises TypeError where it is delivered.
+    """Output that is not an Event raises TypeError where it is delivered.
 
     The connection's other output is still sent, and so is everyone else's.
     """
     factory = ChatFactory(Settings(), clock=clock)
     alice, bob = register(factory, "alice"), register(factory, "bob")
     alice.output()
-    alice.protocol.deliver(b"*** one\r\n")
-    with pytest.raises(TypeError, match="must be bytes .* not str: 'not bytes'"):
-        alice.protocol.deliver("not bytes")  # type: ignore[arg-type]
+    alice.protocol.deliver(events.notice("one"))
+    with pytest.raises(
+        TypeError, match="must be a chatservice.events.Event .* not str: 'not an event'"
+    ):
+        alice.protocol.deliver("not an event")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="not str"):
         alice.protocol.answer("not bytes")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="not str"):
         factory.registry.broadcast("#lobby", "to all", None)  # type: ignore[arg-type]
-    alice.protocol.deliver(b"*** two\r\n")
+    alice.protocol.deliver(events.notice("two"))
     assert alice.lines() == ["*** one", "*** two"]
     assert bob.lines() == []  # alice, first in the room, refused it
 
 
 def test_text_refused_while_output_is_held(clock: Clock) -> None:
-    """Output that is not bytes is refused at the call while the client is behind."""
+    """Output that is not an Event is refused at the call while the client is behind."""
     factory = ChatFactory(Settings(), clock=clock)
     alice = register(factory, "alice")
     alice.stop_reading()
@@ -72,7 +75,7 @@ def test_text_refused_while_output_is_held(clock: Clock) -> None:
         alice.protocol.deliver("held")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="not int"):
         alice.protocol.answer(5)  # type: ignore[arg-type]
-    alice.protocol.deliver(b"*** kept\r\n")
+    alice.protocol.deliver(events.notice("kept"))
     alice.resume_reading()
     assert alice.lines() == ["*** kept"]
 
@@ -81,8 +84,8 @@ def test_text_refused_by_a_held_session(clock: Clock) -> None:
     """A session held for a resume refuses text at the call, keeping what it has."""
     factory = ChatFactory(Settings(), clock=clock)
     alice = register(factory, "alice")
-    held = HeldClient(alice.protocol, None, limit=10, max_bytes=1000)  # type: ignore[arg-type]
-    held.deliver(b"*** kept\r\n")
+    held = HeldClient(alice.session, None, limit=10, max_bytes=1000)  # type: ignore[arg-type]
+    held.deliver(kept := events.notice("kept"))
     with pytest.raises(TypeError, match="not str"):
         held.deliver("lost")  # type: ignore[arg-type]
-    assert (held.dropped, [data for _, data, _ in held._kept]) == (0, [b"*** kept\r\n"])
+    assert (held.dropped, held.missed()) == (0, ([kept], 1))

@@ -66,7 +66,7 @@ def use_examples(monkeypatch: pytest.MonkeyPatch) -> None:
 
 COMMAND = """
     from twisted.internet import defer
-    from chatservice import wire
+    from chatservice import events
     from chatservice.commands import command
 
     @command("/{name} [TEXT]", "a test command")
@@ -126,7 +126,7 @@ def test_incomplete_command_left_out(install: Install) -> None:
 
 def test_third_party_command(install: Install, clock: Clock) -> None:
     """A command in a third party's plugin module is used, and in /help."""
-    command_plugin(install, "echo", "session.deliver(wire.notice('echo ' + args))")
+    command_plugin(install, "echo", "session.deliver(events.notice('echo ' + args))")
     factory = ChatFactory(Settings(), clock=clock)
     alice = register(factory, "alice")
     alice.enter("/ECHO hi there", "/help echo")
@@ -152,7 +152,9 @@ def test_import_error_reported_and_left_out(install: Install, clock: Clock) -> N
 
 def test_collision_reported_and_left_out(install: Install) -> None:
     """A plugin command named like a built-in is reported and left out."""
-    module = command_plugin(install, "who", "session.deliver(b'hijacked\\r\\n')")
+    module = command_plugin(
+        install, "who", "session.deliver(events.notice('hijacked'))"
+    )
     extensions = load_extensions()
     assert extensions.problems == (
         f"plugin command /who from {module} left out: "

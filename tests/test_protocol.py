@@ -10,7 +10,7 @@ from twisted.internet.error import ConnectionAborted, ConnectionDone, Connection
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from chatservice import commands
+from chatservice import commands, events
 from chatservice.config import Settings
 from chatservice.factory import ChatFactory
 from chatservice.reasons import CloseReason
@@ -322,7 +322,7 @@ def test_failing_command_reported(
 
     entry = commands.Command("broken", broken, "/broken", "crashes")
     alice, bob = pair
-    monkeypatch.setitem(alice.protocol.server.commands, "broken", entry)
+    monkeypatch.setitem(alice.session.server.commands, "broken", entry)
     alice.enter("/broken")
     assert alice.lines() == [
         "!!! /broken failed because of a server error; it was logged"
@@ -467,7 +467,7 @@ def test_bare_quit_before_registration(factory: ChatFactory, line: str) -> None:
     client.enter(line)
     assert client.lines() == ["*** Goodbye."]
     assert client.closing
-    assert client.protocol.nickname is None
+    assert client.session.nickname is None
     assert bob.lines() == []
 
 
@@ -703,7 +703,7 @@ def test_disconnect_tells_user_and_others(
 ) -> None:
     """disconnect(REASON) tells the user, closes, and tells the others."""
     alice, bob = pair
-    alice.protocol.disconnect(CloseReason.kicked("root", "spam"))
+    alice.session.disconnect(CloseReason.kicked("root", "spam"))
     assert alice.lines() == ["*** disconnected: kicked by root: spam"]
     assert alice.closing
     assert bob.lines() == ["*** alice has left (kicked by root: spam)"]
@@ -835,10 +835,10 @@ def test_one_failed_flush_does_not_mute_other_connections(clock: Clock) -> None:
         raise RuntimeError("a bug")
 
     alice.transport.write = broken  # type: ignore[method-assign]
-    alice.protocol.deliver(b"*** lost\r\n")
-    bob.protocol.deliver(b"*** one\r\n")
+    alice.protocol.deliver(events.notice("lost"))
+    bob.protocol.deliver(events.notice("one"))
     factory.flusher.flush()  # logs alice's failure, goes on
-    bob.protocol.deliver(b"*** two\r\n")
+    bob.protocol.deliver(events.notice("two"))
     assert bob.lines() == ["*** one", "*** two"]
 
 
@@ -850,9 +850,9 @@ def test_output_pending_when_transport_fills_keeps_its_place(clock: Clock) -> No
     """
     factory = ChatFactory(Settings(), clock=clock)
     bob = register(factory, "bob")
-    bob.protocol.deliver(b"*** one\r\n")  # waits for the end of the iteration
+    bob.protocol.deliver(events.notice("one"))  # waits for the end of the iteration
     bob.stop_reading()  # the transport's buffer fills
-    bob.protocol.deliver(b"*** two\r\n")  # held
+    bob.protocol.deliver(events.notice("two"))  # held
     bob.resume_reading()  # it drains, in the same iteration
     assert bob.lines() == ["*** one", "*** two"]
 
@@ -901,6 +901,6 @@ def test_output_to_a_lost_connection_is_not_counted_as_sent(
     alice = register(factory, "alice")
     alice.drop()
     before = factory.stats.bytes_out
-    alice.protocol.deliver(b"*** too late\r\n")  # e.g. a command's late Deferred
+    alice.protocol.deliver(events.notice("too late"))  # e.g. a command's late Deferred
     factory.flusher.flush()
     assert factory.stats.bytes_out == before

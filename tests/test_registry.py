@@ -5,6 +5,7 @@ from hypothesis import strategies as st
 
 from twisted.internet.task import Clock
 
+from chatservice import events
 from chatservice.registry import Registry
 from chatservice.testing import FakeClient, RegistryBehaviour
 
@@ -38,7 +39,7 @@ def test_scrollback_never_exceeds_bound(
             registry.part(speaker, room, "bye")
         elif room in {info.name for info in registry.rooms().result}:  # type: ignore[attr-defined]
             registry.join(speaker, room)
-            registry.say(room, b"<speaker> %d\r\n" % step, speaker)
+            registry.say(room, events.chat("speaker", str(step), room), speaker)
         for name in rooms:
             if name in {info.name for info in registry.rooms().result}:  # type: ignore[attr-defined]
                 assert len(registry.join(listener, name).result) <= history  # type: ignore[attr-defined]

@@ -72,7 +72,7 @@ def test_resume_completing_after_new_connection_closed():
     carol = FakeConnection(factory, "192.0.2.77")
     carol.output()
     carol.enter("alice")
-    assert carol.protocol.nickname == "alice", carol.lines()
+    assert carol.session.nickname == "alice", carol.lines()
 
 
 # 2 -------------------------------------------------------------------------

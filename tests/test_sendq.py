@@ -13,7 +13,7 @@ import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 
-from chatservice import wire
+from chatservice import events, wire
 from chatservice.config import Settings
 from chatservice.factory import ChatFactory
 from chatservice.resume import HeldClient
@@ -354,23 +354,23 @@ def test_overflow_keeps_private_messages_for_resume(clock: Clock) -> None:
 
 def test_held_client_drops_room_lines_before_private_ones(factory: ChatFactory) -> None:
     """A held session over its limit drops its oldest room lines first."""
-    session = register(factory, "bob").protocol
+    session = register(factory, "bob").session
     held = HeldClient(session, factory.sessions, limit=3, max_bytes=10_000)
-    held.deliver(wire.private("alice", "one"))
+    held.deliver(events.private("alice", "one"))
     for n in range(5):
-        held.deliver(wire.chat("carol", str(n)))
-        held.deliver(wire.private("alice", f"p{n}")) if n == 2 else None
-    data, lines = held.missed()
-    assert data.decode().split("\r\n")[:-1] == [
+        held.deliver(events.chat("carol", str(n)))
+        held.deliver(events.private("alice", f"p{n}")) if n == 2 else None
+    missed, lines = held.missed()
+    assert b"".join(e.line for e in missed).decode().split("\r\n")[:-1] == [
         "*alice* one",
         "*alice* p2",
         "<carol> 4",
     ]
     assert (lines, held.dropped) == (3, 4)
     for n in range(3):
-        held.deliver(wire.private("alice", f"q{n}"))
-    data, _ = held.missed()
-    assert data.decode().split("\r\n")[:-1] == [
+        held.deliver(events.private("alice", f"q{n}"))
+    missed, _ = held.missed()
+    assert b"".join(e.line for e in missed).decode().split("\r\n")[:-1] == [
         "*alice* q0",
         "*alice* q1",
         "*alice* q2",
@@ -395,8 +395,8 @@ def test_is_private(data: bytes, private: bool) -> None:
 
 def test_unsent_output_is_trimmed_before_it_is_kept(factory: ChatFactory) -> None:
     """Of a long unsent backlog, only what can be kept is kept (and mirrored)."""
-    session = register(factory, "bob").protocol
-    mirrored: list[bytes] = []
+    session = register(factory, "bob").session
+    mirrored: list[events.Event] = []
     held = HeldClient(
         session,
         factory.sessions,
@@ -404,12 +404,12 @@ def test_unsent_output_is_trimmed_before_it_is_kept(factory: ChatFactory) -> Non
         max_bytes=10_000,
         mirror=lambda nickname, data, limit: mirrored.append(data),
     )
-    backlog = [wire.chat("carol", str(n)) for n in range(1000)]
-    backlog[10] = wire.private("alice", "early")
-    backlog[500] = wire.private("alice", "middle")
+    backlog = [events.chat("carol", str(n)) for n in range(1000)]
+    backlog[10] = events.private("alice", "early")
+    backlog[500] = events.private("alice", "middle")
     held.keep_unsent(backlog)
-    data, lines = held.missed()
-    assert data.decode().split("\r\n")[:-1] == [
+    missed, lines = held.missed()
+    assert b"".join(e.line for e in missed).decode().split("\r\n")[:-1] == [
         "*alice* early",
         "*alice* middle",
         "<carol> 999",

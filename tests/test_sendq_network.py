@@ -12,7 +12,7 @@ import socket
 import pytest_twisted
 from harness import Client, Harness, SlowLink, wait_until
 
-from chatservice.protocol import ChatProtocol
+from chatservice.frontends.lines import LineProtocol
 
 REFUSED = (
     "!!! bob is being sent too many private messages (at most 16 KiB a second "
@@ -20,7 +20,7 @@ REFUSED = (
 )
 
 
-def shrink_send_buffer(chat: Harness, nickname: str) -> ChatProtocol:
+def shrink_send_buffer(chat: Harness, nickname: str) -> LineProtocol:
     """Give the server's socket of C{nickname} a send buffer of 16 KiB.
 
     On loopback the kernel grows it to megabytes, which hides a distant
@@ -143,10 +143,10 @@ async def test_private_messages_of_a_reader_too_far_behind_are_kept(
     assert bob_side._held, "bob's output was never held"
     await private("middle")
     for round in range(40):
-        if bob_side.closing:
+        if bob_side.session.closing:
             break
         await flood(20, f"b{round}")
-    assert bob_side.closing, "bob's send queue never overflowed"
+    assert bob_side.session.closing, "bob's send queue never overflowed"
     await private("late")
     bob.go()  # reads what the old connection still has, to its end
     await wait_until(lambda: bob.disconnected, "the old connection's close")

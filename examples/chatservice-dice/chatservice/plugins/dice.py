@@ -7,7 +7,7 @@ chatservice and the command is there, with no configuration.
 import random
 import re
 
-from chatservice import wire
+from chatservice import events
 from chatservice.commands import command
 from chatservice.errors import ChatError
 from chatservice.interfaces import IChatSession
@@ -34,5 +34,5 @@ def roll(session: IChatSession, args: str) -> None:
         )
     rolls = [rng.randint(1, sides) for _ in range(dice)]
     shown = " + ".join(map(str, rolls)) + (f" = {sum(rolls)}" if dice > 1 else "")
-    line = wire.notice(f"{session.nickname} rolls {dice}d{sides}: {shown}")
+    line = events.notice(f"{session.nickname} rolls {dice}d{sides}: {shown}")
     session.registry.broadcast(session.room, line, None)
