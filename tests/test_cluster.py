@@ -28,6 +28,7 @@ from twisted.internet.error import ConnectionLost
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
+from chatservice import events
 from chatservice.cluster import ClusterRegistry
 from chatservice.config import Settings
 from chatservice.errors import ChatError, NicknameInUse, NoSuchNickname
@@ -78,7 +79,7 @@ def test_chat_crosses_nodes_once_in_order(nodes: Nodes) -> None:
     eventually(lambda: "*** carol has joined #lobby" in collect(alice, seen)(), "join")
     assert seen == ["*** bob has joined #lobby", "*** carol has joined #lobby"]
     for n in range(50):
-        a.say("#lobby", f"<alice> {n}\r\n".encode(), alice)
+        a.say("#lobby", events.chat("alice", str(n), "#lobby"), alice)
     expected = [f"<alice> {n}" for n in range(50)]
     for client in (bob, carol):
         got: list[str] = []
@@ -94,10 +95,60 @@ def test_chat_crosses_nodes_once_in_order(nodes: Nodes) -> None:
     dave = FakeClient()
     block(c.register(dave, "dave"))
     history = block(c.join(dave, "#lobby"))
-    assert [line.data.decode() for line in history][-2:] == [
+    assert [line.event.line.decode() for line in history][-2:] == [
         "<alice> 48\r\n",
         "<alice> 49\r\n",
     ]
+
+
+class _Events:
+    """An L{IChatClient} that keeps the events it is delivered, not their bytes."""
+
+    def __init__(self) -> None:
+        self.connection_id = 0
+        self.host = None
+        self.events: list[events.Event] = []
+
+    def deliver(self, event: events.Event) -> None:
+        self.events.append(event)
+
+    def disconnect(self, reason: CloseReason) -> None:
+        pass
+
+
+@in_greenlet
+def test_other_nodes_see_typed_events(nodes: Nodes) -> None:
+    """What is said or done on one node reaches another as events: kind, room, nick, text, time."""
+    a = nodes.make("typed")
+    b = nodes.make("typed")
+    alice = registered(a, "alice")
+    bob = _Events()
+    assert block(b.register(bob, "bob")) == "bob"
+    block(a.join(alice, "#dev"))
+    block(b.join(bob, "#dev"))
+    said = events.chat("alice", "two lines,\nsent as one", "#dev")
+    a.say("#dev", said, alice)
+    block(a.send_private("bob", events.private("alice", "psst")))
+    a.set_topic(alice, "#dev", "cats")
+    eventually(lambda: [e.kind for e in bob.events][-1:] == ["topic"], "the topic")
+    # (alice's join of #dev may reach node B after bob is in: it is told.)
+    chat, private, topic = [e for e in bob.events if e.kind != "join"]
+    assert chat.as_dict() == said.as_dict()  # the time too, to the millisecond
+    assert chat.time == said.time
+    assert chat.line == b"<alice> two lines,\r\n<alice> sent as one\r\n"
+    assert (private.kind, private.nick, private.text) == ("private", "alice", "psst")
+    assert (topic.kind, topic.room, topic.nick, topic.text) == (
+        "topic",
+        "#dev",
+        "alice",
+        "cats",
+    )
+    # The scrollback a newcomer gets on another node: the events, with their time.
+    carol = FakeClient()
+    block(b.register(carol, "carol"))
+    (line,) = block(b.join(carol, "#dev"))
+    assert line.event.as_dict() == said.as_dict() and line.when == said.time
+    assert line.stamped.history and line.stamped.line == said.stamped().line
 
 
 @in_greenlet
@@ -139,14 +190,16 @@ def test_who_users_rooms_private_and_kick_span_nodes(nodes: Nodes) -> None:
     assert block(a.topic("#dev")) == "builds"
     assert block(a.find("BOB")).nickname == "bob"
     bob.lines()
-    assert block(a.send_private("bob", b"*alice* psst\r\n")).nickname == "bob"
+    assert (
+        block(a.send_private("bob", events.private("alice", "psst"))).nickname == "bob"
+    )
     eventually(lambda: bob.received, "the private line")
     assert bob.lines() == ["*alice* psst"]
     block(a.kick("bob", CloseReason.kicked("alice", "spam")))
     eventually(lambda: bob.disconnected, "the kick")
     assert bob.disconnected == [CloseReason.kicked("alice", "spam")]
     with pytest.raises(NoSuchNickname):
-        block(a.send_private("nobody", b"x\r\n"))
+        block(a.send_private("nobody", events.private("alice", "x")))
     # alice, not in #dev, was told of bob's arrival only: not of the topic.
     assert alice.lines() == ["*** bob has joined #lobby"]
 
@@ -203,12 +256,12 @@ def test_redis_restart(nodes: Nodes, redis_server: RedisServer) -> None:
     )
     for client in (alice, amy, bob):
         assert client.lines() == [down]
-    a.say("#lobby", b"<alice> still here\r\n", alice)
+    a.say("#lobby", events.chat("alice", "still here", "#lobby"), alice)
     assert amy.lines() == ["<alice> still here"]
     assert bob.lines() == []
     assert [u.nickname for u in block(a.users())] == ["alice", "amy"]
     with pytest.raises(ChatError, match="did not answer"):  # bob is elsewhere
-        block(a.send_private("bob", b"*alice* psst\r\n"))
+        block(a.send_private("bob", events.private("alice", "psst")))
     # Registering locally still works, and the nickname is claimed later.
     ann = registered(a, "ann")
     for client in (alice, amy):
@@ -230,7 +283,7 @@ def test_redis_restart(nodes: Nodes, redis_server: RedisServer) -> None:
     block(a.idle())
     block(b.idle())
     assert [u.nickname for u in block(b.users())] == ["alice", "ann", "bob"]
-    a.say("#lobby", b"<alice> hello again\r\n", alice)
+    a.say("#lobby", events.chat("alice", "hello again", "#lobby"), alice)
     eventually(lambda: bob.received, "the line")
     assert bob.lines() == ["<alice> hello again"]
     block(deferLater(reactor, 0.5, lambda: None))
@@ -274,7 +327,7 @@ def test_resume_on_another_node(nodes: Nodes) -> None:
 
     again = FakeConnection(on_b)
     again.enter(f"/resume alice {token}")
-    eventually(lambda: again.protocol.nickname == "alice", "the resume")
+    eventually(lambda: again.session.nickname == "alice", "the resume")
     lines = again.lines()
     lines = lines[[line.startswith("*** Resumed") for line in lines].index(True) :]
     assert lines[:3] == [
@@ -318,7 +371,7 @@ def test_node_taken_for_dead_comes_back(nodes: Nodes) -> None:
         "alice's return",
     )
     eventually(lambda: a.up, "node A claims its users again")
-    a.say("#lobby", b"<alice> I was only sleeping\r\n", alice)
+    a.say("#lobby", events.chat("alice", "I was only sleeping", "#lobby"), alice)
     eventually(
         lambda: "<alice> I was only sleeping" in collect(bob, bob_saw)(), "the line"
     )
@@ -338,7 +391,7 @@ def test_bans_hold_on_every_node(nodes: Nodes) -> None:
     on_a, on_b = nodes.servers("bans")
     bob = FakeConnection(on_b, host="192.0.2.7")
     bob.enter("bob")
-    eventually(lambda: bob.protocol.nickname == "bob", "bob registered")
+    eventually(lambda: bob.session.nickname == "bob", "bob registered")
     on_a.ban(ip_network("192.0.2.0/24"), 3600, "spam", "root")
     bob_saw: list[str] = []
     heard(bob, "*** disconnected: banned: spam", bob_saw)

@@ -10,6 +10,7 @@ from clusterharness import Nodes, block, eventually, in_greenlet, registered
 
 from twisted.internet.defer import fail
 
+from chatservice import events as chat_events
 from chatservice.cluster import ClusterRegistry
 from chatservice.reasons import CloseReason
 
@@ -154,7 +155,7 @@ def test_missed_lines_are_not_replayed_after_a_local_resume(nodes: Nodes) -> Non
     block(a.idle())
     there = FakeConnection(on_b)
     there.enter(f"/resume alice {token}")
-    eventually(lambda: there.protocol.nickname == "alice", "the resume")
+    eventually(lambda: there.session.nickname == "alice", "the resume")
     lines = there.lines()
     start = [line.startswith("*** Resumed") for line in lines].index(True)
     try:
@@ -206,7 +207,7 @@ def test_unanswered_calls_tell_the_user_why(nodes: Nodes) -> None:
     a.link.command = lambda *args: fail(lost)
     try:
         for d in (
-            a.send_private("bob", b"*alice* hi\r\n"),
+            a.send_private("bob", chat_events.private("alice", "hi")),
             a.find("bob"),
             a.rename(alice, "alicia"),
         ):
@@ -237,7 +238,7 @@ def test_no_redis_at_start_serves_alone(nodes: Nodes) -> None:
         assert block(node.register(alice, "alice")) == "alice"
         assert block(node.register(bob, "bob")) == "bob"
         assert alice.lines() == ["*** bob has joined #lobby"]
-        node.say("#lobby", b"<bob> anyone?\r\n", bob)
+        node.say("#lobby", chat_events.chat("bob", "anyone?", "#lobby"), bob)
         assert alice.lines() == ["<bob> anyone?"]
         clock.advance(5)
         warned = [e for e in events if "cannot reach Redis" in e.get("log_format", "")]

@@ -21,6 +21,7 @@ from prometheus_client import generate_latest
 from twisted.internet.error import ConnectionLost
 from twisted.logger import globalLogPublisher
 
+from chatservice import events
 from chatservice.cluster import ClusterRegistry
 from chatservice.cluster.events import EVENT_MAX
 from chatservice.cluster.registry import MISSED_BYTES
@@ -39,10 +40,10 @@ def test_nickname_conflict_close_reason_is_a_fixed_label(nodes: Nodes) -> None:
     a.link._down()  # cut off: alice registers on node A alone
     here = FakeConnection(on_a)
     here.enter("alice")
-    eventually(lambda: here.protocol.nickname == "alice", "alice on node A")
+    eventually(lambda: here.session.nickname == "alice", "alice on node A")
     there = FakeConnection(on_b)
     there.enter("alice")  # node B gives the nickname away meanwhile
-    eventually(lambda: there.protocol.nickname == "alice", "alice on node B")
+    eventually(lambda: there.session.nickname == "alice", "alice on node B")
     a.link._check()
     heard(
         here,
@@ -60,6 +61,15 @@ def test_nickname_conflict_close_reason_is_a_fixed_label(nodes: Nodes) -> None:
     )
     assert "alice" not in text
     there.drop()
+
+
+def _event(kind: str = "chat", **fields: object) -> dict:
+    """A chat event as nodes share it (see L{chatservice.cluster.events.dumped})."""
+    defaults = {"room": "#lobby", "nick": "mallory", "text": "hi"}
+    value = {"type": kind, "time": 1796000000.5}
+    for name in events.KINDS.get(kind, ("text",)):
+        value[name] = fields.pop(name, defaults.get(name, ""))
+    return {**value, **fields}
 
 
 def _forge(node: ClusterRegistry, event: object) -> None:
@@ -91,21 +101,35 @@ def test_forged_events_are_sanitised_or_skipped(nodes: Nodes) -> None:
         for bad in (
             "not json",
             "[1, 2]",
-            {"r": ["#lobby"], "d": 7},
-            {"r": ["#lobby"], "d": "no line end"},
-            {"r": "#lobby", "d": "<x> rooms not a list\r\n"},
-            {"r": ["#lobby"], "d": "<x> hi\r\n", "h": "soon"},
-            {"to": "ALICE!", "d": "<x> to no one\r\n"},
+            {"r": ["#lobby"], "d": "<x> a line, not an event\r\n"},
+            {"r": ["#lobby"], "ev": 7},
+            {"r": ["#lobby"], "ev": "<x> hi\r\n"},
+            {"r": "#lobby", "ev": _event(text="rooms not a list")},
+            {"r": ["#lobby"], "ev": _event(), "h": "soon"},
+            {"r": ["#lobby"], "ev": _event(time="soon")},
+            {"r": ["#lobby"], "ev": _event(time=1e300)},  # no date can show it
+            {"r": ["#lobby"], "ev": _event(text=["hi"])},
+            {"r": ["#lobby"], "ev": _event(nick="m" * 100)},
+            {"r": ["#lobby"], "ev": _event(history=True)},
+            {"r": ["#lobby"], "ev": _event(reason="a field chat has not")},
+            {"r": ["#lobby"], "ev": _event("resume_token", token="spoofed")},
+            {"r": ["#lobby"], "ev": _event("nonsense")},
+            {"a": 1, "ev": {"type": "notice", "text": "no time"}},
+            {"to": "ALICE!", "ev": _event("private", text="to no one")},
+            {"to": "alice"},
             {"ban": ["0.0.0.0/0", None, "everyone", "root"]},
             {"ban": ["192.0.2.0/24", None, "spam", "root\x1b[2J"]},
             {"ban": "192.0.2.0/24"},
             {"unban": 7},
             {"what": 1},
-            {"r": ["#lobby"], "d": "x" * 9000 + "\r\n"},
+            {"r": ["#lobby"], "ev": _event(text="x" * 9000)},
         ):
             _forge(a, bad)
-        _forge(a, {"r": ["#lobby"], "d": "<mallory> \x1b]0;pwned\x07hi\x1b[2J\r\n"})
-        _forge(a, {"to": "alice", "d": "*mallory* \x9b31mred\u202e\r\n"})
+        _forge(a, {"r": ["#lobby"], "ev": _event(text="\x1b]0;pwned\x07hi\x1b[2J")})
+        _forge(a, {"to": "alice", "ev": _event("private", text="\x9b31mred\u202e")})
+        _forge(a, {"r": ["#lobby"], "ev": _event("join", nick="eve\x1b[2J\n<alice>")})
+        _forge(a, {"r": ["#lobby"], "ev": _event(text="two\x07\nlines\r\n\r")})
+        _forge(a, {"a": 1, "ev": _event("notice", text="odd \ud800 text")})
         _forge(a, {"to": "alice", "k": "kicked by mallory: bye"})  # text: old
         _forge(a, {"to": "alice", "k": ["sleepy", None, ""]})  # no such kind
         _forge(a, {"to": "alice", "k": ["kicked", "mallory", "\x1b[5mbye"]})
@@ -114,6 +138,11 @@ def test_forged_events_are_sanitised_or_skipped(nodes: Nodes) -> None:
         assert seen == [
             "<mallory> hi",
             "*mallory* red",
+            "*** eve<alice> has joined #lobby",
+            "<mallory> two",
+            "<mallory> lines",
+            "<mallory> ",
+            "*** odd \ufffd\ufffd\ufffd text",
             "*** disconnected: kicked by mallory: bye",
         ]
         assert on_a.bans.match("192.0.2.9") is None  # neither ban was made
@@ -132,6 +161,7 @@ def test_forged_events_are_sanitised_or_skipped(nodes: Nodes) -> None:
             "not an object",
             "to rooms",
             "to a user",
+            "to everyone",
             "ban",
             "unban",
             "unknown kind",
@@ -240,7 +270,7 @@ def test_a_replaced_token_works_nowhere(nodes: Nodes) -> None:
     opened.append(thief)
     thief.enter(f"/resume alice {third}")
     heard(thief, "!!! resume failed: unknown nickname or wrong token", [])
-    assert not a.up or a.core.index.by_fold["alice"] is back.protocol
+    assert not a.up or a.core.index.by_fold["alice"] is back.session
     for connection in [back, *opened]:
         connection.drop()
 
@@ -272,20 +302,28 @@ def test_the_event_stream_is_bounded_in_bytes(nodes: Nodes) -> None:
     bob = registered(b, "bob")
     block(b.idle())
     # The longest line --max-line lets through, every byte of it invalid.
-    worst = "<alice> " + "\ufffd" * 2048
-    a.say("#lobby", (worst + "\r\n").encode("utf-8"), alice)
+    worst = "\ufffd" * 2048
+    a.say("#lobby", events.chat("alice", worst, "#lobby"), alice)
     block(a.idle())
     assert len(_newest_event(a).encode("utf-8")) <= EVENT_MAX
     seen: list[str] = []
-    eventually(lambda: worst in seen or seen.extend(bob.lines()), "the worst line")
-    # Longer (a larger --max-line): it reaches the other nodes cut.
-    a.say("#lobby", b"<alice> " + b"x" * 10_000 + b"\r\n", alice)
-    block(a.idle())
-    assert len(_newest_event(a).encode("utf-8")) <= EVENT_MAX
-    eventually(lambda: seen.extend(bob.lines()) or seen[-1].endswith("x\u2026"), "cut")
-    assert 7000 < len(seen[-1].encode("utf-8")) <= 7 * 1024
+    eventually(
+        lambda: f"<alice> {worst}" in seen or seen.extend(bob.lines()), "the worst line"
+    )
+    # Longer (a larger --max-line), or all quotes (two bytes each in JSON):
+    # it reaches the other nodes cut.
+    for text in ("x" * 10_000, '"' * 5_000):
+        a.say("#lobby", events.chat("alice", text, "#lobby"), alice)
+        block(a.idle())
+        assert len(_newest_event(a).encode("utf-8")) <= EVENT_MAX
+        end = text[0] + "\u2026"
+        eventually(
+            lambda end=end: seen.extend(bob.lines()) or seen[-1].endswith(end), "cut"
+        )
+        shown = len(seen[-1].encode("utf-8"))
+        assert (3400 if text[0] == '"' else 6900) < shown <= 7 * 1024
     for _ in range(STREAM_EVENTS + 300):
-        a.broadcast("#lobby", b"*** n\r\n", None)
+        a.broadcast("#lobby", events.notice("n"), None)
     block(a.idle())
     length = block(a.core.command("execute_command", "XLEN", a.core.prefix + "events"))
     assert STREAM_EVENTS <= int(length) <= STREAM_EVENTS + 100
@@ -296,7 +334,7 @@ def test_the_event_stream_is_bounded_in_bytes(nodes: Nodes) -> None:
 def test_a_held_sessions_lines_in_redis_are_bounded_in_bytes(
     nodes: Nodes, cap: int | None
 ) -> None:
-    """Lines kept in Redis for a held session stop at --resume-buffer-bytes (64 KiB by default), the newest kept and handed over."""
+    """Events kept in Redis for a held session stop at --resume-buffer-bytes of JSON (64 KiB by default), the newest kept and handed over."""
     limit = MISSED_BYTES if cap is None else cap
     on_a, on_b = nodes.servers(
         f"held{cap}",
@@ -317,22 +355,30 @@ def test_a_held_sessions_lines_in_redis_are_bounded_in_bytes(
     eventually(
         lambda: (
             "alice" in a.core.index.by_fold
-            and b"<bob> 199 " in a.core.index.by_fold["alice"].missed()[0]
+            and any(
+                event.text.startswith("199 ")
+                for event in a.core.index.by_fold["alice"].missed()[0]
+            )
         ),
         "the lines held",
     )
     block(a.idle())
     kept = block(a.core.command("lrange", a.core.prefix + "missed:alice", 0, -1))
     size = int(block(a.core.command("get", a.core.prefix + "missed-bytes:alice")))
-    assert size == sum(len(chunk.encode("utf-8")) for chunk in kept)
-    assert limit - 1100 < size <= limit
-    assert kept[-1].startswith(f"<bob> 199 {filler}")
+    # The JSON of each event, about 1,090 bytes: within one of the limit.
+    assert size == sum(len(value.encode("utf-8")) for value in kept)
+    assert limit - 1200 < size <= limit
+    said = [json.loads(value) for value in kept]
+    assert said[-1]["text"] == f"199 {filler}"
+    assert {(e["type"], e["room"], e["nick"]) for e in said} == {
+        ("chat", "#lobby", "bob")
+    }
     again = _Seen(on_b, host="192.0.2.9")
     again.enter(f"/resume alice {token}")
     lines = _resumed(again)
     missed = lines[1 : lines.index("*** End of missed lines.")]
-    assert missed[-1] == f"<bob> 199 {filler}"
-    assert limit - 2200 < sum(len(line) + 2 for line in missed) <= limit
+    # Handed over: the newest events whose JSON fits, the same as Redis kept.
+    assert missed == [f"<bob> {e['text']}" for e in said]
     for connection in (again, bob):
         connection.drop()
 
@@ -383,7 +429,10 @@ def test_resume_from_a_node_that_does_not_hand_over(nodes: Nodes) -> None:
     eventually(
         lambda: (
             "alice" in a.core.index.by_fold
-            and b"stored" in a.core.index.by_fold["alice"].missed()[0]
+            and any(
+                event.text == "stored"
+                for event in a.core.index.by_fold["alice"].missed()[0]
+            )
         ),
         "the line held",
     )

@@ -19,32 +19,31 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .. import wire
+from .. import events
 from ..interfaces import IChatClient
 from ..logs import gate, shown
 from ..reasons import CONNECTION_LOST, CloseKind, CloseReason
 from ..rooms import LOBBY, deliver
 from ..text import fold
-from .events import Event, ToRooms, text_of
+from .events import Malformed, Message, ToRooms, clean_rooms, clean_text, dumped
 from .link import CALL_TIMEOUT, RedisLink
 from .node import Node, quietly
 
 log = Logger(observer=gate)
 
-#: A leave for connection lost, before and after the nickname: the reaping
-#: script makes the lines of the users it removes.
-_LOST_AROUND = wire.left("\0", "connection lost").decode("utf-8").split("\0")
+#: Why the users of a node that stopped have left.
+_LOST = "connection lost"
 
 
 class Liveness:
     """Keeps a node alive in the cluster, and its users claimed.
 
     @param node_ttl: seconds after which a silent node's users are gone.
-    @param act: acts on an event as if another node had sent it.
+    @param act: acts on a message as if another node had sent it.
     """
 
     def __init__(
-        self, node: Node, node_ttl: float, act: Callable[[Event], None]
+        self, node: Node, node_ttl: float, act: Callable[[Message], None]
     ) -> None:
         self._node = node
         self._node_ttl = node_ttl
@@ -117,7 +116,7 @@ class Liveness:
             self._told_down = True
             deliver(
                 tuple(self._node.index.users),
-                wire.notice(
+                events.notice(
                     "the other servers are unreachable: you see only the users "
                     "of this one until they are back"
                 ),
@@ -148,13 +147,14 @@ class Liveness:
                 )
                 self._node.resyncing = True
                 self.resync(None)
+            # The leave of each user reaped: the script puts in the nickname.
             return self._node.link.call(
                 "reap",
                 self._node.prefix,
                 self._node.amax,
                 LOBBY,
                 self._node.name,
-                *_LOST_AROUND,
+                dumped(events.left("", _LOST)),
             )
 
         d.addCallback(reap).addCallback(self._announce_reaped)
@@ -169,9 +169,13 @@ class Liveness:
                 "cluster: {nickname}, of a node that stopped, has gone",
                 nickname=shown(nickname),
             )
-            # The script told the other nodes; this one tells its users.
-            line = wire.left(nickname, "connection lost")
-            self._act(ToRooms(list(rooms), line))
+            # The script told the other nodes; this one tells its users,
+            # what Redis said checked as if another node had sent it.
+            try:
+                leave = events.left(clean_text(nickname, "reaped", 64), _LOST)
+                self._act(ToRooms(clean_rooms(rooms, "reaped"), leave))
+            except Malformed:
+                continue
 
     def resync(self, _: object) -> Deferred[None]:
         """Claim this node's users again, after Redis was out of reach.
@@ -202,7 +206,7 @@ class Liveness:
                     "rooms": list(user.rooms),
                 }
                 joined = {
-                    room: text_of(wire.joined(user.nickname, room))
+                    room: dumped(events.joined(user.nickname, room))
                     for room in user.rooms
                 }
                 announce = reaped or key in self._node.joined_while_down
@@ -268,7 +272,7 @@ class Liveness:
                 self._told_down = False
                 deliver(
                     tuple(self._node.index.users),
-                    wire.notice("the other servers are reachable again"),
+                    events.notice("the other servers are reachable again"),
                     None,
                 )
 
@@ -288,8 +292,8 @@ class Liveness:
         """Tell the others that these users, C{[nickname, rooms]}, are gone."""
         for nickname, rooms in gone:
             if rooms:
-                line = wire.left(nickname, "connection lost")
-                self._node.publish(ToRooms(list(rooms), line), "announcing a leave")
+                leave = events.left(nickname, _LOST)
+                self._node.publish(ToRooms(list(rooms), leave), "announcing a leave")
 
     def _announce_left(self, pruned: list[list[Any]], reaped: bool) -> None:
         """Tell the others of the users who left while Redis was away.
@@ -299,21 +303,21 @@ class Liveness:
         was taken for dead, their leaves were told then.
         """
         lost = {
-            nickname: (rooms, wire.left(nickname, CONNECTION_LOST))
+            nickname: (rooms, events.left(nickname, CONNECTION_LOST))
             for nickname, rooms in pruned
         }
         if not reaped:
-            for nickname, rooms, line in self._node.left_while_down.values():
-                told = lost.get(nickname, (rooms, line))[0]
-                lost[nickname] = (told, line)  # with the reason they left for
-        for rooms, line in lost.values():
+            for nickname, rooms, leave in self._node.left_while_down.values():
+                told = lost.get(nickname, (rooms, leave))[0]
+                lost[nickname] = (told, leave)  # with the reason they left for
+        for rooms, leave in lost.values():
             if rooms:
                 d = self._node.call(
                     "told_left",
                     self._node.name,
                     self._node.amax,
                     json.dumps(list(rooms)),
-                    text_of(line),
+                    dumped(leave),
                 )
                 quietly(d, "announcing a leave")
 

@@ -15,11 +15,12 @@ from typing import Any
 from twisted.internet.defer import Deferred, fail, succeed
 
 from ..errors import ChatError, NoSuchNickname
+from ..events import Event, not_an_event
 from ..interfaces import IChatClient, RoomInfo, UserInfo
 from ..reasons import CloseReason
 from ..rooms import LOBBY
 from ..text import fold
-from .events import reason_event, text_of
+from .events import dumped, reason_event
 from .node import CUT_OFF, Node, cut_off
 from .records import maybe_user_info, room_info, topic_text, user_info
 
@@ -30,9 +31,11 @@ class Lookups:
     def __init__(self, node: Node) -> None:
         self._node = node
 
-    def send_private(self, nickname: str, data: bytes) -> Deferred[UserInfo]:
+    def send_private(self, nickname: str, event: Event) -> Deferred[UserInfo]:
         """See L{chatservice.interfaces.IRegistry.send_private}."""
-        return self._to_user(nickname, {"d": text_of(data)}, lambda c: c.deliver(data))
+        if event.__class__ is not Event:
+            raise not_an_event(event)  # a plugin's mistake, refused at the call
+        return self._to_user(nickname, {}, lambda c: c.deliver(event), event)
 
     def find(self, nickname: str) -> Deferred[UserInfo]:
         """See L{chatservice.interfaces.IRegistry.find}."""
@@ -57,8 +60,16 @@ class Lookups:
         )
 
     def _to_user(
-        self, nickname: str, event: dict[str, Any], act: Callable[[IChatClient], None]
+        self,
+        nickname: str,
+        message: dict[str, Any],
+        act: Callable[[IChatClient], None],
+        event: Event | None = None,
     ) -> Deferred[UserInfo]:
+        """C{act} on the user C{nickname} here, or send their node C{message}.
+
+        C{event}, if any, goes in the message (its C{ev}).
+        """
         key = fold(nickname)
         client = self._node.index.by_fold.get(key)
         if client is not None:
@@ -68,7 +79,11 @@ class Lookups:
         if not self._node.up:  # they may be on another node: nobody can tell
             return fail(ChatError(CUT_OFF))
         d = self._node.call(
-            "to_user", self._node.name, key, json.dumps(event, ensure_ascii=False)
+            "to_user",
+            self._node.name,
+            key,
+            json.dumps(message, ensure_ascii=False),
+            "" if event is None else dumped(event),
         )
 
         def found(raw: str | None) -> UserInfo:

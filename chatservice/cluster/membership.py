@@ -13,11 +13,11 @@ from typing import Any
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
-from .. import wire
+from .. import events
 from ..interfaces import IChatClient, Scrollback
 from ..rooms import LOBBY, deliver
 from ..text import fold
-from .events import text_of
+from .events import dumped
 from .node import Node, quietly, trap_unreachable
 from .records import scrollback
 
@@ -33,7 +33,7 @@ class Membership:
         room = self._node.index.enter(client, name)
         if announce:
             nickname = self._node.index.users[client].nickname
-            deliver(room.recipients, wire.joined(nickname, name), client)
+            deliver(room.recipients, events.joined(nickname, name), client)
 
     def join(self, client: IChatClient, room: str) -> Deferred[list[Scrollback]]:
         """See L{chatservice.interfaces.IRegistry.join}."""
@@ -63,15 +63,15 @@ class Membership:
             fold(user.nickname),
             room,
             self._node.amax,
-            text_of(wire.joined(user.nickname, room)),
+            dumped(events.joined(user.nickname, room)),
             self._node.history,
         )
 
         def joined(reply: list[Any]) -> list[Scrollback]:
             size = int(reply[0])
             if entered and self._node.index.announces(size) and size > 0:
-                line = wire.joined(user.nickname, room)
-                deliver(self._node.index.still_in(room, before), line, client)
+                joined = events.joined(user.nickname, room)
+                deliver(self._node.index.still_in(room, before), joined, client)
             if size < 0:
                 return (
                     list(self._node.index.rooms[room].history)
@@ -96,13 +96,13 @@ class Membership:
         size = len(self._node.index.rooms[room])
         user.rooms = tuple(name for name in user.rooms if name != room)
         self._node.index.rooms[room].discard(client)
-        line = wire.parted(user.nickname, room, reason)
+        leave = events.parted(user.nickname, room, reason)
         if not self._node.up:
             if self._node.index.announces(size):
-                deliver(self._node.index.rooms[room].recipients, line, client)
+                deliver(self._node.index.rooms[room].recipients, leave, client)
             self._node.index.forget_if_empty(room)
             parted = self._node.parted_while_down.setdefault(fold(user.nickname), {})
-            parted[room] = text_of(line)
+            parted[room] = dumped(leave)
             return
         d = self._node.call(
             "part",
@@ -111,20 +111,20 @@ class Membership:
             room,
             self._node.amax,
             LOBBY,
-            text_of(line),
+            dumped(leave),
         )
 
         before = self._node.index.rooms[room].recipients
 
         def told(announced: int) -> None:
             if int(announced):
-                deliver(self._node.index.still_in(room, before), line, client)
+                deliver(self._node.index.still_in(room, before), leave, client)
             self._node.index.forget_if_empty(room)
 
         def here(failure: Failure) -> None:
             trap_unreachable(failure)
             parted = self._node.parted_while_down.setdefault(fold(user.nickname), {})
-            parted[room] = text_of(line)
+            parted[room] = dumped(leave)
             told(self._node.index.announces(size))
 
         d.addCallbacks(told, here)
@@ -134,11 +134,11 @@ class Membership:
         """See L{chatservice.interfaces.IRegistry.set_topic}."""
         self._node.index.rooms[room].topic = topic
         nickname = self._node.index.users[client].nickname
-        line = wire.topic_set(nickname, room, topic)
-        deliver(self._node.index.rooms[room].recipients, line, None)
+        event = events.topic_set(nickname, room, topic)
+        deliver(self._node.index.rooms[room].recipients, event, None)
         if self._node.up:
             quietly(
-                self._node.call("topic", self._node.name, room, topic, text_of(line)),
+                self._node.call("topic", self._node.name, room, topic, dumped(event)),
                 "a topic",
             )
 

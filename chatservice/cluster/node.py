@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..errors import ChatError
+from ..events import Event
 from ..logs import gate
 from ..rooms import Rooms
 from .events import EVENT_MAX, Ban, ToEveryone, ToRooms, Unban
@@ -60,8 +61,8 @@ class Node:
     @param cluster: the cluster's name: the prefix of every key in Redis.
     @param name: this node's name in the cluster.
     @param announce_max: as for L{chatservice.registry.Registry}.
-    @param missed_bytes: the most bytes of missed lines kept for one held
-        session, handed over, or collected (C{--resume-buffer-bytes}).
+    @param missed_bytes: the most bytes of missed events kept for one held
+        session (as JSON), handed over, or collected (C{--resume-buffer-bytes}).
 
     @ivar index: this node's users and their rooms.
     @ivar link: the connections to Redis; see L{connect}.
@@ -71,9 +72,9 @@ class Node:
     @ivar joined_while_down: the users (folded) who registered while Redis
         was out of reach.
     @ivar left_while_down: the users who left meanwhile: by folded nickname,
-        their nickname, rooms and leave line.
-    @ivar parted_while_down: the lines telling of rooms users left
-        meanwhile, by user and room.
+        their nickname, rooms and leave event.
+    @ivar parted_while_down: the events telling of rooms users left
+        meanwhile (as JSON, see L{events.dumped}), by user and room.
     """
 
     def __init__(
@@ -100,7 +101,7 @@ class Node:
         self.resyncing = False
         self.tokens: dict[str, str] = {}
         self.joined_while_down: set[str] = set()
-        self.left_while_down: dict[str, tuple[str, tuple[str, ...], bytes]] = {}
+        self.left_while_down: dict[str, tuple[str, tuple[str, ...], Event]] = {}
         self.parted_while_down: dict[str, dict[str, str]] = {}
         #: The calls to Redis under way.
         self.pending: set[Deferred[Any]] = set()
@@ -148,7 +149,7 @@ class Node:
         """
         fields = {"o": self.name, **event.fields()}
         text = json.dumps(fields, ensure_ascii=False)  # U+FFFD: 3 bytes, not 6
-        if len(text.encode("utf-8")) > EVENT_MAX:  # never: texts are cut to fit
+        if len(text.encode("utf-8")) > EVENT_MAX:  # never: events are cut to fit
             d: Deferred[Any] = fail(ValueError("an event too large for the stream"))
         else:
             d = self.command(

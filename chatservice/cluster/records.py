@@ -1,6 +1,6 @@
 """What a node reads from Redis's records, checked and sanitised.
 
-A user's record, a room's scrollback, a room list's rows: what the nodes
+A user's record, a room's scrollback (its events), a room list's rows: what the nodes
 read from Redis is checked and sanitised as events are (see
 L{chatservice.cluster.events}), so a bad writer to Redis cannot reach a
 terminal through it.
@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import InvalidName
 from ..interfaces import RoomInfo, Scrollback, UserInfo
 from ..text import check_room, sanitise
-from .events import Malformed, clean_lines, clean_nickname, clean_text
+from .events import Malformed, clean_nickname, clean_text, loaded
 
 
 def user_info(raw: str) -> UserInfo:
@@ -43,14 +43,14 @@ def maybe_user_info(raw: str) -> UserInfo | None:
 
 
 def scrollback(raws: Iterable[str]) -> list[Scrollback]:
-    """A room's scrollback as Redis keeps it, the malformed lines skipped."""
+    """A room's scrollback as Redis keeps it (events), the malformed ones skipped."""
     lines = []
     for raw in raws:
         try:
-            when, data = json.loads(raw)
-            lines.append(Scrollback(float(when), clean_lines(data, "scrollback")))
-        except (ValueError, TypeError, Malformed):
+            event = loaded(raw, "scrollback")
+        except Malformed:
             continue
+        lines.append(Scrollback(event.time, event))
     return lines
 
 

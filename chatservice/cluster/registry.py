@@ -18,14 +18,15 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .. import wire
+from .. import events
 from ..errors import ChatError, NicknameInUse
+from ..events import Event
 from ..interfaces import IChatClient, IRegistry, RoomInfo, Scrollback, UserInfo
 from ..reasons import CloseReason
 from ..rooms import LOBBY, User, deliver
 from ..text import fold
 from .bans import ClusterBans
-from .events import ToEveryone, ToRooms, text_of
+from .events import ToEveryone, ToRooms, dumped
 from .inbox import Inbox
 from .liveness import Liveness
 from .lookups import Lookups
@@ -48,8 +49,8 @@ class ClusterRegistry:
     @param announce_max: as for L{chatservice.registry.Registry}.
     @param node: this node's name in the cluster (by default, one of its
         own: see L{node_name}).
-    @param missed_bytes: the most bytes of missed lines kept in Redis for
-        one held session (C{--resume-buffer-bytes}), handed over, or
+    @param missed_bytes: the most bytes of missed events (their JSON) kept
+        in Redis for one held session (C{--resume-buffer-bytes}), handed over, or
         collected; L{MISSED_BYTES} by default.
 
     @ivar shared_sessions: the node's L{ISharedSessions}, for the server.
@@ -149,7 +150,7 @@ class ClusterRegistry:
             host,
             LOBBY,
             self.core.amax,
-            text_of(wire.joined(nickname, LOBBY)),
+            dumped(events.joined(nickname, LOBBY)),
         )
 
         def claimed(reply: list[Any]) -> Deferred[str]:
@@ -204,7 +205,7 @@ class ClusterRegistry:
             fold(old),
             key,
             nickname,
-            text_of(wire.renamed(old, nickname)),
+            dumped(events.renamed(old, nickname)),
         )
 
         def renamed(result: int) -> str:
@@ -223,7 +224,7 @@ class ClusterRegistry:
             return
         key = fold(user.nickname)
         self.core.tokens.pop(key, None)
-        line = wire.left(user.nickname, reason)
+        leave = events.left(user.nickname, reason)
         rooms = user.rooms
         for name in rooms:
             self._rooms[name].discard(client)
@@ -236,7 +237,7 @@ class ClusterRegistry:
                     for name in announced
                     for c in self._index.still_in(name, before[name])
                 )
-                deliver(neighbours, line, client)
+                deliver(neighbours, leave, client)
             for name in rooms:
                 self._index.forget_if_empty(name)
 
@@ -245,12 +246,12 @@ class ClusterRegistry:
             if key in self.core.joined_while_down:
                 self.core.joined_while_down.discard(key)  # nobody else saw them
             else:
-                self.core.left_while_down[key] = (user.nickname, rooms, line)
+                self.core.left_while_down[key] = (user.nickname, rooms, leave)
             told(name for name in rooms if self._index.announces(len(before[name]) + 1))
 
         if self.up:
             d = self.core.call(
-                "unregister", self.core.name, key, self.core.amax, LOBBY, text_of(line)
+                "unregister", self.core.name, key, self.core.amax, LOBBY, dumped(leave)
             )
 
             def unanswered(failure: Failure) -> None:
@@ -263,7 +264,7 @@ class ClusterRegistry:
             # Claiming the users again: this one must not stay, and its
             # leave goes out with the script.
             d = self.core.call(
-                "unregister", self.core.name, key, self.core.amax, LOBBY, text_of(line)
+                "unregister", self.core.name, key, self.core.amax, LOBBY, dumped(leave)
             )
             quietly(d, "a leave")
             told(name for name in rooms if self._index.announces(len(before[name]) + 1))
@@ -278,24 +279,29 @@ class ClusterRegistry:
         """See L{IRegistry.part}."""
         self._rooms_here.part(client, room, reason)
 
-    def broadcast(self, room: str, data: bytes, sender: IChatClient | None) -> None:
+    def broadcast(self, room: str, event: Event, sender: IChatClient | None) -> None:
         """See L{IRegistry.broadcast}."""
-        deliver(self._rooms[room].recipients, data, sender)
+        deliver(self._rooms[room].recipients, event, sender)
         if self.up:
             user = self._users.get(sender) if sender is not None else None
             key = fold(user.nickname) if user is not None else None
-            self.core.publish(ToRooms([room], data, key), "a broadcast")
+            self.core.publish(ToRooms([room], event, key), "a broadcast")
 
-    def say(self, room: str, data: bytes, sender: IChatClient) -> None:
-        """See L{IRegistry.say}."""
+    def say(self, room: str, event: Event, sender: IChatClient) -> None:
+        """See L{IRegistry.say}.
+
+        The event crosses Redis once, in one script: to the other nodes,
+        and into the room's scrollback there, with its time.
+        """
+        if event.__class__ is not Event:
+            raise events.not_an_event(event)  # before anyone is told anything
         found = self._rooms[room]
-        now = self._clock.seconds()
         if self._history:
-            found.history.append(Scrollback(now, data))
+            found.history.append(Scrollback(self._clock.seconds(), event))
         recipients = found.recipients
         self.said += 1
         self.delivered += len(recipients) - (sender in found)
-        deliver(recipients, data, sender)
+        deliver(recipients, event, sender)
         if self.up:
             key = fold(self._users[sender].nickname) if sender in self._users else ""
             quietly(
@@ -304,16 +310,15 @@ class ClusterRegistry:
                     self.core.name,
                     room,
                     key,
-                    text_of(data),
-                    repr(now),
+                    dumped(event),
                     self.core.history,
                 ),
                 "a line for the other nodes",
             )
 
-    def send_private(self, nickname: str, data: bytes) -> Deferred[UserInfo]:
+    def send_private(self, nickname: str, event: Event) -> Deferred[UserInfo]:
         """See L{IRegistry.send_private}."""
-        return self._lookups.send_private(nickname, data)
+        return self._lookups.send_private(nickname, event)
 
     def find(self, nickname: str) -> Deferred[UserInfo]:
         """See L{IRegistry.find}."""
@@ -323,25 +328,25 @@ class ClusterRegistry:
         """See L{IRegistry.kick}."""
         return self._lookups.kick(nickname, reason)
 
-    def replace(self, old: IChatClient, new: IChatClient, data: bytes | None) -> None:
+    def replace(self, old: IChatClient, new: IChatClient, event: Event | None) -> None:
         """See L{IRegistry.replace}."""
         user = self._index.swap(old, new)
-        if data is not None:
-            deliver(self._index.neighbours(user, quiet=True), data, new)
+        if event is not None:
+            deliver(self._index.neighbours(user, quiet=True), event, new)
             rooms = [
                 name
                 for name in user.rooms
                 if self._index.announces(len(self._rooms[name]))
             ]
             if self.up and rooms:
-                event = ToRooms(rooms, data, fold(user.nickname))
-                self.core.publish(event, "a notice")
+                message = ToRooms(rooms, event, fold(user.nickname))
+                self.core.publish(message, "a notice")
 
-    def announce(self, data: bytes) -> None:
+    def announce(self, event: Event) -> None:
         """See L{IRegistry.announce}."""
-        deliver(tuple(self._users), data, None)
+        deliver(tuple(self._users), event, None)
         if self.up:
-            self.core.publish(ToEveryone(data), "a notice")
+            self.core.publish(ToEveryone(event), "a notice")
 
     def count(self) -> Deferred[int]:
         """See L{IRegistry.count}."""
@@ -386,4 +391,4 @@ class ClusterRegistry:
         token = self.core.tokens.pop(fold(old), None)  # renamed in Redis too
         if token is not None:
             self.core.tokens[fold(nickname)] = token
-        deliver(self._index.neighbours(user), wire.renamed(old, nickname), None)
+        deliver(self._index.neighbours(user), events.renamed(old, nickname), None)

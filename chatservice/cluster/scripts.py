@@ -1,7 +1,12 @@
 """The cluster's Lua scripts: every change to the shared state, in Redis.
 
-Each script makes its change and adds the event the other nodes act on in
-one step, so the events are in the order of the changes.
+Each script makes its change and adds the message the other nodes act on
+in one step, so the messages are in the order of the changes.  A chat
+event a script publishes or keeps (a join, a leave, a line said) is handed
+to it as the JSON a node made of it (L{events.dumped}), and goes into the
+message as it is, never rendered as a line nor decoded and encoded again;
+only a reaped user's leave is made here, from the JSON of a leave with
+the nickname left blank.
 
 Over 500 lines, and kept in one module on purpose: it is Lua source, one
 script after another, sharing the helpers at its top; split, a script's
@@ -18,9 +23,9 @@ from .events import EVENT_MAX
 # a JSON object, so a user's rooms are never left empty (the lobby stays).
 # _HELPERS are Lua functions that several scripts share.
 
-#: How many events the stream keeps (about: Redis trims whole nodes of up
+#: How many messages the stream keeps (about: Redis trims whole nodes of up
 #: to 100 entries).  At most L{events.EVENT_MAX} bytes each, the stream
-#: holds at most 64 MiB of events; chat lines make it a few MB.
+#: holds at most 64 MiB of them; chat lines make it a few MB.
 STREAM_EVENTS = 8192
 
 _HELPERS = """
@@ -45,11 +50,15 @@ local function last_id(P)
     if #newest == 0 then return '0-0' end
     return newest[1][1]
 end
--- An event is at most EVENT_MAX bytes (the nodes cut the text they send
--- to fit); the stream keeps about STREAM_EVENTS of them, so it is bounded
--- in bytes, not only in events.
-local function publish(P, event)
+-- A message is at most EVENT_MAX bytes (the nodes cut the events they
+-- send to fit); the stream keeps about STREAM_EVENTS of them, so it is
+-- bounded in bytes, not only in messages.  ev: the JSON of the chat event
+-- the message carries, put in as it is (not decoded and encoded again);
+-- '' for none: nobody is told.
+local function publish(P, event, ev)
+    if ev == '' then return end
     local text = cjson.encode(event)
+    if ev then text = string.sub(text, 1, -2) .. ',"ev":' .. ev .. '}' end
     if #text > EVENT_MAX then return end
     redis.call('XADD', P .. 'events', 'MAXLEN', '~', 'STREAM_EVENTS', '*',
                'o', event.o or '', 'e', text)
@@ -75,7 +84,7 @@ local function remove_user(P, fold, node, amax, lobby)
 end
 """.replace("STREAM_EVENTS", str(STREAM_EVENTS)).replace("EVENT_MAX", str(EVENT_MAX))
 
-# ARGV: P, node, fold, nickname, host, lobby, amax, joined-line.
+# ARGV: P, node, fold, nickname, host, lobby, amax, joined-event.
 # Returns {1, size of the lobby, id of the newest event}, or {0} if the
 # nickname is taken.
 _REGISTER = (
@@ -91,13 +100,13 @@ redis.call('HSET', P .. 'room:' .. lobby, fold, ARGV[4])
 redis.call('SADD', P .. 'rooms', lobby)
 local size = redis.call('HLEN', P .. 'room:' .. lobby)
 if amax < 0 or size <= amax then
-    publish(P, {o = node, r = {lobby}, s = fold, d = ARGV[8]})
+    publish(P, {o = node, r = {lobby}, s = fold}, ARGV[8])
 end
 return {1, size, last_id(P)}
 """
 )
 
-# ARGV: P, node, fold, amax, lobby, left-line.  Publishes the leave in the
+# ARGV: P, node, fold, amax, lobby, left-event.  Publishes the leave in the
 # rooms small enough; returns those rooms.
 _UNREGISTER = (
     _HELPERS
@@ -106,13 +115,14 @@ local P, node, fold = ARGV[1], ARGV[2], ARGV[3]
 local amax, lobby = tonumber(ARGV[4]), ARGV[5]
 local nick, told = remove_user(P, fold, node, amax, lobby)
 if not nick then return {} end
-if #told > 0 then publish(P, {o = node, r = told, s = fold, d = ARGV[6]}) end
+if #told > 0 then publish(P, {o = node, r = told, s = fold}, ARGV[6]) end
 return told
 """
 )
 
-# ARGV: P, node, fold, room, amax, joined-line, history.
-# Returns {size, {history, newest first}}, or {-1} for an unknown user.
+# ARGV: P, node, fold, room, amax, joined-event, history.
+# Returns {size, {history (events), newest first}}, or {-1} for an unknown
+# user.
 _JOIN = (
     _HELPERS
     + """
@@ -136,13 +146,13 @@ redis.call('HSET', key, fold, user.nick)
 redis.call('SADD', P .. 'rooms', room)
 local size = redis.call('HLEN', key)
 if amax < 0 or size <= amax then
-    publish(P, {o = node, r = {room}, s = fold, d = ARGV[6]})
+    publish(P, {o = node, r = {room}, s = fold}, ARGV[6])
 end
 return {size, lines}
 """
 )
 
-# ARGV: P, node, fold, room, amax, lobby, parted-line.
+# ARGV: P, node, fold, room, amax, lobby, parted-event.
 _PART = (
     _HELPERS
     + """
@@ -161,29 +171,32 @@ user.rooms = rooms
 if #rooms == 0 then user.rooms = {lobby} end
 redis.call('HSET', P .. 'users', fold, cjson.encode(user))
 if leave_room(P, fold, room, amax, lobby) then
-    publish(P, {o = node, r = {room}, s = fold, d = ARGV[7]})
+    publish(P, {o = node, r = {room}, s = fold}, ARGV[7])
     return 1
 end
 return 0
 """
 )
 
-# ARGV: P, node, room, sender fold, line, when, history.
+# ARGV: P, node, room, sender fold (or ''), event, history.  The event (a
+# line said, with its time) goes to the other nodes and the scrollback.
 _SAY = (
     _HELPERS
     + """
-local P, room, history = ARGV[1], ARGV[3], tonumber(ARGV[7])
-publish(P, {o = ARGV[2], r = {room}, s = ARGV[4], d = ARGV[5], h = tonumber(ARGV[6])})
+local P, room, history = ARGV[1], ARGV[3], tonumber(ARGV[6])
+local sender = ARGV[4]
+if sender == '' then sender = nil end
+publish(P, {o = ARGV[2], r = {room}, s = sender, h = 1}, ARGV[5])
 if history > 0 and redis.call('EXISTS', P .. 'room:' .. room) == 1 then
     local key = P .. 'history:' .. room
-    redis.call('LPUSH', key, cjson.encode({tonumber(ARGV[6]), ARGV[5]}))
+    redis.call('LPUSH', key, ARGV[5])
     redis.call('LTRIM', key, 0, history - 1)
 end
 return 1
 """
 )
 
-# ARGV: P, node, old fold, new fold, nickname, renamed-line.
+# ARGV: P, node, old fold, new fold, nickname, renamed-event.
 # Returns 1, 0 if the new nickname is taken, -1 for an unknown user.
 _RENAME = (
     _HELPERS
@@ -208,7 +221,7 @@ for _, room in ipairs(user.rooms) do
     redis.call('HDEL', P .. 'room:' .. room, old)
     redis.call('HSET', P .. 'room:' .. room, new, ARGV[5])
 end
-publish(P, {o = node, r = user.rooms, d = ARGV[6]})
+publish(P, {o = node, r = user.rooms}, ARGV[6])
 return 1
 """
 )
@@ -225,8 +238,9 @@ redis.call('HSET', P .. 'users', fold, cjson.encode(user))
 return 1
 """
 
-# ARGV: P, node, fold, event (JSON, without the recipient).  Sends the
-# event to the node of the user called fold; returns the user, or false.
+# ARGV: P, node, fold, message (JSON, without the recipient), the event it
+# carries (JSON) or ''.  Sends the message to the node of the user called
+# fold; returns the user, or false.
 _TO_USER = (
     _HELPERS
     + """
@@ -238,13 +252,13 @@ if user.node ~= node then
     local event = cjson.decode(ARGV[4])
     event.o = node
     event.to = fold
-    publish(P, event)
+    if ARGV[5] == '' then publish(P, event) else publish(P, event, ARGV[5]) end
 end
 return raw
 """
 )
 
-# ARGV: P, node, room, topic, topic-line.
+# ARGV: P, node, room, topic, topic-event.
 _TOPIC = (
     _HELPERS
     + """
@@ -255,7 +269,7 @@ if ARGV[4] == '' then
 else
     redis.call('SET', P .. 'topic:' .. room, ARGV[4])
 end
-publish(P, {o = ARGV[2], r = {room}, d = ARGV[5]})
+publish(P, {o = ARGV[2], r = {room}}, ARGV[5])
 return 1
 """
 )
@@ -297,14 +311,15 @@ redis.call('SADD', P .. 'nodes', node)
 return redis.call('EXISTS', P .. 'reaped:' .. node)
 """
 
-# ARGV: P, amax, lobby, this node, the start and the end of a leave line
-# (around the nickname).  Removes the users of every node whose heartbeat
-# expired, and tells the others of them; returns them as {fold, nickname,
-# {rooms to tell}}.
+# ARGV: P, amax, lobby, this node, a leave event (JSON) with the nickname
+# left blank.  Removes the users of every node whose heartbeat expired,
+# and tells the others of them, each with that leave, their nickname in it;
+# returns them as {fold, nickname, {rooms to tell}}.
 _REAP = (
     _HELPERS
     + """
 local P, amax, lobby = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local left = cjson.decode(ARGV[5])
 local gone = {}
 for _, node in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
     if not alive(P, node) then
@@ -315,8 +330,8 @@ for _, node in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
                 if #told > 0 then
                     -- s: a node only cut off, which still has the user, reads
                     -- this once back, and must not tell its users.
-                    publish(P, {o = ARGV[4], r = told, s = fold,
-                                d = ARGV[5] .. nick .. ARGV[6]})
+                    left.nick = nick
+                    publish(P, {o = ARGV[4], r = told, s = fold}, cjson.encode(left))
                 end
             end
         end
@@ -329,8 +344,8 @@ return gone
 """
 )
 
-# ARGV: P, node, fold, user (JSON), amax, announce (1/0), joined-lines
-# (JSON, room -> line), parted-lines (JSON, room -> line), lobby, the digest
+# ARGV: P, node, fold, user (JSON), amax, announce (1/0), joined-events
+# (JSON, room -> event JSON), parted-events (the same), lobby, the digest
 # of the user's resume token ('' if none: Redis keeps what it has).  Claims a
 # user of this node again after Redis was out of reach, with the rooms it is
 # in now.  Returns {1, nickname of a dead node's user it replaced or '',
@@ -368,14 +383,14 @@ for _, room in ipairs(user.rooms) do
     redis.call('SADD', P .. 'rooms', room)
     local size = redis.call('HLEN', P .. 'room:' .. room)
     if (announce or (raw and not dead and not had[room]))
-            and (amax < 0 or size <= amax) then
-        publish(P, {o = node, r = {room}, s = fold, d = joined[room]})
+            and (amax < 0 or size <= amax) and joined[room] then
+        publish(P, {o = node, r = {room}, s = fold}, joined[room])
     end
 end
 -- Rooms the user left while this node was cut off.
 for room, _ in pairs(had) do
     if not now[room] and leave_room(P, fold, room, amax, lobby) and parted[room] then
-        publish(P, {o = node, r = {room}, s = fold, d = parted[room]})
+        publish(P, {o = node, r = {room}, s = fold}, parted[room])
     end
 end
 return {1, dead or '', dead_told}
@@ -421,9 +436,9 @@ return gone
 """
 )
 
-# The lines a held session misses, where a node it resumes on can read
-# them: C{missed:FOLD}, a list of chunks (one per delivery), and
-# C{missed-bytes:FOLD}, their size, both bounded: the oldest go first.
+# The events a held session misses, where a node it resumes on can read
+# them: C{missed:FOLD}, a list of events (JSON), and C{missed-bytes:FOLD},
+# their size in bytes, both bounded: the oldest go first.
 _MISSED = """
 local function trim_missed(P, fold, lines, bytes, ttl)
     local key, size = P .. 'missed:' .. fold, P .. 'missed-bytes:' .. fold
@@ -445,8 +460,8 @@ local function push_missed(P, fold, chunks)
 end
 """
 
-# ARGV: P, fold, chunks (JSON), lines kept at most, bytes kept at most,
-# seconds to keep them.  Lines for a held session.
+# ARGV: P, fold, events (a JSON list of their JSON), events kept at most,
+# bytes kept at most, seconds to keep them.  Events for a held session.
 _KEEP = (
     _MISSED
     + """
@@ -457,7 +472,7 @@ return 1
 """
 )
 
-# ARGV: P, node, fold, token digest, new token digest, amax, back-line.
+# ARGV: P, node, fold, token digest, new token digest, amax, back-event.
 # Checks the token and replaces it, in one step: a token works once in the
 # whole cluster.  If the session is this node's, returns {user, 0}: it is
 # resumed here.  Otherwise moves it here, and tells its node (ho, with n,
@@ -488,15 +503,16 @@ for _, room in ipairs(user.rooms) do
     local size = redis.call('HLEN', P .. 'room:' .. room)
     if amax < 0 or size <= amax then table.insert(told, room) end
 end
-if #told > 0 then publish(P, {o = node, r = told, s = fold, d = ARGV[7]}) end
+if #told > 0 then publish(P, {o = node, r = told, s = fold}, ARGV[7]) end
 return {raw, 1, told, last_id(P), alive(P, old) and 1 or 0}
 """
 )
 
-# ARGV: P, node, fold, chunks (JSON) or '' (none here: keep what Redis has),
-# lines, bytes, ttl.  The old node of a session resumed elsewhere hands
-# over every line it kept for it (all it was sent before the hand-over
-# event), then says so (handed), after its earlier calls.
+# ARGV: P, node, fold, events (a JSON list of their JSON) or '' (none
+# here: keep what Redis has), events, bytes, ttl.  The old node of a
+# session resumed elsewhere hands over every event it kept for it (all it
+# was sent before the hand-over message), then says so (handed), after its
+# earlier calls.
 _HANDED = (
     _HELPERS
     + _MISSED
@@ -512,7 +528,7 @@ return 1
 """
 )
 
-# ARGV: P, fold.  The lines kept for a session, now taken by its new node.
+# ARGV: P, fold.  The events kept for a session, now taken by its new node.
 _TAKE_MISSED = """
 local key = ARGV[1] .. 'missed:' .. ARGV[2]
 local missed = redis.call('LRANGE', key, 0, -1)
@@ -520,7 +536,7 @@ redis.call('DEL', key, ARGV[1] .. 'missed-bytes:' .. ARGV[2])
 return missed
 """
 
-# ARGV: P, node, amax, rooms (JSON), line.  Tells the rooms small enough,
+# ARGV: P, node, amax, rooms (JSON), left-event.  Tells the rooms small enough,
 # counting one who has left them, of that one's leaving (after an outage).
 _TOLD_LEFT = (
     _HELPERS
@@ -531,7 +547,7 @@ for _, room in ipairs(cjson.decode(ARGV[4])) do
     local size = redis.call('HLEN', P .. 'room:' .. room)
     if size > 0 and (amax < 0 or size + 1 <= amax) then table.insert(told, room) end
 end
-if #told > 0 then publish(P, {o = ARGV[2], r = told, d = ARGV[5]}) end
+if #told > 0 then publish(P, {o = ARGV[2], r = told}, ARGV[5]) end
 return told
 """
 )

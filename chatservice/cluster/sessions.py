@@ -1,13 +1,14 @@
 """Sessions across the nodes of a cluster.
 
 L{ClusterSessions} is the L{ISharedSessions} of a node: resume tokens, the
-lines a held session misses, and the move of a session resumed on another
-node.
+events a held session misses (kept in Redis as JSON, see
+L{events.dumped}, bounded by C{--resume-buffer-bytes} of it), and the
+move of a session resumed on another node.
 
-A session moves at a point of the event stream (the hand-over event): its
-old node keeps what it is sent before that point, and hands it over after
-it; the new node collects what comes after.  The missed lines are both,
-with no gap and no line twice.
+A session moves at a point of the event stream (the hand-over message):
+its old node keeps what it is sent before that point, and hands it over
+after it; the new node collects what comes after.  The missed events are
+both, with no gap and none twice.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from .. import wire
+from .. import events
 from ..config import Settings
 from ..errors import ChatError
+from ..events import Event
 from ..interfaces import IChatClient, IHeldClient, ISharedSessions
 from ..logs import gate, shown
 from ..reasons import CloseReason
@@ -34,10 +36,10 @@ from .events import (
     Handed,
     HandOver,
     Malformed,
-    clean_lines,
     clean_nickname,
     clean_rooms,
-    text_of,
+    dumped,
+    loaded,
 )
 from .link import CALL_TIMEOUT
 from .node import CUT_OFF, Node, quietly
@@ -52,8 +54,8 @@ class ClusterSessions:
 
     def __init__(self, node: Node) -> None:
         self._node = node
-        #: Lines for held sessions, sent to Redis at the iteration's end.
-        self._keeping: dict[str, tuple[list[bytes], int]] = {}
+        #: Events for held sessions, sent to Redis at the iteration's end.
+        self._keeping: dict[str, tuple[list[Event], int]] = {}
         self._keep_call: IDelayedCall | None = None
         #: Sessions being resumed here from another node, by folded nickname.
         self._arriving: dict[str, _Arrival] = {}
@@ -77,34 +79,35 @@ class ClusterSessions:
                 "set", self._node.prefix + "token:" + key, token_digest
             )
             quietly(d, "storing a resume token")
-            # A new token: the lines kept for the last drop have been seen.
+            # A new token: the events kept for the last drop have been seen.
             d = self._node.command(
                 "delete",
                 self._missed_keys(key),
             )
-            quietly(d, "forgetting missed lines")
+            quietly(d, "forgetting missed events")
 
     def _missed_keys(self, key: str) -> list[str]:
-        """The Redis keys of the lines kept for the held session of C{key}."""
+        """The Redis keys of the events kept for the held session of C{key}."""
         return [
             self._node.prefix + "missed:" + key,
             self._node.prefix + "missed-bytes:" + key,
         ]
 
-    def keep_for(self, nickname: str, data: bytes, limit: int) -> None:
-        """Keep a line for a held session, for a resume on another node.
+    def keep_for(self, nickname: str, event: Event, limit: int) -> None:
+        """Keep an event for a held session, for a resume on another node.
 
         What a held session is sent in one reactor iteration goes to Redis
-        in one call at its end.
+        in one call at its end, each event as JSON; Redis keeps at most
+        C{limit} of them, and C{--resume-buffer-bytes} of their JSON.
         """
         if not self._node.up:
             return
         key = fold(nickname)
         kept = self._keeping.get(key)
         if kept is not None:
-            kept[0].append(data)
+            kept[0].append(event)
             return
-        self._keeping[key] = ([data], limit)
+        self._keeping[key] = ([event], limit)
         if self._keep_call is None:
             self._keep_call = self._node.clock.callLater(0, self._keep_now)
 
@@ -122,11 +125,16 @@ class ClusterSessions:
     def _keep_now(self) -> None:
         self._keep_call = None
         keeping, self._keeping = self._keeping, {}
-        for key, (chunks, limit) in keeping.items():
+        for key, (kept, limit) in keeping.items():
             d = self._node.call(
-                "keep", key, _chunks(chunks), limit, self._node.missed_bytes, _KEEP_TTL
+                "keep",
+                key,
+                _json_list([dumped(event) for event in kept]),
+                limit,
+                self._node.missed_bytes,
+                _KEEP_TTL,
             )
-            quietly(d, "keeping lines for a held session")
+            quietly(d, "keeping events for a held session")
 
     def resume(
         self,
@@ -134,19 +142,21 @@ class ClusterSessions:
         nickname: str,
         token_digest: str,
         new_digest: str,
-    ) -> Deferred[tuple[str, str, bytes, int] | bool | None]:
+    ) -> Deferred[tuple[str, str, list[Event], int] | bool | None]:
         """See L{ISharedSessions.resume}.
 
         The token is checked and replaced by C{new_digest} in one script: it
         works once in the whole cluster.  Fires with True if the session is
         this node's (the caller resumes it here), with (nickname, room,
-        missed lines, their count) once it has moved here from another node,
-        or with None if there is no such session or the token is wrong.
+        missed events, their count of lines) once it has moved here from
+        another node, or with None if there is no such session or the token
+        is wrong.
 
-        A session moves at a point of the event stream (the hand-over event,
-        C{ho}): its old node keeps what it is sent before that point, and
-        hands it over (C{handed}) after it; this node collects what comes
-        after.  The missed lines are both, with no gap and no line twice.
+        A session moves at a point of the event stream (the hand-over
+        message, C{ho}): its old node keeps what it is sent before that
+        point, and hands it over (C{handed}) after it; this node collects
+        what comes after.  The missed events are both, with no gap and none
+        twice.
         """
         key = fold(nickname)
         if not self._node.up:  # the session may be on another node: nobody can tell
@@ -154,7 +164,7 @@ class ClusterSessions:
         if key in self._arriving:
             return succeed(None)  # another resume of it is under way here
         arrival = self._arriving[key] = _Arrival(client, self._node.missed_bytes)
-        back = text_of(wire.back(nickname))
+        back = dumped(events.back(nickname))
         d = self._node.call(
             "resume",
             self._node.name,
@@ -177,7 +187,7 @@ class ClusterSessions:
                     "delete",
                     self._missed_keys(key),
                 )
-                quietly(d, "forgetting missed lines")
+                quietly(d, "forgetting missed events")
                 return True
             raw, _, told, _, wait = reply
             record = json.loads(raw)
@@ -217,7 +227,7 @@ class ClusterSessions:
     def _install(
         self, key: str, arrival: _Arrival, nickname: object, rooms: object
     ) -> None:
-        """Index the arriving session, its lines collected until it is in.
+        """Index the arriving session, its events collected until it is in.
 
         Its nickname and rooms come from Redis: checked like an event's.
         """
@@ -244,8 +254,13 @@ class ClusterSessions:
         arrival: _Arrival,
         record: dict[str, Any],
         told: list[str],
-    ) -> tuple[str, str, bytes, int]:
-        """The session has moved here: C{arrival}'s client takes it."""
+    ) -> tuple[str, str, list[Event], int]:
+        """The session has moved here: C{arrival}'s client takes it.
+
+        What it missed: what its old node kept for it (from Redis, each
+        event checked; a malformed one is skipped), then what was collected
+        here since the hand-over.
+        """
         collector, client = arrival.collector, arrival.client
         self._install(key, arrival, record.get("nick"), record.get("rooms"))
         user = self._node.index.swap(collector, client)
@@ -256,12 +271,13 @@ class ClusterSessions:
             for name in told
             if name in self._node.index.rooms
         ]
-        deliver(in_rooms(rooms), wire.back(user.nickname), client)
-        data = b"".join(_lines_or_nothing(chunk) for chunk in missed)
-        data += b"".join(collector.received)
+        deliver(in_rooms(rooms), events.back(user.nickname), client)
+        kept = [event for event in map(_event_or_none, missed) if event is not None]
+        kept += collector.received
         if collector.kicked is not None:
             self._node.clock.callLater(0, client.disconnect, collector.kicked)
-        return user.nickname, user.rooms[-1], data, data.count(b"\n")
+        count = sum(event.line.count(b"\n") for event in kept)
+        return user.nickname, user.rooms[-1], kept, count
 
     def moved_away(self, event: HandOver) -> None:
         """The user C{event.key} resumed on another node: forget them here.
@@ -286,8 +302,8 @@ class ClusterSessions:
         )
         self._hand_over(
             key,
-            _last_lines(client.missed()[0], self._node.missed_bytes)
-            if IHeldClient.providedBy(client)  # a held session's lines
+            _last_fitting(client.missed()[0], self._node.missed_bytes)
+            if IHeldClient.providedBy(client)  # a held session's events
             else [],
         )
         self._on_moved(client)
@@ -298,30 +314,31 @@ class ClusterSessions:
         if arrival is not None and not arrival.handed.called:
             arrival.handed.callback(None)
 
-    def _hand_over(self, key: str, chunks: list[bytes] | None) -> None:
-        """Give the new node of C{key} the lines kept for them here."""
-        self._keeping.pop(key, None)  # in chunks already, or gone with the user
+    def _hand_over(self, key: str, kept: list[str] | None) -> None:
+        """Give the new node of C{key} the events kept for them here (JSON)."""
+        self._keeping.pop(key, None)  # in C{kept} already, or gone with the user
         d = self._node.call(
             "handed",
             self._node.name,
             key,
-            "" if chunks is None else _chunks([c for c in chunks if c]),
-            _MISSED_LINES,
+            "" if kept is None else _json_list(kept),
+            _MISSED_EVENTS,
             self._node.missed_bytes,
             _KEEP_TTL,
         )
-        quietly(d, "handing over a resumed session's lines")
+        quietly(d, "handing over a resumed session's events")
 
 
-#: The most bytes of missed lines kept in Redis for one held session (and
-#: handed over to the node it resumes on), unless told otherwise (the
-#: server passes --resume-buffer-bytes): that option's default, 64 KiB.
+#: The most bytes of missed events (their JSON) kept in Redis for one held
+#: session (and handed over to the node it resumes on), unless told
+#: otherwise (the server passes --resume-buffer-bytes): that option's
+#: default, 64 KiB.
 MISSED_BYTES: int = Settings().resume_buffer_bytes
 
-#: The most chunks handed over (a held session keeps --resume-buffer lines).
-_MISSED_LINES = 10_000
+#: The most events handed over (a held session keeps --resume-buffer lines).
+_MISSED_EVENTS = 10_000
 
-#: Seconds the lines kept for a held session stay in Redis, unless taken.
+#: Seconds the events kept for a held session stay in Redis, unless taken.
 _KEEP_TTL = 3600
 
 
@@ -336,16 +353,18 @@ class _Collector:
     def __init__(self, client: IChatClient, max_bytes: int) -> None:
         self.connection_id, self.host = client.connection_id, client.host
         self._max_bytes = max_bytes
-        self.received: deque[bytes] = deque()
+        self.received: deque[Event] = deque()
         self._bytes = 0
         self.kicked: CloseReason | None = None
 
-    def deliver(self, data: bytes) -> None:
-        """Keep C{data}, and no more than C{max_bytes} in all."""
-        self.received.append(data)
-        self._bytes += len(data)
+    def deliver(self, event: Event) -> None:
+        """Keep C{event}, and no more than C{max_bytes} of lines in all."""
+        if not isinstance(event, Event):
+            raise events.not_an_event(event)
+        self.received.append(event)
+        self._bytes += len(event.line)
         while self._bytes > self._max_bytes and len(self.received) > 1:
-            self._bytes -= len(self.received.popleft())
+            self._bytes -= len(self.received.popleft().line)
 
     def disconnect(self, reason: CloseReason) -> None:
         """Remember that the session was kicked, for C{reason}."""
@@ -376,26 +395,27 @@ def _at_most(d: Deferred[None], clock: IReactorTime) -> Deferred[None]:
     return waited.addTimeout(CALL_TIMEOUT, clock).addErrback(lambda _: None)
 
 
-def _chunks(chunks: list[bytes]) -> str:
-    """Lines for Redis, as a JSON list of text (cut to what an event may carry)."""
-    return json.dumps([text_of(c) for c in chunks], ensure_ascii=False)
+def _json_list(values: list[str]) -> str:
+    """Events' JSON for Redis, as a JSON list of them."""
+    return json.dumps(values, ensure_ascii=False)
 
 
-def _last_lines(data: bytes, max_bytes: int) -> list[bytes]:
-    """The last lines of C{data} that fit in C{max_bytes}, one by one."""
-    lines = [line + b"\r\n" for line in data.split(b"\r\n")[:-1]]
-    kept, size = [], 0
-    for line in reversed(lines):
-        size += len(line)
+def _last_fitting(kept: list[Event], max_bytes: int) -> list[str]:
+    """The JSON of the last of C{kept} that fit in C{max_bytes} of it."""
+    dumps, size = [], 0
+    for event in reversed(kept):
+        value = dumped(event)
+        size += len(value.encode("utf-8"))
         if size > max_bytes:
             break
-        kept.append(line)
-    kept.reverse()
-    return kept
+        dumps.append(value)
+    dumps.reverse()
+    return dumps
 
 
-def _lines_or_nothing(chunk: object) -> bytes:
+def _event_or_none(raw: object) -> Event | None:
+    """The missed event whose JSON is C{raw}, checked; None if malformed."""
     try:
-        return clean_lines(chunk, "missed lines")
+        return loaded(raw, "missed events")
     except Malformed:
-        return b""
+        return None
