@@ -44,7 +44,7 @@ class Option:
 
     def shown(self, default: object) -> str:
         """C{default} as C{--help} and the README show it."""
-        if default is None or default == frozenset():
+        if default is None or default in (frozenset(), ()):
             return "none"
         if isinstance(default, tuple):
             return ", ".join(default)
@@ -216,6 +216,28 @@ class Settings:
         name="port",
         short="p",
         repeat=True,
+    )
+    # The frame front end (chatservice.frontends.frames, docs/frames.md).
+    frames: tuple[str, ...] = setting(
+        (),
+        "Serve the frame protocol (length-prefixed JSON, for programs; see "
+        "docs/frames.md) on ENDPOINT, an endpoint string as for --port. "
+        "Repeat for several listeners.",
+        endpoint,
+        repeat=True,
+        unset="none",
+    )
+    max_frame: int = setting(
+        65536,
+        "Longest frame body in bytes a frame client may send; a longer one "
+        "gets an error and the connection is closed.",
+        positive_count,
+    )
+    heartbeat: float = setting(
+        30.0,
+        "Send a frame client a PING after this long without a frame from it, "
+        "and disconnect it if nothing comes within as long again; 0: never.",
+        seconds_or_zero,
     )
     # People who only read are silent for hours: dead peers are found by
     # keepalive instead.

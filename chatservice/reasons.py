@@ -21,6 +21,8 @@ class CloseKind(Enum):
     CONNECTION_LOST = "connection lost"
     #: A registered user sent nothing for C{--idle-timeout}.
     IDLE_TIMEOUT = "idle timeout"
+    #: A frame client answered no PING within C{--heartbeat}.
+    HEARTBEAT_TIMEOUT = "heartbeat timeout"
     #: No nickname was chosen within C{--register-timeout}.
     REGISTRATION_TIMEOUT = "registration timeout"
     #: More than C{--max-sendq} bytes waited for the client.
@@ -39,12 +41,22 @@ class CloseKind(Enum):
     TLS_ON_PLAIN = "wrong protocol (TLS on a plain port)"
     #: An HTTP request arrived on the chat port.
     HTTP = "wrong protocol (HTTP)"
+    #: Text (someone typing, another protocol) arrived on a frame port.
+    NOT_FRAMES = "wrong protocol (not frames)"
+    #: A frame client broke the frame format past recovery (a bad header,
+    #: another version, a body over C{--max-frame}); the detail is its code.
+    FRAME_ERROR = "frame error"
 
 
 #: The kinds a user may come back from with C{/resume}: those where the
 #: connection went away, not the user.
 HOLDABLE = frozenset(
-    {CloseKind.CONNECTION_LOST, CloseKind.IDLE_TIMEOUT, CloseKind.SEND_QUEUE}
+    {
+        CloseKind.CONNECTION_LOST,
+        CloseKind.IDLE_TIMEOUT,
+        CloseKind.HEARTBEAT_TIMEOUT,
+        CloseKind.SEND_QUEUE,
+    }
 )
 
 
@@ -92,9 +104,11 @@ class CloseReason:
 #: The reasons that carry no detail, made once.
 CONNECTION_LOST = CloseReason(CloseKind.CONNECTION_LOST)
 IDLE_TIMEOUT = CloseReason(CloseKind.IDLE_TIMEOUT)
+HEARTBEAT_TIMEOUT = CloseReason(CloseKind.HEARTBEAT_TIMEOUT)
 REGISTRATION_TIMEOUT = CloseReason(CloseKind.REGISTRATION_TIMEOUT)
 SEND_QUEUE = CloseReason(CloseKind.SEND_QUEUE)
 RESUMED_ELSEWHERE = CloseReason(CloseKind.RESUMED_ELSEWHERE)
 SHUTDOWN = CloseReason(CloseKind.SHUTDOWN)
 TLS_ON_PLAIN = CloseReason(CloseKind.TLS_ON_PLAIN)
 HTTP = CloseReason(CloseKind.HTTP)
+NOT_FRAMES = CloseReason(CloseKind.NOT_FRAMES)

@@ -6,6 +6,7 @@ Every wait has a deadline; nothing sleeps.  The C{chat} fixture (in
 C{conftest.py}) gives each test a L{Harness} and cleans it up.
 """
 
+import json
 import socket
 from collections.abc import Callable, Sequence
 
@@ -18,13 +19,14 @@ from twisted.internet.endpoints import (
     wrapClientTLS,
 )
 from twisted.internet.interfaces import IDelayedCall, IOpenSSLClientConnectionCreator
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
 from chatservice.config import Settings
 from chatservice.factory import ChatFactory
+from chatservice.frontends.frameformat import FrameDecoder, FrameType, encode_frame
 from chatservice.frontends.lines import LineProtocol
 from chatservice.service import ChatService
 from chatservice.wireparse import Welcome, parse
@@ -62,6 +64,52 @@ class Client(LineReceiver):
     def since(self, mark: int) -> list[str]:
         """The lines received after the first C{mark} lines."""
         return self.lines[mark:]
+
+
+class FrameClient(Protocol):
+    """A frame client: records every frame the server sends, decoded.
+
+    C{frames} holds C{(type, body)} pairs, the body as its JSON value;
+    C{raw} every byte received (for what is not frames).
+    """
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[int, dict]] = []
+        self.raw = b""
+        self.disconnected = False
+        self._decoder = FrameDecoder(max_frame=1 << 24)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.raw += data
+        self._decoder.feed(data)
+        for frame in self._decoder:
+            self.frames.append((frame.type, json.loads(frame.body or b"{}")))
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.disconnected = True
+        self.reason = reason
+
+    def send(self, kind: int, body: dict | None = None) -> None:
+        """Send one frame of type C{kind} with C{body}."""
+        self.transport.write(encode_frame(kind, body))
+
+    def say(self, text: str) -> None:
+        """Send an INPUT frame: what a line user would type."""
+        self.send(FrameType.INPUT, {"text": text})
+
+    def events(self, since: int = 0) -> list[dict]:
+        """The bodies of the EVENT frames from the C{since}th frame on."""
+        return [b for t, b in self.frames[since:] if t == FrameType.EVENT]
+
+    def texts(self, since: int = 0) -> list[str]:
+        """What the EVENT and ERROR frames say, as C{type: text} or C{!code: text}."""
+        shown = []
+        for kind, body in self.frames[since:]:
+            if kind == FrameType.EVENT:
+                shown.append(f"{body['type']}: {body.get('text', '')}")
+            elif kind == FrameType.ERROR:
+                shown.append(f"!{body['code']}: {body['text']}")
+        return shown
 
 
 class SlowLink(Client):

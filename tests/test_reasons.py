@@ -41,10 +41,11 @@ def test_text(reason: CloseReason, text: str) -> None:
 
 
 def test_only_lost_connections_are_held() -> None:
-    """Only connection loss, idle timeout and the send queue keep a session."""
+    """Only connection loss, idle and heartbeat timeouts, the send queue keep one."""
     assert {kind for kind in CloseKind if CloseReason(kind).holdable} == {
         CloseKind.CONNECTION_LOST,
         CloseKind.IDLE_TIMEOUT,
+        CloseKind.HEARTBEAT_TIMEOUT,
         CloseKind.SEND_QUEUE,
     }
 

@@ -1,5 +1,6 @@
 """The built-in commands and front ends, found by the plugin scan like any other."""
 
+from chatservice.frontends.frames import frames  # noqa: F401 - found by the scan
 from chatservice.frontends.lines import lines  # noqa: F401 - found by the scan
 from chatservice.moderation import (  # noqa: F401 - found by the plugin scan
     ban_command,
