@@ -26,7 +26,13 @@ from twisted.python.failure import Failure
 
 from chatservice.config import Settings
 from chatservice.factory import ChatFactory
-from chatservice.frontends.frameformat import FrameDecoder, FrameType, encode_frame
+from chatservice.frontends.frameformat import (
+    FrameDecoder,
+    FrameError,
+    FrameType,
+    encode_frame,
+)
+from chatservice.frontends.frames import frames as frames_front_end
 from chatservice.frontends.lines import LineProtocol
 from chatservice.service import ChatService
 from chatservice.wireparse import Welcome, parse
@@ -70,20 +76,28 @@ class FrameClient(Protocol):
     """A frame client: records every frame the server sends, decoded.
 
     C{frames} holds C{(type, body)} pairs, the body as its JSON value;
-    C{raw} every byte received (for what is not frames).
+    C{raw} every byte received (for what is not frames).  It answers the
+    server's PINGs, as a program should, unless C{answer_pings} is false.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, answer_pings: bool = True) -> None:
         self.frames: list[tuple[int, dict]] = []
         self.raw = b""
         self.disconnected = False
+        self.answer_pings = answer_pings
         self._decoder = FrameDecoder(max_frame=1 << 24)
 
     def dataReceived(self, data: bytes) -> None:
         self.raw += data
         self._decoder.feed(data)
-        for frame in self._decoder:
-            self.frames.append((frame.type, json.loads(frame.body or b"{}")))
+        try:
+            for frame in self._decoder:
+                body = json.loads(frame.body or b"{}")
+                self.frames.append((frame.type, body))
+                if frame.type == FrameType.PING and self.answer_pings:
+                    self.send(FrameType.PONG, body)
+        except FrameError:
+            pass  # not frames (the server's line to someone typing): see raw
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.disconnected = True
@@ -199,6 +213,7 @@ class Harness:
         self,
         listen: Sequence[str] = ("tcp:0:interface=127.0.0.1",),
         metrics: str | None = None,
+        frames: Sequence[str] = (),
         **settings: object,
     ) -> ChatService:
         """Start a server on the endpoints C{listen}, with C{settings}.
@@ -208,7 +223,8 @@ class Harness:
         Every test client comes from 127.0.0.1, so the per-address connect
         rate is lifted unless a test sets it.  With C{metrics}, an endpoint
         string, it also serves metrics there; C{self.metrics_port} is its port
-        number.
+        number.  With C{frames}, endpoint strings, it serves the frame front
+        end there too; C{self.frame_port} is the first one's port number.
         """
         settings.setdefault("max_connect_rate", 1e6)
         # A dropped user leaves at once, as before resuming existed, unless
@@ -219,7 +235,10 @@ class Harness:
         metrics_endpoint = None
         if metrics is not None:
             metrics_endpoint = (metrics, serverFromString(reactor, metrics))
-        service = ChatService(factory, endpoints, metrics_endpoint)
+        front_ends = [
+            (each, serverFromString(reactor, each), frames_front_end) for each in frames
+        ]
+        service = ChatService(factory, endpoints, metrics_endpoint, None, front_ends)
         service.startService()
         self.services.append(service)
         self.service = service
@@ -232,6 +251,8 @@ class Harness:
         if service.metrics_port is not None:
             self.metrics_port = service.metrics_port.getHost().port
         self.port = self.ports[0]
+        if frames:
+            self.frame_port = self.ports[len(listen)]
         return service
 
     async def connect(
@@ -278,6 +299,19 @@ class Harness:
         finally:
             sock.close()  # the reactor has its own copy of the descriptor
         self.clients.append(client)
+        return client
+
+    async def frame_user(
+        self, nickname: str, client: FrameClient | None = None
+    ) -> FrameClient:
+        """Connect a frame client to the first frame port, registered as C{nickname}."""
+        client = client or FrameClient()
+        await self.connect(client, self.frame_port)  # type: ignore[arg-type]
+        client.say(nickname)
+        await wait_until(
+            lambda: any(b.get("type") == "welcome" for b in client.events()),
+            f"{nickname}'s welcome",
+        )
         return client
 
     async def greeted(

@@ -175,7 +175,7 @@ class FakeFrames(FakeConnection):
         self.transport = StringTransport(peerAddress=address)
         self.factory = factory
         self.protocol = factory.build_for(frames, address)
-        self.session = self.protocol.session
+        self.session = getattr(self.protocol, "session", None)
         self.protocol.makeConnection(self.transport)
 
     def say(self, *texts: str) -> None:
@@ -601,3 +601,44 @@ def test_every_error_code_is_documented() -> None:
     codes |= {v for k, v in vars(Code).items() if k.isupper()}
     codes |= {"server_error", "refused"}
     assert codes <= documented, codes - documented
+
+
+def test_idle_timeout_counts_inputs_not_pings(clock: Clock) -> None:
+    """INPUT frames restart --idle-timeout; PINGs and PONGs do not."""
+    server = make_server(clock, idle_timeout=100, heartbeat=0)
+    bob = frame_user(server, "bob")
+    clock.advance(90)
+    bob.say("/away")
+    clock.advance(90)
+    bob.send(encode_frame(FrameType.PING, {"token": "t"}))
+    assert not bob.closing
+    clock.advance(10)
+    assert bob.said()[-1] == (
+        "notice: idle timeout: no input for 100 seconds; disconnecting"
+    )
+    assert bob.closing
+
+
+def test_refused_with_an_error_frame(clock: Clock) -> None:
+    """A connection over the caps gets one ERROR frame, no HELLO, and the close."""
+    server = make_server(clock, max_clients=1)
+    frame_user(server, "bob")
+    refused = FakeFrames(server)
+    ((kind, body),) = refused.frames()
+    assert kind == FrameType.ERROR
+    assert body["code"] == "refused"
+    assert refused.closing
+
+
+def test_send_queue_over_frames(clock: Clock) -> None:
+    """A frame user who stops reading is closed past --max-sendq, like a line user."""
+    server = make_server(clock, max_sendq=4096, flood_burst=1000)
+    alice = register(server, "alice")
+    bob = frame_user(server, "bob")
+    bob.stop_reading()
+    for i in range(100):
+        alice.enter(f"line {i} " + "x" * 100)
+    clock.advance(0)
+    assert bob.closing
+    assert bob.session.close_reason is not None
+    assert str(bob.session.close_reason) == "send queue exceeded"
