@@ -140,10 +140,20 @@ def say(
 
 
 def _say(session: IChatSession, room: str, event: Event) -> None:
-    """Hand C{event} to the room's members, timed for the fan-out metric."""
+    """Hand C{event} to the room's members, timed for the fan-out metric.
+
+    Then the hooks plugins are told, if one has a hook for it.
+    """
     start = perf_counter()
     session.registry.say(room, event, session)
-    session.server.stats.fanout.observe(perf_counter() - start)
+    server = session.server
+    server.stats.fanout.observe(perf_counter() - start)
+    hooks = server.hooks
+    if event.kind == "chat":
+        if hooks.on_said:
+            hooks.said(session, room, event.text)
+    elif hooks.on_acted:
+        hooks.acted(session, room, event.text)
 
 
 def _apply_filter(

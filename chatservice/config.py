@@ -386,8 +386,8 @@ class Settings:
     )
     disabled_plugins: frozenset[str] = setting(
         frozenset(),
-        "Leave out the command or message filter called NAME (a plugin or a "
-        "built-in command). Repeat for several.",
+        "Leave out the command, message filter or session hooks called NAME "
+        "(a plugin or a built-in command). Repeat for several.",
         plugin_name,
         name="disable-plugin",
         repeat=True,

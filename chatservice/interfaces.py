@@ -393,13 +393,19 @@ class ISessionHooks(Interface):
 
     A session is one connection.  Its hooks come in this order, each event
     exactly once: L{connected}; then, if it gets a nickname, L{registered}
-    and L{joined} for the lobby; then any number of L{joined}, L{left},
-    L{said}, L{acted} and L{nick_changed}; then, when the connection ends,
-    L{left} for each room it is still in, and L{disconnected}, last.
-    Every L{joined} is matched by one L{left}.  A session held for
+    and L{joined} for its room (the lobby, or a resumed session's); then
+    any number of L{joined}, L{left}, L{said}, L{acted} and
+    L{nick_changed}; then, when the connection ends, L{left} for each room
+    it is still in, and L{disconnected}, last.
+    Every L{joined} is matched by one L{left}.  The order holds even when
+    a registry answers late (after the connection closed): nothing is
+    called before L{connected} or after L{disconnected}.  A session held for
     C{/resume} is not a session: its connection's session has left its
     rooms and disconnected; the connection that resumes it is a new
-    session, which is L{registered} (by C{/resume}) and L{joined}.
+    session, which is L{registered} (by C{/resume}) and L{joined}.  (When
+    the old connection was still open, the new session may be registered
+    before the old one has disconnected: two sessions have the nickname
+    for a moment.)
 
     Only this node's sessions: in a cluster (C{--redis}) each node tells its
     own plugins about its own users, so a plugin that wants the whole
@@ -413,7 +419,7 @@ class ISessionHooks(Interface):
     traceback a minute per hook and event, then a count of those not shown),
     and never costs the user their line or connection, nor stops the hooks
     after it.  The C{session} is an L{IChatSession}; a hook may read it and
-    send it lines (C{session.deliver}), but MUST NOT keep it after
+    send it events (C{session.deliver}), but MUST NOT keep it after
     L{disconnected}.
     """
 

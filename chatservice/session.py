@@ -171,6 +171,7 @@ class Session(TimeoutMixin):
         """
         self.setTimeout(self.server.settings.register_timeout)
         self.deliver(GREETING)
+        self.server.hooks.connected(self)
 
     def take_token(self, tokens: int = 1) -> bool:
         """Whether the next input (worth C{tokens}) may be acted on now.
@@ -302,6 +303,7 @@ class Session(TimeoutMixin):
         if self._close_reason is None:
             self._close_reason = CONNECTION_LOST
         self._leave(self._close_reason)
+        self.server.hooks.disconnected(self, self._close_reason)
         # A quit message or a kick reason is someone's text: the log and the
         # counts get only its kind ("quit", "kicked"), from a closed set.
         kind = self._close_reason.kind.value
@@ -341,8 +343,10 @@ class Session(TimeoutMixin):
             old=shown(self.nickname),
             nickname=shown(nickname),
         )
-        self.server.sessions.renamed(self, self.nickname, nickname)
+        old = self.nickname
+        self.server.sessions.renamed(self, old, nickname)
         self.nickname = nickname
+        self.server.hooks.nick_changed(self, old, nickname)
         return nickname
 
     @property
@@ -369,6 +373,7 @@ class Session(TimeoutMixin):
             self._leave(self._close_reason)
             return
         self.setTimeout(self.server.settings.idle_timeout or None)
+        self.server.hooks.registered(self)
 
     def hand_over(self) -> None:
         """See L{IChatSession.hand_over}."""

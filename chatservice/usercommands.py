@@ -43,6 +43,9 @@ def join_command(session: IChatSession, args: str) -> Result:
     def joined(history: list[Scrollback]) -> Deferred[None]:
         registry.part(session, old, f"joined {room}")
         session.room = room
+        hooks = session.server.hooks
+        hooks.joined(session, room)
+        hooks.left(session, old, f"joined {room}")
         return _describe_room(session, room, history)
 
     return registry.join(session, room).addCallback(joined)

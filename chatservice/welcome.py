@@ -59,7 +59,14 @@ def _welcome(nickname: str, session: IChatSession) -> Result:
         if token is not None:
             session.answer(events.resume_token(nickname, token))
 
-    return registry.count().addCallback(online).addCallback(greet).addCallback(finish)
+    d = registry.count().addCallback(online).addCallback(greet).addCallback(finish)
+    return d.addBoth(_registered, session)
+
+
+def _registered(result: object, session: IChatSession) -> object:
+    """Tell the hooks plugins, once the welcome is queued (or has failed)."""
+    session.server.hooks.registered(session)
+    return result
 
 
 def names(users: Sequence[UserInfo], away_messages: bool = False) -> str:

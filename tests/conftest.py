@@ -1,8 +1,10 @@
 """Shared fixtures, and a guard against tests that leave timers behind."""
 
+import itertools
 import os
 import shutil
 import socket
+import textwrap
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from redisserver import RedisServer
 
 from twisted.internet.task import Clock
 
+import chatservice.plugins
 from chatservice import testing
 from chatservice.config import Settings
 from chatservice.factory import ChatFactory, run_at_once
@@ -65,6 +68,30 @@ def _no_leftover_delayed_calls() -> Iterator[None]:
     for call in leftover:
         call.cancel()
     assert not leftover, f"the test left delayed calls behind: {described}"
+
+
+_modules = itertools.count()
+
+
+@pytest.fixture
+def install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], str]:
+    """Write plugin modules into a directory that extends chatservice.plugins.
+
+    Returns the module name each one gets (names are unique per test run,
+    since a module that imported once stays imported).
+    """
+    directory = tmp_path / "site" / "chatservice" / "plugins"
+    directory.mkdir(parents=True)
+    monkeypatch.setattr(
+        chatservice.plugins, "__path__", [*chatservice.plugins.__path__, str(directory)]
+    )
+
+    def write(source: str) -> str:
+        name = f"third_party_{next(_modules)}"
+        (directory / f"{name}.py").write_text(textwrap.dedent(source))
+        return f"chatservice.plugins.{name}"
+
+    return write
 
 
 @pytest.fixture

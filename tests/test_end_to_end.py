@@ -140,6 +140,7 @@ def test_third_party_plugins(
     path = [
         EXAMPLES / "chatservice-dice",
         EXAMPLES / "chatservice-capsfilter",
+        EXAMPLES / "chatservice-seen",
         broken.parent.parent,
         *filter(None, [os.environ.get("PYTHONPATH")]),
     ]
@@ -165,6 +166,8 @@ def test_third_party_plugins(
     assert alice.read() == [
         "!!! please don't shout: your line was not sent (at most 50% capital letters)"
     ]
+    alice.send("/seen ALICE")
+    assert alice.read() == ["*** alice is online in #lobby"]
     output = server.output()
     problems = [line for line in output.splitlines() if "broken_plugin" in line]
     assert len(problems) == 1, output
@@ -193,6 +196,10 @@ def test_third_party_plugins(
         f", /who from chatservice.plugins.builtin (chatservice {__version__})"
     )
     assert "plugins: filter capsfilter from chatservice.plugins.capsfilter" in output
+    assert (
+        "plugins: command /seen and session hooks seen from chatservice.plugins.seen"
+        in output
+    )
 
 
 def test_disable_plugin_matching_nothing(twistd: Callable[..., Server]) -> None:

@@ -1,9 +1,7 @@
 """Plugins: commands and message filters found by Twisted's plugin system."""
 
-import itertools
 import random
 import sys
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,30 +25,9 @@ GREETING = [
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 BUILTIN = {"away", "help", "join", "me", "msg", "nick", "ping", "quit"}
 BUILTIN |= {"rooms", "topic", "users", "who"}
-_modules = itertools.count()
 
+#: The C{install} fixture (conftest.py): writes a plugin module, returns its name.
 Install = Callable[[str], str]
-
-
-@pytest.fixture
-def install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Install:
-    """Write plugin modules into a directory that extends chatservice.plugins.
-
-    Returns the module name each one gets (names are unique per test run,
-    since a module that imported once stays imported).
-    """
-    directory = tmp_path / "site" / "chatservice" / "plugins"
-    directory.mkdir(parents=True)
-    monkeypatch.setattr(
-        chatservice.plugins, "__path__", [*chatservice.plugins.__path__, str(directory)]
-    )
-
-    def write(source: str) -> str:
-        name = f"third_party_{next(_modules)}"
-        (directory / f"{name}.py").write_text(textwrap.dedent(source))
-        return f"chatservice.plugins.{name}"
-
-    return write
 
 
 def use_examples(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -476,3 +453,24 @@ def test_incomplete_hooks_left_out(install: Install) -> None:
         f"plugin hooks half from {module} left out: ISessionHooks needs registered, "
         "joined, left, said, acted, nick_changed, disconnected, which it lacks",
     )
+
+
+def test_greeter_of_the_docs(install: Install, clock: Clock) -> None:
+    """The greeter of docs/plugins.md greets with the lines said, as shown there."""
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "plugins.md").read_text()
+    section = docs.split("\n## Observing sessions: hooks\n", 1)[1]
+    source = section.split("```python\n", 1)[1].split("\n```", 1)[0]
+    install(source)
+    factory = ChatFactory(Settings(resume_grace=0), clock=clock)
+    alice = FakeConnection(factory)
+    alice.output()
+    alice.enter("alice", "hi", "/me waves")
+    assert alice.lines() == [
+        "*** Welcome, alice! Online (1): alice",
+        "*** Type /help for the commands.",
+        "*** Hello alice: 0 lines so far.",
+    ]
+    bob = FakeConnection(factory)
+    bob.output()
+    bob.enter("bob")
+    assert bob.lines()[-1] == "*** Hello bob: 2 lines so far."
