@@ -1,0 +1,61 @@
+"""In-process cost of one chat line's fan-out, without sockets.
+
+Usage::
+
+    python3 scripts/fanout.py            # 1,000 users in one room
+    python3 scripts/fanout.py 100
+
+It registers N users over StringTransports (chatservice.testing), has one
+say a line, and flushes every connection's output, as a reactor iteration
+would: what the server itself spends per line, the send() of each
+recipient's socket left out.  It prints the best of 7 rounds of 20 lines.
+Run it from two checkouts (each with its own .venv) to compare versions;
+the shared benchmark (bench/, docs/performance.md) is what measures the
+server with real sockets.
+"""
+
+import argparse
+import time
+
+from twisted.internet.task import Clock
+
+from chatservice.config import Settings
+from chatservice.factory import ChatFactory
+from chatservice.testing import register
+
+
+def main() -> None:
+    """Print the microseconds one line to N users costs, best of 7."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("users", type=int, nargs="?", default=1000)
+    users = parser.parse_args().users
+    factory = ChatFactory(
+        Settings(
+            max_clients=users + 10,
+            max_per_ip=users + 10,
+            max_connect_rate=1e9,
+            flood_rate=1e9,
+            flood_burst=1e9,
+            announce_max=0,
+        ),
+        clock=Clock(),
+    )
+    connections = [
+        register(factory, f"u{n}", host=f"10.0.{n // 250}.{n % 250}")
+        for n in range(users)
+    ]
+    speaker = connections[0]
+    best = float("inf")
+    for _ in range(7):
+        for connection in connections:
+            connection.transport.clear()
+        start = time.perf_counter()
+        for n in range(20):
+            speaker.enter(f"hello {n}")
+            factory.flusher.flush()
+        best = min(best, (time.perf_counter() - start) / 20)
+    print(f"one line to {users} users: {best * 1e6:.0f} us (best of 7 rounds of 20)")
+
+
+if __name__ == "__main__":
+    main()
