@@ -455,7 +455,8 @@ class ISessionHooks(Interface):
         """The session said C{text} in C{room}, and it was relayed.
 
         C{text} is as the room got it: after the message filters, sanitised.
-        A line a filter refused is not said.  Private messages are not.
+        A line a filter refused is not said.  Private messages are not.  A
+        frame user's text may hold newlines: it is said once, whole.
         """
 
     def acted(session: "IChatSession", room: str, text: str) -> None:

@@ -484,3 +484,26 @@ async def test_shutdown_tells_every_session(
         ("left", "#lobby", "server shutting down"),
         ("disconnected", "server shutting down"),
     ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_frame_sessions_too(chat: Harness, recorder_plugin: None) -> None:
+    """A frame user's session calls the same hooks, multi-line text said whole."""
+    chat.start(frames=("tcp:0:interface=127.0.0.1",))
+    bob = await chat.frame_user("bob")
+    (bob_id,) = chat.factory.connections
+    bob.say("one\ntwo")
+    bob.say("/quit")
+    await wait_until(lambda: bob.disconnected, "bob's quit")
+    await wait_until(
+        lambda: recorded(chat.factory, bob_id)[-1:] == [("disconnected", "quit")],
+        "bob's disconnected hook",
+    )
+    assert recorded(chat.factory, bob_id) == [
+        ("connected",),
+        ("registered", "bob"),
+        ("joined", "#lobby"),
+        ("said", "#lobby", "one\ntwo"),
+        ("left", "#lobby", "quit"),
+        ("disconnected", "quit"),
+    ]
