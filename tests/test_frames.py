@@ -642,3 +642,18 @@ def test_send_queue_over_frames(clock: Clock) -> None:
     assert bob.closing
     assert bob.session.close_reason is not None
     assert str(bob.session.close_reason) == "send queue exceeded"
+
+
+def test_half_close_acts_then_closes(server: ChatFactory) -> None:
+    """A client that sends its frames and shuts its side is heard, then closed."""
+    alice = register(server, "alice")
+    bob = FakeFrames(server)
+    alice.output()
+    bob.say("bob", "bye all", "/quit done")
+    bob.protocol.readConnectionLost()
+    assert alice.lines() == [
+        "*** bob has joined #lobby",
+        "<bob> bye all",
+        "*** bob has left (quit: done)",
+    ]
+    assert bob.closing
