@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_plugins import use_examples
 
 from twisted.internet.address import IPv4Address
@@ -657,3 +659,37 @@ def test_half_close_acts_then_closes(server: ChatFactory) -> None:
         "*** bob has left (quit: done)",
     ]
     assert bob.closing
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(max_size=200),
+            st.sampled_from(
+                [
+                    encode_frame(FrameType.INPUT, {"text": "hi\nthere"}),
+                    encode_frame(FrameType.INPUT, {"text": "/who"}),
+                    encode_frame(FrameType.PING, {"token": "x"}),
+                    b"\xfa\xce\x01\x02\x00\x00\x00\x05[1,2]",
+                    b"\xfa\xce\x01\x02\x00\x01\x00\x00",
+                    b"\xfa\xce\x01",
+                ]
+            ),
+        ),
+        max_size=12,
+    )
+)
+def test_any_bytes_after_registering(chunks: list[bytes]) -> None:
+    """Whatever a registered frame client sends, the server only answers or closes.
+
+    Nothing raises, and the decoder never keeps more than one frame's worth
+    (a header and --max-frame) beyond the read it was just given.
+    """
+    server = make_server(Clock(), flood_burst=10**6, max_frame=1024)
+    bob = frame_user(server, "bob")
+    for chunk in chunks:
+        bob.send(chunk)
+        assert bob.protocol._decoder.buffered <= 8 + 1024
+    bob.output()
+    bob.drop()
