@@ -211,6 +211,15 @@ class OutputMixin:
     #: recipient of every line.
     _encode: "Callable[[Output], bytes]" = attrgetter("line")
 
+    @staticmethod
+    def _count_lines(data: bytes) -> int:
+        """How many lines (messages) C{data}, whole encoded events, holds.
+
+        For the C{chatservice_lines_sent} metric; a front end whose messages
+        are not lines says how to count them.
+        """
+        return data.count(b"\n")
+
     # Provided by the class that inherits this (see the module docstring).
     transport: "ITransport"
     factory: "IChatServer"
@@ -324,7 +333,7 @@ class OutputMixin:
         self._out = None
         data = b"".join(map(self._encode, out))
         stats = self.factory.stats
-        stats.lines_out += data.count(b"\n")
+        stats.lines_out += self._count_lines(data)
         stats.bytes_out += len(data)
         transport = self.transport
         if self._direct:
@@ -395,7 +404,7 @@ class OutputMixin:
         """Count held output now handed to the transport."""
         stats = self.factory.stats
         for data in held:
-            stats.lines_out += data.count(b"\n")
+            stats.lines_out += self._count_lines(data)
             stats.bytes_out += len(data)
 
     def _overflow(self) -> None:

@@ -162,15 +162,18 @@ class Session(TimeoutMixin):
 
     # What the front end tells the session ----------------------------------
 
-    def connected(self) -> None:
+    def connected(self, greeting: "Event" = GREETING) -> None:
         """The connection is there: start the registration timer, greet.
+
+        C{greeting} says how to choose a nickname on the front end's wire
+        (L{GREETING}: type it and press Enter).
 
         Not logged: the registration and the close are, each with the peer.
         One event fewer per connection is a sixth of the cost of a short
         session.
         """
         self.setTimeout(self.server.settings.register_timeout)
-        self.deliver(GREETING)
+        self.deliver(greeting)
         self.server.hooks.connected(self)
 
     def take_token(self, tokens: int = 1) -> bool:

@@ -15,7 +15,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from chatservice import __version__
+from chatservice import __version__, events
 from chatservice.config import Settings
 from chatservice.errors import ChatError
 from chatservice.factory import ChatFactory, run_at_once
@@ -243,8 +243,8 @@ def test_hello_then_greeting(server: ChatFactory) -> None:
             FrameType.EVENT,
             {
                 "type": "notice",
-                "text": "Welcome to chatservice.\nChoose a nickname: type it "
-                "and press Enter (or use /nick NAME).",
+                "text": "Welcome to chatservice.\nChoose a nickname: send it "
+                'as the text of an INPUT frame ({"text": "alice"}), or /nick NAME.',
             },
         )
     ]
@@ -693,3 +693,13 @@ def test_any_bytes_after_registering(chunks: list[bytes]) -> None:
         assert bob.protocol._decoder.buffered <= 8 + 1024
     bob.output()
     bob.drop()
+
+
+def test_frames_sent_are_counted_as_lines(server: ChatFactory) -> None:
+    """The lines-sent metric counts a frame client's frames, not its 0x0A bytes."""
+    user = frame_user(server, "bob")
+    before = server.stats.lines_out
+    user.protocol.deliver(events.notice("one\ntwo\n\n\n\n\n\n\n\n\n"))
+    user.protocol.deliver(events.chat("alice", "hi", "#lobby"))
+    server.flusher.flush()
+    assert server.stats.lines_out - before == 2

@@ -55,6 +55,8 @@ from ..session import Session
 from ..system import set_socket_options
 from ..text import sanitise
 from .frameformat import (
+    HEADER,
+    HEADER_SIZE,
     TEXT_REFUSAL,
     BadFrame,
     BadMagic,
@@ -75,6 +77,15 @@ if TYPE_CHECKING:
     from ..interfaces import IChatServer
 
 log = Logger(observer=gate)
+
+#: The greeting of a frame client: how to choose a nickname with frames.
+GREETING = events.notices(
+    [
+        "Welcome to chatservice.",
+        'Choose a nickname: send it as the text of an INPUT frame ({"text": '
+        '"alice"}), or /nick NAME.',
+    ]
+)
 
 #: Why a connection is not being read: no reason, as almost always.
 _NO_PAUSES: frozenset[str] = frozenset()
@@ -226,6 +237,15 @@ class FrameProtocol(OutputMixin, Protocol):
     #: An event's frame, made once for every frame user (or a L{Raw}'s bytes).
     _encode = methodcaller("encoded", encode_event)
 
+    @staticmethod
+    def _count_lines(data: bytes) -> int:
+        """How many frames C{data} (whole frames) holds: see L{OutputMixin}."""
+        count = start = 0
+        while start + HEADER_SIZE <= len(data):
+            start += HEADER_SIZE + HEADER.unpack_from(data, start)[3]
+            count += 1
+        return count
+
     def __init__(
         self, server: "IChatServer", connection_id: int, address: IAddress
     ) -> None:
@@ -279,7 +299,7 @@ class FrameProtocol(OutputMixin, Protocol):
                 self.factory.clock, settings.heartbeat, self._ping, self._expired
             )
             self._heartbeat.start()
-        self.session.connected()
+        self.session.connected(GREETING)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Stop the heartbeat, drop what is unsent, let the session leave."""
