@@ -117,14 +117,20 @@ def _is_bare_quit(session: IChatSession, text: str) -> bool:
 
 
 def say(
-    session: IChatSession, text: str, format: Callable[[str, str, str], Event]
+    session: IChatSession,
+    text: str,
+    format: Callable[[str, str, str], Event],
+    room: str | None = None,
 ) -> Result:
     """Pass C{text} through the message filters, then say it in the room.
 
     C{format} makes the event from the nickname, the (filtered) text and the
-    room: L{events.chat} or L{events.action}.
+    room: L{events.chat} or L{events.action}.  The room is C{room}, for a
+    front end whose users are in several rooms at once and name the one
+    they speak in (IRC), or else the session's own room.
     """
-    room = session.room
+    if room is None:
+        room = session.room
     filters = session.server.filters
     if not filters:
         _say(session, room, format(session.nickname, text, room))

@@ -392,6 +392,15 @@ class Settings:
         name="disable-plugin",
         repeat=True,
     )
+    # IRC clients answer a server's PING on their own: a quiet one is
+    # asked, and one that does not answer is gone.
+    irc_ping: float = setting(
+        120.0,
+        "Send PING to an IRC client (--irc) that has sent nothing for this "
+        "long, and disconnect it if it sends nothing for as long again; "
+        "0: never.",
+        seconds_or_zero,
+    )
     #: How long a command may take before it is cancelled (no option).
     command_timeout: float = 30.0
     #: Bytes of private messages (as sent, C{*nick* text} and CRLF) one user

@@ -31,6 +31,7 @@ from .factory import ChatFactory
 from .frontends.lines import LineProtocol
 from .interfaces import (
     IChatClient,
+    IFrontEnd,
     IRegistry,
     ISharedBans,
     ISharedSessions,
@@ -52,11 +53,18 @@ class FakeConnection:
 
     _ports = itertools.cycle(range(40000, 65536))
 
-    def __init__(self, factory: ChatFactory, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        factory: ChatFactory,
+        host: str = "127.0.0.1",
+        front_end: IFrontEnd | None = None,
+    ) -> None:
         address = IPv4Address("TCP", host, next(self._ports))
         self.transport = StringTransport(peerAddress=address)
         self.factory = factory
-        self.protocol = factory.buildProtocol(address)
+        # The line front end's, unless another front end is named.
+        builder = factory if front_end is None else factory.front_end(front_end)
+        self.protocol = builder.buildProtocol(address)
         #: The user's session (what commands and the registry see).
         self.session = getattr(self.protocol, "session", None)
         self.protocol.makeConnection(self.transport)

@@ -78,6 +78,8 @@ GIVEN = [
     (["--log-level", "WARN"], "log_level", "warn"),
     (["--motd", "/etc/motd"], "motd", "/etc/motd"),
     (["--shutdown-timeout", "1"], "shutdown_timeout", 1.0),
+    (["--irc-ping", "30"], "irc_ping", 30.0),
+    (["--irc-ping", "0"], "irc_ping", 0.0),
     (["--metrics", "9100"], "metrics", "tcp:9100"),
     (
         ["--metrics", "tcp:9100:interface=127.0.0.1"],

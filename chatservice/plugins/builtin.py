@@ -1,6 +1,7 @@
 """The built-in commands and front ends, found by the plugin scan like any other."""
 
 from chatservice.frontends.frames import frames  # noqa: F401 - found by the scan
+from chatservice.frontends.irc import irc_front_end  # noqa: F401 - found by the scan
 from chatservice.frontends.lines import lines  # noqa: F401 - found by the scan
 from chatservice.moderation import (  # noqa: F401 - found by the plugin scan
     ban_command,

@@ -1,0 +1,219 @@
+"""The IRC front end: irssi, WeeChat, HexChat and IRC bots, in the same rooms.
+
+L{IRCProtocol} speaks the client side of RFC 1459/2812 as modern clients
+expect it, over the same chat core as every other front end: a channel is
+a room (C{#lobby} is the room C{#lobby}), and nicknames are one namespace.
+It is a L{chatservice.frontends.lines.LineProtocol} whose lines are IRC
+messages: the connection's life, its send queue, flood control and
+pausing are the line front end's; only what a line means and how an event
+is shown differ.  The commands are in L{chatservice.frontends.irccommands}
+(a table, like the line commands'); the encoding of events in
+L{chatservice.frontends.ircformat}.
+
+Parsing is twisted.words' (C{irc.parsemsg}, its numerics, C{ctcpExtract},
+C{stripFormatting}); its C{IRC.dataReceived} is not used.  It decodes each
+read as strict UTF-8 (invalid bytes, or a character split between two
+reads, raise and drop the connection), joins and re-splits the whole buffer
+at every read (quadratic in a long line's reads), drops the connection
+for a line over C{MAX_LENGTH}, and lets C{parsemsg}'s errors on malformed
+lines (C{:prefix} alone) escape.  Here the line front end's framing
+(L{chatservice.framing}: linear, bounded, in any chunking) cuts the lines;
+each is decoded with U+FFFD for invalid bytes, and a line that does not
+parse is ignored, as RFC 2812 asks.
+"""
+
+from typing import TYPE_CHECKING
+
+from twisted.internet.interfaces import IAddress, IDelayedCall
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.plugin import IPlugin
+from twisted.python.failure import Failure
+from twisted.words.protocols import irc
+from zope.interface import implementer
+
+from .. import events
+from ..interfaces import IFrontEnd
+from ..output import Raw
+from ..reasons import CloseKind, CloseReason
+from ..session import GREETING
+from ..text import decode
+from . import ircformat
+from .irccommands import dispatch
+from .ircformat import SERVER, is_shared, message, own
+from .lines import LineProtocol
+
+if TYPE_CHECKING:
+    from ..interfaces import IChatServer
+
+
+class IRCProtocol(LineProtocol):
+    """One IRC client's connection; see the module docstring."""
+
+    __slots__ = (
+        "nick_wanted",
+        "user_given",
+        "cap_negotiating",
+        "server_time",
+        "channels",
+        "_last_input",
+        "_ping_sent",
+        "_ping_call",
+        "_encoder",
+    )
+
+    def __init__(
+        self, server: "IChatServer", connection_id: int, address: IAddress
+    ) -> None:
+        super().__init__(server, connection_id, address)
+        # IRC's own limit, or the server's longer one (ISUPPORT's LINELEN).
+        self.MAX_LENGTH = max(server.settings.max_line, ircformat.LINE_MAX)
+        #: The nickname given with NICK before registration, if any.
+        self.nick_wanted: str | None = None
+        #: Whether USER was given (its contents are not used).
+        self.user_given = False
+        #: Whether CAP LS started a negotiation that CAP END has not ended.
+        self.cap_negotiating = False
+        #: Whether the client asked for IRCv3 server-time tags.
+        self.server_time = False
+        #: The channels the user is in, as this connection knows them.
+        self.channels: set[str] = set()
+        self._last_input = server.clock.seconds()
+        self._ping_sent = False
+        self._ping_call: IDelayedCall | None = None
+        self._encoder = ircformat.shared
+
+    def __repr__(self) -> str:
+        return f"<IRCProtocol {self.session!r}>"
+
+    # Output ------------------------------------------------------------------
+
+    def _encode(self, data: "events.Event | Raw") -> bytes:  # type: ignore[override]
+        """An event (or L{Raw} bytes) in IRC's format, for this user.
+
+        Broadcasts are encoded once for every IRC user (see
+        L{chatservice.frontends.ircformat}); what is meant for this user
+        alone names them.
+        """
+        if data.__class__ is Raw:
+            return data.line
+        if is_shared(data):  # type: ignore[arg-type]
+            return data.encoded(self._encoder)
+        if data is GREETING:
+            return b""  # its advice is for telnet users
+        return own(data, self.session.nickname or "*")  # type: ignore[arg-type]
+
+    def send(self, command: str, *params: str, prefix: str | None = SERVER) -> None:
+        """Answer with one IRC message (from the server, by default)."""
+        self._answer_raw(message(prefix, command, *params))
+
+    def numeric(self, code: str, *params: str) -> None:
+        """Answer with the numeric C{code}, addressed to this user."""
+        self._answer_raw(message(SERVER, code, self.session.nickname or "*", *params))
+
+    # Connection life -----------------------------------------------------
+
+    def connectionMade(self) -> None:
+        """Start as the line front end does, and the ping timer."""
+        super().connectionMade()
+        self._schedule_ping(self.factory.settings.irc_ping)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """Stop the ping timer, and let the session leave."""
+        if self._ping_call is not None and self._ping_call.active():
+            self._ping_call.cancel()
+        self._ping_call = None
+        super().connectionLost(reason)
+
+    def _schedule_ping(self, delay: float) -> None:
+        if self.factory.settings.irc_ping > 0:
+            self._ping_call = self.factory.clock.callLater(delay, self._check_ping)
+
+    def _check_ping(self) -> None:
+        """PING a client quiet for C{--irc-ping}; drop it if it stays quiet."""
+        self._ping_call = None
+        interval = self.factory.settings.irc_ping
+        quiet = self.factory.clock.seconds() - self._last_input
+        if quiet < interval:
+            self._schedule_ping(interval - quiet)
+            return
+        if self._ping_sent:
+            self.session.deliver(
+                events.notice(f"no answer to PING for {interval:g} seconds")
+            )
+            self.session.close(
+                CloseReason(CloseKind.IDLE_TIMEOUT, detail="no answer to PING")
+            )
+            return
+        self._ping_sent = True
+        self._answer_raw(message(None, "PING", SERVER))
+        self._schedule_ping(interval)
+
+    # Input -----------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        """Frame C{data}; a 0xFF is invalid UTF-8 here, never telnet."""
+        if b"\xff" in data:
+            data = data.replace(b"\xff", "\ufffd".encode())
+        super().dataReceived(data)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """Refuse a line longer than the limit (417); the rest is dropped."""
+        self._heard()
+        self.numeric("417", f"Input line was too long (max {self.MAX_LENGTH} bytes)")
+
+    def _heard(self) -> None:
+        self.session.resetTimeout()
+        self._last_input = self.factory.clock.seconds()
+        self._ping_sent = False
+
+    def lineReceived(self, line: bytes) -> None:
+        """Act on one IRC message; one that does not parse is ignored."""
+        self._heard()
+        self.factory.stats.lines_in += 1
+        text = decode(line)
+        if text[:1] == "@":  # IRCv3 tags: none is read
+            text = text.partition(" ")[2]
+        try:
+            _, command, params = irc.parsemsg(text.strip(" "))
+        except (ValueError, IndexError, irc.IRCBadMessage):
+            return  # RFC 2812 2.3.1: a server ignores what it cannot parse
+        dispatch(self, command.upper(), params)
+
+
+class _Refusal(Protocol):
+    """Says why a connection is refused, as IRC's C{ERROR}, and closes."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+    def connectionMade(self) -> None:
+        self.transport.write(message(None, "ERROR", f"Closing link: {self.why}"))
+        self.transport.loseConnection()
+
+
+@implementer(IPlugin, IFrontEnd)
+class IRCFrontEnd:
+    """The IRC front end, on C{--irc}: see L{IRCProtocol}."""
+
+    name = "irc"
+    option = "irc"
+    help = (
+        "where the IRC front end listens (irssi, WeeChat, HexChat, bots): a "
+        "Twisted endpoint such as tcp:6667 or ssl:6697:privateKey=key.pem; "
+        "repeatable [default: none]"
+    )
+    default = ()
+
+    def build_protocol(
+        self, server: "IChatServer", connection_id: int, address: IAddress
+    ) -> IRCProtocol:
+        """See L{IFrontEnd.build_protocol}."""
+        return IRCProtocol(server, connection_id, address)
+
+    def build_refusal(self, why: str) -> Protocol:
+        """See L{IFrontEnd.build_refusal}."""
+        return _Refusal(why)
+
+
+#: The IRC front end, found as a plugin (see chatservice.plugins.builtin).
+irc_front_end = IRCFrontEnd()

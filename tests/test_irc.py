@@ -1,0 +1,434 @@
+"""The IRC front end (issue 18): twisted.words' IRCClient against a real port.
+
+The server runs in the test's reactor with a line port and an IRC port;
+IRC users are twisted.words' own L{IRCClient}, line users the harness's
+telnet-style L{Client}.  Each test asserts the exact IRC lines a client is
+sent.
+"""
+
+from collections.abc import Sequence
+
+import pytest
+import pytest_twisted
+from harness import Client, Harness, wait_until
+
+from twisted.internet import reactor
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.words.protocols import irc
+
+from chatservice import events
+from chatservice.config import Settings
+from chatservice.factory import ChatFactory
+from chatservice.frontends.irc import irc_front_end
+from chatservice.service import ChatService
+from chatservice.testing import FakeConnection, register
+
+LOCAL = "tcp:0:interface=127.0.0.1"
+
+
+class IRCUser(irc.IRCClient):
+    """An IRC client that records every line it is sent, as text."""
+
+    heartbeatInterval = None  # no PING timer left on the reactor
+
+    def __init__(self, nickname: str, caps: Sequence[str] = ()) -> None:
+        self.nickname = nickname
+        self.lines: list[str] = []
+        self.disconnected = False
+        self.caps = caps
+
+    def connectionMade(self) -> None:
+        if self.caps:
+            self.sendLine("CAP LS 302")
+            self.sendLine("CAP REQ :" + " ".join(self.caps))
+            self.sendLine("CAP END")
+        super().connectionMade()
+
+    def lineReceived(self, line: bytes) -> None:
+        self.lines.append(line.decode("utf-8"))
+        super().lineReceived(line)
+
+    def connectionLost(self, reason: Failure = irc.protocol.connectionDone) -> None:
+        self.disconnected = True
+        super().connectionLost(reason)
+
+    def send(self, line: str) -> None:
+        """Send one raw IRC line."""
+        self.sendLine(line)
+
+    def since(self, mark: int) -> list[str]:
+        """The lines received after the first C{mark}."""
+        return self.lines[mark:]
+
+
+def start(chat: Harness, **settings: object) -> int:
+    """Start a server with a line port (C{chat.port}); return its IRC port."""
+    settings.setdefault("max_connect_rate", 1e6)
+    settings.setdefault("resume_grace", 0)
+    factory = ChatFactory(Settings(**settings))  # type: ignore[arg-type]
+    service = ChatService(
+        factory,
+        [(LOCAL, serverFromString(reactor, LOCAL))],
+        front_ends=[(LOCAL, serverFromString(reactor, LOCAL), irc_front_end)],
+    )
+    service.startService()
+    chat.services.append(service)
+    chat.service, chat.factory = service, factory
+    chat.ports = [port.getHost().port for port in service.ports]
+    chat.port = chat.ports[0]
+    return chat.ports[1]
+
+
+async def irc_user(
+    chat: Harness, port: int, nickname: str, caps: Sequence[str] = ()
+) -> IRCUser:
+    """Connect an IRC client as C{nickname} and wait for the end of its NAMES."""
+    user = IRCUser(nickname, caps)
+    await chat.connect(user, port)
+    await wait_until(
+        lambda: any(" 366 " in line for line in user.lines), f"{nickname}'s welcome"
+    )
+    return user
+
+
+def welcome(nickname: str, others: str = "") -> list[str]:
+    """What an IRC client is sent from registration to the end of its NAMES."""
+    from chatservice import __version__
+
+    names = " ".join(sorted([nickname, *others.split()], key=str.lower))
+    me = f"{nickname}!{nickname}@chatservice"
+    return [
+        f":chatservice 001 {nickname} :Welcome to chatservice, {nickname}",
+        f":chatservice 002 {nickname} :Your host is chatservice, running {__version__}",
+        f":chatservice 003 {nickname} :This server speaks chatservice's chat over IRC",
+        f":chatservice 004 {nickname} chatservice {__version__} o :",
+        f":chatservice 005 {nickname} CASEMAPPING=ascii CHANTYPES=# CHANMODES=,,, "
+        "PREFIX= CHANLIMIT=#:50 CHANNELLEN=33 NICKLEN=24 TOPICLEN=300 AWAYLEN=300 "
+        "LINELEN=2050 NETWORK=chatservice :are supported by this server",
+        f":chatservice 422 {nickname} :MOTD File is missing",
+        f":{me} JOIN #lobby",
+        f":chatservice 353 {nickname} = #lobby :{names}",
+        f":chatservice 366 {nickname} #lobby :End of /NAMES list.",
+    ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_registration(chat: Harness) -> None:
+    """NICK and USER get the welcome numerics, the MOTD's absence and #lobby."""
+    port = start(chat)
+    alice = await irc_user(chat, port, "alice")
+    assert alice.lines == welcome("alice")
+
+
+@pytest_twisted.ensureDeferred
+async def test_registration_waits_for_cap_end(chat: Harness) -> None:
+    """CAP LS offers server-time; registration waits for CAP END."""
+    port = start(chat)
+    alice = await irc_user(chat, port, "alice", caps=["server-time"])
+    assert alice.lines[:2] == [
+        ":chatservice CAP * LS :server-time",
+        ":chatservice CAP * ACK :server-time",
+    ]
+    assert alice.lines[2:] == welcome("alice")
+
+
+@pytest_twisted.ensureDeferred
+async def test_chat_between_irc_and_telnet(chat: Harness) -> None:
+    """Lines and actions cross between an IRC user and a telnet user in #lobby."""
+    port = start(chat)
+    bob = await chat.user("bob")
+    alice = await irc_user(chat, port, "alice")
+    assert alice.lines[-2] == ":chatservice 353 alice = #lobby :alice bob"
+    await wait_until(lambda: bob.lines[-1] == "*** alice has joined #lobby", "join")
+    mark = len(alice.lines)
+    bob.send("hello alice")
+    bob.send("/me waves")
+    await wait_until(lambda: len(alice.lines) == mark + 2, "bob's lines")
+    assert alice.since(mark) == [
+        ":bob!bob@chatservice PRIVMSG #lobby :hello alice",
+        ":bob!bob@chatservice PRIVMSG #lobby :\x01ACTION waves\x01",
+    ]
+    alice.say("#lobby", "hi bob")
+    alice.describe("#lobby", "smiles")
+    await wait_until(lambda: bob.lines[-1] == "* alice smiles", "alice's lines")
+    assert bob.lines[-2:] == ["<alice> hi bob", "* alice smiles"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_private_messages_both_ways(chat: Harness) -> None:
+    """PRIVMSG to a nick reaches a telnet user privately, and /msg comes back."""
+    port = start(chat)
+    bob = await chat.user("bob")
+    alice = await irc_user(chat, port, "alice")
+    mark = len(alice.lines)
+    alice.msg("bob", "psst")
+    await wait_until(lambda: bob.lines[-1] == "*alice* psst", "the message")
+    bob.send("/msg alice yes?")
+    await wait_until(lambda: len(alice.lines) > mark, "the answer")
+    assert alice.since(mark) == [":bob!bob@chatservice PRIVMSG alice :yes?"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_several_channels(chat: Harness) -> None:
+    """JOIN adds channels, each line goes to its own channel, PART leaves one."""
+    port = start(chat)
+    alice = await irc_user(chat, port, "alice")
+    carol = await irc_user(chat, port, "carol")
+    bob = await chat.user("bob")
+    bob.send("/join #a")
+    await wait_until(lambda: bob.lines[-1].startswith("*** In #a"), "bob in #a")
+    mark = len(alice.lines)
+    alice.send("JOIN #a,#B")
+    await wait_until(lambda: len(alice.lines) >= mark + 6, "the joins")
+    assert alice.since(mark) == [
+        ":alice!alice@chatservice JOIN #a",
+        ":chatservice 353 alice = #a :alice bob",
+        ":chatservice 366 alice #a :End of /NAMES list.",
+        ":alice!alice@chatservice JOIN #b",
+        ":chatservice 353 alice = #b :alice",
+        ":chatservice 366 alice #b :End of /NAMES list.",
+    ]
+    await wait_until(lambda: bob.lines[-1] == "*** alice has joined #a", "the join")
+    carol_mark = len(carol.lines)
+    alice.say("#b", "only in b")
+    alice.say("#a", "only in a")
+    alice.say("#lobby", "only in the lobby")
+    await wait_until(lambda: len(carol.lines) > carol_mark, "the lobby's line")
+    assert carol.since(carol_mark) == [
+        ":alice!alice@chatservice PRIVMSG #lobby :only in the lobby"
+    ]
+    assert bob.lines[-1] == "<alice> only in a"
+    mark = len(alice.lines)
+    alice.part("#a", "enough")
+    await wait_until(lambda: bob.lines[-1] == "*** alice has left #a (enough)", "part")
+    assert alice.since(mark) == [":alice!alice@chatservice PART #a :enough"]
+    alice.say("#a", "gone")
+    await wait_until(lambda: len(alice.lines) > mark + 1, "the refusal")
+    assert alice.lines[-1] == ":chatservice 404 alice #a :Cannot send to channel"
+
+
+@pytest_twisted.ensureDeferred
+async def test_nicknames_are_one_namespace(chat: Harness) -> None:
+    """An IRC client cannot take a telnet user's nickname, nor the reverse."""
+    port = start(chat)
+    bob = await chat.user("bob")
+    impostor = IRCUser("Bob")
+    await chat.connect(impostor, port)
+    await wait_until(lambda: any(" 366 " in x for x in impostor.lines), "a welcome")
+    # twisted.words' client tries another nickname on 433, as irssi does.
+    assert impostor.lines[0] == ":chatservice 433 * Bob :Nickname is already in use"
+    assert impostor.lines[1] == ":chatservice 001 Bob_ :Welcome to chatservice, Bob_"
+    await wait_until(lambda: bob.lines[-1] == "*** Bob_ has joined #lobby", "join")
+    mark = len(bob.lines)
+    bob.send("/nick BOB_")
+    await wait_until(lambda: len(bob.lines) > mark, "the refusal")
+    assert bob.lines[-1] == "!!! the nickname BOB_ is taken; choose another one"
+
+
+@pytest_twisted.ensureDeferred
+async def test_nick_change_and_quit_seen_everywhere(chat: Harness) -> None:
+    """NICK and QUIT from IRC reach telnet users; a telnet /nick reaches IRC."""
+    port = start(chat)
+    bob = await chat.user("bob")
+    alice = await irc_user(chat, port, "alice")
+    mark = len(alice.lines)
+    alice.setNick("alicia")
+    await wait_until(
+        lambda: bob.lines[-1] == "*** alice is now known as alicia", "the rename"
+    )
+    bob.send("/nick robert")
+    await wait_until(lambda: len(alice.lines) >= mark + 2, "both renames")
+    assert alice.since(mark) == [
+        ":alice!alice@chatservice NICK alicia",
+        ":bob!bob@chatservice NICK robert",
+    ]
+    alice.quit("bye now")
+    await wait_until(
+        lambda: bob.lines[-1] == "*** alicia has left (quit: bye now)", "the quit"
+    )
+    await wait_until(lambda: alice.disconnected, "the close")
+    assert alice.lines[-1] == "ERROR :Closing link: alicia (quit: bye now)"
+
+
+@pytest_twisted.ensureDeferred
+async def test_telnet_quit_is_an_irc_quit(chat: Harness) -> None:
+    """A telnet user's /quit reaches IRC users as QUIT with its reason."""
+    port = start(chat)
+    bob = await chat.user("bob")
+    alice = await irc_user(chat, port, "alice")
+    mark = len(alice.lines)
+    bob.send("/quit lunch")
+    await wait_until(lambda: len(alice.lines) > mark, "the quit")
+    assert alice.since(mark) == [":bob!bob@chatservice QUIT :quit: lunch"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_ping_pong(chat: Harness) -> None:
+    """PING gets PONG with the same token, before and after registration."""
+    port = start(chat)
+    raw = Client()
+    await chat.connect(raw, port)
+    raw.send("PING :early bird")
+    await wait_until(lambda: raw.lines, "the pong")
+    assert raw.lines == [":chatservice PONG chatservice :early bird"]
+
+
+# Unit tests: StringTransport and a fake clock --------------------------------
+
+
+def irc_connection(factory: ChatFactory, *lines: str) -> FakeConnection:
+    """An IRC client on a StringTransport, having sent C{lines}."""
+    connection = FakeConnection(factory, front_end=irc_front_end)
+    connection.enter(*lines)
+    return connection
+
+
+def irc_registered(factory: ChatFactory, nickname: str) -> FakeConnection:
+    """An IRC client registered as C{nickname}; its output so far dropped."""
+    connection = irc_connection(factory, f"NICK {nickname}", f"USER {nickname} 0 * :x")
+    assert connection.session.nickname == nickname, connection.lines()
+    connection.output()
+    return connection
+
+
+def test_every_chunking_gives_the_same_answers(factory: ChatFactory) -> None:
+    """Registration fed at once, or a byte at a time, gets the same bytes."""
+    data = b"CAP LS 302\r\nNICK alice\nUSER a 0 * :A\r\nCAP END\r\nPING :x\r\n"
+    whole = FakeConnection(factory, front_end=irc_front_end)
+    whole.send(data)
+    expected = whole.output()
+    whole.drop()
+    assert b" 001 alice " in expected and expected.endswith(b"PONG chatservice :x\r\n")
+    bytewise = FakeConnection(factory, front_end=irc_front_end)
+    for i in range(len(data)):
+        bytewise.send(data[i : i + 1])
+    assert bytewise.output() == expected
+
+
+def test_malformed_lines_are_ignored(factory: ChatFactory) -> None:
+    """Lines twisted's parsemsg cannot parse are ignored; the connection goes on."""
+    alice = irc_registered(factory, "alice")
+    alice.send(b":prefixonly\r\n:prefix \r\n\r\n   \r\n@tag\r\n\x00\r\nPING :still\r\n")
+    assert alice.lines() == [":chatservice PONG chatservice :still"]
+    assert not alice.closing
+
+
+def test_a_long_line_gets_417_and_the_next_is_read(factory: ChatFactory) -> None:
+    """A line over the limit gets 417, is dropped whole, and the next one is read."""
+    alice = irc_registered(factory, "alice")
+    bob = register(factory, "bob")
+    alice.output()
+    alice.send(b"PRIVMSG #lobby :" + b"x" * 5000 + b"\r\nPRIVMSG #lobby :short\r\n")
+    assert alice.lines() == [
+        ":chatservice 417 alice :Input line was too long (max 2048 bytes)"
+    ]
+    assert bob.lines() == ["<alice> short"]
+
+
+def test_an_endless_line_is_bounded(factory: ChatFactory) -> None:
+    """A megabyte without a newline gets one 417 and is never held whole."""
+    alice = irc_registered(factory, "alice")
+    for _ in range(256):
+        alice.send(b"y" * 4096)
+        assert len(alice.protocol._buffer) <= 2049
+    alice.send(b"\r\nPING :after\r\n")
+    assert alice.lines() == [
+        ":chatservice 417 alice :Input line was too long (max 2048 bytes)",
+        ":chatservice PONG chatservice :after",
+    ]
+
+
+def test_invalid_utf8_and_formatting(factory: ChatFactory) -> None:
+    """Invalid bytes become U+FFFD; IRC colours and bold are stripped for all."""
+    alice = irc_registered(factory, "alice")
+    carol = irc_registered(factory, "carol")
+    bob = register(factory, "bob")
+    carol.output()
+    alice.send(b"PRIVMSG #lobby :caf\xe9 \x02bold\x02 \x0304,01red\x03 \xff\r\n")
+    assert bob.lines() == ["<alice> caf\ufffd bold red \ufffd"]
+    assert carol.lines() == [
+        ":alice!alice@chatservice PRIVMSG #lobby :caf\ufffd bold red \ufffd"
+    ]
+
+
+def test_a_broadcast_is_encoded_once_for_every_irc_user(factory: ChatFactory) -> None:
+    """Two IRC users are sent the very same bytes object for one line."""
+    alice = irc_registered(factory, "alice")
+    carol = irc_registered(factory, "carol")
+    line = events.chat("bob", "hello", "#lobby")
+    first = alice.protocol._encode(line)
+    assert first == b":bob!bob@chatservice PRIVMSG #lobby :hello\r\n"
+    assert carol.protocol._encode(line) is first
+
+
+def test_long_lines_from_telnet_are_cut_to_512_bytes(factory: ChatFactory) -> None:
+    """A 2,000-byte line from telnet reaches IRC as PRIVMSGs of at most 512 bytes."""
+    alice = irc_registered(factory, "alice")
+    bob = register(factory, "bob")
+    alice.output()
+    text = "é" * 999 + "!"
+    bob.enter(text)
+    lines = alice.output().split(b"\r\n")[:-1]
+    assert len(lines) == 5
+    assert all(len(line) + 2 <= 512 for line in lines)
+    head = b":bob!bob@chatservice PRIVMSG #lobby :"
+    assert all(line.startswith(head) for line in lines)
+    assert b"".join(line[len(head) :] for line in lines).decode() == text
+
+
+def test_a_quiet_client_is_pinged_then_dropped(
+    factory: ChatFactory, clock: Clock
+) -> None:
+    """After --irc-ping of silence a client is PINGed; silent again, it is dropped."""
+    alice = irc_registered(factory, "alice")
+    bob = register(factory, "bob")
+    alice.output()
+    clock.advance(119)
+    assert alice.lines() == []
+    clock.advance(1)
+    assert alice.lines() == ["PING :chatservice"]
+    alice.enter("PONG :chatservice")
+    clock.advance(120)
+    assert alice.lines() == ["PING :chatservice"]
+    clock.advance(120)
+    assert alice.lines() == [
+        ":chatservice NOTICE alice :no answer to PING for 120 seconds"
+    ]
+    assert alice.closing
+    assert bob.lines()[-1] == "*** alice has left (idle timeout: no answer to PING)"
+
+
+@pytest.mark.parametrize(
+    ("line", "answer"),
+    [
+        ("FROB x", "421 alice FROB :Unknown command"),
+        ("JOIN", "461 alice JOIN :Not enough parameters"),
+        ("USER a 0 * :b", "462 alice :You may not reregister"),
+        ("NICK 9lives", "432 alice 9lives :Erroneous nickname"),
+        ("NICK", "431 alice :No nickname given"),
+        ("PRIVMSG nobody :hi", "401 alice nobody :No such nick/channel"),
+        ("PRIVMSG #lobby", "412 alice :No text to send"),
+        ("PRIVMSG", "411 alice :No recipient given (PRIVMSG)"),
+        ("JOIN bad!", "403 alice bad! :No such channel"),
+        ("PART #elsewhere", "442 alice #elsewhere :You're not on that channel"),
+        ("PRIVMSG #elsewhere :hi", "404 alice #elsewhere :Cannot send to channel"),
+        ("WHOIS nobody", "401 alice nobody :No such nick/channel"),
+        ("MODE bob +i", "502 alice :Cant change mode for other users"),
+    ],
+)
+def test_error_numerics(factory: ChatFactory, line: str, answer: str) -> None:
+    """Each mistake gets its standard numeric."""
+    alice = irc_registered(factory, "alice")
+    alice.enter(line)
+    assert alice.lines()[0] == f":chatservice {answer}"
+
+
+def test_commands_need_registration(factory: ChatFactory) -> None:
+    """Before NICK and USER, other commands get 451."""
+    alice = irc_connection(factory, "JOIN #a", "PRIVMSG #lobby :hi")
+    assert alice.lines() == [
+        ":chatservice 451 * :You have not registered",
+        ":chatservice 451 * :You have not registered",
+    ]
