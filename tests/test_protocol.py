@@ -817,13 +817,14 @@ def test_connection_state_in_slots(factory: ChatFactory) -> None:
     """A registered, chatting connection keeps no per-instance dict.
 
     Idle connections are most of a big server's memory; see the slots of
-    ChatProtocol.
+    LineProtocol and Session.
     """
     alice, bob = register(factory, "alice"), register(factory, "bob")
     alice.enter("hello", "/join #x", "/away lunch")
     bob.lines()
     for connection in (alice, bob):
         assert vars(connection.protocol) == {}
+        assert vars(connection.session) == {}
 
 
 def test_one_failed_flush_does_not_mute_other_connections(clock: Clock) -> None:
