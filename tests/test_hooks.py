@@ -507,3 +507,36 @@ async def test_frame_sessions_too(chat: Harness, recorder_plugin: None) -> None:
         ("left", "#lobby", "quit"),
         ("disconnected", "quit"),
     ]
+
+
+def test_irc_sessions_too(recorder_plugin: None, clock: Clock) -> None:
+    """An IRC user's session calls the same hooks: a JOIN adds, a PART leaves one."""
+    from chatservice.frontends.irc import irc_front_end
+
+    factory = ChatFactory(Settings(), clock=clock)
+    alice = FakeConnection(factory, front_end=irc_front_end)
+    alice.enter(
+        "NICK alice",
+        "USER a 0 * :A",
+        "JOIN #tea,#cake",
+        "PRIVMSG #tea :hello",
+        "PRIVMSG #cake :\x01ACTION bakes\x01",
+        "PART #tea :full",
+        "NICK alicia",
+        "QUIT :bye",
+    )
+    alice.drop()
+    assert recorded(factory, alice) == [
+        ("connected",),
+        ("registered", "alice"),
+        ("joined", "#lobby"),
+        ("joined", "#tea"),
+        ("joined", "#cake"),
+        ("said", "#tea", "hello"),
+        ("acted", "#cake", "bakes"),
+        ("left", "#tea", "full"),
+        ("nick_changed", "alice", "alicia"),
+        ("left", "#lobby", "quit: bye"),
+        ("left", "#cake", "quit: bye"),
+        ("disconnected", "quit: bye"),
+    ]

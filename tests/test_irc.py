@@ -6,11 +6,13 @@ telnet-style L{Client}.  Each test asserts the exact IRC lines a client is
 sent.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pytest
 import pytest_twisted
 from harness import Client, Harness, wait_until
+from processes import Connection, Server, free_port
 
 from twisted.internet import reactor
 from twisted.internet.endpoints import serverFromString
@@ -20,8 +22,9 @@ from twisted.words.protocols import irc
 
 from chatservice import events
 from chatservice.config import Settings
-from chatservice.factory import ChatFactory
+from chatservice.factory import ChatFactory, run_at_once
 from chatservice.frontends.irc import irc_front_end
+from chatservice.operators import Operators, hash_password
 from chatservice.service import ChatService
 from chatservice.testing import FakeConnection, register
 
@@ -432,3 +435,111 @@ def test_commands_need_registration(factory: ChatFactory) -> None:
         ":chatservice 451 * :You have not registered",
         ":chatservice 451 * :You have not registered",
     ]
+
+
+def operator_server(clock: Clock) -> ChatFactory:
+    """A server on the fake clock with one operator, root (password s3cret)."""
+    factory = ChatFactory(Settings(), clock=clock, run_in_thread=run_at_once)
+    factory.operators = Operators({"root": hash_password("s3cret")})
+    return factory
+
+
+def test_oper_then_kill(clock: Clock) -> None:
+    """OPER with the right password gets 381; KILL then disconnects anyone."""
+    factory = operator_server(clock)
+    root = irc_registered(factory, "root")
+    bob = register(factory, "bob")
+    root.enter("KILL bob :too loud")
+    assert root.lines()[-1] == (
+        ":chatservice 481 root :Permission Denied- You're not an IRC operator"
+    )
+    root.enter("OPER root wrong")
+    assert root.lines() == [":chatservice 464 root :operator login failed"]
+    root.enter("OPER root s3cret", "MODE root")
+    assert root.lines() == [
+        ":chatservice NOTICE root :You are now an operator (root); /help lists "
+        "your commands.",
+        ":chatservice 381 root :You are now an IRC operator",
+        ":chatservice 221 root :+o",
+    ]
+    root.enter("KILL bob :too loud", "KILL nobody")
+    assert bob.lines() == ["*** disconnected: kicked by root: too loud"]
+    assert root.lines() == [
+        ":bob!bob@chatservice QUIT :kicked by root: too loud",
+        ":chatservice NOTICE root :bob was kicked.",
+        ":chatservice 401 root nobody :No such nick/channel",
+    ]
+
+
+def test_kick_from_a_channel(clock: Clock) -> None:
+    """KICK takes an IRC user out of one channel, and moves a line user to #lobby."""
+    factory = operator_server(clock)
+    root = irc_registered(factory, "root")
+    alice = irc_registered(factory, "alice")
+    bob = register(factory, "bob")
+    root.enter("KICK #lobby alice")
+    assert (
+        root.lines()[-1] == ":chatservice 482 root #lobby :You're not channel operator"
+    )
+    root.enter("OPER root s3cret", "JOIN #tea")
+    alice.enter("JOIN #tea")
+    bob.enter("/join #tea")
+    for each in (root, alice, bob):
+        each.output()
+    root.enter("KICK #tea alice :spam", "KICK #tea bob", "KICK #tea carol")
+    assert alice.lines() == [
+        ":root!root@chatservice KICK #tea alice :kicked by root: spam",
+        ":bob!bob@chatservice JOIN #lobby",
+    ]
+    assert bob.lines() == [
+        "*** alice has left #tea (kicked by root: spam)",
+        "*** you were kicked by root; you are in #lobby now",
+    ]
+    assert root.lines() == [
+        ":alice!alice@chatservice PART #tea :kicked by root: spam",
+        ":bob!bob@chatservice JOIN #lobby",
+        ":bob!bob@chatservice PART #tea :kicked by root",
+        ":chatservice 441 root carol #tea :They aren't on that channel",
+    ]
+    alice.enter("PRIVMSG #tea :back?")
+    assert alice.lines() == [":chatservice 404 alice #tea :Cannot send to channel"]
+
+
+def test_twistd_serves_irc(
+    twistd: Callable[..., Server],
+    connections: Callable[..., Connection],
+    tmp_path: Path,
+) -> None:
+    """Under twistd -n chat --irc, an IRC user and a telnet user chat."""
+    motd = tmp_path / "motd.txt"
+    motd.write_text("Be kind.\n", encoding="utf-8")
+    line_port, irc_port = free_port(), free_port()
+    server = twistd(
+        f"tcp:{line_port}:interface=127.0.0.1",
+        "--irc",
+        f"tcp:{irc_port}:interface=127.0.0.1",
+        "--motd",
+        str(motd),
+    )
+    server.wait_for_port(line_port)
+    server.wait_for_port(irc_port)
+    assert f"listening on --irc tcp:{irc_port}" in server.output()
+    bob = connections(line_port)
+    bob.read(2)
+    bob.send("bob")
+    assert bob.read(4)[2:3] == ["*** Be kind."]
+    alice = connections(irc_port)
+    alice.send("NICK alice")
+    alice.send("USER alice 0 * :Alice")
+    assert alice.read(11)[5:] == [
+        ":chatservice 375 alice :- chatservice Message of the day - ",
+        ":chatservice 372 alice :- Be kind.",
+        ":chatservice 376 alice :End of /MOTD command.",
+        ":alice!alice@chatservice JOIN #lobby",
+        ":chatservice 353 alice = #lobby :alice bob",
+        ":chatservice 366 alice #lobby :End of /NAMES list.",
+    ]
+    alice.send("PRIVMSG #lobby :hello from irc")
+    assert bob.read(2) == ["*** alice has joined #lobby", "<alice> hello from irc"]
+    bob.send("hello from telnet")
+    assert alice.read() == [":bob!bob@chatservice PRIVMSG #lobby :hello from telnet"]

@@ -26,7 +26,7 @@ from ..errors import ChatError, InvalidName, NicknameInUse, NoSuchNickname
 from ..interfaces import RoomInfo, Scrollback, UserInfo
 from ..logs import gate
 from ..reasons import CloseReason
-from ..text import NICKNAME_MAX, check_nickname, check_room, sanitise
+from ..text import NICKNAME_MAX, check_nickname, check_room, fold, sanitise
 from ..usercommands import AWAY_MAX, TOPIC_MAX, msg_command
 from ..welcome import scrollback
 from .ircformat import (
@@ -261,11 +261,18 @@ def _register(conn: Connection) -> "Deferred[object] | None":
             return None  # it went while the registry was deciding
         _welcome(conn, nickname)
         # Every user starts in the lobby, on every front end.
-        return registry.join(session, registry.lobby).addCallback(
+        d = registry.join(session, registry.lobby).addCallback(
             lambda history: _show_join(conn, registry.lobby, history)
         )
+        # The hooks plugins hear of it (and of the lobby) once it is queued.
+        return d.addBoth(_hooks_registered, session)
 
     return registry.register(session, name).addCallbacks(registered, taken)
+
+
+def _hooks_registered(result: object, session: Any) -> object:
+    session.server.hooks.registered(session)
+    return result
 
 
 def _welcome(conn: Connection, nickname: str) -> None:
@@ -356,9 +363,10 @@ def _join_one(conn: Connection, name: str) -> "Deferred[object] | None":
         conn.numeric("405", name, "You have joined too many channels")
         return None
     session = conn.session
-    return session.registry.join(session, room).addCallback(
+    d = session.registry.join(session, room).addCallback(
         lambda history: _show_join(conn, room, history)
     )
+    return d.addCallback(lambda _: session.server.hooks.joined(session, room))
 
 
 def _show_join(
@@ -400,6 +408,7 @@ def part(conn: Connection, params: list[str]) -> None:
             conn.numeric(irc.ERR_NOTONCHANNEL, name, "You're not on that channel")
             continue
         session.registry.part(session, room, reason)
+        session.server.hooks.left(session, room, reason)
         conn.channels.discard(room)
         conn._answer_raw(message(mask(session.nickname), "PART", room, reason))
         if session.room == room:
@@ -647,3 +656,102 @@ def mode(conn: Connection, params: list[str]) -> None:
         conn.numeric(irc.RPL_UMODEIS, "+o" if session.operator is not None else "+")
     else:
         conn.numeric(irc.ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
+
+
+# Operators ---------------------------------------------------------------------
+
+
+@_command("OPER", 2)
+def oper(conn: Connection, params: list[str]) -> "Deferred[object]":
+    """Log in as a server operator (C{--operators}), as C{/oper} does."""
+    session = conn.session
+    entry = session.server.commands.get("oper")
+    if entry is None:
+        raise Numeric("491", "No O-lines for your host")
+
+    def done(_: object) -> None:
+        conn.numeric(irc.RPL_YOUREOPER, "You are now an IRC operator")
+
+    def refused(failure: Failure) -> None:
+        failure.trap(ChatError)
+        raise Numeric(irc.ERR_PASSWDMISMATCH, failure.getErrorMessage())
+
+    d = maybeDeferred(entry, session, f"{params[0]} {params[1]}")
+    return d.addCallbacks(done, refused)
+
+
+def _operator_command(conn: Connection, name: str) -> Any:
+    entry = conn.session.server.commands.get(name)
+    if conn.session.operator is None or entry is None:
+        raise Numeric(
+            irc.ERR_NOPRIVILEGES, "Permission Denied- You're not an IRC operator"
+        )
+    return entry
+
+
+@_command("KILL", 1)
+def kill(conn: Connection, params: list[str]) -> "Deferred[object]":
+    """Disconnect a user, wherever connected: C{/kick} for operators."""
+    entry = _operator_command(conn, "kick")
+    target = params[0]
+    reason = params[1] if len(params) > 1 else ""
+
+    def missing(failure: Failure) -> None:
+        failure.trap(NoSuchNickname)
+        raise Numeric(irc.ERR_NOSUCHNICK, target, "No such nick/channel")
+
+    d = maybeDeferred(entry, conn.session, f"{target} {reason}".strip())
+    return d.addErrback(missing)
+
+
+@_command("KICK", 2)
+def kick(conn: Connection, params: list[str]) -> None:
+    """Take a user (of this server) out of a channel: for operators.
+
+    An IRC user leaves the channel; a user of a front end with one room at
+    a time (a line user) is moved to the lobby.  The others in the channel
+    see the user leave, with the kick as the reason.
+    """
+    session = conn.session
+    if session.operator is None:
+        raise Numeric(
+            irc.ERR_CHANOPRIVSNEEDED, params[0], "You're not channel operator"
+        )
+    room = params[0].lower()
+    name = params[1]
+    why = params[2] if len(params) > 2 else ""
+    reason = f"kicked by {session.nickname}" + (f": {why}" if why else "")
+    key = fold(name)
+    found = [
+        each
+        for each in session.server.connections.values()
+        if each.nickname is not None and fold(each.nickname) == key
+    ]
+    target = found[0] if found else None
+    channels = getattr(getattr(target, "connection", None), "channels", None)
+    member = target is not None and (
+        room in channels if channels is not None else target.room == room
+    )
+    if not member:
+        raise Numeric(
+            irc.ERR_USERNOTINCHANNEL, name, room, "They aren't on that channel"
+        )
+    registry = session.registry
+    if channels is not None:
+        registry.part(target, room, reason)
+        target.server.hooks.left(target, room, reason)
+        channels.discard(room)
+        target.connection._answer_raw(
+            message(mask(session.nickname), "KICK", room, target.nickname, reason)
+        )
+        if target.room == room:
+            target.room = min(channels, default=registry.lobby)
+        return
+    if room == registry.lobby:
+        raise ChatError(f"{target.nickname} has no other room to go to; KILL instead")
+    registry.join(target, registry.lobby)
+    registry.part(target, room, reason)
+    target.room = registry.lobby
+    target.server.hooks.joined(target, registry.lobby)
+    target.server.hooks.left(target, room, reason)
+    target.deliver(events.notice(f"you were {reason}; you are in {registry.lobby} now"))
