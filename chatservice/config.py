@@ -194,6 +194,37 @@ def path(text: str) -> str:
     return text
 
 
+def web_origin(text: str) -> str:
+    """C{http(s)://HOST[:PORT]}: the origin of a page, as browsers send it."""
+    from urllib.parse import urlsplit
+
+    origin = text.strip().rstrip("/").lower()
+    try:
+        parts = urlsplit(origin)
+    except ValueError:
+        parts = None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.path
+        or parts.query
+        or parts.fragment
+    ):
+        raise ValueError(f"{text!r} is not an origin like https://chat.example.com")
+    return origin
+
+
+def network(text: str) -> str:
+    """An IP address or network (C{10.0.0.0/8}, C{::1})."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_network(text.strip(), strict=False))
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IP address or network") from None
+
+
 positive_number = positive(float)
 positive_count = positive(int)
 
@@ -383,6 +414,32 @@ class Settings:
         "tcp:9100:interface=127.0.0.1.",
         endpoint,
         unset="off",
+    )
+    # The web front end (chatservice.frontends.web, docs/web.md).
+    web: tuple[str, ...] = setting(
+        (),
+        "Serve the chat page (at /) and its WebSocket (at /ws) over HTTP on "
+        "ENDPOINT, an endpoint string as for --port (ssl:... for HTTPS). "
+        "Repeat for several listeners.",
+        endpoint,
+        repeat=True,
+        unset="off",
+    )
+    web_origin: tuple[str, ...] = setting(
+        (),
+        "A page origin (https://chat.example.com) whose scripts may open the "
+        "chat's WebSocket; repeat for several. Default: only the page's own.",
+        web_origin,
+        repeat=True,
+        unset="the page's own",
+    )
+    trusted_proxy: tuple[str, ...] = setting(
+        (),
+        "An address or network (10.0.0.0/8) of a reverse proxy whose "
+        "X-Forwarded-For header names the web client; repeat for several.",
+        network,
+        repeat=True,
+        unset="none",
     )
     disabled_plugins: frozenset[str] = setting(
         frozenset(),

@@ -27,6 +27,7 @@ from .interfaces import (
     IChatSession,
     IFrontEnd,
     IRegistry,
+    IServingFrontEnd,
     ISharedBans,
     ISharedSessions,
 )
@@ -259,8 +260,14 @@ class ChatFactory(ServerFactory):
         """Admit the connection from C{addr} on the line front end."""
         return self.build_for(line_front_end, addr)
 
-    def front_end(self, front_end: IFrontEnd) -> FrontEndFactory:
-        """The factory for C{front_end}'s listeners, over this core."""
+    def front_end(self, front_end: IFrontEnd) -> ServerFactory:
+        """The factory for C{front_end}'s listeners, over this core.
+
+        A front end that serves a protocol of its own first (the web one:
+        HTTP) gives its own factory, and asks for admission itself.
+        """
+        if IServingFrontEnd.providedBy(front_end):
+            return front_end.build_factory(self)  # type: ignore[no-any-return]
         return FrontEndFactory(self, front_end)
 
     def build_for(self, front_end: IFrontEnd, addr: IAddress) -> Protocol:

@@ -528,6 +528,14 @@ class IChatServer(Interface):
     def unban(network: object) -> object:
         """Lift the ban of exactly C{network}; returns it, or C{None}."""
 
+    def build_for(front_end: "IFrontEnd", address: object) -> object:
+        """Admit a connection from C{address} on C{front_end}, or refuse it.
+
+        Returns C{front_end}'s C{build_protocol} (counted as open from now
+        on, until its session calls L{connection_closed}) or its
+        C{build_refusal} with the reason (a ban, a limit, the stop).
+        """
+
 
 class IChatSession(IChatClient):
     """One user's connection, as commands see it.
@@ -649,3 +657,18 @@ class IFrontEnd(Interface):
 
     def build_refusal(why: str) -> object:
         """A protocol that tells a refused client C{why}, then closes."""
+
+
+class IServingFrontEnd(IFrontEnd):
+    """A front end whose listeners serve a protocol of their own first.
+
+    The web front end's listeners speak HTTP: they serve a page, and only a
+    WebSocket opened there becomes a chat connection.  Its listeners serve
+    L{build_factory}'s factory instead of one that admits every connection;
+    it asks the chat core to admit each chat connection itself
+    (C{IChatServer.build_for}), which then calls L{build_protocol} or
+    L{build_refusal} as for any front end.
+    """
+
+    def build_factory(server: IChatServer) -> object:
+        """The protocol factory (C{IProtocolFactory}) of its listeners."""

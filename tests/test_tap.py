@@ -91,6 +91,17 @@ GIVEN = [
         "disabled_plugins",
         frozenset({"msg", "away"}),
     ),
+    (["--web", "8080", "--web", "tcp:8081"], "web", ("tcp:8080", "tcp:8081")),
+    (
+        ["--web-origin", "HTTPS://Chat.Example.com/"],
+        "web_origin",
+        ("https://chat.example.com",),
+    ),
+    (
+        ["--trusted-proxy", "10.0.0.1", "--trusted-proxy", "fd00::/8"],
+        "trusted_proxy",
+        ("10.0.0.1/32", "fd00::/8"),
+    ),
 ]
 
 

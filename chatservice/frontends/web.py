@@ -1,0 +1,588 @@
+"""The web front end: the chat page, and the frame format's JSON over WebSocket.
+
+C{--web ENDPOINT} serves, over HTTP (or HTTPS with an C{ssl:} endpoint), the
+chat page at C{/} (L{chatservice.frontends.webpage}) and a WebSocket at
+C{/ws}.  The WebSocket speaks the JSON bodies of the frame format
+(docs/frames.md), one JSON object per text message, its frame type in a
+C{"frame"} field (docs/web.md):
+
+    {"frame": "EVENT", "type": "chat", "time": "...", "room": "#lobby", ...}
+
+The WebSocket protocol itself (handshake, framing, masking, close, ping) is
+autobahn's (L{autobahn.twisted.websocket}); see docs/web.md for why.  What
+this module owns:
+
+  - Admission.  The chat core admits a WebSocket as it admits a telnet
+    connection (C{--max-clients}, C{--max-per-ip}, bans, connect rate), in
+    C{onConnect}, once the C{Origin} is checked (L{origin_allowed}) and the
+    client's address known (L{client_address}: C{X-Forwarded-For} only from
+    a C{--trusted-proxy}).  The page itself is not a chat connection.
+  - Output, through the send queue of L{chatservice.output.OutputMixin},
+    bounded by C{--max-sendq} as for every front end.  A server's WebSocket
+    frame is not masked, so an event's whole frame is the same bytes for
+    every recipient: it is made once per broadcast (L{ws_frame}, cached by
+    L{Event.encoded}) and written as it is, as autobahn's C{PreparedMessage}
+    does.  Compression (C{permessage-deflate}) is never accepted: it would
+    make the bytes differ per connection.
+  - Input: INPUT, PING and PONG messages, read in order; paused as the
+    session asks (flood control, a command under way), the messages already
+    read waiting.  An INPUT takes one flood token per line of its text.
+  - Limits: a message longer than C{--max-frame} bytes closes the
+    connection (WebSocket close code 1009); autobahn pings a client silent
+    for C{--heartbeat} seconds (browsers answer by themselves) and drops it
+    if no pong comes within as long again.
+"""
+
+import ipaddress
+import json
+from collections import deque
+from collections.abc import Iterable
+from operator import methodcaller
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import (
+    WebSocketServerFactory,
+    WebSocketServerProtocol,
+)
+from autobahn.websocket.protocol import PreparedMessage
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import connectionDone
+from twisted.plugin import IPlugin
+from twisted.python.failure import Failure
+from twisted.web.server import Site
+from zope.interface import implementer
+
+from .. import __version__, events
+from ..interfaces import IConnection, IServingFrontEnd
+from ..logs import format_peer
+from ..output import OUTPUT_SLOTS, OutputMixin
+from ..session import Session
+from ..system import set_socket_options
+from .frameformat import VERSIONS, Code
+from .frames import LineTooLong, clean_input
+from .webpage import page_root
+
+if TYPE_CHECKING:
+    from ..events import Event
+    from ..interfaces import IChatServer
+
+#: The WebSocket subprotocol of each frame-format version: a client may ask
+#: for one (C{new WebSocket(url, "chatservice.v1")}); none means version 1.
+SUBPROTOCOLS = {f"chatservice.v{version}": version for version in VERSIONS}
+#: The message types a client sends.
+CLIENT_FRAMES = frozenset({"INPUT", "PING", "PONG"})
+#: Why a connection is not being read: no reason, as almost always.
+_NO_PAUSES: frozenset[str] = frozenset()
+#: The WebSocket close code of a refused connection (autobahn, as the RFC,
+#: lets an application close only with 1000 or a code of its own, 3000+).
+CLOSE_REFUSED = 4000
+#: How a web user is greeted: the page has a box to type in.
+GREETING = events.notices(
+    [
+        "Welcome to chatservice.",
+        "Choose a nickname: type it in the box below and press Enter.",
+    ]
+)
+
+
+def message(frame: str, body: dict[str, Any]) -> bytes:
+    """The JSON of one WebSocket message: C{body} with its C{frame} type."""
+    value = {"frame": frame, **body}
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: escape it, as JSON may
+        return json.dumps(value, separators=(",", ":")).encode("ascii")
+
+
+def _frame_of(payload: bytes) -> bytes:
+    """C{payload} as one whole unmasked WebSocket text frame (a server's)."""
+    prepared = PreparedMessage(payload, False, False, True)
+    return prepared.payloadHybi  # type: ignore[no-any-return]
+
+
+def event_message(event: "Event") -> bytes:
+    """C{event}'s JSON message: an ERROR for an error, else an EVENT."""
+    if event.kind == "error":
+        return message("ERROR", {"code": event.code or "error", "text": event.text})
+    return message("EVENT", event.as_dict())
+
+
+def ws_frame(event: "Event") -> bytes:
+    """C{event} as the WebSocket frame sent to every web user.
+
+    An encoder for L{Event.encoded}: made once per broadcast.
+    """
+    return _frame_of(event_message(event))
+
+
+def origin_allowed(
+    origin: str | None, host: str | None, allowed: Iterable[str]
+) -> bool:
+    """Whether a browser page from C{origin} may open a WebSocket here.
+
+    No C{Origin} header: not a browser (a browser always sends one), so
+    nothing to protect.  With C{allowed} (C{--web-origin}), the origin must
+    be one of them, exactly (C{https://chat.example.com}); else it must be
+    the page's own: its host and port those of the C{Host} header (the rule
+    of gorilla/websocket's C{checkSameOrigin}), whatever the scheme, as a
+    TLS proxy in front changes the scheme but not the host.
+    """
+    if origin is None:
+        return True
+    origin = origin.strip().lower()
+    allowed = list(allowed)
+    if allowed:
+        return origin in {each.strip().lower().rstrip("/") for each in allowed}
+    if host is None:
+        return False
+    try:
+        parts = urlsplit(origin)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and parts.netloc == host.strip().lower()
+
+
+def client_address(
+    peer: IAddress, forwarded_for: str | None, trusted: Iterable[str]
+) -> IAddress:
+    """The client's address: C{peer}, or from C{X-Forwarded-For} if trusted.
+
+    Only a peer within C{trusted} (C{--trusted-proxy} addresses or
+    networks) is believed; then the client is the last address of the
+    header that is not itself a trusted proxy (each proxy appends the
+    address it got the request from, so earlier ones may be forged).
+    """
+    host = getattr(peer, "host", None)
+    networks = [ipaddress.ip_network(each, strict=False) for each in trusted]
+    if host is None or not forwarded_for or not networks:
+        return peer
+
+    def is_trusted(address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in networks)
+
+    if not is_trusted(host):
+        return peer
+    for each in reversed(forwarded_for.split(",")):
+        address = each.strip()
+        if is_trusted(address):
+            continue
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return peer  # garbage from a proxy we trust: keep the proxy's
+        kind = IPv6Address if ip.version == 6 else IPv4Address
+        return kind("TCP", str(ip), 0)
+    return peer
+
+
+class BadMessage(ValueError):
+    """A client's message that is not one it may send; the connection goes on."""
+
+    code = Code.BAD_FRAME
+
+
+def _nothing() -> None:
+    """What a PONG asks for."""
+
+
+def parse_message(payload: bytes, binary: bool) -> tuple[str, str]:
+    """A client's message: its frame type and its string (text or token)."""
+    if binary:
+        raise BadMessage("binary messages are not read: send JSON text messages")
+    try:
+        value = json.loads(payload.decode("utf-8"))
+    except (ValueError, RecursionError):
+        raise BadMessage("the message is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise BadMessage("the message must be a JSON object")
+    frame = value.get("frame")
+    if frame not in CLIENT_FRAMES:
+        raise BadMessage(f'"frame" must be one of {", ".join(sorted(CLIENT_FRAMES))}')
+    if frame == "INPUT":
+        text = value.get("text")
+        if not isinstance(text, str):
+            raise BadMessage('an INPUT message needs "text", a string')
+        return frame, text
+    token = value.get("token", "")
+    if not isinstance(token, str):
+        raise BadMessage(f"a {frame} message's token must be a string")
+    return frame, token
+
+
+@implementer(IConnection)
+class WebConnection(OutputMixin):
+    """One web user's connection, as its session sees it; see the module docstring.
+
+    Made when the chat core admits the WebSocket (C{onConnect}); it starts
+    when the WebSocket is open (L{opened}), on the TCP (or TLS) transport
+    the WebSocket took over from the HTTP channel.
+    """
+
+    __slots__ = (
+        *OUTPUT_SLOTS,
+        "transport",
+        "factory",
+        "connection_id",
+        "session",
+        "websocket",
+        "_pauses",
+        "_waiting",
+        "_front",
+        "_reading",
+        "_burst",
+    )
+
+    _encode = methodcaller("encoded", ws_frame)
+
+    @staticmethod
+    def _count_lines(data: bytes) -> int:
+        """How many WebSocket frames C{data} (whole frames) holds."""
+        count = start = 0
+        size = len(data)
+        while start + 2 <= size:
+            length = data[start + 1] & 0x7F
+            start += 2
+            if length == 126:
+                length = int.from_bytes(data[start : start + 2], "big")
+                start += 2
+            elif length == 127:
+                length = int.from_bytes(data[start : start + 8], "big")
+                start += 8
+            start += length
+            count += 1
+        return count
+
+    def __init__(
+        self, server: "IChatServer", connection_id: int, address: IAddress
+    ) -> None:
+        self.transport: Any = None
+        #: The chat core (what output.py reads as C{factory}: its stats).
+        self.factory = server
+        self.connection_id = connection_id
+        self._init_output(server.flusher, server.settings.max_sendq)
+        self._pauses = _NO_PAUSES
+        # Messages read and not yet acted on (payload, binary), in order.
+        self._waiting: deque[tuple[bytes, bool]] = deque()
+        # The first of them, checked: the flood tokens it still owes, and
+        # what to do for it.
+        self._front: tuple[int, Any] | None = None
+        # Whether messages are being acted on (a command may resume input).
+        self._reading = False
+        self._burst = server.settings.flood_burst
+        self.websocket: ChatWebSocket | None = None
+        host: str | None = getattr(address, "host", None)
+        #: The user's session: all that is not bytes.
+        self.session = Session(
+            server, self, connection_id, host, format_peer(host, address)
+        )
+
+    def __repr__(self) -> str:
+        return f"<WebConnection {self.session!r}>"
+
+    @property
+    def _close_reason(self) -> Any:
+        """Why the session is ending (what output.py reads)."""
+        return self.session._close_reason
+
+    def opened(self, websocket: "ChatWebSocket") -> None:
+        """The WebSocket is open: start the output, say HELLO, greet."""
+        self.websocket = websocket
+        transport = self.transport = websocket.transport
+        # The HTTP channel was the transport's producer; the WebSocket took
+        # the transport over, and the send queue watches it now.
+        transport.unregisterProducer()
+        set_socket_options(transport, self.factory.settings.keepalive)
+        self._start_output()
+        settings = self.factory.settings
+        heartbeat = websocket.factory.heartbeat
+        self._answer_raw(
+            _frame_of(
+                message(
+                    "HELLO",
+                    {
+                        "server": "chatservice",
+                        "version": __version__,
+                        "versions": list(VERSIONS),
+                        "max_frame": websocket.factory.max_frame,
+                        "heartbeat": int(heartbeat)
+                        if heartbeat == int(heartbeat)
+                        else heartbeat,
+                        "max_line": settings.max_line,
+                    },
+                )
+            )
+        )
+        self.session.connected(GREETING)
+
+    def lost(self, reason: Failure) -> None:
+        """The connection is gone: drop what is unsent, and let the session leave."""
+        self._drop_output()
+        self._waiting.clear()
+        self._front = None
+        self.session.connection_lost(reason)
+
+    # Input ------------------------------------------------------------------
+
+    def received(self, payload: bytes, binary: bool) -> None:
+        """One message from the client: acted on in order, when not paused."""
+        if self.session._close_reason is not None:
+            return
+        self._waiting.append((payload, binary))
+        if not self._pauses:
+            self._act()
+
+    def _act(self) -> None:
+        """Act on the messages waiting, in order, until none is left or paused."""
+        if self._reading:
+            return  # a command resumed input while a message was acted on
+        self._reading = True
+        session = self.session
+        try:
+            while not self._pauses and session._close_reason is None:
+                front = self._front
+                if front is None:
+                    if not self._waiting:
+                        break
+                    front = self._checked(*self._waiting.popleft())
+                tokens, act = front
+                # Paid before it is acted on, in bucketfuls, as a frame's
+                # lines are (see chatservice.frontends.frames).
+                while tokens > 0:
+                    step = min(tokens, self._burst)
+                    if not session.take_token(step):
+                        break
+                    tokens -= step
+                if tokens > 0:
+                    self._front = (tokens, act)  # until reading resumes
+                    break
+                self._front = None
+                session.resetTimeout()
+                act()
+        finally:
+            self._reading = False
+
+    def _checked(self, payload: bytes, binary: bool) -> tuple[int, Any]:
+        """What a message costs in flood tokens, and what to do for it."""
+        session = self.session
+        try:
+            frame, value = parse_message(payload, binary)
+            if frame == "INPUT":
+                text, lines = clean_input(value, self.factory.settings.max_line)
+                return lines, lambda: self._input(text, lines)
+        except (BadMessage, LineTooLong) as error:
+            text, code = str(error), error.code
+            return 1, lambda: session.refuse(text, code)
+        if frame == "PING":
+            pong = _frame_of(message("PONG", {"token": value}))
+            return 1, lambda: self._answer_raw(pong)
+        return 1, _nothing  # a PONG
+
+    def _input(self, text: str, lines: int) -> None:
+        """Hand an INPUT's text to the session: what a telnet user would type."""
+        self.factory.stats.lines_in += lines
+        self.session.received(text)
+
+    # IConnection ------------------------------------------------------------
+
+    def pause_input(self, why: str) -> None:
+        """See L{IConnection.pause_input}."""
+        if not self._pauses and self.transport is not None:
+            self.transport.pauseProducing()
+        self._pauses |= {why}
+
+    def resume_input(self, why: str) -> None:
+        """See L{IConnection.resume_input}."""
+        if why not in self._pauses:
+            return
+        self._pauses -= {why}
+        if self._pauses or self.session._close_reason is not None:
+            return
+        if self.transport is not None:
+            self.transport.resumeProducing()
+        self._act()
+
+    # What output.py calls its pauses.
+    _pause = pause_input
+    _resume = resume_input
+
+    def close(self, flush: bool) -> None:
+        """See L{IConnection.close}: the WebSocket's close follows the output."""
+        websocket = self.websocket
+        if websocket is None:
+            return  # not open yet: the handshake's end closes it
+        if flush:
+            self._send_rest()  # from now on deliver() drops everything
+            websocket.sendClose(websocket.CLOSE_STATUS_CODE_NORMAL)
+        else:
+            self.transport.loseConnection()
+
+    def abort(self) -> None:
+        """See L{IConnection.abort}."""
+        if self.transport is not None:
+            self.transport.abortConnection()
+
+    def take_rescued(self) -> "list[Event] | None":
+        """See L{IConnection.take_rescued}."""
+        return self._take_rescued()
+
+    def _overflowed(self) -> None:
+        """The send queue overflowed (see L{OutputMixin._overflow})."""
+        self.session.overflowed()
+
+
+class _Refused:
+    """What the chat core builds for a refused WebSocket: why."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+
+class ChatWebSocket(WebSocketServerProtocol):
+    """The WebSocket at C{/ws}: autobahn's protocol, a L{WebConnection} inside."""
+
+    factory: "ChatWebSocketFactory"
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: The admitted connection, or why it was refused; None before.
+        self.connection: WebConnection | _Refused | None = None
+
+    def onConnect(self, request: ConnectionRequest) -> str | None:
+        """Check the origin and version, and let the chat core admit it."""
+        factory = self.factory
+        headers = request.headers
+        if not origin_allowed(
+            headers.get("origin"), headers.get("host"), factory.origins
+        ):
+            raise ConnectionDeny(403, "this page's origin may not open the chat")
+        subprotocol = None
+        if request.protocols:
+            known = [p for p in request.protocols if p in SUBPROTOCOLS]
+            if not known:
+                names = ", ".join(SUBPROTOCOLS)
+                raise ConnectionDeny(
+                    400, f"unsupported version: this server speaks {names}"
+                )
+            subprotocol = known[-1]
+        address = client_address(
+            self.transport.getPeer(),
+            headers.get("x-forwarded-for"),
+            factory.server.settings.trusted_proxy,
+        )
+        built = factory.server.build_for(web, address)
+        if isinstance(built, WebConnection):
+            self.connection = built
+        else:
+            self.connection = built  # type: ignore[assignment]
+        return subprotocol
+
+    def onOpen(self) -> None:
+        """Start the session, or say why it was refused and close."""
+        connection = self.connection
+        if isinstance(connection, WebConnection):
+            connection.opened(self)
+        elif isinstance(connection, _Refused):
+            self.sendMessage(
+                message("ERROR", {"code": "refused", "text": connection.why})
+            )
+            self.sendClose(CLOSE_REFUSED, connection.why[:120])
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        """Hand the message to the connection."""
+        connection = self.connection
+        if isinstance(connection, WebConnection):
+            connection.received(payload, isBinary)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """Let autobahn clean up, then the session leave."""
+        super().connectionLost(reason)
+        connection = self.connection
+        if isinstance(connection, WebConnection):
+            self.connection = None
+            connection.lost(reason)
+
+
+class ChatWebSocketFactory(WebSocketServerFactory):
+    """autobahn's factory for the chat's WebSockets, over one chat core."""
+
+    protocol = ChatWebSocket
+
+    def __init__(self, server: "IChatServer") -> None:
+        super().__init__(server="chatservice")
+        self.server = server
+        settings = server.settings
+        #: The longest message a client may send (C{--max-frame}).
+        self.max_frame: int = settings.max_frame
+        #: Seconds of silence before a WebSocket ping (C{--heartbeat}).
+        self.heartbeat: float = settings.heartbeat
+        #: The origins whose pages may connect (C{--web-origin}), or none:
+        #: the page's own.
+        self.origins: tuple[str, ...] = settings.web_origin
+        self.noisy = False
+        self.setProtocolOptions(
+            maxFramePayloadSize=self.max_frame,
+            maxMessagePayloadSize=self.max_frame,
+            # Fail with a close frame that says why (1009: too big), not by
+            # dropping the TCP connection without a word.
+            failByDrop=False,
+            webStatus=False,
+            autoPingInterval=self.heartbeat or None,
+            autoPingTimeout=self.heartbeat or None,
+        )
+
+
+@implementer(IPlugin, IServingFrontEnd)
+class WebFrontEnd:
+    """The web front end, on C{--web}: the page and its WebSocket."""
+
+    name = "web"
+    option = "web"
+    help = (
+        "where the web front end (the chat page at /, its WebSocket at /ws) "
+        "listens: an endpoint string as for --port; repeatable"
+    )
+    default = ()
+
+    def build_protocol(
+        self, server: "IChatServer", connection_id: int, address: IAddress
+    ) -> WebConnection:
+        """See L{IFrontEnd.build_protocol}: a WebSocket admitted."""
+        return WebConnection(server, connection_id, address)
+
+    def build_refusal(self, why: str) -> _Refused:
+        """See L{IFrontEnd.build_refusal}: the WebSocket says why, and closes."""
+        return _Refused(why)
+
+    def build_factory(self, server: "IChatServer") -> Site:
+        """See L{IServingFrontEnd.build_factory}: the page and C{/ws}."""
+        root = page_root()
+        root.putChild(b"ws", WebSocketResource(ChatWebSocketFactory(server)))
+        site = _WebSite(root, reactor=server.clock)
+        site.noisy = False
+        return site
+
+
+class _WebSite(Site):
+    """Twisted's site, without an access log.
+
+    Chat connections are logged by their session (the registration, the
+    close and why, never text); a line per page load would be noise, and a
+    URL or user agent is the visitor's own text.
+    """
+
+    def log(self, request: object) -> None:
+        """Log nothing."""
+
+
+#: The web front end, found as a plugin (see chatservice.plugins.builtin).
+web = WebFrontEnd()

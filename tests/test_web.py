@@ -1,0 +1,599 @@
+"""The web front end: the page and the chat over WebSocket (issue 17).
+
+Real sockets on 127.0.0.1, in the test's reactor: the server is an
+in-process L{ChatService} with a line listener and a C{--web} listener; the
+web clients are autobahn's own Twisted WebSocket client.
+"""
+
+import json
+from typing import Any
+
+import pytest
+import pytest_twisted
+from autobahn.twisted.websocket import (
+    WebSocketClientFactory,
+    WebSocketClientProtocol,
+)
+from autobahn.websocket.protocol import PreparedMessage
+from harness import Harness, bounded, wait_until
+
+from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    connectProtocol,
+    serverFromString,
+)
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+from chatservice import events
+from chatservice.config import Settings
+from chatservice.factory import ChatFactory
+from chatservice.frontends.frameformat import FrameDecoder, FrameType, encode_frame
+from chatservice.frontends.frames import frames
+from chatservice.frontends.web import (
+    ChatWebSocketFactory,
+    client_address,
+    origin_allowed,
+    web,
+    ws_frame,
+)
+from chatservice.service import ChatService
+
+
+class WebClient(WebSocketClientProtocol):
+    """A browser's WebSocket, as a test sees it: every message, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[dict[str, Any]] = []
+        self.opened = False
+        self.closed: tuple[int | None, str | None] | None = None
+        self.gone: Deferred[None] = Deferred()
+
+    def onOpen(self) -> None:
+        self.opened = True
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.messages.append(json.loads(payload.decode("utf-8")))
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.closed = (code, reason)
+
+    def connectionLost(self, reason: Failure) -> None:
+        super().connectionLost(reason)
+        if not self.gone.called:
+            self.gone.callback(None)
+
+    def send(self, frame: str, **body: object) -> None:
+        """Send one JSON message."""
+        self.sendMessage(json.dumps({"frame": frame, **body}).encode("utf-8"))
+
+    def say(self, text: str) -> None:
+        """Type C{text}, as the page sends it."""
+        self.send("INPUT", text=text)
+
+    def events(self, start: int = 0) -> list[tuple[object, ...]]:
+        """The messages from C{start} on, without their times."""
+        return [
+            tuple(v for k, v in message.items() if k != "time")
+            for message in self.messages[start:]
+        ]
+
+
+class FrameClient(Protocol):
+    """A program on the frame port: every frame's body, in order."""
+
+    def __init__(self) -> None:
+        self.decoder = FrameDecoder(1 << 20)
+        self.bodies: list[dict[str, Any]] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self.decoder.feed(data)
+        for frame in self.decoder:
+            self.bodies.append(json.loads(frame.body or b"{}"))
+
+    def say(self, text: str) -> None:
+        self.transport.write(encode_frame(FrameType.INPUT, {"text": text}))
+
+
+class WebServer:
+    """An in-process chat server with a line port and a web port."""
+
+    def __init__(self, chat: Harness, **settings: object) -> None:
+        settings.setdefault("max_connect_rate", 1e6)
+        settings.setdefault("resume_grace", 0)
+        self.chat = chat
+        self.factory = ChatFactory(Settings(**settings))  # type: ignore[arg-type]
+        line = "tcp:0:interface=127.0.0.1"
+        service = ChatService(
+            self.factory,
+            [(line, serverFromString(reactor, line))],
+            front_ends=[
+                ("web", serverFromString(reactor, line), web),
+                ("frames", serverFromString(reactor, line), frames),
+            ],
+        )
+        service.startService()
+        chat.services.append(service)
+        chat.factory = self.factory
+        ports = [p.getHost().port for p in service.ports]
+        self.line_port, self.web_port, self.frame_port = ports
+        chat.port = self.line_port
+        self.clients: list[WebClient] = []
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    async def connect(
+        self,
+        origin: str | None = "",
+        protocols: list[str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> WebClient:
+        """Open a WebSocket to C{/ws}, from the page's own origin by default."""
+        factory = WebSocketClientFactory(
+            f"ws://127.0.0.1:{self.web_port}/ws",
+            origin=self.origin if origin == "" else origin,
+            protocols=protocols,
+            headers=headers,
+        )
+        factory.protocol = WebClient
+        client: WebClient = factory.buildProtocol(None)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.web_port, timeout=5)
+        await bounded(connectProtocol(endpoint, client))
+        self.clients.append(client)
+        return client
+
+    async def greeted(self, **options: Any) -> WebClient:
+        """A WebSocket that got HELLO and the greeting."""
+        client = await self.connect(**options)
+        await wait_until(lambda: len(client.messages) >= 2, "HELLO and the greeting")
+        return client
+
+    async def user(self, nickname: str) -> WebClient:
+        """A web user registered as C{nickname}, with everything before read."""
+        client = await self.greeted()
+        client.say(nickname)
+        client.say("/ping ready")
+        await wait_until(
+            lambda: client.messages[-1].get("type") == "pong",
+            f"{nickname}'s welcome",
+        )
+        assert client.messages[2]["type"] == "welcome", client.messages
+        del client.messages[-1]
+        return client
+
+    async def close(self) -> None:
+        for client in self.clients:
+            if client.transport is not None and not client.gone.called:
+                client.transport.abortConnection()
+        for client in self.clients:
+            await bounded(client.gone)
+
+
+@pytest_twisted.async_yield_fixture
+async def server(chat: Harness):  # type: ignore[no-untyped-def]
+    """A server with a web port; its web clients are dropped after the test."""
+    servers: list[WebServer] = []
+
+    def start(**settings: object) -> WebServer:
+        servers.append(WebServer(chat, **settings))
+        return servers[-1]
+
+    try:
+        yield start
+    finally:
+        for each in servers:
+            await each.close()
+
+
+class _Answer(Protocol):
+    """Sends one raw HTTP request and keeps the whole answer."""
+
+    def __init__(self, request: bytes) -> None:
+        self.request = request
+        self.data = b""
+        self.done: Deferred[bytes] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.request)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.done.callback(self.data)
+
+
+async def get(
+    port: int, path: bytes, *headers: bytes
+) -> tuple[int, dict[bytes, bytes], bytes]:
+    """GET C{path} as it is (no normalising): the status, headers and body."""
+    request = b"\r\n".join(
+        [
+            b"GET " + path + b" HTTP/1.1",
+            b"Host: 127.0.0.1",
+            b"Connection: close",
+            *headers,
+        ]
+    )
+    answer = _Answer(request + b"\r\n\r\n")
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=5)
+    await bounded(connectProtocol(endpoint, answer))
+    data = await bounded(answer.done)
+    head, _, body = data.partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    fields = {}
+    for line in lines:
+        name, _, value = line.partition(b":")
+        fields[name.strip().lower()] = value.strip()
+    return int(status.split()[1]), fields, body
+
+
+@pytest_twisted.ensureDeferred
+async def test_hello_then_the_greeting(server) -> None:  # type: ignore[no-untyped-def]
+    """A WebSocket gets HELLO, then the greeting as an EVENT, in JSON."""
+    web_server = server()
+    alice = await web_server.greeted()
+    hello, greeting = alice.messages
+    assert hello == {
+        "frame": "HELLO",
+        "server": "chatservice",
+        "version": hello["version"],
+        "versions": [1],
+        "max_frame": 65536,
+        "heartbeat": 30,
+        "max_line": 2048,
+    }
+    assert alice.events(1) == [
+        (
+            "EVENT",
+            "notice",
+            "Welcome to chatservice.\n"
+            "Choose a nickname: type it in the box below and press Enter.",
+        )
+    ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_web_line_and_frame_users_talk(chat: Harness, server) -> None:  # type: ignore[no-untyped-def]
+    """A web, a telnet and a frame user in one room each see the others' lines."""
+    web_server = server()
+    carol = FrameClient()
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", web_server.frame_port)
+    await bounded(connectProtocol(endpoint, carol))
+    carol.say("carol")
+    await wait_until(
+        lambda: any(b.get("type") == "welcome" for b in carol.bodies), "carol"
+    )
+    alice = await web_server.user("alice")
+    bob = await chat.user("bob")
+    await wait_until(lambda: alice.messages[-1].get("type") == "join", "bob's join")
+    assert alice.events(-1) == [("EVENT", "join", "#lobby", "bob")]
+    mark = len(alice.messages)
+    alice.say("hello bob\nhow are you?")
+    await wait_until(lambda: len(bob.lines) >= 6, "alice's two lines")
+    assert bob.lines[-2:] == ["<alice> hello bob", "<alice> how are you?"]
+    bob.send("fine, <b>thanks</b>")
+    await wait_until(lambda: len(alice.messages) > mark, "bob's line")
+    assert alice.events(mark) == [
+        ("EVENT", "chat", "#lobby", "bob", "fine, <b>thanks</b>")
+    ]
+    carol.say("hi both")
+    await wait_until(lambda: len(alice.messages) > mark + 1, "carol's line")
+    assert alice.events(mark + 1) == [("EVENT", "chat", "#lobby", "carol", "hi both")]
+    await wait_until(lambda: "<carol> hi both" in bob.lines, "carol's line for bob")
+    said = [(b["nick"], b["text"]) for b in carol.bodies if b.get("type") == "chat"]
+    assert said == [
+        ("alice", "hello bob\nhow are you?"),
+        ("bob", "fine, <b>thanks</b>"),
+    ]
+    carol.transport.loseConnection()
+
+
+@pytest_twisted.ensureDeferred
+async def test_commands_work_as_on_telnet(chat: Harness, server) -> None:  # type: ignore[no-untyped-def]
+    """Slash commands typed on the web get the same answers as on telnet."""
+    web_server = server()
+    alice = await web_server.user("alice")
+    bob = await chat.user("bob")
+    alice.say("/me waves")
+    await wait_until(lambda: "* alice waves" in bob.lines, "alice's action")
+    mark = len(alice.messages)
+    alice.say("/join #rust")
+    alice.say("/topic all about rust")
+    alice.say("/msg bob psst")
+    alice.say("/nosuchcommand")
+    alice.say("/ping done")
+    await wait_until(lambda: alice.messages[-1].get("type") == "pong", "the answers")
+    answers = alice.events(mark)
+    expected = [
+        ("EVENT", "room", "#rust", ""),
+        ("EVENT", "topic", "#rust", "alice", "all about rust"),
+        ("EVENT", "private_sent", "bob", "psst"),
+    ]
+    assert [a for a in answers if a in expected] == expected, answers
+    (error,) = [m for m in alice.messages[mark:] if m["frame"] == "ERROR"]
+    assert error["code"] == "unknown_command"
+    await wait_until(lambda: "*alice* psst" in bob.lines, "the private message")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_bad_message_gets_an_error_and_the_connection_goes_on(server) -> None:  # type: ignore[no-untyped-def]
+    """Not JSON, binary, or no text: an ERROR bad_frame each, and the chat goes on."""
+    web_server = server()
+    alice = await web_server.greeted()
+    alice.sendMessage(b"hello")
+    alice.sendMessage(b'{"frame": "INPUT"}', isBinary=True)
+    alice.sendMessage(b'{"frame": "EVENT", "text": "x"}')
+    alice.send("INPUT", text=5)
+    alice.send("INPUT", text="x" * 2049)
+    alice.send("PING", token="17")
+    await wait_until(lambda: len(alice.messages) >= 8, "six answers")
+    assert [(m["frame"], m.get("code")) for m in alice.messages[2:]] == [
+        ("ERROR", "bad_frame"),
+        ("ERROR", "bad_frame"),
+        ("ERROR", "bad_frame"),
+        ("ERROR", "bad_frame"),
+        ("ERROR", "line_too_long"),
+        ("PONG", None),
+    ]
+    assert alice.messages[-1] == {"frame": "PONG", "token": "17"}
+    assert alice.messages[2]["text"] == "the message is not valid JSON"
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_oversize_message_closes_the_websocket(server) -> None:  # type: ignore[no-untyped-def]
+    """A message longer than the limit closes the WebSocket with code 1009."""
+    web_server = server()
+    alice = await web_server.user("alice")
+    alice.sendMessage(json.dumps({"frame": "INPUT", "text": "x" * 70_000}).encode())
+    await bounded(alice.gone)
+    assert alice.closed is not None and alice.closed[0] == 1009
+
+
+@pytest_twisted.ensureDeferred
+async def test_another_origin_is_refused(server) -> None:  # type: ignore[no-untyped-def]
+    """A page from another origin cannot open the chat's WebSocket (403)."""
+    web_server = server()
+    evil = await web_server.connect(origin="http://evil.example")
+    await bounded(evil.gone)
+    assert not evil.opened and evil.messages == []
+    assert web_server.factory.connections == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_web_origin_names_the_origins_allowed(server) -> None:  # type: ignore[no-untyped-def]
+    """With --web-origin, that origin may connect, and the page's own may not."""
+    web_server = server(web_origin=("https://chat.example.com",))
+    allowed = await web_server.greeted(origin="https://chat.example.com")
+    assert allowed.messages[0]["frame"] == "HELLO"
+    own = await web_server.connect()
+    await bounded(own.gone)
+    assert not own.opened
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "allowed", "ok"),
+    [
+        (None, "chat.example.com", (), True),
+        ("https://chat.example.com", "chat.example.com", (), True),
+        ("http://chat.example.com:8080", "chat.example.com:8080", (), True),
+        ("https://CHAT.example.com", "chat.example.com", (), True),
+        ("https://chat.example.com", "chat.example.com:8080", (), False),
+        ("https://evil.example", "chat.example.com", (), False),
+        ("null", "chat.example.com", (), False),
+        ("https://chat.example.com.evil.example", "chat.example.com", (), False),
+        ("https://a.example", "chat.example.com", ("https://a.example",), True),
+        ("https://chat.example.com", "chat.example.com", ("https://a.example",), False),
+    ],
+)
+def test_origin_rule(
+    origin: str | None, host: str, allowed: tuple[str, ...], ok: bool
+) -> None:
+    """An origin is allowed when it is the page's own, or one of --web-origin."""
+    assert origin_allowed(origin, host, allowed) is ok
+
+
+@pytest.mark.parametrize(
+    ("peer", "header", "trusted", "client"),
+    [
+        ("10.0.0.2", "203.0.113.9", (), "10.0.0.2"),
+        ("10.0.0.2", "203.0.113.9", ("10.0.0.0/8",), "203.0.113.9"),
+        ("198.51.100.1", "203.0.113.9", ("10.0.0.0/8",), "198.51.100.1"),
+        ("10.0.0.2", "1.2.3.4, 203.0.113.9, 10.0.0.7", ("10.0.0.0/8",), "203.0.113.9"),
+        ("10.0.0.2", "nonsense", ("10.0.0.0/8",), "10.0.0.2"),
+        ("10.0.0.2", None, ("10.0.0.0/8",), "10.0.0.2"),
+    ],
+)
+def test_x_forwarded_for_is_believed_only_from_a_trusted_proxy(
+    peer: str, header: str | None, trusted: tuple[str, ...], client: str
+) -> None:
+    """X-Forwarded-For names the client only when a --trusted-proxy sent it."""
+    address = client_address(IPv4Address("TCP", peer, 4321), header, trusted)
+    assert address.host == client  # type: ignore[attr-defined]
+
+
+@pytest_twisted.ensureDeferred
+async def test_per_address_limits_apply_behind_a_trusted_proxy(server) -> None:  # type: ignore[no-untyped-def]
+    """Behind a trusted proxy, --max-per-ip counts the forwarded addresses."""
+    web_server = server(max_per_ip=1, trusted_proxy=("127.0.0.1/32",))
+    first = await web_server.greeted(headers={"X-Forwarded-For": "203.0.113.9"})
+    other = await web_server.greeted(headers={"X-Forwarded-For": "203.0.113.10"})
+    again = await web_server.connect(headers={"X-Forwarded-For": "203.0.113.9"})
+    await bounded(again.gone)
+    assert again.messages == [
+        {
+            "frame": "ERROR",
+            "code": "refused",
+            "text": "too many connections from your address (at most 1)",
+        }
+    ]
+    assert again.closed is not None and again.closed[0] == 4000
+    hosts = sorted(s.host for s in web_server.factory.connections.values())
+    assert hosts == ["203.0.113.10", "203.0.113.9"]
+    assert first.opened and other.opened
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unknown_version_is_refused(server) -> None:  # type: ignore[no-untyped-def]
+    """A client asking only for a frame version the server lacks is refused."""
+    web_server = server()
+    v2 = await web_server.connect(protocols=["chatservice.v2"])
+    await bounded(v2.gone)
+    assert not v2.opened
+    v1 = await web_server.greeted(protocols=["chatservice.v1"])
+    assert v1.websocket_protocol_in_use == "chatservice.v1"
+
+
+@pytest_twisted.ensureDeferred
+async def test_resume_after_the_connection_drops(chat: Harness, server) -> None:  # type: ignore[no-untyped-def]
+    """A web user whose connection dropped resumes, and gets the missed lines."""
+    web_server = server(resume_grace=60)
+    alice = await web_server.user("alice")
+    (token,) = [m["token"] for m in alice.messages if m.get("type") == "resume_token"]
+    bob = await chat.user("bob")
+    alice.transport.abortConnection()
+    await bounded(alice.gone)
+    await wait_until(
+        lambda: "*** alice lost connection" in bob.lines[-1:], "alice lost"
+    )
+    bob.send("you missed this")
+    again = await web_server.greeted()
+    again.say(f"/resume alice {token}")
+    await wait_until(
+        lambda: any(m.get("text") == "you missed this" for m in again.messages),
+        "the missed line",
+    )
+    kinds = [m.get("type") for m in again.messages[2:]]
+    assert kinds[0] == "resumed" and again.messages[2]["count"] == 1
+    assert ("EVENT", "chat", "#lobby", "bob", "you missed this") in again.events()
+    await wait_until(lambda: "*** alice is back" in bob.lines[-1:], "alice back")
+
+
+@pytest_twisted.ensureDeferred
+async def test_quit_closes_the_websocket_cleanly(server) -> None:  # type: ignore[no-untyped-def]
+    """/quit says goodbye, then the WebSocket is closed normally (1000)."""
+    web_server = server()
+    alice = await web_server.user("alice")
+    alice.say("/quit bye")
+    await bounded(alice.gone)
+    assert alice.messages[-1]["text"] == "Goodbye."
+    assert alice.closed is not None and alice.closed[0] == 1000
+
+
+def test_a_broadcast_is_framed_once_for_every_web_user() -> None:
+    """An event's WebSocket frame is made once, and is autobahn's prepared frame."""
+    event = events.chat("bob", "héllo", "#lobby")
+    frame = event.encoded(ws_frame)
+    assert event.encoded(ws_frame) is frame
+    body = json.dumps(
+        {"frame": "EVENT", **event.as_dict()}, ensure_ascii=False, separators=(",", ":")
+    ).encode("utf-8")
+    assert frame == PreparedMessage(body, False, False, True).payloadHybi
+
+
+class FakeWebSocket:
+    """What a web connection uses of its autobahn protocol."""
+
+    CLOSE_STATUS_CODE_NORMAL = 1000
+
+    def __init__(self) -> None:
+        self.transport = StringTransport()
+        # The HTTP channel is the transport's producer until the takeover.
+        self.transport.registerProducer(object(), True)
+        self.factory = ChatWebSocketFactory(ChatFactory(Settings()))
+        self.closed: list[int] = []
+
+    def sendClose(self, code: int) -> None:
+        self.closed.append(code)
+
+
+def test_the_send_queue_applies_to_web_output(clock: Clock) -> None:
+    """Web output goes through the send queue: framed, and bounded by --max-sendq."""
+    factory = ChatFactory(Settings(max_sendq=1000), clock=clock)
+    address = IPv4Address("TCP", "127.0.0.1", 1)
+    connection = web.build_protocol(factory, 1, address)
+    factory.connections[1] = connection.session
+    assert connection.session.connection is connection
+    websocket = FakeWebSocket()
+    connection.opened(websocket)  # type: ignore[arg-type]
+    clock.advance(0)
+    transport = websocket.transport
+    assert transport.value().startswith(b'\x81\x7a{"frame":"HELLO",')
+    transport.clear()
+    event = events.chat("bob", "hi", "#lobby")
+    connection.deliver(event)
+    clock.advance(0)
+    assert transport.value() == event.encoded(ws_frame)
+    # The client stops reading: past --max-sendq, it is disconnected.
+    transport.producer.pauseProducing()
+    for _ in range(20):
+        connection.deliver(events.chat("bob", "x" * 100, "#lobby"))
+    assert transport.disconnecting
+    clock.advance(0)
+    connection.lost(Failure(Exception("gone")))
+    assert factory.connections == {}
+
+
+# The page ------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize(
+    ("path", "content_type", "marker"),
+    [
+        (b"/", b"text/html; charset=utf-8", b"<!doctype html>"),
+        (b"/chat.js", b"text/javascript; charset=utf-8", b"websocket"),
+        (b"/chat.css", b"text/css; charset=utf-8", b"body"),
+    ],
+)
+async def test_the_page_is_served_with_its_headers(
+    server,
+    path: bytes,
+    content_type: bytes,
+    marker: bytes,  # type: ignore[no-untyped-def]
+) -> None:
+    """Each file has its type, no-cache, an ETag, and a CSP without inline script."""
+    web_server = server()
+    code, headers, body = await get(web_server.web_port, path)
+    assert code == 200
+    assert headers[b"content-type"] == content_type
+    assert headers[b"cache-control"] == b"no-cache"
+    csp = headers[b"content-security-policy"]
+    assert b"script-src 'self';" in csp and b"unsafe-inline" not in csp
+    assert headers[b"x-content-type-options"] == b"nosniff"
+    assert marker in body.lower()
+    etag = headers[b"etag"]
+    code, _, body = await get(web_server.web_port, path, b"If-None-Match: " + etag)
+    assert (code, body) == (304, b"")
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize(
+    "path",
+    [
+        b"/index.html",
+        b"/static/chat.js",
+        b"/../web.py",
+        b"/%2e%2e/web.py",
+        b"/chat.js/../../web.py",
+        b"/..%2fweb.py",
+        b"/chat.js/x",
+        b"/favicon.ico",
+        b"/etc/passwd",
+    ],
+)
+async def test_anything_else_is_not_found(server, path: bytes) -> None:  # type: ignore[no-untyped-def]
+    """Paths outside the bundle are 404s: no file outside it is ever served."""
+    web_server = server()
+    code, headers, body = await get(web_server.web_port, path)
+    assert code == 404
+    assert b"import" not in body
+    assert b"script-src 'self'" in headers[b"content-security-policy"]
