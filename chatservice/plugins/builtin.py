@@ -3,7 +3,6 @@
 from chatservice.frontends.frames import frames  # noqa: F401 - found by the scan
 from chatservice.frontends.irc import irc_front_end  # noqa: F401 - found by the scan
 from chatservice.frontends.lines import lines  # noqa: F401 - found by the scan
-from chatservice.frontends.web import web  # noqa: F401 - found by the scan
 from chatservice.moderation import (  # noqa: F401 - found by the plugin scan
     ban_command,
     bans_command,
