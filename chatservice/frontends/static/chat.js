@@ -37,7 +37,7 @@
     line.className = kind + (history ? " history" : "");
     const time = document.createElement("time");
     if (iso) time.dateTime = iso;
-    time.textContent = localTime(iso);
+    time.textContent = localTime(iso) + " ";
     line.appendChild(time);
     for (const [cls, text] of parts) {
       const span = document.createElement("span");
@@ -105,7 +105,7 @@
     const h = e.history;
     switch (e.type) {
       case "chat":
-        for (const text of e.text.split("\n")) show("chat", [["nick", e.nick], ["text", text]], e.time, h);
+        for (const text of e.text.split("\n")) show("chat", [["nick", "<" + e.nick + ">"], ["", " " + text]], e.time, h);
         break;
       case "action":
         show("action", [["", "* " + e.nick + " " + e.text]], e.time, h);
@@ -175,6 +175,8 @@
         break;
       case "notice":
         if (readWho(e.text) && hiddenWho > 0) { hiddenWho -= 1; break; }
+        // The greeting again, on a reconnection: we have a nickname.
+        if (nick && e.text.startsWith("Welcome to chatservice.")) break;
         if (e.text === "Goodbye.") quitting = true;
         for (const text of e.text.split("\n")) note(text, e.time);
         break;
@@ -241,7 +243,7 @@
     if (/^\/me /i.test(text)) {
       show("action", [["", "* " + nick + " " + text.slice(4)]]);
     } else if (!text.startsWith("/")) {
-      for (const line of text.split("\n")) show("chat", [["nick", nick], ["text", line]]);
+      for (const line of text.split("\n")) show("chat", [["nick", "<" + nick + ">"], ["", " " + line]]);
     }
   });
 
