@@ -4,6 +4,7 @@ Usage::
 
     python3 scripts/fanout.py            # 1,000 users in one room
     python3 scripts/fanout.py 100
+    python3 scripts/fanout.py --irc      # the listeners are IRC users
 
 It registers N users over StringTransports (chatservice.testing), has one
 say a line, and flushes every connection's output, as a reactor iteration
@@ -21,14 +22,19 @@ from twisted.internet.task import Clock
 
 from chatservice.config import Settings
 from chatservice.factory import ChatFactory
-from chatservice.testing import register
+from chatservice.frontends.irc import irc_front_end
+from chatservice.testing import FakeConnection, register
 
 
 def main() -> None:
     """Print the microseconds one line to N users costs, best of 7."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("users", type=int, nargs="?", default=1000)
-    users = parser.parse_args().users
+    parser.add_argument(
+        "--irc", action="store_true", help="every user but the speaker is an IRC user"
+    )
+    arguments = parser.parse_args()
+    users = arguments.users
     factory = ChatFactory(
         Settings(
             max_clients=users + 10,
@@ -40,10 +46,15 @@ def main() -> None:
         ),
         clock=Clock(),
     )
-    connections = [
-        register(factory, f"u{n}", host=f"10.0.{n // 250}.{n % 250}")
-        for n in range(users)
-    ]
+    connections = [register(factory, "u0", host="10.0.0.0")]
+    for n in range(1, users):
+        host = f"10.0.{n // 250}.{n % 250}"
+        if arguments.irc:
+            connection = FakeConnection(factory, host, front_end=irc_front_end)
+            connection.enter(f"NICK u{n}", f"USER u{n} 0 * :u{n}")
+        else:
+            connection = register(factory, f"u{n}", host=host)
+        connections.append(connection)
     speaker = connections[0]
     best = float("inf")
     for _ in range(7):
@@ -54,7 +65,8 @@ def main() -> None:
             speaker.enter(f"hello {n}")
             factory.flusher.flush()
         best = min(best, (time.perf_counter() - start) / 20)
-    print(f"one line to {users} users: {best * 1e6:.0f} us (best of 7 rounds of 20)")
+    who = "IRC users" if arguments.irc else "users"
+    print(f"one line to {users} {who}: {best * 1e6:.0f} us (best of 7 rounds of 20)")
 
 
 if __name__ == "__main__":

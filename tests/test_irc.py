@@ -6,6 +6,7 @@ telnet-style L{Client}.  Each test asserts the exact IRC lines a client is
 sent.
 """
 
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from processes import Connection, Server, free_port
 from twisted.internet import reactor
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.words.protocols import irc
 
@@ -543,3 +545,126 @@ def test_twistd_serves_irc(
     assert bob.read(2) == ["*** alice has joined #lobby", "<alice> hello from irc"]
     bob.send("hello from telnet")
     assert alice.read() == [":bob!bob@chatservice PRIVMSG #lobby :hello from telnet"]
+
+
+def test_queries(clock: Clock) -> None:
+    """TOPIC, NAMES, WHO, WHOIS, LIST, AWAY and MODE answer with their numerics."""
+    factory = ChatFactory(Settings(flood_burst=100), clock=clock)
+    alice = irc_registered(factory, "alice")
+    bob = register(factory, "bob")
+    bob.enter("/away lunch")
+    alice.output()
+    alice.enter(
+        "TOPIC #lobby",
+        "TOPIC #lobby :all welcome",
+        "TOPIC #lobby",
+        "NAMES #lobby",
+        "WHO #lobby",
+        "WHOIS bob",
+        "LIST",
+        "AWAY :brb",
+        "AWAY",
+        "MODE #lobby",
+        "MODE #lobby b",
+        "MODE alice",
+        "MODE alice +i",
+    )
+    assert alice.lines() == [
+        ":chatservice 331 alice #lobby :No topic is set",
+        ":alice!alice@chatservice TOPIC #lobby :all welcome",
+        ":chatservice 332 alice #lobby :all welcome",
+        ":chatservice 353 alice = #lobby :alice bob",
+        ":chatservice 366 alice #lobby :End of /NAMES list.",
+        ":chatservice 352 alice #lobby alice chatservice chatservice alice H :0 alice",
+        ":chatservice 352 alice #lobby bob chatservice chatservice bob G :0 bob",
+        ":chatservice 315 alice #lobby :End of /WHO list.",
+        ":chatservice 311 alice bob bob chatservice * :bob",
+        ":chatservice 312 alice bob chatservice :chatservice",
+        ":chatservice 301 alice bob :lunch",
+        ":chatservice 318 alice bob :End of /WHOIS list.",
+        ":chatservice 321 alice Channel :Users  Name",
+        ":chatservice 322 alice #lobby 2 :all welcome",
+        ":chatservice 323 alice :End of /LIST",
+        ":chatservice 306 alice :You have been marked as being away",
+        ":chatservice 305 alice :You are no longer marked as being away",
+        ":chatservice 324 alice #lobby :+",
+        ":chatservice 368 alice #lobby :End of channel ban list",
+        ":chatservice 221 alice :+",
+        ":chatservice 501 alice :Unknown MODE flag",
+    ]
+    assert bob.lines()[-1] == "*** alice set the topic of #lobby: all welcome"
+
+
+def test_scrollback_as_notices(factory: ChatFactory, clock: Clock) -> None:
+    """A channel's last lines come on JOIN as a block of notices, times in UTC."""
+    bob = register(factory, "bob")
+    bob.enter("/join #tea")
+    clock.advance(3600 * 9 + 60 * 5)
+    bob.enter("first", "/me pours")
+    alice = irc_registered(factory, "alice")
+    alice.enter("JOIN #tea")
+    assert alice.lines()[3:] == [
+        ":chatservice NOTICE #tea :*** Scrollback of #tea, 2 lines, times in UTC:",
+        ":chatservice NOTICE #tea :[09:05] <bob> first",
+        ":chatservice NOTICE #tea :[09:05] * bob pours",
+        ":chatservice NOTICE #tea :*** End of scrollback of #tea.",
+    ]
+
+
+def test_scrollback_with_server_time(factory: ChatFactory, clock: Clock) -> None:
+    """A client that asked for server-time gets the lines themselves, time-tagged."""
+    bob = register(factory, "bob")
+    bob.enter("/join #tea")
+    clock.advance(3600 * 9 + 60 * 5 + 0.25)
+    bob.enter("first")
+    alice = irc_connection(
+        factory, "CAP LS 302", "CAP REQ :server-time", "NICK alice", "USER a 0 * :A"
+    )
+    alice.enter("CAP END")
+    alice.output()
+    alice.enter("JOIN #tea")
+    assert alice.lines()[3:] == [
+        "@time=1970-01-01T09:05:00.250Z :bob!bob@chatservice PRIVMSG #tea :first"
+    ]
+    bob.enter("second")
+    (live,) = alice.lines()
+    # Stamped with the time the line was said (the event's, from the wall clock).
+    assert re.fullmatch(
+        r"@time=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z "
+        r":bob!bob@chatservice PRIVMSG #tea :second",
+        live,
+    )
+
+
+def test_a_flooder_is_slowed_not_cut(clock: Clock) -> None:
+    """Past the burst, an IRC client's lines wait for the flood rate; none is lost."""
+    factory = ChatFactory(Settings(flood_rate=5, flood_burst=10), clock=clock)
+    alice = irc_registered(factory, "alice")
+    bob = register(factory, "bob")
+    clock.advance(10)  # the bucket is full again after registering
+    alice.enter(*[f"PRIVMSG #lobby :line {n}" for n in range(20)])
+    first = bob.lines()
+    assert first == [f"<alice> line {n}" for n in range(len(first))]
+    assert 10 <= len(first) < 20
+    clock.pump([0.2] * 20)
+    assert first + bob.lines() == [f"<alice> line {n}" for n in range(20)]
+    assert not alice.closing
+
+
+def test_plugin_commands_as_raw_commands(factory: ChatFactory) -> None:
+    """A command IRC lacks (here /users) runs as the line command, answered in NOTICEs."""
+    alice = irc_registered(factory, "alice")
+    alice.enter("USERS")
+    assert alice.lines() == [":chatservice NOTICE alice :Online (1): alice"]
+
+
+def test_a_refused_client_is_told_why() -> None:
+    """A connection refused (server full, banned...) gets IRC's ERROR, then a close."""
+    transport = StringTransport()
+    refusal = irc_front_end.build_refusal("the server is full (1 connections)")
+    refusal.makeConnection(transport)
+    assert (
+        transport.value()
+        == b"ERROR :Closing link: the server is full (1 connections)\r\n"
+    )
+    assert transport.disconnecting
