@@ -449,6 +449,16 @@ class Settings:
         name="disable-plugin",
         repeat=True,
     )
+    # The IRC front end (chatservice.frontends.irc, docs/irc.md).
+    irc: tuple[str, ...] = setting(
+        (),
+        "Serve IRC clients (irssi, WeeChat, HexChat, bots; see docs/irc.md) "
+        "on ENDPOINT, an endpoint string as for --port, such as tcp:6667. "
+        "Repeat for several listeners.",
+        endpoint,
+        repeat=True,
+        unset="none",
+    )
     # IRC clients answer a server's PING on their own: a quiet one is
     # asked, and one that does not answer is gone.
     irc_ping: float = setting(

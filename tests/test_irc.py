@@ -111,7 +111,8 @@ def welcome(nickname: str, others: str = "") -> list[str]:
         f":chatservice 004 {nickname} chatservice {__version__} o :",
         f":chatservice 005 {nickname} CASEMAPPING=ascii CHANTYPES=# CHANMODES=,,, "
         "PREFIX= CHANLIMIT=#:50 CHANNELLEN=33 NICKLEN=24 TOPICLEN=300 AWAYLEN=300 "
-        "LINELEN=2050 NETWORK=chatservice :are supported by this server",
+        "LINELEN=2050 TARGMAX=PRIVMSG:4,NOTICE:4 NETWORK=chatservice :are supported "
+        "by this server",
         f":chatservice 422 {nickname} :MOTD File is missing",
         f":{me} JOIN #lobby",
         f":chatservice 353 {nickname} = #lobby :{names}",
@@ -421,6 +422,7 @@ def test_a_quiet_client_is_pinged_then_dropped(
         ("PRIVMSG #elsewhere :hi", "404 alice #elsewhere :Cannot send to channel"),
         ("WHOIS nobody", "401 alice nobody :No such nick/channel"),
         ("MODE bob +i", "502 alice :Cant change mode for other users"),
+        ("PRIVMSG a,b,c,d,e :hi", "407 alice a,b,c,d,e :Too many targets (at most 4)"),
     ],
 )
 def test_error_numerics(factory: ChatFactory, line: str, answer: str) -> None:

@@ -78,6 +78,12 @@ GIVEN = [
     (["--log-level", "WARN"], "log_level", "warn"),
     (["--motd", "/etc/motd"], "motd", "/etc/motd"),
     (["--shutdown-timeout", "1"], "shutdown_timeout", 1.0),
+    (["--irc", "6667"], "irc", ("tcp:6667",)),
+    (
+        ["--irc", "tcp:6667", "--irc", "unix:/run/chat-irc.sock"],
+        "irc",
+        ("tcp:6667", "unix:/run/chat-irc.sock"),
+    ),
     (["--irc-ping", "30"], "irc_ping", 30.0),
     (["--irc-ping", "0"], "irc_ping", 0.0),
     (["--metrics", "9100"], "metrics", "tcp:9100"),

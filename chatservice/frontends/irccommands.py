@@ -49,6 +49,8 @@ Handler = Callable[[Connection, list[str]], "Deferred[object] | None"]
 
 #: The most channels one IRC user may be in at once (ISUPPORT's CHANLIMIT).
 CHANNELS_MAX = 50
+#: The most targets of one PRIVMSG or NOTICE (ISUPPORT's TARGMAX).
+TARGETS_MAX = 4
 #: The capabilities offered to CAP LS.
 CAPABILITIES = ("server-time",)
 #: The formatting codes of IRC clients (bold, colour, reset, reverse,
@@ -293,6 +295,7 @@ def _welcome(conn: Connection, nickname: str) -> None:
         f"TOPICLEN={TOPIC_MAX}",
         f"AWAYLEN={AWAY_MAX}",
         f"LINELEN={max(settings.max_line, LINE_MAX) + 2}",
+        f"TARGMAX=PRIVMSG:{TARGETS_MAX},NOTICE:{TARGETS_MAX}",
         "NETWORK=chatservice",
         "are supported by this server",
     )
@@ -524,8 +527,14 @@ def _message(
         ]
         text = " ".join(parts["normal"])
     text = clean(text)
+    targets = list(filter(None, params[0].split(",")))
+    if len(targets) > TARGETS_MAX:
+        # One message (one flood token) must not buy a line to many.
+        if loud:
+            conn.numeric("407", params[0], f"Too many targets (at most {TARGETS_MAX})")
+        return None
     d: Deferred[object] = succeed(None)
-    for target in filter(None, params[0].split(",")):
+    for target in targets:
         for action in filter(None, actions):
             d.addCallback(lambda _, t=target, a=action: _send(conn, t, a, True, loud))
         if text.strip():
