@@ -25,6 +25,7 @@ from twisted.words.protocols import irc
 from chatservice import events
 from chatservice.config import Settings
 from chatservice.factory import ChatFactory, run_at_once
+from chatservice.frontends.frames import frames
 from chatservice.frontends.irc import irc_front_end
 from chatservice.operators import Operators, hash_password
 from chatservice.service import ChatService
@@ -69,20 +70,26 @@ class IRCUser(irc.IRCClient):
 
 
 def start(chat: Harness, **settings: object) -> int:
-    """Start a server with a line port (C{chat.port}); return its IRC port."""
+    """Start a server with line, IRC and frame ports; return the IRC port.
+
+    C{chat.port} is the line port, C{chat.frame_port} the frame port.
+    """
     settings.setdefault("max_connect_rate", 1e6)
     settings.setdefault("resume_grace", 0)
     factory = ChatFactory(Settings(**settings))  # type: ignore[arg-type]
     service = ChatService(
         factory,
         [(LOCAL, serverFromString(reactor, LOCAL))],
-        front_ends=[(LOCAL, serverFromString(reactor, LOCAL), irc_front_end)],
+        front_ends=[
+            (LOCAL, serverFromString(reactor, LOCAL), irc_front_end),
+            (LOCAL, serverFromString(reactor, LOCAL), frames),
+        ],
     )
     service.startService()
     chat.services.append(service)
     chat.service, chat.factory = service, factory
     chat.ports = [port.getHost().port for port in service.ports]
-    chat.port = chat.ports[0]
+    chat.port, chat.frame_port = chat.ports[0], chat.ports[2]
     return chat.ports[1]
 
 
@@ -160,6 +167,33 @@ async def test_chat_between_irc_and_telnet(chat: Harness) -> None:
     alice.describe("#lobby", "smiles")
     await wait_until(lambda: bob.lines[-1] == "* alice smiles", "alice's lines")
     assert bob.lines[-2:] == ["<alice> hi bob", "* alice smiles"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_chat_between_irc_and_frames(chat: Harness) -> None:
+    """A frame user's lines (several in one frame) reach IRC, and IRC's come back."""
+    port = start(chat)
+    carol = await chat.frame_user("carol")
+    alice = await irc_user(chat, port, "alice")
+    mark = len(alice.lines)
+    carol.say("two lines\nin one frame")
+    carol.say("/me waves")
+    await wait_until(lambda: len(alice.lines) == mark + 3, "carol's lines")
+    assert alice.since(mark) == [
+        ":carol!carol@chatservice PRIVMSG #lobby :two lines",
+        ":carol!carol@chatservice PRIVMSG #lobby :in one frame",
+        ":carol!carol@chatservice PRIVMSG #lobby :\x01ACTION waves\x01",
+    ]
+    seen = len(carol.frames)
+    alice.say("#lobby", "hi carol")
+    await wait_until(lambda: carol.events(seen), "alice's line")
+    (event,) = carol.events(seen)
+    assert (event["type"], event["room"], event["nick"], event["text"]) == (
+        "chat",
+        "#lobby",
+        "alice",
+        "hi carol",
+    )
 
 
 @pytest_twisted.ensureDeferred
@@ -670,3 +704,14 @@ def test_a_refused_client_is_told_why() -> None:
         == b"ERROR :Closing link: the server is full (1 connections)\r\n"
     )
     assert transport.disconnecting
+
+
+def test_one_quit_for_several_shared_channels(factory: ChatFactory) -> None:
+    """A user sharing several channels with another is seen to QUIT once."""
+    alice = irc_registered(factory, "alice")
+    carol = irc_registered(factory, "carol")
+    alice.enter("JOIN #a,#b")
+    carol.enter("JOIN #a,#b")
+    carol.output()
+    alice.enter("QUIT :done")
+    assert carol.lines() == [":alice!alice@chatservice QUIT :quit: done"]
