@@ -6,6 +6,8 @@ web clients are autobahn's own Twisted WebSocket client.
 """
 
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ from autobahn.twisted.websocket import (
     WebSocketClientProtocol,
 )
 from autobahn.websocket.protocol import PreparedMessage
+from certs import make_ca, make_server_cert
 from harness import Harness, bounded, wait_until
 
 from twisted.internet import reactor
@@ -24,15 +27,17 @@ from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
     connectProtocol,
     serverFromString,
+    wrapClientTLS,
 )
 from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from chatservice import events
 from chatservice.config import Settings
-from chatservice.factory import ChatFactory
+from chatservice.factory import ChatFactory, run_at_once
 from chatservice.frontends.frameformat import FrameDecoder, FrameType, encode_frame
 from chatservice.frontends.frames import frames
 from chatservice.frontends.web import (
@@ -101,10 +106,19 @@ class FrameClient(Protocol):
         self.transport.write(encode_frame(FrameType.INPUT, {"text": text}))
 
 
+class DeafClient(WebClient):
+    """A WebSocket whose peer stopped answering: no pong to any ping."""
+
+    def onPing(self, payload: bytes) -> None:
+        pass
+
+
 class WebServer:
     """An in-process chat server with a line port and a web port."""
 
-    def __init__(self, chat: Harness, **settings: object) -> None:
+    def __init__(
+        self, chat: Harness, web_endpoint: str | None = None, **settings: object
+    ) -> None:
         settings.setdefault("max_connect_rate", 1e6)
         settings.setdefault("resume_grace", 0)
         self.chat = chat
@@ -114,7 +128,7 @@ class WebServer:
             self.factory,
             [(line, serverFromString(reactor, line))],
             front_ends=[
-                ("web", serverFromString(reactor, line), web),
+                ("web", serverFromString(reactor, web_endpoint or line), web),
                 ("frames", serverFromString(reactor, line), frames),
             ],
         )
@@ -126,26 +140,34 @@ class WebServer:
         chat.port = self.line_port
         self.clients: list[WebClient] = []
 
+        self.secure = web_endpoint is not None and web_endpoint.startswith("ssl:")
+
     @property
     def origin(self) -> str:
-        return f"http://127.0.0.1:{self.web_port}"
+        scheme = "https" if self.secure else "http"
+        return f"{scheme}://127.0.0.1:{self.web_port}"
 
     async def connect(
         self,
         origin: str | None = "",
         protocols: list[str] | None = None,
         headers: dict[str, str] | None = None,
+        kind: type[WebClient] = WebClient,
+        tls: object = None,
     ) -> WebClient:
         """Open a WebSocket to C{/ws}, from the page's own origin by default."""
+        scheme = "wss" if tls is not None else "ws"
         factory = WebSocketClientFactory(
-            f"ws://127.0.0.1:{self.web_port}/ws",
+            f"{scheme}://127.0.0.1:{self.web_port}/ws",
             origin=self.origin if origin == "" else origin,
             protocols=protocols,
             headers=headers,
         )
-        factory.protocol = WebClient
+        factory.protocol = kind
         client: WebClient = factory.buildProtocol(None)
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.web_port, timeout=5)
+        if tls is not None:
+            endpoint = wrapClientTLS(tls, endpoint)
         await bounded(connectProtocol(endpoint, client))
         self.clients.append(client)
         return client
@@ -182,8 +204,8 @@ async def server(chat: Harness):  # type: ignore[no-untyped-def]
     """A server with a web port; its web clients are dropped after the test."""
     servers: list[WebServer] = []
 
-    def start(**settings: object) -> WebServer:
-        servers.append(WebServer(chat, **settings))
+    def start(web_endpoint: str | None = None, **settings: object) -> WebServer:
+        servers.append(WebServer(chat, web_endpoint, **settings))
         return servers[-1]
 
     try:
@@ -540,6 +562,85 @@ def test_the_send_queue_applies_to_web_output(clock: Clock) -> None:
     clock.advance(0)
     connection.lost(Failure(Exception("gone")))
     assert factory.connections == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_wss_over_an_ssl_endpoint(chat: Harness, server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """With an ssl: endpoint the page is HTTPS and the chat a wss: WebSocket."""
+    cert = make_server_cert(make_ca(tmp_path))
+    web_server = server(cert.endpoint())
+    authority = Certificate.loadPEM(cert.ca_path.read_bytes())
+    tls = optionsForClientTLS("localhost", trustRoot=authority)
+    alice = await web_server.greeted(tls=tls)
+    alice.say("alice")
+    bob = await chat.user("bob")
+    bob.send("over TLS")
+    chat_line = ("EVENT", "chat", "#lobby", "bob", "over TLS")
+    await wait_until(lambda: chat_line in alice.events(), "bob's line")
+    alice.say("/quit")
+    await bounded(alice.gone)
+    assert alice.closed is not None and alice.closed[0] == 1000
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_that_answers_no_ping_is_dropped(chat: Harness, server) -> None:  # type: ignore[no-untyped-def]
+    """No pong within --heartbeat: the session ends with heartbeat timeout."""
+    web_server = server(heartbeat=1.0)
+    bob = await chat.user("bob")
+    alice = await web_server.greeted(kind=DeafClient)
+    alice.say("alice")
+    await wait_until(lambda: "*** alice has joined #lobby" in bob.lines, "alice")
+    await bounded(alice.gone)
+    assert alice.messages[-1]["text"] == (
+        "heartbeat timeout: no answer to a ping within 1 seconds; disconnecting"
+    )
+    await wait_until(lambda: len(bob.lines) > 5, "alice's leave")
+    assert bob.lines[-1] == "*** alice has left (heartbeat timeout)"
+    # autobahn's timers fire in batches, cancelled or not: let them.
+    await wait_until(
+        lambda: (
+            not [
+                call
+                for call in reactor.getDelayedCalls()
+                if "_BatchedTimer" in repr(call) and call.active()
+            ]
+        ),
+        "autobahn's timers",
+    )
+
+
+def test_flood_control_slows_web_input(clock: Clock) -> None:
+    """Past --flood-burst, messages wait for tokens (a line each), in order; none lost."""
+    factory = ChatFactory(
+        Settings(flood_burst=3, flood_rate=1.0), clock=clock, run_in_thread=run_at_once
+    )
+    connection = web.build_protocol(factory, 1, IPv4Address("TCP", "127.0.0.1", 1))
+    factory.connections[1] = connection.session
+    websocket = FakeWebSocket()
+    connection.opened(websocket)  # type: ignore[arg-type]
+    transport = websocket.transport
+    inputs = ["alice", "hello\nworld", "/ping 3", "/ping 4"]
+    for text in inputs:
+        connection.received(
+            json.dumps({"frame": "INPUT", "text": text}).encode(), False
+        )
+    clock.advance(0)
+
+    def pongs() -> list[str]:
+        return re.findall(
+            r'"type":"pong","time":"[^"]*","text":"(\d)"',
+            transport.value().decode("utf-8", "replace"),
+        )
+
+    # alice and the two-line message took the burst: /ping 3 waits.
+    assert pongs() == []
+    assert transport.producerState == "paused"
+    clock.advance(1)
+    assert pongs() == ["3"]
+    clock.advance(1)
+    assert pongs() == ["3", "4"]
+    assert transport.producerState == "producing"
+    connection.lost(Failure(Exception("gone")))
 
 
 # The page ------------------------------------------------------------------

@@ -61,6 +61,7 @@ from .. import __version__, events
 from ..interfaces import IConnection, IServingFrontEnd
 from ..logs import format_peer
 from ..output import OUTPUT_SLOTS, OutputMixin
+from ..reasons import HEARTBEAT_TIMEOUT
 from ..session import Session
 from ..system import set_socket_options
 from .frameformat import VERSIONS, Code
@@ -331,6 +332,20 @@ class WebConnection(OutputMixin):
         self._front = None
         self.session.connection_lost(reason)
 
+    def heartbeat_expired(self) -> None:
+        """No pong to a ping within C{--heartbeat}: close (resumable)."""
+        session = self.session
+        if session._close_reason is not None:
+            return
+        seconds = self.factory.settings.heartbeat
+        self.deliver(
+            events.notice(
+                f"{HEARTBEAT_TIMEOUT}: no answer to a ping within {seconds:g} "
+                "seconds; disconnecting"
+            )
+        )
+        session.close(HEARTBEAT_TIMEOUT)
+
     # Input ------------------------------------------------------------------
 
     def received(self, payload: bytes, binary: bool) -> None:
@@ -502,6 +517,13 @@ class ChatWebSocket(WebSocketServerProtocol):
         connection = self.connection
         if isinstance(connection, WebConnection):
             connection.received(payload, isBinary)
+
+    def onAutoPingTimeout(self) -> None:
+        """No pong came: the session ends with C{heartbeat timeout}, then the drop."""
+        connection = self.connection
+        if isinstance(connection, WebConnection):
+            connection.heartbeat_expired()
+        super().onAutoPingTimeout()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Let autobahn clean up, then the session leave."""
