@@ -32,7 +32,7 @@ from .errors import (
 from .events import Event
 from .interfaces import IChatSession, ICommand
 from .logs import gate
-from .text import sanitise
+from .text import sanitise, sanitise_lines
 from .welcome import choose_nickname
 
 log = Logger(observer=gate)
@@ -52,6 +52,7 @@ class Command:
     min_args: int = 0
     before_registration: bool = False
     operator_only: bool = False
+    multi_line: bool = False
 
     def __call__(self, session: IChatSession, args: str) -> Result:
         """Run the command; see L{ICommand.__call__}."""
@@ -64,6 +65,7 @@ def command(
     min_args: int = 0,
     before_registration: bool = False,
     operator_only: bool = False,
+    multi_line: bool = False,
 ) -> Callable[[Callable[[IChatSession, str], Result]], Command]:
     """Make the decorated function a L{Command}, named by its C{usage}.
 
@@ -74,7 +76,14 @@ def command(
     def make(run: Callable[[IChatSession, str], Result]) -> Command:
         name = usage.split()[0].lstrip("/").lower()
         return Command(
-            name, run, usage, help, min_args, before_registration, operator_only
+            name,
+            run,
+            usage,
+            help,
+            min_args,
+            before_registration,
+            operator_only,
+            multi_line,
         )
 
     return make
@@ -138,8 +147,12 @@ def say(
     d: Deferred[object] = Deferred()
     for message_filter in filters:
         d.addCallback(_apply_filter, message_filter, session, room)
+    # Chat of several lines (a frame user's) stays several lines: each is
+    # sanitised, not the newlines between them.  A line user's chat stays
+    # one line, whatever the filters return.
+    clean = sanitise_lines if "\n" in text else sanitise
     d.addCallback(
-        lambda text: _say(session, room, format(session.nickname, sanitise(text), room))
+        lambda text: _say(session, room, format(session.nickname, clean(text), room))
     )
     d.callback(text)
     return _bounded(d, session, "your line was not sent")
@@ -178,6 +191,14 @@ def _run(session: IChatSession, name: str, args: str) -> Result:
         raise NotRegistered()
     if entry.operator_only and session.operator is None:
         raise ChatError(f"/{entry.name} is for operators")
+    if "\n" in args and not getattr(entry, "multi_line", False):
+        # Text of several lines (from a front end whose input may have
+        # them: frames) is one line for a command that does not take
+        # several: a topic, a quit reason or an away message is shown
+        # inside a line, and a newline in it would let its author write a
+        # line of their own choosing (a fake <nick> line or server notice)
+        # on every line user's screen.
+        args = args.replace("\n", " ")
     if len(args.split(None, entry.min_args)) < entry.min_args:
         raise UsageError(entry.usage)
     return _bounded(

@@ -66,6 +66,16 @@ def _lines(text: str, render: Callable[[str], bytes]) -> bytes:
     return b"".join([render(line) for line in text.split("\n")])
 
 
+def _one(text: str) -> str:
+    """C{text}, shown inside one line, on one line: a newline is a space.
+
+    Commands make such text one line already (L{chatservice.commands});
+    this holds for events from elsewhere too (a plugin, another node), so
+    that no one's topic or reason can start a line of its own.
+    """
+    return text.replace("\n", " ") if "\n" in text else text
+
+
 def _line_of(event: "Event") -> bytes:
     """The line format of C{event}: see L{chatservice.wire}."""
     kind = event.kind
@@ -86,9 +96,9 @@ def _line_of(event: "Event") -> bytes:
     if kind == "join":
         return wire.joined(nick, event.room or "")
     if kind == "part":
-        return wire.parted(nick, event.room or "", event.reason or "")
+        return wire.parted(nick, event.room or "", _one(event.reason or ""))
     if kind == "quit":
-        return wire.left(nick, event.reason or "")
+        return wire.left(nick, _one(event.reason or ""))
     if kind == "lost":
         return wire.lost(nick)
     if kind == "back":
@@ -96,11 +106,11 @@ def _line_of(event: "Event") -> bytes:
     if kind == "nick":
         return wire.renamed(nick, event.new_nick or "")
     if kind == "topic":
-        return wire.topic_set(nick, event.room or "", text)
+        return wire.topic_set(nick, event.room or "", _one(text))
     if kind == "welcome":
         return wire.welcome(nick, text)
     if kind == "room":
-        return wire.now_in(event.room or "", text)
+        return wire.now_in(event.room or "", _one(text))
     if kind == "resumed":
         return wire.resumed(nick, event.room or "", event.count or 0)
     if kind == "resume_token":

@@ -354,8 +354,11 @@ class ICommand(Interface):
         """Run the command for C{session} with the text after its name.
 
         C{args} has no leading or trailing spaces and at least C{min_args}
-        words.  Raise (or fail with) L{chatservice.errors.ChatError} to show
-        the user a C{!!! } line.  Any other exception, or a Deferred that
+        words, and is one line: a newline in what a frame user sent is a
+        space in it, unless the command has a true C{multi_line} attribute
+        (optional; the built-in C{/msg} and C{/me} have it).  Raise (or
+        fail with) L{chatservice.errors.ChatError} to show the user a
+        C{!!! } line.  Any other exception, or a Deferred that
         takes longer than the server's command timeout, gets the user a
         C{!!! } line naming the command, and is logged.  The connection reads
         no further lines until the returned Deferred fires, so a slow

@@ -87,6 +87,11 @@ def sanitise(text: str) -> str:
     return _CONTROLS.sub("", text)
 
 
+def sanitise_lines(text: str) -> str:
+    """L{sanitise} each line of C{text}, keeping the newlines between them."""
+    return "\n".join([sanitise(line) for line in text.split("\n")])
+
+
 def clean_line(raw: bytes) -> str:
     """Turn one framed input line into safe text."""
     return sanitise(decode(raw))

@@ -198,12 +198,14 @@ def away_command(session: IChatSession, args: str) -> Result:
     return None
 
 
-@command("/me ACTION", "act, shown as * yourname ACTION", 1)
+@command("/me ACTION", "act, shown as * yourname ACTION", 1, multi_line=True)
 def me_command(session: IChatSession, args: str) -> Result:
     return say(session, args, events.action)
 
 
-@command("/msg NICK TEXT", "send TEXT privately to NICK, in any room", 2)
+@command(
+    "/msg NICK TEXT", "send TEXT privately to NICK, in any room", 2, multi_line=True
+)
 def msg_command(session: IChatSession, args: str) -> Result:
     target, text = args.split(None, 1)
     try:

@@ -29,6 +29,7 @@ from chatservice.cluster.events import (
 from chatservice.cluster.inbox import Inbox
 from chatservice.cluster.node import Node
 from chatservice.cluster.sessions import ClusterSessions
+from chatservice.frontends import ircformat
 from chatservice.testing import FakeClient
 
 #: A chat line said in #a by bob, as the stream carries it.
@@ -208,6 +209,29 @@ def test_every_text_field_is_sanitised() -> None:
     # A lone surrogate (JSON's \ud800) is not UTF-8: it would fail the line.
     odd = loaded(CHAT.replace('"hi"', '"h\\ud800i"'), "test")
     assert odd.line == "<bob> h\ufffd\ufffd\ufffdi\r\n".encode()
+
+
+def test_a_topic_of_lines_is_one_line() -> None:
+    """A topic from another node that kept a newline is one line for line and IRC users."""
+    topic = clean_event(
+        {
+            "type": "topic",
+            "time": 1796000000,
+            "room": "#a",
+            "nick": "mallory",
+            "text": "hi\n<alice> I owe mallory",
+        },
+        "test",
+    )
+    assert (
+        topic.line == b"*** mallory set the topic of #a: hi <alice> I owe mallory\r\n"
+    )
+    assert ircformat.shared(topic) == (
+        b":mallory!mallory@chatservice TOPIC #a :hi <alice> I owe mallory\r\n"
+    )
+    assert events.now_in("#a", topic.text).line == (
+        b"*** You are now in #a. Topic: hi <alice> I owe mallory\r\n"
+    )
 
 
 def _inbox() -> tuple[Node, Inbox]:

@@ -335,6 +335,53 @@ def test_plugin_command(monkeypatch: pytest.MonkeyPatch, clock: Clock) -> None:
     ]
 
 
+def test_one_line_arguments(server: ChatFactory) -> None:
+    """A newline in a topic, away message or quit reason is a space: no forged lines."""
+    alice = register(server, "alice")
+    bob = frame_user(server, "bob")
+    alice.output()
+    bob.say(
+        "/topic hi\n<carol> I am carol",
+        "/away gone\n*** carol has left (quit)",
+        "/me waves\nagain",
+    )
+    alice.enter("/who")
+    assert alice.output() == (
+        b"*** bob set the topic of #lobby: hi <carol> I am carol\r\n"
+        b"* bob waves\r\n* bob again\r\n"
+        b"*** In #lobby (2): alice, bob (away: gone *** carol has left (quit))\r\n"
+    )
+    assert bob.said()[0] == "topic: hi <carol> I am carol"
+    bob.say("/quit bye\n<carol> fake")
+    bob.drop()
+    assert alice.lines() == ["*** bob has left (quit: bye <carol> fake)"]
+
+
+def test_filters_keep_lines(monkeypatch: pytest.MonkeyPatch, clock: Clock) -> None:
+    """With a message filter, chat of several lines stays several lines."""
+    use_examples(monkeypatch)
+    server = make_server(clock)
+    assert [f.name for f in server.filters] == ["capsfilter"]
+    alice = register(server, "alice")
+    bob = frame_user(server, "bob")
+    alice.output()
+    bob.say("first line\nsecond line", "/me waves\nagain")
+    alice.enter("one\x1b[31m line")
+    assert alice.lines() == [
+        "<bob> first line",
+        "<bob> second line",
+        "* bob waves",
+        "* bob again",
+    ]
+    assert bob.said() == ["chat: one line"]
+
+
+def test_blank_lines_cost_tokens(server: ChatFactory) -> None:
+    """Blank lines of spaces around a text cost a token each, as they cost work."""
+    assert clean_input("\n" * 60_000 + "x\r\n", 2048) == ("x", 1)
+    assert clean_input(" \n" * 30_000 + "x", 2048) == ("x", 30_001)
+
+
 def test_ping_pong(server: ChatFactory) -> None:
     """A PING gets a PONG with its token; a PONG gets nothing."""
     bob = frame_user(server, "bob")

@@ -105,13 +105,19 @@ def clean_input(text: str, max_line: int) -> tuple[str, int]:
 
     Lines end in LF (a CR before it is dropped by the sanitiser, as every
     control character).  Blank lines at the start and the end are dropped;
-    blank lines between others are kept.  Each line's UTF-8 must fit in
+    blank lines between others are kept.  The count is of the lines once
+    line ends at the start and the end are dropped: a blank line of spaces
+    there counts, though it is dropped.  Each line's UTF-8 must fit in
     C{max_line} bytes, as a line user's must, else L{LineTooLong}.  A lone
     surrogate becomes U+FFFD, as an invalid byte in a line does.
     """
     if _SURROGATES.search(text):
         text = _SURROGATES.sub("\ufffd", text)
-    lines = text.split("\n")
+    # Line ends around the text go at C speed; every line left costs a
+    # token (blank ones too), as each costs Python-level work here and as a
+    # line user's blank line costs a token: a 64 KiB run of "\n \n"...
+    # must not cost the server milliseconds for one token.
+    lines = text.strip("\r\n").split("\n")
     for line in lines:
         if len(line) * 4 > max_line and len(line.encode("utf-8")) > max_line:
             raise LineTooLong(f"line too long (max {max_line} bytes)")
@@ -122,8 +128,8 @@ def clean_input(text: str, max_line: int) -> tuple[str, int]:
     while end > start and not cleaned[end - 1].strip():
         end -= 1
     if start == end:
-        return "", 1
-    return "\n".join(cleaned[start:end]), end - start
+        return "", len(lines)
+    return "\n".join(cleaned[start:end]), len(lines)
 
 
 class Heartbeat:

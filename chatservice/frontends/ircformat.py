@@ -47,7 +47,12 @@ def message(
         if trailing or not last or " " in last or last[0] == ":":
             last = ":" + last
         words.append(last)
-    return (" ".join(words) + "\r\n").encode("utf-8")
+    line = " ".join(words)
+    if "\n" in line or "\r" in line:
+        # A topic or a reason from elsewhere (a plugin, another node) that
+        # kept a newline: one IRC line still, never a line of its author's.
+        line = line.replace("\r", " ").replace("\n", " ")
+    return (line + "\r\n").encode("utf-8")
 
 
 def text_message(prefix: str, command: str, target: str, text: str) -> bytes:
