@@ -5,6 +5,7 @@ Usage::
     python3 scripts/fanout.py            # 1,000 users in one room
     python3 scripts/fanout.py 100
     python3 scripts/fanout.py --irc      # the listeners are IRC users
+    python3 scripts/fanout.py --web      # the listeners are web (WebSocket) users
 
 It registers N users over StringTransports (chatservice.testing), has one
 say a line, and flushes every connection's output, as a reactor iteration
@@ -16,13 +17,18 @@ server with real sockets.
 """
 
 import argparse
+import json
 import time
+from types import SimpleNamespace
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 
 from chatservice.config import Settings
 from chatservice.factory import ChatFactory
 from chatservice.frontends.irc import irc_front_end
+from chatservice.frontends.web import web
 from chatservice.testing import FakeConnection, register
 
 
@@ -32,6 +38,9 @@ def main() -> None:
     parser.add_argument("users", type=int, nargs="?", default=1000)
     parser.add_argument(
         "--irc", action="store_true", help="every user but the speaker is an IRC user"
+    )
+    parser.add_argument(
+        "--web", action="store_true", help="every user but the speaker is a web user"
     )
     arguments = parser.parse_args()
     users = arguments.users
@@ -52,6 +61,8 @@ def main() -> None:
         if arguments.irc:
             connection = FakeConnection(factory, host, front_end=irc_front_end)
             connection.enter(f"NICK u{n}", f"USER u{n} 0 * :u{n}")
+        elif arguments.web:
+            connection = _web_user(factory, n, host)
         else:
             connection = register(factory, f"u{n}", host=host)
         connections.append(connection)
@@ -65,8 +76,27 @@ def main() -> None:
             speaker.enter(f"hello {n}")
             factory.flusher.flush()
         best = min(best, (time.perf_counter() - start) / 20)
-    who = "IRC users" if arguments.irc else "users"
+    who = "IRC users" if arguments.irc else "web users" if arguments.web else "users"
     print(f"one line to {users} {who}: {best * 1e6:.0f} us (best of 7 rounds of 20)")
+
+
+def _web_user(factory: ChatFactory, n: int, host: str) -> SimpleNamespace:
+    """A web user u{n}, its WebSocket's transport a StringTransport."""
+    address = IPv4Address("TCP", host, 40000 + n)
+    connection = factory.build_for(web, address)
+    transport = StringTransport(peerAddress=address)
+    transport.registerProducer(object(), True)  # the HTTP channel, as at takeover
+    settings = factory.settings
+    websocket = SimpleNamespace(
+        transport=transport,
+        factory=SimpleNamespace(
+            heartbeat=settings.heartbeat, max_frame=settings.max_frame
+        ),
+    )
+    connection.opened(websocket)
+    message = json.dumps({"frame": "INPUT", "text": f"u{n}"}).encode()
+    connection.received(message, False)
+    return SimpleNamespace(transport=transport)
 
 
 if __name__ == "__main__":

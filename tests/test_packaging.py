@@ -177,6 +177,13 @@ def test_normal_install_lists_chat(installed: Path, tmp_path: Path) -> None:
     ]
 
 
+def test_normal_install_has_the_chat_page(installed: Path) -> None:
+    """A normal install ships the web front end's page (package data)."""
+    static = installed / "chatservice" / "frontends" / "static"
+    shipped = sorted(path.name for path in static.iterdir())
+    assert shipped == ["chat.css", "chat.js", "index.html"]
+
+
 @pytest.mark.parametrize(
     "cache",
     [
