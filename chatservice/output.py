@@ -211,14 +211,11 @@ class OutputMixin:
     #: recipient of every line.
     _encode: "Callable[[Output], bytes]" = attrgetter("line")
 
-    @staticmethod
-    def _count_lines(data: bytes) -> int:
-        """How many lines (messages) C{data}, whole encoded events, holds.
-
-        For the C{chatservice_lines_sent} metric; a front end whose messages
-        are not lines says how to count them.
-        """
-        return data.count(b"\n")
+    #: How the C{chatservice_lines_sent} metric counts what is sent: the
+    #: line format's LFs (an event may be several lines), or, for a front
+    #: end whose messages are frames, one per event queued (counting them
+    #: in the bytes would walk every recipient's headers).
+    _counts_events = False
 
     # Provided by the class that inherits this (see the module docstring).
     transport: "ITransport"
@@ -333,7 +330,7 @@ class OutputMixin:
         self._out = None
         data = b"".join(map(self._encode, out))
         stats = self.factory.stats
-        stats.lines_out += self._count_lines(data)
+        stats.lines_out += len(out) if self._counts_events else data.count(b"\n")
         stats.bytes_out += len(data)
         transport = self.transport
         if self._direct:
@@ -403,8 +400,11 @@ class OutputMixin:
     def _count_out(self, held: list[bytes]) -> None:  # encoded
         """Count held output now handed to the transport."""
         stats = self.factory.stats
+        if self._counts_events:
+            stats.lines_out += len(held)
         for data in held:
-            stats.lines_out += self._count_lines(data)
+            if not self._counts_events:
+                stats.lines_out += data.count(b"\n")
             stats.bytes_out += len(data)
 
     def _overflow(self) -> None:

@@ -55,8 +55,6 @@ from ..session import Session
 from ..system import set_socket_options
 from ..text import sanitise
 from .frameformat import (
-    HEADER,
-    HEADER_SIZE,
     TEXT_REFUSAL,
     BadFrame,
     BadMagic,
@@ -243,14 +241,7 @@ class FrameProtocol(OutputMixin, Protocol):
     #: An event's frame, made once for every frame user (or a L{Raw}'s bytes).
     _encode = methodcaller("encoded", encode_event)
 
-    @staticmethod
-    def _count_lines(data: bytes) -> int:
-        """How many frames C{data} (whole frames) holds: see L{OutputMixin}."""
-        count = start = 0
-        while start + HEADER_SIZE <= len(data):
-            start += HEADER_SIZE + HEADER.unpack_from(data, start)[3]
-            count += 1
-        return count
+    _counts_events = True  # one frame per event: see OutputMixin
 
     def __init__(
         self, server: "IChatServer", connection_id: int, address: IAddress

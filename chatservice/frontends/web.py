@@ -245,23 +245,7 @@ class WebConnection(OutputMixin):
 
     _encode = methodcaller("encoded", ws_frame)
 
-    @staticmethod
-    def _count_lines(data: bytes) -> int:
-        """How many WebSocket frames C{data} (whole frames) holds."""
-        count = start = 0
-        size = len(data)
-        while start + 2 <= size:
-            length = data[start + 1] & 0x7F
-            start += 2
-            if length == 126:
-                length = int.from_bytes(data[start : start + 2], "big")
-                start += 2
-            elif length == 127:
-                length = int.from_bytes(data[start : start + 8], "big")
-                start += 8
-            start += length
-            count += 1
-        return count
+    _counts_events = True  # one frame per event: see OutputMixin
 
     def __init__(
         self, server: "IChatServer", connection_id: int, address: IAddress
