@@ -320,6 +320,24 @@ async def test_web_line_and_frame_users_talk(chat: Harness, server) -> None:  # 
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_newcomer_gets_the_scrollback_marked_as_history(
+    chat: Harness,
+    server,  # type: ignore[no-untyped-def]
+) -> None:
+    """A web user joining a room gets its last lines, marked history, with their time."""
+    web_server = server()
+    bob = await chat.user("bob")
+    bob.send("said before alice came")
+    bob.send("/ping sent")
+    await wait_until(lambda: "*** PONG sent" in bob.lines, "bob's line said")
+    alice = await web_server.user("alice")
+    (said,) = [m for m in alice.messages if m.get("history")]
+    assert said["frame"] == "EVENT" and said["type"] == "chat"
+    assert (said["nick"], said["text"]) == ("bob", "said before alice came")
+    assert said["time"].endswith("Z")
+
+
+@pytest_twisted.ensureDeferred
 async def test_commands_work_as_on_telnet(chat: Harness, server) -> None:  # type: ignore[no-untyped-def]
     """Slash commands typed on the web get the same answers as on telnet."""
     web_server = server()

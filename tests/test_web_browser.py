@@ -5,7 +5,7 @@ end-to-end test of C{--web}); two headless chromium pages and one telnet-style
 socket talk in one room.  Without chromium and chromedriver the test fails,
 never skips: C{.ci/run} installs them (C{apt-get install chromium
 chromium-driver}).  Every wait is bounded.  The page's screenshot is kept in
-C{test-artifacts/} (C{web-chat.png}, C{web-resumed.png}).
+C{test-artifacts/} (C{web-chat.png}, C{web-phone.png}, C{web-resumed.png}).
 """
 
 import shutil
@@ -240,6 +240,20 @@ def test_two_browsers_and_a_telnet_user_chat(
             alice.find_element(By.ID, "topic").text
             == "<b>bold</b> <img src=x onerror=alert(2)>"
         )  # type: ignore[attr-defined]
+
+        # On a phone's width: no sideways scrolling; the people list behind
+        # a button.
+        bob.set_window_size(390, 800)  # type: ignore[attr-defined]
+        toggle = bob.find_element(By.ID, "members-toggle")  # type: ignore[attr-defined]
+        people = bob.find_element(By.ID, "members")  # type: ignore[attr-defined]
+        WebDriverWait(bob, WAIT).until(lambda b: toggle.is_displayed(), "the button")
+        assert not people.is_displayed()
+        toggle.click()
+        assert people.is_displayed()
+        width = "return [document.documentElement.scrollWidth, window.innerWidth]"
+        scrolled, window = bob.execute_script(width)  # type: ignore[attr-defined]
+        assert scrolled <= window
+        bob.save_screenshot(str(ARTIFACTS / "web-phone.png"))  # type: ignore[attr-defined]
 
         # The server loses alice's connection: the page reconnects, resumes,
         # and shows what was said meanwhile.
