@@ -482,6 +482,23 @@ async def test_per_address_limits_apply_behind_a_trusted_proxy(server) -> None: 
 
 
 @pytest_twisted.ensureDeferred
+async def test_http_connections_count_against_the_per_address_limit(server) -> None:  # type: ignore[no-untyped-def]
+    """A page's connection and a WebSocket count against --max-per-ip: no idle hoard."""
+    web_server = server(max_per_ip=1)
+    alice = await web_server.user("alice")
+    code, _, body = await get(web_server.web_port, b"/")
+    assert (code, body) == (
+        503,
+        b"too many connections from your address (at most 1)\n",
+    )
+    alice.say("/quit")
+    await bounded(alice.gone)
+    await wait_until(lambda: not web_server.factory.connections, "alice gone")
+    code, _, _ = await get(web_server.web_port, b"/")
+    assert code == 200
+
+
+@pytest_twisted.ensureDeferred
 async def test_an_unknown_version_is_refused(server) -> None:  # type: ignore[no-untyped-def]
     """A client asking only for a frame version the server lacks is refused."""
     web_server = server()

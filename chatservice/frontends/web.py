@@ -35,7 +35,7 @@ this module owns:
 
 import ipaddress
 import json
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable
 from operator import methodcaller
 from typing import TYPE_CHECKING, Any
@@ -51,9 +51,11 @@ from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IAddress
-from twisted.internet.protocol import connectionDone
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
+from twisted.web.resource import Resource
 from twisted.web.server import Site
 from zope.interface import implementer
 
@@ -64,6 +66,7 @@ from ..output import OUTPUT_SLOTS, OutputMixin
 from ..reasons import HEARTBEAT_TIMEOUT
 from ..session import Session
 from ..system import set_socket_options
+from ..throttle import address_key
 from .frameformat import VERSIONS, Code
 from .frames import LineTooLong, clean_input
 from .webpage import page_root
@@ -511,7 +514,11 @@ class ChatWebSocket(WebSocketServerProtocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Let autobahn clean up, then the session leave."""
+        transport = self.transport
         super().connectionLost(reason)
+        site = self.factory.site
+        if site is not None:
+            site.ended(transport)
         connection = self.connection
         if isinstance(connection, WebConnection):
             self.connection = None
@@ -526,6 +533,8 @@ class ChatWebSocketFactory(WebSocketServerFactory):
     def __init__(self, server: "IChatServer") -> None:
         super().__init__(server="chatservice")
         self.server = server
+        #: The site whose connections this factory's WebSockets took over.
+        self.site: _WebSite | None = None
         settings = server.settings
         #: The longest message a client may send (C{--max-frame}).
         self.max_frame: int = settings.max_frame
@@ -572,19 +581,114 @@ class WebFrontEnd:
     def build_factory(self, server: "IChatServer") -> Site:
         """See L{IServingFrontEnd.build_factory}: the page and C{/ws}."""
         root = page_root()
-        root.putChild(b"ws", WebSocketResource(ChatWebSocketFactory(server)))
-        site = _WebSite(root, reactor=server.clock)
-        site.noisy = False
+        factory = ChatWebSocketFactory(server)
+        root.putChild(b"ws", WebSocketResource(factory))
+        site = factory.site = _WebSite(root, server)
         return site
 
 
-class _WebSite(Site):
-    """Twisted's site, without an access log.
+class _WebChannel(HTTPChannel):
+    """Twisted's HTTP channel, counted by the site while its connection lasts."""
 
-    Chat connections are logged by their session (the registration, the
-    close and why, never text); a line per page load would be noise, and a
-    URL or user agent is the visitor's own text.
+    site: "_WebSite"
+
+    def connectionMade(self) -> None:
+        """Count the connection in (its transport stays, after a WebSocket)."""
+        super().connectionMade()
+        self.site.started(self.transport, self.address_key)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """Count the connection out (not called once a WebSocket took it over)."""
+        transport = self.transport
+        super().connectionLost(reason)
+        self.site.ended(transport)
+
+    address_key: str | None = None
+
+
+class _Refusal(Protocol):
+    """Answers C{503} and closes: no room for another connection."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+    def connectionMade(self) -> None:
+        """Say why, and close."""
+        text = self.why.encode("utf-8") + b"\n"
+        self.transport.write(
+            b"HTTP/1.1 503 Service Unavailable\r\n"
+            b"Content-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: " + str(len(text)).encode("ascii") + b"\r\n"
+            b"Connection: close\r\n\r\n" + text
+        )
+        self.transport.loseConnection()
+
+
+class _WebSite(Site):
+    """Twisted's site, its connections limited, without an access log.
+
+    Every connection, a page's or a WebSocket's (the same TCP connection,
+    taken over), counts against C{--max-per-ip} (except from a
+    C{--trusted-proxy}) and C{--max-clients}, as a telnet connection does:
+    idle HTTP connections cannot take every descriptor.  A WebSocket is
+    admitted as a chat connection on top of that (see L{ChatWebSocket}).
+
+    No access log: chat connections are logged by their session (the
+    registration, the close and why, never text); a line per page load
+    would be noise, and a URL or user agent is the visitor's own text.
     """
+
+    protocol = _WebChannel  # type: ignore[assignment]  # HTTP/1.1 only
+
+    def __init__(self, resource: Resource, server: "IChatServer") -> None:
+        super().__init__(resource, reactor=server.clock)
+        self.noisy = False
+        settings = server.settings
+        self.max_connections = settings.max_clients
+        self.max_per_address = settings.max_per_ip
+        self.trusted = [ipaddress.ip_network(each) for each in settings.trusted_proxy]
+        self.per_address: Counter[str] = Counter()
+        self.open: dict[object, str | None] = {}
+
+    def buildProtocol(self, addr: IAddress) -> Protocol | None:
+        """A channel, or a C{503} past the total or per-address limit."""
+        host = getattr(addr, "host", None)
+        key = address_key(host)
+        if host is not None and self._trusted(host):
+            key = None  # a proxy: its users are counted by the chat core
+        if len(self.open) >= self.max_connections:
+            return _Refusal("the server is full")
+        if key is not None and self.per_address[key] >= self.max_per_address:
+            return _Refusal(
+                f"too many connections from your address "
+                f"(at most {self.max_per_address})"
+            )
+        channel: _WebChannel = super().buildProtocol(addr)  # type: ignore[assignment]
+        channel.address_key = key
+        return channel
+
+    def _trusted(self, host: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.trusted)
+
+    def started(self, transport: object, key: str | None) -> None:
+        """A connection on C{transport}, counted under C{key}, began."""
+        self.open[transport] = key
+        if key is not None:
+            self.per_address[key] += 1
+
+    def ended(self, transport: object) -> None:
+        """The connection on C{transport} ended (counted once)."""
+        if transport not in self.open:
+            return
+        key = self.open.pop(transport)
+        if key is not None:
+            self.per_address[key] -= 1
+            if not self.per_address[key]:
+                del self.per_address[key]
 
     def log(self, request: object) -> None:
         """Log nothing."""
