@@ -1,0 +1,237 @@
+"""In-process cost of a short session (the benchmark's ``churn`` cell).
+
+Usage::
+
+    python3 scripts/churn.py                      # default settings, info log
+    python3 scripts/churn.py --log-level warn     # any twistd chat options
+    python3 scripts/churn.py --sessions 3000 --rounds 7 --profile /tmp/churn.prof
+
+It runs a chat server in this process, built from ``twistd chat``'s own
+options (those of bench/peers.conf.sh, then any given) on a free port of
+127.0.0.1, logging as ``twistd --logfile`` does (Twisted's text file
+observer, to a temporary file).  A client process (this script again)
+drives the cycle of the ``churn`` cell: C clients at a time (20) each
+connect, send ``/nick NAME``, wait for ``Welcome, NAME!``, say one line,
+shut down their sending side, read until the server closes, and close.
+
+For each round it prints the server's CPU time per session (user and
+system time of this process, which runs nothing but the server, between
+the client's start and end), the client's own, and the sessions per
+second; then the median and the spread of the rounds.  The server's CPU
+per session is the figure to compare between two checkouts (each with its
+own .venv), alternating runs; the shared benchmark (bench/,
+docs/performance.md) is what compares servers, with the server and the
+load generator on cores of their own.
+"""
+
+import argparse
+import os
+import resource
+import selectors
+import socket
+import statistics
+import sys
+import tempfile
+import time
+
+LISTEN = "tcp:0:interface=127.0.0.1"
+
+#: bench/peers.conf.sh's CHAT_OPTIONS: limits raised out of the way.
+BENCH_OPTIONS = (
+    "--max-clients 20000 --max-per-ip 20000 --max-connect-rate 1000000 "
+    "--flood-rate 1000000 --flood-burst 1000000 --resume-grace 0 "
+    "--idle-timeout 3600 --register-timeout 600 --max-line 8192"
+).split()
+
+
+# The client (a process of its own) ------------------------------------------
+
+
+def client(port: int, sessions: int, concurrency: int, prefix: str) -> None:
+    """Run C{sessions} churn cycles, C{concurrency} at a time; report."""
+    selector = selectors.DefaultSelector()
+    started = 0
+    done = 0
+    errors = 0
+
+    def start() -> None:
+        nonlocal started
+        name = f"{prefix}{started}"
+        started += 1
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        sock.connect_ex(("127.0.0.1", port))
+        state = {"name": name, "phase": "connect", "buf": b""}
+        selector.register(sock, selectors.EVENT_WRITE, state)
+
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(min(concurrency, sessions)):
+        start()
+    while done < sessions:
+        for key, _ in selector.select(10):
+            sock, state = key.fileobj, key.data
+            phase = state["phase"]
+            try:
+                if phase == "connect":
+                    sock.send(b"/nick %s\n" % state["name"].encode())
+                    state["phase"] = "welcome"
+                    state["ready"] = b"Welcome, %s!" % state["name"].encode()
+                    selector.modify(sock, selectors.EVENT_READ, state)
+                    continue
+                data = sock.recv(65536)
+                if phase == "welcome":
+                    state["buf"] += data
+                    if state["ready"] in state["buf"]:
+                        sock.send(b"churn %d\n" % time.time_ns())
+                        sock.shutdown(socket.SHUT_WR)
+                        state["phase"] = "drain"
+                    elif data:
+                        continue
+                    else:
+                        raise ConnectionError("closed before the welcome")
+                if data:
+                    continue
+            except OSError:
+                errors += 1
+            selector.unregister(sock)
+            sock.close()
+            done += 1
+            if started < sessions:
+                start()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    sys.stdout.write(f"done {wall} {cpu} {errors}\n")
+    sys.stdout.flush()
+
+
+# The server (this process) ----------------------------------------------------
+
+
+def server(args: argparse.Namespace, chat_options: list[str]) -> None:
+    """Run the server, one client process per round, and print the rounds."""
+    from twisted.internet import protocol, reactor
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    from chatservice import tap
+
+    log_file = tempfile.NamedTemporaryFile(
+        "w", prefix="churn-", suffix=".log", delete=False
+    )
+    # What twistd does with --logfile (or -n and stdout to a file).
+    globalLogBeginner.beginLoggingTo(
+        [textFileLogObserver(log_file)], redirectStandardIO=False
+    )
+    options = tap.Options()
+    options.parseOptions([*BENCH_OPTIONS, "--port", LISTEN, *chat_options])
+    service = tap.makeService(options)
+    service.startService()
+    port = service.ports[0].getHost().port
+    rounds: list[tuple[float, float, float]] = []
+    profiler = None
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+
+    class Round(protocol.ProcessProtocol):
+        def __init__(self, number: int, sessions: int) -> None:
+            self.number = number
+            self.sessions = sessions
+            self.output = b""
+
+        def outReceived(self, data: bytes) -> None:
+            self.output += data
+            if b"ready\n" in data:
+                if profiler is not None and self.number >= 0:
+                    profiler.enable()
+                self.cpu = time.process_time()
+                self.rusage = resource.getrusage(resource.RUSAGE_SELF)
+            if b"done" in data:
+                cpu = time.process_time() - self.cpu
+                rusage = resource.getrusage(resource.RUSAGE_SELF)
+                self.system = rusage.ru_stime - self.rusage.ru_stime
+                if profiler is not None:
+                    profiler.disable()
+                _, wall, client_cpu, errors = self.output.split()[-4:]
+                if int(errors):
+                    print(f"round {self.number}: {int(errors)} client errors")
+                if self.number >= 0:
+                    self.report(cpu, float(wall), float(client_cpu))
+
+        def report(self, cpu: float, wall: float, client_cpu: float) -> None:
+            n = self.sessions
+            rounds.append((cpu / n * 1e6, client_cpu / n * 1e6, n / wall))
+            print(
+                f"round {self.number + 1}: server {cpu / n * 1e6:6.1f} us/session "
+                f"({self.system / n * 1e6:.0f} in the kernel), "
+                f"client {client_cpu / n * 1e6:6.1f} us/session, "
+                f"{n / wall:7.0f} sessions/s"
+            )
+            sys.stdout.flush()
+
+        def processEnded(self, reason: object) -> None:
+            if self.number + 1 < args.rounds:
+                run(self.number + 1)
+            else:
+                reactor.stop()
+
+    def run(number: int) -> None:
+        sessions = args.sessions if number >= 0 else args.warmup
+        reactor.spawnProcess(
+            Round(number, sessions),
+            sys.executable,
+            [
+                sys.executable,
+                os.path.abspath(__file__),
+                "--client",
+                str(port),
+                str(sessions),
+                str(args.concurrency),
+                f"c{number + 1}x",
+            ],
+            env=os.environ,
+        )
+
+    reactor.callWhenRunning(run, -1)  # a warm-up round first
+    reactor.run()
+    service.stopService()
+    log_file.close()
+    with open(log_file.name) as written:
+        lines = sum(1 for _ in written)
+    os.unlink(log_file.name)
+    server_us = [r[0] for r in rounds]
+    rates = [r[2] for r in rounds]
+    print(
+        f"server CPU per session: median {statistics.median(server_us):.1f} us "
+        f"(min {min(server_us):.1f}, max {max(server_us):.1f}) over "
+        f"{len(rounds)} rounds of {args.sessions}; "
+        f"{statistics.median(rates):.0f} sessions/s median; "
+        f"{lines} log lines"
+    )
+    if profiler is not None:
+        profiler.dump_stats(args.profile)
+        print(f"profile of the measured rounds written to {args.profile}")
+
+
+def main() -> None:
+    """Parse the arguments; be the server, or (with --client) the client."""
+    if len(sys.argv) > 1 and sys.argv[1] == "--client":
+        port, sessions, concurrency = map(int, sys.argv[2:5])
+        client(port, sessions, concurrency, sys.argv[5])
+        return
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        epilog="Other options are passed to the chat server (twistd chat's).",
+    )
+    parser.add_argument("--sessions", type=int, default=2000, help="per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=300, help="sessions")
+    parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--profile", help="write a cProfile of the rounds here")
+    args, chat_options = parser.parse_known_args()
+    server(args, chat_options)
+
+
+if __name__ == "__main__":
+    main()
