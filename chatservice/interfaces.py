@@ -14,7 +14,7 @@ from .events import Event
 from .reasons import CloseReason
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from twisted.internet.defer import Deferred
 
@@ -574,6 +574,12 @@ class IChatSession(IChatClient):
         long list, not the list).
         """
 
+    def answer_all(events: "Sequence[Event]") -> None:
+        """L{answer} each of C{events}, in order, in one call (a scrollback).
+
+        Nothing is queued if one of them is not an L{Event}.
+        """
+
     def quit(reason: CloseReason) -> None:
         """Leave: the others are told C{reason}; then close the connection.
 
@@ -601,6 +607,9 @@ class IConnection(Interface):
 
     def answer(event: Event) -> None:
         """Queue the answer C{event}; see L{IChatSession.answer}."""
+
+    def answer_all(events: "Sequence[Event]") -> None:
+        """Queue the answers C{events}; see L{IChatSession.answer_all}."""
 
     def pause_input(why: str) -> None:
         """Stop acting on input for reason C{why} ("flood", "command", ...).

@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import connectionDone
-from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -45,7 +44,7 @@ from zope.interface import implementer
 from . import commands, events
 from .errors import ChatError
 from .interfaces import IChatSession, IConnection
-from .logs import describe_close, gate, shown
+from .logs import GatedLogger, describe_close, shown
 from .reasons import (
     CONNECTION_LOST,
     IDLE_TIMEOUT,
@@ -58,10 +57,12 @@ from .reasons import (
 from .throttle import TokenBucket
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from .events import Event
     from .interfaces import IChatServer
 
-log = Logger(observer=gate)
+log = GatedLogger()
 
 #: How often a throttled user is reminded why their input is slow.
 _FLOOD_NOTICE_INTERVAL = 60.0
@@ -230,6 +231,10 @@ class Session(TimeoutMixin):
     def answer(self, event: "Event") -> None:
         """See L{IChatSession.answer}: queued by the front end."""
         self.connection.answer(event)
+
+    def answer_all(self, events: "Sequence[Event]") -> None:
+        """See L{IChatSession.answer_all}: queued by the front end at once."""
+        self.connection.answer_all(events)
 
     def refuse(self, text: str, code: str) -> None:
         """Answer an input the front end could not take, with an error."""

@@ -88,8 +88,7 @@ def show_scrollback(
     session: IChatSession, room: str, history: list[Scrollback]
 ) -> None:
     """Answer C{session} with C{room}'s scrollback (see L{scrollback})."""
-    for event in scrollback(room, history):
-        session.answer(event)
+    session.answer_all(scrollback(room, history))
 
 
 def scrollback(room: str, history: list[Scrollback]) -> list[Event]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from twisted.internet.task import Clock
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import Logger, LogLevel, formatEvent, globalLogPublisher
 
 import chatservice
 from chatservice.config import Settings
@@ -68,6 +68,26 @@ def test_gate_drops_events_below_its_level(logged: list) -> None:
     for level in LogLevel.iterconstants():
         warn_gate({"log_level": level, "log_format": level.name})
     assert [event["log_format"] for event in logged] == ["warn", "error", "critical"]
+
+
+def test_events_below_the_level_are_not_made(
+    factory: ChatFactory, logged: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At --log-level warn a session's info events are not even made."""
+    made: list[str] = []
+    emit = Logger.emit
+
+    def counted(self: Logger, level: LogLevel, *args: object, **kwargs: object) -> None:
+        made.append(self.namespace)
+        emit(self, level, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Logger, "emit", counted)
+    monkeypatch.setattr(gate, "level", LogLevel.warn)
+    alice = FakeConnection(factory)
+    alice.enter("alice")
+    alice.drop()
+    assert "chatservice.session" not in made
+    assert texts(logged) == []
 
 
 def test_default_level_is_info() -> None:

@@ -89,3 +89,35 @@ def test_text_refused_by_a_held_session(clock: Clock) -> None:
     with pytest.raises(TypeError, match="not str"):
         held.deliver("lost")  # type: ignore[arg-type]
     assert (held.dropped, held.missed()) == (0, ([kept], 1))
+
+
+def test_answer_all_is_answer_each(clock: Clock) -> None:
+    """Several answers at once are sent as answered one by one, in order."""
+    factory = ChatFactory(Settings(), clock=clock)
+    alice = register(factory, "alice")
+    alice.protocol.answer(events.notice("one"))
+    alice.protocol.answer_all([events.notice("two"), events.error("three", "x")])
+    alice.protocol.answer_all([])
+    alice.protocol.answer(events.notice("four"))
+    assert alice.lines() == ["*** one", "*** two", "!!! three", "*** four"]
+
+
+def test_answer_all_refuses_text_before_queueing_any(clock: Clock) -> None:
+    """If one of several answers is not an Event, none of them is sent."""
+    factory = ChatFactory(Settings(), clock=clock)
+    alice = register(factory, "alice")
+    with pytest.raises(TypeError, match="not str"):
+        alice.session.answer_all([events.notice("one"), "two"])  # type: ignore[list-item]
+    alice.session.answer_all([events.notice("three")])
+    assert alice.lines() == ["*** three"]
+
+
+def test_answer_all_while_output_is_held(clock: Clock) -> None:
+    """Answers given at once to a client behind in reading wait for it, in order."""
+    factory = ChatFactory(Settings(), clock=clock)
+    alice = register(factory, "alice")
+    alice.stop_reading()
+    alice.protocol.deliver(events.notice("one"))
+    alice.session.answer_all([events.notice("two"), events.notice("three")])
+    alice.resume_reading()
+    assert alice.lines() == ["*** one", "*** two", "*** three"]

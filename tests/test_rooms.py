@@ -6,6 +6,8 @@ from twisted.internet.task import Clock
 
 from chatservice.config import Settings
 from chatservice.factory import ChatFactory
+from chatservice.interfaces import UserInfo
+from chatservice.rooms import User
 from chatservice.testing import FakeConnection, register
 
 Trio = tuple[FakeConnection, FakeConnection, FakeConnection]
@@ -248,3 +250,17 @@ def test_big_room_is_quiet(clock: Clock) -> None:
     bob.enter("/join #x")  # leaves a lobby of 2, joins a room of 2: told
     assert alice.lines() == ["*** bob has left #lobby (joined #x)"]
     assert carol.lines() == ["*** bob has joined #x"]
+
+
+def test_user_info_follows_changes() -> None:
+    """A user's info, kept between lists, shows each change of nickname, away, host."""
+    user = User("alice", "10.0.0.1")
+    assert user.info() == UserInfo("alice", None, "10.0.0.1")
+    user.away = "lunch"
+    assert user.info() == UserInfo("alice", "lunch", "10.0.0.1")
+    user.nickname = "Alice"
+    assert user.info().nickname == "Alice"
+    user.host = "10.0.0.2"
+    assert user.info().host == "10.0.0.2"
+    user.away = None
+    assert user.info() == UserInfo("Alice", None, "10.0.0.2")

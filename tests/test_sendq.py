@@ -278,6 +278,33 @@ def test_answers_filling_the_transport_at_once_are_not_counted(clock: Clock) -> 
     assert transport.value() == b"*** PONG two\r\n"
 
 
+def test_a_scrollback_filling_the_transport_is_not_counted(clock: Clock) -> None:
+    """A welcome's scrollback of 95 kB, past max-sendq at once, does not cut the newcomer off."""
+    settings = Settings(max_sendq=10_000, flood_burst=100, max_line=10_000)
+    factory = ChatFactory(settings, clock=clock)
+    alice = register(factory, "alice")
+    for n in range(50):
+        alice.enter(f"{n:02} " + "s" * 1900)
+    bob = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40002))
+    transport = _FillingTransport()
+    bob.makeConnection(transport)
+    bob.dataReceived(b"bob\r\n")
+    clock.advance(0)  # the iteration ends: the welcome fills the transport
+    bob.dataReceived(b"/ping after\r\n")
+    clock.advance(0)
+    assert not transport.disconnecting
+    lines = transport.value().decode().split("\r\n")[:-1]
+    stamped = [line for line in lines if line.endswith("s" * 1900)]
+    assert [line.split("> ")[1][:2] for line in stamped] == [
+        f"{n:02}" for n in range(50)
+    ]
+    assert lines[-1].startswith("*** resume token: ")  # /ping waits
+    transport.clear()
+    transport.producer.resumeProducing()  # bob caught up
+    clock.advance(0)
+    assert transport.value() == b"*** PONG after\r\n"
+
+
 @pytest.mark.parametrize(
     ("line", "error"),
     [
