@@ -34,6 +34,7 @@ from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
+from zope.interface.verify import verifyObject
 
 from chatservice import events
 from chatservice.config import Settings
@@ -47,6 +48,7 @@ from chatservice.frontends.web import (
     web,
     ws_frame,
 )
+from chatservice.interfaces import IConnection, IServingFrontEnd
 from chatservice.service import ChatService
 
 
@@ -543,6 +545,15 @@ async def test_quit_closes_the_websocket_cleanly(server) -> None:  # type: ignor
     await bounded(alice.gone)
     assert alice.messages[-1]["text"] == "Goodbye."
     assert alice.closed is not None and alice.closed[0] == 1000
+
+
+def test_the_web_front_end_keeps_its_contracts(clock: Clock) -> None:
+    """The plugin is a front end serving its own factory; its connection an IConnection."""
+    assert verifyObject(IServingFrontEnd, web)
+    factory = ChatFactory(Settings(), clock=clock)
+    connection = web.build_protocol(factory, 1, IPv4Address("TCP", "127.0.0.1", 1))
+    assert verifyObject(IConnection, connection)
+    assert connection.session.connection is connection
 
 
 def test_a_broadcast_is_framed_once_for_every_web_user() -> None:
