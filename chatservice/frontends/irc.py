@@ -6,8 +6,8 @@ a room (C{#lobby} is the room C{#lobby}), and nicknames are one namespace.
 It is a L{chatservice.frontends.lines.LineProtocol} whose lines are IRC
 messages: the connection's life, its send queue, flood control and
 pausing are the line front end's; only what a line means and how an event
-is shown differ.  The commands are in L{chatservice.frontends.irccommands}
-(a table, like the line commands'); the encoding of events in
+is shown differ.  The commands are a table, like the line commands'
+(L{chatservice.frontends.irctable}); the encoding of events is in
 L{chatservice.frontends.ircformat}.
 
 Parsing is twisted.words' (C{irc.parsemsg}, its numerics, C{ctcpExtract},
@@ -37,9 +37,9 @@ from ..output import Raw
 from ..reasons import CloseKind, CloseReason
 from ..session import GREETING
 from ..text import decode
-from . import ircformat
-from .irccommands import dispatch
+from . import irccommands, ircformat, ircusers  # noqa: F401 - their commands join the table
 from .ircformat import SERVER, is_shared, message, own
+from .irctable import dispatch
 from .lines import LineProtocol
 
 if TYPE_CHECKING:

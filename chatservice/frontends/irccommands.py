@@ -1,22 +1,12 @@
-"""What an IRC client's messages mean: the IRC command table.
+"""The IRC commands of registration, channels and messages.
 
-Like the line commands (L{chatservice.commands}), commands are data: each
-entry says whether it works before registration and how many parameters
-it needs, and those checks (C{451}, C{461}) and the unknown command
-(C{421}) happen once, in L{dispatch}.  A handler answers with numerics
-(raising L{Numeric} for an error), and acts through the session and the
-registry like any line command: the same rooms, nicknames, filters and
-limits.  A command the IRC table lacks but a plugin provides (C{ROLL 2d6},
-sent by C{/quote roll 2d6}) runs as that plugin's line command; its
-answers come as notices.
+Each joins the table of L{chatservice.frontends.irctable} with
+C{@irc_command}; see there for the checks every command gets.
 """
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.words.protocols import irc
 
@@ -24,9 +14,8 @@ from .. import __version__, events
 from ..commands import say
 from ..errors import ChatError, InvalidName, NicknameInUse, NoSuchNickname
 from ..interfaces import RoomInfo, Scrollback, UserInfo
-from ..logs import gate
 from ..reasons import CloseReason
-from ..text import NICKNAME_MAX, check_nickname, check_room, fold, sanitise
+from ..text import NICKNAME_MAX, check_nickname, check_room
 from ..usercommands import AWAY_MAX, TOPIC_MAX, msg_command
 from ..welcome import scrollback
 from .ircformat import (
@@ -39,134 +28,20 @@ from .ircformat import (
     shared_timed,
     tagged,
 )
-
-log = Logger(observer=gate)
-
-#: An IRC connection (L{chatservice.frontends.irc.IRCProtocol}); not
-#: imported, as that module imports this one.
-Connection = Any
-Handler = Callable[[Connection, list[str]], "Deferred[object] | None"]
-
-#: The most channels one IRC user may be in at once (ISUPPORT's CHANLIMIT).
-CHANNELS_MAX = 50
-#: The most targets of one PRIVMSG or NOTICE (ISUPPORT's TARGMAX).
-TARGETS_MAX = 4
-#: The capabilities offered to CAP LS.
-CAPABILITIES = ("server-time",)
-#: The formatting codes of IRC clients (bold, colour, reset, reverse,
-#: italic, underline, ...): stripped from what reaches the chat core.
-_FORMATTING = frozenset("\x02\x03\x04\x0f\x11\x16\x1d\x1e\x1f")
-
-
-class Numeric(Exception):
-    """An error answered with an IRC numeric: C{code} and its parameters."""
-
-    def __init__(self, code: str, *params: str) -> None:
-        super().__init__(code, *params)
-        self.code = code
-        self.params = params
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One IRC command: its handler, and the checks every call gets."""
-
-    run: Handler
-    min_params: int = 0
-    before_registration: bool = False
-
-
-COMMANDS: dict[str, Entry] = {}
-
-
-def _command(
-    name: str, min_params: int = 0, before_registration: bool = False
-) -> Callable[[Handler], Handler]:
-    def add(run: Handler) -> Handler:
-        COMMANDS[name] = Entry(run, min_params, before_registration)
-        return run
-
-    return add
-
-
-def dispatch(conn: Connection, command: str, params: list[str]) -> None:
-    """Act on one parsed message from C{conn}'s client; see the module."""
-    session = conn.session
-    # What is echoed in numerics, and every parameter but a message's text
-    # (whose CTCP quoting is read first), is clean text from here on.
-    command = sanitise(command)
-    if not command:
-        return
-    cut = 1 if command in ("PRIVMSG", "NOTICE") else len(params)
-    params[:cut] = [clean(param) for param in params[:cut]]
-    entry = COMMANDS.get(command)
-    if entry is None:
-        _plugin_command(conn, command, params)
-        return
-    if session.nickname is None and not entry.before_registration:
-        conn.numeric(irc.ERR_NOTREGISTERED, "You have not registered")
-        return
-    if len(params) < entry.min_params:
-        conn.numeric(irc.ERR_NEEDMOREPARAMS, command, "Not enough parameters")
-        return
-    try:
-        result = entry.run(conn, params)
-    except Exception:
-        _failed(Failure(), conn)
-        return
-    if result is not None:
-        _wait(conn, result)
-
-
-def _plugin_command(conn: Connection, command: str, params: list[str]) -> None:
-    """A plugin's (or a line-only) command, run as its line command."""
-    session = conn.session
-    name = command.lower()
-    if name not in session.server.commands or not name.isalnum():
-        conn.numeric(irc.ERR_UNKNOWNCOMMAND, command, "Unknown command")
-    elif session.nickname is None:
-        conn.numeric(irc.ERR_NOTREGISTERED, "You have not registered")
-    else:
-        session.received(" ".join([f"/{name}", *params]))
-
-
-def _wait(conn: Connection, d: "Deferred[object]") -> None:
-    """Read no further message until C{d} fires: messages keep their order."""
-    d.addErrback(_failed, conn)
-    fired: list[object] = []
-    d.addBoth(fired.append)
-    if not fired:
-        conn.pause_input("command")
-        d.addBoth(lambda _: conn.resume_input("command"))
-
-
-def _failed(failure: Failure, conn: Connection) -> None:
-    if failure.check(Numeric):
-        conn.numeric(failure.value.code, *failure.value.params)
-    elif failure.check(ChatError):
-        conn.session.answer(events.error(failure.getErrorMessage(), "error"))
-    else:
-        log.failure(
-            "connection {connection_id}: an IRC command failed",
-            failure,
-            connection_id=conn.connection_id,
-        )
-        conn.session.answer(
-            events.error("that failed because of a server error; it was logged")
-        )
-
-
-def clean(text: str) -> str:
-    """Text from an IRC client as the chat core takes it: no formatting."""
-    if not _FORMATTING.isdisjoint(text):
-        text = irc.stripFormatting(text)
-    return sanitise(text)
-
+from .irctable import (
+    CAPABILITIES,
+    CHANNELS_MAX,
+    TARGETS_MAX,
+    Connection,
+    Numeric,
+    clean,
+    irc_command,
+)
 
 # Registration --------------------------------------------------------------
 
 
-@_command("CAP", 1, before_registration=True)
+@irc_command("CAP", 1, before_registration=True)
 def cap(conn: Connection, params: list[str]) -> None:
     """IRCv3 capability negotiation: C{server-time} is offered."""
     who = conn.session.nickname or "*"
@@ -193,14 +68,14 @@ def cap(conn: Connection, params: list[str]) -> None:
     return None
 
 
-@_command("PASS", 1, before_registration=True)
+@irc_command("PASS", 1, before_registration=True)
 def pass_(conn: Connection, params: list[str]) -> None:
     """No password is needed: PASS is ignored (but only before registration)."""
     if conn.session.nickname is not None:
         raise Numeric(irc.ERR_ALREADYREGISTRED, "You may not reregister")
 
 
-@_command("USER", 4, before_registration=True)
+@irc_command("USER", 4, before_registration=True)
 def user(conn: Connection, params: list[str]) -> "Deferred[object] | None":
     """USER's fields are not used: every user's mask is nick!nick@chatservice."""
     if conn.session.nickname is not None:
@@ -209,7 +84,7 @@ def user(conn: Connection, params: list[str]) -> "Deferred[object] | None":
     return _register(conn)
 
 
-@_command("NICK", before_registration=True)
+@irc_command("NICK", before_registration=True)
 def nick(conn: Connection, params: list[str]) -> "Deferred[object] | None":
     """Choose a nickname, or change it; the same namespace as every front end."""
     if not params or not params[0]:
@@ -302,7 +177,7 @@ def _welcome(conn: Connection, nickname: str) -> None:
     motd(conn, [])
 
 
-@_command("MOTD", before_registration=False)
+@irc_command("MOTD", before_registration=False)
 def motd(conn: Connection, params: list[str]) -> None:
     """The message of the day (C{--motd}), or 422 without one."""
     lines = conn.factory.motd
@@ -318,7 +193,7 @@ def motd(conn: Connection, params: list[str]) -> None:
 # Connection --------------------------------------------------------------
 
 
-@_command("PING", before_registration=True)
+@irc_command("PING", before_registration=True)
 def ping(conn: Connection, params: list[str]) -> None:
     """Answer with PONG and the same token."""
     if not params:
@@ -326,12 +201,12 @@ def ping(conn: Connection, params: list[str]) -> None:
     conn.send("PONG", SERVER, params[-1])
 
 
-@_command("PONG", before_registration=True)
+@irc_command("PONG", before_registration=True)
 def pong(conn: Connection, params: list[str]) -> None:
     """An answer to the server's PING: any input counts as one."""
 
 
-@_command("QUIT", before_registration=True)
+@irc_command("QUIT", before_registration=True)
 def quit_(conn: Connection, params: list[str]) -> None:
     """Leave; the others are told the message."""
     text = clean(params[0]) if params else ""
@@ -343,7 +218,7 @@ def quit_(conn: Connection, params: list[str]) -> None:
 # Channels --------------------------------------------------------------------
 
 
-@_command("JOIN", 1)
+@irc_command("JOIN", 1)
 def join(conn: Connection, params: list[str]) -> "Deferred[object] | None":
     """Join each channel of a comma-separated list (C{0}: part them all)."""
     if params[0] == "0":
@@ -400,7 +275,7 @@ def _scrollback(conn: Connection, room: str, history: list[Scrollback]) -> None:
         conn._answer_raw(notices(room, event.line.decode("utf-8").split("\r\n")[:-1]))
 
 
-@_command("PART", 1)
+@irc_command("PART", 1)
 def part(conn: Connection, params: list[str]) -> None:
     """Leave each channel of a comma-separated list."""
     session = conn.session
@@ -425,7 +300,7 @@ def _member(conn: Connection, name: str) -> str:
     return room
 
 
-@_command("TOPIC", 1)
+@irc_command("TOPIC", 1)
 def topic(conn: Connection, params: list[str]) -> "Deferred[object] | None":
     """Show a channel's topic, or set it (every member is told)."""
     session = conn.session
@@ -446,7 +321,7 @@ def topic(conn: Connection, params: list[str]) -> "Deferred[object] | None":
     return session.registry.topic(room).addCallback(show)
 
 
-@_command("NAMES")
+@irc_command("NAMES")
 def names(conn: Connection, params: list[str]) -> "Deferred[object] | None":
     """Who is in each channel named (none named: nothing but the end)."""
     if not params:
@@ -477,7 +352,7 @@ def _names(conn: Connection, room: str) -> "Deferred[object]":
     return conn.session.registry.users(room).addCallback(show)
 
 
-@_command("LIST")
+@irc_command("LIST")
 def list_(conn: Connection, params: list[str]) -> "Deferred[object]":
     """Every room, with its members and topic."""
     wanted = {name.lower() for name in params[0].split(",")} if params else None
@@ -495,13 +370,13 @@ def list_(conn: Connection, params: list[str]) -> "Deferred[object]":
 # Messages --------------------------------------------------------------------
 
 
-@_command("PRIVMSG")
+@irc_command("PRIVMSG")
 def privmsg(conn: Connection, params: list[str]) -> "Deferred[object] | None":
     """Say something in channels, or to nicknames (CTCP ACTION is /me)."""
     return _message(conn, params, loud=True)
 
 
-@_command("NOTICE")
+@irc_command("NOTICE")
 def notice(conn: Connection, params: list[str]) -> "Deferred[object] | None":
     """Like PRIVMSG, but no error is ever answered (RFC 2812 3.3.2)."""
     return _message(conn, params, loud=False)
@@ -563,204 +438,3 @@ def _send(
 
     d = maybeDeferred(msg_command, session, f"{target} {text}")
     return d.addErrback(missing)
-
-
-# Users -----------------------------------------------------------------------
-
-
-@_command("AWAY")
-def away(conn: Connection, params: list[str]) -> None:
-    """Mark yourself away with a message, or back without one."""
-    session = conn.session
-    text = clean(params[0]) if params else ""
-    if len(text) > AWAY_MAX:
-        raise ChatError(f"an away message is at most {AWAY_MAX} characters")
-    session.registry.set_away(session, text or None)
-    if text:
-        conn.numeric(irc.RPL_NOWAWAY, "You have been marked as being away")
-    else:
-        conn.numeric(irc.RPL_UNAWAY, "You are no longer marked as being away")
-
-
-def _who_line(conn: Connection, channel: str, user: UserInfo) -> None:
-    here = "H" if user.away is None else "G"
-    conn.numeric(
-        irc.RPL_WHOREPLY,
-        channel,
-        user.nickname,
-        SERVER,
-        SERVER,
-        user.nickname,
-        here,
-        f"0 {user.nickname}",
-    )
-
-
-@_command("WHO")
-def who(conn: Connection, params: list[str]) -> "Deferred[object] | None":
-    """Who is in a channel, or who a nickname is."""
-    registry = conn.session.registry
-    target = params[0] if params else "*"
-
-    def end(_: object = None) -> None:
-        conn.numeric(irc.RPL_ENDOFWHO, target, "End of /WHO list.")
-
-    if target[0] == "#":
-        room = target.lower()
-
-        def show(users: list[UserInfo]) -> None:
-            for each in users:
-                _who_line(conn, room, each)
-            end()
-
-        return registry.users(room).addCallback(show)
-    if target == "*":
-        end()
-        return None
-    d = registry.find(target).addCallback(lambda found: _who_line(conn, "*", found))
-    return d.addErrback(lambda failure: failure.trap(NoSuchNickname)).addCallback(end)
-
-
-@_command("WHOIS", 1)
-def whois(conn: Connection, params: list[str]) -> "Deferred[object]":
-    """Who a nickname is: its name and whether it is away."""
-    target = params[-1]
-
-    def show(found: UserInfo) -> None:
-        name = found.nickname
-        conn.numeric(irc.RPL_WHOISUSER, name, name, SERVER, "*", name)
-        conn.numeric(irc.RPL_WHOISSERVER, name, SERVER, "chatservice")
-        if found.away is not None:
-            conn.numeric(irc.RPL_AWAY, name, found.away)
-
-    def missing(failure: Failure) -> None:
-        failure.trap(NoSuchNickname)
-        conn.numeric(irc.ERR_NOSUCHNICK, target, "No such nick/channel")
-
-    d = conn.session.registry.find(target).addCallbacks(show, missing)
-    return d.addCallback(
-        lambda _: conn.numeric(irc.RPL_ENDOFWHOIS, target, "End of /WHOIS list.")
-    )
-
-
-@_command("MODE", 1)
-def mode(conn: Connection, params: list[str]) -> None:
-    """Modes are answered, never changed: there are none but operators (+o)."""
-    target = params[0]
-    session = conn.session
-    if target[0] == "#":
-        room = target.lower()
-        if len(params) == 1:
-            conn.numeric(irc.RPL_CHANNELMODEIS, room, "+")
-        elif params[1].lstrip("+") == "b":
-            conn.numeric(irc.RPL_ENDOFBANLIST, room, "End of channel ban list")
-        else:
-            conn.numeric(
-                irc.ERR_CHANOPRIVSNEEDED, room, "Channel modes are not supported"
-            )
-        return
-    if target.lower() != session.nickname.lower():
-        raise Numeric(irc.ERR_USERSDONTMATCH, "Cant change mode for other users")
-    if len(params) == 1:
-        conn.numeric(irc.RPL_UMODEIS, "+o" if session.operator is not None else "+")
-    else:
-        conn.numeric(irc.ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
-
-
-# Operators ---------------------------------------------------------------------
-
-
-@_command("OPER", 2)
-def oper(conn: Connection, params: list[str]) -> "Deferred[object]":
-    """Log in as a server operator (C{--operators}), as C{/oper} does."""
-    session = conn.session
-    entry = session.server.commands.get("oper")
-    if entry is None:
-        raise Numeric("491", "No O-lines for your host")
-
-    def done(_: object) -> None:
-        conn.numeric(irc.RPL_YOUREOPER, "You are now an IRC operator")
-
-    def refused(failure: Failure) -> None:
-        failure.trap(ChatError)
-        raise Numeric(irc.ERR_PASSWDMISMATCH, failure.getErrorMessage())
-
-    d = maybeDeferred(entry, session, f"{params[0]} {params[1]}")
-    return d.addCallbacks(done, refused)
-
-
-def _operator_command(conn: Connection, name: str) -> Any:
-    entry = conn.session.server.commands.get(name)
-    if conn.session.operator is None or entry is None:
-        raise Numeric(
-            irc.ERR_NOPRIVILEGES, "Permission Denied- You're not an IRC operator"
-        )
-    return entry
-
-
-@_command("KILL", 1)
-def kill(conn: Connection, params: list[str]) -> "Deferred[object]":
-    """Disconnect a user, wherever connected: C{/kick} for operators."""
-    entry = _operator_command(conn, "kick")
-    target = params[0]
-    reason = params[1] if len(params) > 1 else ""
-
-    def missing(failure: Failure) -> None:
-        failure.trap(NoSuchNickname)
-        raise Numeric(irc.ERR_NOSUCHNICK, target, "No such nick/channel")
-
-    d = maybeDeferred(entry, conn.session, f"{target} {reason}".strip())
-    return d.addErrback(missing)
-
-
-@_command("KICK", 2)
-def kick(conn: Connection, params: list[str]) -> None:
-    """Take a user (of this server) out of a channel: for operators.
-
-    An IRC user leaves the channel; a user of a front end with one room at
-    a time (a line user) is moved to the lobby.  The others in the channel
-    see the user leave, with the kick as the reason.
-    """
-    session = conn.session
-    if session.operator is None:
-        raise Numeric(
-            irc.ERR_CHANOPRIVSNEEDED, params[0], "You're not channel operator"
-        )
-    room = params[0].lower()
-    name = params[1]
-    why = params[2] if len(params) > 2 else ""
-    reason = f"kicked by {session.nickname}" + (f": {why}" if why else "")
-    key = fold(name)
-    found = [
-        each
-        for each in session.server.connections.values()
-        if each.nickname is not None and fold(each.nickname) == key
-    ]
-    target = found[0] if found else None
-    channels = getattr(getattr(target, "connection", None), "channels", None)
-    member = target is not None and (
-        room in channels if channels is not None else target.room == room
-    )
-    if not member:
-        raise Numeric(
-            irc.ERR_USERNOTINCHANNEL, name, room, "They aren't on that channel"
-        )
-    registry = session.registry
-    if channels is not None:
-        registry.part(target, room, reason)
-        target.server.hooks.left(target, room, reason)
-        channels.discard(room)
-        target.connection._answer_raw(
-            message(mask(session.nickname), "KICK", room, target.nickname, reason)
-        )
-        if target.room == room:
-            target.room = min(channels, default=registry.lobby)
-        return
-    if room == registry.lobby:
-        raise ChatError(f"{target.nickname} has no other room to go to; KILL instead")
-    registry.join(target, registry.lobby)
-    registry.part(target, room, reason)
-    target.room = registry.lobby
-    target.server.hooks.joined(target, registry.lobby)
-    target.server.hooks.left(target, room, reason)
-    target.deliver(events.notice(f"you were {reason}; you are in {registry.lobby} now"))
