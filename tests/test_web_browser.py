@@ -243,7 +243,7 @@ def test_two_browsers_and_a_telnet_user_chat(
 
         # On a phone's width: no sideways scrolling; the people list behind
         # a button.
-        bob.set_window_size(390, 800)  # type: ignore[attr-defined]
+        bob.set_window_size(390, 640)  # type: ignore[attr-defined]
         toggle = bob.find_element(By.ID, "members-toggle")  # type: ignore[attr-defined]
         people = bob.find_element(By.ID, "members")  # type: ignore[attr-defined]
         WebDriverWait(bob, WAIT).until(lambda b: toggle.is_displayed(), "the button")
@@ -254,6 +254,23 @@ def test_two_browsers_and_a_telnet_user_chat(
         scrolled, window = bob.execute_script(width)  # type: ignore[attr-defined]
         assert scrolled <= window
         bob.save_screenshot(str(ARTIFACTS / "web-phone.png"))  # type: ignore[attr-defined]
+
+        # The view follows new lines at the bottom, and stays put when the
+        # reader has scrolled up.
+        position = (
+            "const log = document.getElementById('log');"
+            "return [log.scrollTop, log.scrollHeight - log.clientHeight];"
+        )
+        for n in range(12):
+            carol.send(f"filler {n}")
+        wait_for(bob, "filler 11")
+        top, bottom = bob.execute_script(position)  # type: ignore[attr-defined]
+        assert bottom > 0 and abs(top - bottom) <= 1, (top, bottom)
+        bob.execute_script("document.getElementById('log').scrollTop = 0")  # type: ignore[attr-defined]
+        carol.send("while bob reads back")
+        wait_for(bob, "while bob reads back")
+        top, bottom = bob.execute_script(position)  # type: ignore[attr-defined]
+        assert top == 0, "the view jumped while its reader was scrolled up"
 
         # The server loses alice's connection: the page reconnects, resumes,
         # and shows what was said meanwhile.
