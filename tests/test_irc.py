@@ -21,12 +21,15 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.words.protocols import irc
+from zope.interface.verify import verifyObject
 
 from chatservice import events
 from chatservice.config import Settings
 from chatservice.factory import ChatFactory, run_at_once
+from chatservice.frontends import load_front_ends
 from chatservice.frontends.frames import frames
 from chatservice.frontends.irc import irc_front_end
+from chatservice.interfaces import IChatSession, IConnection, IFrontEnd
 from chatservice.operators import Operators, hash_password
 from chatservice.service import ChatService
 from chatservice.testing import FakeConnection, register
@@ -715,3 +718,25 @@ def test_one_quit_for_several_shared_channels(factory: ChatFactory) -> None:
     carol.output()
     alice.enter("QUIT :done")
     assert carol.lines() == [":alice!alice@chatservice QUIT :quit: done"]
+
+
+def test_ison_and_userhost(factory: ChatFactory) -> None:
+    """ISON names who of those asked is online; USERHOST gives their masks."""
+    alice = irc_registered(factory, "alice")
+    bob = register(factory, "bob")
+    bob.enter("/away lunch")
+    alice.output()
+    alice.enter("ISON nobody BOB alice", "USERHOST bob alice nobody")
+    assert alice.lines() == [
+        ":chatservice 303 alice :bob alice",
+        ":chatservice 302 alice :bob=-bob@chatservice alice=+alice@chatservice",
+    ]
+
+
+def test_the_irc_front_end_keeps_the_contracts(factory: ChatFactory) -> None:
+    """The IRC front end is an IFrontEnd plugin, its connection an IConnection."""
+    assert load_front_ends()["irc"] is irc_front_end
+    assert verifyObject(IFrontEnd, irc_front_end)
+    alice = irc_registered(factory, "alice")
+    assert verifyObject(IConnection, alice.protocol)
+    assert verifyObject(IChatSession, alice.session)

@@ -6,7 +6,7 @@ C{@irc_command}; see there for the checks every command gets.
 
 from typing import Any
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.python.failure import Failure
 from twisted.words.protocols import irc
 
@@ -221,3 +221,49 @@ def kick(conn: Connection, params: list[str]) -> None:
     target.server.hooks.joined(target, registry.lobby)
     target.server.hooks.left(target, room, reason)
     target.deliver(events.notice(f"you were {reason}; you are in {registry.lobby} now"))
+
+
+#: The most nicknames one ISON or USERHOST asks about (RFC 2812 says 5 for
+#: USERHOST): one message, one flood token, bounded work.
+ASKED_MAX = 16
+
+
+def _online(conn: Connection, names: list[str]) -> "Deferred[list[UserInfo]]":
+    """The users among C{names} who are online, in the order asked."""
+    registry = conn.session.registry
+    finds = [
+        registry.find(name).addErrback(
+            lambda failure: failure.trap(NoSuchNickname) and None
+        )
+        for name in names[:ASKED_MAX]
+    ]
+    d = gatherResults(finds)
+    return d.addCallback(lambda found: [user for user in found if user is not None])
+
+
+@irc_command("ISON", 1)
+def ison(conn: Connection, params: list[str]) -> "Deferred[object]":
+    """Which of the nicknames asked are online (303), as notify lists ask."""
+    names = " ".join(params).split()
+
+    def show(users: list[UserInfo]) -> None:
+        conn.numeric("303", " ".join(user.nickname for user in users))
+
+    return _online(conn, names).addCallback(show)
+
+
+@irc_command("USERHOST", 1)
+def userhost(conn: Connection, params: list[str]) -> "Deferred[object]":
+    """C{nick=+nick@chatservice} (C{-} when away) for each online nickname (302)."""
+
+    def show(users: list[UserInfo]) -> None:
+        conn.numeric(
+            "302",
+            " ".join(
+                f"{user.nickname}={'+' if user.away is None else '-'}"
+                f"{user.nickname}@{SERVER}"
+                for user in users
+            ),
+        )
+
+    return _online(conn, params[:5]).addCallback(show)
