@@ -391,13 +391,21 @@ async def test_a_bad_message_gets_an_error_and_the_connection_goes_on(server) ->
 
 
 @pytest_twisted.ensureDeferred
-async def test_an_oversize_message_closes_the_websocket(server) -> None:  # type: ignore[no-untyped-def]
-    """A message longer than the limit closes the WebSocket with code 1009."""
-    web_server = server()
+async def test_an_oversize_message_closes_the_websocket(chat: Harness, server) -> None:  # type: ignore[no-untyped-def]
+    """A message over --max-frame: an ERROR frame_too_large, then close code 1009."""
+    web_server = server(max_frame=1000, resume_grace=60)
+    bob = await chat.user("bob")
     alice = await web_server.user("alice")
-    alice.sendMessage(json.dumps({"frame": "INPUT", "text": "x" * 70_000}).encode())
+    alice.sendMessage(json.dumps({"frame": "INPUT", "text": "x" * 1001}).encode())
     await bounded(alice.gone)
+    assert alice.messages[-1] == {
+        "frame": "ERROR",
+        "code": "frame_too_large",
+        "text": "message too large (max 1000 bytes)",
+    }
     assert alice.closed is not None and alice.closed[0] == 1009
+    await wait_until(lambda: "alice has left" in bob.lines[-1], "alice's leave")
+    assert bob.lines[-1] == "*** alice has left (frame error: frame_too_large)"
 
 
 @pytest_twisted.ensureDeferred

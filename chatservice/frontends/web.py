@@ -63,7 +63,7 @@ from .. import __version__, events
 from ..interfaces import IConnection, IServingFrontEnd
 from ..logs import format_peer
 from ..output import OUTPUT_SLOTS, OutputMixin
-from ..reasons import HEARTBEAT_TIMEOUT
+from ..reasons import HEARTBEAT_TIMEOUT, CloseKind, CloseReason
 from ..session import Session
 from ..system import set_socket_options
 from ..throttle import address_key
@@ -244,6 +244,7 @@ class WebConnection(OutputMixin):
         "_front",
         "_reading",
         "_burst",
+        "_failing",
     )
 
     _encode = methodcaller("encoded", ws_frame)
@@ -267,6 +268,8 @@ class WebConnection(OutputMixin):
         # Whether messages are being acted on (a command may resume input).
         self._reading = False
         self._burst = server.settings.flood_burst
+        # Whether autobahn is failing the connection (it sends the close).
+        self._failing = False
         self.websocket: ChatWebSocket | None = None
         host: str | None = getattr(address, "host", None)
         #: The user's session: all that is not bytes.
@@ -332,6 +335,20 @@ class WebConnection(OutputMixin):
             )
         )
         session.close(HEARTBEAT_TIMEOUT)
+
+    def too_large(self, limit: int) -> None:
+        """The client sent a message over C{limit} bytes: it is told, then closed.
+
+        What is queued and the ERROR are sent now, before autobahn's close.
+        """
+        session = self.session
+        if session._close_reason is not None:
+            return
+        self.answer(
+            events.error(f"message too large (max {limit} bytes)", Code.FRAME_TOO_LARGE)
+        )
+        self._failing = True  # autobahn sends the close frame: see close()
+        session.close(CloseReason(CloseKind.FRAME_ERROR, detail=Code.FRAME_TOO_LARGE))
 
     # Input ------------------------------------------------------------------
 
@@ -424,7 +441,8 @@ class WebConnection(OutputMixin):
             return  # not open yet: the handshake's end closes it
         if flush:
             self._send_rest()  # from now on deliver() drops everything
-            websocket.sendClose(websocket.CLOSE_STATUS_CODE_NORMAL)
+            if not self._failing:
+                websocket.sendClose(websocket.CLOSE_STATUS_CODE_NORMAL)
         else:
             self.transport.loseConnection()
 
@@ -504,6 +522,21 @@ class ChatWebSocket(WebSocketServerProtocol):
         connection = self.connection
         if isinstance(connection, WebConnection):
             connection.received(payload, isBinary)
+
+    def _fail_connection(self, code: int = 1001, reason: str = "going away") -> None:
+        """When autobahn fails the connection, a message too large is a frame error.
+
+        As on the frame port: an ERROR C{frame_too_large}, then the close
+        (autobahn's, with code 1009), the session ending with C{frame
+        error}.  (autobahn's own method, not public: if it is ever renamed,
+        the close is a plain one and C{tests/test_web.py} says so.)
+        """
+        connection = self.connection
+        if code == self.CLOSE_STATUS_CODE_MESSAGE_TOO_BIG and isinstance(
+            connection, WebConnection
+        ):
+            connection.too_large(self.factory.max_frame)
+        super()._fail_connection(code, reason)
 
     def onAutoPingTimeout(self) -> None:
         """No pong came: the session ends with C{heartbeat timeout}, then the drop."""
