@@ -740,3 +740,38 @@ def test_the_irc_front_end_keeps_the_contracts(factory: ChatFactory) -> None:
     alice = irc_registered(factory, "alice")
     assert verifyObject(IConnection, alice.protocol)
     assert verifyObject(IChatSession, alice.session)
+
+
+def test_private_lines_carry_server_time(factory: ChatFactory) -> None:
+    """A client that asked for server-time gets private lines time-tagged too."""
+    alice = irc_connection(
+        factory, "CAP REQ :server-time", "NICK alice", "USER a 0 * :A"
+    )
+    bob = register(factory, "bob")
+    alice.output()
+    bob.enter("/msg alice psst")
+    (line,) = alice.lines()
+    assert re.fullmatch(r"@time=\S+Z :bob!bob@chatservice PRIVMSG alice :psst", line), (
+        line
+    )
+
+
+def test_an_irc_client_that_stops_reading_is_dropped(clock: Clock) -> None:
+    """Past --max-sendq an IRC reader is dropped; the others see it QUIT."""
+    factory = ChatFactory(
+        Settings(max_sendq=4096, flood_burst=1000, resume_grace=0), clock=clock
+    )
+    alice = irc_registered(factory, "alice")
+    carol = irc_registered(factory, "carol")
+    bob = register(factory, "bob")
+    alice.output()
+    carol.output()
+    alice.stop_reading()
+    for n in range(100):
+        bob.enter(f"line {n} " + "x" * 100)
+        factory.flusher.flush()
+    assert alice.closing
+    clock.advance(0)  # the registry is left in the next reactor iteration
+    said = carol.lines()
+    assert said[-1] == ":alice!alice@chatservice QUIT :send queue exceeded"
+    assert len(said) == 101

@@ -108,7 +108,10 @@ class IRCProtocol(LineProtocol):
             return data.encoded(self._encoder)
         if data is GREETING:
             return b""  # its advice is for telnet users
-        return own(data, self.session.nickname or "*")  # type: ignore[arg-type]
+        encoded = own(data, self.session.nickname or "*")  # type: ignore[arg-type]
+        if self.server_time and data.kind == "private":  # type: ignore[union-attr]
+            return ircformat.tagged(data.time, encoded)  # type: ignore[union-attr]
+        return encoded
 
     def send(self, command: str, *params: str, prefix: str | None = SERVER) -> None:
         """Answer with one IRC message (from the server, by default)."""

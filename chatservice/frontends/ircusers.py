@@ -20,7 +20,7 @@ from .ircformat import (
     mask,
     message,
 )
-from .irctable import Connection, Numeric, clean, irc_command
+from .irctable import Connection, Numeric, clean, irc_command, log
 
 # Users -----------------------------------------------------------------------
 
@@ -215,7 +215,9 @@ def kick(conn: Connection, params: list[str]) -> None:
         return
     if room == registry.lobby:
         raise ChatError(f"{target.nickname} has no other room to go to; KILL instead")
-    registry.join(target, registry.lobby)
+    registry.join(target, registry.lobby).addErrback(
+        lambda failure: log.failure("KICK could not move a user", failure)
+    )
     registry.part(target, room, reason)
     target.room = registry.lobby
     target.server.hooks.joined(target, registry.lobby)
