@@ -14,7 +14,10 @@ public module.  Split it when a second suite (another seam) joins it.
 """
 
 import itertools
+import json
+import re
 from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
@@ -28,6 +31,8 @@ from . import events
 from .errors import NicknameInUse, NoSuchNickname
 from .events import Event, not_an_event
 from .factory import ChatFactory
+from .frontends.frameformat import FrameDecoder, FrameType, encode_frame
+from .frontends.frames import frames
 from .frontends.lines import LineProtocol
 from .interfaces import (
     IChatClient,
@@ -46,6 +51,9 @@ from .reasons import (
     CloseReason,
 )
 from .shared import LocalBans, LocalSessions
+
+#: An event's time in a frame: ISO 8601, UTC, milliseconds.
+_ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
 class FakeConnection:
@@ -131,6 +139,54 @@ def register(
 
 
 @implementer(IChatClient)
+class FakeFrames(FakeConnection):
+    """A frame client (C{--frames}) connected through a C{StringTransport}."""
+
+    def __init__(self, factory: ChatFactory, host: str = "127.0.0.1") -> None:
+        super().__init__(factory, host, front_end=frames)
+
+    def say(self, *texts: str) -> None:
+        """Send an INPUT frame for each of C{texts}, each as one read."""
+        for text in texts:
+            self.send(encode_frame(FrameType.INPUT, {"text": text}))
+
+    def frames(self) -> list[tuple[int, dict[str, Any]]]:
+        """The frames written since the last call; an event's time checked, dropped."""
+        decoder = FrameDecoder(max_frame=1 << 24)
+        decoder.feed(self.output())
+        found = []
+        for frame in decoder:
+            body = json.loads(frame.body)
+            if frame.type == FrameType.EVENT:
+                assert _ISO_TIME.fullmatch(body.pop("time")), body
+            found.append((frame.type, body))
+        assert decoder.buffered == 0
+        return found
+
+    def said(self) -> list[str]:
+        """The frames since the last call, shortly: C{type: text}, C{!code: text}."""
+        shown = []
+        for kind, body in self.frames():
+            if kind == FrameType.EVENT:
+                shown.append(f"{body['type']}: {body.get('text', '')}")
+            elif kind == FrameType.ERROR:
+                shown.append(f"!{body['code']}: {body['text']}")
+            else:
+                shown.append(f"{FrameType(kind).name} {body}")
+        return shown
+
+
+def frame_user(
+    factory: ChatFactory, nickname: str, host: str = "127.0.0.1"
+) -> FakeFrames:
+    """A frame client registered as C{nickname}; its output so far dropped."""
+    user = FakeFrames(factory, host)
+    user.say(nickname)
+    assert user.session.nickname == nickname, user.said()
+    user.output()
+    return user
+
+
 class FakeClient:
     """An L{IChatClient} that records what it is delivered."""
 

@@ -1,6 +1,5 @@
 """Unit tests of the frame front end: input cleaning, the heartbeat, the protocol."""
 
-import json
 import random
 import re
 from pathlib import Path
@@ -11,9 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_plugins import use_examples
 
-from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 
 from chatservice import __version__, events
 from chatservice.config import Settings
@@ -22,7 +19,6 @@ from chatservice.factory import ChatFactory, run_at_once
 from chatservice.frontends.frameformat import (
     TEXT_REFUSAL,
     Code,
-    FrameDecoder,
     FrameType,
     encode_frame,
     encode_hello,
@@ -31,10 +27,9 @@ from chatservice.frontends.frames import (
     Heartbeat,
     LineTooLong,
     clean_input,
-    frames,
 )
 from chatservice.reasons import HEARTBEAT_TIMEOUT
-from chatservice.testing import FakeConnection, register
+from chatservice.testing import FakeFrames, frame_user, register
 
 
 @pytest.mark.parametrize(
@@ -164,60 +159,6 @@ def test_stop() -> None:
 
 
 # The front end, on a StringTransport -------------------------------------------
-
-#: An event's time: ISO 8601, UTC, milliseconds.
-TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
-
-
-class FakeFrames(FakeConnection):
-    """A frame client connected to C{factory} through a C{StringTransport}."""
-
-    def __init__(self, factory: ChatFactory, host: str = "127.0.0.1") -> None:
-        address = IPv4Address("TCP", host, next(self._ports))
-        self.transport = StringTransport(peerAddress=address)
-        self.factory = factory
-        self.protocol = factory.build_for(frames, address)
-        self.session = getattr(self.protocol, "session", None)
-        self.protocol.makeConnection(self.transport)
-
-    def say(self, *texts: str) -> None:
-        """Send an INPUT frame for each of C{texts}, each as one read."""
-        for text in texts:
-            self.send(encode_frame(FrameType.INPUT, {"text": text}))
-
-    def frames(self) -> list[tuple[int, dict[str, Any]]]:
-        """The frames written since the last call; an event's time checked, dropped."""
-        decoder = FrameDecoder(max_frame=1 << 24)
-        decoder.feed(self.output())
-        found = []
-        for frame in decoder:
-            body = json.loads(frame.body)
-            if frame.type == FrameType.EVENT:
-                assert TIME.fullmatch(body.pop("time")), body
-            found.append((frame.type, body))
-        assert decoder.buffered == 0
-        return found
-
-    def said(self) -> list[str]:
-        """The frames since the last call, shortly: C{type: text}, C{!code: text}."""
-        shown = []
-        for kind, body in self.frames():
-            if kind == FrameType.EVENT:
-                shown.append(f"{body['type']}: {body.get('text', '')}")
-            elif kind == FrameType.ERROR:
-                shown.append(f"!{body['code']}: {body['text']}")
-            else:
-                shown.append(f"{FrameType(kind).name} {body}")
-        return shown
-
-
-def frame_user(factory: ChatFactory, nickname: str) -> FakeFrames:
-    """A frame client registered as C{nickname}; its output so far dropped."""
-    user = FakeFrames(factory)
-    user.say(nickname)
-    assert user.session.nickname == nickname, user.said()
-    user.output()
-    return user
 
 
 def make_server(clock: Clock, **settings: Any) -> ChatFactory:

@@ -1,0 +1,115 @@
+"""Events: what the registry fans out, and their line format (issue 16)."""
+
+import pytest
+
+from twisted.internet.task import Clock
+
+from chatservice import events, wire
+from chatservice.config import Settings
+from chatservice.events import KINDS, Event, from_dict
+from chatservice.factory import ChatFactory, run_at_once
+from chatservice.frontends import frameformat
+from chatservice.reasons import CloseReason
+from chatservice.testing import frame_user, register
+
+
+@pytest.mark.parametrize(
+    ("event", "line"),
+    [
+        (events.notice("hi"), wire.notice("hi")),
+        (events.error("no", "usage"), wire.error("no")),
+        (events.chat("bob", "hi", "#x"), wire.chat("bob", "hi")),
+        (events.action("bob", "waves", "#x"), wire.action("bob", "waves")),
+        (events.private("bob", "psst"), wire.private("bob", "psst")),
+        (events.private_echo("bob", "psst"), wire.private_echo("bob", "psst")),
+        (events.joined("bob", "#x"), wire.joined("bob", "#x")),
+        (events.parted("bob", "#x", "bye"), wire.parted("bob", "#x", "bye")),
+        (
+            events.left("bob", CloseReason.quit("lunch")),
+            wire.left("bob", CloseReason.quit("lunch")),
+        ),
+        (events.lost("bob"), wire.lost("bob")),
+        (events.back("bob"), wire.back("bob")),
+        (events.renamed("bob", "rob"), wire.renamed("bob", "rob")),
+        (events.topic_set("bob", "#x", "t"), wire.topic_set("bob", "#x", "t")),
+        (
+            events.welcome("bob", "Online (1): bob"),
+            wire.welcome("bob", "Online (1): bob"),
+        ),
+        (events.now_in("#x", "t"), wire.now_in("#x", "t")),
+        (events.resumed("bob", "#x", 2), wire.resumed("bob", "#x", 2)),
+        (events.resume_token("bob", "tok"), wire.resume_token("bob", "tok")),
+        (events.pong("7"), wire.pong("7")),
+        (events.disconnected("kicked"), wire.notice("disconnected: kicked")),
+    ],
+)
+def test_line_format_is_wire_format(event: Event, line: bytes) -> None:
+    """Each event's line is exactly the line wire.py builds: lines did not change."""
+    assert event.line == line
+
+
+def test_every_kind_has_a_builder_and_a_line() -> None:
+    """Every kind of event can be made and has a line."""
+    for kind, fields in KINDS.items():
+        values = {name: (1 if name == "count" else "x") for name in fields}
+        text = values.pop("text", "")
+        assert Event(kind, text, **values).line.endswith(b"\r\n")
+
+
+def test_text_of_several_lines_is_several_wire_lines() -> None:
+    """Chat text with newlines is one prefixed line per line of it."""
+    assert events.chat("bob", "one\ntwo", "#x").line == b"<bob> one\r\n<bob> two\r\n"
+    assert events.notices(["a", "b"]).line == b"*** a\r\n*** b\r\n"
+
+
+def test_events_are_immutable() -> None:
+    """An event handed to every recipient cannot be changed by one of them."""
+    event = events.notice("hi")
+    with pytest.raises(AttributeError):
+        event.text = "changed"  # type: ignore[misc]
+
+
+def test_as_dict_and_back() -> None:
+    """An event as JSON values, and back, is the same event."""
+    event = events.chat("bob", "hi\nthere", "#x")
+    values = event.as_dict()
+    assert values == {
+        "type": "chat",
+        "time": values["time"],
+        "room": "#x",
+        "nick": "bob",
+        "text": "hi\nthere",
+    }
+    again = from_dict(values, when=event.time)
+    assert (again.kind, again.line, again.time) == ("chat", event.line, event.time)
+
+
+def test_scrollback_is_stamped_with_when_it_was_said() -> None:
+    """A line of history carries its time: the line format prefixes [HH:MM]."""
+    stamped = events.chat("bob", "hi\nthere", "#x").stamped(when=3600 * 25 + 120)
+    assert stamped.line == b"[01:02] <bob> hi\r\n[01:02] <bob> there\r\n"
+    assert stamped.as_dict()["history"] is True
+
+
+def test_a_broadcast_is_encoded_once_per_format(clock: Clock) -> None:
+    """A line said to many line and frame users is encoded once for the frames."""
+    factory = ChatFactory(Settings(), clock=clock, run_in_thread=run_at_once)
+    alice = register(factory, "alice")
+    lines = [register(factory, f"l{n}", f"192.0.2.{n}") for n in range(5)]
+    frames = [frame_user(factory, f"f{n}", f"198.51.100.{n}") for n in range(5)]
+    calls: list[Event] = []
+
+    def counting(event: Event) -> bytes:
+        calls.append(event)
+        return frameformat.encode_event(event)
+
+    for user in frames:
+        user.protocol._encode = lambda event: event.encoded(counting)
+    for user in [*lines, *frames]:
+        user.output()
+    alice.enter("hello everyone")
+    factory.flusher.flush()
+    assert [event.text for event in calls] == ["hello everyone"]
+    sent = {user.transport.value() for user in frames}
+    assert len(sent) == 1  # the same frame bytes to every frame user
+    assert {user.output() for user in lines} == {b"<alice> hello everyone\r\n"}
