@@ -732,6 +732,17 @@ async def test_the_page_is_served_with_its_headers(
 
 @pytest_twisted.ensureDeferred
 @pytest.mark.parametrize(
+    "header", [b"Content-Length: 1000000000", b"Transfer-Encoding: chunked"]
+)
+async def test_a_request_body_is_refused_unread(server, header: bytes) -> None:  # type: ignore[no-untyped-def]
+    """A request announcing a body gets 413 before any of it is read."""
+    web_server = server()
+    code, _, body = await get(web_server.web_port, b"/", header)
+    assert (code, body) == (413, b"no request body is accepted here\n")
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize(
     "path",
     [
         b"/index.html",

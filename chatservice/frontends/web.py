@@ -620,6 +620,17 @@ class WebFrontEnd:
         return site
 
 
+_NO_BODY_TEXT = b"no request body is accepted here\n"
+#: The answer to a request with a body, after which the server closes.
+_NO_BODY = (
+    b"HTTP/1.1 413 Content Too Large\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: " + str(len(_NO_BODY_TEXT)).encode("ascii") + b"\r\n"
+    b"Connection: close\r\n"
+    b"\r\n" + _NO_BODY_TEXT
+)
+
+
 class _WebChannel(HTTPChannel):
     """Twisted's HTTP channel, counted by the site while its connection lasts."""
 
@@ -629,6 +640,18 @@ class _WebChannel(HTTPChannel):
         """Count the connection in (its transport stays, after a WebSocket)."""
         super().connectionMade()
         self.site.started(self.transport, self.address_key)
+
+    def allHeadersReceived(self) -> None:
+        """Refuse a request with a body before reading it: the page takes none.
+
+        Twisted would keep the body (in a temporary file past 100 KB), then
+        answer C{405}.  C{length} is the Content-Length, or None if chunked.
+        """
+        if self.length != 0:
+            self.transport.write(_NO_BODY)
+            self.loseConnection()
+            return
+        super().allHeadersReceived()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Count the connection out (not called once a WebSocket took it over)."""
