@@ -299,7 +299,7 @@ class Session(TimeoutMixin):
         """
         reason = self._close_reason = SEND_QUEUE
         self.connection.close(flush=False)
-        self.setTimeout(self.server.settings.shutdown_timeout)
+        self._close_deadline()
         self.server.clock.callLater(0, self._leave, reason)
 
     def connection_lost(self, reason: Failure = connectionDone) -> None:
@@ -334,7 +334,7 @@ class Session(TimeoutMixin):
             self.registry.unregister(self, self._close_reason)
             return nickname
         self.nickname = nickname
-        self.setTimeout(self.server.settings.idle_timeout or None)
+        self._new_timer(self.server.settings.idle_timeout or None)
         log.info(
             "connection {connection_id} from {peer} registered as {nickname}",
             connection_id=self.connection_id,
@@ -380,7 +380,7 @@ class Session(TimeoutMixin):
             # This connection ended while the resume was under way.
             self._leave(self._close_reason)
             return
-        self.setTimeout(self.server.settings.idle_timeout or None)
+        self._new_timer(self.server.settings.idle_timeout or None)
         self.server.hooks.registered(self)
 
     def hand_over(self) -> None:
@@ -416,7 +416,23 @@ class Session(TimeoutMixin):
         self._close_reason = reason
         self._leave(reason)
         self.connection.close(flush=True)  # from now on deliver() drops all
-        self.setTimeout(self.server.settings.shutdown_timeout)
+        self._close_deadline()
+
+    def _close_deadline(self) -> None:
+        """Abort the connection if it is not closed in C{shutdown_timeout}."""
+        self._new_timer(self.server.settings.shutdown_timeout)
+
+    def _new_timer(self, seconds: float | None) -> None:
+        """Replace the timer with one firing in C{seconds} (None: no timer).
+
+        A new timer, never the running one moved sooner (C{setTimeout}
+        would C{reset} it): Twisted finds a timer it moves sooner in its
+        heap by a linear scan, 0.44 ms per close with 12,000 timers (every
+        user's idle timeout), and a shutdown closes everyone.
+        """
+        self.setTimeout(None)
+        if seconds is not None:
+            self.setTimeout(seconds)
 
     def _leave(self, reason: CloseReason) -> None:
         rescued: list[Event] | None = self.connection.take_rescued()

@@ -5,6 +5,7 @@ Usage::
     python3 scripts/churn.py                      # default settings, info log
     python3 scripts/churn.py --log-level warn     # any twistd chat options
     python3 scripts/churn.py --sessions 3000 --rounds 7 --profile /tmp/churn.prof
+    python3 scripts/churn.py --idle 10000         # with 10,000 users in #idle
 
 It runs a chat server in this process, built from ``twistd chat``'s own
 options (those of bench/peers.conf.sh, then any given) on a free port of
@@ -17,7 +18,10 @@ shut down their sending side, read until the server closes, and close.
 For each round it prints the server's CPU time per session (user and
 system time of this process, which runs nothing but the server, between
 the client's start and end), the client's own, and the sessions per
-second; then the median and the spread of the rounds.  The server's CPU
+second; then the median and the spread of the rounds.  With C{--idle N},
+N more users (of the client process) stay registered in C{#idle} through
+the rounds, as on a big server: they see none of the churn, but their
+timers and connections are there.  The server's CPU
 per session is the figure to compare between two checkouts (each with its
 own .venv), alternating runs; the shared benchmark (bench/,
 docs/performance.md) is what compares servers, with the server and the
@@ -47,8 +51,28 @@ BENCH_OPTIONS = (
 # The client (a process of its own) ------------------------------------------
 
 
-def client(port: int, sessions: int, concurrency: int, prefix: str) -> None:
+def open_idle(port: int, count: int) -> list[socket.socket]:
+    """Register C{count} users who then sit in C{#idle}, reading nothing more."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < count + 100:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, count + 100), hard))
+    idle = []
+    for n in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.sendall(b"/nick idle%d\n/join #idle\n" % n)
+        seen = b""
+        while b"now in #idle" not in seen:
+            data = sock.recv(65536)
+            if not data:
+                raise SystemExit(f"churn.py: idle user {n} refused: {seen[-200:]!r}")
+            seen += data
+        idle.append(sock)
+    return idle
+
+
+def client(port: int, sessions: int, concurrency: int, prefix: str, idle: int) -> None:
     """Run C{sessions} churn cycles, C{concurrency} at a time; report."""
+    idle_users = open_idle(port, idle)
     selector = selectors.DefaultSelector()
     started = 0
     done = 0
@@ -103,6 +127,8 @@ def client(port: int, sessions: int, concurrency: int, prefix: str) -> None:
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     sys.stdout.write(f"done {wall} {cpu} {errors}\n")
     sys.stdout.flush()
+    if idle_users:
+        sys.stdin.read()  # hold them until the server is done
 
 
 # The server (this process) ----------------------------------------------------
@@ -189,12 +215,40 @@ def server(args: argparse.Namespace, chat_options: list[str]) -> None:
                 str(sessions),
                 str(args.concurrency),
                 f"c{number + 1}x",
+                "0",
             ],
             env=os.environ,
         )
 
-    reactor.callWhenRunning(run, -1)  # a warm-up round first
+    class Idle(protocol.ProcessProtocol):
+        def outReceived(self, data: bytes) -> None:
+            if b"ready" in data:
+                run(-1)  # a warm-up round first
+
+    idle = None
+    if args.idle:
+        idle = Idle()
+        reactor.callWhenRunning(
+            reactor.spawnProcess,
+            idle,
+            sys.executable,
+            [
+                sys.executable,
+                os.path.abspath(__file__),
+                "--client",
+                str(port),
+                "0",
+                "1",
+                "i",
+                str(args.idle),
+            ],
+            env=os.environ,
+        )
+    else:
+        reactor.callWhenRunning(run, -1)  # a warm-up round first
     reactor.run()
+    if idle is not None:
+        idle.transport.closeStdin()  # the idle users' process ends
     service.stopService()
     log_file.close()
     with open(log_file.name) as written:
@@ -218,7 +272,7 @@ def main() -> None:
     """Parse the arguments; be the server, or (with --client) the client."""
     if len(sys.argv) > 1 and sys.argv[1] == "--client":
         port, sessions, concurrency = map(int, sys.argv[2:5])
-        client(port, sessions, concurrency, sys.argv[5])
+        client(port, sessions, concurrency, sys.argv[5], int(sys.argv[6]))
         return
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0],
@@ -228,6 +282,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=300, help="sessions")
     parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument(
+        "--idle", type=int, default=0, help="users sitting in #idle meanwhile"
+    )
     parser.add_argument("--profile", help="write a cProfile of the rounds here")
     args, chat_options = parser.parse_known_args()
     server(args, chat_options)

@@ -905,3 +905,46 @@ def test_output_to_a_lost_connection_is_not_counted_as_sent(
     alice.protocol.deliver(events.notice("too late"))  # e.g. a command's late Deferred
     factory.flusher.flush()
     assert factory.stats.bytes_out == before
+
+
+class _SoonerCountingClock(Clock):
+    """A Clock that counts the timers moved sooner (C{DelayedCall.reset}).
+
+    The reactor finds such a timer in its heap by a linear scan.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.moved_sooner = 0
+
+    def callLater(self, delay, callable, *args, **kw):  # type: ignore[no-untyped-def]
+        call = super().callLater(delay, callable, *args, **kw)
+        call.resetter = self._moved
+        return call
+
+    def _moved(self, call: object) -> None:
+        self.moved_sooner += 1
+        self.calls.sort(key=lambda each: each.getTime())
+
+
+def test_closing_makes_a_new_deadline() -> None:
+    """Closing with an idle timer running moves no timer sooner, and still aborts."""
+    clock = _SoonerCountingClock()
+    factory = ChatFactory(Settings(idle_timeout=3600), clock=clock)
+    alice = register(factory, "alice")
+    alice.enter("/quit")
+    assert alice.closing
+    clock.advance(factory.settings.shutdown_timeout)  # it reads nothing
+    assert alice.aborted
+    assert clock.moved_sooner == 0
+
+
+def test_an_idle_timeout_shorter_than_registration_is_a_new_timer() -> None:
+    """An idle timeout shorter than the registration's moves no timer sooner."""
+    clock = _SoonerCountingClock()
+    settings = Settings(register_timeout=30, idle_timeout=10)
+    factory = ChatFactory(settings, clock=clock)
+    alice = register(factory, "alice")
+    clock.advance(10)
+    assert alice.lines() == ["*** idle timeout: no input for 10 seconds; disconnecting"]
+    assert clock.moved_sooner == 0
