@@ -262,7 +262,18 @@ class OutputMixin:
         """See L{IChatClient.deliver}."""
         if event.__class__ is not Event:
             raise not_an_event(event)
-        self._queue(event)
+        # The fan-out's inner step, once per recipient: _queue's body again,
+        # not a call to it (a call is a tenth of a deliver).
+        held = self._held
+        if held is None:
+            out = self._out
+            if out is None:
+                self._out = [event]
+                self._flusher.add(self)
+            else:
+                out.append(event)
+        else:
+            self._queue(event)
 
     def _queue(self, data: Output) -> None:
         held = self._held
@@ -365,7 +376,10 @@ class OutputMixin:
         if out is None:
             return
         self._out = None
-        data = b"".join(map(self._encode, out))
+        encode = self._encode
+        # One line since the last flush, as almost always: its bytes, shared
+        # with every other recipient, without a join's copy.
+        data = encode(out[0]) if len(out) == 1 else b"".join(map(encode, out))
         stats = self.factory.stats
         stats.lines_out += len(out) if self._counts_events else data.count(b"\n")
         stats.bytes_out += len(data)
