@@ -775,3 +775,20 @@ def test_an_irc_client_that_stops_reading_is_dropped(clock: Clock) -> None:
     said = carol.lines()
     assert said[-1] == ":alice!alice@chatservice QUIT :send queue exceeded"
     assert len(said) == 101
+
+
+def test_long_topics_and_reasons_fit_in_512_bytes(factory: ChatFactory) -> None:
+    """A topic of 300 four-byte characters reaches IRC cut to fit 512 bytes."""
+    alice = irc_registered(factory, "alice")
+    bob = register(factory, "bob")
+    alice.output()
+    topic = "\U0001f600" * 300
+    bob.enter(f"/topic {topic}", "/topic")
+    (line,) = alice.output().split(b"\r\n")[:-1]
+    assert len(line) + 2 <= 512
+    head = b":bob!bob@chatservice TOPIC #lobby :"
+    assert line.startswith(head)
+    assert topic.startswith(line[len(head) :].decode("utf-8"))
+    alice.enter("TOPIC #lobby")
+    (line,) = alice.output().split(b"\r\n")[:-1]
+    assert len(line) + 2 <= 512 and line.startswith(b":chatservice 332 alice #lobby :")

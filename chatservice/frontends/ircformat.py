@@ -38,7 +38,9 @@ def message(
 
     The last parameter gets its C{:} unless C{trailing} is false (a channel
     or a nickname alone, as in C{JOIN #room}) and it needs none; the others
-    never have spaces.
+    never have spaces.  A line that would be longer than L{LINE_MAX} (a
+    topic or an away message of 300 characters of 4 bytes each) has its
+    last parameter cut, between characters, to fit.
     """
     words = [f":{prefix}", command] if prefix else [command]
     if params:
@@ -52,7 +54,12 @@ def message(
         # A topic or a reason from elsewhere (a plugin, another node) that
         # kept a newline: one IRC line still, never a line of its author's.
         line = line.replace("\r", " ").replace("\n", " ")
-    return (line + "\r\n").encode("utf-8")
+    data = line.encode("utf-8")
+    if len(data) > LINE_MAX and params:
+        head = len(data) - len(words[-1].encode("utf-8"))  # all but the last
+        last = chunks(data[head:].decode("utf-8"), LINE_MAX - head)[0]
+        data = data[:head] + last.encode("utf-8")
+    return data + b"\r\n"
 
 
 def text_message(prefix: str, command: str, target: str, text: str) -> bytes:
