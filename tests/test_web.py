@@ -7,6 +7,7 @@ web clients are autobahn's own Twisted WebSocket client.
 
 import json
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -661,6 +662,56 @@ async def test_a_client_that_answers_no_ping_is_dropped(chat: Harness, server) -
         ),
         "autobahn's timers",
     )
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_web_user_who_stops_reading_is_cut_off_and_held(
+    chat: Harness,
+    server,  # type: ignore[no-untyped-def]
+) -> None:
+    """Over a small-window link, a page that stops reading overflows --max-sendq and is held."""
+    web_server = server(
+        max_sendq=64 * 1024,
+        resume_grace=60,
+        shutdown_timeout=0.5,
+        flood_rate=1e6,
+        flood_burst=1_000_000,
+    )
+    made: list[WebClient] = []
+
+    class Factory(WebSocketClientFactory):
+        protocol = WebClient
+
+        def buildProtocol(self, addr: object) -> WebClient:
+            made.append(super().buildProtocol(addr))
+            return made[-1]
+
+    factory = Factory(f"ws://127.0.0.1:{web_server.web_port}/ws")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1400)
+        sock.settimeout(5)
+        sock.connect(("127.0.0.1", web_server.web_port))
+        sock.setblocking(False)
+        reactor.adoptStreamConnection(sock.fileno(), socket.AF_INET, factory)
+    finally:
+        sock.close()
+    await wait_until(lambda: made and len(made[0].messages) >= 2, "alice's greeting")
+    (alice,) = made
+    web_server.clients.append(alice)
+    alice.say("alice")
+    bob = await chat.user("bob")
+    await wait_until(
+        lambda: any(m.get("nick") == "bob" for m in alice.messages), "bob's join"
+    )
+    alice.transport.pauseProducing()  # the page stops reading
+    for n in range(200):
+        bob.send(f"{n:03d} " + "x" * 2000)
+    await wait_until(lambda: "*** alice lost connection" in bob.lines, "alice cut off")
+    stats = web_server.factory.stats
+    await wait_until(lambda: stats.closed["send queue exceeded"] == 1, "the close")
+    assert stats.sendq_high_water <= 64 * 1024
 
 
 def test_flood_control_slows_web_input(clock: Clock) -> None:
