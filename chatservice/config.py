@@ -260,14 +260,16 @@ class Settings:
     )
     max_frame: int = setting(
         65536,
-        "Longest frame body in bytes a frame client may send; a longer one "
-        "gets an error and the connection is closed.",
+        "Longest frame body (or WebSocket message, with --web) in bytes a "
+        "client may send; a longer one gets an error and the connection is "
+        "closed.",
         positive_count,
     )
     heartbeat: float = setting(
         30.0,
-        "Send a frame client a PING after this long without a frame from it, "
-        "and disconnect it if nothing comes within as long again; 0: never.",
+        "Send a frame client a PING (a web client a WebSocket ping) after "
+        "this long without a frame from it, and disconnect it if nothing "
+        "comes within as long again; 0: never.",
         seconds_or_zero,
     )
     # People who only read are silent for hours: dead peers are found by
