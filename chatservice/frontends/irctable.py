@@ -12,6 +12,7 @@ answers come as notices.  The commands themselves are in
 L{chatservice.frontends.irccommands} and L{chatservice.frontends.ircusers}.
 """
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -39,9 +40,20 @@ CHANNELS_MAX = 50
 TARGETS_MAX = 4
 #: The capabilities offered to CAP LS.
 CAPABILITIES = ("server-time",)
-#: The formatting codes of IRC clients (bold, colour, reset, reverse,
-#: italic, underline, ...): stripped from what reaches the chat core.
-_FORMATTING = frozenset("\x02\x03\x04\x0f\x11\x16\x1d\x1e\x1f")
+#: The formatting codes of IRC clients, removed from what reaches the chat
+#: core: bold, italic, underline, strike-through, monospace, reverse,
+#: reset, and colours with their numbers (C{^C4,12}, C{^D} and hex RGB).
+#: twisted.words' C{stripFormatting} removes the same, but through a
+#: state machine in Python: 2.1 ms for a 2 KB line of colour codes, 5.9 ms
+#: of bold and colours mixed, which a client may send at the flood rate on
+#: each of its connections; this expression takes microseconds.
+_FORMATTING = re.compile(
+    "\x03(?:[0-9]{1,2}(?:,[0-9]{1,2})?)?"
+    "|\x04(?:[0-9a-fA-F]{6}(?:,[0-9a-fA-F]{6})?)?"
+    "|[\x02\x0f\x11\x16\x1d\x1e\x1f]"
+)
+#: Where a formatting code may start: most lines have none.
+_FORMATTING_START = frozenset("\x02\x03\x04\x0f\x11\x16\x1d\x1e\x1f")
 
 
 class Numeric(Exception):
@@ -146,6 +158,6 @@ def _failed(failure: Failure, conn: Connection) -> None:
 
 def clean(text: str) -> str:
     """Text from an IRC client as the chat core takes it: no formatting."""
-    if not _FORMATTING.isdisjoint(text):
-        text = irc.stripFormatting(text)
+    if not _FORMATTING_START.isdisjoint(text):
+        text = _FORMATTING.sub("", text)
     return sanitise(text)
