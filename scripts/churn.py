@@ -6,6 +6,7 @@ Usage::
     python3 scripts/churn.py --log-level warn     # any twistd chat options
     python3 scripts/churn.py --sessions 3000 --rounds 7 --profile /tmp/churn.prof
     python3 scripts/churn.py --idle 10000         # with 10,000 users in #idle
+    python3 scripts/churn.py --text-observer      # chatservice.logs.text_observer
 
 It runs a chat server in this process, built from ``twistd chat``'s own
 options (those of bench/peers.conf.sh, then any given) on a free port of
@@ -144,10 +145,17 @@ def server(args: argparse.Namespace, chat_options: list[str]) -> None:
     log_file = tempfile.NamedTemporaryFile(
         "w", prefix="churn-", suffix=".log", delete=False
     )
-    # What twistd does with --logfile (or -n and stdout to a file).
-    globalLogBeginner.beginLoggingTo(
-        [textFileLogObserver(log_file)], redirectStandardIO=False
-    )
+    if args.text_observer:
+        # What --logger chatservice.logs.text_observer does, to this file.
+        from twisted.logger import FileLogObserver
+
+        from chatservice.logs import format_classic
+
+        observer = FileLogObserver(log_file, format_classic)
+    else:
+        # What twistd does with --logfile (or -n and stdout to a file).
+        observer = textFileLogObserver(log_file)
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     options = tap.Options()
     options.parseOptions([*BENCH_OPTIONS, "--port", LISTEN, *chat_options])
     service = tap.makeService(options)
@@ -286,6 +294,11 @@ def main() -> None:
         "--idle", type=int, default=0, help="users sitting in #idle meanwhile"
     )
     parser.add_argument("--profile", help="write a cProfile of the rounds here")
+    parser.add_argument(
+        "--text-observer",
+        action="store_true",
+        help="log as twistd --logger chatservice.logs.text_observer does",
+    )
     args, chat_options = parser.parse_known_args()
     server(args, chat_options)
 

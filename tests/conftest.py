@@ -100,9 +100,12 @@ def twistd(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     servers: list[Server] = []
 
     def start(
-        port_option: str, *args: str, env: dict[str, str] | None = None
+        port_option: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        twistd_args: tuple[str, ...] = (),
     ) -> Server:
-        server = Server(port_option, tmp_path, args, env)
+        server = Server(port_option, tmp_path, args, env, twistd_args=twistd_args)
         servers.append(server)
         return server
 

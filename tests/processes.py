@@ -30,7 +30,8 @@ WAIT = 15.0
 class Server:
     """One ``twistd -n chat`` process, its output going to a file.
 
-    C{prefix} is a command that runs it, e.g. C{("ip", "netns", "exec", NS)}.
+    C{prefix} is a command that runs it, e.g. C{("ip", "netns", "exec", NS)};
+    C{twistd_args} are twistd's own options, before C{chat}.
     """
 
     def __init__(
@@ -40,9 +41,11 @@ class Server:
         args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
         prefix: tuple[str, ...] = (),
+        twistd_args: tuple[str, ...] = (),
     ) -> None:
         self.output_path = directory / f"twistd-{time.monotonic_ns()}.out"
-        command = [*TWISTD, "-n", "--pidfile=", "chat", "--port", port_option]
+        command = [*TWISTD, "-n", "--pidfile=", *twistd_args, "chat"]
+        command += ["--port", port_option]
         with self.output_path.open("wb") as output:
             self.process = subprocess.Popen(
                 [*prefix, *command, *args],

@@ -6,6 +6,7 @@ timeout.
 """
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -84,6 +85,42 @@ def test_log_level_warn_leaves_out_connections(
     assert "closed (" not in output, output
     assert "listening on" not in output, output  # chatservice's own, at info
     assert "Main loop terminated." in output  # Twisted's own events still pass
+
+
+def test_faster_text_log_on_standard_output(
+    twistd: Callable[..., Server], connections: Callable[[int], Connection]
+) -> None:
+    """--logger chatservice.logs.text_observer writes twistd's own lines."""
+    port = free_port()
+    server = twistd(
+        f"tcp:{port}:interface=127.0.0.1",
+        twistd_args=("--logger", "chatservice.logs.text_observer"),
+    )
+    server.wait_for_port(port)
+    alice = connections(port)
+    assert alice.read(2) == GREETING
+    alice.send("alice")
+    assert alice.read()[0].startswith("*** Welcome, alice!")
+    alice.send("/quit")
+    while alice.read()[0] is not None:
+        pass
+    server.process.send_signal(signal.SIGTERM)
+    assert server.wait() in (0, -signal.SIGTERM)
+    lines = server.output().splitlines()
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}"
+    peer = r"127\.0\.0\.1:\d+"
+    prefix = rf"{stamp} \[chatservice\.session#info\] connection \d+ from {peer} "
+    # (wait_for_port's own connection comes and goes too.)
+    registered = [
+        line for line in lines if re.fullmatch(prefix + "registered as alice", line)
+    ]
+    closed = [
+        line
+        for line in lines
+        if re.fullmatch(prefix + r"closed \(quit; closed cleanly\)", line)
+    ]
+    assert len(registered) == len(closed) == 1, lines
+    assert any("Main loop terminated." in line for line in lines), lines
 
 
 def test_port_in_use(twistd: Callable[[str], Server]) -> None:
