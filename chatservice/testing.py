@@ -138,7 +138,6 @@ def register(
     return connection
 
 
-@implementer(IChatClient)
 class FakeFrames(FakeConnection):
     """A frame client (C{--frames}) connected through a C{StringTransport}."""
 
@@ -187,6 +186,7 @@ def frame_user(
     return user
 
 
+@implementer(IChatClient)
 class FakeClient:
     """An L{IChatClient} that records what it is delivered."""
 
