@@ -782,6 +782,19 @@ async def test_the_page_is_served_with_its_headers(
 
 
 @pytest_twisted.ensureDeferred
+async def test_pipelined_requests_get_one_answer(server) -> None:  # type: ignore[no-untyped-def]
+    """Requests sent in one go get one answer and the close, not one each at once."""
+    web_server = server()
+    one = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    answer = _Answer(one * 500)
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", web_server.web_port, timeout=5)
+    await bounded(connectProtocol(endpoint, answer))
+    data = await bounded(answer.done)
+    assert data.count(b"HTTP/1.1 200 OK") == 1
+    assert b"Connection: close" in data
+
+
+@pytest_twisted.ensureDeferred
 @pytest.mark.parametrize(
     "header", [b"Content-Length: 1000000000", b"Transfer-Encoding: chunked"]
 )

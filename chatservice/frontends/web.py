@@ -56,7 +56,7 @@ from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import Request, Site
 from zope.interface import implementer
 
 from .. import __version__, events
@@ -652,6 +652,20 @@ class _WebChannel(HTTPChannel):
             self.loseConnection()
             return
         super().allHeadersReceived()
+
+    def checkPersistence(self, request: Request, version: bytes) -> bool:
+        """Keep the connection for the next request, unless it was pipelined.
+
+        A request sent before the answer to the one before it (browsers do
+        not pipeline) is in the buffer already: Twisted would answer every
+        request of a read at once (one 64 KiB read holds some 2,000), so
+        this one is answered with C{Connection: close}, as on the metrics
+        port, and what follows it is not read.
+        """
+        if self._buffer:
+            request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+            return False
+        return super().checkPersistence(request, version)  # type: ignore[no-any-return]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Count the connection out (not called once a WebSocket took it over)."""
