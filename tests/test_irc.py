@@ -822,3 +822,23 @@ def test_removing_formatting_is_cheap() -> None:
     twisted = min(timeit.repeat(lambda: irc.stripFormatting(text), number=20, repeat=5))
     # Measured: 78 us against 5.9 ms for these 2,000 characters.
     assert mine * 10 < twisted
+
+
+def test_each_channel_of_a_join_costs_a_flood_token(clock: Clock) -> None:
+    """JOIN of 20 channels waits for the flood bucket, then joins them all, in order."""
+    factory = ChatFactory(Settings(flood_rate=5, flood_burst=10), clock=clock)
+    alice = irc_registered(factory, "alice")
+    clock.advance(10)  # the bucket is full again after registering
+    channels = [f"#c{n}" for n in range(20)]
+    alice.enter("JOIN " + ",".join(channels), "PING :after")
+    # The line took 1 token; the 19 more (10 at most: the burst) wait.
+    assert alice.lines() == [
+        ":chatservice NOTICE alice :flood control: you are sending more than 5 "
+        "lines per second; your lines are slowed down, none is lost"
+    ]
+    clock.pump([0.1] * 6)  # 0.2 s for the 10th token, 0.2 s for the PING
+    answers = alice.lines()
+    joined = [line for line in answers if " JOIN " in line]
+    assert joined == [f":alice!alice@chatservice JOIN {room}" for room in channels]
+    assert answers[-1] == ":chatservice PONG chatservice :after"
+    assert alice.session.server.registry.local_sizes()[1] == 21

@@ -39,7 +39,7 @@ from ..session import GREETING
 from ..text import decode
 from . import irccommands, ircformat, ircusers  # noqa: F401 - their commands join the table
 from .ircformat import SERVER, is_shared, message, own
-from .irctable import dispatch
+from .irctable import dispatch, extra_cost
 from .lines import LineProtocol
 
 if TYPE_CHECKING:
@@ -59,6 +59,7 @@ class IRCProtocol(LineProtocol):
         "_ping_sent",
         "_ping_call",
         "_encoder",
+        "_waiting",
     )
 
     def __init__(
@@ -81,6 +82,9 @@ class IRCProtocol(LineProtocol):
         self._ping_sent = False
         self._ping_call: IDelayedCall | None = None
         self._encoder = ircformat.shared
+        # A message whose channels or targets the flood bucket could not
+        # pay for yet: acted on first once reading resumes.
+        self._waiting: tuple[str, list[str]] | None = None
 
     def __repr__(self) -> str:
         return f"<IRCProtocol {self.session!r}>"
@@ -162,7 +166,18 @@ class IRCProtocol(LineProtocol):
     # Input -----------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        """Frame C{data}; a 0xFF is invalid UTF-8 here, never telnet."""
+        """Frame C{data}; a 0xFF is invalid UTF-8 here, never telnet.
+
+        A message waiting for the flood bucket (see L{_act}) comes first.
+        """
+        waiting = self._waiting
+        if (
+            waiting is not None
+            and not self.paused
+            and not self._busyReceiving
+            and self.session.close_reason is None
+        ):
+            self._act(*waiting)
         if b"\xff" in data:
             data = data.replace(b"\xff", "\ufffd".encode())
         super().dataReceived(data)
@@ -188,7 +203,22 @@ class IRCProtocol(LineProtocol):
             _, command, params = irc.parsemsg(text.strip(" "))
         except (ValueError, IndexError, irc.IRCBadMessage):
             return  # RFC 2812 2.3.1: a server ignores what it cannot parse
-        dispatch(self, command.upper(), params)
+        self._act(command.upper(), params)
+
+    def _act(self, command: str, params: list[str]) -> None:
+        """Dispatch a message once the flood bucket has paid for all of it.
+
+        Its line took one token; each further channel of a JOIN or PART,
+        or target of a PRIVMSG, takes one more, so that one line does not
+        buy the work of many.  Without them, reading stops until the bucket
+        has refilled, and the message is acted on first then.
+        """
+        extra = extra_cost(command, params)
+        if extra and not self.session.take_token(extra):
+            self._waiting = (command, params)
+            return
+        self._waiting = None
+        dispatch(self, command, params)
 
 
 class _Refusal(Protocol):

@@ -156,6 +156,21 @@ def _failed(failure: Failure, conn: Connection) -> None:
         )
 
 
+def extra_cost(command: str, params: list[str]) -> int:
+    """Flood tokens a message costs beyond its line's: one a further channel.
+
+    C{JOIN #a,#b,#c} joins three channels (and answers three NAMES and
+    scrollbacks): two more than one line's worth.  Likewise for PART, and
+    for the targets of PRIVMSG and NOTICE.
+    """
+    if params and command in _PER_TARGET:
+        return params[0].count(",")
+    return 0
+
+
+_PER_TARGET = frozenset({"JOIN", "PART", "PRIVMSG", "NOTICE"})
+
+
 def clean(text: str) -> str:
     """Text from an IRC client as the chat core takes it: no formatting."""
     if not _FORMATTING_START.isdisjoint(text):
