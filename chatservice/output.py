@@ -307,8 +307,8 @@ class OutputMixin:
         """See L{IChatSession.answer_all}.
 
         A welcome's scrollback is some 50 answers: queued here with one
-        check each and one accounting, 0.1 us an event against 0.4 one at
-        a time (each its own type check, queueing and accounting).
+        check each and one accounting, 52 ns an event against 216 through
+        C{IChatSession.answer} one at a time (timeit, StringTransport).
         """
         for event in events:
             if event.__class__ is not Event:
@@ -338,8 +338,7 @@ class OutputMixin:
     def _answer(self, data: Output) -> None:
         held = self._held
         if held is None:
-            # _queue's first case, inline: a welcome answers some 50 events
-            # (the scrollback), and one call less each is 3 us a session.
+            # _queue's first case, inline: one call less per answer.
             out = self._out
             if out is None:
                 self._out = [data]
