@@ -241,7 +241,7 @@ class IRCFrontEnd:
     help = (
         "where the IRC front end listens (irssi, WeeChat, HexChat, bots): a "
         "Twisted endpoint such as tcp:6667 or ssl:6697:privateKey=key.pem; "
-        "repeatable [default: none]"
+        "repeatable"
     )
     default = ()
 
