@@ -13,11 +13,14 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
+from certs import make_ca, make_server_cert
 from harness import Client, Harness, wait_until
 from processes import Connection, Server, free_port
 
 from twisted.internet import reactor
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
@@ -74,10 +77,11 @@ class IRCUser(irc.IRCClient):
         return self.lines[mark:]
 
 
-def start(chat: Harness, **settings: object) -> int:
+def start(chat: Harness, irc_endpoint: str = LOCAL, **settings: object) -> int:
     """Start a server with line, IRC and frame ports; return the IRC port.
 
-    C{chat.port} is the line port, C{chat.frame_port} the frame port.
+    C{chat.port} is the line port, C{chat.frame_port} the frame port; the
+    IRC port is served on C{irc_endpoint}.
     """
     settings.setdefault("max_connect_rate", 1e6)
     settings.setdefault("resume_grace", 0)
@@ -86,7 +90,7 @@ def start(chat: Harness, **settings: object) -> int:
         factory,
         [(LOCAL, serverFromString(reactor, LOCAL))],
         front_ends=[
-            (LOCAL, serverFromString(reactor, LOCAL), irc_front_end),
+            (irc_endpoint, serverFromString(reactor, irc_endpoint), irc_front_end),
             (LOCAL, serverFromString(reactor, LOCAL), frames),
         ],
     )
@@ -99,11 +103,15 @@ def start(chat: Harness, **settings: object) -> int:
 
 
 async def irc_user(
-    chat: Harness, port: int, nickname: str, caps: Sequence[str] = ()
+    chat: Harness,
+    port: int,
+    nickname: str,
+    caps: Sequence[str] = (),
+    tls: IOpenSSLClientConnectionCreator | None = None,
 ) -> IRCUser:
     """Connect an IRC client as C{nickname} and wait for the end of its NAMES."""
     user = IRCUser(nickname, caps)
-    await chat.connect(user, port)
+    await chat.connect(user, port, tls)  # type: ignore[arg-type]
     await wait_until(
         lambda: any(" 366 " in line for line in user.lines), f"{nickname}'s welcome"
     )
@@ -199,6 +207,21 @@ async def test_chat_between_irc_and_frames(chat: Harness) -> None:
         "alice",
         "hi carol",
     )
+
+
+@pytest_twisted.ensureDeferred
+async def test_irc_over_tls(chat: Harness, tmp_path: Path) -> None:
+    """An IRC listener on ssl: serves IRC encrypted, in the same rooms."""
+    cert = make_server_cert(make_ca(tmp_path / "pki"))
+    port = start(chat, irc_endpoint=cert.endpoint())
+    bob = await chat.user("bob")
+    authority = Certificate.loadPEM(cert.ca_path.read_bytes())
+    alice = await irc_user(
+        chat, port, "alice", tls=optionsForClientTLS("localhost", trustRoot=authority)
+    )
+    assert alice.lines[-2] == ":chatservice 353 alice = #lobby :alice bob"
+    alice.say("#lobby", "encrypted hello")
+    await wait_until(lambda: bob.lines[-1] == "<alice> encrypted hello", "the line")
 
 
 @pytest_twisted.ensureDeferred
