@@ -43,9 +43,8 @@ from zope.interface import implementer
 from .. import __version__, events
 from ..interfaces import IConnection, IFrontEnd
 from ..logs import format_peer, gate
-from ..output import OUTPUT_SLOTS, OutputMixin
+from ..output import OUTPUT_SLOTS
 from ..reasons import (
-    CONNECTION_LOST,
     HEARTBEAT_TIMEOUT,
     NOT_FRAMES,
     CloseKind,
@@ -54,6 +53,7 @@ from ..reasons import (
 from ..session import Session
 from ..system import set_socket_options
 from ..text import sanitise
+from .connection import StreamConnection
 from .frameformat import (
     TEXT_REFUSAL,
     BadFrame,
@@ -215,7 +215,7 @@ class Heartbeat:
 
 
 @implementer(IConnection, IHalfCloseableProtocol)
-class FrameProtocol(OutputMixin, Protocol):
+class FrameProtocol(StreamConnection, Protocol):
     """The frame protocol of one chat connection; see the module docstring."""
 
     __slots__ = (
@@ -276,11 +276,6 @@ class FrameProtocol(OutputMixin, Protocol):
     def __repr__(self) -> str:
         return f"<FrameProtocol {self.session!r}>"
 
-    @property
-    def _close_reason(self) -> CloseReason | None:
-        """Why the session is ending (what output.py reads)."""
-        return self.session._close_reason
-
     # Connection life -----------------------------------------------------
 
     def connectionMade(self) -> None:
@@ -319,56 +314,9 @@ class FrameProtocol(OutputMixin, Protocol):
         self._eof = True
         self._close_after_eof()
 
-    def writeConnectionLost(self) -> None:
-        """Not used: the server never half-closes."""
-
-    def _close_after_eof(self) -> None:
-        if self._eof and not self.paused:
-            self.session.close(CONNECTION_LOST)
-
-    # IConnection -----------------------------------------------------------
-
-    def pause_input(self, why: str) -> None:
-        """See L{IConnection.pause_input}."""
-        if not self._pauses:
-            self.paused = True
-            if not self._eof:
-                self.transport.pauseProducing()
-        self._pauses |= {why}
-
-    def resume_input(self, why: str) -> None:
-        """See L{IConnection.resume_input}."""
-        self._pauses -= {why}
-        if self._pauses or not self.paused:
-            return
-        self.paused = False
-        if self.session._close_reason is None:
-            if not self._eof:  # else the transport has stopped reading
-                self.transport.resumeProducing()
-            self._read()
-            self._close_after_eof()
-
-    # What output.py calls its pauses.
-    _pause = pause_input
-    _resume = resume_input
-
-    def close(self, flush: bool) -> None:
-        """See L{IConnection.close}."""
-        if flush:
-            self._send_rest()  # from now on deliver() drops everything
-        self.transport.loseConnection()
-
-    def abort(self) -> None:
-        """See L{IConnection.abort}."""
-        self.transport.abortConnection()
-
-    def take_rescued(self) -> list[events.Event] | None:
-        """See L{IConnection.take_rescued}."""
-        return self._take_rescued()
-
-    def _overflowed(self) -> None:
-        """The send queue overflowed (see L{OutputMixin._overflow})."""
-        self.session.overflowed()
+    def _read_buffered(self) -> None:
+        """Act on the frames already read (see L{StreamConnection})."""
+        self._read()
 
     # Heartbeat ---------------------------------------------------------------
 

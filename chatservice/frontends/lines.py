@@ -38,11 +38,12 @@ from .. import events
 from ..framing import FRAMING_SLOTS, LineFraming
 from ..interfaces import IConnection, IFrontEnd
 from ..logs import format_peer
-from ..output import OUTPUT_SLOTS, OutputMixin
-from ..reasons import CONNECTION_LOST, HTTP, TLS_ON_PLAIN, CloseReason
+from ..output import OUTPUT_SLOTS
+from ..reasons import HTTP, TLS_ON_PLAIN
 from ..session import Session
 from ..system import set_socket_options
 from ..text import clean_line
+from .connection import StreamConnection
 
 if TYPE_CHECKING:
     from ..interfaces import IChatServer
@@ -56,7 +57,7 @@ _NO_PAUSES: frozenset[str] = frozenset()
 
 
 @implementer(IConnection, IHalfCloseableProtocol)
-class LineProtocol(OutputMixin, LineFraming, LineReceiver):
+class LineProtocol(StreamConnection, LineFraming, LineReceiver):
     """The line protocol of one chat connection; see the module docstring."""
 
     delimiter = b"\n"
@@ -112,11 +113,6 @@ class LineProtocol(OutputMixin, LineFraming, LineReceiver):
     def __repr__(self) -> str:
         return f"<LineProtocol {self.session!r}>"
 
-    @property
-    def _close_reason(self) -> CloseReason | None:
-        """Why the session is ending (what output.py and framing.py read)."""
-        return self.session._close_reason
-
     # Connection life -----------------------------------------------------
 
     def connectionMade(self) -> None:
@@ -145,55 +141,9 @@ class LineProtocol(OutputMixin, LineFraming, LineReceiver):
         self._end_of_input()
         self._close_after_eof()
 
-    def writeConnectionLost(self) -> None:
-        """Not used: the server never half-closes."""
-
-    def _close_after_eof(self) -> None:
-        if self._eof and not self.paused:
-            self.session.close(CONNECTION_LOST)
-
-    # IConnection -----------------------------------------------------------
-
-    def pause_input(self, why: str) -> None:
-        """See L{IConnection.pause_input}."""
-        if not self._pauses:
-            self.paused = True
-            self.transport.pauseProducing()
-        self._pauses |= {why}
-
-    def resume_input(self, why: str) -> None:
-        """See L{IConnection.resume_input}."""
-        self._pauses -= {why}
-        if self._pauses or not self.paused:
-            return
-        self.paused = False
-        if self.session._close_reason is None:
-            if not self._eof:  # else the transport has stopped reading
-                self.transport.resumeProducing()
-            self.dataReceived(b"")
-            self._close_after_eof()
-
-    # What output.py calls its pauses.
-    _pause = pause_input
-    _resume = resume_input
-
-    def close(self, flush: bool) -> None:
-        """See L{IConnection.close}."""
-        if flush:
-            self._send_rest()  # from now on deliver() drops everything
-        self.transport.loseConnection()
-
-    def abort(self) -> None:
-        """See L{IConnection.abort}."""
-        self.transport.abortConnection()
-
-    def take_rescued(self) -> list[events.Event] | None:
-        """See L{IConnection.take_rescued}."""
-        return self._take_rescued()
-
-    def _overflowed(self) -> None:
-        """The send queue overflowed (see L{OutputMixin._overflow})."""
-        self.session.overflowed()
+    def _read_buffered(self) -> None:
+        """Act on the lines already read (see L{StreamConnection})."""
+        self.dataReceived(b"")
 
     # Input -----------------------------------------------------------------
 

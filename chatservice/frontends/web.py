@@ -62,11 +62,12 @@ from zope.interface import implementer
 from .. import __version__, events
 from ..interfaces import IConnection, IServingFrontEnd
 from ..logs import format_peer
-from ..output import OUTPUT_SLOTS, OutputMixin
+from ..output import OUTPUT_SLOTS
 from ..reasons import HEARTBEAT_TIMEOUT, CloseKind, CloseReason
 from ..session import Session
 from ..system import set_socket_options
 from ..throttle import address_key
+from .connection import SessionConnection
 from .frameformat import VERSIONS, Code
 from .frames import LineTooLong, clean_input
 from .webpage import page_root
@@ -224,7 +225,7 @@ def parse_message(payload: bytes, binary: bool) -> tuple[str, str]:
 
 
 @implementer(IConnection)
-class WebConnection(OutputMixin):
+class WebConnection(SessionConnection):
     """One web user's connection, as its session sees it; see the module docstring.
 
     Made when the chat core admits the WebSocket (C{onConnect}); it starts
@@ -279,11 +280,6 @@ class WebConnection(OutputMixin):
 
     def __repr__(self) -> str:
         return f"<WebConnection {self.session!r}>"
-
-    @property
-    def _close_reason(self) -> Any:
-        """Why the session is ending (what output.py reads)."""
-        return self.session._close_reason
 
     def opened(self, websocket: "ChatWebSocket") -> None:
         """The WebSocket is open: start the output, say HELLO, greet."""
@@ -450,10 +446,6 @@ class WebConnection(OutputMixin):
         """See L{IConnection.abort}."""
         if self.transport is not None:
             self.transport.abortConnection()
-
-    def take_rescued(self) -> "list[Event] | None":
-        """See L{IConnection.take_rescued}."""
-        return self._take_rescued()
 
     def _overflowed(self) -> None:
         """The send queue overflowed (see L{OutputMixin._overflow})."""
