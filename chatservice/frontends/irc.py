@@ -10,9 +10,10 @@ is shown differ.  The commands are a table, like the line commands'
 (L{chatservice.frontends.irctable}); the encoding of events is in
 L{chatservice.frontends.ircformat}.
 
-Parsing is twisted.words' (C{irc.parsemsg}, its numerics, C{ctcpExtract},
-C{stripFormatting}); its C{IRC.dataReceived} is not used.  It decodes each
-read as strict UTF-8 (invalid bytes, or a character split between two
+Parsing is twisted.words' (C{irc.parsemsg}, its numerics, C{ctcpExtract};
+formatting codes are removed by one regular expression, see
+L{chatservice.frontends.irctable}); its C{IRC.dataReceived} is not used.
+It decodes each read as strict UTF-8 (invalid bytes, or a character split between two
 reads, raise and drop the connection), joins and re-splits the whole buffer
 at every read (quadratic in a long line's reads), drops the connection
 for a line over C{MAX_LENGTH}, and lets C{parsemsg}'s errors on malformed
