@@ -60,6 +60,11 @@ class HeldClient:
         self.dropped = 0
         self._mirror = mirror
 
+    @property
+    def receiver(self) -> "HeldClient":
+        """See L{IChatClient.receiver}: this client itself."""
+        return self
+
     def deliver(self, event: Event) -> None:
         """Keep C{event} for the user to see when they resume.
 

@@ -35,6 +35,13 @@ class IChatClient(Interface):
         "The peer's IP address as text, or None when there is none (a UNIX "
         "socket); for bans and logs, never shown to other users."
     )
+    receiver = Attribute(
+        "The object whose deliver() a room's fan-out calls for this client: "
+        "the client itself, or (a session) its connection, whose deliver() "
+        "is the session's.  MUST NOT change while the client is registered. "
+        "(A call through it is the fan-out's inner step: a method of its "
+        "class, found by Python's fast path, not a callable in an attribute.)"
+    )
 
     def deliver(event: Event) -> None:
         """Queue C{event} (a L{chatservice.events.Event}) for this client.

@@ -25,7 +25,7 @@ from .interfaces import (
     UserInfo,
 )
 from .reasons import CloseReason
-from .rooms import LOBBY, Room, Rooms, deliver
+from .rooms import LOBBY, Room, Rooms, deliver, say_in
 from .text import fold
 
 
@@ -108,17 +108,16 @@ class Registry:
 
     def broadcast(self, room: str, event: Event, sender: IChatClient | None) -> None:
         """See L{IRegistry.broadcast}."""
-        deliver(self._rooms[room].recipients, event, sender)
+        say_in(self._rooms[room], event, sender)
 
     def say(self, room: str, event: Event, sender: IChatClient) -> None:
         """See L{IRegistry.say}."""
         found = self._rooms[room]
         if self._history:
             found.history.append(Scrollback(self._clock.seconds(), event))
-        recipients = found.recipients
         self.said += 1
-        self.delivered += len(recipients) - (sender in found)
-        deliver(recipients, event, sender)
+        self.delivered += len(found) - (sender in found)
+        say_in(found, event, sender)
 
     def send_private(self, nickname: str, event: Event) -> Deferred[UserInfo]:
         """See L{IRegistry.send_private}."""

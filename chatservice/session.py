@@ -25,11 +25,10 @@ What the session owns:
   - Resume: holding the session when the connection drops, taking over a
     held one.
 
-C{deliver} is the front end's own (its send queue, see
-L{chatservice.output}), bound on the session when it is made: one call per
-recipient of a line, as before the session had a front end apart (a bound
-method costs 64 bytes a session; C{answer}, off the fan-out path, is a
-method that passes the event on).
+C{deliver} and C{answer} pass the event on to the front end's send queue
+(see L{chatservice.output}).  A room's fan-out, the hot path, calls the
+connection's C{deliver} itself: the session's C{receiver} is its
+connection (L{IChatClient.receiver}, L{chatservice.rooms.say_in}).
 """
 
 from typing import TYPE_CHECKING
@@ -93,7 +92,6 @@ class Session(TimeoutMixin):
         "_TimeoutMixin__timeoutCall",
         "server",
         "connection",
-        "deliver",
         "connection_id",
         "host",
         "peer",
@@ -122,8 +120,6 @@ class Session(TimeoutMixin):
         self.server = server
         #: The front end's connection this session speaks through.
         self.connection = connection
-        # The front end's send queue, called directly: see the docstring.
-        self.deliver = connection.deliver
         self.connection_id = connection_id
         #: The peer's IP address, or None for a transport without one (UNIX).
         self.host = host
@@ -227,6 +223,15 @@ class Session(TimeoutMixin):
             return
         if result is not None:
             self._wait_for(result)
+
+    @property
+    def receiver(self) -> IConnection:
+        """See L{IChatClient.receiver}: the connection, whose C{deliver} is ours."""
+        return self.connection
+
+    def deliver(self, event: "Event") -> None:
+        """See L{IChatClient.deliver}: queued by the front end."""
+        self.connection.deliver(event)
 
     def answer(self, event: "Event") -> None:
         """See L{IChatSession.answer}: queued by the front end."""

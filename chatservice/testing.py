@@ -198,6 +198,11 @@ class FakeClient:
         self.received: list[Event] = []
         self.disconnected: list[CloseReason] = []
 
+    @property
+    def receiver(self) -> "IChatClient":
+        """See L{IChatClient.receiver}: this client itself."""
+        return self
+
     def deliver(self, event: Event) -> None:
         """Record C{event}; anything else is refused, as a real client does."""
         if event.__class__ is not Event:

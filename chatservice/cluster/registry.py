@@ -23,7 +23,7 @@ from ..errors import ChatError, NicknameInUse
 from ..events import Event
 from ..interfaces import IChatClient, IRegistry, RoomInfo, Scrollback, UserInfo
 from ..reasons import CloseReason
-from ..rooms import LOBBY, User, deliver
+from ..rooms import LOBBY, User, deliver, say_in
 from ..text import fold
 from .bans import ClusterBans
 from .events import ToEveryone, ToRooms, dumped
@@ -281,7 +281,7 @@ class ClusterRegistry:
 
     def broadcast(self, room: str, event: Event, sender: IChatClient | None) -> None:
         """See L{IRegistry.broadcast}."""
-        deliver(self._rooms[room].recipients, event, sender)
+        say_in(self._rooms[room], event, sender)
         if self.up:
             user = self._users.get(sender) if sender is not None else None
             key = fold(user.nickname) if user is not None else None
@@ -298,10 +298,9 @@ class ClusterRegistry:
         found = self._rooms[room]
         if self._history:
             found.history.append(Scrollback(self._clock.seconds(), event))
-        recipients = found.recipients
         self.said += 1
-        self.delivered += len(recipients) - (sender in found)
-        deliver(recipients, event, sender)
+        self.delivered += len(found) - (sender in found)
+        say_in(found, event, sender)
         if self.up:
             key = fold(self._users[sender].nickname) if sender in self._users else ""
             quietly(

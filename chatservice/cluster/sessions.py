@@ -357,6 +357,11 @@ class _Collector:
         self._bytes = 0
         self.kicked: CloseReason | None = None
 
+    @property
+    def receiver(self) -> IChatClient:
+        """See L{IChatClient.receiver}: this client itself."""
+        return self
+
     def deliver(self, event: Event) -> None:
         """Keep C{event}, and no more than C{max_bytes} of lines in all."""
         if not isinstance(event, Event):
