@@ -82,6 +82,9 @@ def _line_of(event: "Event") -> bytes:
     text = event.text
     nick = event.nick or ""
     if kind == "chat":
+        # The line said, almost every event: no closure when it is one line.
+        if "\n" not in text:
+            return wire.chat(nick, text)
         return _lines(text, lambda line: wire.chat(nick, line))
     if kind == "action":
         return _lines(text, lambda line: wire.action(nick, line))
