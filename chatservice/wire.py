@@ -54,15 +54,6 @@ def private(sender: str, text: str) -> bytes:
     return _line(f"*{sender}* {text}")
 
 
-def is_private(data: bytes) -> bool:
-    """Whether C{data} starts with a private message (C{*nick* text}).
-
-    Not a notice (C{*** }) nor an action (C{* nick}): a nickname starts with
-    a letter.
-    """
-    return data[:1] == b"*" and data[1:2] not in (b"*", b" ", b"")
-
-
 def private_echo(recipient: str, text: str) -> bytes:
     """A private message to C{recipient}, as its sender sees it."""
     return _line(f"-> *{recipient}* {text}")

@@ -13,7 +13,7 @@ import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 
-from chatservice import events, wire
+from chatservice import events
 from chatservice.config import Settings
 from chatservice.factory import ChatFactory
 from chatservice.resume import HeldClient
@@ -402,22 +402,6 @@ def test_held_client_drops_room_lines_before_private_ones(factory: ChatFactory) 
         "*alice* q1",
         "*alice* q2",
     ]
-
-
-@pytest.mark.parametrize(
-    ("data", "private"),
-    [
-        (wire.private("alice", "hi"), True),
-        (wire.notice("x"), False),
-        (wire.action("alice", "waves"), False),
-        (wire.chat("alice", "hi"), False),
-        (wire.private_echo("bob", "hi"), False),
-        (b"", False),
-    ],
-)
-def test_is_private(data: bytes, private: bool) -> None:
-    """Only a private message as its recipient sees it counts as private."""
-    assert wire.is_private(data) is private
 
 
 def test_unsent_output_is_trimmed_before_it_is_kept(factory: ChatFactory) -> None:
