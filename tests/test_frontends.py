@@ -1,7 +1,6 @@
 """Front ends: wire formats as plugins over one chat core (issue 16)."""
 
 import os
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,40 +16,15 @@ from chatservice.frontends.lines import LineProtocol, lines
 from chatservice.interfaces import IChatSession, IConnection, IFrontEnd
 from chatservice.testing import register
 
-#: A third party's front end: the line format, every line it sends shouted.
-SHOUTING = """
-from twisted.plugin import IPlugin
-from zope.interface import implementer
-
-from chatservice.frontends.lines import LineProtocol
-from chatservice.interfaces import IFrontEnd
+#: docs/plugins.md, where a third party's front end is shown.
+PLUGINS_DOC = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
 
 
-class ShoutingProtocol(LineProtocol):
-    __slots__ = ()
-
-    @staticmethod
-    def _encode(event):
-        return event.line.upper()
-
-
-@implementer(IPlugin, IFrontEnd)
-class Shouting:
-    name = "shouting"
-    option = "shouting"
-    help = "where shouting users connect; repeatable"
-    default = ()
-
-    def build_protocol(self, server, connection_id, address):
-        return ShoutingProtocol(server, connection_id, address)
-
-    def build_refusal(self, why):
-        from chatservice.frontends.lines import lines
-        return lines.build_refusal(why)
-
-
-shouting = Shouting()
-"""
+def shouting_front_end() -> str:
+    """The example front end of docs/plugins.md, as written there."""
+    doc = PLUGINS_DOC.read_text()
+    section = doc[doc.index("## Writing a front end") :]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
 
 
 def test_the_line_front_end_is_a_plugin() -> None:
@@ -77,10 +51,10 @@ def test_a_third_party_front_end_shares_the_rooms(
     connections: Callable[[int], Connection],
     tmp_path: Path,
 ) -> None:
-    """A third party's front end gets its option and shares the line users' rooms."""
+    """The front end docs/plugins.md shows gets its option and shares the rooms."""
     plugins = tmp_path / "site" / "chatservice" / "plugins"
     plugins.mkdir(parents=True)
-    (plugins / "shouting_front_end.py").write_text(textwrap.dedent(SHOUTING))
+    (plugins / "shouting_front_end.py").write_text(shouting_front_end())
     path = [plugins.parent.parent, *filter(None, [os.environ.get("PYTHONPATH")])]
     line_port, shouting_port = free_port(), free_port()
     server = twistd(

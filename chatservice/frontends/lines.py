@@ -35,6 +35,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .. import events
+from ..config import DEFAULT_PORT
 from ..framing import FRAMING_SLOTS, LineFraming
 from ..interfaces import IConnection, IFrontEnd
 from ..logs import format_peer
@@ -221,7 +222,7 @@ class LineFrontEnd:
         "where the line (telnet) front end listens: a Twisted endpoint such as "
         "tcp:8000 or ssl:6697:privateKey=key.pem; repeatable"
     )
-    default = ("tcp:8000",)
+    default = (DEFAULT_PORT,)
 
     def build_protocol(
         self, server: "IChatServer", connection_id: int, address: IAddress
