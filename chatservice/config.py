@@ -357,6 +357,12 @@ class Settings:
         "Bytes kept for a dropped session; beyond it the oldest lines are dropped.",
         positive_count,
     )
+    identify_grace: float = setting(
+        30.0,
+        "Seconds a user who takes a registered nickname has to /identify "
+        "before being renamed to a guest name.",
+        positive_number,
+    )
     history: int = setting(
         50,
         "Lines of chat each room keeps and shows to people who join (0: none).",

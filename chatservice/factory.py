@@ -17,17 +17,20 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from . import events, wire
+from .accounts import Accounts, MemoryAccountStore
 from .bans import Ban, BanList, parse_target
 from .config import Settings
 from .extensions import Extensions, load_extensions
 from .frontends.lines import lines as line_front_end
 from .hooks import Hooks
 from .interfaces import (
+    IAccountStore,
     IChatServer,
     IChatSession,
     IFrontEnd,
     IRegistry,
     IServingFrontEnd,
+    ISharedAccounts,
     ISharedBans,
     ISharedSessions,
 )
@@ -86,6 +89,9 @@ class ChatFactory(ServerFactory):
         of a cluster sees; by default none (L{LocalSessions}).
     @param shared_bans: the bans every node of a cluster holds; by default
         none (L{LocalBans}).
+    @param account_store: where accounts are kept; by default in memory.
+    @param shared_accounts: tells the other nodes of a cluster of accounts
+        registered here; by default nobody.
     """
 
     def __init__(
@@ -97,6 +103,8 @@ class ChatFactory(ServerFactory):
         run_in_thread: Callable[..., Deferred[object]] | None = None,
         shared_sessions: ISharedSessions | None = None,
         shared_bans: ISharedBans | None = None,
+        account_store: IAccountStore | None = None,
+        shared_accounts: ISharedAccounts | None = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
@@ -117,13 +125,22 @@ class ChatFactory(ServerFactory):
                 log.error("{problem}", problem=problem)
         self.commands = extensions.commands
         self.filters = extensions.filters
-        #: Tells the session hooks plugins of each session's events.
-        self.hooks = Hooks(extensions.hooks, clock)
-        #: The open connections' sessions, by connection id.
-        self.connections: dict[int, IChatSession] = {}
         if run_in_thread is None:
             run_in_thread = _in_thread_pool
         self.run_in_thread = run_in_thread
+        #: Registered nicknames, who proved theirs, the messages kept.
+        self.accounts = Accounts(
+            account_store if account_store is not None else MemoryAccountStore(),
+            clock,
+            run_in_thread,
+            self.settings.identify_grace,
+            shared_accounts,
+        )
+        #: Tells the session hooks plugins (and the accounts) of each
+        #: session's events.
+        self.hooks = Hooks([*extensions.hooks, self.accounts], clock)
+        #: The open connections' sessions, by connection id.
+        self.connections: dict[int, IChatSession] = {}
         #: Who may become an operator; see L{load_operators}.
         self.operators = Operators()
         #: The addresses refused at connect; see L{load_bans}.

@@ -532,6 +532,10 @@ class IChatServer(Interface):
     oper_checks = Attribute(
         "The L{chatservice.throttle.SerialChecks} that run /oper's checks."
     )
+    accounts = Attribute(
+        "The L{chatservice.accounts.Accounts}: registered nicknames, who "
+        "proved theirs, and the messages kept for those offline."
+    )
     private_allowance = Attribute(
         "A L{chatservice.throttle.Allowances} of the bytes of private messages "
         "each user may still be sent, by folded nickname."
@@ -710,3 +714,58 @@ class IServingFrontEnd(IFrontEnd):
 
     def build_factory(server: IChatServer) -> object:
         """The protocol factory (C{IProtocolFactory}) of its listeners."""
+
+
+class IAccountStore(Interface):
+    """Where accounts (registered nicknames) and the messages left for them live.
+
+    Every key is a folded nickname (L{chatservice.text.fold}).  Every
+    method returns a Deferred and MUST NOT block the reactor: a database
+    runs in a thread pool.  The in-memory one is
+    L{chatservice.accounts.MemoryAccountStore}; the shared conformance
+    suite is L{chatservice.testing_accounts.AccountStoreBehaviour}.
+    """
+
+    def names() -> "Deferred[list[str]]":
+        """The keys of every account, read once at start."""
+
+    def get(key: str) -> "Deferred[object]":
+        """The L{chatservice.accounts.Account} of C{key}, or None."""
+
+    def create(key: str, account: object) -> "Deferred[bool]":
+        """Make C{account} under C{key}: False (nothing changed) if one exists."""
+
+    def set_password(key: str, password: str) -> "Deferred[bool]":
+        """Replace the password hash of C{key}'s account: False if none."""
+
+    def delete(key: str) -> "Deferred[bool]":
+        """Delete C{key}'s account and its messages: False if it had none."""
+
+    def leave(
+        key: str, message: object, max_messages: int, max_bytes: int
+    ) -> "Deferred[bool]":
+        """Keep C{message} (a L{chatservice.accounts.Letter}) for C{key}.
+
+        False, and nothing kept, when C{key} has no account or when its
+        messages would then be more than C{max_messages}, or their texts
+        and senders more than C{max_bytes} of UTF-8 together.  The check
+        and the write MUST be one transaction (two nodes may write at
+        once).
+        """
+
+    def take(key: str) -> "Deferred[list[object]]":
+        """The messages kept for C{key}, oldest first, deleted as they are read."""
+
+
+class ISharedAccounts(Interface):
+    """Which nicknames are registered, as every node of a cluster learns it.
+
+    A server alone is given L{chatservice.accounts.LocalAccounts}, which
+    tells nobody.
+    """
+
+    def share_account(key: str, registered: bool) -> None:
+        """Tell the other nodes C{key} was registered (or is no longer)."""
+
+    def watch_accounts(changed: "Callable[[str, bool], None]") -> None:
+        """Call C{changed(key, registered)} for each change on another node."""

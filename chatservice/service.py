@@ -167,6 +167,9 @@ class ChatService(Service):
             self._listen()
         self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
         self.factory.registry.start()
+        self.factory.accounts.start().addErrback(
+            lambda failure: log.failure("the accounts could not be read", failure)
+        )
         super().startService()
 
     def _sighup(self, signum: int, frame: object) -> None:

@@ -13,6 +13,7 @@ from math import ceil
 from twisted.internet.defer import Deferred
 
 from . import events
+from .accountcommands import leave_for
 from .commands import Result, command, say
 from .errors import ChatError, NoSuchNickname, NoSuchRoom, UnknownCommand
 from .interfaces import IChatSession, RoomInfo, Scrollback, UserInfo
@@ -22,14 +23,31 @@ from .text import check_nickname, check_room, fold
 from .welcome import choose_nickname, names, show_scrollback
 
 
-@command("/nick NAME", "choose or change your nickname", 1, before_registration=True)
+@command(
+    "/nick NAME [PASSWORD]",
+    "choose or change your nickname (with its password if it is registered)",
+    1,
+    before_registration=True,
+)
 def nick_command(session: IChatSession, args: str) -> Result:
+    name, _, password = args.partition(" ")
+    password = password.strip()
+    if password and name == session.nickname:
+        return session.server.commands["identify"](session, password)
+    if session.nickname is not None and name == session.nickname:
+        raise ChatError(f"you are already {name}")
+    check_nickname(name)
+    accounts = session.server.accounts
+    if password:
+        # Checked once the nickname is this session's (see Accounts).
+        accounts.expect(session, password)
     if session.nickname is None:
-        return choose_nickname(session, args)
-    if args == session.nickname:
-        raise ChatError(f"you are already {args}")
-    d = session.registry.rename(session, check_nickname(args))
-    return d.addCallback(session.renamed)
+        d = choose_nickname(session, name)
+    else:
+        d = session.registry.rename(session, name).addCallback(session.renamed)
+    if password:
+        d.addErrback(lambda failure: accounts.expect_nothing(session) or failure)
+    return d
 
 
 @command("/join #ROOM", "move to ROOM, creating it if it does not exist", 1)
@@ -235,7 +253,8 @@ def msg_command(session: IChatSession, args: str) -> Result:
         if user.away is not None:
             session.answer(events.notice(f"{user.nickname} is away: {user.away}"))
 
-    return d.addCallback(sent)
+    # To a registered user who is offline, it is kept for them.
+    return d.addCallbacks(sent, leave_for, errbackArgs=(session, target, text))
 
 
 @command(

@@ -398,7 +398,8 @@ def test_hooks_plugin_found(install: Install, clock: Clock) -> None:
         f"(no installed distribution: {sys.modules[module].__file__})"
     )
     factory = ChatFactory(Settings(), clock=clock, extensions=extensions)
-    assert factory.hooks.plugins == extensions.hooks
+    # The server's own accounts are hooks too (see chatservice.accounts).
+    assert factory.hooks.plugins == (factory.accounts, *extensions.hooks)
 
 
 def test_hooks_plugins_in_name_order(install: Install) -> None:

@@ -241,7 +241,7 @@ def test_rename(pair: tuple[FakeConnection, FakeConnection]) -> None:
             "/nick 1x",
             "!!! invalid nickname '1x': use a letter first, then letters, digits, _ or -",
         ),
-        ("/nick", "!!! usage: /nick NAME"),
+        ("/nick", "!!! usage: /nick NAME [PASSWORD]"),
     ],
 )
 def test_rename_errors(

@@ -59,6 +59,7 @@ GIVEN = [
     (["--resume-grace", "120"], "resume_grace", 120.0),
     (["--resume-buffer", "50"], "resume_buffer", 50),
     (["--resume-buffer-bytes", "4096"], "resume_buffer_bytes", 4096),
+    (["--identify-grace", "5"], "identify_grace", 5.0),
     (["--history", "0"], "history", 0),
     (["--history", "10"], "history", 10),
     (["--frames", "9000"], "frames", ("tcp:9000",)),

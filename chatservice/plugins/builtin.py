@@ -1,5 +1,12 @@
 """The built-in commands and front ends, found by the plugin scan like any other."""
 
+from chatservice.accountcommands import (  # noqa: F401 - found by the plugin scan
+    dropaccount_command,
+    identify_command,
+    password_command,
+    register_command,
+    unregister_command,
+)
 from chatservice.frontends.frames import frames  # noqa: F401 - found by the scan
 from chatservice.frontends.irc import irc_front_end  # noqa: F401 - found by the scan
 from chatservice.frontends.lines import lines  # noqa: F401 - found by the scan
