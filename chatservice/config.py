@@ -156,6 +156,20 @@ def redis_url(text: str) -> str:
 redis_url.coerceDoc = "redis://HOST[:PORT][/DB]."  # type: ignore[attr-defined]
 
 
+def store_url(text: str) -> str:
+    """C{sqlite:PATH}, C{sqlite::memory:} or C{postgresql://...}, checked."""
+    from .store.url import parse_store_url
+
+    parse_store_url(text)  # raises ValueError saying why
+    return text
+
+
+store_url.coerceDoc = (  # type: ignore[attr-defined]
+    "sqlite:PATH (relative to the working directory), sqlite::memory: "
+    "(nothing kept) or postgresql://USER:PASSWORD@HOST:PORT/DATABASE."
+)
+
+
 def cluster_name(text: str) -> str:
     """Letters, digits, C{-}, C{_} and C{.}."""
     if not text or not all(c.isalnum() or c in "-_." for c in text):
@@ -380,6 +394,13 @@ class Settings:
         "this Redis database; users on every node see one server.",
         redis_url,
         unset="no cluster",
+    )
+    store: str = setting(
+        "sqlite:chatservice.db",
+        "Where the server keeps what survives a restart (room history): a "
+        "SQLite file, or with --redis the PostgreSQL database every node "
+        "shares. See docs/deployment.md.",
+        store_url,
     )
     cluster: str = setting(
         "chat",

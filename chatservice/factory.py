@@ -42,6 +42,7 @@ from .registry import Registry
 from .resume import SessionKeeper
 from .shared import LocalBans
 from .stats import Stats
+from .store import Store, memory_store
 from .text import clean_line
 from .throttle import (
     Allowances,
@@ -92,6 +93,8 @@ class ChatFactory(ServerFactory):
     @param account_store: where accounts are kept; by default in memory.
     @param shared_accounts: tells the other nodes of a cluster of accounts
         registered here; by default nobody.
+    @param store: the database kept across restarts (L{chatservice.store});
+        by default an in-memory one, for tests (L{memory_store}).
     """
 
     def __init__(
@@ -105,6 +108,7 @@ class ChatFactory(ServerFactory):
         shared_bans: ISharedBans | None = None,
         account_store: IAccountStore | None = None,
         shared_accounts: ISharedAccounts | None = None,
+        store: Store | None = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
@@ -117,6 +121,8 @@ class ChatFactory(ServerFactory):
             )
         self.registry = registry
         self.clock = clock
+        #: What is kept across restarts; opened when the service starts.
+        self.store = store if store is not None else memory_store()
         #: The message of the day, as lines; see L{load_motd}.
         self.motd: tuple[str, ...] = ()
         if extensions is None:

@@ -24,6 +24,7 @@ from .interfaces import IFrontEnd
 from .logs import gate
 from .metrics import metrics_site, warn_if_exposed
 from .operators import OperatorsFileError
+from .store import StoreError
 from .system import SPARE_FILES, fit_open_files
 
 log = Logger(observer=gate)
@@ -165,12 +166,24 @@ class ChatService(Service):
             self._fit_open_files()
             self._read_files()
             self._listen()
+        self._open_store()
         self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
         self.factory.registry.start()
         self.factory.accounts.start().addErrback(
             lambda failure: log.failure("the accounts could not be read", failure)
         )
         super().startService()
+
+    def _open_store(self) -> None:
+        """Open the store (as the user twistd runs as), or stop with one line.
+
+        Opened here, after twistd has dropped privileges, not with the
+        listeners: a SQLite file made now belongs to the user that writes it.
+        """
+        try:
+            self.factory.store.open()
+        except StoreError as error:
+            raise StartupError(f"chatservice: {error}") from None
 
     def _sighup(self, signum: int, frame: object) -> None:
         # A signal handler may interrupt the reactor anywhere: hand over.
@@ -247,6 +260,8 @@ class ChatService(Service):
                 "the bans could not be saved: {error}", error=failure.value
             )
         )
+        # What was being written has been; then the store's connections go.
+        stopped.addCallback(lambda _: self.factory.store.close())
         return stopped
 
 

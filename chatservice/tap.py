@@ -22,6 +22,7 @@ from .factory import ChatFactory
 from .frontends import load_front_ends
 from .interfaces import IFrontEnd
 from .service import ChatService
+from .store import Store
 
 
 def _named(option: Option) -> Callable[[str], Any]:
@@ -119,6 +120,12 @@ class Options(usage.Options):
                 value = type(each.default)(value) or each.default
             values[each.name] = value
         settings = self["settings"] = Settings(**values)
+        if settings.redis is not None and settings.store.startswith("sqlite:"):
+            raise usage.UsageError(
+                f"--redis needs --store postgresql://...: the nodes of a cluster "
+                f"share one PostgreSQL database, not each a SQLite file "
+                f"(--store {settings.store})"
+            )
         self["endpoints"] = [
             (description, _parse_endpoint(reactor, description))
             for description in settings.endpoints
@@ -269,8 +276,9 @@ def makeService(options: Options) -> ChatService:
     """Build the chat service that C{twistd chat} runs."""
     settings = options["settings"]
     extensions = options["extensions"]
+    store = Store(settings.store)  # opened when the service starts
     if settings.redis is None:
-        factory = ChatFactory(settings, extensions=extensions)
+        factory = ChatFactory(settings, extensions=extensions, store=store)
     else:
         cluster = ClusterRegistry(
             settings.redis,
@@ -286,6 +294,7 @@ def makeService(options: Options) -> ChatService:
             extensions=extensions,
             shared_sessions=cluster.shared_sessions,
             shared_bans=cluster.shared_bans,
+            store=store,
         )
     return ChatService(
         factory,

@@ -6,6 +6,9 @@
 - L{FakeClient}: a bare L{IChatClient} that records what it is given.
 - L{RegistryBehaviour}: the behaviour every L{IRegistry} must have, as a
   pytest test class; subclass it with a C{make_registry} method.
+- L{memory_store}: an in-memory SQLite store whose interactions run at once
+  (a L{ChatFactory} made without a C{store} has one; give it one to look at
+  what the server kept, or to keep it between two factories).
 
 Why this module is longer than ~500 lines: two thirds of it is
 L{RegistryBehaviour}, one contract as 35 short tests, which reads best as
@@ -51,6 +54,17 @@ from .reasons import (
     CloseReason,
 )
 from .shared import LocalBans, LocalSessions
+from .store import memory_store
+
+__all__ = [
+    "FakeClient",
+    "FakeConnection",
+    "FakeFrames",
+    "RegistryBehaviour",
+    "frame_user",
+    "memory_store",
+    "register",
+]
 
 #: An event's time in a frame: ISO 8601, UTC, milliseconds.
 _ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")

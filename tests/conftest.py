@@ -13,6 +13,7 @@ import pytest_twisted
 from clusterharness import Nodes, block
 from harness import Harness
 from hypothesis import settings
+from pgserver import PostgresServer, find_binaries
 from processes import Connection, Server, opened_by
 from redisserver import RedisServer
 
@@ -152,6 +153,35 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
+
+
+@pytest.fixture(scope="session")
+def _postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the whole run (initdb takes seconds)."""
+    binaries = find_binaries()
+    if binaries is None:
+        pytest.fail(
+            "PostgreSQL's initdb is not in /usr/lib/postgresql/*/bin nor on "
+            "PATH; .ci/run installs it (apt-get install -y postgresql)",
+            pytrace=False,
+        )
+    server = PostgresServer(binaries)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres(_postgres_server: PostgresServer) -> str:
+    """The C{--store} URL of a new, empty database on a real PostgreSQL.
+
+    Fails, never skips, without PostgreSQL: .ci/run installs Debian's
+    package.  The server is private to the test run, on a free loopback
+    port, run as the C{postgres} user when the tests run as root.
+    """
+    return _postgres_server.new_database()
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 """The clustered mode end to end: real ``twistd -n chat`` nodes, one real Redis.
 
 Each test starts two or three nodes as subprocesses, exactly as a user runs
-them (C{--redis}, C{--cluster}, C{--node-ttl}), against the C{redis_server}
-fixture, and talks to them over plain blocking sockets.  Every wait polls
+them (C{--redis}, C{--cluster}, C{--node-ttl}, C{--store}), against the
+C{redis_server} fixture and a database of the C{postgres} fixture, and talks to them over plain blocking sockets.  Every wait polls
 with a deadline; the only fixed pauses are the short quiet periods that
 check that nothing more (no duplicate) arrives.
 
@@ -175,10 +175,13 @@ class Cluster:
         twistd: Callable[..., Server],
         connect: Callable[[int], Client],
         redis: RedisServer,
+        store: str,
     ) -> None:
         self.twistd = twistd
         self.connect = connect
         self.redis = redis
+        #: The PostgreSQL database the nodes share.
+        self.store = store
         self.nodes: list[Node] = []
 
     def start(self, count: int, *args: str) -> list[Node]:
@@ -198,6 +201,8 @@ class Cluster:
                 "0",
                 "--history",
                 "0",
+                "--store",
+                self.store,
                 *args,
             )
             node = Node("ABCDEFGH"[len(self.nodes)], server, port)
@@ -229,13 +234,13 @@ class Cluster:
 
 @pytest.fixture
 def cluster(
-    twistd: Callable[..., Server], redis_server: RedisServer
+    twistd: Callable[..., Server], redis_server: RedisServer, postgres: str
 ) -> Iterator[Cluster]:
     """Nodes against the test's Redis; nodes and clients are gone afterwards."""
     opened = opened_by(Client)
     connect = next(opened)
     try:
-        yield Cluster(twistd, connect, redis_server)
+        yield Cluster(twistd, connect, redis_server, postgres)
     finally:
         opened.close()  # closes every client
 

@@ -17,6 +17,10 @@ from chatservice.tap import Options, makeService
 ROOT = Path(__file__).resolve().parent.parent
 
 
+#: A --store of PostgreSQL (never connected to by these tests).
+PG = "postgresql://chat:secret@db.example.com:5432/chat"
+
+
 def parse(*args: str) -> Options:
     options = Options()
     options.parseOptions(list(args))
@@ -73,7 +77,18 @@ GIVEN = [
     (["--heartbeat", "10"], "heartbeat", 10.0),
     (["--announce-max", "0"], "announce_max", 0),
     (["--announce-max", "7"], "announce_max", 7),
-    (["--redis", "redis://10.0.0.5/2"], "redis", "redis://10.0.0.5/2"),
+    (
+        ["--redis", "redis://10.0.0.5/2", "--store", PG],
+        "redis",
+        "redis://10.0.0.5/2",
+    ),
+    (["--store", PG], "store", PG),
+    (
+        ["--store", "sqlite:/var/lib/chat/chat.db"],
+        "store",
+        "sqlite:/var/lib/chat/chat.db",
+    ),
+    (["--store", "sqlite::memory:"], "store", "sqlite::memory:"),
     (["--cluster", "eu-1"], "cluster", "eu-1"),
     (["--node-ttl", "30"], "node_ttl", 30.0),
     (["--log-level", "WARN"], "log_level", "warn"),
@@ -115,7 +130,10 @@ GIVEN = [
 @pytest.mark.parametrize(("args", "name", "value"), GIVEN)
 def test_option(args: list[str], name: str, value: Any) -> None:
     """Each option sets its setting, and only it."""
-    assert parse(*args)["settings"] == replace(Settings(), **{name: value})
+    settings = parse(*args)["settings"]
+    if name == "redis":  # which needs a --store of PostgreSQL
+        settings = replace(settings, store=Settings().store)
+    assert settings == replace(Settings(), **{name: value})
 
 
 def test_every_option_is_tested() -> None:
@@ -217,6 +235,38 @@ WRONG = [
     (
         ["--redis", "redis://:secret@10.0.0.5/0"],
         "--redis: 'redis://:secret@10.0.0.5/0': passwords in the URL are not supported",
+    ),
+    (
+        ["--redis", "redis://10.0.0.5/0"],
+        "--redis needs --store postgresql://...: the nodes of a cluster share "
+        "one PostgreSQL database, not each a SQLite file "
+        "(--store sqlite:chatservice.db)",
+    ),
+    (
+        ["--redis", "redis://10.0.0.5/0", "--store", "sqlite::memory:"],
+        "--redis needs --store postgresql://...: the nodes of a cluster share "
+        "one PostgreSQL database, not each a SQLite file (--store sqlite::memory:)",
+    ),
+    (
+        ["--store", "chat.db"],
+        "--store: 'chat.db' is not a store URL (sqlite:PATH, sqlite::memory: or "
+        "postgresql://USER:PASSWORD@HOST:PORT/DATABASE)",
+    ),
+    (["--store", "sqlite:"], "--store: 'sqlite:' names no file (sqlite:PATH)"),
+    (
+        ["--store", "sqlite:///var/chat.db"],
+        "--store: 'sqlite:///var/chat.db': write sqlite:PATH (sqlite:chatservice.db, "
+        "sqlite:/var/lib/chat/chat.db), without //",
+    ),
+    (
+        ["--store", "postgresql://db.example.com"],
+        "--store: 'postgresql://db.example.com' names no database "
+        "(postgresql://USER:PASSWORD@HOST:PORT/DATABASE)",
+    ),
+    (
+        ["--store", "postgresql://db:port/chat"],
+        "--store: 'postgresql://db:port/chat' is not a PostgreSQL URL: "
+        "Port could not be cast to integer value as 'port'",
     ),
     (
         ["--cluster", "a:b"],
@@ -327,7 +377,14 @@ def test_cluster_options() -> None:
     from chatservice.cluster import ClusterRegistry
 
     options = parse(
-        "--redis", "redis://10.0.0.5/2", "--cluster", "eu-1", "--node-ttl", "30"
+        "--redis",
+        "redis://10.0.0.5/2",
+        "--cluster",
+        "eu-1",
+        "--node-ttl",
+        "30",
+        "--store",
+        PG,
     )
     registry = makeService(options).factory.registry
     assert isinstance(registry, ClusterRegistry)

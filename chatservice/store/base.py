@@ -1,0 +1,236 @@
+"""The store's connection pool, its cursors, and opening it at start.
+
+See the package's docstring (L{chatservice.store}) for the API.
+"""
+
+import itertools
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.enterprise import adbapi
+from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.logger import Logger
+
+from ..logs import gate
+from .cursor import Cursor
+from .migrations import MIGRATIONS, Migration, StoreError, migrate
+from .url import StoreURL, parse_store_url
+
+log = Logger(observer=gate)
+
+#: Connections the PostgreSQL pool keeps (one SQLite connection is all
+#: SQLite can use to write, so its pool has one).
+POSTGRESQL_CONNECTIONS = 4
+
+
+def _in_transaction(
+    transaction: Any,
+    dialect: str,
+    function: Callable[..., object],
+    args: tuple[object, ...],
+) -> object:
+    """Run C{function(cursor, *args)} in the transaction C{adbapi} opened.
+
+    SQLite's connections are in autocommit mode (C{isolation_level=None},
+    so that DDL is transactional too): the transaction is begun here.
+    """
+    cursor = Cursor(transaction, dialect)
+    if dialect == "sqlite":
+        cursor.execute("BEGIN")
+    return function(cursor, *args)
+
+
+def _sqlite_setup(connection: sqlite3.Connection) -> None:
+    """Set up each SQLite connection the same way.
+
+    WAL: readers (a backup, C{sqlite3 chatservice.db}) and the server's
+    writer do not block each other; a commit survives the process being
+    killed (C{synchronous=NORMAL} may lose the last commits only on a
+    power loss).  C{busy_timeout}: a backup holding a lock delays a write
+    instead of failing it.
+    """
+    connection.execute("PRAGMA busy_timeout = 5000")
+    connection.execute("PRAGMA foreign_keys = ON")
+    if connection.execute("PRAGMA journal_mode").fetchone()[0] != "memory":
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute("PRAGMA synchronous = NORMAL")
+
+
+_memory_names = itertools.count(1)
+
+
+class Store:
+    """One database, opened at start; see L{chatservice.store}.
+
+    @param url: the C{--store} URL (checked by L{parse_store_url}).
+    @param migrations: the schema's migrations (L{MIGRATIONS}); tests give
+        others.
+    """
+
+    def __init__(
+        self,
+        url: str | StoreURL,
+        migrations: Sequence[Migration] = MIGRATIONS,
+    ) -> None:
+        self.url = parse_store_url(url) if isinstance(url, str) else url
+        #: C{"sqlite"} or C{"postgresql"}.
+        self.dialect = self.url.dialect
+        self._migrations = migrations
+        self._pool: adbapi.ConnectionPool | None = None
+        self._run: Callable[..., Deferred[Any]] | None = None
+        # sqlite::memory: is one database shared by the pool's connection
+        # and this one, which keeps it alive between them.
+        self._keeper: Any = None
+        self._memory_uri = f"file:chatservice-{next(_memory_names)}?mode=memory"
+
+    def __repr__(self) -> str:
+        return f"<Store {self.url.shown}>"
+
+    @property
+    def opened(self) -> bool:
+        """Whether L{open} has succeeded (and L{close} not been called)."""
+        return self._run is not None
+
+    def open(self) -> None:
+        """Connect, bring the schema up to date, start the pool.
+
+        Blocks: called once at start, before anyone is served.
+
+        @raise StoreError: the database cannot be reached or opened, or its
+            schema is newer than this code knows.
+        """
+        if self._run is not None:
+            return
+        what = f"--store {self.url.shown}"
+        try:
+            connection = self._connect_now()
+        except Exception as error:
+            raise StoreError(f"cannot open {what}: {_first_line(error)}") from None
+        try:
+            before, after = migrate(connection, self.dialect, self._migrations)
+        except StoreError as error:
+            connection.close()
+            raise StoreError(f"{what}: {error}") from None
+        except Exception as error:
+            connection.close()
+            raise StoreError(
+                f"cannot bring {what} up to date: {_first_line(error)}"
+            ) from None
+        if before != after:
+            log.info(
+                "store {store}: schema version {before} -> {after}",
+                store=self.url.shown,
+                before=before,
+                after=after,
+            )
+        if self.url.in_memory:
+            self._keeper = connection
+        else:
+            connection.close()
+        self._pool = self._make_pool()
+        self._run = self._pool.runInteraction
+
+    def _connect_now(self) -> Any:
+        """A connection for the migrations, made in this thread."""
+        if self.dialect == "sqlite":
+            connection = sqlite3.connect(**self._sqlite_arguments())
+            _sqlite_setup(connection)
+            return connection
+        import psycopg
+
+        return psycopg.connect(self.url.target, connect_timeout=10)
+
+    def _sqlite_arguments(self) -> dict[str, Any]:
+        target = self.url.target
+        arguments: dict[str, Any] = {"database": target, "isolation_level": None}
+        if self.url.in_memory:
+            arguments.update(database=self._memory_uri + "&cache=shared", uri=True)
+        return arguments
+
+    def _make_pool(self) -> adbapi.ConnectionPool:
+        if self.dialect == "sqlite":
+            return adbapi.ConnectionPool(
+                "sqlite3",
+                check_same_thread=False,
+                cp_min=1,
+                cp_max=1,
+                cp_openfun=_sqlite_setup,
+                **self._sqlite_arguments(),
+            )
+        return adbapi.ConnectionPool(
+            "psycopg",
+            self.url.target,
+            connect_timeout=10,
+            cp_min=1,
+            cp_max=POSTGRESQL_CONNECTIONS,
+            cp_reconnect=True,
+            cp_noisy=False,
+        )
+
+    def run_interaction(
+        self, function: Callable[..., object], *args: object
+    ) -> Deferred[Any]:
+        """Run C{function(cursor, *args)} in one transaction, off the reactor.
+
+        Fires with what it returns, once committed; fails with what it
+        raised, rolled back.
+        """
+        if self._run is None:
+            return fail(StoreError(f"the store {self.url.shown} is not open"))
+        return self._run(_in_transaction, self.dialect, function, args)
+
+    def close(self) -> None:
+        """Let the connections go (after the last interaction has fired)."""
+        pool, self._pool, self._run = self._pool, None, None
+        if pool is not None:
+            pool.close()
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.close()
+
+
+class _AtOnce:
+    """Runs interactions at once on one connection: L{memory_store}'s pool."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    def __call__(
+        self, interaction: Callable[..., object], *args: object
+    ) -> Deferred[Any]:
+        def run() -> object:
+            cursor = self._connection.cursor()
+            try:
+                result = interaction(cursor, *args)
+            except BaseException:
+                self._connection.rollback()
+                raise
+            finally:
+                cursor.close()
+            self._connection.commit()
+            return result
+
+        return maybeDeferred(run)
+
+
+def memory_store(migrations: Sequence[Migration] = MIGRATIONS) -> Store:
+    """An open in-memory SQLite store whose interactions run at once.
+
+    For tests: no thread, no file; the Deferred of C{run_interaction} has
+    fired when it returns.  Never for a server, whose reactor must not
+    wait for a database.
+    """
+    store = Store("sqlite::memory:", migrations)
+    connection = sqlite3.connect(":memory:", isolation_level=None)
+    _sqlite_setup(connection)
+    migrate(connection, "sqlite", migrations)
+    store._keeper = connection
+    store._run = _AtOnce(connection)
+    return store
+
+
+def _first_line(error: BaseException) -> str:
+    """The first line of what C{error} says (psycopg's run over several)."""
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
