@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
-from processes import Server, free_port
+from processes import Server, free_port, poll_until
 
 from chatservice.store import Store, StoreError, memory_store
 from chatservice.store.base import Cursor
@@ -128,6 +128,8 @@ def test_twistd_makes_its_database_in_its_directory(
     port = free_port()
     server = twistd(f"tcp:{port}:interface=127.0.0.1")
     server.wait_for_port(port)
+    # It listens first, then opens the store: wait for the log line.
+    poll_until(lambda: "schema version 0 -> " in server.output(), "migration")
     with sqlite3.connect(tmp_path / "chatservice.db") as connection:
         assert connection.execute("SELECT version FROM schema_version").fetchall() == [
             (len(MIGRATIONS),)
