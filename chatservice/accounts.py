@@ -228,6 +228,8 @@ class Accounts(SessionHooks):
         self._proven: dict[int, str] = {}
         self._timers: dict[int, IDelayedCall] = {}
         self._pending: dict[int, str] = {}
+        # Connections that proved an account with SASL, not yet welcomed.
+        self._early: set[int] = set()
         self._random = random.SystemRandom()
         #: Failed guesses, by address (as /oper counts them).
         self.address_failures = FailureDelay(clock)
@@ -264,6 +266,20 @@ class Accounts(SessionHooks):
         return nickname is not None and self._proven.get(session.connection_id) == fold(
             nickname
         )
+
+    def is_identified_early(self, session: IChatSession) -> bool:
+        """Whether C{session} proved an account before taking a nickname."""
+        return session.connection_id in self._early
+
+    def proven_early(self, session: IChatSession, key: str) -> None:
+        """C{session} proved C{key} before registration (IRC's SASL).
+
+        It is identified once it takes that nickname; its messages are
+        delivered then.
+        """
+        self._proven[session.connection_id] = key
+        self._early.add(session.connection_id)
+        self._pending.pop(session.connection_id, None)
 
     def expect(self, session: IChatSession, password: str) -> None:
         """Check C{password} for the nickname C{session} is about to take."""
@@ -371,6 +387,11 @@ class Accounts(SessionHooks):
         """C{session} took a nickname: check the password it gave, or challenge."""
         password = self._pending.pop(session.connection_id, None)
         nickname = session.nickname
+        if session.connection_id in self._early:
+            self._early.discard(session.connection_id)
+            if self.is_identified(session):
+                self.proven(session)
+                return
         if fold(nickname) not in self.known:
             if password is not None:
                 session.answer(
@@ -417,6 +438,7 @@ class Accounts(SessionHooks):
         self._cancel(cid)
         self._proven.pop(cid, None)
         self._pending.pop(cid, None)
+        self._early.discard(cid)
 
     # The grace -----------------------------------------------------------------
 

@@ -38,7 +38,12 @@ from ..output import Raw
 from ..reasons import CloseKind, CloseReason
 from ..session import GREETING
 from ..text import decode
-from . import irccommands, ircformat, ircusers  # noqa: F401 - their commands join the table
+from . import (  # noqa: F401 - their commands join the table
+    irccommands,
+    ircformat,
+    ircsasl,
+    ircusers,
+)
 from .ircformat import SERVER, is_shared, message, own
 from .irctable import dispatch, extra_cost
 from .lines import LineProtocol
@@ -55,6 +60,8 @@ class IRCProtocol(LineProtocol):
         "user_given",
         "cap_negotiating",
         "server_time",
+        "caps",
+        "sasl",
         "channels",
         "_last_input",
         "_ping_sent",
@@ -77,6 +84,10 @@ class IRCProtocol(LineProtocol):
         self.cap_negotiating = False
         #: Whether the client asked for IRCv3 server-time tags.
         self.server_time = False
+        #: The capabilities the client asked for and was granted.
+        self.caps: set[str] = set()
+        #: A SASL exchange under way (see L{chatservice.frontends.ircsasl}).
+        self.sasl: object = None
         #: The channels the user is in, as this connection knows them.
         self.channels: set[str] = set()
         self._last_input = server.clock.seconds()

@@ -29,13 +29,13 @@ from .ircformat import (
     tagged,
 )
 from .irctable import (
-    CAPABILITIES,
     CHANNELS_MAX,
     TARGETS_MAX,
     Connection,
     Numeric,
     clean,
     irc_command,
+    offered_capabilities,
 )
 
 # Registration --------------------------------------------------------------
@@ -43,20 +43,29 @@ from .irctable import (
 
 @irc_command("CAP", 1, before_registration=True)
 def cap(conn: Connection, params: list[str]) -> None:
-    """IRCv3 capability negotiation: C{server-time} is offered."""
+    """IRCv3 capability negotiation: C{server-time}, and C{sasl} over TLS."""
     who = conn.session.nickname or "*"
     sub = params[0].upper()
+    offered = offered_capabilities(conn)
     if sub == "LS":
         if conn.session.nickname is None:
             conn.cap_negotiating = True
-        conn.send("CAP", who, "LS", " ".join(CAPABILITIES))
+        version = params[1] if len(params) > 1 else ""
+        # CAP LS 302 clients read capabilities' values: SASL's mechanisms.
+        values = version.isdigit() and int(version) >= 302
+        shown = ["sasl=PLAIN" if cap == "sasl" and values else cap for cap in offered]
+        conn.send("CAP", who, "LS", " ".join(shown))
     elif sub == "LIST":
-        conn.send("CAP", who, "LIST", "server-time" if conn.server_time else "")
+        enabled = [name for name in ("server-time", "sasl") if name in conn.caps]
+        conn.send("CAP", who, "LIST", " ".join(enabled))
     elif sub == "REQ":
         asked = params[1] if len(params) > 1 else ""
-        if asked.split() and all(cap in CAPABILITIES for cap in asked.split()):
-            conn.server_time = True
-            conn._encoder = shared_timed
+        if asked.split() and all(cap in offered for cap in asked.split()):
+            for name in asked.split():
+                conn.caps.add(name)
+            if "server-time" in asked.split():
+                conn.server_time = True
+                conn._encoder = shared_timed
             conn.send("CAP", who, "ACK", asked)
         else:
             conn.send("CAP", who, "NAK", asked)
@@ -70,9 +79,14 @@ def cap(conn: Connection, params: list[str]) -> None:
 
 @irc_command("PASS", 1, before_registration=True)
 def pass_(conn: Connection, params: list[str]) -> None:
-    """No password is needed: PASS is ignored (but only before registration)."""
+    """The password of the nickname being registered, if it is registered.
+
+    Checked once the nickname is the user's (see L{chatservice.accounts});
+    for a nickname nobody registered it is not used.
+    """
     if conn.session.nickname is not None:
         raise Numeric(irc.ERR_ALREADYREGISTRED, "You may not reregister")
+    conn.session.server.accounts.expect(conn.session, params[0])
 
 
 @irc_command("USER", 4, before_registration=True)

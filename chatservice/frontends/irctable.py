@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import ISSLTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.words.protocols import irc
@@ -38,8 +39,9 @@ Handler = Callable[[Connection, list[str]], "Deferred[object] | None"]
 CHANNELS_MAX = 50
 #: The most targets of one PRIVMSG or NOTICE (ISUPPORT's TARGMAX).
 TARGETS_MAX = 4
-#: The capabilities offered to CAP LS.
-CAPABILITIES = ("server-time",)
+#: The capabilities offered to CAP LS: C{sasl} only on TLS connections
+#: (see L{offered_capabilities}).
+CAPABILITIES = ("server-time", "sasl")
 #: The formatting codes of IRC clients, removed from what reaches the chat
 #: core: bold, italic, underline, strike-through, monospace, reverse,
 #: reset, and colours with their numbers (C{^C4,12}, C{^D} and hex RGB).
@@ -154,6 +156,17 @@ def _failed(failure: Failure, conn: Connection) -> None:
         conn.session.answer(
             events.error("that failed because of a server error; it was logged")
         )
+
+
+def offered_capabilities(conn: Connection) -> tuple[str, ...]:
+    """The capabilities offered to C{conn}: SASL PLAIN only over TLS.
+
+    PLAIN sends the password as it is: over a plain connection anyone on
+    the path would read it.
+    """
+    if ISSLTransport.providedBy(conn.transport):
+        return CAPABILITIES
+    return tuple(cap for cap in CAPABILITIES if cap != "sasl")
 
 
 def extra_cost(command: str, params: list[str]) -> int:
