@@ -655,7 +655,9 @@ class IConnection(Interface):
         """Close the connection, after sending what is queued if C{flush}.
 
         From now on what is delivered is dropped.  A client that does not
-        read is aborted by the session's deadline (L{abort}).
+        read is aborted by the session's deadline (L{abort}).  The
+        connection MAY be lost before this returns (its session's
+        C{connection_lost} called), when nothing is left to send or read.
         """
 
     def abort() -> None:

@@ -15,11 +15,12 @@ until it has caught up, so it cannot ask for more than it reads.
 Three promises this module keeps:
 
   - Twisted's private transport attributes (C{dataBuffer}, C{_tempDataLen},
-    C{socket}, C{connected}, C{disconnecting}) are read in one function
-    only, L{OutputMixin._flush}: the direct-send writer.  Only a
-    C{tcp.Server} itself gets it, and if Twisted ever renames what it reads,
-    the connection falls back to C{transport.write} (correct, one system
-    call and two C{epoll_ctl} more per flush) and
+    C{socket}, C{connected}, C{disconnecting}) are read in two functions
+    only: L{OutputMixin._flush}, the direct-send writer, and
+    L{OutputMixin._close_at_once}, the direct close.  Only a C{tcp.Server}
+    itself gets them, and if Twisted ever renames what they read, the
+    connection falls back to C{transport.write} (correct, one system call
+    and two C{epoll_ctl} more per flush) and C{loseConnection}, and
     C{tests/test_output.py} fails on a real connection.
   - Anything but an L{Event} handed to C{deliver} or C{answer} raises
     C{TypeError} at the call, in the plugin that made the mistake, not
@@ -55,6 +56,7 @@ from typing import TYPE_CHECKING
 
 from twisted.internet import tcp
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -522,6 +524,44 @@ class OutputMixin:
             self.transport.writeSequence(encoded)
             self._count_out(encoded)
         self.transport.unregisterProducer()
+
+    def _close_at_once(self) -> bool:
+        """Close now a TCP connection whose output is all sent; or say no.
+
+        The direct close, for a client that has finished sending (nothing
+        more will be read) once L{_send_rest} has sent everything.
+        Twisted's C{loseConnection} waits for the socket to be reported
+        writable once more even when nothing is buffered: it watches the
+        socket again (an C{epoll_ctl}), and in the next reactor iteration
+        sends nothing (a C{send} of no bytes), stops watching it and loses
+        the connection, cleanly (C{ConnectionDone}): 20 us of a short
+        session's 250 (py-spy, C{scripts/churn.py}).  This does the end of
+        that at once, as C{loseConnection} itself does for a connection
+        whose writing side is already shut: stop watching the socket, lose
+        the connection.  Only when nothing is buffered, nothing produces,
+        and the transport is a C{tcp.Server} that is neither closed nor
+        closing (as for L{_flush}); else C{loseConnection} is the caller's.
+        """
+        if not self._direct:
+            return False
+        transport = self.transport
+        try:
+            idle = (
+                not transport.dataBuffer  # type: ignore[attr-defined]
+                and not transport._tempDataLen  # type: ignore[attr-defined]
+                and transport.connected  # type: ignore[attr-defined]
+                and not transport.disconnecting  # type: ignore[attr-defined]
+                and transport.producer is None  # type: ignore[attr-defined]
+            )
+        except AttributeError:
+            self._direct = False  # as in _flush: Twisted's insides changed
+            return False
+        if not idle:
+            return False
+        transport.stopReading()  # type: ignore[attr-defined]
+        transport.stopWriting()  # type: ignore[attr-defined]
+        transport.connectionLost(connectionDone)  # type: ignore[attr-defined]
+        return True
 
     def _drop_output(self) -> None:
         """The connection is gone: what comes late is dropped, not counted."""

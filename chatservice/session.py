@@ -101,6 +101,7 @@ class Session(TimeoutMixin):
         "operator",
         "_close_reason",
         "_left",
+        "_lost",
         "_bucket",
         "_flood_timer",
         "_flood_noticed",
@@ -133,6 +134,8 @@ class Session(TimeoutMixin):
         # Why this session is ending, once something has decided it is.
         self._close_reason: CloseReason | None = None
         self._left = False
+        # Whether the connection is gone (connection_lost was called).
+        self._lost = False
         settings = server.settings
         self._bucket = TokenBucket(
             settings.flood_rate, settings.flood_burst, server.clock.seconds()
@@ -309,6 +312,7 @@ class Session(TimeoutMixin):
 
     def connection_lost(self, reason: Failure = connectionDone) -> None:
         """Leave the registry, if that has not happened yet, and clean up."""
+        self._lost = True
         self.setTimeout(None)
         if self._flood_timer is not None:
             self._flood_timer.cancel()
@@ -424,8 +428,13 @@ class Session(TimeoutMixin):
         self._close_deadline()
 
     def _close_deadline(self) -> None:
-        """Abort the connection if it is not closed in C{shutdown_timeout}."""
-        self._new_timer(self.server.settings.shutdown_timeout)
+        """Abort the connection if it is not closed in C{shutdown_timeout}.
+
+        None if it is closed already: a client that had finished sending
+        and was sent everything is closed at once (L{IConnection.close}).
+        """
+        if not self._lost:
+            self._new_timer(self.server.settings.shutdown_timeout)
 
     def _new_timer(self, seconds: float | None) -> None:
         """Replace the timer with one firing in C{seconds} (None: no timer).

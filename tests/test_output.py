@@ -5,6 +5,7 @@ import pytest_twisted
 from harness import Harness, wait_until
 
 from twisted.internet import tcp
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 
 from chatservice import events
@@ -42,6 +43,40 @@ async def test_real_tcp_server_sends_directly(chat: Harness) -> None:
         await wait_until(lambda seen=seen: len(alice.lines) >= seen, f"line {n}")
     assert alice.since(mark) == ["<bob> line 0", "<bob> line 1", "<bob> line 2"]
     assert writes == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_half_closed_client_is_closed_at_once(chat: Harness) -> None:
+    """A client that has finished sending is sent everything and closed at once.
+
+    Cleanly, and without C{loseConnection}, which would wait for the
+    reactor to report the socket writable once more; this fails if Twisted
+    changes what the direct close reads of C{tcp.Server}.
+    """
+    chat.start(idle_timeout=3600)
+    alice, bob = await chat.user("alice"), await chat.user("bob")
+    session = chat.server_side("bob").session
+    transport = chat.server_side("bob").transport
+    loses: list[None] = []
+    lose = transport.loseConnection
+
+    def counted() -> None:
+        loses.append(None)
+        lose()
+
+    transport.loseConnection = counted  # type: ignore[method-assign]
+    mark = len(bob.lines)
+    bob.send("/ping last")
+    bob.send("bye")
+    bob.transport.loseWriteConnection()
+    await wait_until(lambda: bob.disconnected, "bob's close")
+    assert bob.since(mark) == ["*** PONG last"]
+    assert bob.reason.check(ConnectionDone), bob.reason
+    await wait_until(lambda: len(alice.lines) >= 6, "bob's line and leave")
+    assert alice.lines[-2:] == ["<bob> bye", "*** bob has left (connection lost)"]
+    assert loses == []
+    # No timer is left behind for the connection that is gone.
+    assert session._TimeoutMixin__timeoutCall is None
 
 
 def test_text_refused_at_the_call(clock: Clock) -> None:

@@ -90,9 +90,16 @@ class StreamConnection(SessionConnection):
         self.resume_input(why)
 
     def close(self, flush: bool) -> None:
-        """See L{IConnection.close}."""
+        """See L{IConnection.close}.
+
+        A client that has finished sending, and has been sent everything,
+        is closed at once (see L{OutputMixin._close_at_once}): the session
+        hears of it (C{connection_lost}) before this returns.
+        """
         if flush:
             self._send_rest()  # from now on deliver() drops everything
+            if self._eof and self._close_at_once():
+                return
         self.transport.loseConnection()
 
     def abort(self) -> None:
