@@ -230,6 +230,8 @@ class Accounts(SessionHooks):
         self._pending: dict[int, str] = {}
         # Connections that proved an account with SASL, not yet welcomed.
         self._early: set[int] = set()
+        # Sessions that took a nickname while the accounts were being read.
+        self._waiting: list[IChatSession] | None = None
         self._random = random.SystemRandom()
         #: Failed guesses, by address (as /oper counts them).
         self.address_failures = FailureDelay(clock)
@@ -246,13 +248,25 @@ class Accounts(SessionHooks):
         )
 
     def start(self) -> Deferred[None]:
-        """Read the registered nicknames from the store."""
+        """Read the registered nicknames from the store.
+
+        Sessions that take a nickname before they are read are challenged
+        (or not) once they are.
+        """
+        self._waiting = []
 
         def read(names: list[str]) -> None:
             self.known.update(names)
             log.info("{count} registered nickname(s)", count=len(names))
 
-        return self.store.names().addCallback(read)
+        def done(result: object) -> object:
+            waiting, self._waiting = self._waiting or [], None
+            for session in waiting:
+                if not session.closing and session.nickname is not None:
+                    self._arrived(session)
+            return result
+
+        return self.store.names().addCallback(read).addBoth(done)
 
     # What commands ask -------------------------------------------------------
 
@@ -385,6 +399,9 @@ class Accounts(SessionHooks):
 
     def _arrived(self, session: IChatSession) -> None:
         """C{session} took a nickname: check the password it gave, or challenge."""
+        if self._waiting is not None:
+            self._waiting.append(session)
+            return
         password = self._pending.pop(session.connection_id, None)
         nickname = session.nickname
         if session.connection_id in self._early:

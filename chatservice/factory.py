@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from . import events, wire
-from .accounts import Accounts, MemoryAccountStore
+from .accounts import Accounts
 from .bans import Ban, BanList, parse_target
 from .config import Settings
 from .extensions import Extensions, load_extensions
@@ -43,6 +43,7 @@ from .resume import SessionKeeper
 from .shared import LocalBans
 from .stats import Stats
 from .store import Store, memory_store
+from .store.accounts import StoreAccounts
 from .text import clean_line
 from .throttle import (
     Allowances,
@@ -90,7 +91,7 @@ class ChatFactory(ServerFactory):
         of a cluster sees; by default none (L{LocalSessions}).
     @param shared_bans: the bans every node of a cluster holds; by default
         none (L{LocalBans}).
-    @param account_store: where accounts are kept; by default in memory.
+    @param account_store: where accounts are kept; by default in C{store}.
     @param shared_accounts: tells the other nodes of a cluster of accounts
         registered here; by default nobody.
     @param store: the database kept across restarts (L{chatservice.store});
@@ -136,7 +137,7 @@ class ChatFactory(ServerFactory):
         self.run_in_thread = run_in_thread
         #: Registered nicknames, who proved theirs, the messages kept.
         self.accounts = Accounts(
-            account_store if account_store is not None else MemoryAccountStore(),
+            account_store if account_store is not None else StoreAccounts(self.store),
             clock,
             run_in_thread,
             self.settings.identify_grace,

@@ -245,7 +245,9 @@ def test_postgresql_nodes_migrate_together(postgres: str) -> None:
     for thread in threads:
         thread.join(30)
     assert not errors
-    assert (
-        sorted(results)
-        == [(0, len(MIGRATIONS))] + [(len(MIGRATIONS), len(MIGRATIONS))] * 3
-    )
+    # Each migration is one transaction: a node may find some done by
+    # another and do the rest; every node ends at the latest version, and
+    # none ran a migration twice (its CREATE TABLE would have failed).
+    assert len(results) == 4
+    assert min(before for before, _ in results) == 0
+    assert {after for _, after in results} == {len(MIGRATIONS)}

@@ -14,7 +14,8 @@ takes no parameters.  Numbers are 1, 2, 3... with no gap (checked).
   1. C{meta} (key -> value) and room history (L{chatservice.store.history}):
      C{history}, and its full-text index (an FTS5 table on SQLite, a
      C{tsvector} column with a GIN index on PostgreSQL).
-  2. Reserved: accounts and offline private messages.
+  2. Accounts and the messages kept for them (L{chatservice.store.accounts}):
+     C{accounts} and C{letters}, deleted with their account.
 
 Nodes of a cluster may start together on one PostgreSQL database: each
 migration takes a transaction-wide advisory lock first, and reads the
@@ -93,10 +94,44 @@ HISTORY = Migration(
     ),
 )
 
+_ACCOUNTS = """CREATE TABLE accounts (
+    key TEXT PRIMARY KEY,
+    nickname TEXT NOT NULL,
+    email TEXT,
+    password TEXT NOT NULL,
+    created {real} NOT NULL
+)"""
+# recipient: the account's key; at: seconds since the epoch (UTC); size:
+# what the letter counts against its recipient's mailbox (its sender's and
+# text's UTF-8 bytes).
+_LETTERS = """CREATE TABLE letters (
+    id {serial} PRIMARY KEY,
+    recipient TEXT NOT NULL REFERENCES accounts (key) ON DELETE CASCADE,
+    at {real} NOT NULL,
+    sender TEXT NOT NULL,
+    text TEXT NOT NULL,
+    size INTEGER NOT NULL
+)"""
+
+ACCOUNTS = Migration(
+    2,
+    "accounts, and the private messages kept for them while offline",
+    sqlite=(
+        _ACCOUNTS.format(real="REAL"),
+        _LETTERS.format(serial="INTEGER", real="REAL"),
+        "CREATE INDEX letters_recipient ON letters (recipient, id)",
+    ),
+    postgresql=(
+        _ACCOUNTS.format(real="DOUBLE PRECISION"),
+        _LETTERS.format(serial="BIGSERIAL", real="DOUBLE PRECISION"),
+        "CREATE INDEX letters_recipient ON letters (recipient, id)",
+    ),
+)
+
 #: Every migration, in order; a new one goes at the end.
 MIGRATIONS: tuple[Migration, ...] = (
     HISTORY,
-    # 2: reserved for accounts and offline private messages.
+    ACCOUNTS,
 )
 
 #: The lock every node takes to migrate a PostgreSQL database ("chat").
