@@ -294,6 +294,7 @@ def makeService(options: Options) -> ChatService:
             extensions=extensions,
             shared_sessions=cluster.shared_sessions,
             shared_bans=cluster.shared_bans,
+            shared_accounts=cluster.shared_accounts,
             store=store,
         )
     return ChatService(

@@ -8,9 +8,11 @@ import pytest
 from twisted.internet.task import Clock
 
 from chatservice import events
+from chatservice.cluster.accounts import ClusterAccounts
 from chatservice.cluster.bans import ClusterBans
 from chatservice.cluster.events import (
     VALUE_MAX,
+    AccountChange,
     Ban,
     Handed,
     HandOver,
@@ -48,6 +50,8 @@ CHAT = (
             Ban("10.0.0.0/8", None, "spam", "Op"),
         ),
         ('{"o": "n1", "unban": "10.0.0.0/8"}', Unban("10.0.0.0/8")),
+        ('{"o": "n1", "acct": ["alice", 1]}', AccountChange("alice", True)),
+        ('{"o": "n1", "acct": ["alice", 0]}', AccountChange("alice", False)),
     ],
 )
 def test_messages_are_typed(message: str, expected: Message) -> None:
@@ -159,6 +163,23 @@ def _chat(**changes: object) -> dict:
 
 
 @pytest.mark.parametrize(
+    "message",
+    [
+        '{"acct": ["Alice", 1]}',
+        '{"acct": ["alice", 2]}',
+        '{"acct": ["alice"]}',
+        '{"acct": "alice"}',
+        '{"acct": ["a\\u001b[2J", 1]}',
+    ],
+)
+def test_malformed_account_changes_are_refused(message: str) -> None:
+    """An account change that is not [folded nickname, 0 or 1] is refused."""
+    with pytest.raises(Malformed) as raised:
+        checked(message)
+    assert raised.value.kind == "account"
+
+
+@pytest.mark.parametrize(
     ("value", "why"),
     [
         ("<bob> hi\r\n", "an event that is not an object"),
@@ -236,7 +257,7 @@ def test_a_topic_of_lines_is_one_line() -> None:
 
 def _inbox() -> tuple[Node, Inbox]:
     node = Node("test", "n1", Clock(), 10, None, 1024)
-    inbox = Inbox(node, ClusterSessions(node), ClusterBans(node))
+    inbox = Inbox(node, ClusterSessions(node), ClusterBans(node), ClusterAccounts(node))
     return node, inbox
 
 
@@ -249,6 +270,7 @@ def test_every_kind_has_a_handler() -> None:
         Handed("alice"),
         Ban("10.0.0.0/8", None, "", "Op"),
         Unban("10.0.0.0/8"),
+        AccountChange("alice", True),
         ToUser("alice", event=notice),
         ToEveryone(notice),
         ToRooms(["#lobby"], notice),

@@ -61,9 +61,9 @@ L{lookups} (questions about users who may be elsewhere); L{liveness} the
 heartbeat, the reaping of dead nodes and the recovery after an outage;
 L{events} the typed messages the nodes read from each other and the chat
 events they carry, checked, and L{inbox} the table of a handler for each
-kind; L{sessions} and L{bans} what
-the server shares between nodes (its L{ISharedSessions} and
-L{ISharedBans}); L{records} reads Redis's records of users and rooms.
+kind; L{sessions}, L{bans} and L{accounts} what
+the server shares between nodes (its L{ISharedSessions}, L{ISharedBans}
+and L{ISharedAccounts}); L{records} reads Redis's records of users and rooms.
 """
 
 from .link import CALL_TIMEOUT, RedisLink, RedisURLError, Unreachable, parse_redis_url

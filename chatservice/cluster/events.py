@@ -338,6 +338,18 @@ class Unban:
 
 
 @dataclass(frozen=True, slots=True)
+class AccountChange:
+    """A nickname registered (or no longer) on another node (C{acct}: [key, 0|1])."""
+
+    key: str
+    registered: bool
+
+    def fields(self) -> dict[str, object]:
+        """The message as the stream carries it."""
+        return {"acct": [self.key, int(self.registered)]}
+
+
+@dataclass(frozen=True, slots=True)
 class ToUser:
     """An event for one user (C{to}, C{ev}), or their kick (C{k}: the reason)."""
 
@@ -382,7 +394,9 @@ class ToRooms:
 
 
 #: What a node reads from the stream, checked and typed.
-Message = HandOver | Handed | Ban | Unban | ToUser | ToEveryone | ToRooms
+Message = (
+    HandOver | Handed | Ban | Unban | AccountChange | ToUser | ToEveryone | ToRooms
+)
 
 
 def _ban(event: dict[str, Any]) -> Ban:
@@ -409,6 +423,13 @@ def _unban(event: dict[str, Any]) -> Unban:
         return Unban(str(parse_target(network)))
     except ValueError:
         raise Malformed("unban", "not a network a ban may name") from None
+
+
+def _account(event: dict[str, Any]) -> AccountChange:
+    value = event["acct"]
+    if not isinstance(value, list) or len(value) != 2 or value[1] not in (0, 1):
+        raise Malformed("account", "not [key, 0 or 1]")
+    return AccountChange(clean_fold(value[0], "account"), bool(value[1]))
 
 
 def _to_user(event: dict[str, Any]) -> ToUser:
@@ -452,6 +473,7 @@ _KINDS: list[tuple[str, Callable[[dict[str, Any]], Message]]] = [
     ("handed", _handed),
     ("ban", _ban),
     ("unban", _unban),
+    ("acct", _account),
     ("to", _to_user),
     ("a", _everyone),
     ("r", _rooms),

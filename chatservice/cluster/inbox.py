@@ -15,8 +15,10 @@ from typing import Any
 
 from ..interfaces import Scrollback
 from ..rooms import deliver, in_rooms
+from .accounts import ClusterAccounts
 from .bans import ClusterBans
 from .events import (
+    AccountChange,
     Ban,
     Handed,
     HandOver,
@@ -37,7 +39,11 @@ class Inbox:
     """Acts on the messages of the other nodes, as they are read."""
 
     def __init__(
-        self, node: Node, sessions: ClusterSessions, bans: ClusterBans
+        self,
+        node: Node,
+        sessions: ClusterSessions,
+        bans: ClusterBans,
+        accounts: ClusterAccounts,
     ) -> None:
         self._node = node
         self._sessions = sessions
@@ -49,6 +55,7 @@ class Inbox:
             Handed: sessions.handed,
             Ban: bans.banned,
             Unban: bans.unbanned,
+            AccountChange: accounts.changed,
             ToUser: self.to_user,
             ToEveryone: self.to_everyone,
             ToRooms: self.to_rooms,

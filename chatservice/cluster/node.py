@@ -25,7 +25,7 @@ from ..errors import ChatError
 from ..events import Event
 from ..logs import gate
 from ..rooms import Rooms
-from .events import EVENT_MAX, Ban, ToEveryone, ToRooms, Unban
+from .events import EVENT_MAX, AccountChange, Ban, ToEveryone, ToRooms, Unban
 from .link import RedisLink, Unreachable, kept_in
 from .scripts import STREAM_EVENTS
 
@@ -142,7 +142,9 @@ class Node:
         """Count C{d} as under way until it fires (see L{pending})."""
         return kept_in(d, self.pending)
 
-    def publish(self, event: Ban | Unban | ToEveryone | ToRooms, what: str) -> None:
+    def publish(
+        self, event: Ban | Unban | AccountChange | ToEveryone | ToRooms, what: str
+    ) -> None:
         """Add C{event} to the stream the other nodes read; never fails.
 
         If Redis refuses it, the log says C{what} failed.

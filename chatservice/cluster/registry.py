@@ -25,6 +25,7 @@ from ..interfaces import IChatClient, IRegistry, RoomInfo, Scrollback, UserInfo
 from ..reasons import CloseReason
 from ..rooms import LOBBY, User, deliver, say_in
 from ..text import fold
+from .accounts import ClusterAccounts
 from .bans import ClusterBans
 from .events import ToEveryone, ToRooms, dumped
 from .inbox import Inbox
@@ -55,6 +56,7 @@ class ClusterRegistry:
 
     @ivar shared_sessions: the node's L{ISharedSessions}, for the server.
     @ivar shared_bans: the node's L{ISharedBans}, for the server.
+    @ivar shared_accounts: the node's L{ISharedAccounts}, for the server.
     """
 
     lobby = LOBBY
@@ -90,9 +92,12 @@ class ClusterRegistry:
         )
         self.shared_sessions = ClusterSessions(self.core)
         self.shared_bans = ClusterBans(self.core)
+        self.shared_accounts = ClusterAccounts(self.core)
         self._lookups = Lookups(self.core)
         self._rooms_here = Membership(self.core)
-        self.inbox = Inbox(self.core, self.shared_sessions, self.shared_bans)
+        self.inbox = Inbox(
+            self.core, self.shared_sessions, self.shared_bans, self.shared_accounts
+        )
         self.liveness = Liveness(self.core, node_ttl, self.inbox.act)
         self.core.connect(
             url, self.inbox.received, self.liveness.link_up, self.liveness.link_down
