@@ -230,6 +230,11 @@ class Accounts(SessionHooks):
         self._pending: dict[int, str] = {}
         # Connections that proved an account with SASL, not yet welcomed.
         self._early: set[int] = set()
+        # By connection id, of identified sessions that ended: what they had
+        # proven and when, for a resume within resume_grace (oldest first).
+        self._departed: dict[int, tuple[str, float]] = {}
+        #: Seconds a dropped session may be resumed (--resume-grace).
+        self.resume_grace = 60.0
         # Sessions that took a nickname while the accounts were being read.
         self._waiting: list[IChatSession] | None = None
         self._random = random.SystemRandom()
@@ -450,12 +455,35 @@ class Accounts(SessionHooks):
             self._challenge(session)
 
     def disconnected(self, session: IChatSession, reason: CloseReason) -> None:
-        """Forget the session."""
+        """Forget the session; keep its proof while it may be resumed."""
         cid = session.connection_id
         self._cancel(cid)
-        self._proven.pop(cid, None)
+        proven = self._proven.pop(cid, None)
+        now = self.clock.seconds()
+        departed = self._departed
+        if proven is not None and self.resume_grace > 0:
+            departed[cid] = (proven, now)
+        # Oldest first: those whose session can no longer be resumed go.
+        while departed:
+            first = next(iter(departed))
+            if now - departed[first][1] <= self.resume_grace:
+                break
+            del departed[first]
         self._pending.pop(cid, None)
         self._early.discard(cid)
+
+    def taken_over(self, old: Any, new: IChatSession) -> None:
+        """C{new} resumed the session of C{old} (held, or a ghost).
+
+        The resume token proved it is the same user: if the old connection
+        had identified, so has the new one (on this node; a session resumed
+        on another node of a cluster identifies again).
+        """
+        cid = old.connection_id
+        entry = self._departed.pop(cid, None)
+        key = entry[0] if entry is not None else self._proven.get(cid)
+        if key is not None:
+            self._proven[new.connection_id] = key
 
     # The grace -----------------------------------------------------------------
 

@@ -168,6 +168,9 @@ class ChatFactory(ServerFactory):
             max_total=self.settings.max_clients,
             shared=shared_sessions,
         )
+        # A resumed session stays identified (see Accounts.taken_over).
+        self.sessions.on_take_over = self.accounts.taken_over
+        self.accounts.resume_grace = self.settings.resume_grace
         #: The bans the other nodes of a cluster are told of, and tell.
         self.shared_bans = shared_bans if shared_bans is not None else LocalBans()
         self.shared_bans.watch_bans(self._banned_elsewhere, self._unbanned_elsewhere)

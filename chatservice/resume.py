@@ -130,6 +130,9 @@ class SessionKeeper:
         self._held: dict[HeldClient, CloseReason] = {}
         self._held_by_address: dict[str | None, dict[HeldClient, None]] = {}
         self._stopped = False
+        #: Called with (the old client, the new session) as a session on
+        #: this node is taken over: the accounts carry its identification.
+        self.on_take_over: Callable[[IChatClient, IChatSession], None] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -312,6 +315,8 @@ class SessionKeeper:
     ) -> "Resumed":
         """Give C{record}'s session, held or a ghost, to C{session}."""
         old = record.client
+        if self.on_take_over is not None:
+            self.on_take_over(old, session)
         # From now on it counts against the new connection's address.  Room
         # is made there first, so that the missed lines tell of it.
         self._count_out(record)

@@ -371,3 +371,54 @@ def test_frame_user_identifies_and_gets_messages(server: ChatFactory) -> None:
     said = user.said()
     assert "notice: You are now identified as alice." in said
     assert "private: hello frames" in said
+
+
+def test_identification_survives_a_resume(server: ChatFactory, clock: Clock) -> None:
+    """A session resumed with its token stays identified: no grace, no rename."""
+    import re
+
+    from twisted.internet.error import ConnectionLost
+
+    registered(server).enter("/quit")
+    alice = FakeConnection(server)
+    alice.enter("/nick alice wonderland")
+    lines = alice.lines()
+    assert lines[-1] == "*** You are now identified as alice."
+    (token,) = [
+        m.group(1)
+        for m in map(re.compile(r"\*\*\* resume token: ([\w-]+) ").match, lines)
+        if m
+    ]
+    alice.drop(ConnectionLost)
+    back = FakeConnection(server)
+    back.output()
+    back.enter(f"/resume alice {token}")
+    assert not any("registered nickname" in line for line in back.lines())
+    clock.advance(60)
+    assert back.session.nickname == "alice"
+    back.enter("/identify wonderland")
+    assert back.lines() == ["!!! you are identified as alice already"]
+
+
+def test_unidentified_resume_is_challenged(server: ChatFactory, clock: Clock) -> None:
+    """A session that had not identified is challenged again after a resume."""
+    import re
+
+    from twisted.internet.error import ConnectionLost
+
+    registered(server).enter("/quit")
+    squatter = FakeConnection(server)
+    squatter.enter("alice")
+    lines = squatter.lines()
+    (token,) = [
+        m.group(1)
+        for m in map(re.compile(r"\*\*\* resume token: ([\w-]+) ").match, lines)
+        if m
+    ]
+    squatter.drop(ConnectionLost)
+    back = FakeConnection(server)
+    back.output()
+    back.enter(f"/resume alice {token}")
+    assert CHALLENGE in back.lines()
+    clock.advance(30)
+    assert back.session.nickname.startswith("Guest")
