@@ -19,6 +19,7 @@ from .accounts import (
     IDENTIFY_FAILED,
     MAILBOX_BYTES,
     MAILBOX_MESSAGES,
+    RESERVED,
     Account,
     Accounts,
     Letter,
@@ -253,3 +254,41 @@ def leave_for(
     return accounts.store.leave(
         key, letter, MAILBOX_MESSAGES, MAILBOX_BYTES
     ).addCallback(left)
+
+
+#: The names IRC clients send account commands to (C{/msg NickServ
+#: IDENTIFY PASSWORD}), folded.  What is sent there is an account command,
+#: never a private message: nobody can take these nicknames (see
+#: L{chatservice.accounts.Accounts}) and read other people's passwords.
+SERVICES = RESERVED
+
+
+def nickserv(session: IChatSession, text: str) -> Result:
+    """C{/msg NickServ IDENTIFY|REGISTER|...}: the account commands, by message.
+
+    C{IDENTIFY [NICK] PASSWORD} (NICK, if given, must be your nickname),
+    C{REGISTER PASSWORD [EMAIL]} (NickServ's order), C{PASSWORD OLD NEW},
+    C{UNREGISTER PASSWORD}; anything else is answered with how to use it.
+    """
+    words = text.split()
+    verb = words[0].upper() if words else ""
+    rest = words[1:]
+    if verb == "IDENTIFY" and rest:
+        if len(rest) == 2 and fold(rest[0]) != fold(session.nickname):
+            raise ChatError(
+                f"you are {session.nickname}: /nick {rest[0]} PASSWORD proves another"
+            )
+        return identify_command(session, rest[-1])
+    if verb == "REGISTER" and rest:
+        return register_command(session, " ".join(reversed(rest[:2])))
+    if verb in ("PASSWORD", "SET") and len(rest) >= 2:
+        return password_command(session, " ".join(rest[-2:]))
+    if verb in ("UNREGISTER", "DROP") and rest:
+        return unregister_command(session, rest[-1])
+    session.answer(
+        events.notice(
+            "NickServ understands IDENTIFY [NICK] PASSWORD, REGISTER PASSWORD "
+            "[EMAIL], PASSWORD OLD NEW and UNREGISTER PASSWORD (or use /help)"
+        )
+    )
+    return None

@@ -57,6 +57,8 @@ MAILBOX_MESSAGES = 100
 MAILBOX_BYTES = 64 * 1024
 #: Guest names: C{Guest} and five digits.  They cannot be registered.
 GUEST = re.compile(r"guest[0-9]+")
+#: Nicknames nobody may keep (folded): IRC clients send passwords there.
+RESERVED = frozenset({"nickserv"})
 #: Failures of one account's password before its checks are slowed down,
 #: and the longest wait then (per account, whatever the address).
 ACCOUNT_FREE = 5
@@ -409,6 +411,14 @@ class Accounts(SessionHooks):
             return
         password = self._pending.pop(session.connection_id, None)
         nickname = session.nickname
+        if fold(nickname) in RESERVED:
+            self._to_guest(
+                session,
+                nickname,
+                tries=5,
+                why=f"{nickname} is the name of a service, not a user's",
+            )
+            return
         if session.connection_id in self._early:
             self._early.discard(session.connection_id)
             if self.is_identified(session):
@@ -521,25 +531,27 @@ class Accounts(SessionHooks):
             return
         self._to_guest(session, nickname, tries=5)
 
-    def _to_guest(self, session: IChatSession, old: str, tries: int) -> None:
+    def _to_guest(
+        self, session: IChatSession, old: str, tries: int, why: str | None = None
+    ) -> None:
         guest = f"Guest{self._random.randrange(10_000, 100_000)}"
+        if why is None:
+            why = (
+                f"{old} is a registered nickname and you did not identify "
+                f"within {self.grace:g} seconds"
+            )
 
         def renamed(new: str) -> None:
             if getattr(session.connection, "channels", None) == set():
                 # An IRC user in no channel hears of it from nobody else.
                 session.deliver(events.renamed(old, new))
             session.renamed(new)
-            session.deliver(
-                events.notice(
-                    f"{old} is a registered nickname and you did not identify "
-                    f"within {self.grace:g} seconds: you are now {new}"
-                )
-            )
+            session.deliver(events.notice(f"{why}: you are now {new}"))
 
         def taken(failure: Any) -> None:
             failure.trap(NicknameInUse)
             if tries > 1 and not session.closing:
-                self._to_guest(session, old, tries - 1)
+                self._to_guest(session, old, tries - 1, why)
             else:
                 session.disconnect(
                     CloseReason.kicked("server", f"{old} is a registered nickname")

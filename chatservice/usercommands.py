@@ -13,7 +13,7 @@ from math import ceil
 from twisted.internet.defer import Deferred
 
 from . import events
-from .accountcommands import leave_for
+from .accountcommands import SERVICES, leave_for, nickserv
 from .commands import Result, command, say
 from .errors import ChatError, NoSuchNickname, NoSuchRoom, UnknownCommand
 from .interfaces import IChatSession, RoomInfo, Scrollback, UserInfo
@@ -226,6 +226,9 @@ def me_command(session: IChatSession, args: str) -> Result:
 )
 def msg_command(session: IChatSession, args: str) -> Result:
     target, text = args.split(None, 1)
+    if fold(target) in SERVICES:
+        # IRC clients send passwords there: never to a user of that name.
+        return nickserv(session, text)
     try:
         check_nickname(target)
     except ChatError:

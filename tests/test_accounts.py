@@ -422,3 +422,46 @@ def test_unidentified_resume_is_challenged(server: ChatFactory, clock: Clock) ->
     assert CHALLENGE in back.lines()
     clock.advance(30)
     assert back.session.nickname.startswith("Guest")
+
+
+def test_nickserv_identify_by_message(server: ChatFactory) -> None:
+    """/msg NickServ IDENTIFY PASSWORD identifies, as IRC clients send it."""
+    registered(server).enter("/quit")
+    alice = register(server, "alice")
+    alice.enter("/msg NickServ IDENTIFY wrong-password")
+    assert alice.lines() == ["!!! identification failed: wrong password"]
+    alice.enter("/msg nickserv identify alice wonderland")
+    assert alice.lines() == ["*** You are now identified as alice."]
+
+
+def test_nickserv_register_by_message(server: ChatFactory) -> None:
+    """/msg NickServ REGISTER PASSWORD EMAIL registers, in NickServ's order."""
+    bob = register(server, "bob")
+    bob.enter("/msg NickServ REGISTER builder-pw bob@example.org")
+    assert bob.lines() == [
+        "*** bob is now registered to you; on later connections prove it with "
+        "/identify PASSWORD"
+    ]
+    bob.enter("/msg NickServ hello")
+    assert bob.lines() == [
+        "*** NickServ understands IDENTIFY [NICK] PASSWORD, REGISTER PASSWORD "
+        "[EMAIL], PASSWORD OLD NEW and UNREGISTER PASSWORD (or use /help)"
+    ]
+
+
+def test_nobody_can_be_nickserv(server: ChatFactory) -> None:
+    """Whoever takes the nickname NickServ is renamed at once, and gets no messages."""
+    mallory = FakeConnection(server)
+    mallory.enter("NickServ")
+    guest = mallory.session.nickname
+    assert guest.startswith("Guest")
+    assert mallory.lines()[-2:] == [
+        f"*** NickServ is now known as {guest}",
+        f"*** NickServ is the name of a service, not a user's: you are now {guest}",
+    ]
+    alice = register(server, "alice")
+    alice.enter("/msg NickServ IDENTIFY secret-pw")
+    assert alice.lines() == [
+        "!!! alice is not registered; /register PASSWORD claims it"
+    ]
+    assert not any("secret-pw" in line for line in mallory.lines())

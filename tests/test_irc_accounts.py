@@ -266,3 +266,13 @@ async def test_pass_with_irc_client(chat: Harness) -> None:
         ),
         "identified",
     )
+
+
+def test_privmsg_nickserv_identify(server: ChatFactory) -> None:
+    """PRIVMSG NickServ :IDENTIFY PASSWORD (IRC clients' auto-identify) works."""
+    alice = irc_connection(server, "NICK alice", "USER a 0 * :A")
+    alice.output()
+    alice.enter("PRIVMSG NickServ :IDENTIFY wonderland")
+    assert alice.lines() == [
+        ":chatservice NOTICE alice :You are now identified as alice."
+    ]
