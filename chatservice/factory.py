@@ -34,7 +34,7 @@ from .interfaces import (
     ISharedBans,
     ISharedSessions,
 )
-from .logs import format_peer, gate, shown
+from .logs import SessionLog, format_peer, gate, shown
 from .operators import Operators
 from .output import Flusher
 from .reasons import CloseReason
@@ -186,6 +186,8 @@ class ChatFactory(ServerFactory):
         self.stats = Stats(started=clock.seconds())
         #: Sends the connections' output once per reactor iteration.
         self.flusher = Flusher(clock, self.stats)
+        #: Logs each session's registration and end.
+        self.session_log = SessionLog(clock)
         # Per address: a token bucket of new connections, oldest first.
         self._connects: dict[str, TokenBucket] = {}
         self._prune_connects_at = _PRUNE_CONNECTS

@@ -545,6 +545,10 @@ class IChatServer(Interface):
         "The L{chatservice.output.Flusher} that sends every connection's "
         "output once per reactor iteration: a front end's connections use it."
     )
+    session_log = Attribute(
+        "The L{chatservice.logs.SessionLog}: each session's registration and "
+        "end in the log."
+    )
 
     def connection_closed(session: "IChatSession", reason: str) -> None:
         """Forget C{session}'s connection: called once, by the connection."""

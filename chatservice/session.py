@@ -323,14 +323,12 @@ class Session(TimeoutMixin):
         self.server.hooks.disconnected(self, self._close_reason)
         # A quit message or a kick reason is someone's text: the log and the
         # counts get only its kind ("quit", "kicked"), from a closed set.
-        kind = self._close_reason.kind.value
-        log.info(
-            "connection {connection_id} from {peer} closed ({reason}; {detail})",
-            connection_id=self.connection_id,
-            peer=self.peer,
-            nickname=shown(self.nickname),
-            reason=shown(kind),
-            detail=describe_close(reason),
+        self.server.session_log.closed(
+            self.connection_id,
+            self.peer,
+            shown(self.nickname),
+            shown(self._close_reason.kind.value),
+            describe_close(reason),
         )
         self.server.connection_closed(self, self._close_reason)
 
@@ -344,11 +342,8 @@ class Session(TimeoutMixin):
             return nickname
         self.nickname = nickname
         self._new_timer(self.server.settings.idle_timeout or None)
-        log.info(
-            "connection {connection_id} from {peer} registered as {nickname}",
-            connection_id=self.connection_id,
-            peer=self.peer,
-            nickname=shown(nickname),
+        self.server.session_log.registered(
+            self.connection_id, self.peer, shown(nickname)
         )
         return nickname
 

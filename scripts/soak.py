@@ -423,6 +423,8 @@ def read_server_events(path: Path) -> ServerEvents:
                 summary.listening.add(event["description"])
             if DISCONNECT_FIELDS <= keys:
                 summary.closes[str(event["reason"])] += 1
+                if event.get("registered") is True:  # a short session's one line
+                    summary.registrations += 1
             elif REGISTRATION_FIELDS <= keys and "old" not in keys:
                 summary.registrations += 1
             elif THROTTLE_FIELDS <= keys:

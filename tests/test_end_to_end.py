@@ -58,7 +58,8 @@ def test_chat_then_sigterm(
     assert server.wait() in (0, -signal.SIGTERM)
     output = server.output()
     assert "Traceback" not in output
-    # Each connection is logged twice: registered, then closed.
+    # Each connection's registration and close are logged (in one line
+    # for a session that ends within a second).
     assert output.count("registered as") == 2, output
     assert output.count(" closed (server shutting down;") == 2, output
 
@@ -119,7 +120,16 @@ def test_faster_text_log_on_standard_output(
         for line in lines
         if re.fullmatch(prefix + r"closed \(quit; closed cleanly\)", line)
     ]
-    assert len(registered) == len(closed) == 1, lines
+    # A session that ends within a second of registering is one line.
+    both = [
+        line
+        for line in lines
+        if re.fullmatch(
+            prefix + r"registered as alice, closed \(quit; closed cleanly\)", line
+        )
+    ]
+    counts = (len(registered), len(closed), len(both))
+    assert counts in ((1, 1, 0), (0, 0, 1)), lines
     assert any("Main loop terminated." in line for line in lines), lines
 
 

@@ -65,13 +65,17 @@ def errors(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def close_detail(events: list[dict[str, Any]], connection_id: int) -> list[str]:
-    """How the server logged the end of connection C{connection_id}."""
+    """How the server logged the end of connection C{connection_id}.
+
+    Read by the disconnect event's fields (docs/operations.md): a short
+    session's one line is a disconnect too.
+    """
     return [
         f"{event['reason']}; {event['detail']}"
         for event in events
-        if event.get("log_format", "").startswith(
-            "connection {connection_id} from {peer} closed"
-        )
+        if event.get("log_namespace") == "chatservice.session"
+        and "reason" in event
+        and "detail" in event
         and event.get("connection_id") == connection_id
     ]
 

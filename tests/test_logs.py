@@ -13,7 +13,14 @@ from twisted.logger import Logger, LogLevel, formatEvent, globalLogPublisher
 import chatservice
 from chatservice.config import Settings
 from chatservice.factory import ChatFactory, run_at_once
-from chatservice.logs import TOKEN_LENGTH, LevelGate, claimed_nickname, gate, shown
+from chatservice.logs import (
+    REGISTRATION_WAIT,
+    TOKEN_LENGTH,
+    LevelGate,
+    claimed_nickname,
+    gate,
+    shown,
+)
 from chatservice.operators import Operators, hash_password
 from chatservice.resume import TOKEN_BYTES
 from chatservice.testing import FakeConnection, register
@@ -36,19 +43,98 @@ def texts(events: list[dict[str, object]]) -> list[str]:
     ]
 
 
-def test_a_session_is_two_events(factory: ChatFactory, logged: list) -> None:
-    """The registration and the close are logged, each naming the peer."""
+def _waiting(factory: ChatFactory, clock: Clock) -> list[object]:
+    """The timer that writes the registrations waiting, if there is one."""
+    write_all = factory.session_log.write_all
+    return [call for call in clock.getDelayedCalls() if call.func == write_all]
+
+
+def test_a_session_is_two_events(
+    factory: ChatFactory, clock: Clock, logged: list
+) -> None:
+    """The registration and the close are logged, each naming the peer.
+
+    The registration's line is written within a second.
+    """
     alice = FakeConnection(factory)
     assert texts(logged) == []  # the connection alone is not logged
     alice.enter("alice")
+    clock.advance(REGISTRATION_WAIT - 0.01)
+    assert texts(logged) == []
+    clock.advance(0.01)
+    peer = alice.session.peer
+    assert texts(logged) == [f"connection 1 from {peer} registered as alice"]
     alice.enter("/quit")
     alice.drop()
-    peer = alice.session.peer
     assert texts(logged) == [
         f"connection 1 from {peer} registered as alice",
         f"connection 1 from {peer} closed (quit; closed cleanly)",
     ]
     assert logged[-1]["nickname"] == "alice"
+    assert "registered" not in logged[-1]
+    assert _waiting(factory, clock) == []
+
+
+def test_a_short_session_is_one_event(
+    factory: ChatFactory, clock: Clock, logged: list
+) -> None:
+    """A session that ends within a second of registering is logged in one line."""
+    alice = FakeConnection(factory)
+    alice.enter("alice")
+    clock.advance(REGISTRATION_WAIT / 2)
+    alice.enter("/quit")
+    alice.drop()
+    peer = alice.session.peer
+    assert texts(logged) == [
+        f"connection 1 from {peer} registered as alice, closed (quit; closed cleanly)"
+    ]
+    event = logged[-1]
+    assert (event["connection_id"], event["peer"], event["nickname"]) == (
+        1,
+        peer,
+        "alice",
+    )
+    assert (event["reason"], event["detail"], event["registered"]) == (
+        "quit",
+        "closed cleanly",
+        True,
+    )
+    assert _waiting(factory, clock) == []  # nothing left waiting
+
+
+def test_registrations_waiting_are_written_in_order(
+    factory: ChatFactory, clock: Clock, logged: list
+) -> None:
+    """Registrations waiting are written together, in the order they came."""
+    alice, bob = FakeConnection(factory), FakeConnection(factory)
+    alice.enter("alice")
+    clock.advance(0.5)
+    bob.enter("bob")
+    clock.advance(0.5)
+    assert texts(logged) == [
+        f"connection 1 from {alice.session.peer} registered as alice",
+        f"connection 2 from {bob.session.peer} registered as bob",
+    ]
+    assert _waiting(factory, clock) == []
+
+
+def test_a_connections_other_events_come_after_its_registration(
+    factory: ChatFactory, clock: Clock, logged: list
+) -> None:
+    """An event about a connection whose registration waits writes that first."""
+    alice, bob = FakeConnection(factory), FakeConnection(factory)
+    alice.enter("alice")
+    bob.enter("bob")
+    alice.enter("/nick alicia")
+    assert texts(logged) == [
+        f"connection 1 from {alice.session.peer} registered as alice",
+        "connection 1 renamed from alice to alicia",
+    ]
+    bob.drop()
+    assert texts(logged)[-1] == (
+        f"connection 2 from {bob.session.peer} registered as bob, "
+        "closed (connection lost; closed cleanly)"
+    )
 
 
 def test_unregistered_close_names_the_peer(factory: ChatFactory, logged: list) -> None:
@@ -85,6 +171,7 @@ def test_events_below_the_level_are_not_made(
     monkeypatch.setattr(gate, "level", LogLevel.warn)
     alice = FakeConnection(factory)
     alice.enter("alice")
+    assert _waiting(factory, factory.clock) == []  # type: ignore[arg-type]
     alice.drop()
     assert "chatservice.session" not in made
     assert texts(logged) == []
