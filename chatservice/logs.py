@@ -122,8 +122,16 @@ class LevelGate:
         """
         if event["log_level"] >= self._level:
             if _waiting and "connection_id" in event:
-                for session_log in tuple(_waiting):
-                    session_log.write(event["connection_id"])
+                connection_id = event["connection_id"]
+                # Taken from every server's log first, then written: writing
+                # one passes this gate again.
+                waiting = [
+                    line
+                    for session_log in tuple(_waiting)
+                    if (line := session_log.take(connection_id)) is not None
+                ]
+                for line in waiting:
+                    SessionLog.write_line(*line)
             globalLogPublisher(event)
 
 
@@ -250,21 +258,24 @@ class SessionLog:
             registered=True,
         )
 
-    def write(self, connection_id: int) -> None:
-        """Write connection C{connection_id}'s registration now, if it waits."""
+    def take(self, connection_id: int) -> tuple[int, str, str] | None:
+        """Connection C{connection_id}'s registration, if it waits; it no longer does.
+
+        Its line is for L{write_line} to write, now.
+        """
         waiting = self._lines.pop(connection_id, None)
         if waiting is None:
-            return
+            return None
         if not self._lines:
             self._none_waiting()
-        self._write(connection_id, *waiting)
+        return (connection_id, *waiting)
 
     def write_all(self) -> None:
         """Write every registration that waits, in the order they came."""
         lines, self._lines = self._lines, {}
         self._none_waiting()
         for connection_id, (peer, nickname) in lines.items():
-            self._write(connection_id, peer, nickname)
+            self.write_line(connection_id, peer, nickname)
 
     def _none_waiting(self) -> None:
         _waiting.discard(self)
@@ -273,7 +284,8 @@ class SessionLog:
             call.cancel()
 
     @staticmethod
-    def _write(connection_id: int, peer: str, nickname: str) -> None:
+    def write_line(connection_id: int, peer: str, nickname: str) -> None:
+        """Write the line of a registration (L{take}n from its log)."""
         _session_log.info(
             "connection {connection_id} from {peer} registered as {nickname}",
             connection_id=connection_id,

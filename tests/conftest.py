@@ -71,6 +71,19 @@ def _no_leftover_delayed_calls() -> Iterator[None]:
     assert not leftover, f"the test left delayed calls behind: {described}"
 
 
+@pytest.fixture(autouse=True)
+def _no_registrations_waiting() -> Iterator[None]:
+    """Forget the registrations a test's servers left waiting to be logged.
+
+    A server on a fake clock that is not advanced never writes them
+    (chatservice.logs.SessionLog); the next test's events must not.
+    """
+    yield
+    from chatservice import logs
+
+    logs._waiting.clear()
+
+
 _modules = itertools.count()
 
 
