@@ -4,9 +4,9 @@ A user claims their nickname with C{/register [EMAIL] PASSWORD}; on a later
 connection they prove it with C{/identify PASSWORD} (or C{/nick NAME
 PASSWORD}, IRC's C{PASS}, SASL PLAIN).  Whoever takes a registered nickname
 without proving it within C{--identify-grace} seconds is renamed to a guest
-name (L{Accounts}, a session hooks object the server adds to its hooks, so
-every front end gets the same behaviour).  The commands are in
-L{chatservice.accountcommands}.
+name (L{Accounts}, which the server's hooks call at every registration,
+rename and end of a session, so every front end gets the same behaviour).
+The commands are in L{chatservice.accountcommands}.
 
 Passwords are kept as scrypt hashes with the operators' parameters
 (L{chatservice.operators.hash_password}), hashed and checked in the
@@ -193,10 +193,11 @@ class LocalAccounts:
 class Accounts(SessionHooks):
     """The accounts of a server: who is registered, who proved it, the grace.
 
-    It is one of the server's session hooks (see L{chatservice.hooks}):
-    a session that takes a registered nickname, at registration or with
-    C{/nick}, is challenged (told to identify, and renamed after C{grace}
-    seconds if it has not); a session's state is forgotten when it ends.
+    The server's hooks (L{chatservice.hooks.Hooks}) call it as their core,
+    before any plugin: a session that takes a registered nickname, at
+    registration or with C{/nick}, is challenged (told to identify, and
+    renamed after C{grace} seconds if it has not); a session's state is
+    forgotten when it ends.
 
     @param store: where accounts and their messages are kept.
     @param clock: the server's clock.
@@ -406,6 +407,8 @@ class Accounts(SessionHooks):
 
     def _arrived(self, session: IChatSession) -> None:
         """C{session} took a nickname: check the password it gave, or challenge."""
+        if session.closing:
+            return  # it went while the registry was deciding
         if self._waiting is not None:
             self._waiting.append(session)
             return
@@ -526,6 +529,7 @@ class Accounts(SessionHooks):
             session.closing
             or nickname is None
             or fold(nickname) != key
+            or key not in self.known  # unregistered meanwhile
             or self.is_identified(session)
         ):
             return

@@ -143,9 +143,9 @@ class ChatFactory(ServerFactory):
             self.settings.identify_grace,
             shared_accounts,
         )
-        #: Tells the session hooks plugins (and the accounts) of each
+        #: Tells the accounts and the session hooks plugins of each
         #: session's events.
-        self.hooks = Hooks([*extensions.hooks, self.accounts], clock)
+        self.hooks = Hooks(extensions.hooks, clock, core=self.accounts)
         #: The open connections' sessions, by connection id.
         self.connections: dict[int, IChatSession] = {}
         #: Who may become an operator; see L{load_operators}.

@@ -122,11 +122,20 @@ class Hooks:
     """
 
     def __init__(
-        self, plugins: Iterable[ISessionHooks] = (), clock: IReactorTime | None = None
+        self,
+        plugins: Iterable[ISessionHooks] = (),
+        clock: IReactorTime | None = None,
+        core: "ISessionHooks | None" = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
         self.clock = clock
+        #: The server's own observer of registrations, renames and ends (its
+        #: accounts, L{chatservice.accounts.Accounts}), called before the
+        #: plugins, whatever they are, and without the per-session record
+        #: the plugins' order needs (140 bytes a session: an idle server's
+        #: users are most of its memory).  Its errors are not contained.
+        self.core = core
         #: The plugins, in name order.
         self.plugins = tuple(sorted(plugins, key=lambda plugin: str(plugin.name)))
         self.on_connected = _calls(self.plugins, "connected")
@@ -161,6 +170,8 @@ class Hooks:
 
         That room is the lobby, or the room of the session it resumed.
         """
+        if self.core is not None:
+            self.core.registered(session)
         if session in self._sessions and self._sessions[session] is None:
             self._sessions[session] = []
             self._call(self.on_registered, "registered", session)
@@ -192,6 +203,8 @@ class Hooks:
 
     def nick_changed(self, session: "IChatSession", old: str, new: str) -> None:
         """See L{ISessionHooks.nick_changed}."""
+        if self.core is not None:
+            self.core.nick_changed(session, old, new)
         if self._sessions.get(session) is not None:
             self._call(self.on_nick_changed, "nick_changed", session, old, new)
 
@@ -201,6 +214,8 @@ class Hooks:
         The rooms it is still in are those L{joined} and not L{left}.  The
         session's hooks end here.
         """
+        if self.core is not None:
+            self.core.disconnected(session, reason)
         if session not in self._sessions:
             return
         rooms = self._sessions.pop(session)

@@ -465,3 +465,13 @@ def test_nobody_can_be_nickserv(server: ChatFactory) -> None:
         "!!! alice is not registered; /register PASSWORD claims it"
     ]
     assert not any("secret-pw" in line for line in mallory.lines())
+
+
+def test_account_dropped_during_the_grace(server: ChatFactory, clock: Clock) -> None:
+    """A nickname unregistered during someone's grace is theirs to keep."""
+    registered(server).enter("/quit")
+    squatter = register(server, "alice")
+    root = register(server, "root")
+    root.enter("/oper root s3cret", "/dropaccount alice")
+    clock.advance(60)
+    assert squatter.session.nickname == "alice"

@@ -398,8 +398,7 @@ def test_hooks_plugin_found(install: Install, clock: Clock) -> None:
         f"(no installed distribution: {sys.modules[module].__file__})"
     )
     factory = ChatFactory(Settings(), clock=clock, extensions=extensions)
-    # The server's own accounts are hooks too (see chatservice.accounts).
-    assert factory.hooks.plugins == (factory.accounts, *extensions.hooks)
+    assert factory.hooks.plugins == extensions.hooks
 
 
 def test_hooks_plugins_in_name_order(install: Install) -> None:
