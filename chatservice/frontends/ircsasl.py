@@ -96,7 +96,10 @@ def _check(conn: Connection, data: str) -> "Deferred[object] | None":
             log.warn(
                 "failed SASL identification as {nickname} by connection "
                 "{connection_id} from {host}",
-                nickname=shown(account),
+                # An authcid that is no account may be a misplaced password.
+                nickname=shown(account)
+                if accounts.is_registered(account)
+                else "(unknown account)",
                 connection_id=session.connection_id,
                 host=session.host,
             )
