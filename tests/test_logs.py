@@ -302,6 +302,7 @@ def test_user_text_in_every_logged_command_is_escaped(
 SERVER_FIELDS = frozenset(
     {
         "address",
+        "after",
         "before",
         "cluster",
         "code",
@@ -325,6 +326,7 @@ SERVER_FIELDS = frozenset(
         "problem",
         "rate",
         "spare",
+        "store",
         "usable",
         "what",
     }
