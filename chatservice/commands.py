@@ -167,6 +167,8 @@ def _say(session: IChatSession, room: str, event: Event) -> None:
     session.registry.say(room, event, session)
     server = session.server
     server.stats.fanout.observe(perf_counter() - start)
+    # Queued (an append), written within a second: never waited for.
+    server.history.record(room, event)
     hooks = server.hooks
     if event.kind == "chat":
         if hooks.on_said:

@@ -382,6 +382,12 @@ class Settings:
         "Lines of chat each room keeps and shows to people who join (0: none).",
         non_negative,
     )
+    history_days: int = setting(
+        30,
+        "Days a room's lines are kept in the store (for the scrollback, "
+        "/history and /search); older ones are deleted at start and daily.",
+        positive_count,
+    )
     announce_max: int = setting(
         100,
         "Joins and leaves are announced only in rooms with at most this many "

@@ -257,12 +257,14 @@ class Event(_Fields):
             out["history"] = True
         return out
 
-    def stamped(self, when: float | None = None) -> "Event":
+    def stamped(self, when: float | None = None, dated: bool = False) -> "Event":
         """The event as a line of scrollback: the same, marked as history.
 
-        C{when} is when it was said, if not the event's own time.
+        C{when} is when it was said, if not the event's own time.  With
+        C{dated}, its line shows the date too (L{wire.dated}): a line said
+        before today.
         """
-        return Event(
+        event = Event(
             self.kind,
             self.text,
             nick=self.nick,
@@ -275,6 +277,11 @@ class Event(_Fields):
             when=self.time if when is None else when,
             history=True,
         )
+        if dated:
+            parts = _line_of(event).split(b"\n")[:-1]
+            line = b"".join([wire.dated(event.time, part + b"\n") for part in parts])
+            object.__setattr__(event, "line", line)
+        return event
 
 
 def iso_time(when: float) -> str:

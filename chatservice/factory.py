@@ -44,6 +44,7 @@ from .shared import LocalBans
 from .stats import Stats
 from .store import Store, memory_store
 from .store.accounts import StoreAccounts
+from .store.history import History
 from .text import clean_line
 from .throttle import (
     Allowances,
@@ -124,6 +125,10 @@ class ChatFactory(ServerFactory):
         self.clock = clock
         #: What is kept across restarts; opened when the service starts.
         self.store = store if store is not None else memory_store()
+        #: The rooms' lines, kept in the store (see L{History}).
+        self.history = History(
+            self.store, clock, self.settings.history, self.settings.history_days
+        )
         #: The message of the day, as lines; see L{load_motd}.
         self.motd: tuple[str, ...] = ()
         if extensions is None:

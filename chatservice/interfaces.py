@@ -93,12 +93,13 @@ class Scrollback:
     fan-out to 100 users).
     """
 
-    __slots__ = ("when", "event", "_stamped")
+    __slots__ = ("when", "event", "_stamped", "_dated")
 
     def __init__(self, when: float, event: Event) -> None:
         self.when = when
         self.event = event
         self._stamped: Event | None = None
+        self._dated: Event | None = None
 
     def __repr__(self) -> str:
         return f"Scrollback(when={self.when!r}, event={self.event!r})"
@@ -117,6 +118,14 @@ class Scrollback:
         if stamped is None:
             stamped = self._stamped = self.event.stamped(self.when)
         return stamped
+
+    @property
+    def dated(self) -> Event:
+        """The event as a line of scrollback said before today: with its date."""
+        dated = self._dated
+        if dated is None:
+            dated = self._dated = self.event.stamped(self.when, dated=True)
+        return dated
 
 
 class IHeldClient(IChatClient):
@@ -535,6 +544,12 @@ class IChatServer(Interface):
     accounts = Attribute(
         "The L{chatservice.accounts.Accounts}: registered nicknames, who "
         "proved theirs, and the messages kept for those offline."
+    )
+    store = Attribute(
+        "The L{chatservice.store.Store}: the database kept across restarts."
+    )
+    history = Attribute(
+        "The rooms' L{chatservice.store.history.History}, in the store."
     )
     private_allowance = Attribute(
         "A L{chatservice.throttle.Allowances} of the bytes of private messages "

@@ -184,6 +184,7 @@ class ChatService(Service):
             self.factory.store.open()
         except StoreError as error:
             raise StartupError(f"chatservice: {error}") from None
+        self.factory.history.start()
 
     def _sighup(self, signum: int, frame: object) -> None:
         # A signal handler may interrupt the reactor anywhere: hand over.
@@ -260,7 +261,8 @@ class ChatService(Service):
                 "the bans could not be saved: {error}", error=failure.value
             )
         )
-        # What was being written has been; then the store's connections go.
+        # The last lines said are written; then the store's connections go.
+        stopped.addCallback(lambda _: self.factory.history.stop())
         stopped.addCallback(lambda _: self.factory.store.close())
         return stopped
 

@@ -20,7 +20,7 @@ from .interfaces import IChatSession, RoomInfo, Scrollback, UserInfo
 from .paging import is_page_number, page_number, paged
 from .reasons import CloseReason
 from .text import check_nickname, check_room, fold
-from .welcome import choose_nickname, names, show_scrollback
+from .welcome import choose_nickname, join_room, names, show_scrollback
 
 
 @command(
@@ -66,7 +66,7 @@ def join_command(session: IChatSession, args: str) -> Result:
         hooks.left(session, old, f"joined {room}")
         return _describe_room(session, room, history)
 
-    return registry.join(session, room).addCallback(joined)
+    return join_room(session, room).addCallback(joined)
 
 
 def _describe_room(

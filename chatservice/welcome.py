@@ -51,7 +51,7 @@ def _welcome(nickname: str, session: IChatSession) -> Result:
             events.notices(["Type /help for the commands.", *session.server.motd])
         )
         # Already in the lobby: this only fetches its scrollback.
-        return registry.join(session, registry.lobby)
+        return join_room(session, registry.lobby)
 
     def finish(history: list[Scrollback]) -> None:
         show_scrollback(session, session.room, history)
@@ -84,15 +84,32 @@ def names(users: Sequence[UserInfo], away_messages: bool = False) -> str:
     return ", ".join(map(name, users))
 
 
+def join_room(session: IChatSession, room: str) -> Deferred[list[Scrollback]]:
+    """Put C{session} in C{room} (see L{IRegistry.join}); fire with its scrollback.
+
+    The registry's scrollback, preceded by older lines from the store when
+    it has fewer than C{--history} (L{chatservice.store.history}).
+    """
+    history = session.server.history
+    d = session.registry.join(session, room)
+    return d.addCallback(lambda live: history.scrollback(room, live))
+
+
 def show_scrollback(
     session: IChatSession, room: str, history: list[Scrollback]
 ) -> None:
     """Answer C{session} with C{room}'s scrollback (see L{scrollback})."""
-    session.answer_all(scrollback(room, history))
+    session.answer_all(scrollback(room, history, session.server.clock.seconds()))
 
 
-def scrollback(room: str, history: list[Scrollback]) -> list[Event]:
-    """The lines said in C{room} before, stamped and framed as not live."""
+def scrollback(
+    room: str, history: list[Scrollback], now: float | None = None
+) -> list[Event]:
+    """The lines said in C{room} before, stamped and framed as not live.
+
+    Those said before the day of C{now} (UTC) show their date (see
+    L{stamped}).
+    """
     if not history:
         return []
     return [
@@ -100,6 +117,18 @@ def scrollback(room: str, history: list[Scrollback]) -> list[Event]:
             f"Scrollback of {room}, {len(history)} "
             f"line{'s' if len(history) != 1 else ''}, times in UTC:"
         ),
-        *[line.stamped for line in history],
+        *stamped(history, now),
         events.notice(f"End of scrollback of {room}."),
     ]
+
+
+def stamped(history: list[Scrollback], now: float | None) -> list[Event]:
+    """C{history}'s lines as shown again, stamped with when they were said.
+
+    C{[HH:MM] } if said on the day of C{now} (UTC), else C{[YYYY-MM-DD
+    HH:MM] }; all C{[HH:MM] } if C{now} is None.
+    """
+    if now is None:
+        return [line.stamped for line in history]
+    today = now - now % 86400
+    return [line.stamped if line.when >= today else line.dated for line in history]

@@ -133,6 +133,16 @@ def stamped(when: float, line: bytes) -> bytes:
     return _stamp(int(when // 60)) + line
 
 
+def dated(when: float, line: bytes) -> bytes:
+    """A line said before today, prefixed with its UTC date and time.
+
+    C{[YYYY-MM-DD HH:MM] }: the scrollback and C{/history} date the lines
+    older than the day they are shown on (today's have L{stamped}'s time
+    alone).
+    """
+    return time.strftime("[%Y-%m-%d %H:%M] ", time.gmtime(when)).encode() + line
+
+
 @functools.lru_cache(maxsize=256)
 def _stamp(minute: int) -> bytes:
     # Each newcomer to a room is shown its scrollback: formatting the same

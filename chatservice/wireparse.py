@@ -220,7 +220,10 @@ class Pong(Line):
 
 @dataclass(frozen=True, slots=True)
 class Stamped(Line):
-    """A line from the scrollback: C{[HH:MM] } (UTC) and the line itself."""
+    """A line from the scrollback: C{[HH:MM] } (UTC) and the line itself.
+
+    A line said before today has its date too: C{[YYYY-MM-DD HH:MM] }.
+    """
 
     time: str
     line: Line
@@ -269,7 +272,7 @@ _CHAT = re.compile(rf"<({_NICK})> (.*)")
 _ACTION = re.compile(rf"\* ({_NICK})(?: (.*))?")
 _PRIVATE = re.compile(rf"\*({_NICK})\* (.*)")
 _PRIVATE_ECHO = re.compile(rf"-> \*({_NICK})\* (.*)")
-_STAMPED = re.compile(r"\[(\d\d:\d\d)\] (.*)")
+_STAMPED = re.compile(r"\[((?:\d{4}-\d\d-\d\d )?\d\d:\d\d)\] (.*)")
 
 
 def parse(line: bytes | str) -> Line:

@@ -66,6 +66,7 @@ GIVEN = [
     (["--identify-grace", "5"], "identify_grace", 5.0),
     (["--history", "0"], "history", 0),
     (["--history", "10"], "history", 10),
+    (["--history-days", "7"], "history_days", 7),
     (["--frames", "9000"], "frames", ("tcp:9000",)),
     (
         ["--frames", "tcp:9000", "--frames", "unix:/run/chat-frames.sock"],
@@ -223,6 +224,7 @@ WRONG = [
     ),
     (["--history", "-1"], "--history: '-1' is negative"),
     (["--history", "many"], "--history: 'many' is not a whole number"),
+    (["--history-days", "0"], "--history-days: '0' is not a number greater than 0"),
     (["--announce-max", "-1"], "--announce-max: '-1' is negative"),
     (
         ["--redis", "http://10.0.0.5:6379"],

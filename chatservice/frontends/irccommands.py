@@ -17,7 +17,7 @@ from ..interfaces import RoomInfo, Scrollback, UserInfo
 from ..reasons import CloseReason
 from ..text import NICKNAME_MAX, check_nickname, check_room
 from ..usercommands import AWAY_MAX, TOPIC_MAX, msg_command
-from ..welcome import scrollback
+from ..welcome import join_room, scrollback
 from .ircformat import (
     LINE_MAX,
     SERVER,
@@ -152,7 +152,7 @@ def _register(conn: Connection) -> "Deferred[object] | None":
             return None  # it went while the registry was deciding
         _welcome(conn, nickname)
         # Every user starts in the lobby, on every front end.
-        d = registry.join(session, registry.lobby).addCallback(
+        d = join_room(session, registry.lobby).addCallback(
             lambda history: _show_join(conn, registry.lobby, history)
         )
         # The hooks plugins hear of it (and of the lobby) once it is queued.
@@ -255,7 +255,7 @@ def _join_one(conn: Connection, name: str) -> "Deferred[object] | None":
         conn.numeric("405", name, "You have joined too many channels")
         return None
     session = conn.session
-    d = session.registry.join(session, room).addCallback(
+    d = join_room(session, room).addCallback(
         lambda history: _show_join(conn, room, history)
     )
     return d.addCallback(lambda _: session.server.hooks.joined(session, room))
@@ -285,7 +285,7 @@ def _scrollback(conn: Connection, room: str, history: list[Scrollback]) -> None:
         for line in history:
             conn._answer_raw(tagged(line.when, shared(line.event)))
         return
-    for event in scrollback(room, history):
+    for event in scrollback(room, history, conn.session.server.clock.seconds()):
         conn._answer_raw(notices(room, event.line.decode("utf-8").split("\r\n")[:-1]))
 
 

@@ -10,6 +10,10 @@ from chatservice.accountcommands import (  # noqa: F401 - found by the plugin sc
 from chatservice.frontends.frames import frames  # noqa: F401 - found by the scan
 from chatservice.frontends.irc import irc_front_end  # noqa: F401 - found by the scan
 from chatservice.frontends.lines import lines  # noqa: F401 - found by the scan
+from chatservice.historycommands import (  # noqa: F401 - found by the scan
+    history_command,
+    search_command,
+)
 from chatservice.moderation import (  # noqa: F401 - found by the plugin scan
     ban_command,
     bans_command,

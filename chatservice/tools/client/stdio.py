@@ -86,7 +86,7 @@ def _speaker(line: Line) -> tuple[int, str] | None:
     """
     stamp = 0
     if isinstance(line, Stamped):
-        stamp = len("[HH:MM] ")
+        stamp = len(f"[{line.time}] ")
         line = line.line
         if not isinstance(line, Chat | Action):
             return None

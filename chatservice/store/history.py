@@ -1,0 +1,373 @@
+"""Room history in the store: written in batches, read for joins and commands.
+
+Every chat line and action said in a room (not private messages) is
+L{History.record}ed where it is said: on the node of its sender, so a
+cluster stores each line once.  Recording appends to a list and nothing
+more, on the fan-out's path; the lines are written in one transaction at
+most L{FLUSH_INTERVAL} seconds after the first of them was queued, from the
+store's thread pool, so the fan-out never waits for the disk.  A crash
+loses at most the lines of that last second (and of a write under way).
+
+Lines older than C{--history-days} are deleted at start and then daily
+(L{History.start}), by the store's threads too.
+
+What is read back:
+
+  - L{History.scrollback}: what a newcomer to a room is shown.  The
+    registry keeps each room's last C{--history} lines in memory, as
+    before; when it has fewer than that (after a restart, or in a room
+    that emptied and was made again), the older ones are read from the
+    store, once per room: those read are kept (L{CACHED_ROOMS} rooms at
+    most), so a registration costs no round trip to the database.
+  - L{History.last}, L{History.since}: C{/history}.
+  - L{History.search}: C{/search}, the full-text index of each database
+    (SQLite's FTS5, PostgreSQL's C{tsvector}), with the words quoted so
+    that no input is taken for the index's query syntax.
+"""
+
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ..events import Event
+from ..interfaces import Scrollback
+from ..logs import gate
+from ..text import fold
+from ..throttle import Allowances
+from .base import Store
+from .cursor import Cursor
+
+log = Logger(observer=gate)
+
+#: The most seconds a line said waits in memory before it is written.
+FLUSH_INTERVAL = 1.0
+
+#: How often lines older than C{--history-days} are deleted.
+PRUNE_INTERVAL = 24 * 3600.0
+
+#: Rooms whose older scrollback, read from the store, is kept in memory.
+CACHED_ROOMS = 1024
+
+#: The kinds of event stored: a room's chat lines and actions.
+KINDS = ("chat", "action")
+
+#: Searches per second one user may make over time (C{/search}), and at once.
+SEARCH_RATE = 0.2
+SEARCH_BURST = 3.0
+
+#: A queued line: room, time, kind, nickname, folded nickname, text.
+Row = tuple[str, float, str, str, str, str]
+
+
+def _insert(cursor: Cursor, rows: list[Row]) -> None:
+    cursor.executemany(
+        "INSERT INTO history (room, at, kind, nick, sender, text) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+
+
+def _prune(cursor: Cursor, before: float) -> int:
+    return cursor.execute("DELETE FROM history WHERE at < ?", (before,)).rowcount
+
+
+_COLUMNS = "at, kind, nick, text"
+
+
+def _last(
+    cursor: Cursor, room: str, before: float | None, count: int
+) -> list[tuple[Any, ...]]:
+    """The C{count} newest lines of C{room} said before C{before}, oldest first."""
+    if before is None:
+        cursor.execute(
+            f"SELECT {_COLUMNS} FROM history WHERE room = ? "
+            "ORDER BY at DESC, id DESC LIMIT ?",
+            (room, count),
+        )
+    else:
+        cursor.execute(
+            f"SELECT {_COLUMNS} FROM history WHERE room = ? AND at < ? "
+            "ORDER BY at DESC, id DESC LIMIT ?",
+            (room, before, count),
+        )
+    return cursor.fetchall()[::-1]
+
+
+def _since(
+    cursor: Cursor, room: str, since: float, skip: int, count: int
+) -> list[tuple[Any, ...]]:
+    """The lines of C{room} from C{since} on, oldest first, after C{skip}."""
+    cursor.execute(
+        f"SELECT {_COLUMNS} FROM history WHERE room = ? AND at >= ? "
+        "ORDER BY at, id LIMIT ? OFFSET ?",
+        (room, since, count, skip),
+    )
+    return cursor.fetchall()
+
+
+def _search(
+    cursor: Cursor, room: str, words: Sequence[str], count: int
+) -> list[tuple[Any, ...]]:
+    """The C{count} newest lines of C{room} holding every one of C{words}."""
+    if cursor.dialect == "sqlite":
+        cursor.execute(
+            "SELECT h.at, h.kind, h.nick, h.text FROM history_words "
+            "JOIN history AS h ON h.id = history_words.rowid "
+            "WHERE history_words MATCH ? AND h.room = ? "
+            "ORDER BY h.at DESC, h.id DESC LIMIT ?",
+            (fts5_query(words), room, count),
+        )
+    else:
+        cursor.execute(
+            f"SELECT {_COLUMNS} FROM history "
+            "WHERE words @@ plainto_tsquery('simple', ?) AND room = ? "
+            "ORDER BY at DESC, id DESC LIMIT ?",
+            (" ".join(words), room, count),
+        )
+    return cursor.fetchall()[::-1]
+
+
+def fts5_query(words: Sequence[str]) -> str:
+    """An FTS5 query matching lines with all of C{words}, each taken literally.
+
+    Each word is a quoted string (its quotes doubled), so C{OR}, C{NEAR},
+    C{*}, C{:} or a stray quote are words to find, never query syntax.
+    """
+    return " ".join('"' + word.replace('"', '""') + '"' for word in words)
+
+
+def _scrollback(row: Sequence[Any], room: str) -> Scrollback:
+    at, kind, nick, text = row
+    at = float(at)
+    return Scrollback(at, Event(kind, text, nick=nick, room=room, when=at))
+
+
+class History:
+    """Room history in C{store}; see the module docstring.
+
+    @param store: where it is kept.
+    @param clock: for the batches' timer and the daily pruning.
+    @param lines: how many lines a newcomer is shown (C{--history}).
+    @param days: how long lines are kept (C{--history-days}).
+    """
+
+    def __init__(
+        self, store: Store, clock: IReactorTime, lines: int, days: float
+    ) -> None:
+        self.store = store
+        self._clock = clock
+        self._lines = lines
+        self._days = days
+        self._queue: list[Row] = []
+        self._timer: IDelayedCall | None = None
+        self._writing: Deferred[object] | None = None
+        self._pruning: LoopingCall | None = None
+        # By room: its last lines, read from the store for a newcomer, then
+        # kept up to date with the lines said here (record).
+        self._older: OrderedDict[str, deque[Scrollback]] = OrderedDict()
+        self._reading: dict[str, Deferred[object]] = {}
+        #: What each user may still search (by folded nickname).
+        self.searches = Allowances(SEARCH_RATE, SEARCH_BURST)
+        #: Lines written, and lines lost because a write failed.
+        self.written = 0
+        self.lost = 0
+
+    # Writing ---------------------------------------------------------------
+
+    def record(self, room: str, event: Event) -> None:
+        """Queue C{event}, a chat line or action said in C{room}, for writing."""
+        nick = event.nick or ""
+        self._queue.append((room, event.time, event.kind, nick, fold(nick), event.text))
+        cached = self._older.get(room)
+        if cached is not None:
+            cached.append(Scrollback(event.time, event))
+        if self._timer is None:
+            self._timer = self._clock.callLater(FLUSH_INTERVAL, self._flush)
+
+    def _flush(self) -> None:
+        self._timer = None
+        if self._writing is not None:
+            # One write at a time, in order: the next batch when it is done.
+            self._timer = self._clock.callLater(FLUSH_INTERVAL, self._flush)
+            return
+        rows, self._queue = self._queue, []
+        if not rows:
+            return
+        d = self._writing = self.store.run_interaction(_insert, rows)
+
+        def written(_: object) -> None:
+            self.written += len(rows)
+
+        def failed(failure: Failure) -> None:
+            self.lost += len(rows)
+            log.failure(
+                "{count} line(s) of history could not be written",
+                failure,
+                count=len(rows),
+            )
+
+        def done(_: object) -> None:
+            self._writing = None
+
+        d.addCallbacks(written, failed).addBoth(done)
+
+    def flush(self) -> Deferred[None]:
+        """Write what is queued now; fires when every line recorded is written."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        writing = self._writing
+        if writing is not None:
+            waiting: Deferred[None] = Deferred()
+            writing.addBoth(lambda result: (waiting.callback(None), result)[1])
+            return waiting.addCallback(lambda _: self.flush())
+        if not self._queue:
+            return succeed(None)
+        self._flush()
+        return self.flush()
+
+    # Pruning ---------------------------------------------------------------
+
+    def start(self) -> None:
+        """Delete the lines older than C{--history-days} now, then daily."""
+        self._pruning = LoopingCall(self.prune)
+        self._pruning.clock = self._clock
+        self._pruning.start(PRUNE_INTERVAL, now=True)
+
+    def prune(self) -> Deferred[int]:
+        """Delete the lines older than C{--history-days}; fires with how many."""
+        before = self._clock.seconds() - self._days * 24 * 3600
+        d = self.store.run_interaction(_prune, before)
+
+        def pruned(count: int) -> int:
+            if count:
+                log.info(
+                    "deleted {count} line(s) of history older than {days} days",
+                    count=count,
+                    days=self._days,
+                )
+            return count
+
+        def failed(failure: Failure) -> int:
+            log.failure("the history could not be pruned", failure)
+            return 0
+
+        return d.addCallbacks(pruned, failed)
+
+    def stop(self) -> Deferred[None]:
+        """Stop pruning; fire once every line recorded is written."""
+        if self._pruning is not None and self._pruning.running:
+            self._pruning.stop()
+        self._pruning = None
+        return self.flush()
+
+    # Reading ---------------------------------------------------------------
+
+    def scrollback(
+        self, room: str, live: list[Scrollback]
+    ) -> Deferred[list[Scrollback]]:
+        """What a newcomer to C{room} is shown, from the registry's C{live}.
+
+        Those lines, preceded, if there are fewer than C{--history}, by
+        older ones from the store.
+        """
+        wanted = self._lines
+        if len(live) >= wanted or not wanted:
+            return succeed(live)
+        cached = self._older.get(room)
+        if cached is not None:
+            return succeed(self._joined(cached, live))
+        reading = self._reading.get(room)
+        if reading is None:
+            reading = self._read(room)
+            if not reading.called:  # the next newcomers wait for this read
+                self._reading[room] = reading
+        d: Deferred[list[Scrollback]] = Deferred()
+
+        def read(result: object) -> object:
+            cached = self._older.get(room)
+            d.callback(live if cached is None else self._joined(cached, live))
+            return result
+
+        reading.addBoth(read)
+        return d
+
+    def _read(self, room: str) -> Deferred[object]:
+        """Read C{room}'s last lines into the cache, with those still queued."""
+        queued = [row for row in self._queue if row[0] == room]
+        d = self.store.run_interaction(_last, room, None, self._lines)
+
+        def read(rows: list[tuple[Any, ...]]) -> None:
+            newest = float(rows[-1][0]) if rows else float("-inf")
+            # Those queued when the read began, and those queued since.
+            later = {
+                row: None
+                for row in queued + self._queue
+                if row[0] == room and row[1] > newest
+            }
+            lines = [_scrollback(row, room) for row in rows]
+            lines += [
+                _scrollback((at, kind, nick, text), room)
+                for _, at, kind, nick, _, text in later
+            ]
+            self._older[room] = deque(lines, maxlen=self._lines)
+            while len(self._older) > CACHED_ROOMS:
+                self._older.popitem(last=False)
+
+        def failed(failure: Failure) -> None:
+            log.failure(
+                "the scrollback of {room} could not be read", failure, room=room
+            )
+
+        def done(result: object) -> None:
+            self._reading.pop(room, None)
+
+        return d.addCallbacks(read, failed).addBoth(done)
+
+    def _joined(
+        self, older: "deque[Scrollback]", live: list[Scrollback]
+    ) -> list[Scrollback]:
+        """The lines of C{older} said before those of C{live}, then C{live}."""
+        if not live:
+            return list(older)
+        before = live[0].event.time
+        lines = [line for line in older if line.event.time < before] + live
+        return lines[-self._lines :]
+
+    def last(self, room: str, count: int) -> Deferred[list[Scrollback]]:
+        """The last C{count} lines of C{room}, oldest first (those queued too)."""
+        return (
+            self.flush()
+            .addCallback(lambda _: self.store.run_interaction(_last, room, None, count))
+            .addCallback(lambda rows: [_scrollback(row, room) for row in rows])
+        )
+
+    def since(
+        self, room: str, since: float, skip: int, count: int
+    ) -> Deferred[list[Scrollback]]:
+        """C{count} lines of C{room} from C{since} on, after the first C{skip}."""
+        return (
+            self.flush()
+            .addCallback(
+                lambda _: self.store.run_interaction(_since, room, since, skip, count)
+            )
+            .addCallback(lambda rows: [_scrollback(row, room) for row in rows])
+        )
+
+    def search(
+        self, room: str, words: Sequence[str], count: int
+    ) -> Deferred[list[Scrollback]]:
+        """The last C{count} lines of C{room} with all of C{words}, oldest first."""
+        return (
+            self.flush()
+            .addCallback(
+                lambda _: self.store.run_interaction(_search, room, list(words), count)
+            )
+            .addCallback(lambda rows: [_scrollback(row, room) for row in rows])
+        )

@@ -1,0 +1,401 @@
+"""Room history in the store: batched writes, scrollback, /history, /search.
+
+Unit tests: an in-memory SQLite store (chatservice.testing.memory_store)
+and a fake clock; a "restart" is a second factory on the same store.
+"""
+
+import calendar
+import time
+from typing import Any
+
+import pytest
+from test_irc import irc_registered
+
+from twisted.internet.task import Clock
+
+from chatservice import events
+from chatservice.config import Settings
+from chatservice.factory import ChatFactory
+from chatservice.store import Store
+from chatservice.store.history import FLUSH_INTERVAL, PRUNE_INTERVAL
+from chatservice.testing import FakeConnection, memory_store, register
+
+#: 2026-12-06 09:30:00 UTC: "now" in these tests.
+NOW = float(calendar.timegm((2026, 12, 6, 9, 30, 0)))
+DAY = 86400.0
+
+
+def at(text: str) -> float:
+    """C{YYYY-MM-DD HH:MM} (UTC) as seconds since the epoch."""
+    return float(calendar.timegm(time.strptime(text, "%Y-%m-%d %H:%M")))
+
+
+def server(store: Store, clock: Clock, **settings: Any) -> ChatFactory:
+    """A server on C{store}, as after a (re)start, with the clock at C{NOW}."""
+    if not clock.seconds():
+        clock.advance(NOW)
+    return ChatFactory(Settings(**settings), clock=clock, store=store)
+
+
+def stored(store: Store) -> list[tuple[Any, ...]]:
+    """What the store's history holds, oldest first."""
+    d = store.run_interaction(
+        lambda cursor: cursor.execute(
+            "SELECT room, kind, nick, sender, text FROM history ORDER BY at, id"
+        ).fetchall()
+    )
+    return d.result  # type: ignore[no-any-return]
+
+
+def put(store: Store, *lines: tuple[str, str, str, str]) -> None:
+    """Store C{(room, when, nick, text)} chat lines, as a server before did."""
+
+    def insert(cursor: Any) -> None:
+        for room, when, nick, text in lines:
+            cursor.execute(
+                "INSERT INTO history (room, at, kind, nick, sender, text) "
+                "VALUES (?, ?, 'chat', ?, ?, ?)",
+                (room, at(when), nick, nick.lower(), text),
+            )
+
+    store.run_interaction(insert).result  # noqa: B018 (raises if it failed)
+
+
+@pytest.fixture
+def store() -> Store:
+    return memory_store()
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """A fake clock that events take their time from too (at NOW, once started)."""
+    clock = Clock()
+    monkeypatch.setattr(events, "_time", clock)
+    clock.time = clock.seconds  # type: ignore[attr-defined]
+    return clock
+
+
+def test_lines_are_written_in_one_batch_after_a_second(
+    store: Store, clock: Clock
+) -> None:
+    """Lines said are written together, one second after the first, not before."""
+    factory = server(store, clock)
+    alice = register(factory, "alice")
+    writes = []
+    run = store.run_interaction
+    store.run_interaction = lambda *a: writes.append(a) or run(*a)  # type: ignore[method-assign]
+    alice.enter("one", "/me two", "three")
+    clock.advance(FLUSH_INTERVAL - 0.01)
+    assert writes == []
+    clock.advance(0.01)
+    assert len(writes) == 1
+    assert stored(store) == [
+        ("#lobby", "chat", "alice", "alice", "one"),
+        ("#lobby", "action", "alice", "alice", "two"),
+        ("#lobby", "chat", "alice", "alice", "three"),
+    ]
+
+
+def test_private_messages_and_notices_are_not_stored(
+    store: Store, clock: Clock
+) -> None:
+    """Only chat lines and actions said in rooms are stored."""
+    factory = server(store, clock)
+    alice = register(factory, "alice")
+    register(factory, "bob")
+    alice.enter("/msg bob secret", "/topic tea", "/join #x", "/away lunch")
+    clock.advance(FLUSH_INTERVAL)
+    assert stored(store) == []
+
+
+def test_scrollback_after_a_restart(store: Store, clock: Clock) -> None:
+    """After a restart, a newcomer sees the room's last lines, read from the store."""
+    put(
+        store,
+        ("#lobby", "2026-12-06 08:00", "bob", "good morning"),
+        ("#lobby", "2026-12-06 08:05", "alice", "hi bob"),
+        ("#tea", "2026-12-06 08:06", "carol", "elsewhere"),
+    )
+    carol = FakeConnection(server(store, clock))
+    carol.enter("carol")
+    assert carol.lines()[-5:-1] == [
+        "*** Scrollback of #lobby, 2 lines, times in UTC:",
+        "[08:00] <bob> good morning",
+        "[08:05] <alice> hi bob",
+        "*** End of scrollback of #lobby.",
+    ]
+
+
+def test_older_lines_are_dated(store: Store, clock: Clock) -> None:
+    """A line said before today shows its date; today's keep their format."""
+    put(
+        store,
+        ("#lobby", "2026-11-30 23:59", "bob", "last month"),
+        ("#lobby", "2026-12-05 23:59", "bob", "yesterday"),
+        ("#lobby", "2026-12-06 00:00", "bob", "today"),
+    )
+    carol = FakeConnection(server(store, clock))
+    carol.send(b"carol\r\n")
+    assert (
+        b"*** Scrollback of #lobby, 3 lines, times in UTC:\r\n"
+        b"[2026-11-30 23:59] <bob> last month\r\n"
+        b"[2026-12-05 23:59] <bob> yesterday\r\n"
+        b"[00:00] <bob> today\r\n"
+        b"*** End of scrollback of #lobby.\r\n*** resume token: "
+    ) in carol.output()
+
+
+def test_scrollback_keeps_its_length(store: Store, clock: Clock) -> None:
+    """Older lines from the store and newer ones in memory make --history lines."""
+    put(
+        store, *[("#lobby", f"2026-12-06 08:0{n}", "bob", f"old {n}") for n in range(5)]
+    )
+    factory = server(store, clock, history=3)
+    alice = register(factory, "alice")
+    alice.enter("new")
+    carol = FakeConnection(factory)
+    carol.enter("carol")
+    assert carol.lines()[-6:-1] == [
+        "*** Scrollback of #lobby, 3 lines, times in UTC:",
+        "[08:03] <bob> old 3",
+        "[08:04] <bob> old 4",
+        "[09:30] <alice> new",
+        "*** End of scrollback of #lobby.",
+    ]
+
+
+def test_registrations_do_not_each_read_the_store(store: Store, clock: Clock) -> None:
+    """The scrollback read from the store is kept: one read, not one per newcomer."""
+    put(store, ("#lobby", "2026-12-06 08:00", "bob", "hello"))
+    factory = server(store, clock)
+    reads = []
+    run = store.run_interaction
+    store.run_interaction = lambda *a: reads.append(a) or run(*a)  # type: ignore[method-assign]
+    for n in range(5):
+        user = FakeConnection(factory)
+        user.enter(f"user{n}")
+        assert "[08:00] <bob> hello" in user.lines()
+    assert len(reads) == 1
+
+
+def test_a_room_made_again_shows_its_lines(store: Store, clock: Clock) -> None:
+    """A room that emptied and was made again shows what was said before."""
+    factory = server(store, clock)
+    alice = register(factory, "alice")
+    alice.enter("/join #tea", "first", "/join #lobby")
+    clock.advance(60)
+    alice.output()
+    alice.enter("/join #tea")
+    assert alice.lines()[-3:] == [
+        "*** Scrollback of #tea, 1 line, times in UTC:",
+        "[09:30] <alice> first",
+        "*** End of scrollback of #tea.",
+    ]
+
+
+def test_the_last_second_is_written_at_stop(store: Store, clock: Clock) -> None:
+    """Stopping the history writes what was queued, at once."""
+    factory = server(store, clock)
+    register(factory, "alice").enter("last words")
+    factory.history.stop()
+    assert stored(store) == [("#lobby", "chat", "alice", "alice", "last words")]
+
+
+def test_old_lines_are_pruned_at_start_and_daily(store: Store, clock: Clock) -> None:
+    """Lines older than --history-days go at start, then once a day."""
+    put(
+        store,
+        ("#lobby", "2026-11-05 09:29", "bob", "31 days ago"),
+        ("#lobby", "2026-11-06 10:00", "bob", "not yet 30"),
+    )
+    factory = server(store, clock, history_days=30)
+    factory.history.start()
+    assert [row[4] for row in stored(store)] == ["not yet 30"]
+    clock.advance(PRUNE_INTERVAL)
+    assert stored(store) == []
+    factory.history.stop()
+
+
+# /history ------------------------------------------------------------------
+
+
+def test_history_last_lines(store: Store, clock: Clock) -> None:
+    """/history N shows the room's last N lines, the older ones dated."""
+    put(
+        store,
+        ("#lobby", "2026-12-04 10:00", "bob", "one"),
+        ("#lobby", "2026-12-05 10:00", "bob", "two"),
+    )
+    alice = register(server(store, clock), "alice")
+    alice.enter("three")
+    alice.enter("/history 2")
+    assert alice.lines() == [
+        "*** History of #lobby: the last 2 lines, times in UTC:",
+        "[2026-12-05 10:00] <bob> two",
+        "[09:30] <alice> three",
+        "*** End of history of #lobby; /history since YYYY-MM-DD shows the lines "
+        "from a day on.",
+    ]
+
+
+def test_history_of_an_empty_room(store: Store, clock: Clock) -> None:
+    """/history in a room where nothing was said says so."""
+    alice = register(server(store, clock), "alice")
+    alice.enter("/join #new", "/history")
+    assert alice.lines()[-1] == "*** #new has no history."
+
+
+def test_history_since_pages(store: Store, clock: Clock) -> None:
+    """/history since DATE shows 100 lines a page, and says how to see the next."""
+    put(
+        store,
+        *[
+            ("#lobby", f"2026-12-05 {n // 60:02d}:{n % 60:02d}", "bob", f"line {n}")
+            for n in range(150)
+        ],
+    )
+    alice = register(server(store, clock), "alice")
+    alice.enter("/history since 2026-12-05")
+    first = alice.lines()
+    assert (
+        first[0] == "*** History of #lobby since 2026-12-05: 100 lines, times in UTC:"
+    )
+    assert first[1] == "[2026-12-05 00:00] <bob> line 0"
+    assert first[100] == "[2026-12-05 01:39] <bob> line 99"
+    assert first[101] == "*** \N{HORIZONTAL ELLIPSIS} more: /history since 2026-12-05 2"
+    alice.enter("/history since 2026-12-05 2")
+    second = alice.lines()
+    assert second[0] == (
+        "*** History of #lobby since 2026-12-05, page 2: 50 lines, times in UTC:"
+    )
+    assert second[1] == "[2026-12-05 01:40] <bob> line 100"
+    assert second[-1] == "*** End of history of #lobby."
+    alice.enter("/history since 2026-12-05T02:29")
+    assert alice.lines() == [
+        "*** History of #lobby since 2026-12-05T02:29: 1 line, times in UTC:",
+        "[2026-12-05 02:29] <bob> line 149",
+        "*** End of history of #lobby.",
+    ]
+    alice.enter("/history since 2026-12-05 3")
+    assert alice.lines() == ["*** There is no page 3 of /history since 2026-12-05."]
+    alice.enter("/history since 2026-12-06")
+    assert alice.lines() == ["*** No lines in #lobby since 2026-12-06."]
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        ("0", "!!! usage: /history [N | since YYYY-MM-DD[THH:MM] [PAGE]]"),
+        ("-1", "!!! usage: /history [N | since YYYY-MM-DD[THH:MM] [PAGE]]"),
+        ("lots", "!!! usage: /history [N | since YYYY-MM-DD[THH:MM] [PAGE]]"),
+        ("since", "!!! usage: /history [N | since YYYY-MM-DD[THH:MM] [PAGE]]"),
+        (
+            "since 5/12/2026",
+            "!!! usage: /history [N | since YYYY-MM-DD[THH:MM] [PAGE]]",
+        ),
+        (
+            "since 2026-12-05 0",
+            "!!! usage: /history [N | since YYYY-MM-DD[THH:MM] [PAGE]]",
+        ),
+        (
+            "101",
+            "!!! /history shows at most 100 lines at a time; /history since "
+            "YYYY-MM-DD shows more, page by page",
+        ),
+        (
+            "since 2026-02-30",
+            "!!! there is no such moment as 2026-02-30 (YYYY-MM-DD or "
+            "YYYY-MM-DDTHH:MM, in UTC)",
+        ),
+        (
+            "since 2026-12-05T24:00",
+            "!!! there is no such moment as 2026-12-05T24:00 (YYYY-MM-DD or "
+            "YYYY-MM-DDTHH:MM, in UTC)",
+        ),
+    ],
+)
+def test_history_bad_arguments(
+    store: Store, clock: Clock, args: str, error: str
+) -> None:
+    """/history with arguments it cannot read says what it takes."""
+    alice = register(server(store, clock), "alice")
+    alice.enter(f"/history {args}")
+    assert alice.lines() == [error]
+
+
+# /search -------------------------------------------------------------------
+
+
+def test_search_finds_lines_with_every_word(store: Store, clock: Clock) -> None:
+    """/search shows the room's lines that have all the words, oldest first."""
+    put(
+        store,
+        ("#lobby", "2026-12-05 10:00", "bob", "the Twisted reactor"),
+        ("#lobby", "2026-12-05 11:00", "bob", "a reactor"),
+        ("#tea", "2026-12-05 12:00", "bob", "twisted reactor elsewhere"),
+        ("#lobby", "2026-12-06 09:00", "carol", "reactor? twisted, yes"),
+    )
+    alice = register(server(store, clock), "alice")
+    alice.enter("/search reactor TWISTED")
+    assert alice.lines() == [
+        "*** Lines of #lobby with reactor TWISTED: 2 lines (all), times in UTC:",
+        "[2026-12-05 10:00] <bob> the Twisted reactor",
+        "[09:00] <carol> reactor? twisted, yes",
+        "*** End of search.",
+    ]
+    alice.enter("/search teapot")
+    assert alice.lines() == ["*** No line in #lobby has all of: teapot"]
+
+
+@pytest.mark.parametrize(
+    "words",
+    ['"', 'a" OR "b', "NEAR(a b)", "*", "a*", "text:secret", "^a", "-a", "(", "'"],
+)
+def test_search_takes_any_input_literally(
+    store: Store, clock: Clock, words: str
+) -> None:
+    """Words that are FTS5 query syntax are searched for, never an error."""
+    put(store, ("#lobby", "2026-12-06 09:00", "bob", "nothing to see"))
+    alice = register(server(store, clock), "alice")
+    alice.enter(f"/search {words}")
+    assert alice.lines() == [f"*** No line in #lobby has all of: {words}"]
+
+
+def test_search_is_rate_limited(store: Store, clock: Clock) -> None:
+    """A user may search 3 times at once, then once every 5 seconds."""
+    alice = register(server(store, clock), "alice")
+    alice.enter(*["/search tea"] * 4)
+    assert alice.lines() == ["*** No line in #lobby has all of: tea"] * 3 + [
+        "!!! too many searches (at most 3 at once, then one every 5 seconds); "
+        "try again in 5 seconds"
+    ]
+    clock.advance(5)
+    alice.enter("/search tea")
+    assert alice.lines() == ["*** No line in #lobby has all of: tea"]
+
+
+def test_search_bounds(store: Store, clock: Clock) -> None:
+    """/search needs words, at most 8 of at most 64 characters."""
+    alice = register(server(store, clock), "alice")
+    alice.enter("/search", "/search " + "a " * 9, "/search " + "a" * 65)
+    assert alice.lines() == [
+        "!!! usage: /search WORDS",
+        "!!! /search takes at most 8 words",
+        "!!! /search takes words of at most 64 characters",
+    ]
+
+
+# Other front ends ----------------------------------------------------------
+
+
+def test_history_on_irc(store: Store, clock: Clock) -> None:
+    """An IRC user's HISTORY is /history, its answers NOTICEs."""
+    put(store, ("#lobby", "2026-12-05 10:00", "bob", "hello"))
+    alice = irc_registered(server(store, clock), "alice")
+    alice.enter("HISTORY 1")
+    assert alice.lines() == [
+        ":chatservice NOTICE alice :History of #lobby: the last 1 line, times in UTC:",
+        ":chatservice NOTICE alice :[2026-12-05 10:00] <bob> hello",
+        ":chatservice NOTICE alice :End of history of #lobby; /history since "
+        "YYYY-MM-DD shows the lines from a day on.",
+    ]
