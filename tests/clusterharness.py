@@ -134,6 +134,7 @@ class Nodes:
         for factory in self.factories:
             factory.sessions.stop()  # sessions held for a resume end
             factory.flusher.flush()
+            factory.history.stop()  # the lines said are written now
         for node in self.made:
             node.stop()
             block(node.close())

@@ -706,3 +706,31 @@ def test_line_said_just_before_a_resume_elsewhere(cluster: Cluster) -> None:
         client.send("/quit")
     for node in (a, b, c):
         assert_clean(node)
+
+
+def test_history_is_shared_and_stored_once(cluster: Cluster) -> None:
+    """A line said on one node is in /history on another, stored once."""
+    import psycopg
+
+    a, b = cluster.start(2)
+    alice, _ = cluster.user(a, "alice")
+    bob, _ = cluster.user(b, "bob")
+    assert alice.line() == "*** bob has joined #lobby"
+    alice.send("kept in postgres")
+    assert bob.line() == "<alice> kept in postgres"
+    deadline = time.monotonic() + WAIT
+    while True:
+        bob.send("/history 5")
+        lines = bob.sync(f"history {time.monotonic()}")
+        if len(lines) > 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert lines[0] == "*** History of #lobby: the last 1 line, times in UTC:", lines
+    assert lines[1].endswith("] <alice> kept in postgres"), lines
+    bob.send("/search postgres")
+    assert bob.sync("search")[1].endswith("] <alice> kept in postgres")
+    with psycopg.connect(cluster.store) as connection:
+        rows = connection.execute("SELECT room, nick, text FROM history").fetchall()
+    assert rows == [("#lobby", "alice", "kept in postgres")]
+    for node in (a, b):
+        assert_clean(node)

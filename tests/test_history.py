@@ -6,9 +6,12 @@ and a fake clock; a "restart" is a second factory on the same store.
 
 import calendar
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_twisted
 from test_irc import irc_registered
 
 from twisted.internet.task import Clock
@@ -17,7 +20,7 @@ from chatservice import events
 from chatservice.config import Settings
 from chatservice.factory import ChatFactory
 from chatservice.store import Store
-from chatservice.store.history import FLUSH_INTERVAL, PRUNE_INTERVAL
+from chatservice.store.history import FLUSH_INTERVAL, PRUNE_INTERVAL, History
 from chatservice.testing import FakeConnection, memory_store, register
 
 #: 2026-12-06 09:30:00 UTC: "now" in these tests.
@@ -399,3 +402,61 @@ def test_history_on_irc(store: Store, clock: Clock) -> None:
         ":chatservice NOTICE alice :End of history of #lobby; /history since "
         "YYYY-MM-DD shows the lines from a day on.",
     ]
+
+
+# On the real databases, through the pool -----------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def real_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """An opened store on a SQLite file, or on a new PostgreSQL database."""
+    if request.param == "sqlite":
+        url = f"sqlite:{tmp_path / 'chat.db'}"
+    else:
+        url = request.getfixturevalue("postgres")
+    opened = Store(url)
+    opened.open()
+    yield opened
+    opened.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_history_on_each_database(real_store: Store) -> None:
+    """Writing, /history's queries, /search and pruning work on both databases."""
+    from twisted.internet import reactor
+
+    history = History(real_store, reactor, 50, 30)
+    now = time.time()
+    said = [
+        events.Event("chat", text, nick=nick, room=room, when=now - age)
+        for room, nick, text, age in [
+            ("#lobby", "Bob", "the Twisted reactor", 40 * DAY),
+            ("#lobby", "bob", "a reactor, 100% twisted's", 3 * DAY),
+            ("#tea", "carol", "twisted reactor elsewhere", 2 * DAY),
+            ("#lobby", "carol", "no match here", DAY),
+            ("#lobby", "alice", 'quotes " and ? and %s', 60.0),
+        ]
+    ]
+    for event in said:
+        history.record(event.room or "", event)
+    await history.flush()
+
+    def texts(lines: list[Any]) -> list[str]:
+        return [line.event.text for line in lines]
+
+    assert texts(await history.last("#lobby", 2)) == [
+        "no match here",
+        'quotes " and ? and %s',
+    ]
+    assert texts(await history.since("#lobby", now - 3.5 * DAY, 1, 2)) == [
+        "no match here",
+        'quotes " and ? and %s',
+    ]
+    assert texts(await history.search("#lobby", ["TWISTED", "reactor"], 20)) == [
+        "the Twisted reactor",
+        "a reactor, 100% twisted's",
+    ]
+    assert texts(await history.search("#lobby", ['"', "OR", "*"], 20)) == []
+    assert await history.prune() == 1
+    assert texts(await history.last("#lobby", 50))[0] == "a reactor, 100% twisted's"
+    await history.stop()

@@ -308,6 +308,7 @@ SERVER_FIELDS = frozenset(
         "code",
         "connection_id",
         "count",
+        "days",
         "description",
         "detail",
         "dropped",

@@ -37,7 +37,7 @@ from twisted.python.failure import Failure
 
 from ..events import Event
 from ..interfaces import Scrollback
-from ..logs import gate
+from ..logs import gate, shown
 from ..text import fold
 from ..throttle import Allowances
 from .base import Store
@@ -322,7 +322,9 @@ class History:
 
         def failed(failure: Failure) -> None:
             log.failure(
-                "the scrollback of {room} could not be read", failure, room=room
+                "the scrollback of {room} could not be read",
+                failure,
+                room=shown(room),
             )
 
         def done(result: object) -> None:
