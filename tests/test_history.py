@@ -14,6 +14,7 @@ import pytest
 import pytest_twisted
 from test_irc import irc_registered
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from chatservice import events
@@ -460,3 +461,26 @@ async def test_history_on_each_database(real_store: Store) -> None:
     assert await history.prune() == 1
     assert texts(await history.last("#lobby", 50))[0] == "a reactor, 100% twisted's"
     await history.stop()
+
+
+def test_a_hanging_store_bounds_the_queue(
+    store: Store, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a write hangs, at most QUEUED_MAX lines wait; the oldest are dropped."""
+    from chatservice.store import history as module
+
+    monkeypatch.setattr(module, "QUEUED_MAX", 3)
+    factory = server(store, clock)
+    alice = register(factory, "alice")
+    hanging: Deferred[object] = Deferred()
+    run = store.run_interaction
+    store.run_interaction = lambda *a: hanging  # type: ignore[method-assign]
+    alice.enter("first")
+    clock.advance(FLUSH_INTERVAL)  # its write hangs
+    alice.enter(*[f"line {n}" for n in range(5)])
+    clock.advance(FLUSH_INTERVAL)
+    store.run_interaction = run  # type: ignore[method-assign]
+    hanging.errback(RuntimeError("the store went away"))
+    clock.advance(FLUSH_INTERVAL)
+    assert [row[4] for row in stored(store)] == ["line 2", "line 3", "line 4"]
+    assert factory.history.lost == 1 + 2

@@ -48,6 +48,10 @@ log = Logger(observer=gate)
 #: The most seconds a line said waits in memory before it is written.
 FLUSH_INTERVAL = 1.0
 
+#: The most lines queued while a write is under way; beyond, the oldest
+#: are dropped (a store that hangs must not take all the memory).
+QUEUED_MAX = 100_000
+
 #: How often lines older than C{--history-days} are deleted.
 PRUNE_INTERVAL = 24 * 3600.0
 
@@ -194,6 +198,15 @@ class History:
         self._timer = None
         if self._writing is not None:
             # One write at a time, in order: the next batch when it is done.
+            # A store that hangs must not make the queue grow for ever.
+            excess = len(self._queue) - QUEUED_MAX
+            if excess > 0:
+                del self._queue[:excess]
+                self.lost += excess
+                log.warn(
+                    "the store is too slow: {count} line(s) of history dropped",
+                    count=excess,
+                )
             self._timer = self._clock.callLater(FLUSH_INTERVAL, self._flush)
             return
         rows, self._queue = self._queue, []
