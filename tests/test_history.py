@@ -22,7 +22,7 @@ from chatservice.config import Settings
 from chatservice.factory import ChatFactory
 from chatservice.store import Store
 from chatservice.store.history import FLUSH_INTERVAL, PRUNE_INTERVAL, History
-from chatservice.testing import FakeConnection, memory_store, register
+from chatservice.testing import FakeConnection, frame_user, memory_store, register
 
 #: 2026-12-06 09:30:00 UTC: "now" in these tests.
 NOW = float(calendar.timegm((2026, 12, 6, 9, 30, 0)))
@@ -484,3 +484,24 @@ def test_a_hanging_store_bounds_the_queue(
     clock.advance(FLUSH_INTERVAL)
     assert [row[4] for row in stored(store)] == ["line 2", "line 3", "line 4"]
     assert factory.history.lost == 1 + 2
+
+
+def test_history_on_frames(store: Store, clock: Clock) -> None:
+    """A frame client's /history gets the lines as chat events marked as history."""
+    put(store, ("#lobby", "2026-12-05 10:00", "bob", "hello"))
+    alice = frame_user(server(store, clock), "alice")
+    alice.say("/history 1")
+    frames = alice.frames()
+    assert [body for _, body in frames][1] == {
+        "type": "chat",
+        "room": "#lobby",
+        "nick": "bob",
+        "text": "hello",
+        "history": True,
+    }
+    assert [body.get("text") for _, body in frames] == [
+        "History of #lobby: the last 1 line, times in UTC:",
+        "hello",
+        "End of history of #lobby; /history since YYYY-MM-DD shows the lines "
+        "from a day on.",
+    ]

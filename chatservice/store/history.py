@@ -65,11 +65,16 @@ KINDS = ("chat", "action")
 SEARCH_RATE = 0.2
 SEARCH_BURST = 3.0
 
-#: A queued line: room, time, kind, nickname, folded nickname, text.
-Row = tuple[str, float, str, str, str, str]
+#: A queued line: its room, and the event.
+Queued = tuple[str, Event]
 
 
-def _insert(cursor: Cursor, rows: list[Row]) -> None:
+def _insert(cursor: Cursor, lines: list[Queued]) -> None:
+    """Write C{lines}; the rows are made here, in the store's thread."""
+    rows = []
+    for room, event in lines:
+        nick = event.nick or ""
+        rows.append((room, event.time, event.kind, nick, fold(nick), event.text))
     cursor.executemany(
         "INSERT INTO history (room, at, kind, nick, sender, text) "
         "VALUES (?, ?, ?, ?, ?, ?)",
@@ -168,13 +173,13 @@ class History:
         self._clock = clock
         self._lines = lines
         self._days = days
-        self._queue: list[Row] = []
+        self._queue: list[Queued] = []
         self._timer: IDelayedCall | None = None
         self._writing: Deferred[object] | None = None
         self._pruning: LoopingCall | None = None
         # By room: its last lines, read from the store for a newcomer, then
-        # kept up to date with the lines said here (record).
-        self._older: OrderedDict[str, deque[Scrollback]] = OrderedDict()
+        # kept up to date with the lines said here (record: their events).
+        self._older: OrderedDict[str, deque[Scrollback | Event]] = OrderedDict()
         self._reading: dict[str, Deferred[object]] = {}
         #: What each user may still search (by folded nickname).
         self.searches = Allowances(SEARCH_RATE, SEARCH_BURST)
@@ -185,12 +190,16 @@ class History:
     # Writing ---------------------------------------------------------------
 
     def record(self, room: str, event: Event) -> None:
-        """Queue C{event}, a chat line or action said in C{room}, for writing."""
-        nick = event.nick or ""
-        self._queue.append((room, event.time, event.kind, nick, fold(nick), event.text))
+        """Queue C{event}, a chat line or action said in C{room}, for writing.
+
+        On the fan-out's path: an append or two, the rest is done later
+        (the rows made in the store's thread, the scrollback's lines when
+        a newcomer needs them).
+        """
+        self._queue.append((room, event))
         cached = self._older.get(room)
         if cached is not None:
-            cached.append(Scrollback(event.time, event))
+            cached.append(event)
         if self._timer is None:
             self._timer = self._clock.callLater(FLUSH_INTERVAL, self._flush)
 
@@ -313,22 +322,19 @@ class History:
 
     def _read(self, room: str) -> Deferred[object]:
         """Read C{room}'s last lines into the cache, with those still queued."""
-        queued = [row for row in self._queue if row[0] == room]
+        queued = [event for name, event in self._queue if name == room]
         d = self.store.run_interaction(_last, room, None, self._lines)
 
         def read(rows: list[tuple[Any, ...]]) -> None:
             newest = float(rows[-1][0]) if rows else float("-inf")
             # Those queued when the read began, and those queued since.
-            later = {
-                row: None
-                for row in queued + self._queue
-                if row[0] == room and row[1] > newest
-            }
-            lines = [_scrollback(row, room) for row in rows]
-            lines += [
-                _scrollback((at, kind, nick, text), room)
-                for _, at, kind, nick, _, text in later
-            ]
+            later = dict.fromkeys(
+                event
+                for event in queued + [e for name, e in self._queue if name == room]
+                if event.time > newest
+            )
+            lines: list[Scrollback | Event] = [_scrollback(row, room) for row in rows]
+            lines += later
             self._older[room] = deque(lines, maxlen=self._lines)
             while len(self._older) > CACHED_ROOMS:
                 self._older.popitem(last=False)
@@ -346,13 +352,24 @@ class History:
         return d.addCallbacks(read, failed).addBoth(done)
 
     def _joined(
-        self, older: "deque[Scrollback]", live: list[Scrollback]
+        self, older: "deque[Scrollback | Event]", live: list[Scrollback]
     ) -> list[Scrollback]:
-        """The lines of C{older} said before those of C{live}, then C{live}."""
-        if not live:
-            return list(older)
-        before = live[0].event.time
-        lines = [line for line in older if line.event.time < before] + live
+        """The lines of C{older} said before those of C{live}, then C{live}.
+
+        The events L{record} added to C{older} become L{Scrollback}s here,
+        once: each is stamped for the first newcomer, then kept.
+        """
+        if any(line.__class__ is Event for line in older):
+            made = [
+                Scrollback(line.time, line) if line.__class__ is Event else line
+                for line in older
+            ]
+            older.clear()
+            older.extend(made)
+        lines: list[Scrollback] = list(older)  # type: ignore[arg-type]
+        if live:
+            before = live[0].event.time
+            lines = [line for line in lines if line.event.time < before] + live
         return lines[-self._lines :]
 
     def last(self, room: str, count: int) -> Deferred[list[Scrollback]]:
