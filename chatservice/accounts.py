@@ -26,6 +26,7 @@ recipient) and delivered, with its date, when they identify.
 
 import random
 import re
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +64,14 @@ RESERVED = frozenset({"nickserv"})
 #: and the longest wait then (per account, whatever the address).
 ACCOUNT_FREE = 5
 ACCOUNT_CAP = 10.0
+
+#: Seconds an address's grace for a nickname is remembered after it ran
+#: out: within them, that address taking the nickname again (by /nick back
+#: and forth, a reconnection or a resume) gets what was left of its grace,
+#: not a new one, so nobody keeps a registered nickname by renaming.
+GRACE_MEMORY = 600.0
+#: The most (address, nickname) graces remembered.
+GRACES_MAX = 10_000
 
 #: The answer to every failed identification, whatever was wrong.
 IDENTIFY_FAILED = "identification failed: wrong password"
@@ -238,6 +247,9 @@ class Accounts(SessionHooks):
         self._departed: dict[int, tuple[str, float]] = {}
         #: Seconds a dropped session may be resumed (--resume-grace).
         self.resume_grace = 60.0
+        # (address key, folded nickname) -> when that address's grace for it
+        # ends: set by its first challenge, kept GRACE_MEMORY after.
+        self._graces: OrderedDict[tuple[str | None, str], float] = OrderedDict()
         # Sessions that took a nickname while the accounts were being read.
         self._waiting: list[IChatSession] | None = None
         self._random = random.SystemRandom()
@@ -362,6 +374,7 @@ class Accounts(SessionHooks):
         cid = session.connection_id
         self._proven[cid] = key
         self._cancel(cid)
+        self._graces.pop((address_key(session.host), key), None)
         log.info(
             "connection {connection_id} identified as {nickname}",
             connection_id=cid,
@@ -501,20 +514,52 @@ class Accounts(SessionHooks):
     # The grace -----------------------------------------------------------------
 
     def _challenge(self, session: IChatSession) -> None:
-        """Tell C{session} to identify; rename it after the grace."""
+        """Tell C{session} to identify; rename it after the grace.
+
+        The grace is its address's for that nickname: taken again within
+        L{GRACE_MEMORY} of the first challenge's end, the nickname gets
+        what was left of it, and none once it ran out.
+        """
         nickname = session.nickname
+        key = fold(nickname)
+        cid = session.connection_id
+        self._cancel(cid)
+        left = self._grace_left(address_key(session.host), key)
+        if left < 0.05:
+            self._to_guest(
+                session,
+                nickname,
+                tries=5,
+                why=(
+                    f"{nickname} is a registered nickname and your address did "
+                    f"not identify within {self.grace:g} seconds of taking it"
+                ),
+            )
+            return
         session.answer(
             events.notice(
                 f"{nickname} is a registered nickname: if it is yours, type "
-                f"/identify PASSWORD within {self.grace:g} seconds; otherwise "
+                f"/identify PASSWORD within {round(left, 1):g} seconds; otherwise "
                 "you will be renamed to a guest name"
             )
         )
-        cid = session.connection_id
-        self._cancel(cid)
-        self._timers[cid] = self.clock.callLater(
-            self.grace, self._expired, session, fold(nickname)
-        )
+        self._timers[cid] = self.clock.callLater(left, self._expired, session, key)
+
+    def _grace_left(self, address: str | None, key: str) -> float:
+        """Seconds left of C{address}'s grace for C{key}, starting it if new."""
+        now = self.clock.seconds()
+        graces = self._graces
+        # Oldest first (a grace's end is its start plus the same grace):
+        # forget those remembered long enough, and any beyond the bound.
+        while graces:
+            first, ends = next(iter(graces.items()))
+            if now - ends < GRACE_MEMORY and len(graces) < GRACES_MAX:
+                break
+            del graces[first]
+        ends = graces.get((address, key))
+        if ends is None:
+            graces[address, key] = ends = now + self.grace
+        return ends - now
 
     def _cancel(self, cid: int) -> None:
         timer = self._timers.pop(cid, None)
