@@ -57,6 +57,7 @@ def register_command(session: IChatSession, args: str) -> Result:
         raise ChatError(f"{nickname} is registered already", "registered_already")
     if GUEST.fullmatch(key):
         raise ChatError("guest names cannot be registered; choose another nickname")
+    accounts.may_register(session)
 
     def create(encoded: str) -> Deferred[bool]:
         account = Account(nickname, email, encoded, time.time())

@@ -29,6 +29,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from math import ceil
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -44,7 +45,13 @@ from .logs import gate, shown
 from .operators import DEFAULT_N, DEFAULT_P, DEFAULT_R, hash_password, verify_password
 from .reasons import CloseReason
 from .text import fold
-from .throttle import FailureDelay, SerialChecks, TooManyAttempts, address_key
+from .throttle import (
+    Allowances,
+    FailureDelay,
+    SerialChecks,
+    TooManyAttempts,
+    address_key,
+)
 
 log = Logger(observer=gate)
 
@@ -72,6 +79,11 @@ ACCOUNT_CAP = 10.0
 GRACE_MEMORY = 600.0
 #: The most (address, nickname) graces remembered.
 GRACES_MAX = 10_000
+
+#: New accounts one address may register in an hour (a burst of this many,
+#: then one every 3600 / REGISTRATIONS seconds): a registration costs a
+#: scrypt hash and a row kept until it is unregistered.
+REGISTRATIONS = 5
 
 #: The answer to every failed identification, whatever was wrong.
 IDENTIFY_FAILED = "identification failed: wrong password"
@@ -261,6 +273,8 @@ class Accounts(SessionHooks):
         self._account_checks = SerialChecks(
             clock, self.account_failures, self._address_stage
         )
+        #: Registrations, by address: L{REGISTRATIONS} an hour.
+        self.registrations = Allowances(REGISTRATIONS / 3600, REGISTRATIONS)
         # New hashes (/register, /password): one at a time per address, one
         # at once in all; they never slow anyone down.
         self._hashing = SerialChecks(
@@ -350,6 +364,19 @@ class Accounts(SessionHooks):
             return self._address_checks.check(address, function, *args)
         except TooManyAttempts:
             return fail(TooManyAttempts())
+
+    def may_register(self, session: IChatSession) -> None:
+        """Count a registration from C{session}'s address, or raise L{ChatError}."""
+        address = address_key(session.host) or ""
+        wait = self.registrations.spend(address, 1, self.clock.seconds())
+        if wait:
+            minutes = ceil(wait / 60)
+            raise ChatError(
+                f"your address has registered as many nicknames as it may "
+                f"({REGISTRATIONS} an hour); try again in {minutes} "
+                f"minute{'s' if minutes != 1 else ''}",
+                "too_many_registrations",
+            )
 
     def new_hash(self, session: IChatSession, password: str) -> Deferred[str]:
         """The scrypt hash of C{password}, made in the pool."""

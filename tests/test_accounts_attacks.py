@@ -97,3 +97,24 @@ def test_identifying_forgets_the_spent_grace(server: ChatFactory, clock: Clock) 
     later = FakeConnection(server)
     later.enter("alice")
     assert later.lines()[-1] == CHALLENGE
+
+
+def test_registrations_limited_per_address(server: ChatFactory, clock: Clock) -> None:
+    """An address registers five nicknames at once, then one every 12 minutes."""
+    user = register(server, "bob", "203.0.113.7")
+    for number in range(5):
+        user.enter(f"/nick bob{number}", f"/register password-{number}")
+        assert user.lines()[-1].startswith(f"*** bob{number} is now registered")
+        clock.advance(1)  # the flood control
+    user.enter("/nick bob5", "/register password-5")
+    assert user.lines()[-1] == (
+        "!!! your address has registered as many nicknames as it may (5 an hour); "
+        "try again in 12 minutes"  # less the 5 s spent above
+    )
+    assert not server.accounts.is_registered("bob5")
+    other = register(server, "carol", "198.51.100.2")
+    other.enter("/msg NickServ REGISTER password-c")
+    assert other.lines()[-1].startswith("*** carol is now registered")
+    clock.advance(720)
+    user.enter("/register password-5")
+    assert user.lines()[-1].startswith("*** bob5 is now registered")
