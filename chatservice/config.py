@@ -403,9 +403,9 @@ class Settings:
     )
     store: str = setting(
         "sqlite:chatservice.db",
-        "Where the server keeps what survives a restart (room history): a "
-        "SQLite file, or with --redis the PostgreSQL database every node "
-        "shares. See docs/deployment.md.",
+        "Where the server keeps what survives a restart (room history, "
+        "accounts): a SQLite file, or with --redis the PostgreSQL database "
+        "every node shares. See docs/deployment.md.",
         store_url,
     )
     cluster: str = setting(
