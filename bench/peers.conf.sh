@@ -11,6 +11,13 @@
 #   COMMAND  server command line (a string, run via bash -c with exec), started
 #            pinned to the server core with the open-files limit raised
 #
+#   front_ends NAME OPTIONS
+#
+#   OPTIONS  added to NAME's command for the cells whose receivers are spread
+#            over front ends (fanmix): {frames}, {web} and {irc} are the
+#            ports of chatservice's frame, WebSocket and IRC front ends,
+#            PORT + 100, 200 and 300. A peer without them skips those cells.
+#
 # $BENCH is the bench/ directory and $ROOT the checkout it is in. Add a
 # server with one more `peer` line, here or in a separate file passed with
 # `run_peers.sh -f FILE` after this one.
@@ -36,9 +43,14 @@ CHAT_OPTIONS="--max-clients 20000 --max-per-ip 20000 --max-connect-rate 1000000 
 # in CHECKOUT/.venv. A second checkout (another version, for a before/after
 # comparison) gets a line of its own in a file passed with -f, e.g.
 #   chatservice_peer before 19011 /tmp/cs-before
+#
+# Its frame, WebSocket and IRC front ends are added for the cells that use
+# them (fanmix), on the peer's port plus 100, 200 and 300 (run_peers.sh),
+# so that a checkout from before they existed still runs the other cells.
 chatservice_peer() {
   peer "$1" "$2" '/nick {n}' 'Welcome, {n}!' 1 \
     "$3/.venv/bin/twistd -n --pidfile= chat --port tcp:{port}:interface=127.0.0.1 $CHAT_OPTIONS ${4:-}"
+  front_ends "$1" "--frames tcp:{frames}:interface=127.0.0.1 --web tcp:{web}:interface=127.0.0.1 --irc tcp:{irc}:interface=127.0.0.1"
 }
 
 chatservice_peer chatservice 19010 "$ROOT"

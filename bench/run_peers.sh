@@ -5,7 +5,8 @@
 #
 #   -f FILE   file of `peer NAME PORT HELLO READY SETTLE COMMAND` lines, read
 #             after peers.conf.sh (repeat -f to add more files)
-#   -c CELLS  cells to run (default: all): fan100 fan1000 rate1000 idle10k slow slowbig churn
+#   -c CELLS  cells to run (default: all): fan100 fan1000 fanmix rate1000 idle10k
+#             slow slowbig churn storm
 #   -o DIR    result directory (default: bench/results/YYYYmmdd-HHMMSS)
 #   PEER      only run these peers (default: all peers in the files)
 #
@@ -17,6 +18,8 @@
 # With TRIES=N, a cell in which other processes used more than FOREIGN_MAX %
 # of a core (foreign_cpu_pct) is run again, up to N times in all; the earlier
 # results are kept as PEER.CELL.json.tryK.
+# fanmix needs a peer with front ends (`front_ends NAME OPTIONS`, see
+# peers.conf.sh): other peers skip it.
 # Each cell writes OUTDIR/PEER.CELL.json (one JSON line) and .err; at the
 # end the tables are printed (table.py OUTDIR).
 set -uo pipefail
@@ -26,7 +29,7 @@ ROOT=$(cd "$BENCH/.." && pwd)
 SERVER_CPU=${SERVER_CPU:-0}
 LOADGEN_CPU=${LOADGEN_CPU:-1}
 LOADGEN=${LOADGEN:-$BENCH/bin/loadgen}
-ALL_CELLS="fan100 fan1000 rate1000 idle10k slow slowbig churn"
+ALL_CELLS="fan100 fan1000 fanmix rate1000 idle10k slow slowbig churn storm"
 QUIET_PCT=${QUIET_PCT:-15}     # max CPU % (of one core) used by others before a cell
 QUIET_WAIT=${QUIET_WAIT:-120}  # max seconds to wait for that
 FOREIGN_MAX=${FOREIGN_MAX:-10} # max CPU % used by others during a cell...
@@ -54,6 +57,15 @@ peer() {
   if [ $# -ne 6 ]; then echo "peer: need 6 fields, got $#: $*" >&2; exit 2; fi
   P_NAME+=("$1"); P_PORT+=("$2"); P_HELLO+=("$3"); P_READY+=("$4"); P_SETTLE+=("$5"); P_CMD+=("$6")
 }
+# front_ends NAME OPTIONS: the peer NAME also speaks chatservice's frame,
+# WebSocket and IRC front ends (the fanmix cell) when OPTIONS are added to
+# its command; in OPTIONS {frames}, {web} and {irc} are their ports, the
+# peer's PORT plus 100, 200 and 300.
+declare -A P_FRONTS=()
+front_ends() {
+  if [ $# -ne 2 ]; then echo "front_ends: need 2 fields, got $#: $*" >&2; exit 2; fi
+  P_FRONTS[$1]=$2
+}
 for f in "${FILES[@]}"; do
   # shellcheck disable=SC1090
   source "$f" || { echo "cannot read $f" >&2; exit 2; }
@@ -64,6 +76,8 @@ cell_args() {
   case $1 in
     fan100)   echo "fanout --receivers 100 --senders 10 --window 8 --warmup 2 --duration 10" ;;
     fan1000)  echo "fanout --receivers 1000 --senders 10 --window 8 --warmup 2 --duration 10" ;;
+    # fanmix: fan1000 with the receivers spread evenly over four front ends
+    fanmix)   echo "fanout --receivers 1000 --senders 10 --window 8 --warmup 2 --duration 10 --mix lines,frames,web,irc" ;;
     rate1000) echo "fanout --receivers 1000 --senders 10 --rate 200 --warmup 2 --duration 10" ;;
     idle10k)  echo "idle --n 10000 --hold 5 --connect-budget 60" ;;
     slow)     echo "slow --receivers 200 --senders 10 --rate 100 --stalled 0.1 --warmup 1 --duration 20" ;;
@@ -71,6 +85,9 @@ cell_args() {
     # the kernel buffers per loopback connection within the 20 s
     slowbig)  echo "slow --receivers 200 --senders 10 --rate 250 --payload 4096 --stalled 0.1 --warmup 1 --duration 20" ;;
     churn)    echo "churn --c 20 --duration 10" ;;
+    # storm: 10,000 clients connecting and registering at once (a restart);
+    # connect_s is the time until the last one is in
+    storm)    echo "idle --n 10000 --hold 0 --connect-concurrency 10000 --conn-timeout 60 --connect-budget 60" ;;
     *) return 1 ;;
   esac
 }
@@ -108,13 +125,15 @@ alive() { # pid -> 0 if running (a dead child stays a zombie until waited for)
 }
 
 SPID=""
-start_peer() { # index log
-  local i=$1 log=$2 port=${P_PORT[$1]}
-  local cmd=${P_CMD[$i]//\{port\}/$port}
-  if listening "$port"; then
-    echo "port $port is already in use; not starting ${P_NAME[$i]}" >&2
-    return 1
-  fi
+start_peer() { # index log [more options] [more ports]
+  local i=$1 log=$2 port=${P_PORT[$1]} more=${3:-} ports=${4:-} p up
+  local cmd="${P_CMD[$i]//\{port\}/$port} $more"
+  for p in $port $ports; do
+    if listening "$p"; then
+      echo "port $p is already in use; not starting ${P_NAME[$i]}" >&2
+      return 1
+    fi
+  done
   # taskset and bash exec into the server, so $! is the server's PID.
   # In OUTDIR, so that no checkout in the working directory is imported.
   taskset -c "$SERVER_CPU" bash -c "cd '$OUT' && ulimit -n \$(ulimit -Hn) && exec $cmd" >"$log" 2>&1 &
@@ -123,7 +142,9 @@ start_peer() { # index log
     if ! alive "$SPID"; then
       echo "${P_NAME[$i]} exited at start; see $log" >&2; wait "$SPID" 2>/dev/null; SPID=""; return 1
     fi
-    listening "$port" && return 0
+    up=1
+    for p in $port $ports; do listening "$p" || { up=""; break; }; done
+    [ -n "$up" ] && return 0
     sleep 0.1
   done
   echo "${P_NAME[$i]} did not listen on $port within 15 s" >&2
@@ -164,12 +185,26 @@ for i in "${!P_NAME[@]}"; do
   echo "$name" >>"$OUT/peers.txt"
   for cell in $CELLS; do
     args=$(cell_args "$cell") || { echo "unknown cell $cell" >&2; exit 2; }
+    more=""; ports=""
+    if [[ $args == *--mix* ]]; then
+      # the peer's front ends: their options and ports, and where the loadgen finds them
+      if [ -z "${P_FRONTS[$name]:-}" ]; then
+        echo "== $name $cell: skipped (no front ends; see front_ends in peers.conf.sh)" >&2
+        continue
+      fi
+      port=${P_PORT[$i]}
+      more=${P_FRONTS[$name]//\{frames\}/$((port + 100))}
+      more=${more//\{web\}/$((port + 200))}
+      more=${more//\{irc\}/$((port + 300))}
+      ports="$((port + 100)) $((port + 200)) $((port + 300))"
+      args="$args --frames-addr 127.0.0.1:$((port + 100)) --web-addr 127.0.0.1:$((port + 200)) --irc-addr 127.0.0.1:$((port + 300))"
+    fi
     for try in $(seq 1 "$TRIES"); do
       again=""; [ "$try" -gt 1 ] && again=" (try $try)"
       echo "== $name $cell$again" >&2
       [ "$try" -gt 1 ] && mv "$OUT/$name.$cell.json" "$OUT/$name.$cell.json.try$((try - 1))"
       wait_quiet
-      start_peer "$i" "$OUT/$name.$cell.server.log" || continue 2
+      start_peer "$i" "$OUT/$name.$cell.server.log" "$more" "$ports" || continue 2
       # shellcheck disable=SC2086
       cmd=(taskset -c "$LOADGEN_CPU" "$LOADGEN" $args
            --addr "127.0.0.1:${P_PORT[$i]}" --hello "${P_HELLO[$i]}" --ready "${P_READY[$i]}"

@@ -23,6 +23,10 @@ CELLS = [
         "fan1000",
         "fanout, closed loop (window 8/sender), R=1000 receivers, S=10 senders, 10 s",
     ),
+    (
+        "fanmix",
+        "fanout as fan1000, the receivers spread over lines, frames, WebSocket, IRC",
+    ),
     ("rate1000", "fanout, open loop 200 msg/s, R=1000 receivers, S=10 senders, 10 s"),
     ("idle10k", "idle: 10000 connections held 5 s"),
     ("slow", "slow consumers: R=200 (10% stalled), 100 msg/s, 20 s"),
@@ -31,6 +35,7 @@ CELLS = [
         "slow consumers: R=200 (10% stalled), 250 msg/s with 4 KiB payload, 20 s",
     ),
     ("churn", "churn: 20 workers connect/handshake/1 line/close, 10 s"),
+    ("storm", "connect storm: 10000 clients connect and register at once"),
 ]
 
 
@@ -77,6 +82,17 @@ def loss(result: Result) -> str:
     return f"{100 * value:.2f}%" if abs(value) >= 0.0001 else f"{100 * value:.4f}%"
 
 
+def by_front_end(result: Result) -> str:
+    """Deliveries per front end (fanmix): received / expected of each."""
+    kinds = result.get("by_front_end")
+    if not isinstance(kinds, dict):
+        return "n/a"
+    return ", ".join(
+        f"{name} {number(each.get('received'))}/{number(each.get('expected'))}"
+        for name, each in sorted(kinds.items())
+    )
+
+
 def connect_errors(result: Result) -> str:
     """Connections that failed to connect or to register."""
     errors = result.get("connect_errors") or 0
@@ -106,6 +122,25 @@ ROWS: dict[str, list[tuple[str, Callable[[Result], str]]]] = {
         *CPU,
         ("server RSS MB (end)", megabytes("server_rss_after_kb")),
         ("connect errors", connect_errors),
+    ],
+    "mix": [
+        ("msgs sent/s", field("msgs_per_s")),
+        ("deliveries/s (receivers)", field("deliveries_per_s")),
+        ("loss", loss),
+        ("received / expected by front end", by_front_end),
+        *LATENCY,
+        *CPU,
+        ("server RSS MB (end)", megabytes("server_rss_after_kb")),
+        ("connect errors", connect_errors),
+    ],
+    "storm": [
+        ("registered / N", pair("connected", "n")),
+        ("seconds until all are in", field("connect_s", "{:.2f}")),
+        ("connect errors", connect_errors),
+        ("server RSS after MB", megabytes("server_rss_after_kb")),
+        ("server CPU % (whole run)", field("server_cpu_pct", "{:.0f}")),
+        ("loadgen CPU % (whole run)", field("loadgen_cpu_pct", "{:.0f}")),
+        ("other CPU % (should be ~0)", field("foreign_cpu_pct", "{:.0f}")),
     ],
     "rate": [
         ("offered / sent msgs", pair("offered", "sent")),
@@ -160,11 +195,13 @@ ROWS: dict[str, list[tuple[str, Callable[[Result], str]]]] = {
 KIND = {
     "fan100": "fan",
     "fan1000": "fan",
+    "fanmix": "mix",
     "rate1000": "rate",
     "idle10k": "idle",
     "slow": "slow",
     "slowbig": "slow",
     "churn": "churn",
+    "storm": "storm",
 }
 
 

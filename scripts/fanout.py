@@ -6,6 +6,9 @@ Usage::
     python3 scripts/fanout.py 100
     python3 scripts/fanout.py --irc      # the listeners are IRC users
     python3 scripts/fanout.py --web      # the listeners are web (WebSocket) users
+    python3 scripts/fanout.py --frames   # the listeners are frame users
+    python3 scripts/fanout.py --mix      # lines, frames, web, IRC in turn (the fanmix cell)
+    python3 scripts/fanout.py --mix --profile /tmp/fanout.prof   # cProfile of the rounds
 
 It registers N users over StringTransports (chatservice.testing), has one
 say a line, and flushes every connection's output, as a reactor iteration
@@ -29,7 +32,10 @@ from chatservice.config import Settings
 from chatservice.factory import ChatFactory
 from chatservice.frontends.irc import irc_front_end
 from chatservice.frontends.web import web
-from chatservice.testing import FakeConnection, register
+from chatservice.testing import FakeConnection, frame_user, register
+
+#: The front ends --mix spreads the listeners over, in turn.
+MIX = ("lines", "frames", "web", "irc")
 
 
 def main() -> None:
@@ -42,8 +48,28 @@ def main() -> None:
     parser.add_argument(
         "--web", action="store_true", help="every user but the speaker is a web user"
     )
+    parser.add_argument(
+        "--frames",
+        action="store_true",
+        help="every user but the speaker is a frame user",
+    )
+    parser.add_argument(
+        "--mix",
+        action="store_true",
+        help="the users but the speaker are line, frame, web and IRC users in turn",
+    )
+    parser.add_argument("--profile", help="write a cProfile of the rounds here")
     arguments = parser.parse_args()
     users = arguments.users
+    kind = (
+        "irc"
+        if arguments.irc
+        else "web"
+        if arguments.web
+        else "frames"
+        if arguments.frames
+        else "lines"
+    )
     factory = ChatFactory(
         Settings(
             max_clients=users + 10,
@@ -53,20 +79,29 @@ def main() -> None:
             flood_burst=1e9,
             announce_max=0,
         ),
-        clock=Clock(),
+        clock=_UnsortedClock(),
     )
     connections = [register(factory, "u0", host="10.0.0.0")]
     for n in range(1, users):
         host = f"10.0.{n // 250}.{n % 250}"
-        if arguments.irc:
+        each = MIX[n % len(MIX)] if arguments.mix else kind
+        if each == "irc":
             connection = FakeConnection(factory, host, front_end=irc_front_end)
             connection.enter(f"NICK u{n}", f"USER u{n} 0 * :u{n}")
-        elif arguments.web:
+        elif each == "web":
             connection = _web_user(factory, n, host)
+        elif each == "frames":
+            connection = frame_user(factory, f"u{n}", host=host)
         else:
             connection = register(factory, f"u{n}", host=host)
         connections.append(connection)
     speaker = connections[0]
+    profile = None
+    if arguments.profile:
+        import cProfile
+
+        profile = cProfile.Profile()
+        profile.enable()
     best = float("inf")
     for _ in range(7):
         for connection in connections:
@@ -76,8 +111,30 @@ def main() -> None:
             speaker.enter(f"hello {n}")
             factory.flusher.flush()
         best = min(best, (time.perf_counter() - start) / 20)
-    who = "IRC users" if arguments.irc else "web users" if arguments.web else "users"
+    if profile is not None:
+        profile.disable()
+        profile.dump_stats(arguments.profile)
+    who = {
+        "irc": "IRC users",
+        "web": "web users",
+        "frames": "frame users",
+        "lines": "users",
+    }[kind]
+    if arguments.mix:
+        who = "users of " + ", ".join(MIX) + " in turn"
     print(f"one line to {users} {who}: {best * 1e6:.0f} us (best of 7 rounds of 20)")
+
+
+class _UnsortedClock(Clock):
+    """A C{Clock} that does not sort its calls at every C{callLater}.
+
+    The reactor keeps its timers in a heap; C{task.Clock} sorts them all at
+    every C{callLater}, which would bill the frame and IRC users' heartbeat
+    timers to the flush of every line.  Nothing here advances the clock.
+    """
+
+    def _sortCalls(self) -> None:
+        pass
 
 
 def _web_user(factory: ChatFactory, n: int, host: str) -> SimpleNamespace:

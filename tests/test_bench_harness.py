@@ -23,7 +23,7 @@ BENCH = ROOT / "bench"
 def peers() -> dict[str, list[str]]:
     """Every peer of bench/peers.conf.sh: its name -> its six fields."""
     script = (
-        'peer() { printf "%s\\0" "$@"; }; '
+        'peer() { printf "%s\\0" "$@"; }; front_ends() { :; }; '
         f"BENCH={shlex.quote(str(BENCH))} ROOT={shlex.quote(str(ROOT))}; "
         f"source {shlex.quote(str(BENCH / 'peers.conf.sh'))}"
     )
@@ -57,6 +57,42 @@ def test_chatservice_peer_starts_and_greets(
     [welcome] = client.read()
     assert welcome is not None
     assert re.search(ready.replace("{n}", re.escape("u1")), welcome), welcome
+
+
+def front_ends() -> dict[str, str]:
+    """The front-end options of bench/peers.conf.sh's peers, by name."""
+    script = (
+        'peer() { :; }; front_ends() { printf "%s\\0" "$@"; }; '
+        f"BENCH={shlex.quote(str(BENCH))} ROOT={shlex.quote(str(ROOT))}; "
+        f"source {shlex.quote(str(BENCH / 'peers.conf.sh'))}"
+    )
+    result = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    fields = result.stdout.split("\0")[:-1]
+    return {fields[i]: fields[i + 1] for i in range(0, len(fields), 2)}
+
+
+def test_chatservice_peer_front_ends_listen(
+    twistd: Callable[..., Server], connections: Callable[[int], Connection]
+) -> None:
+    """The fanmix cell's options start the frame, web and IRC front ends."""
+    name, port_field, hello, ready, settle, command = peers()["chatservice"]
+    options = shlex.split(command)[6:]
+    ports = {name: free_port() for name in ("frames", "web", "irc")}
+    extra = front_ends()["chatservice"]
+    for name, port in ports.items():
+        extra = extra.replace("{" + name + "}", str(port))
+    port = free_port()
+    server = twistd(f"tcp:{port}:interface=127.0.0.1", *options, *shlex.split(extra))
+    for each in (port, *ports.values()):
+        server.wait_for_port(each)
+    client = connections(ports["irc"])
+    client.send("NICK u1")
+    client.send("USER u1 0 * :u1")
+    [first] = client.read()
+    assert first == ":chatservice 001 u1 :Welcome to chatservice, u1"
 
 
 def test_table_prints_a_cell(tmp_path: Path) -> None:
