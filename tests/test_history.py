@@ -21,7 +21,12 @@ from chatservice import events
 from chatservice.config import Settings
 from chatservice.factory import ChatFactory
 from chatservice.store import Store
-from chatservice.store.history import FLUSH_INTERVAL, PRUNE_INTERVAL, History
+from chatservice.store.history import (
+    CACHE_SECONDS,
+    FLUSH_INTERVAL,
+    PRUNE_INTERVAL,
+    History,
+)
 from chatservice.testing import FakeConnection, frame_user, memory_store, register
 
 #: 2026-12-06 09:30:00 UTC: "now" in these tests.
@@ -505,3 +510,17 @@ def test_history_on_frames(store: Store, clock: Clock) -> None:
         "End of history of #lobby; /history since YYYY-MM-DD shows the lines "
         "from a day on.",
     ]
+
+
+def test_lines_written_elsewhere_are_read_again(store: Store, clock: Clock) -> None:
+    """What another node wrote reaches the scrollback within CACHE_SECONDS."""
+    factory = server(store, clock)
+    register(factory, "alice")  # the lobby's scrollback is read, and kept
+    put(store, ("#lobby", "2026-12-06 09:29", "bob", "from another node"))
+    carol = FakeConnection(factory)
+    carol.enter("carol")
+    assert "[09:29] <bob> from another node" not in carol.lines()
+    clock.advance(CACHE_SECONDS)
+    dave = FakeConnection(factory)
+    dave.enter("dave")
+    assert "[09:29] <bob> from another node" in dave.lines()

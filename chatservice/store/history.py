@@ -18,7 +18,8 @@ What is read back:
     before; when it has fewer than that (after a restart, or in a room
     that emptied and was made again), the older ones are read from the
     store, once per room: those read are kept (L{CACHED_ROOMS} rooms at
-    most), so a registration costs no round trip to the database.
+    most, read again after L{CACHE_SECONDS}), so a registration costs no
+    round trip to the database.
   - L{History.last}, L{History.since}: C{/history}.
   - L{History.search}: C{/search}, the full-text index of each database
     (SQLite's FTS5, PostgreSQL's C{tsvector}), with the words quoted so
@@ -57,6 +58,13 @@ PRUNE_INTERVAL = 24 * 3600.0
 
 #: Rooms whose older scrollback, read from the store, is kept in memory.
 CACHED_ROOMS = 1024
+
+#: How long a room's scrollback read from the store is used before it is
+#: read again.  On one server it is kept exact (L{History.record}); in a
+#: cluster the lines said on other nodes reach the store, not this cache,
+#: and a room that emptied everywhere has no scrollback in Redis either:
+#: at most one read in this time per room, whoever registers or joins.
+CACHE_SECONDS = 10.0
 
 #: The kinds of event stored: a room's chat lines and actions.
 KINDS = ("chat", "action")
@@ -174,12 +182,15 @@ class History:
         self._lines = lines
         self._days = days
         self._queue: list[Queued] = []
+        # The lines being written.
+        self._batch: list[Queued] = []
         self._timer: IDelayedCall | None = None
         self._writing: Deferred[object] | None = None
         self._pruning: LoopingCall | None = None
         # By room: its last lines, read from the store for a newcomer, then
         # kept up to date with the lines said here (record: their events).
         self._older: OrderedDict[str, deque[Scrollback | Event]] = OrderedDict()
+        self._read_at: dict[str, float] = {}
         self._reading: dict[str, Deferred[object]] = {}
         #: What each user may still search (by folded nickname).
         self.searches = Allowances(SEARCH_RATE, SEARCH_BURST)
@@ -221,6 +232,7 @@ class History:
         rows, self._queue = self._queue, []
         if not rows:
             return
+        self._batch = rows
         d = self._writing = self.store.run_interaction(_insert, rows)
 
         def written(_: object) -> None:
@@ -236,6 +248,7 @@ class History:
 
         def done(_: object) -> None:
             self._writing = None
+            self._batch = []
 
         d.addCallbacks(written, failed).addBoth(done)
 
@@ -303,7 +316,9 @@ class History:
         if len(live) >= wanted or not wanted:
             return succeed(live)
         cached = self._older.get(room)
-        if cached is not None:
+        if cached is not None and (
+            self._clock.seconds() - self._read_at[room] < CACHE_SECONDS
+        ):
             return succeed(self._joined(cached, live))
         reading = self._reading.get(room)
         if reading is None:
@@ -323,21 +338,24 @@ class History:
     def _read(self, room: str) -> Deferred[object]:
         """Read C{room}'s last lines into the cache, with those still queued."""
         queued = [event for name, event in self._queue if name == room]
+        now = self._clock.seconds()
         d = self.store.run_interaction(_last, room, None, self._lines)
 
         def read(rows: list[tuple[Any, ...]]) -> None:
             newest = float(rows[-1][0]) if rows else float("-inf")
-            # Those queued when the read began, and those queued since.
+            # Those queued when the read began, those being written, and
+            # those queued since (in order, each once).
+            since = [e for name, e in self._batch + self._queue if name == room]
             later = dict.fromkeys(
-                event
-                for event in queued + [e for name, e in self._queue if name == room]
-                if event.time > newest
+                event for event in queued + since if event.time > newest
             )
             lines: list[Scrollback | Event] = [_scrollback(row, room) for row in rows]
             lines += later
             self._older[room] = deque(lines, maxlen=self._lines)
+            self._older.move_to_end(room)
+            self._read_at[room] = now
             while len(self._older) > CACHED_ROOMS:
-                self._older.popitem(last=False)
+                del self._read_at[self._older.popitem(last=False)[0]]
 
         def failed(failure: Failure) -> None:
             log.failure(
