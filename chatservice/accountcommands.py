@@ -276,8 +276,10 @@ def nickserv(session: IChatSession, text: str) -> Result:
     rest = words[1:]
     if verb == "IDENTIFY" and rest:
         if len(rest) == 2 and fold(rest[0]) != fold(session.nickname):
+            # Not quoted: it may be a password (IDENTIFY PASSWORD PASSWORD).
             raise ChatError(
-                f"you are {session.nickname}: /nick {rest[0]} PASSWORD proves another"
+                f"you are {session.nickname}: IDENTIFY NICK PASSWORD proves your "
+                "own nickname; /nick NICK PASSWORD proves another"
             )
         return identify_command(session, rest[-1])
     if verb == "REGISTER" and rest:

@@ -138,8 +138,11 @@ def check_email(email: str) -> str:
     """Return C{email} if it looks like an e-mail address, else raise."""
     local, at, domain = email.rpartition("@")
     if not (at and local and "." in domain and len(email) <= EMAIL_MAX):
+        # Not quoted: a password typed first would be shown back.
         raise ChatError(
-            f"{email[:40]} does not look like an e-mail address", "bad_email"
+            "with two words, the first must be an e-mail address: "
+            "/register [EMAIL] PASSWORD",
+            "bad_email",
         )
     return email
 
@@ -307,6 +310,11 @@ class Accounts(SessionHooks):
     def is_registered(self, nickname: str) -> bool:
         """Whether C{nickname} is registered (on this node's knowledge)."""
         return fold(nickname) in self.known
+
+    @property
+    def ready(self) -> bool:
+        """Whether the registered nicknames have been read from the store."""
+        return self._waiting is None
 
     def is_identified(self, session: IChatSession) -> bool:
         """Whether C{session} proved its current nickname."""

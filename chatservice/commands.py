@@ -138,6 +138,8 @@ def say(
     front end whose users are in several rooms at once and name the one
     they speak in (IRC), or else the session's own room.
     """
+    if text[:1] in _SPACES:
+        _refuse_spaced_command(session, text)
     if room is None:
         room = session.room
     filters = session.server.filters
@@ -156,6 +158,28 @@ def say(
     )
     d.callback(text)
     return _bounded(d, session, "your line was not sent")
+
+
+#: What a line typed with a command after them starts with (a test of one
+#: character per line said: the common line pays nothing more).
+_SPACES = frozenset(" \t")
+
+
+def _refuse_spaced_command(session: IChatSession, text: str) -> None:
+    """Refuse chat that is a command typed after spaces: C{ /identify PASSWORD}.
+
+    Said, it would show everyone (and the room's stored history) the
+    password or the private message it carried; only a name in the command
+    table counts, so C{ /shrug} is still chat.
+    """
+    words = text.split(None, 1)
+    name = words[0][1:].lower() if words and words[0][:1] == "/" else ""
+    if name and name in session.server.commands:
+        raise ChatError(
+            f"your line was not sent: it is /{name} after spaces; type it "
+            "without them to run the command, or start it with // to say it",
+            "not_sent",
+        )
 
 
 def _say(session: IChatSession, room: str, event: Event) -> None:

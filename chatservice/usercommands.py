@@ -36,8 +36,17 @@ def nick_command(session: IChatSession, args: str) -> Result:
         return session.server.commands["identify"](session, password)
     if session.nickname is not None and name == session.nickname:
         raise ChatError(f"you are already {name}")
-    check_nickname(name)
     accounts = session.server.accounts
+    if password and not accounts.is_registered(name) and accounts.ready:
+        # Not quoted, and nothing changed: NAME may be the password, typed
+        # first (/nick PASSWORD NAME), which a rename would show everyone.
+        raise ChatError(
+            "the nickname you gave with a password is not registered: nothing "
+            "was changed, and the password was not used (/nick NAME alone "
+            "takes a nickname)",
+            "not_registered_nickname",
+        )
+    check_nickname(name)
     if password:
         # Checked once the nickname is this session's (see Accounts).
         accounts.expect(session, password)

@@ -169,7 +169,8 @@ def test_identify_an_unregistered_nickname(server: ChatFactory) -> None:
         ),
         (
             "/register nodomain@x pass-word",
-            "!!! nodomain@x does not look like an e-mail address",
+            "!!! with two words, the first must be an e-mail address: "
+            "/register [EMAIL] PASSWORD",
         ),
     ],
 )

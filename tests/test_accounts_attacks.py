@@ -6,6 +6,7 @@ import pytest
 
 from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
 
 from chatservice.factory import ChatFactory
 from chatservice.testing import FakeConnection, register
@@ -118,3 +119,95 @@ def test_registrations_limited_per_address(server: ChatFactory, clock: Clock) ->
     clock.advance(720)
     user.enter("/register password-5")
     assert user.lines()[-1].startswith("*** bob5 is now registered")
+
+
+@pytest.fixture
+def log_text() -> list[dict[str, object]]:
+    """What is logged during the test."""
+    events: list[dict[str, object]] = []
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        " /identify wonderland",
+        "\t/msg NickServ IDENTIFY wonderland",
+        "   /NICK alice wonderland",
+    ],
+)
+def test_command_after_spaces_is_not_said(server: ChatFactory, line: str) -> None:
+    """A command typed after spaces is refused, never said to the room (nor kept)."""
+    registered(server).enter("/quit")
+    bob = register(server, "bob")
+    carol = register(server, "carol")
+    bob.output()
+    bob.enter(line)
+    name = line.split()[0][1:].lower()
+    assert bob.lines() == [
+        f"!!! your line was not sent: it is /{name} after spaces; type it without "
+        "them to run the command, or start it with // to say it"
+    ]
+    bob.enter(" /shrug is chat", "//identify is chat too")
+    assert carol.lines() == ["<bob>  /shrug is chat", "<bob> /identify is chat too"]
+
+
+def test_irc_channel_message_that_is_a_command_is_not_said(
+    server: ChatFactory,
+) -> None:
+    """An IRC client's channel message of a command after a space is refused too."""
+    from test_irc import irc_registered
+
+    registered(server).enter("/quit")
+    carol = register(server, "carol")
+    bob = irc_registered(server, "bob")
+    bob.enter("JOIN #lobby")
+    bob.output()
+    carol.output()
+    bob.enter("PRIVMSG #lobby : /msg NickServ IDENTIFY wonderland")
+    assert "wonderland" not in "".join(carol.lines())
+    assert bob.lines() == [
+        ":chatservice NOTICE bob :your line was not sent: it is /msg after "
+        "spaces; type it without them to run the command, or start it with // "
+        "to say it"
+    ]
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_nick_with_password_of_an_unregistered_name_changes_nothing(
+    server: ChatFactory, log_text: list, first: bool
+) -> None:
+    """/nick PASSWORD NAME, typed the wrong way round, neither renames nor quotes."""
+    registered(server).enter("/quit")
+    carol = register(server, "carol")
+    user = FakeConnection(server)
+    if not first:
+        user.enter("bob")
+    user.output()
+    carol.output()
+    user.enter("/nick Wonderland7 alice")
+    assert user.lines() == [
+        "!!! the nickname you gave with a password is not registered: nothing was "
+        "changed, and the password was not used (/nick NAME alone takes a nickname)"
+    ]
+    assert user.session.nickname == (None if first else "bob")
+    assert carol.lines() == []
+    assert "Wonderland7" not in repr(log_text)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "/register p@ss-w0rd bob@example.org",
+        "/msg NickServ IDENTIFY p@ss-w0rd p@ss-w0rd",
+        "/msg NickServ REGISTER bob@example.org p@ss-w0rd",
+    ],
+)
+def test_errors_do_not_quote_a_password(server: ChatFactory, line: str) -> None:
+    """An account command typed wrong is refused without showing the password back."""
+    bob = register(server, "bob")
+    bob.enter(line)
+    (answer,) = bob.lines()
+    assert answer.startswith("!!! ") and "p@ss-w0rd" not in answer
