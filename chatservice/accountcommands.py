@@ -96,13 +96,14 @@ def identify_command(session: IChatSession, args: str) -> Result:
         )
     d = accounts.check(session, nickname, args)
 
-    def checked(ok: bool) -> Deferred[None] | None:
+    def checked(ok: bool) -> None:
         if session.nickname != nickname or session.closing:
             return None
         if not ok:
             _log_failure(session, nickname)
             raise ChatError(IDENTIFY_FAILED, "identify_failed")
-        return accounts.proven(session)
+        accounts.proven(session)  # not waited for: see Accounts.proven
+        return None
 
     return d.addCallback(checked)
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from math import ceil
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -404,7 +404,13 @@ class Accounts(SessionHooks):
     # What commands change ----------------------------------------------------
 
     def proven(self, session: IChatSession) -> Deferred[None]:
-        """C{session} proved its nickname: stop the grace, hand it its messages."""
+        """C{session} proved its nickname: stop the grace, hand it its messages.
+
+        The Deferred fires once they are handed, and never fails (a store
+        that fails is logged).  A command must not return it: the command's
+        timeout would cancel the read, whose thread deletes the messages
+        all the same.
+        """
         key = fold(session.nickname)
         cid = session.connection_id
         self._proven[cid] = key
@@ -416,7 +422,31 @@ class Accounts(SessionHooks):
             nickname=shown(session.nickname),
         )
         session.answer(events.notice(f"You are now identified as {session.nickname}."))
-        return self.store.take(key).addCallback(_hand_letters, session)
+        d = self.store.take(key).addCallback(self._hand_letters, session, key)
+        return d.addErrback(
+            lambda failure: log.failure(
+                "the messages kept for {nickname} could not be read",
+                failure,
+                nickname=shown(session.nickname),
+            )
+        )
+
+    def _hand_letters(
+        self, letters: list[Letter], session: IChatSession, key: str
+    ) -> Deferred[Any] | None:
+        """Answer C{session} with its letters; keep them again if it has gone.
+
+        The store deleted them as it read them: a session that closed
+        meanwhile (the read takes a thread's turn) would lose them.
+        """
+        if not letters:
+            return None
+        if not session.closing:
+            _hand_letters(letters, session)
+            return None
+        # Put back without a bound: they were all there a moment ago.
+        puts = [self.store.leave(key, letter, 2**31, 2**62) for letter in letters]
+        return gatherResults(puts).addCallback(lambda _: None)
 
     def registered_now(self, session: IChatSession, account: Account) -> None:
         """C{session} registered its nickname: it is known, and proven."""
@@ -663,8 +693,9 @@ def _too_many(failure: Any) -> None:
 
 def _hand_letters(letters: list[Letter], session: IChatSession) -> None:
     """Answer C{session} with the messages kept for it, dated."""
-    if not letters or session.closing:
-        return
+    # Oldest first, whatever order the store kept them in (one put back
+    # after a session closed is after the newer ones there).
+    letters = sorted(letters, key=lambda letter: letter.when)
     count = len(letters)
     shown_lines: list[events.Event] = [
         events.notice(

@@ -4,10 +4,12 @@ import re
 
 import pytest
 
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 
+from chatservice.accounts import MemoryAccountStore
 from chatservice.factory import ChatFactory
 from chatservice.testing import FakeConnection, register
 from tests.test_accounts import CHALLENGE, make_server, registered
@@ -211,3 +213,61 @@ def test_errors_do_not_quote_a_password(server: ChatFactory, line: str) -> None:
     bob.enter(line)
     (answer,) = bob.lines()
     assert answer.startswith("!!! ") and "p@ss-w0rd" not in answer
+
+
+class SlowTakeStore(MemoryAccountStore):
+    """A memory store whose C{take} answers when the test says."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.taking: list[Deferred[list[object]]] = []
+
+    def take(self, key: str) -> Deferred[list[object]]:
+        """Read and delete now; answer later, as a thread pool would."""
+        letters = self.mailboxes.pop(key, [])
+        d: Deferred[list[object]] = Deferred()
+        self.taking.append(d)
+        d.addCallback(lambda _: letters)
+        return d
+
+
+def test_letters_kept_when_the_session_closes_while_they_are_read(
+    clock: Clock,
+) -> None:
+    """Messages read for a session that closed meanwhile are delivered at its next identify."""
+    store = SlowTakeStore()
+    server = make_server(clock, store)
+    registered(server).enter("/quit")
+    bob = register(server, "bob")
+    bob.enter("/msg alice first")
+    clock.advance(60)
+    alice = register(server, "alice")
+    alice.enter("/identify wonderland")
+    alice.drop(ConnectionLost)
+    (reading,) = store.taking
+    clock.advance(5)
+    reading.callback(None)
+    clock.advance(60)  # past --resume-grace: alice is offline
+    bob.enter("/msg alice second")
+    again = register(server, "alice")
+    again.enter("/identify wonderland")
+    store.taking[-1].callback(None)
+    lines = again.lines()
+    assert [line.split("] ", 1)[-1] for line in lines if "*bob*" in line] == [
+        "*bob* first",
+        "*bob* second",
+    ]
+
+
+def test_letters_read_slowly_are_not_cancelled(clock: Clock) -> None:
+    """Messages whose read outlasts --command-timeout are still delivered."""
+    store = SlowTakeStore()
+    server = make_server(clock, store)
+    registered(server).enter("/quit")
+    bob = register(server, "bob")
+    bob.enter("/msg alice while you were out")
+    alice = register(server, "alice")
+    alice.enter("/identify wonderland")
+    clock.advance(server.settings.command_timeout + 1)
+    store.taking[-1].callback(None)
+    assert alice.lines()[-2].endswith("] *bob* while you were out")
