@@ -27,7 +27,7 @@ from .accounts import (
     check_password,
 )
 from .commands import Result, command
-from .errors import ChatError, NoSuchNickname, UsageError
+from .errors import ChatError, NicknameInUse, NoSuchNickname, UsageError
 from .interfaces import IChatSession
 from .logs import gate, shown
 from .text import fold
@@ -96,14 +96,37 @@ def identify_command(session: IChatSession, args: str) -> Result:
         )
     d = accounts.check(session, nickname, args)
 
-    def checked(ok: bool) -> None:
-        if session.nickname != nickname or session.closing:
+    def checked(ok: bool) -> Deferred[object] | None:
+        if session.closing:
             return None
         if not ok:
             _log_failure(session, nickname)
             raise ChatError(IDENTIFY_FAILED, "identify_failed")
+        if session.nickname != nickname:
+            # The grace ended while the password was checked: the owner
+            # gets the nickname back, if nobody took it meanwhile, proven
+            # as it is taken (as SASL's proof is).
+            accounts.proven_early(session, fold(nickname))
+            guest = session.nickname
+            return session.registry.rename(session, nickname).addCallbacks(
+                back, lost_it, callbackArgs=(guest,)
+            )
         accounts.proven(session)  # not waited for: see Accounts.proven
         return None
+
+    def back(new: str, guest: str) -> None:
+        if getattr(session.connection, "channels", None) == set():
+            # An IRC user in no channel hears of it from nobody else.
+            session.deliver(events.renamed(guest, new))
+        session.renamed(new)
+
+    def lost_it(failure: Failure) -> None:
+        failure.trap(NicknameInUse)
+        raise ChatError(
+            f"your password is right, but you were renamed while it was checked "
+            f"and someone took {nickname} meanwhile",
+            "identify_failed",
+        )
 
     return d.addCallback(checked)
 

@@ -271,3 +271,33 @@ def test_letters_read_slowly_are_not_cancelled(clock: Clock) -> None:
     clock.advance(server.settings.command_timeout + 1)
     store.taking[-1].callback(None)
     assert alice.lines()[-2].endswith("] *bob* while you were out")
+
+
+def test_identify_as_the_grace_ends(clock: Clock) -> None:
+    """The owner whose right password is checked as the grace ends gets the nickname back."""
+    from chatservice.factory import run_at_once
+
+    checks: list[Deferred[object]] = []
+
+    def slow(function, *args):  # type: ignore[no-untyped-def]
+        d: Deferred[object] = Deferred()
+        checks.append(d)
+        return d.addCallback(lambda _: run_at_once(function, *args))
+
+    server = make_server(clock)
+    registered(server).enter("/quit")
+    server.accounts._address_checks._run_in_thread = slow
+    carol = register(server, "carol")
+    owner = register(server, "alice")
+    clock.advance(29)
+    owner.enter("/identify wonderland")
+    clock.advance(1)
+    guest = owner.session.nickname
+    assert guest.startswith("Guest")
+    checks.pop().callback(None)
+    assert owner.session.nickname == "alice"
+    assert owner.lines()[-2:] == [
+        f"*** {guest} is now known as alice",
+        "*** You are now identified as alice.",
+    ]
+    assert carol.lines()[-1] == f"*** {guest} is now known as alice"
