@@ -85,6 +85,10 @@ GRACES_MAX = 10_000
 #: scrypt hash and a row kept until it is unregistered.
 REGISTRATIONS = 5
 
+#: Addresses remembered per account as its owner's (registered or proven
+#: from, since the server started): their checks skip the account's queue.
+TRUSTED = 4
+
 #: The answer to every failed identification, whatever was wrong.
 IDENTIFY_FAILED = "identification failed: wrong password"
 #: The answer when an address or an account has as many checks under way
@@ -265,6 +269,9 @@ class Accounts(SessionHooks):
         # (address key, folded nickname) -> when that address's grace for it
         # ends: set by its first challenge, kept GRACE_MEMORY after.
         self._graces: OrderedDict[tuple[str | None, str], float] = OrderedDict()
+        # Folded nickname -> the last TRUSTED addresses (keys) it was
+        # registered or proven from since the server started.
+        self._trusted: dict[str, list[str | None]] = {}
         # Sessions that took a nickname while the accounts were being read.
         self._waiting: list[IChatSession] | None = None
         self._random = random.SystemRandom()
@@ -354,10 +361,15 @@ class Accounts(SessionHooks):
 
         def verify(account: Account | None) -> Deferred[bool]:
             encoded = account.password if account is not None else _dummy()
+            args = (password, encoded, account is not None)
             try:
-                d = self._account_checks.check(
-                    key, _verify, address, password, encoded, account is not None
-                )
+                if address in self._trusted.get(key, ()):
+                    # An address the account was proven from: guesses from
+                    # elsewhere neither queue nor slow it down (they could
+                    # lock the owner out); its own are slowed as any.
+                    d = self._address_checks.check(address, _verify, *args)
+                else:
+                    d = self._account_checks.check(key, _verify, address, *args)
             except TooManyAttempts:
                 raise ChatError(TOO_MANY) from None
             return d.addErrback(_too_many)
@@ -415,7 +427,7 @@ class Accounts(SessionHooks):
         cid = session.connection_id
         self._proven[cid] = key
         self._cancel(cid)
-        self._graces.pop((address_key(session.host), key), None)
+        self._trust(key, session)
         log.info(
             "connection {connection_id} identified as {nickname}",
             connection_id=cid,
@@ -454,11 +466,23 @@ class Accounts(SessionHooks):
         self.known.add(key)
         self._proven[session.connection_id] = key
         self._cancel(session.connection_id)
+        self._trust(key, session)
         self.shared.share_account(key, True)
+
+    def _trust(self, key: str, session: IChatSession) -> None:
+        """C{session}'s address proved C{key}: no grace kept, not slowed."""
+        address = address_key(session.host)
+        self._graces.pop((address, key), None)
+        trusted = self._trusted.setdefault(key, [])
+        if address in trusted:
+            trusted.remove(address)
+        trusted.append(address)
+        del trusted[:-TRUSTED]
 
     def forget(self, key: str) -> None:
         """C{key}'s account is gone: nobody is identified as it any more."""
         self.known.discard(key)
+        self._trusted.pop(key, None)
         for cid in [cid for cid, proven in self._proven.items() if proven == key]:
             del self._proven[cid]
         self.shared.share_account(key, False)
@@ -469,6 +493,7 @@ class Accounts(SessionHooks):
             self.known.add(key)
         else:
             self.known.discard(key)
+            self._trusted.pop(key, None)
             for cid in [cid for cid, proven in self._proven.items() if proven == key]:
                 del self._proven[cid]
 

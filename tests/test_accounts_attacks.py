@@ -301,3 +301,42 @@ def test_identify_as_the_grace_ends(clock: Clock) -> None:
         "*** You are now identified as alice.",
     ]
     assert carol.lines()[-1] == f"*** {guest} is now known as alice"
+
+
+def sasl_guesser(server: ChatFactory, host: str) -> FakeConnection:
+    """An IRC client over TLS from C{host}, ready to send SASL PLAIN."""
+    from base64 import b64encode
+
+    from twisted.internet.interfaces import ISSLTransport
+    from zope.interface import directlyProvides
+
+    from chatservice.frontends.irc import irc_front_end
+
+    connection = FakeConnection(server, host, front_end=irc_front_end)
+    directlyProvides(connection.transport, ISSLTransport)
+    connection.enter("CAP LS 302", "CAP REQ :sasl", "NICK mallory")
+    connection.guess = lambda: connection.enter(  # type: ignore[attr-defined]
+        "AUTHENTICATE PLAIN",
+        "AUTHENTICATE " + b64encode(b"\0alice\0wrong-guess").decode(),
+    )
+    return connection
+
+
+def test_guesser_cannot_lock_the_owner_out(clock: Clock) -> None:
+    """Guesses keeping the account's checks busy do not refuse its owner, on an address it identified from."""
+    server = make_server(clock)
+    owner_address = "198.51.100.7"
+    first = register(server, "alice", owner_address)
+    first.enter("/register wonderland", "/quit")
+    one, two = (sasl_guesser(server, "203.0.113.9") for _ in range(2))
+    for _ in range(3):
+        one.guess()
+        two.guess()
+        clock.advance(8)
+    one.output()
+    one.guess()
+    two.guess()
+    assert one.lines()[-1] == "AUTHENTICATE +"  # waiting its turn
+    owner = register(server, "alice", owner_address)
+    owner.enter("/identify wonderland")
+    assert owner.lines() == ["*** You are now identified as alice."]
