@@ -13,6 +13,7 @@ over a member that leaves while it is under way.
 
 from collections import deque
 from collections.abc import Iterable
+from operator import attrgetter
 
 from .events import Event, not_an_event
 from .interfaces import IChatClient, RoomInfo, Scrollback, UserInfo
@@ -62,8 +63,19 @@ class Room:
     def receivers(self) -> tuple[object, ...]:
         """The members' receivers (L{IChatClient.receiver}), for L{say_in}."""
         if self._receivers is None:
-            self._receivers = tuple([client.receiver for client in self._members])
+            receivers = [client.receiver for client in self._members]
+            # Grouped by class (front end): the fan-out's call of each
+            # receiver's deliver, and the flush of each, stay on one class
+            # at a time, which CPython's inline caches need; with line,
+            # frame, web and IRC users in turn, a line's fan-out to 1,000
+            # cost about 950 us against 750 grouped (scripts/fanout.py --mix).
+            receivers.sort(key=_class_name)
+            self._receivers = tuple(receivers)
         return self._receivers
+
+
+#: The key L{Room.receivers} are grouped by: their class's name.
+_class_name = attrgetter("__class__.__qualname__")
 
 
 class User:

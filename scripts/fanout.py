@@ -7,8 +7,8 @@ Usage::
     python3 scripts/fanout.py --irc      # the listeners are IRC users
     python3 scripts/fanout.py --web      # the listeners are web (WebSocket) users
     python3 scripts/fanout.py --frames   # the listeners are frame users
-    python3 scripts/fanout.py --mix      # lines, frames, web, IRC in turn (the fanmix cell)
-    python3 scripts/fanout.py --mix --profile /tmp/fanout.prof   # cProfile of the rounds
+    python3 scripts/fanout.py --mix      # line, frame, web, IRC users in turn
+    python3 scripts/fanout.py --mix --profile /tmp/fanout.prof   # with cProfile
 
 It registers N users over StringTransports (chatservice.testing), has one
 say a line, and flushes every connection's output, as a reactor iteration

@@ -1,16 +1,24 @@
 """Events: what the registry fans out, and their line format (issue 16)."""
 
+import json
+from types import SimpleNamespace
+
 import pytest
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 
 from chatservice import events, wire
 from chatservice.config import Settings
-from chatservice.events import KINDS, Event, from_dict
+from chatservice.events import KINDS, Encoder, Event, SharedEncoding, from_dict
 from chatservice.factory import ChatFactory, run_at_once
-from chatservice.frontends import frameformat
+from chatservice.frontends import ircformat
+from chatservice.frontends.frames import FrameProtocol
+from chatservice.frontends.irc import irc_front_end
+from chatservice.frontends.web import WebConnection, web
 from chatservice.reasons import CloseReason
-from chatservice.testing import frame_user, register
+from chatservice.testing import FakeConnection, frame_user, register
 
 
 @pytest.mark.parametrize(
@@ -91,25 +99,86 @@ def test_scrollback_is_stamped_with_when_it_was_said() -> None:
     assert stamped.as_dict()["history"] is True
 
 
-def test_a_broadcast_is_encoded_once_per_format(clock: Clock) -> None:
-    """A line said to many line and frame users is encoded once for the frames."""
+def _web_user(factory: ChatFactory, nickname: str, host: str) -> StringTransport:
+    """A web user registered as C{nickname}, its WebSocket's transport returned."""
+    address = IPv4Address("TCP", host, 40000)
+    connection = factory.build_for(web, address)
+    assert isinstance(connection, WebConnection)
+    transport = StringTransport(peerAddress=address)
+    transport.registerProducer(object(), True)  # the HTTP channel, as at takeover
+    websocket = SimpleNamespace(
+        transport=transport,
+        factory=SimpleNamespace(heartbeat=30.0, max_frame=65536),
+    )
+    connection.opened(websocket)  # type: ignore[arg-type]
+    connection.received(
+        json.dumps({"frame": "INPUT", "text": nickname}).encode(), False
+    )
+    assert connection.session.nickname == nickname
+    return transport
+
+
+def _irc_user(
+    factory: ChatFactory, nickname: str, host: str, timed: bool
+) -> FakeConnection:
+    """An IRC user registered as C{nickname}, with server-time tags if C{timed}."""
+    user = FakeConnection(factory, host, front_end=irc_front_end)
+    caps = ["CAP LS 302", "CAP REQ :server-time", "CAP END"] if timed else []
+    user.enter(*caps, f"NICK {nickname}", f"USER {nickname} 0 * :x")
+    assert user.session.nickname == nickname
+    return user
+
+
+def test_a_broadcast_is_encoded_once_per_format(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A line said to line, frame, web and IRC users is encoded once per format."""
     factory = ChatFactory(Settings(), clock=clock, run_in_thread=run_at_once)
     alice = register(factory, "alice")
-    lines = [register(factory, f"l{n}", f"192.0.2.{n}") for n in range(5)]
-    frames = [frame_user(factory, f"f{n}", f"198.51.100.{n}") for n in range(5)]
-    calls: list[Event] = []
+    lines = [register(factory, f"l{n}", f"192.0.2.{n}") for n in range(3)]
+    frames = [frame_user(factory, f"f{n}", f"198.51.100.{n}") for n in range(3)]
+    webs = [_web_user(factory, f"w{n}", f"203.0.113.{n}") for n in range(3)]
+    ircs = [_irc_user(factory, f"i{n}", f"192.0.2.{10 + n}", False) for n in range(3)]
+    timed = [_irc_user(factory, f"t{n}", f"192.0.2.{20 + n}", True) for n in range(3)]
+    calls: list[tuple[str, str]] = []
 
-    def counting(event: Event) -> bytes:
-        calls.append(event)
-        return frameformat.encode_event(event)
+    def counting(name: str, encoder: Encoder) -> Encoder:
+        def encode(event: Event) -> bytes:
+            calls.append((name, event.text))
+            return encoder(event)
 
-    for user in frames:
-        user.protocol._encode = lambda event: event.encoded(counting)
-    for user in [*lines, *frames]:
-        user.output()
+        return encode
+
+    for name, encoding in [
+        ("frames", FrameProtocol._encode),
+        ("web", WebConnection._encode),
+        ("irc", ircformat.SHARED),
+        ("irc, server-time", ircformat.SHARED_TIMED),
+    ]:
+        assert isinstance(encoding, SharedEncoding)
+        monkeypatch.setattr(encoding, "encoder", counting(name, encoding.encoder))
+    clock.advance(0)
+    for user in [*lines, *frames, *ircs, *timed]:
+        user.transport.clear()
+    for transport in webs:
+        transport.clear()
     alice.enter("hello everyone")
     factory.flusher.flush()
-    assert [event.text for event in calls] == ["hello everyone"]
-    sent = {user.transport.value() for user in frames}
-    assert len(sent) == 1  # the same frame bytes to every frame user
+    assert sorted(calls) == [
+        ("frames", "hello everyone"),
+        ("irc", "hello everyone"),
+        ("irc, server-time", "hello everyone"),
+        ("web", "hello everyone"),
+    ]
+    # Every user of a format is sent the same bytes.
     assert {user.output() for user in lines} == {b"<alice> hello everyone\r\n"}
+    assert len({user.transport.value() for user in frames}) == 1
+    assert len({transport.value() for transport in webs}) == 1
+    assert {user.output() for user in ircs} == {
+        b":alice!alice@chatservice PRIVMSG #lobby :hello everyone\r\n"
+    }
+    (sent,) = {user.output() for user in timed}
+    assert sent.startswith(b"@time=")
+    assert sent.endswith(
+        b" :alice!alice@chatservice PRIVMSG #lobby :hello everyone\r\n"
+    )

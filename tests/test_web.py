@@ -45,6 +45,7 @@ from chatservice.frontends.frames import frames
 from chatservice.frontends.web import (
     ChatWebSocketFactory,
     client_address,
+    event_message,
     origin_allowed,
     web,
     ws_frame,
@@ -563,6 +564,22 @@ def test_the_web_front_end_keeps_its_contracts(clock: Clock) -> None:
     connection = web.build_protocol(factory, 1, IPv4Address("TCP", "127.0.0.1", 1))
     assert verifyObject(IConnection, connection)
     assert connection.session.connection is connection
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        events.chat("bob", "héllo\nthere", "#lobby"),
+        events.error("no such room", "no_such_room"),
+        events.notice('ünïcode ✓ \\ "quoted"'),
+        events.chat("bob", "old", "#lobby").stamped(when=3600.0),
+    ],
+    ids=["chat", "error", "notice", "history"],
+)
+def test_a_web_message_is_the_json_of_its_event(event: events.Event) -> None:
+    """A web user's message is the event's JSON with its frame type, as a frame's."""
+    payload = event_message(event)
+    assert ws_frame(event) == PreparedMessage(payload, False, False, True).payloadHybi
 
 
 def test_a_broadcast_is_framed_once_for_every_web_user() -> None:

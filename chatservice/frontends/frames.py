@@ -25,7 +25,6 @@ owns:
 
 import re
 from collections.abc import Callable
-from operator import methodcaller
 from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import (
@@ -41,6 +40,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .. import __version__, events
+from ..events import SharedEncoding
 from ..interfaces import IConnection, IFrontEnd
 from ..logs import format_peer, gate
 from ..output import OUTPUT_SLOTS
@@ -239,7 +239,7 @@ class FrameProtocol(StreamConnection, Protocol):
     )
 
     #: An event's frame, made once for every frame user (or a L{Raw}'s bytes).
-    _encode = methodcaller("encoded", encode_event)
+    _encode = SharedEncoding(encode_event)
 
     _counts_events = True  # one frame per event: see OutputMixin
 

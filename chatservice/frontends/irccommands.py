@@ -21,11 +21,11 @@ from ..welcome import join_room, scrollback
 from .ircformat import (
     LINE_MAX,
     SERVER,
+    SHARED_TIMED,
     mask,
     message,
     notices,
     shared,
-    shared_timed,
     tagged,
 )
 from .irctable import (
@@ -65,7 +65,7 @@ def cap(conn: Connection, params: list[str]) -> None:
                 conn.caps.add(name)
             if "server-time" in asked.split():
                 conn.server_time = True
-                conn._encoder = shared_timed
+                conn._encoder = SHARED_TIMED
             conn.send("CAP", who, "ACK", asked)
         else:
             conn.send("CAP", who, "NAK", asked)

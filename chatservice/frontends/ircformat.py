@@ -16,7 +16,7 @@ several C{PRIVMSG}s at UTF-8 character boundaries (L{chunks}).
 
 from collections.abc import Iterable
 
-from ..events import Event, iso_time
+from ..events import Event, SharedEncoding, iso_time
 
 #: The name the server gives itself in prefixes and numerics.
 SERVER = "chatservice"
@@ -143,6 +143,13 @@ def tagged(when: float, data: bytes) -> bytes:
 def shared_timed(event: Event) -> bytes:
     """L{shared}, with C{server-time} tags: for clients that asked for them."""
     return tagged(event.time, event.encoded(shared))
+
+
+#: The two variants of the shared encoding, one for the clients that asked
+#: for C{server-time} tags: each a connection's C{_encoder}, remembering the
+#: last broadcast it encoded (see L{SharedEncoding}).
+SHARED = SharedEncoding(shared)
+SHARED_TIMED = SharedEncoding(shared_timed)
 
 
 def is_shared(event: Event) -> bool:
