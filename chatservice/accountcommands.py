@@ -17,6 +17,7 @@ from . import events
 from .accounts import (
     GUEST,
     IDENTIFY_FAILED,
+    LETTERS_PER_ADDRESS,
     MAILBOX_BYTES,
     MAILBOX_MESSAGES,
     RESERVED,
@@ -31,6 +32,7 @@ from .errors import ChatError, NicknameInUse, NoSuchNickname, UsageError
 from .interfaces import IChatSession
 from .logs import gate, shown
 from .text import fold
+from .throttle import address_key
 
 log = Logger(observer=gate)
 
@@ -258,6 +260,13 @@ def leave_for(
             "not_identified",
         )
     key = fold(target)
+    address = address_key(session.host) or ""
+    if accounts.letters.spend(f"{address} {key}", 1, session.server.clock.seconds()):
+        raise ChatError(
+            f"{target} is offline, and your address has left them as many "
+            f"messages as it may ({LETTERS_PER_ADDRESS} a day); yours was not kept",
+            "mailbox_full",
+        )
     letter = Letter(time.time(), sender, text)
 
     def left(ok: bool) -> None:

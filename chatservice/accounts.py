@@ -63,6 +63,10 @@ EMAIL_MAX = 254
 #: What one registered user may be left while offline, at most.
 MAILBOX_MESSAGES = 100
 MAILBOX_BYTES = 64 * 1024
+#: Of those, what one address may leave one recipient in a day (a burst
+#: of this many, then one every 86400 / LETTERS_PER_ADDRESS seconds), so
+#: that one sender cannot fill a mailbox and have everyone else refused.
+LETTERS_PER_ADDRESS = 20
 #: Guest names: C{Guest} and five digits.  They cannot be registered.
 GUEST = re.compile(r"guest[0-9]+")
 #: Nicknames nobody may keep (folded): IRC clients send passwords there.
@@ -283,6 +287,8 @@ class Accounts(SessionHooks):
         self._account_checks = SerialChecks(
             clock, self.account_failures, self._address_stage
         )
+        #: Letters left, by address and recipient: L{LETTERS_PER_ADDRESS} a day.
+        self.letters = Allowances(LETTERS_PER_ADDRESS / 86400, LETTERS_PER_ADDRESS)
         #: Registrations, by address: L{REGISTRATIONS} an hour.
         self.registrations = Allowances(REGISTRATIONS / 3600, REGISTRATIONS)
         # New hashes (/register, /password): one at a time per address, one

@@ -332,7 +332,8 @@ def test_mailbox_is_bounded(server: ChatFactory) -> None:
     """Past 100 messages the sender is told the mailbox is full."""
     registered(server).enter("/quit")
     for number in range(10):
-        sender = register(server, f"bob{number}")
+        # From ten addresses: one may leave one recipient 20 a day.
+        sender = register(server, f"bob{number}", f"203.0.113.{number + 1}")
         for _ in range(10):
             sender.enter("/msg alice hi")
         sender.enter("/quit")

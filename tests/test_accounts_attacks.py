@@ -340,3 +340,27 @@ def test_guesser_cannot_lock_the_owner_out(clock: Clock) -> None:
     owner = register(server, "alice", owner_address)
     owner.enter("/identify wonderland")
     assert owner.lines() == ["*** You are now identified as alice."]
+
+
+def test_one_address_cannot_fill_a_mailbox(server: ChatFactory, clock: Clock) -> None:
+    """An address leaves one offline user 20 messages a day; others still can."""
+    registered(server).enter("/quit")
+    registered(server, "carol").enter("/quit")
+    spammer = register(server, "spammer", "203.0.113.66")
+    for number in range(20):
+        spammer.enter(f"/msg alice spam {number}")
+        clock.advance(1)
+    spammer.output()
+    spammer.enter("/msg alice one more")
+    assert spammer.lines() == [
+        "!!! alice is offline, and your address has left them as many messages "
+        "as it may (20 a day); yours was not kept"
+    ]
+    spammer.enter("/msg carol hello")
+    assert spammer.lines()[-1].startswith("*** carol is offline: your message was kept")
+    friend = register(server, "friend", "198.51.100.3")
+    friend.enter("/msg alice call me")
+    assert friend.lines()[-1].startswith("*** alice is offline: your message was kept")
+    clock.advance(86400 / 20)
+    spammer.enter("/msg alice again")
+    assert spammer.lines()[-1].startswith("*** alice is offline: your message was kept")
