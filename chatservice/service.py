@@ -25,7 +25,7 @@ from .logs import gate
 from .metrics import metrics_site, warn_if_exposed
 from .operators import OperatorsFileError
 from .store import StoreError
-from .system import SPARE_FILES, fit_open_files
+from .system import SPARE_FILES, fit_open_files, set_listener_options
 
 log = Logger(observer=gate)
 
@@ -230,6 +230,9 @@ class ChatService(Service):
             if factory is site:
                 self.metrics_port = result
                 warn_if_exposed(result.getHost())
+            else:
+                # For its connections to copy (see set_socket_options).
+                set_listener_options(result, self.factory.settings.keepalive)
             log.info(
                 "listening on {description} ({address})",
                 description=description,

@@ -75,6 +75,47 @@ async def test_keepalive_timers_on_accepted_socket(
 
 
 @pytest_twisted.ensureDeferred
+async def test_listener_has_the_options_its_connections_copy(chat: Harness) -> None:
+    """A TCP listener has its connections' options, which Linux copies to each."""
+    chat.start(keepalive=7)
+    listener = chat.service.ports[0].socket
+    assert _timers(listener) == (1, 7, 3, 3, 16_000)
+    assert listener.getsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE) == 1
+    await chat.greeted()
+    (session,) = chat.factory.connections.values()
+    accepted = session.connection.transport.getHandle()
+    assert _timers(accepted) == (1, 7, 3, 3, 16_000)
+    assert accepted.getsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_options_set_on_a_connection_the_listener_lacked_them_for(
+    chat: Harness,
+) -> None:
+    """A connection made before its listener had the options is given them.
+
+    As one whose handshake completed between the listener's C{listen()}
+    and its options being set.
+    """
+    chat.start(keepalive=7)
+    listener = chat.service.ports[0].socket
+    for level, option, value in [
+        (socket.SOL_SOCKET, socket.SO_OOBINLINE, 0),
+        (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 0),
+        (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 7200),
+        (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 75),
+        (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 9),
+        (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 0),
+    ]:
+        listener.setsockopt(level, option, value)
+    await chat.greeted()
+    (session,) = chat.factory.connections.values()
+    accepted = session.connection.transport.getHandle()
+    assert _timers(accepted) == (1, 7, 3, 3, 16_000)
+    assert accepted.getsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE) == 1
+
+
+@pytest_twisted.ensureDeferred
 async def test_keepalive_off(chat: Harness) -> None:
     """--keepalive 0 leaves keepalive off."""
     chat.start(keepalive=0)
