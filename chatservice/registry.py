@@ -25,7 +25,7 @@ from .interfaces import (
     UserInfo,
 )
 from .reasons import CloseReason
-from .rooms import LOBBY, Room, Rooms, deliver, say_in
+from .rooms import LOBBY, Room, Rooms, deliver, say_in, tell
 from .text import fold
 
 
@@ -83,11 +83,11 @@ class Registry:
         user = self._index.remove(client)
         if user is None:
             return
-        neighbours = self._index.neighbours(user, quiet=True)
+        neighbours = self._index.neighbour_receivers(user, quiet=True)
         for name in user.rooms:
             self._index.leave(client, name)
         if not self._stopping:
-            deliver(neighbours, events.left(user.nickname, reason), client)
+            tell(neighbours, events.left(user.nickname, reason), client)
 
     def join(self, client: IChatClient, room: str) -> Deferred[list[Scrollback]]:
         """See L{IRegistry.join}."""
@@ -200,4 +200,4 @@ class Registry:
         room: Room = self._index.enter(client, name)
         if self._index.announces(len(room)):
             nickname = self._users[client].nickname
-            deliver(room.recipients, events.joined(nickname, name), client)
+            say_in(room, events.joined(nickname, name), client)

@@ -198,6 +198,15 @@ class Rooms:
             rooms = [room for room in rooms if self.announces(len(room))]
         return in_rooms(rooms)
 
+    def neighbour_receivers(self, user: User, quiet: bool = False) -> Iterable[object]:
+        """L{neighbours}' receivers (L{IChatClient.receiver}), for L{tell}."""
+        rooms = [self.rooms[name] for name in user.rooms]
+        if quiet:
+            rooms = [room for room in rooms if self.announces(len(room))]
+        if len(rooms) == 1:
+            return rooms[0].receivers
+        return dict.fromkeys(each for room in rooms for each in room.receivers)
+
     def still_in(self, name: str, members: Iterable[IChatClient]) -> list[IChatClient]:
         """Those of C{members} who are still in room C{name}."""
         room = self.rooms.get(name)
@@ -264,5 +273,20 @@ def say_in(room: Room, event: Event, skip: IChatClient | None) -> None:
         raise not_an_event(event)
     ignored = skip.receiver if skip is not None else None
     for receiver in room.receivers:
+        if receiver is not ignored:
+            receiver.deliver(event)  # type: ignore[attr-defined]
+
+
+def tell(receivers: Iterable[object], event: Event, skip: IChatClient | None) -> None:
+    """L{say_in} to C{receivers} (L{Rooms.neighbour_receivers}) but C{skip}'s.
+
+    For a join or a leave, told to a room's members as a line is: through
+    their receivers, one call each, not two (a session's C{deliver} calls
+    its connection's).
+    """
+    if event.__class__ is not Event:
+        raise not_an_event(event)
+    ignored = skip.receiver if skip is not None else None
+    for receiver in receivers:
         if receiver is not ignored:
             receiver.deliver(event)  # type: ignore[attr-defined]
