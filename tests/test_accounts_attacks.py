@@ -364,3 +364,45 @@ def test_one_address_cannot_fill_a_mailbox(server: ChatFactory, clock: Clock) ->
     clock.advance(86400 / 20)
     spammer.enter("/msg alice again")
     assert spammer.lines()[-1].startswith("*** alice is offline: your message was kept")
+
+
+def test_no_path_logs_a_password(server: ChatFactory, log_text: list) -> None:
+    """Every way of giving a password, right or wrong, leaves it out of the log."""
+    from base64 import b64encode
+
+    from test_irc import irc_connection
+
+    registered(server).enter("/quit")
+    secrets = ["wonderland", "Sekrit-one", "Sekrit-two", "Sekrit-six", "Sekrit-ten"]
+    line = register(server, "alice", "203.0.113.1")
+    line.enter(
+        "/identify Sekrit-one",
+        " /identify Sekrit-two",
+        "/msg NickServ IDENTIFY alice Sekrit-one",
+        "/nick Sekrit-six alice",
+        "/register Sekrit-two@x Sekrit-six",
+        "/quit",
+    )
+    irc = irc_connection(
+        server, "PASS Sekrit-ten", "NICK alice", "USER a 0 * :A", "JOIN #lobby"
+    )
+    irc.enter(
+        "PRIVMSG NickServ :IDENTIFY Sekrit-two",
+        "PRIVMSG #lobby : /msg NickServ IDENTIFY Sekrit-one",
+        "NOTICE nickserv :identify wonderland",
+    )
+    tls = sasl_guesser(server, "203.0.113.2")
+    long_secret = "Sekrit-ten" * 12  # the base64 of its message is 400+
+    chunked = b64encode(f"\0alice\0{long_secret}".encode()).decode()
+    tls.enter("AUTHENTICATE PLAIN", f"AUTHENTICATE {chunked[:400]}")
+    tls.enter(f"AUTHENTICATE {chunked[400:]}" if chunked[400:] else "AUTHENTICATE +")
+    # A password given as the account (authcid), by mistake.
+    tls.enter(
+        "AUTHENTICATE PLAIN",
+        "AUTHENTICATE " + b64encode(b"\0Sekrit-six\0alice").decode(),
+    )
+    text = repr(log_text)
+    assert [secret for secret in secrets if secret in text] == []
+    formats = [event.get("log_format", "") for event in log_text]
+    assert any("failed identification" in f for f in formats)
+    assert any("failed SASL identification" in f for f in formats)
