@@ -116,3 +116,21 @@ async def test_concurrent_letters_keep_the_bound(accounts: IAccountStore) -> Non
     )
     assert sorted(results) == [False] * 7 + [True] * 5
     assert len(await accounts.take("alice")) == 5
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_takes_deliver_each_letter_once(
+    accounts: IAccountStore,
+) -> None:
+    """Takes at once (two nodes' sessions identifying) hand out each letter exactly once."""
+    await accounts.create("alice", ALICE)
+    calls = []
+    for n in range(40):
+        calls.append(accounts.leave("alice", letter(f"m{n}"), 100, 65536))
+        if n % 5 == 4:
+            calls.append(accounts.take("alice"))
+    calls.append(accounts.take("alice"))
+    results = await gatherResults(calls)
+    taken = [x.text for r in results if isinstance(r, list) for x in r]
+    taken += [x.text for x in await accounts.take("alice")]
+    assert sorted(taken) == sorted(f"m{n}" for n in range(40))
