@@ -566,6 +566,15 @@ class Accounts(SessionHooks):
             return None
         if ok:
             return self.proven(session)
+        # Logged as /identify's failures are: guesses by /nick NAME PASSWORD
+        # or IRC's PASS must show in the log too.
+        log.warn(
+            "failed identification as {nickname} by connection {connection_id} "
+            "from {host}",
+            nickname=shown(nickname),
+            connection_id=session.connection_id,
+            host=session.host,
+        )
         session.answer(events.error(IDENTIFY_FAILED, "identify_failed"))
         self._challenge(session)
         return None

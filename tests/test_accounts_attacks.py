@@ -406,3 +406,20 @@ def test_no_path_logs_a_password(server: ChatFactory, log_text: list) -> None:
     formats = [event.get("log_format", "") for event in log_text]
     assert any("failed identification" in f for f in formats)
     assert any("failed SASL identification" in f for f in formats)
+
+
+@pytest.mark.parametrize("irc", [False, True])
+def test_failed_password_with_the_nickname_is_logged(
+    server: ChatFactory, log_text: list, irc: bool
+) -> None:
+    """A wrong password given with the nickname (/nick NAME PASSWORD, IRC PASS) is logged as /identify's is."""
+    from test_irc import irc_connection
+
+    registered(server).enter("/quit")
+    if irc:
+        irc_connection(server, "PASS wrong-guess", "NICK alice", "USER a 0 * :A")
+    else:
+        FakeConnection(server, "203.0.113.4").enter("/nick alice wrong-guess")
+    (failed,) = [e for e in log_text if "failed identification" in e["log_format"]]
+    assert failed["nickname"] == "alice"
+    assert failed["host"] == ("127.0.0.1" if irc else "203.0.113.4")
