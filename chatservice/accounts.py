@@ -262,6 +262,8 @@ class Accounts(SessionHooks):
         # and a password given before registration (IRC PASS, /nick N P).
         self._proven: dict[int, str] = {}
         self._timers: dict[int, IDelayedCall] = {}
+        # By connection id: the grace of a session held for a resume.
+        self._held_timers: dict[int, IDelayedCall] = {}
         self._pending: dict[int, str] = {}
         # Connections that proved an account with SASL, not yet welcomed.
         self._early: set[int] = set()
@@ -586,8 +588,18 @@ class Accounts(SessionHooks):
             self._challenge(session)
 
     def disconnected(self, session: IChatSession, reason: CloseReason) -> None:
-        """Forget the session; keep its proof while it may be resumed."""
+        """Forget the session; keep its proof while it may be resumed.
+
+        A session held for a resume during its grace is ended when the
+        grace is over, so that it does not keep the nickname longer.
+        """
         cid = session.connection_id
+        timer = self._timers.get(cid)
+        if timer is not None and timer.active() and session.nickname is not None:
+            left = max(timer.getTime() - self.clock.seconds(), 0.0)
+            self._held_timers[cid] = self.clock.callLater(
+                left, self._held_grace_over, session.server.sessions, session
+            )
         self._cancel(cid)
         proven = self._proven.pop(cid, None)
         now = self.clock.seconds()
@@ -611,10 +623,19 @@ class Accounts(SessionHooks):
         on another node of a cluster identifies again).
         """
         cid = old.connection_id
+        timer = self._held_timers.pop(cid, None)
+        if timer is not None and timer.active():
+            timer.cancel()  # the new session is challenged for what is left
         entry = self._departed.pop(cid, None)
         key = entry[0] if entry is not None else self._proven.get(cid)
         if key is not None:
             self._proven[new.connection_id] = key
+
+    def _held_grace_over(self, keeper: Any, session: IChatSession) -> None:
+        """The grace of C{session}, held since its connection dropped, is over."""
+        self._held_timers.pop(session.connection_id, None)
+        if fold(session.nickname) in self.known:
+            keeper.end_held_of(session.nickname, session.connection_id)
 
     # The grace -----------------------------------------------------------------
 

@@ -373,6 +373,17 @@ class SessionKeeper:
         if not isinstance(client, HeldClient):
             client.hand_over()  # type: ignore[attr-defined]
 
+    def end_held_of(self, nickname: str, connection_id: int) -> None:
+        """End C{nickname}'s held session if it is connection C{connection_id}'s.
+
+        As if its resume grace had ended: the accounts end it when its
+        grace to identify is over (L{chatservice.accounts}).
+        """
+        record = self._records.get(fold(nickname))
+        held = record.client if record is not None else None
+        if isinstance(held, HeldClient) and held.connection_id == connection_id:
+            self.expire(held, self._held[held])
+
     def end_held(
         self, host_matches: Callable[[str], bool], reason: CloseReason
     ) -> None:

@@ -423,3 +423,17 @@ def test_failed_password_with_the_nickname_is_logged(
     (failed,) = [e for e in log_text if "failed identification" in e["log_format"]]
     assert failed["nickname"] == "alice"
     assert failed["host"] == ("127.0.0.1" if irc else "203.0.113.4")
+
+
+def test_held_session_ends_with_its_grace(server: ChatFactory, clock: Clock) -> None:
+    """A squatter's dropped session, held for a resume, frees the nickname when its grace ends."""
+    registered(server).enter("/quit")
+    squatter = register(server, "alice", "203.0.113.8")
+    clock.advance(25)
+    squatter.drop(ConnectionLost)
+    owner = FakeConnection(server, "198.51.100.7")
+    owner.enter("/nick alice wonderland")
+    assert owner.lines()[-1] == "!!! the nickname alice is taken; choose another one"
+    clock.advance(5)
+    owner.enter("/nick alice wonderland")
+    assert owner.lines()[-1] == "*** You are now identified as alice."
