@@ -166,8 +166,10 @@ class ChatService(Service):
             self._fit_open_files()
             self._read_files()
             self._listen()
-        self._open_store()
+        # SIGHUP's handler first: the listeners accept already, and opening
+        # the store takes a moment, in which a SIGHUP would end the process.
         self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
+        self._open_store()
         self.factory.registry.start()
         self.factory.accounts.start().addErrback(
             lambda failure: log.failure("the accounts could not be read", failure)
@@ -183,6 +185,8 @@ class ChatService(Service):
         try:
             self.factory.store.open()
         except StoreError as error:
+            signal.signal(signal.SIGHUP, self._previous_sighup)
+            self._previous_sighup = None
             raise StartupError(f"chatservice: {error}") from None
         self.factory.history.start()
 
