@@ -15,6 +15,8 @@ from chatservice.historycommands import (
     parse_history,
     parse_moment,
 )
+from chatservice.store import memory_store
+from chatservice.store.history import fts5_query
 
 minutes = st.datetimes(
     min_value=datetime(1000, 1, 1), max_value=datetime(9999, 12, 31, 23, 59)
@@ -97,3 +99,33 @@ def test_impossible_dates_are_refused(year: int, month: int, day: int) -> None:
         assert str(error).startswith(f"there is no such moment as {text}")
     else:
         assert exists is not None and isinstance(request, Since)
+
+
+@given(
+    st.lists(
+        st.text(st.characters(blacklist_categories=["Cs", "Zs", "Cc"]), min_size=1),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_any_search_words_are_a_valid_fts5_query(words: list[str]) -> None:
+    """Whatever words are searched for, FTS5 takes them literally, never as syntax."""
+    store = memory_store()
+    put = "INSERT INTO history (room, at, kind, nick, sender, text) VALUES (?, ?, ?, ?, ?, ?)"
+    store.run_interaction(
+        lambda cursor: cursor.execute(
+            put, ("#lobby", 1.0, "chat", "a", "a", " ".join(words))
+        )
+    )
+    found = store.run_interaction(
+        lambda cursor: cursor.execute(
+            "SELECT count(*) FROM history_words WHERE history_words MATCH ?",
+            (fts5_query(words),),
+        ).fetchall()
+    )
+    # Each word is found in the line that has them all (a word of only
+    # punctuation, which the index does not keep, matches nothing).
+    if all(any(c.isalnum() for c in word) for word in words):
+        assert found.result == [(1,)]
+    else:
+        assert found.result in ([(0,)], [(1,)])
