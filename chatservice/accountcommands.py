@@ -33,6 +33,7 @@ from .interfaces import IChatSession
 from .logs import gate, shown
 from .text import fold
 from .throttle import address_key
+from .welcome import choose_nickname
 
 log = Logger(observer=gate)
 
@@ -131,6 +132,54 @@ def identify_command(session: IChatSession, args: str) -> Result:
         )
 
     return d.addCallback(checked)
+
+
+def regain(
+    failure: Failure, session: IChatSession, name: str, password: str
+) -> Deferred[object]:
+    """C{/nick NAME PASSWORD} found NAME taken: take it back if held unproven.
+
+    That is, if its holder is in its grace (has not identified) on this
+    node and PASSWORD is right.  The holder gets a guest name (a held
+    session of theirs ends), and C{session} takes the nickname,
+    identified.  Otherwise the failure (L{NicknameInUse}) stands.
+    """
+    failure.trap(NicknameInUse)
+    accounts = _accounts(session)
+    holder = accounts.unproven_holder(name)
+    if holder is None or holder is session:
+        return failure  # type: ignore[return-value]
+
+    def checked(ok: bool) -> Deferred[object] | None:
+        if not ok:
+            _log_failure(session, name)
+            raise ChatError(IDENTIFY_FAILED, "identify_failed")
+        if session.closing:
+            return None
+        if (
+            holder.nickname is not None
+            and fold(holder.nickname) == fold(name)
+            and not accounts.is_identified(holder)
+        ):
+            return accounts.evict(holder, session).addCallback(take)
+        return take(None)
+
+    def take(_: object) -> Deferred[object]:
+        # Proven as it is taken (as SASL's proof is): no grace, no notice.
+        accounts.proven_early(session, fold(name))
+        if session.nickname is None:
+            return choose_nickname(session, name)  # type: ignore[return-value]
+        old = session.nickname
+
+        def renamed(new: str) -> None:
+            if getattr(session.connection, "channels", None) == set():
+                # An IRC user in no channel hears of it from nobody else.
+                session.deliver(events.renamed(old, new))
+            session.renamed(new)
+
+        return session.registry.rename(session, name).addCallback(renamed)
+
+    return accounts.check(session, name, password).addCallback(checked)
 
 
 def _log_failure(session: IChatSession, nickname: str) -> None:
@@ -302,7 +351,9 @@ def nickserv(session: IChatSession, text: str) -> Result:
 
     C{IDENTIFY [NICK] PASSWORD} (NICK, if given, must be your nickname),
     C{REGISTER PASSWORD [EMAIL]} (NickServ's order), C{PASSWORD OLD NEW},
-    C{UNREGISTER PASSWORD}; anything else is answered with how to use it.
+    C{UNREGISTER PASSWORD}, C{REGAIN NICK PASSWORD} (C{/nick NICK
+    PASSWORD}; or C{RECOVER}, C{GHOST}); anything else is answered with how
+    to use it.
     """
     words = text.split()
     verb = words[0].upper() if words else ""
@@ -321,10 +372,13 @@ def nickserv(session: IChatSession, text: str) -> Result:
         return password_command(session, " ".join(rest[-2:]))
     if verb in ("UNREGISTER", "DROP") and rest:
         return unregister_command(session, rest[-1])
+    if verb in ("REGAIN", "RECOVER", "GHOST") and len(rest) == 2:
+        return session.server.commands["nick"](session, " ".join(rest))
     session.answer(
         events.notice(
             "NickServ understands IDENTIFY [NICK] PASSWORD, REGISTER PASSWORD "
-            "[EMAIL], PASSWORD OLD NEW and UNREGISTER PASSWORD (or use /help)"
+            "[EMAIL], PASSWORD OLD NEW, UNREGISTER PASSWORD and REGAIN NICK "
+            "PASSWORD (or use /help)"
         )
     )
     return None

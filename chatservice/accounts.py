@@ -706,9 +706,49 @@ class Accounts(SessionHooks):
             return
         self._to_guest(session, nickname, tries=5)
 
+    def unproven_holder(self, nickname: str) -> IChatSession | None:
+        """The session on this node holding C{nickname} in its grace, if any.
+
+        Live, or held for a resume: every such session has a grace timer.
+        """
+        key = fold(nickname)
+        for timer in [*self._timers.values(), *self._held_timers.values()]:
+            session = timer.args[0] if timer.func == self._expired else timer.args[1]
+            if session.nickname is not None and fold(session.nickname) == key:
+                return session
+        return None
+
+    def evict(self, holder: IChatSession, owner: IChatSession) -> Deferred[None]:
+        """The owner proved the nickname C{holder} holds: give C{holder} a guest name.
+
+        A held session (its connection gone) is ended instead.  Fires once
+        the nickname is free (or could not be freed).
+        """
+        cid = holder.connection_id
+        nickname = holder.nickname
+        self._cancel(cid)
+        held = self._held_timers.pop(cid, None)
+        log.info(
+            "connection {connection_id} took {nickname} back from connection {holder}",
+            connection_id=owner.connection_id,
+            nickname=shown(nickname),
+            holder=cid,
+        )
+        if held is not None:
+            if held.active():
+                held.cancel()
+            owner.server.sessions.end_held_of(nickname, cid)
+            return succeed(None)
+        return self._to_guest(
+            holder,
+            nickname,
+            tries=5,
+            why=f"the owner of {nickname} identified and took it back",
+        )
+
     def _to_guest(
         self, session: IChatSession, old: str, tries: int, why: str | None = None
-    ) -> None:
+    ) -> Deferred[None]:
         guest = f"Guest{self._random.randrange(10_000, 100_000)}"
         if why is None:
             why = (
@@ -723,17 +763,19 @@ class Accounts(SessionHooks):
             session.renamed(new)
             session.deliver(events.notice(f"{why}: you are now {new}"))
 
-        def taken(failure: Any) -> None:
+        def taken(failure: Any) -> Deferred[None] | None:
             failure.trap(NicknameInUse)
             if tries > 1 and not session.closing:
-                self._to_guest(session, old, tries - 1, why)
-            else:
-                session.disconnect(
-                    CloseReason.kicked("server", f"{old} is a registered nickname")
-                )
+                return self._to_guest(session, old, tries - 1, why)
+            session.disconnect(
+                CloseReason.kicked("server", f"{old} is a registered nickname")
+            )
+            return None
 
         d = session.registry.rename(session, guest).addCallbacks(renamed, taken)
-        d.addErrback(lambda failure: log.failure("a guest rename failed", failure))
+        return d.addErrback(
+            lambda failure: log.failure("a guest rename failed", failure)
+        )
 
 
 def _verify(password: str, encoded: str, exists: bool) -> bool:

@@ -13,7 +13,7 @@ from math import ceil
 from twisted.internet.defer import Deferred
 
 from . import events
-from .accountcommands import SERVICES, leave_for, nickserv
+from .accountcommands import SERVICES, leave_for, nickserv, regain
 from .commands import Result, command, say
 from .errors import ChatError, NoSuchNickname, NoSuchRoom, UnknownCommand
 from .interfaces import IChatSession, RoomInfo, Scrollback, UserInfo
@@ -56,6 +56,8 @@ def nick_command(session: IChatSession, args: str) -> Result:
         d = session.registry.rename(session, name).addCallback(session.renamed)
     if password:
         d.addErrback(lambda failure: accounts.expect_nothing(session) or failure)
+        # Held by someone who has not identified: the owner takes it back.
+        d.addErrback(regain, session, name, password)
     return d
 
 

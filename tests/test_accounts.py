@@ -447,7 +447,8 @@ def test_nickserv_register_by_message(server: ChatFactory) -> None:
     bob.enter("/msg NickServ hello")
     assert bob.lines() == [
         "*** NickServ understands IDENTIFY [NICK] PASSWORD, REGISTER PASSWORD "
-        "[EMAIL], PASSWORD OLD NEW and UNREGISTER PASSWORD (or use /help)"
+        "[EMAIL], PASSWORD OLD NEW, UNREGISTER PASSWORD and REGAIN NICK "
+        "PASSWORD (or use /help)"
     ]
 
 

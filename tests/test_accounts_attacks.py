@@ -431,9 +431,79 @@ def test_held_session_ends_with_its_grace(server: ChatFactory, clock: Clock) -> 
     squatter = register(server, "alice", "203.0.113.8")
     clock.advance(25)
     squatter.drop(ConnectionLost)
+    someone = FakeConnection(server, "198.51.100.7")
+    someone.enter("/nick alice")
+    assert someone.lines()[-1] == "!!! the nickname alice is taken; choose another one"
+    clock.advance(5)
+    someone.enter("/nick alice")
+    assert someone.session.nickname == "alice"
+
+
+def test_owner_takes_the_nickname_back(server: ChatFactory, clock: Clock) -> None:
+    """/nick NAME PASSWORD takes a registered nickname from whoever holds it unidentified."""
+    registered(server).enter("/quit")
+    carol = register(server, "carol")
+    squatter = register(server, "alice", "203.0.113.8")
+    owner = register(server, "bob", "198.51.100.7")
+    carol.output()
+    owner.enter("/nick alice wrong-password")
+    assert owner.lines() == ["!!! identification failed: wrong password"]
+    assert squatter.session.nickname == "alice"
+    owner.enter("/nick alice wonderland")
+    guest = squatter.session.nickname
+    assert guest.startswith("Guest")
+    assert squatter.lines()[-3:] == [
+        f"*** alice is now known as {guest}",
+        f"*** the owner of alice identified and took it back: you are now {guest}",
+        "*** bob is now known as alice",
+    ]
+    assert owner.lines() == [
+        f"*** alice is now known as {guest}",
+        "*** bob is now known as alice",
+        "*** You are now identified as alice.",
+    ]
+    assert carol.lines() == [
+        f"*** alice is now known as {guest}",
+        "*** bob is now known as alice",
+    ]
+
+
+def test_owner_takes_the_nickname_back_from_a_held_session(
+    server: ChatFactory, clock: Clock
+) -> None:
+    """A squatter's held session is ended when the owner proves the nickname, at their first line."""
+    registered(server).enter("/quit")
+    squatter = register(server, "alice", "203.0.113.8")
+    squatter.drop(ConnectionLost)
     owner = FakeConnection(server, "198.51.100.7")
     owner.enter("/nick alice wonderland")
-    assert owner.lines()[-1] == "!!! the nickname alice is taken; choose another one"
-    clock.advance(5)
-    owner.enter("/nick alice wonderland")
+    assert owner.session.nickname == "alice"
     assert owner.lines()[-1] == "*** You are now identified as alice."
+
+
+def test_identified_holder_is_not_evicted(server: ChatFactory) -> None:
+    """An identified session keeps its nickname against another right password."""
+    registered(server).enter("/quit")
+    first = register(server, "alice")
+    first.enter("/identify wonderland")
+    other = register(server, "bob", "198.51.100.7")
+    other.enter("/nick alice wonderland")
+    assert other.lines() == ["!!! the nickname alice is taken; choose another one"]
+    assert first.session.nickname == "alice"
+
+
+def test_irc_regain_by_nickserv(server: ChatFactory) -> None:
+    """An IRC client's PRIVMSG NickServ :REGAIN NICK PASSWORD takes the nickname back."""
+    from test_irc import irc_registered
+
+    registered(server).enter("/quit")
+    squatter = register(server, "alice", "203.0.113.8")
+    owner = irc_registered(server, "alice_")
+    owner.enter("PRIVMSG NickServ :REGAIN alice wonderland")
+    guest = squatter.session.nickname
+    assert guest.startswith("Guest")
+    assert owner.lines() == [
+        f":alice!alice@chatservice NICK {guest}",
+        ":alice_!alice_@chatservice NICK alice",
+        ":chatservice NOTICE alice :You are now identified as alice.",
+    ]
