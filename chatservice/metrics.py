@@ -98,6 +98,16 @@ class ChatCollector(Collector):
             value=registry.delivered,
         )
         yield CounterMetricFamily(
+            "chatservice_history_written",
+            "Chat lines and actions written to the store's room history.",
+            value=factory.history.written,
+        )
+        yield CounterMetricFamily(
+            "chatservice_history_lost",
+            "Chat lines and actions the store's room history failed to keep.",
+            value=factory.history.lost,
+        )
+        yield CounterMetricFamily(
             "chatservice_lines_sent",
             "Lines sent to clients (handed to their sockets), of every kind.",
             value=stats.lines_out,
