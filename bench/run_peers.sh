@@ -12,8 +12,8 @@
 #
 # Every server runs pinned to core $SERVER_CPU (default 0) under
 # `ulimit -n <hard limit>`; the loadgen runs pinned to core $LOADGEN_CPU
-# (default 1). The server is restarted for every cell, in OUTDIR, and stopped
-# by PID. Before every cell the driver waits (at most QUIET_WAIT s) until the
+# (default 1). The server is restarted for every cell, in a new directory of
+# OUTDIR (nothing a server keeps on disk carries over), and stopped by PID. Before every cell the driver waits (at most QUIET_WAIT s) until the
 # rest of the machine uses less than QUIET_PCT % of a core.
 # With TRIES=N, a cell in which other processes used more than FOREIGN_MAX %
 # of a core (foreign_cpu_pct) is run again, up to N times in all; the earlier
@@ -135,8 +135,13 @@ start_peer() { # index log [more options] [more ports]
     fi
   done
   # taskset and bash exec into the server, so $! is the server's PID.
-  # In OUTDIR, so that no checkout in the working directory is imported.
-  taskset -c "$SERVER_CPU" bash -c "cd '$OUT' && ulimit -n \$(ulimit -Hn) && exec $cmd" >"$log" 2>&1 &
+  # In a new directory of OUTDIR, so that no checkout in the working
+  # directory is imported, and that what a server keeps there (chatservice's
+  # --store, a SQLite file by default) does not carry one cell's rooms and
+  # their scrollback into the next: every cell starts as a fresh server.
+  local dir
+  dir=$(mktemp -d "$OUT/cell.XXXXXX") || return 1
+  taskset -c "$SERVER_CPU" bash -c "cd '$dir' && ulimit -n \$(ulimit -Hn) && exec $cmd" >"$log" 2>&1 &
   SPID=$!
   for _ in $(seq 1 150); do
     if ! alive "$SPID"; then

@@ -206,12 +206,33 @@ def _extensions(disabled: frozenset[str]) -> Extensions:
     return extensions
 
 
+#: The listen backlog of a stream listener whose endpoint names none.
+#: Twisted's is 50: after a restart, when thousands of clients reconnect at
+#: once, the kernel drops the connections that do not fit in it, and their
+#: clients try again only 1, 3, 7, 15... seconds later (10,000 at once:
+#: the last ones in after a minute, where 4096 lets them all in within
+#: seconds; the benchmark's storm cell).  Linux caps it at
+#: C{net.core.somaxconn} (4096 by default).
+LISTEN_BACKLOG = 4096
+
+#: The endpoint types that take a C{backlog} parameter.
+_BACKLOG_TYPES = frozenset({"tcp", "tcp6", "ssl", "unix"})
+
+
+def with_backlog(description: str) -> str:
+    """C{description} with L{LISTEN_BACKLOG} unless it names a backlog itself."""
+    kind, colon, rest = description.partition(":")
+    if not colon or kind.lower() not in _BACKLOG_TYPES or "backlog=" in rest:
+        return description
+    return f"{description}:backlog={LISTEN_BACKLOG}"
+
+
 def _parse_endpoint(
     reactor: object, description: str, option: str = "--port"
 ) -> object:
     """Parse one endpoint string, or raise a readable L{usage.UsageError}."""
     try:
-        endpoint = serverFromString(reactor, description)
+        endpoint = serverFromString(reactor, with_backlog(description))
         # Twisted builds a TLS context at the first connection; build it now,
         # so that a bad file (dhParameters=...) stops the start instead of
         # failing every connection.

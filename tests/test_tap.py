@@ -8,11 +8,14 @@ from typing import Any
 import pytest
 from certs import make_ca, make_server_cert
 
+from twisted.internet.protocol import Factory
+from twisted.internet.testing import MemoryReactor
+
 from chatservice import __version__
 from chatservice.config import Settings, options
 from chatservice.errors import StartupError
 from chatservice.service import ChatService
-from chatservice.tap import Options, makeService
+from chatservice.tap import Options, _parse_endpoint, makeService, with_backlog
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -451,3 +454,31 @@ def test_readme_names_the_numbers_that_may_be_0() -> None:
         if isinstance(zero, int | float):
             may_be_0.add(option.name)
     assert named == may_be_0
+
+
+@pytest.mark.parametrize(
+    ("given", "parsed"),
+    [
+        ("tcp:8000", "tcp:8000:backlog=4096"),
+        ("tcp:8000:interface=127.0.0.1", "tcp:8000:interface=127.0.0.1:backlog=4096"),
+        ("tcp6:8000", "tcp6:8000:backlog=4096"),
+        ("unix:/run/chat.sock:mode=660", "unix:/run/chat.sock:mode=660:backlog=4096"),
+        ("tcp:8000:backlog=128", "tcp:8000:backlog=128"),
+        ("systemd:domain=INET:index=0", "systemd:domain=INET:index=0"),
+    ],
+)
+def test_listeners_get_a_backlog_for_a_storm(given: str, parsed: str) -> None:
+    """A stream listener without a backlog gets 4096, not Twisted's 50."""
+    assert with_backlog(given) == parsed
+
+
+def test_the_backlog_reaches_the_listener() -> None:
+    """--port tcp:N listens with the backlog of 4096; an explicit one is kept."""
+    reactor = MemoryReactor()
+    for description in ("tcp:8000", "tcp:8001:backlog=128"):
+        endpoint = _parse_endpoint(reactor, description)
+        endpoint.listen(Factory())  # type: ignore[attr-defined]
+    assert [(port, backlog) for port, _, backlog, _ in reactor.tcpServers] == [
+        (8000, 4096),
+        (8001, 128),
+    ]
