@@ -11,7 +11,14 @@ from twisted.internet.testing import StringTransport
 
 from chatservice import events, wire
 from chatservice.config import Settings
-from chatservice.events import KINDS, Encoder, Event, SharedEncoding, from_dict
+from chatservice.events import (
+    KINDS,
+    Encoder,
+    Event,
+    SharedEncoding,
+    from_dict,
+    iso_time,
+)
 from chatservice.factory import ChatFactory, run_at_once
 from chatservice.frontends import ircformat
 from chatservice.frontends.frames import FrameProtocol
@@ -182,3 +189,17 @@ def test_a_broadcast_is_encoded_once_per_format(
     assert sent.endswith(
         b" :alice!alice@chatservice PRIVMSG #lobby :hello everyone\r\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("when", "text"),
+    [
+        (0.0, "1970-01-01T00:00:00.000Z"),
+        (1796578503.123456, "2026-12-06T17:35:03.123Z"),
+        (1796578503.9994, "2026-12-06T17:35:03.999Z"),
+        (1796578503.9999999, "2026-12-06T17:35:04.000Z"),
+    ],
+)
+def test_times_are_iso_8601_utc_with_milliseconds(when: float, text: str) -> None:
+    """An event's time in JSON is UTC, to the millisecond below, with a Z."""
+    assert iso_time(when) == text

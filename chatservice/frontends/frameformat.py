@@ -301,12 +301,18 @@ class FrameDecoder:
 # Encoding ------------------------------------------------------------------
 
 
+#: How the server writes JSON: what C{json.dumps(body, ensure_ascii=False,
+#: separators=(",", ":"))} writes, without making an encoder per call (0.7 us
+#: of the 2.5 a broadcast's body took).
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def encode_frame(kind: int, body: dict[str, Any] | None = None) -> bytes:
     """One frame of type C{kind} with C{body} as its JSON (no body if None)."""
     if body is None:
         data = b""
     else:
-        text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+        text = _JSON.encode(body)
         try:
             data = text.encode("utf-8")
         except UnicodeEncodeError:  # a lone surrogate: escape it, as JSON may
