@@ -3,7 +3,6 @@
 See the package's docstring (L{chatservice.store}) for the API.
 """
 
-import itertools
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -57,7 +56,24 @@ def _sqlite_setup(connection: sqlite3.Connection) -> None:
         connection.execute("PRAGMA synchronous = NORMAL")
 
 
-_memory_names = itertools.count(1)
+class _SQLitePool(adbapi.ConnectionPool):
+    """adbapi's pool over the one SQLite connection the store opened at start.
+
+    SQLite writes through one connection at a time anyway; this one is made
+    (and migrated) before anyone is served, so the database's files are
+    open from the start, and C{sqlite::memory:} is the same database for the
+    migrations and the pool.  C{connect} is adbapi's documented way for its
+    threads to get a connection.
+    """
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        super().__init__("sqlite3", cp_min=1, cp_max=1)
+        self._connection = connection
+
+    def connect(self) -> sqlite3.Connection:
+        """The store's connection, for the pool's thread."""
+        self.connections[self.threadID()] = self._connection
+        return self._connection
 
 
 class Store:
@@ -79,10 +95,8 @@ class Store:
         self._migrations = migrations
         self._pool: adbapi.ConnectionPool | None = None
         self._run: Callable[..., Deferred[Any]] | None = None
-        # sqlite::memory: is one database shared by the pool's connection
-        # and this one, which keeps it alive between them.
+        # The SQLite connection (the pool's, or memory_store's).
         self._keeper: Any = None
-        self._memory_uri = f"file:chatservice-{next(_memory_names)}?mode=memory"
 
     def __repr__(self) -> str:
         return f"<Store {self.url.shown}>"
@@ -124,40 +138,34 @@ class Store:
                 before=before,
                 after=after,
             )
-        if self.url.in_memory:
-            self._keeper = connection
+        if self.dialect == "sqlite":
+            self._pool = _SQLitePool(connection)
+            self._keeper = connection  # closed by close(), used or not
         else:
             connection.close()
-        self._pool = self._make_pool()
+            self._pool = self._postgresql_pool()
         self._run = self._pool.runInteraction
 
     def _connect_now(self) -> Any:
-        """A connection for the migrations, made in this thread."""
+        """A connection for the migrations, made in this thread.
+
+        SQLite's is then the pool's (L{_SQLitePool}), used by its thread.
+        """
         if self.dialect == "sqlite":
-            connection = sqlite3.connect(**self._sqlite_arguments())
-            _sqlite_setup(connection)
+            connection = sqlite3.connect(
+                self.url.target, isolation_level=None, check_same_thread=False
+            )
+            try:
+                _sqlite_setup(connection)
+            except BaseException:
+                connection.close()
+                raise
             return connection
         import psycopg
 
         return psycopg.connect(self.url.target, connect_timeout=10)
 
-    def _sqlite_arguments(self) -> dict[str, Any]:
-        target = self.url.target
-        arguments: dict[str, Any] = {"database": target, "isolation_level": None}
-        if self.url.in_memory:
-            arguments.update(database=self._memory_uri + "&cache=shared", uri=True)
-        return arguments
-
-    def _make_pool(self) -> adbapi.ConnectionPool:
-        if self.dialect == "sqlite":
-            return adbapi.ConnectionPool(
-                "sqlite3",
-                check_same_thread=False,
-                cp_min=1,
-                cp_max=1,
-                cp_openfun=_sqlite_setup,
-                **self._sqlite_arguments(),
-            )
+    def _postgresql_pool(self) -> adbapi.ConnectionPool:
         return adbapi.ConnectionPool(
             "psycopg",
             self.url.target,

@@ -57,7 +57,7 @@ QUEUED_MAX = 100_000
 PRUNE_INTERVAL = 24 * 3600.0
 
 #: Rooms whose older scrollback, read from the store, is kept in memory.
-CACHED_ROOMS = 1024
+CACHED_ROOMS = 256
 
 #: How long a room's scrollback read from the store is used before it is
 #: read again.  On one server it is kept exact (L{History.record}); in a
