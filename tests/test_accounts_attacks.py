@@ -12,7 +12,7 @@ from twisted.logger import globalLogPublisher
 from chatservice.accounts import MemoryAccountStore
 from chatservice.factory import ChatFactory
 from chatservice.testing import FakeConnection, register
-from tests.test_accounts import CHALLENGE, make_server, registered
+from tests.test_accounts import CHALLENGE, CHEAP, make_server, registered
 
 
 @pytest.fixture
@@ -506,4 +506,41 @@ def test_irc_regain_by_nickserv(server: ChatFactory) -> None:
         f":alice!alice@chatservice NICK {guest}",
         ":alice_!alice_@chatservice NICK alice",
         ":chatservice NOTICE alice :You are now identified as alice.",
+    ]
+
+
+def test_history_keeps_no_account_command(clock: Clock) -> None:
+    """Of account commands typed every way, the room's stored history keeps none; chat is kept."""
+    from test_irc import irc_registered
+
+    from chatservice.config import Settings
+    from chatservice.factory import run_at_once
+    from chatservice.testing import memory_store
+
+    store = memory_store()
+    server = ChatFactory(
+        Settings(), clock=clock, store=store, run_in_thread=run_at_once
+    )
+    server.accounts.cost = CHEAP
+    alice = register(server, "alice")
+    alice.enter(
+        "/register wonderland",
+        "/msg NickServ IDENTIFY wonderland",
+        " /identify wonderland",
+        "/nick alice wonderland",
+        "hello, said in the room",
+    )
+    irc = irc_registered(server, "bob")
+    irc.enter(
+        "PRIVMSG NickServ :IDENTIFY wonderland",
+        "PRIVMSG #lobby : /msg NickServ IDENTIFY wonderland",
+        "PRIVMSG #lobby :hello from IRC",
+    )
+    server.history.flush()
+    rows = store.run_interaction(
+        lambda cursor: cursor.execute("SELECT text FROM history").fetchall()
+    ).result
+    assert sorted(row[0] for row in rows) == [
+        "hello from IRC",
+        "hello, said in the room",
     ]
