@@ -544,3 +544,16 @@ def test_history_keeps_no_account_command(clock: Clock) -> None:
         "hello from IRC",
         "hello, said in the room",
     ]
+
+
+def test_registered_nickname_in_any_case(server: ChatFactory, clock: Clock) -> None:
+    """Alice registered is alice and ALICE too: challenged, renamed, not registrable again."""
+    owner = register(server, "Alice")
+    owner.enter("/register wonderland", "/quit")
+    other = register(server, "ALICE", "203.0.113.3")
+    other.enter("/register another-password")
+    assert other.lines() == ["!!! ALICE is registered already"]
+    clock.advance(30)
+    assert other.session.nickname.startswith("Guest")
+    other.enter("/nick alice wonderland")
+    assert other.lines()[-1] == "*** You are now identified as alice."
