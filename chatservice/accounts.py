@@ -732,7 +732,7 @@ class Accounts(SessionHooks):
             "connection {connection_id} took {nickname} back from connection {holder}",
             connection_id=owner.connection_id,
             nickname=shown(nickname),
-            holder=cid,
+            holder=shown(cid),
         )
         if held is not None:
             if held.active():
