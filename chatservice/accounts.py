@@ -595,7 +595,12 @@ class Accounts(SessionHooks):
         """
         cid = session.connection_id
         timer = self._timers.get(cid)
-        if timer is not None and timer.active() and session.nickname is not None:
+        if (
+            timer is not None
+            and timer.active()
+            and session.nickname is not None
+            and reason.holdable  # else it is not held: nothing to end
+        ):
             left = max(timer.getTime() - self.clock.seconds(), 0.0)
             self._held_timers[cid] = self.clock.callLater(
                 left, self._held_grace_over, session.server.sessions, session
