@@ -106,6 +106,13 @@ def check_nickname(name: str) -> str:
     """
     if not name:
         raise InvalidName("a nickname cannot be empty")
+    if len(name.split(None, 1)) > 1:
+        # Not quoted: several words are not a nickname typed wrong but a
+        # line that is not one (an IRC client's PASS PASSWORD on the line
+        # port), which may hold a password.
+        raise InvalidName(
+            "a nickname is one word: a letter, then letters, digits, _ or -"
+        )
     if len(name) > NICKNAME_MAX:
         raise InvalidName(
             f"a nickname is at most {NICKNAME_MAX} characters, "

@@ -557,3 +557,13 @@ def test_registered_nickname_in_any_case(server: ChatFactory, clock: Clock) -> N
     assert other.session.nickname.startswith("Guest")
     other.enter("/nick alice wonderland")
     assert other.lines()[-1] == "*** You are now identified as alice."
+
+
+def test_line_port_does_not_repeat_an_irc_password(server: ChatFactory) -> None:
+    """An IRC client on the line port sending PASS PASSWORD is not shown its password back."""
+    client = FakeConnection(server)
+    client.output()
+    client.enter("PASS hunter2secret", "PASS a-much-longer-password-than-a-nickname")
+    assert client.lines() == [
+        "!!! a nickname is one word: a letter, then letters, digits, _ or -"
+    ] * 2

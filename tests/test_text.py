@@ -99,7 +99,7 @@ def test_valid_nicknames(name: str) -> None:
         ),
         (
             "two words",
-            "invalid nickname 'two words': use a letter first, then letters, digits, _ or -",
+            "a nickname is one word: a letter, then letters, digits, _ or -",
         ),
         (
             "ålice",
