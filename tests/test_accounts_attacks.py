@@ -564,6 +564,7 @@ def test_line_port_does_not_repeat_an_irc_password(server: ChatFactory) -> None:
     client = FakeConnection(server)
     client.output()
     client.enter("PASS hunter2secret", "PASS a-much-longer-password-than-a-nickname")
-    assert client.lines() == [
-        "!!! a nickname is one word: a letter, then letters, digits, _ or -"
-    ] * 2
+    assert (
+        client.lines()
+        == ["!!! a nickname is one word: a letter, then letters, digits, _ or -"] * 2
+    )
