@@ -5,7 +5,10 @@ connection they prove it with C{/identify PASSWORD} (or C{/nick NAME
 PASSWORD}, IRC's C{PASS}, SASL PLAIN).  Whoever takes a registered nickname
 without proving it within C{--identify-grace} seconds is renamed to a guest
 name (L{Accounts}, which the server's hooks call at every registration,
-rename and end of a session, so every front end gets the same behaviour).
+rename and end of a session, so every front end gets the same behaviour);
+the grace is an address's for a nickname, not renewed by taking it again
+(L{GRACE_MEMORY}), and the owner may take the nickname back sooner
+(L{Accounts.evict}).
 The commands are in L{chatservice.accountcommands}.
 
 Passwords are kept as scrypt hashes with the operators' parameters
