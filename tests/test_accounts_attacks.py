@@ -568,3 +568,14 @@ def test_line_port_does_not_repeat_an_irc_password(server: ChatFactory) -> None:
         client.lines()
         == ["!!! a nickname is one word: a letter, then letters, digits, _ or -"] * 2
     )
+
+
+def test_guest_name_taken_is_not_a_way_out(server: ChatFactory, clock: Clock) -> None:
+    """A guest name someone already holds is skipped: the squatter still loses the nickname."""
+    registered(server).enter("/quit")
+    register(server, "Guest12345")
+    numbers = iter([12345, 23456])
+    server.accounts._random.randrange = lambda *_: next(numbers)  # type: ignore[method-assign]
+    squatter = register(server, "alice", "203.0.113.8")
+    clock.advance(30)
+    assert squatter.session.nickname == "Guest23456"
