@@ -133,11 +133,16 @@ def _search(
 ) -> list[tuple[Any, ...]]:
     """The C{count} newest lines of C{room} holding every one of C{words}."""
     if cursor.dialect == "sqlite":
+        # The index is asked once, for the ids of every line with the words
+        # (the subquery), and the room's lines are checked against them
+        # newest first.  Joined instead, SQLite's planner walked the room's
+        # lines and asked the index about each: 8 common words in a room of
+        # 180,000 lines took 21 s (the single store thread held all that
+        # time), 20 ms this way.
         cursor.execute(
-            "SELECT h.at, h.kind, h.nick, h.text FROM history_words "
-            "JOIN history AS h ON h.id = history_words.rowid "
-            "WHERE history_words MATCH ? AND h.room = ? "
-            "ORDER BY h.at DESC, h.id DESC LIMIT ?",
+            f"SELECT {_COLUMNS} FROM history WHERE id IN "
+            "(SELECT rowid FROM history_words WHERE history_words MATCH ?) "
+            "AND room = ? ORDER BY at DESC, id DESC LIMIT ?",
             (fts5_query(words), room, count),
         )
     else:
