@@ -4,7 +4,7 @@ Both act on the user's current room, and answer with the lines as the
 scrollback shows them (C{[HH:MM] } today, C{[YYYY-MM-DD HH:MM] } before),
 framed by notices.  Each answer is bounded: L{HISTORY_MAX} lines at most
 (C{/history since} goes on page by page), L{SEARCH_MAX} matches at most.
-C{/search} is limited per user as well (L{SEARCH_RATE}): it reads the
+C{/search} is limited per address as well (L{SEARCH_RATE}): it reads the
 full-text index, which costs the database more than a line costs the
 server.  See C{docs/protocol.md}.
 """
@@ -24,7 +24,7 @@ from .interfaces import IChatSession, Scrollback
 from .paging import is_page_number
 from .store.history import SEARCH_BURST, SEARCH_RATE
 from .text import fold
-from .throttle import Allowances
+from .throttle import Allowances, address_key
 from .welcome import stamped
 
 HISTORY_USAGE = "/history [N | since YYYY-MM-DD[THH:MM] [PAGE]]"
@@ -207,7 +207,11 @@ def search_command(session: IChatSession, args: str) -> Result:
     words = search_words(args)
     server = session.server
     searches: Allowances = server.history.searches
-    wait = searches.spend(fold(session.nickname or ""), 1, server.clock.seconds())
+    # By address, as /oper's guesses are: by nickname, reconnecting (or
+    # /nick) gave a new allowance each time.  A UNIX socket's users (no
+    # address) are told apart by nickname.
+    key = address_key(session.host) or "nick:" + fold(session.nickname or "")
+    wait = searches.spend(key, 1, server.clock.seconds())
     if wait:
         raise ChatError(
             f"too many searches (at most {SEARCH_BURST:g} at once, then one every "

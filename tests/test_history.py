@@ -372,7 +372,7 @@ def test_search_takes_any_input_literally(
 
 
 def test_search_is_rate_limited(store: Store, clock: Clock) -> None:
-    """A user may search 3 times at once, then once every 5 seconds."""
+    """An address may search 3 times at once, then once every 5 seconds."""
     alice = register(server(store, clock), "alice")
     alice.enter(*["/search tea"] * 4)
     assert alice.lines() == ["*** No line in #lobby has all of: tea"] * 3 + [
@@ -420,6 +420,25 @@ def test_search_costs_about_a_read_of_the_room(store: Store) -> None:
     words = "alpha beta gamma delta eta zeta mu nu".split()
     assert store.run_interaction(_search, "#lobby", words, 20).result == []
     assert cost(_search, "#lobby", words, 20) < 20 * cost(read)
+
+
+def test_search_limit_is_per_address(store: Store, clock: Clock) -> None:
+    """Reconnecting, or another nickname, gives an address no new searches."""
+    factory = server(store, clock)
+    alice = register(factory, "alice", host="203.0.113.7")
+    alice.enter(*["/search tea"] * 3)
+    alice.lines()
+    alice.enter("/quit")
+    again = register(factory, "alicia", host="203.0.113.7")
+    other = register(factory, "bob", host="198.51.100.1")
+    again.lines()
+    again.enter("/search tea")
+    other.enter("/search tea")
+    assert again.lines() == [
+        "!!! too many searches (at most 3 at once, then one every 5 seconds); "
+        "try again in 5 seconds"
+    ]
+    assert other.lines() == ["*** No line in #lobby has all of: tea"]
 
 
 def test_search_bounds(store: Store, clock: Clock) -> None:

@@ -69,7 +69,7 @@ CACHE_SECONDS = 10.0
 #: The kinds of event stored: a room's chat lines and actions.
 KINDS = ("chat", "action")
 
-#: Searches per second one user may make over time (C{/search}), and at once.
+#: Searches per second one address may make over time (C{/search}), and at once.
 SEARCH_RATE = 0.2
 SEARCH_BURST = 3.0
 
@@ -197,7 +197,7 @@ class History:
         self._older: OrderedDict[str, deque[Scrollback | Event]] = OrderedDict()
         self._read_at: dict[str, float] = {}
         self._reading: dict[str, Deferred[object]] = {}
-        #: What each user may still search (by folded nickname).
+        #: What each address may still search (by its address_key).
         self.searches = Allowances(SEARCH_RATE, SEARCH_BURST)
         #: Lines written, and lines lost because a write failed.
         self.written = 0
