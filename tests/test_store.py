@@ -9,7 +9,7 @@ import pytest
 import pytest_twisted
 from processes import Server, free_port, poll_until
 
-from chatservice.store import Store, StoreError, memory_store
+from chatservice.store import Store, StoreError, memory_store, parse_store_url
 from chatservice.store.base import Cursor
 from chatservice.store.migrations import MIGRATIONS, Migration, migrate
 
@@ -156,6 +156,39 @@ def test_unreachable_postgresql() -> None:
         f"cannot open --store postgresql://chat:***@127.0.0.1:{url.split(':')[3]}"
     )
     assert "secret" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://chat:s3cr/et@host:abc/chat",
+        "postgresql://chat:s3cr@et@host:5432",
+        "postgres://chat:s3cr:et@host/",
+        "postgresql://chat:s3cr/et@[::1:1/chat",
+        "mysql://chat:s3cr/et@host/chat",
+    ],
+)
+def test_a_bad_url_is_refused_without_its_password(url: str) -> None:
+    """--store's error about a malformed URL does not show its password."""
+    with pytest.raises(ValueError) as caught:
+        parse_store_url(url)
+    assert "s3cr" not in str(caught.value) and "***" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("postgresql://chat:s3cr%zzet@127.0.0.1:{port}/chat", "percent-encoded"),
+        ("postgresql://chat:s3cr%2Fet@127.0.0.1:{port}/chat?sslmode=x", "sslmode"),
+        ("postgresql://chat@127.0.0.1:{port}/chat?password=s3cret&sslmode=x", "ssl"),
+    ],
+)
+def test_libpq_errors_are_shown_without_the_password(url: str, said: str) -> None:
+    """What libpq says of the URL (it quotes bad parts back) hides the password."""
+    with pytest.raises(StoreError) as caught:
+        Store(url.format(port=free_port())).open()
+    message = str(caught.value)
+    assert said in message and "s3cr" not in message
 
 
 def test_run_before_open() -> None:

@@ -120,16 +120,18 @@ class Store:
         try:
             connection = self._connect_now()
         except Exception as error:
-            raise StoreError(f"cannot open {what}: {_first_line(error)}") from None
+            raise StoreError(
+                f"cannot open {what}: {self.url.hide(_first_line(error))}"
+            ) from None
         try:
             before, after = migrate(connection, self.dialect, self._migrations)
         except StoreError as error:
             connection.close()
-            raise StoreError(f"{what}: {error}") from None
+            raise StoreError(f"{what}: {self.url.hide(str(error))}") from None
         except Exception as error:
             connection.close()
             raise StoreError(
-                f"cannot bring {what} up to date: {_first_line(error)}"
+                f"cannot bring {what} up to date: {self.url.hide(_first_line(error))}"
             ) from None
         if before != after:
             log.info(
