@@ -21,6 +21,7 @@ from chatservice import events
 from chatservice.config import Settings
 from chatservice.factory import ChatFactory
 from chatservice.store import Store
+from chatservice.store import history as history_module
 from chatservice.store.history import (
     CACHE_SECONDS,
     FLUSH_INTERVAL,
@@ -224,6 +225,29 @@ def test_old_lines_are_pruned_at_start_and_daily(store: Store, clock: Clock) -> 
     clock.advance(PRUNE_INTERVAL)
     assert stored(store) == []
     factory.history.stop()
+
+
+def test_pruning_is_done_in_batches(
+    store: Store, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pruning deletes the oldest lines a batch per transaction, and logs once."""
+    monkeypatch.setattr(history_module, "PRUNE_BATCH", 10, raising=False)
+    put(store, *[("#lobby", f"2026-10-01 10:{i:02}", "bob", f"{i}") for i in range(25)])
+    put(store, ("#lobby", "2026-12-06 09:00", "bob", "today"))
+    factory = server(store, clock, history_days=30)
+    deleted = []
+    run = store.run_interaction
+
+    def counted(function: Any, *args: object) -> Deferred[Any]:
+        d = run(function, *args)
+        if function.__name__ == "_prune":
+            d.addCallback(lambda count: (deleted.append(count), count)[1])
+        return d
+
+    monkeypatch.setattr(store, "run_interaction", counted)
+    assert factory.history.prune().result == 25
+    assert deleted == [10, 10, 5]
+    assert [row[4] for row in stored(store)] == ["today"]
 
 
 # /history ------------------------------------------------------------------
