@@ -191,6 +191,28 @@ def test_libpq_errors_are_shown_without_the_password(url: str, said: str) -> Non
     assert said in message and "s3cr" not in message
 
 
+def test_read_only_database_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database that can be read but not written is refused with one line."""
+    path = tmp_path / "chat.db"
+    made = Store(f"sqlite:{path}")
+    made.open()
+    made.close()
+    connect = sqlite3.connect
+
+    def read_only(target: str, **options: object) -> sqlite3.Connection:
+        return connect(f"file:{target}?mode=ro", uri=True, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sqlite3, "connect", read_only)
+    with pytest.raises(StoreError) as caught:
+        Store(f"sqlite:{path}").open()
+    assert str(caught.value) == (
+        f"cannot bring --store sqlite:{path} up to date: "
+        "attempt to write a readonly database"
+    )
+
+
 def test_run_before_open() -> None:
     """A store not opened yet says so."""
     failed = Store("sqlite::memory:").run_interaction(rows, "SELECT 1")

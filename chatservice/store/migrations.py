@@ -187,6 +187,11 @@ def migrate(
                     "newer chatservice; run that one, or restore a backup"
                 )
             if version == latest:
+                # A write, which changes nothing: a database that can be
+                # read but not written (a read-only file, a PostgreSQL
+                # standby) is refused now, not found out by every batch
+                # of history failing later, a traceback a second.
+                cursor.execute("UPDATE schema_version SET version = version")
                 connection.commit()
                 return first, version
             migration = migrations[version]
