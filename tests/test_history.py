@@ -26,6 +26,7 @@ from chatservice.store.history import (
     CACHE_SECONDS,
     FLUSH_INTERVAL,
     PRUNE_INTERVAL,
+    SCROLLBACK_WAIT,
     History,
     _search,
 )
@@ -571,6 +572,27 @@ def test_a_hanging_store_bounds_the_queue(
     clock.advance(FLUSH_INTERVAL)
     assert [row[4] for row in stored(store)] == ["line 2", "line 3", "line 4"]
     assert factory.history.lost == 1 + 2
+
+
+def test_a_hanging_store_delays_a_join_two_seconds(store: Store, clock: Clock) -> None:
+    """With the store hung, /join shows the room without older lines after 2 s.
+
+    It failed after --command-timeout (30 s) before, leaving the user a
+    member of the room it did not show: its events reached them.
+    """
+    factory = server(store, clock)
+    alice = register(factory, "alice")
+    bob = register(factory, "bob")
+    alice.lines()
+    store.run_interaction = lambda *a: Deferred()  # type: ignore[method-assign]
+    alice.enter("/join #new")
+    clock.advance(SCROLLBACK_WAIT)
+    assert alice.lines() == [
+        "*** You are now in #new. No topic is set.",
+        "*** In #new (1): alice",
+    ]
+    bob.enter("hello #lobby")
+    assert alice.lines() == []
 
 
 def test_history_on_frames(store: Store, clock: Clock) -> None:

@@ -75,6 +75,14 @@ CACHED_ROOMS = 256
 #: at most one read in this time per room, whoever registers or joins.
 CACHE_SECONDS = 10.0
 
+#: The most seconds a newcomer's welcome or C{/join} waits for the older
+#: scrollback from the store; then it is shown without them (the read goes
+#: on, for those after).  A store that hangs (a PostgreSQL behind a broken
+#: network) made every C{/join} to a room not in the cache fail after
+#: C{--command-timeout} (30 s), and left the user a member of the room it
+#: failed to show (its events reached them in their old room).
+SCROLLBACK_WAIT = 2.0
+
 #: The kinds of event stored: a room's chat lines and actions.
 KINDS = ("chat", "action")
 
@@ -367,13 +375,28 @@ class History:
             if not reading.called:  # the next newcomers wait for this read
                 self._reading[room] = reading
         d: Deferred[list[Scrollback]] = Deferred()
+        timer: IDelayedCall | None = None
 
         def read(result: object) -> object:
-            cached = self._older.get(room)
-            d.callback(live if cached is None else self._joined(cached, live))
+            if timer is not None and timer.active():
+                timer.cancel()
+            if not d.called:
+                cached = self._older.get(room)
+                d.callback(live if cached is None else self._joined(cached, live))
             return result
 
+        def late() -> None:
+            log.warn(
+                "the scrollback of {room} was not read from the store within "
+                "{seconds} s: shown without its older lines",
+                room=shown(room),
+                seconds=SCROLLBACK_WAIT,
+            )
+            d.callback(live)
+
         reading.addBoth(read)
+        if not d.called:
+            timer = self._clock.callLater(SCROLLBACK_WAIT, late)
         return d
 
     def _read(self, room: str) -> Deferred[object]:
