@@ -5,6 +5,7 @@ and a fake clock; a "restart" is a second factory on the same store.
 """
 
 import calendar
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +15,9 @@ import pytest
 import pytest_twisted
 from test_irc import irc_registered
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs, formatEvent
 
 from chatservice import events
 from chatservice.config import Settings
@@ -593,6 +595,51 @@ def test_a_hanging_store_delays_a_join_two_seconds(store: Store, clock: Clock) -
     ]
     bob.enter("hello #lobby")
     assert alice.lines() == []
+
+
+def test_lines_said_while_the_store_is_down_are_written_when_it_is_back(
+    store: Store, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the store refuses writes (full, unreachable), lines wait, in order.
+
+    The log has one traceback, then a line a minute, then says it is back.
+    They were lost before, each second's batch with its traceback.
+    """
+    factory = server(store, clock)
+    alice = register(factory, "alice")
+    run = store.run_interaction
+
+    def full(*args: object) -> Deferred[object]:
+        return fail(sqlite3.OperationalError("database or disk is full"))
+
+    monkeypatch.setattr(store, "run_interaction", full)
+    with capturedLogs() as logged:
+        for second in range(125):
+            alice.enter(f"line {second}")
+            clock.advance(FLUSH_INTERVAL)
+        monkeypatch.setattr(store, "run_interaction", run)
+        alice.enter("back")
+        clock.advance(FLUSH_INTERVAL)
+    assert [row[4] for row in stored(store)] == [
+        *(f"line {second}" for second in range(125)),
+        "back",
+    ]
+    logged = [e for e in logged if e["log_namespace"] == "chatservice.store.history"]
+    assert [formatEvent(event) for event in logged] == [
+        "the store could not write 1 line(s) of history; they are kept and "
+        "written again every second",
+        "the store still fails (database or disk is full): 61 line(s) of "
+        "history waiting",
+        "the store still fails (database or disk is full): 121 line(s) of "
+        "history waiting",
+        "the store is back: 126 line(s) of history written, 0 lost in all",
+    ]
+    assert [bool(event.get("log_failure")) for event in logged] == [
+        True,
+        False,
+        False,
+        False,
+    ]
 
 
 def test_history_on_frames(store: Store, clock: Clock) -> None:

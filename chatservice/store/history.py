@@ -7,6 +7,8 @@ more, on the fan-out's path; the lines are written in one transaction at
 most L{FLUSH_INTERVAL} seconds after the first of them was queued, from the
 store's thread pool, so the fan-out never waits for the disk.  A crash
 loses at most the lines of that last second (and of a write under way).
+A batch the database cannot take for now (unreachable, full, locked) is
+kept and written again with the next, L{QUEUED_MAX} lines at most.
 
 Lines older than C{--history-days} are deleted at start and then daily
 (L{History.start}), by the store's threads too.
@@ -26,10 +28,12 @@ What is read back:
     that no input is taken for the index's query syntax.
 """
 
+import sqlite3
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from typing import Any
 
+from twisted.enterprise.adbapi import ConnectionLost
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
@@ -83,6 +87,10 @@ CACHE_SECONDS = 10.0
 #: failed to show (its events reached them in their old room).
 SCROLLBACK_WAIT = 2.0
 
+#: While the store refuses writes, how often the log says so (after the
+#: first failure's traceback).
+FAILING_LOG_INTERVAL = 60.0
+
 #: The kinds of event stored: a room's chat lines and actions.
 KINDS = ("chat", "action")
 
@@ -92,6 +100,27 @@ SEARCH_BURST = 3.0
 
 #: A queued line: its room, and the event.
 Queued = tuple[str, Event]
+
+
+def _unavailable() -> tuple[type[BaseException], ...]:
+    """The errors of a database that cannot be reached or written for now.
+
+    A batch that fails with one of them is written again later; any other
+    error (the batch itself refused) loses it.
+    """
+    import psycopg
+
+    return (
+        sqlite3.OperationalError,
+        psycopg.OperationalError,
+        psycopg.InterfaceError,
+        ConnectionLost,
+    )
+
+
+def _first_line(failure: Failure) -> str:
+    lines = str(failure.value).strip().splitlines()
+    return lines[0] if lines else failure.type.__name__
 
 
 def _insert(cursor: Cursor, lines: list[Queued]) -> None:
@@ -226,6 +255,8 @@ class History:
         #: Lines written, and lines lost because a write failed.
         self.written = 0
         self.lost = 0
+        # Since when (the last log line about it) the store refuses writes.
+        self._failing: float | None = None
 
     # Writing ---------------------------------------------------------------
 
@@ -243,20 +274,30 @@ class History:
         if self._timer is None:
             self._timer = self._clock.callLater(FLUSH_INTERVAL, self._flush)
 
+    def _bound(self) -> None:
+        """Drop the oldest lines queued beyond L{QUEUED_MAX}.
+
+        A store that hangs or is down must not make the queue grow for ever.
+        """
+        excess = len(self._queue) - QUEUED_MAX
+        if excess > 0:
+            del self._queue[:excess]
+            self.lost += excess
+            log.warn(
+                "the store is too slow: {count} line(s) of history dropped",
+                count=excess,
+            )
+
+    def _later(self) -> None:
+        if self._timer is None:
+            self._timer = self._clock.callLater(FLUSH_INTERVAL, self._flush)
+
     def _flush(self) -> None:
         self._timer = None
         if self._writing is not None:
             # One write at a time, in order: the next batch when it is done.
-            # A store that hangs must not make the queue grow for ever.
-            excess = len(self._queue) - QUEUED_MAX
-            if excess > 0:
-                del self._queue[:excess]
-                self.lost += excess
-                log.warn(
-                    "the store is too slow: {count} line(s) of history dropped",
-                    count=excess,
-                )
-            self._timer = self._clock.callLater(FLUSH_INTERVAL, self._flush)
+            self._bound()
+            self._later()
             return
         rows, self._queue = self._queue, []
         if not rows:
@@ -266,14 +307,47 @@ class History:
 
         def written(_: object) -> None:
             self.written += len(rows)
+            if self._failing is not None:
+                log.info(
+                    "the store is back: {count} line(s) of history written, "
+                    "{lost} lost in all",
+                    count=len(rows),
+                    lost=self.lost,
+                )
+                self._failing = None
 
         def failed(failure: Failure) -> None:
-            self.lost += len(rows)
-            log.failure(
-                "{count} line(s) of history could not be written",
-                failure,
-                count=len(rows),
-            )
+            now = self._clock.seconds()
+            if not failure.check(*_unavailable()):
+                self.lost += len(rows)
+                log.failure(
+                    "{count} line(s) of history could not be written",
+                    failure,
+                    count=len(rows),
+                )
+                return
+            # The database is unreachable, full, locked...: the lines are
+            # kept, in order, and written again with the next batch.
+            self._queue[:0] = rows
+            self._bound()
+            if self._failing is None:
+                log.failure(
+                    "the store could not write {count} line(s) of history; "
+                    "they are kept and written again every second",
+                    failure,
+                    count=len(rows),
+                )
+                self._failing = now
+            elif now - self._failing >= FAILING_LOG_INTERVAL:
+                # One line a minute while it lasts, not a traceback a second.
+                log.warn(
+                    "the store still fails ({error}): {count} line(s) of "
+                    "history waiting",
+                    error=_first_line(failure),
+                    count=len(self._queue),
+                )
+                self._failing = now
+            self._later()
 
         def done(_: object) -> None:
             self._writing = None
@@ -281,20 +355,28 @@ class History:
 
         d.addCallbacks(written, failed).addBoth(done)
 
-    def flush(self) -> Deferred[None]:
-        """Write what is queued now; fires when every line recorded is written."""
+    def flush(self, _again: bool = True) -> Deferred[None]:
+        """Write what is queued now.
+
+        Fires when every line recorded before has been written, or its
+        write has failed (the lines are then kept, to be written later).
+        """
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         writing = self._writing
-        if writing is not None:
-            waiting: Deferred[None] = Deferred()
-            writing.addBoth(lambda result: (waiting.callback(None), result)[1])
-            return waiting.addCallback(lambda _: self.flush())
-        if not self._queue:
-            return succeed(None)
-        self._flush()
-        return self.flush()
+        if writing is None:
+            if not self._queue:
+                return succeed(None)
+            self._flush()
+            writing, _again = self._writing, False
+            if writing is None:
+                return succeed(None)
+        waiting: Deferred[None] = Deferred()
+        writing.addBoth(lambda result: (waiting.callback(None), result)[1])
+        if _again:  # the write under way; then those queued meanwhile
+            return waiting.addCallback(lambda _: self.flush(False))
+        return waiting
 
     # Pruning ---------------------------------------------------------------
 
@@ -349,7 +431,20 @@ class History:
         if self._pruning is not None and self._pruning.running:
             self._pruning.stop()
         self._pruning = None
-        return self.flush()
+
+        def stopped(_: None) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if self._queue:
+                self.lost += len(self._queue)
+                log.warn(
+                    "{count} line(s) of history could not be written before the stop",
+                    count=len(self._queue),
+                )
+                self._queue = []
+
+        return self.flush().addCallback(stopped)
 
     # Reading ---------------------------------------------------------------
 
