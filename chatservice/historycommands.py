@@ -10,7 +10,6 @@ server.  See C{docs/protocol.md}.
 """
 
 import re
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from math import ceil
@@ -106,8 +105,12 @@ def parse_moment(text: str) -> float:
 
 
 def format_moment(moment: float) -> str:
-    """C{moment} as L{parse_moment} reads it, to the minute (UTC)."""
-    return time.strftime("%Y-%m-%dT%H:%M", time.gmtime(moment))
+    """C{moment} as L{parse_moment} reads it, to the minute (UTC).
+
+    Not C{strftime}'s C{%Y}, which writes the year 999 as C{999}, not
+    C{0999} (glibc), which L{parse_moment} refuses.
+    """
+    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="minutes")[:16]
 
 
 def _answer(
