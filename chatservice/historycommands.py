@@ -21,7 +21,7 @@ from .commands import Result, command
 from .errors import ChatError, UsageError
 from .interfaces import IChatSession, Scrollback
 from .paging import is_page_number
-from .store.history import SEARCH_BURST, SEARCH_RATE
+from .store.history import SEARCH_BURST, SEARCH_RATE, SEARCHES_AT_ONCE
 from .text import fold
 from .throttle import Allowances, address_key
 from .welcome import stamped
@@ -209,7 +209,12 @@ def search_words(args: str) -> list[str]:
 def search_command(session: IChatSession, args: str) -> Result:
     words = search_words(args)
     server = session.server
-    searches: Allowances = server.history.searches
+    history = server.history
+    if history.searching >= SEARCHES_AT_ONCE:
+        raise ChatError(
+            "the server is busy with other searches; try again in a few seconds"
+        )
+    searches: Allowances = history.searches
     # By address, as /oper's guesses are: by nickname, reconnecting (or
     # /nick) gave a new allowance each time.  A UNIX socket's users (no
     # address) are told apart by nickname.

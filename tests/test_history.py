@@ -468,6 +468,34 @@ def test_search_limit_is_per_address(store: Store, clock: Clock) -> None:
     assert other.lines() == ["*** No line in #lobby has all of: tea"]
 
 
+def test_searches_at_once_are_bounded(store: Store, clock: Clock) -> None:
+    """At most 2 searches wait for the store at once, whoever makes them."""
+    factory = server(store, clock)
+    users = [register(factory, f"u{n}", host=f"192.0.2.{n}") for n in range(3)]
+    for user in users:
+        user.lines()
+    run = store.run_interaction
+    answers: list[Deferred[object]] = []
+
+    def slow(*args: object) -> Deferred[object]:
+        answers.append(Deferred().addCallback(lambda _: run(*args)))
+        return answers[-1]
+
+    store.run_interaction = slow  # type: ignore[method-assign]
+    for user in users:
+        user.enter("/search tea")
+    assert users[2].lines() == [
+        "!!! the server is busy with other searches; try again in a few seconds"
+    ]
+    store.run_interaction = run  # type: ignore[method-assign]
+    for answer in answers:
+        answer.callback(None)
+    users[2].enter("/search tea")
+    assert [user.lines() for user in users] == [
+        ["*** No line in #lobby has all of: tea"]
+    ] * 3
+
+
 def test_search_bounds(store: Store, clock: Clock) -> None:
     """/search needs words, at most 8 of at most 64 characters."""
     alice = register(server(store, clock), "alice")

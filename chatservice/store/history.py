@@ -98,6 +98,11 @@ KINDS = ("chat", "action")
 SEARCH_RATE = 0.2
 SEARCH_BURST = 3.0
 
+#: The most searches under way at once, from everyone: the store has one
+#: SQLite thread, which history writes and account checks share; the
+#: allowance per address alone let a crowd of addresses keep it busy.
+SEARCHES_AT_ONCE = 2
+
 #: A queued line: its room, and the event.
 Queued = tuple[str, Event]
 
@@ -252,6 +257,8 @@ class History:
         self._reading: dict[str, Deferred[object]] = {}
         #: What each address may still search (by its address_key).
         self.searches = Allowances(SEARCH_RATE, SEARCH_BURST)
+        #: Searches under way (L{SEARCHES_AT_ONCE} at most are begun).
+        self.searching = 0
         #: Lines written, and lines lost because a write failed.
         self.written = 0
         self.lost = 0
@@ -573,10 +580,17 @@ class History:
         self, room: str, words: Sequence[str], count: int
     ) -> Deferred[list[Scrollback]]:
         """The last C{count} lines of C{room} with all of C{words}, oldest first."""
+        self.searching += 1
+
+        def done(result: object) -> object:
+            self.searching -= 1
+            return result
+
         return (
             self.flush()
             .addCallback(
                 lambda _: self.store.run_interaction(_search, room, list(words), count)
             )
+            .addBoth(done)
             .addCallback(lambda rows: [_scrollback(row, room) for row in rows])
         )
