@@ -13,15 +13,17 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from math import ceil
+from typing import NoReturn
 
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 
 from . import events
 from .commands import Result, command
 from .errors import ChatError, UsageError
 from .interfaces import IChatSession, Scrollback
 from .paging import is_page_number
-from .store.history import SEARCH_BURST, SEARCH_RATE, SEARCHES_AT_ONCE
+from .store.history import SEARCH_BURST, SEARCH_RATE, SEARCHES_AT_ONCE, unavailable
 from .text import fold
 from .throttle import Allowances, address_key
 from .welcome import stamped
@@ -125,6 +127,20 @@ def _answer(
     )
 
 
+def _store_down(failure: Failure, room: str) -> NoReturn:
+    """Say the store is down, not "a server error; it was logged".
+
+    The history's writes log the store's failures (one traceback, then a
+    line a minute): a user's /history need not add a traceback each.
+    """
+    if failure.check(*unavailable()):
+        raise ChatError(
+            f"the history of {room} cannot be read now (the store is "
+            "unavailable); try again later"
+        )
+    failure.raiseException()
+
+
 def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'s' if count != 1 else ''}"
 
@@ -154,7 +170,11 @@ def history_command(session: IChatSession, args: str) -> Result:
                 "lines from a day on.",
             )
 
-        return history.last(room, request.count).addCallback(show_last)
+        return (
+            history.last(room, request.count)
+            .addErrback(_store_down, room)
+            .addCallback(show_last)
+        )
 
     page = request.page
     skip = (page - 1) * HISTORY_MAX
@@ -186,7 +206,7 @@ def history_command(session: IChatSession, args: str) -> Result:
     d: Deferred[list[Scrollback]] = history.since(
         room, request.moment, skip, HISTORY_MAX + 1
     )
-    return d.addCallback(show_since)
+    return d.addErrback(_store_down, room).addCallback(show_since)
 
 
 def search_words(args: str) -> list[str]:
@@ -242,4 +262,5 @@ def search_command(session: IChatSession, args: str) -> Result:
             "End of search.",
         )
 
-    return server.history.search(room, words, SEARCH_MAX).addCallback(show)
+    d = server.history.search(room, words, SEARCH_MAX)
+    return d.addErrback(_store_down, room).addCallback(show)

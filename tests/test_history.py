@@ -670,6 +670,29 @@ def test_lines_said_while_the_store_is_down_are_written_when_it_is_back(
     ]
 
 
+def test_reading_from_a_store_that_is_down(
+    store: Store, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/history and /search say the store is down, and log no traceback each."""
+    alice = register(server(store, clock), "alice")
+
+    def down(*args: object) -> Deferred[object]:
+        return fail(sqlite3.OperationalError("unable to open database file"))
+
+    monkeypatch.setattr(store, "run_interaction", down)
+    with capturedLogs() as logged:
+        alice.enter("/history", "/history since 2026-12-01", "/search tea")
+    assert (
+        alice.lines()
+        == [
+            "!!! the history of #lobby cannot be read now (the store is "
+            "unavailable); try again later"
+        ]
+        * 3
+    )
+    assert [event for event in logged if event.get("log_failure")] == []
+
+
 def test_history_on_frames(store: Store, clock: Clock) -> None:
     """A frame client's /history gets the lines as chat events marked as history."""
     put(store, ("#lobby", "2026-12-05 10:00", "bob", "hello"))

@@ -107,7 +107,7 @@ SEARCHES_AT_ONCE = 2
 Queued = tuple[str, Event]
 
 
-def _unavailable() -> tuple[type[BaseException], ...]:
+def unavailable() -> tuple[type[BaseException], ...]:
     """The errors of a database that cannot be reached or written for now.
 
     A batch that fails with one of them is written again later; any other
@@ -325,7 +325,7 @@ class History:
 
         def failed(failure: Failure) -> None:
             now = self._clock.seconds()
-            if not failure.check(*_unavailable()):
+            if not failure.check(*unavailable()):
                 self.lost += len(rows)
                 log.failure(
                     "{count} line(s) of history could not be written",
