@@ -213,6 +213,34 @@ def test_read_only_database_refused(
     )
 
 
+def test_damaged_file_refused(tmp_path: Path) -> None:
+    """A SQLite file damaged inside is refused at start with one line."""
+    path = tmp_path / "chat.db"
+    made = Store(f"sqlite:{path}")
+    made.open()
+    made.close()
+    with sqlite3.connect(path) as connection:
+        connection.executemany(
+            "INSERT INTO history (room, at, kind, nick, sender, text) "
+            "VALUES ('#lobby', ?, 'chat', 'bob', 'bob', ?)",
+            [(float(n), f"line {n} " * 20) for n in range(2000)],
+        )
+    with sqlite3.connect(path) as connection:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    size = path.stat().st_size
+    with path.open("r+b") as damaged:  # a run of pages in the middle
+        damaged.seek(size // 2 // 4096 * 4096)
+        damaged.write(b"\xff" * 4096 * 4)
+    with pytest.raises(StoreError) as caught:
+        Store(f"sqlite:{path}").open()
+    message = str(caught.value)
+    assert message.startswith(f"--store sqlite:{path} is damaged (")
+    assert message.endswith(
+        '): stop here, keep a copy of the file, and see "sqlite3 FILE .recover"'
+    )
+    assert "\n" not in message
+
+
 def test_run_before_open() -> None:
     """A store not opened yet says so."""
     failed = Store("sqlite::memory:").run_interaction(rows, "SELECT 1")

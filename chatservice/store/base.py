@@ -56,6 +56,21 @@ def _sqlite_setup(connection: sqlite3.Connection) -> None:
         connection.execute("PRAGMA synchronous = NORMAL")
 
 
+def _sqlite_damage(connection: sqlite3.Connection) -> str | None:
+    """What SQLite's C{quick_check} first finds wrong in the file, or None.
+
+    SQLite reads a page only when it needs it: a file damaged inside (a
+    disk error, a copy made while written) opened without a word, and then
+    every batch of history written to it failed, a traceback each second.
+    The check reads the whole file: 0.1 s for 42 MB (200,000 lines).
+    """
+    result = connection.execute("PRAGMA quick_check(1)").fetchone()[0]
+    if result == "ok":
+        return None
+    lines = [line for line in str(result).splitlines() if not line.startswith("***")]
+    return lines[0] if lines else str(result)
+
+
 class _SQLitePool(adbapi.ConnectionPool):
     """adbapi's pool over the one SQLite connection the store opened at start.
 
@@ -123,6 +138,17 @@ class Store:
             raise StoreError(
                 f"cannot open {what}: {self.url.hide(_first_line(error))}"
             ) from None
+        if self.dialect == "sqlite" and not self.url.in_memory:
+            try:
+                damage = _sqlite_damage(connection)
+            except Exception as error:
+                damage = _first_line(error)
+            if damage is not None:
+                connection.close()
+                raise StoreError(
+                    f"{what} is damaged ({damage}): stop here, keep a copy "
+                    'of the file, and see "sqlite3 FILE .recover"'
+                )
         try:
             before, after = migrate(connection, self.dialect, self._migrations)
         except StoreError as error:
