@@ -20,7 +20,7 @@ from .interfaces import IChatSession, RoomInfo, Scrollback, UserInfo
 from .paging import is_page_number, page_number, paged
 from .reasons import CloseReason
 from .text import check_nickname, check_room, fold
-from .welcome import choose_nickname, join_room, names, show_scrollback
+from .welcome import choose_nickname, names, show_scrollback
 
 
 @command(
@@ -68,16 +68,21 @@ def join_command(session: IChatSession, args: str) -> Result:
     if room == old:
         raise ChatError(f"you are already in {room}")
     registry = session.registry
+    history = session.server.history
 
-    def joined(history: list[Scrollback]) -> Deferred[None]:
+    def joined(live: list[Scrollback]) -> Deferred[list[Scrollback]]:
+        # Out of the old room as soon as in the new one: if what follows
+        # (the scrollback, the topic) is slow and the command times out,
+        # the user is still in one room, the one they are told of.
         registry.part(session, old, f"joined {room}")
         session.room = room
         hooks = session.server.hooks
         hooks.joined(session, room)
         hooks.left(session, old, f"joined {room}")
-        return _describe_room(session, room, history)
+        return history.scrollback(room, live)
 
-    return join_room(session, room).addCallback(joined)
+    d = registry.join(session, room).addCallback(joined)
+    return d.addCallback(lambda lines: _describe_room(session, room, lines))
 
 
 def _describe_room(

@@ -693,6 +693,28 @@ def test_reading_from_a_store_that_is_down(
     assert [event for event in logged if event.get("log_failure")] == []
 
 
+def test_a_join_that_times_out_leaves_the_user_in_one_room(
+    store: Store, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A /join cancelled by --command-timeout leaves its user in the new room only.
+
+    They were left a member of both rooms, shown the old one, sent the
+    events of the new one.
+    """
+    factory = server(store, clock)
+    alice = register(factory, "alice")
+    bob = register(factory, "bob")
+    monkeypatch.setattr(factory.history, "scrollback", lambda *a: Deferred())
+    alice.enter("/join #new")
+    clock.advance(factory.settings.command_timeout)
+    bob.enter("hello #lobby")
+    alice.enter("/who")
+    assert alice.lines()[-2:] == [
+        "!!! /join failed: it took too long and was cancelled",
+        "*** In #new (1): alice",
+    ]
+
+
 def test_history_on_frames(store: Store, clock: Clock) -> None:
     """A frame client's /history gets the lines as chat events marked as history."""
     put(store, ("#lobby", "2026-12-05 10:00", "bob", "hello"))
