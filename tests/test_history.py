@@ -715,6 +715,29 @@ def test_a_join_that_times_out_leaves_the_user_in_one_room(
     ]
 
 
+def test_a_hanging_store_bounds_the_queued_text(
+    store: Store, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a write hangs, at most QUEUED_CHARS of text wait; the oldest go."""
+    from chatservice.store import history as module
+
+    monkeypatch.setattr(module, "QUEUED_CHARS", 250, raising=False)
+    factory = server(store, clock)
+    alice = register(factory, "alice")
+    hanging: Deferred[object] = Deferred()
+    run = store.run_interaction
+    store.run_interaction = lambda *a: hanging  # type: ignore[method-assign]
+    alice.enter("first")
+    clock.advance(FLUSH_INTERVAL)  # its write hangs
+    alice.enter(*[f"{n}" * 100 for n in range(5)])
+    clock.advance(FLUSH_INTERVAL)
+    store.run_interaction = run  # type: ignore[method-assign]
+    hanging.errback(RuntimeError("the store went away"))
+    clock.advance(FLUSH_INTERVAL)
+    assert [row[4][0] for row in stored(store)] == ["3", "4"]
+    assert factory.history.lost == 1 + 3
+
+
 def test_history_on_frames(store: Store, clock: Clock) -> None:
     """A frame client's /history gets the lines as chat events marked as history."""
     put(store, ("#lobby", "2026-12-05 10:00", "bob", "hello"))
