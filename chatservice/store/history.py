@@ -336,9 +336,9 @@ class History:
             if self._failing is not None:
                 log.info(
                     "the store is back: {count} line(s) of history written, "
-                    "{lost} lost in all",
+                    "{dropped} lost in all",
                     count=len(rows),
-                    lost=self.lost,
+                    dropped=self.lost,
                 )
                 self._failing = None
 
@@ -370,7 +370,7 @@ class History:
                 log.warn(
                     "the store still fails ({error}): {count} line(s) of "
                     "history waiting",
-                    error=_first_line(failure),
+                    error=shown(_first_line(failure)),
                     count=len(self._queue),
                 )
                 self._failing = now
@@ -510,9 +510,9 @@ class History:
         def late() -> None:
             log.warn(
                 "the scrollback of {room} was not read from the store within "
-                "{seconds} s: shown without its older lines",
+                "{duration} s: shown without its older lines",
                 room=shown(room),
-                seconds=SCROLLBACK_WAIT,
+                duration=SCROLLBACK_WAIT,
             )
             d.callback(live)
 
