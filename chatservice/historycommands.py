@@ -23,7 +23,15 @@ from .commands import Result, command
 from .errors import ChatError, UsageError
 from .interfaces import IChatSession, Scrollback
 from .paging import is_page_number
-from .store.history import SEARCH_BURST, SEARCH_RATE, SEARCHES_AT_ONCE, unavailable
+from .store.history import (
+    HISTORIES_AT_ONCE,
+    HISTORY_BURST,
+    HISTORY_RATE,
+    SEARCH_BURST,
+    SEARCH_RATE,
+    SEARCHES_AT_ONCE,
+    unavailable,
+)
 from .text import fold
 from .throttle import Allowances, address_key
 from .welcome import stamped
@@ -127,6 +135,16 @@ def _answer(
     )
 
 
+def _address(session: IChatSession) -> str:
+    """Whose allowance a request spends: its address's.
+
+    As /oper's guesses are: by nickname, reconnecting (or /nick) gave a
+    new allowance each time.  A UNIX socket's users (no address) are told
+    apart by nickname.
+    """
+    return address_key(session.host) or "nick:" + fold(session.nickname or "")
+
+
 def _store_down(failure: Failure, room: str) -> NoReturn:
     """Say the store is down, not "a server error; it was logged".
 
@@ -155,6 +173,18 @@ def history_command(session: IChatSession, args: str) -> Result:
     request = parse_history(args)
     room = session.room
     history = session.server.history
+    if history.paging >= HISTORIES_AT_ONCE:
+        raise ChatError(
+            "the server is busy with other /history requests; try again in a "
+            "few seconds"
+        )
+    wait = history.histories.spend(_address(session), 1, session.server.clock.seconds())
+    if wait:
+        raise ChatError(
+            f"too many /history requests (at most {HISTORY_BURST:g} at once, then "
+            f"{HISTORY_RATE:g} a second); try again in "
+            f"{_plural(ceil(wait), 'second')}"
+        )
     if isinstance(request, Last):
 
         def show_last(lines: list[Scrollback]) -> None:
@@ -235,11 +265,7 @@ def search_command(session: IChatSession, args: str) -> Result:
             "the server is busy with other searches; try again in a few seconds"
         )
     searches: Allowances = history.searches
-    # By address, as /oper's guesses are: by nickname, reconnecting (or
-    # /nick) gave a new allowance each time.  A UNIX socket's users (no
-    # address) are told apart by nickname.
-    key = address_key(session.host) or "nick:" + fold(session.nickname or "")
-    wait = searches.spend(key, 1, server.clock.seconds())
+    wait = searches.spend(_address(session), 1, server.clock.seconds())
     if wait:
         raise ChatError(
             f"too many searches (at most {SEARCH_BURST:g} at once, then one every "

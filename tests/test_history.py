@@ -360,6 +360,45 @@ def test_history_bad_arguments(
     assert alice.lines() == [error]
 
 
+def test_history_is_rate_limited_per_address(store: Store, clock: Clock) -> None:
+    """An address may ask /history 5 times at once, then once a second."""
+    factory = server(store, clock)
+    alice = register(factory, "alice", host="203.0.113.7")
+    again = register(factory, "alicia", host="203.0.113.7")
+    alice.lines()
+    alice.enter(*["/history"] * 3)
+    again.enter(*["/history"] * 3)
+    refused = (
+        "!!! too many /history requests (at most 5 at once, then 1 a second); "
+        "try again in 1 second"
+    )
+    assert alice.lines() == ["*** #lobby has no history."] * 3
+    assert again.lines()[-3:] == ["*** #lobby has no history."] * 2 + [refused]
+    clock.advance(1)
+    again.enter("/history")
+    assert again.lines() == ["*** #lobby has no history."]
+
+
+def test_histories_at_once_are_bounded(store: Store, clock: Clock) -> None:
+    """At most 4 /history requests wait for the store at once, whoever asks."""
+    factory = server(store, clock)
+    users = [register(factory, f"u{n}", host=f"192.0.2.{n}") for n in range(5)]
+    for user in users:
+        user.lines()
+    run = store.run_interaction
+    store.run_interaction = lambda *a: Deferred()  # type: ignore[method-assign]
+    for user in users:
+        user.enter("/history")
+    assert users[4].lines() == [
+        "!!! the server is busy with other /history requests; try again in a "
+        "few seconds"
+    ]
+    store.run_interaction = run  # type: ignore[method-assign]
+    clock.advance(factory.settings.command_timeout)
+    users[4].enter("/history")
+    assert users[4].lines() == ["*** #lobby has no history."]
+
+
 # /search -------------------------------------------------------------------
 
 
