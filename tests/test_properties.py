@@ -12,7 +12,7 @@ from collections.abc import Callable
 from time import perf_counter
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from twisted.internet.task import Clock
@@ -393,10 +393,17 @@ def received_lines(data: bytes, max_line: int) -> list[bytes]:
     return [line for kind, line in read_input(data, max_line) if kind == "line"]
 
 
-def quits(data: bytes, max_line: int) -> bool:
-    """Whether any line in C{data} is a C{/quit} command (any arguments)."""
+def quits(data: bytes, max_line: int, registered: bool = True) -> bool:
+    """Whether any line in C{data} is a C{/quit} command (any arguments).
+
+    A bare upper-case C{QUIT} is one too (what simple chat clients send to
+    leave), with spaces around it only before registration, where a line
+    is a nickname, stripped.
+    """
     for line in received_lines(data, max_line):
         text = clean_line(line)
+        if (text if registered else text.strip()) == "QUIT":
+            return True
         if text.strip() and text[:1] == "/" and text[:2] != "//":
             if text[1:].partition(" ")[0].lower() == "quit":
                 return True
@@ -439,6 +446,8 @@ LINES = st.one_of(
 
 @PROPERTY
 @given(line=LINES)
+@example(line=b"QUIT")
+@example(line=b" QUIT ")
 def test_any_line_from_a_registered_user(line: bytes) -> None:
     """Any line from a registered user gets well-formed answers, and only /quit ends it."""
     factory = make_factory()
@@ -459,11 +468,13 @@ def ends_unregistered(data: bytes) -> bool:
     lines = received_lines(data, 2048)
     if lines and HTTP_REQUEST.fullmatch(lines[0]):
         return True
-    return quits(data, 2048)
+    return quits(data, 2048, registered=False)
 
 
 @PROPERTY
 @given(line=LINES)
+@example(line=b"QUIT")
+@example(line=b" QUIT ")
 def test_any_line_from_a_new_client(line: bytes) -> None:
     """Any first line gets well-formed answers; only /quit or another protocol ends it."""
     factory = make_factory()
