@@ -30,8 +30,11 @@ from chatservice.store.history import (
     PRUNE_INTERVAL,
     SCROLLBACK_WAIT,
     History,
+    _prune,
     _search,
+    write_rows,
 )
+from chatservice.store.migrations import MIGRATIONS
 from chatservice.testing import FakeConnection, frame_user, memory_store, register
 
 #: 2026-12-06 09:30:00 UTC: "now" in these tests.
@@ -63,16 +66,11 @@ def stored(store: Store) -> list[tuple[Any, ...]]:
 
 def put(store: Store, *lines: tuple[str, str, str, str]) -> None:
     """Store C{(room, when, nick, text)} chat lines, as a server before did."""
-
-    def insert(cursor: Any) -> None:
-        for room, when, nick, text in lines:
-            cursor.execute(
-                "INSERT INTO history (room, at, kind, nick, sender, text) "
-                "VALUES (?, ?, 'chat', ?, ?, ?)",
-                (room, at(when), nick, nick.lower(), text),
-            )
-
-    store.run_interaction(insert).result  # noqa: B018 (raises if it failed)
+    rows = [
+        (room, at(when), "chat", nick, nick.lower(), text)
+        for room, when, nick, text in lines
+    ]
+    store.run_interaction(write_rows, rows).result  # noqa: B018 (raises if it failed)
 
 
 @pytest.fixture
@@ -457,18 +455,18 @@ def test_search_costs_about_a_read_of_the_room(store: Store) -> None:
     room: 1.4 s here (1,000 times the read), 21 s in a room of 180,000
     lines, with the store's one thread held all that time.
     """
-
-    def fill(cursor: Any) -> None:
-        cursor.executemany(
-            "INSERT INTO history (room, at, kind, nick, sender, text) "
-            "VALUES ('#lobby', ?, 'chat', 'bob', 'bob', ?)",
-            [
-                (float(i), "alpha beta gamma delta" if i % 2 else "eta zeta mu nu")
-                for i in range(4000)
-            ],
+    rows = [
+        (
+            "#lobby",
+            float(i),
+            "chat",
+            "bob",
+            "bob",
+            "alpha beta gamma delta" if i % 2 else "eta zeta mu nu",
         )
-
-    store.run_interaction(fill).result  # noqa: B018 (raises if it failed)
+        for i in range(4000)
+    ]
+    store.run_interaction(write_rows, rows).result  # noqa: B018 (raises if it failed)
 
     def read(cursor: Any) -> object:
         return cursor.execute(
@@ -810,3 +808,31 @@ def test_lines_written_elsewhere_are_read_again(store: Store, clock: Clock) -> N
     dave = FakeConnection(factory)
     dave.enter("dave")
     assert "[09:29] <bob> from another node" in dave.lines()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_database_indexed_by_trigger_is_searched_and_pruned_after_migration_3(
+    tmp_path: Path,
+) -> None:
+    """Lines written before migration 3 (indexed by a trigger) and after are found and pruned."""
+    url = f"sqlite:{tmp_path / 'chat.db'}"
+    old = Store(url, migrations=MIGRATIONS[:2])
+    old.open()
+    await old.run_interaction(
+        lambda cursor: cursor.execute(
+            "INSERT INTO history (room, at, kind, nick, sender, text) "
+            "VALUES ('#lobby', 1.0, 'chat', 'bob', 'bob', 'apple before')"
+        )
+    )
+    old.close()
+    new = Store(url)
+    new.open()
+    try:
+        rows = [("#lobby", 2.0, "chat", "bob", "bob", "apple after")]
+        await new.run_interaction(write_rows, rows)
+        found = await new.run_interaction(_search, "#lobby", ["apple"], 10)
+        assert sorted(row[-1] for row in found) == ["apple after", "apple before"]
+        assert await new.run_interaction(_prune, 3.0, 10) == 2
+        assert await new.run_interaction(_search, "#lobby", ["apple"], 10) == []
+    finally:
+        new.close()

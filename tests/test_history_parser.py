@@ -16,7 +16,7 @@ from chatservice.historycommands import (
     parse_moment,
 )
 from chatservice.store import memory_store
-from chatservice.store.history import fts5_query
+from chatservice.store.history import fts5_query, write_rows
 
 minutes = st.datetimes(
     min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59)
@@ -114,11 +114,8 @@ def test_impossible_dates_are_refused(year: int, month: int, day: int) -> None:
 def test_any_search_words_are_a_valid_fts5_query(words: list[str]) -> None:
     """Whatever words are searched for, FTS5 takes them literally, never as syntax."""
     store = memory_store()
-    put = "INSERT INTO history (room, at, kind, nick, sender, text) VALUES (?, ?, ?, ?, ?, ?)"
     store.run_interaction(
-        lambda cursor: cursor.execute(
-            put, ("#lobby", 1.0, "chat", "a", "a", " ".join(words))
-        )
+        write_rows, [("#lobby", 1.0, "chat", "a", "a", " ".join(words))]
     )
     found = store.run_interaction(
         lambda cursor: cursor.execute(
