@@ -27,11 +27,12 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel, Request
+from twisted.web.http import Request
 from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 
+from .httpchannel import BodilessChannel, answer
 from .logs import gate
 from .stats import TIME_BUCKETS, Histogram
 from .throttle import address_key
@@ -211,28 +212,16 @@ MAX_REQUEST_HEAD = 8192
 MAX_HEADERS = 64
 
 
-def _answer(status: bytes, text: bytes) -> bytes:
-    """A whole HTTP answer with C{text}, after which the server closes."""
-    return (
-        b"HTTP/1.1 " + status + b"\r\n"
-        b"Content-Type: text/plain; charset=utf-8\r\n"
-        b"Content-Length: " + str(len(text)).encode("ascii") + b"\r\n"
-        b"Connection: close\r\n"
-        b"\r\n" + text
-    )
+_TOO_MANY = answer(b"503 Service Unavailable", b"too many connections to /metrics\n")
 
 
-_TOO_MANY = _answer(b"503 Service Unavailable", b"too many connections to /metrics\n")
-_NO_BODY = _answer(b"413 Content Too Large", b"no request body is accepted here\n")
-
-
-class _MetricsChannel(HTTPChannel):
+class _MetricsChannel(BodilessChannel):
     """Twisted's HTTP/1.1 channel, for small body-less requests on a deadline.
 
     Twisted already bounds a request's head (C{totalHeadersSize},
-    C{maxHeaders}, the line length); here those bounds are tighter, a
-    request that announces a body is refused before any of it is read, and
-    the timeout is not restarted by every read.
+    C{maxHeaders}, the line length); here those bounds are tighter, the
+    timeout is not restarted by every read, and bodies and pipelined
+    requests are refused (L{BodilessChannel}).
     """
 
     totalHeadersSize = MAX_REQUEST_HEAD
@@ -247,34 +236,6 @@ class _MetricsChannel(HTTPChannel):
     def dataReceived(self, data: bytes) -> None:
         """Parse C{data}, without restarting the timeout as Twisted does."""
         LineReceiver.dataReceived(self, data)
-
-    def allHeadersReceived(self) -> None:
-        """Refuse a request with a body, before reading it; serve the others.
-
-        C{length} is the Content-Length, or None when the body is chunked.
-        Twisted would store the body (in a temporary file past 100 KB) and
-        only then answer C{405}.  Here the connection stops being read.
-        """
-        if self.length != 0:
-            self.transport.write(_NO_BODY)
-            self.loseConnection()
-            return
-        super().allHeadersReceived()
-
-    def checkPersistence(self, request: Request, version: bytes) -> bool:
-        """Keep the connection for the next scrape, unless it was pipelined.
-
-        A request sent before the answer to the one before it (Prometheus
-        never does) is already in the buffer when this one's head ends.
-        Twisted would answer every request of a read at once: 1,900 of them
-        from one 64 KiB read took 0.4 s of the reactor and queued 7 MB for
-        the client.  This one is answered with C{Connection: close}, and
-        what follows it is not read.
-        """
-        if self._buffer:
-            request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
-            return False
-        return super().checkPersistence(request, version)
 
     def connectionLost(self, reason: Failure) -> None:
         """Let the site count this connection out."""

@@ -53,13 +53,13 @@ from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import Site
 from zope.interface import implementer
 
 from .. import __version__, events
 from ..events import SharedEncoding
+from ..httpchannel import BodilessChannel, answer
 from ..interfaces import IConnection, IServingFrontEnd
 from ..logs import format_peer
 from ..output import OUTPUT_SLOTS
@@ -619,19 +619,11 @@ class WebFrontEnd:
         return site
 
 
-_NO_BODY_TEXT = b"no request body is accepted here\n"
-#: The answer to a request with a body, after which the server closes.
-_NO_BODY = (
-    b"HTTP/1.1 413 Content Too Large\r\n"
-    b"Content-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Length: " + str(len(_NO_BODY_TEXT)).encode("ascii") + b"\r\n"
-    b"Connection: close\r\n"
-    b"\r\n" + _NO_BODY_TEXT
-)
+class _WebChannel(BodilessChannel):
+    """Twisted's HTTP channel, counted by the site while its connection lasts.
 
-
-class _WebChannel(HTTPChannel):
-    """Twisted's HTTP channel, counted by the site while its connection lasts."""
+    Bodies and pipelined requests are refused (L{BodilessChannel}).
+    """
 
     site: "_WebSite"
 
@@ -639,32 +631,6 @@ class _WebChannel(HTTPChannel):
         """Count the connection in (its transport stays, after a WebSocket)."""
         super().connectionMade()
         self.site.started(self.transport, self.address_key)
-
-    def allHeadersReceived(self) -> None:
-        """Refuse a request with a body before reading it: the page takes none.
-
-        Twisted would keep the body (in a temporary file past 100 KB), then
-        answer C{405}.  C{length} is the Content-Length, or None if chunked.
-        """
-        if self.length != 0:
-            self.transport.write(_NO_BODY)
-            self.loseConnection()
-            return
-        super().allHeadersReceived()
-
-    def checkPersistence(self, request: Request, version: bytes) -> bool:
-        """Keep the connection for the next request, unless it was pipelined.
-
-        A request sent before the answer to the one before it (browsers do
-        not pipeline) is in the buffer already: Twisted would answer every
-        request of a read at once (one 64 KiB read holds some 2,000), so
-        this one is answered with C{Connection: close}, as on the metrics
-        port, and what follows it is not read.
-        """
-        if self._buffer:
-            request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
-            return False
-        return super().checkPersistence(request, version)  # type: ignore[no-any-return]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Count the connection out (not called once a WebSocket took it over)."""
@@ -684,12 +650,7 @@ class _Refusal(Protocol):
     def connectionMade(self) -> None:
         """Say why, and close."""
         text = self.why.encode("utf-8") + b"\n"
-        self.transport.write(
-            b"HTTP/1.1 503 Service Unavailable\r\n"
-            b"Content-Type: text/plain; charset=utf-8\r\n"
-            b"Content-Length: " + str(len(text)).encode("ascii") + b"\r\n"
-            b"Connection: close\r\n\r\n" + text
-        )
+        self.transport.write(answer(b"503 Service Unavailable", text))
         self.transport.loseConnection()
 
 
