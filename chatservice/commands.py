@@ -30,6 +30,7 @@ from .errors import (
     UsageError,
 )
 from .events import Event
+from .fired import succeeded
 from .interfaces import IChatSession, ICommand
 from .logs import gate
 from .text import sanitise, sanitise_lines
@@ -227,16 +228,17 @@ def _run(session: IChatSession, name: str, args: str) -> Result:
         args = args.replace("\n", " ")
     if len(args.split(None, entry.min_args)) < entry.min_args:
         raise UsageError(entry.usage)
-    return _bounded(
-        maybeDeferred(entry, session, args), session, f"/{entry.name} failed"
-    )
+    d = maybeDeferred(entry, session, args)
+    if succeeded(d):
+        # Done already (most commands, and /nick with the in-memory
+        # registry): nothing to wait for, time out or contain.
+        return None
+    return _bounded(d, session, f"/{entry.name} failed")
 
 
 def _bounded(d: Deferred[object], session: IChatSession, what: str) -> Deferred[object]:
     """Give plugin work still running the command timeout; contain failures."""
-    fired: list[object] = []
-    d.addBoth(lambda result: fired.append(result) or result)
-    if not fired:
+    if not d.called or d.paused:
         d.addTimeout(session.server.settings.command_timeout, session.server.clock)
     return d.addErrback(_contain, what)
 

@@ -54,7 +54,7 @@ def nick_command(session: IChatSession, args: str) -> Result:
         d = choose_nickname(session, name)
     else:
         d = session.registry.rename(session, name).addCallback(session.renamed)
-    if password:
+    if password and d is not None:  # None: registered and welcomed already
         d.addErrback(lambda failure: accounts.expect_nothing(session) or failure)
         # Held by someone who has not identified: the owner takes it back.
         d.addErrback(regain, session, name, password)

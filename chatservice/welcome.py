@@ -9,22 +9,33 @@ L{scrollback} are shared with C{/who}, C{/users} and C{/join}.
 
 from collections.abc import Sequence
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail
 
 from . import events
 from .events import Event
-from .interfaces import IChatSession, Scrollback, UserInfo
+from .fired import succeeded, then
+from .interfaces import IChatSession, IRegistry, Scrollback, UserInfo
 from .text import check_nickname
 
 Result = Deferred[object] | None
 
 
 def choose_nickname(session: IChatSession, name: str) -> Result:
-    """Ask the registry for C{name}; welcome the user once it is theirs."""
+    """Ask the registry for C{name}; welcome the user once it is theirs.
+
+    With a registry that answers at once (the in-memory one), the whole
+    welcome is queued before this returns, and it returns None: see
+    L{chatservice.fired}.  Otherwise it returns the Deferred of the
+    registration and the welcome; a failure of either is that Deferred's.
+    """
     d = session.registry.register(session, check_nickname(name))
-    d.addCallback(session.registered)
-    d.addCallback(_welcome, session)
-    return d
+    if not succeeded(d):
+        return d.addCallback(session.registered).addCallback(_welcome, session)
+    try:
+        nickname = session.registered(d.result)
+    except Exception:
+        return fail()
+    return _welcome(nickname, session)
 
 
 #: The most users the welcome lists by name; beyond it, it gives the count.
@@ -32,35 +43,56 @@ WELCOME_NAMES = 20
 
 
 def _welcome(nickname: str, session: IChatSession) -> Result:
+    """Queue the welcome, then tell the hooks (L{_registered}).
+
+    Each step runs as soon as the registry's answer for it is there: at
+    once, or as a callback when it has to be waited for.
+    """
     if session.closing:
         return None  # it went while the registry was deciding
-    registry = session.registry
+    try:
+        online = then(session.registry.count(), _online, session.registry)
+        joined = then(online, _greet, session, nickname)
+        result = then(joined, _finish, session, nickname)
+    except Exception:
+        result = fail()
+    if isinstance(result, Deferred):
+        return result.addBoth(_registered, session)
+    _registered(None, session)
+    return None
 
-    def online(count: int) -> Deferred[str]:
-        # Listing (and sorting) everyone for every arrival would make a
-        # crowd's arrival cost time quadratic in its size.
-        if count > WELCOME_NAMES:
-            return succeed(f"Online ({count}): /users lists them")
-        return registry.users().addCallback(
-            lambda users: f"Online ({len(users)}): {names(users)}"
-        )
 
-    def greet(who: str) -> Deferred[list[Scrollback]]:
-        session.answer(events.welcome(nickname, who))
-        session.answer(
-            events.notices(["Type /help for the commands.", *session.server.motd])
-        )
-        # Already in the lobby: this only fetches its scrollback.
-        return join_room(session, registry.lobby)
+def _online(count: int, registry: IRegistry) -> "str | Deferred[str]":
+    """The welcome's list of who is online."""
+    # Listing (and sorting) everyone for every arrival would make a
+    # crowd's arrival cost time quadratic in its size.
+    if count > WELCOME_NAMES:
+        return f"Online ({count}): /users lists them"
+    return then(registry.users(), _listed)
 
-    def finish(history: list[Scrollback]) -> None:
-        show_scrollback(session, session.room, history)
-        token = session.server.sessions.issue(session)
-        if token is not None:
-            session.answer(events.resume_token(nickname, token))
 
-    d = registry.count().addCallback(online).addCallback(greet).addCallback(finish)
-    return d.addBoth(_registered, session)
+def _listed(users: list[UserInfo]) -> str:
+    return f"Online ({len(users)}): {names(users)}"
+
+
+def _greet(
+    who: str, session: IChatSession, nickname: str
+) -> "list[Scrollback] | Deferred[list[Scrollback]]":
+    """The welcome's first lines; then the lobby's scrollback, when fetched."""
+    session.answer(events.welcome(nickname, who))
+    session.answer(
+        events.notices(["Type /help for the commands.", *session.server.motd])
+    )
+    # Already in the lobby: this only fetches its scrollback.
+    return join_room(session, session.registry.lobby)
+
+
+def _finish(history: list[Scrollback], session: IChatSession, nickname: str) -> None:
+    """The welcome's last lines: the scrollback, and the resume token."""
+    show_scrollback(session, session.room, history)
+    token = session.server.sessions.issue(session)
+    if token is not None:
+        session.answer(events.resume_token(nickname, token))
 
 
 def _registered(result: object, session: IChatSession) -> object:
@@ -90,9 +122,13 @@ def join_room(session: IChatSession, room: str) -> Deferred[list[Scrollback]]:
     The registry's scrollback, preceded by older lines from the store when
     it has fewer than C{--history} (L{chatservice.store.history}).
     """
-    history = session.server.history
-    d = session.registry.join(session, room)
-    return d.addCallback(lambda live: history.scrollback(room, live))
+    return then(session.registry.join(session, room), _with_older, session, room)
+
+
+def _with_older(
+    live: list[Scrollback], session: IChatSession, room: str
+) -> Deferred[list[Scrollback]]:
+    return session.server.history.scrollback(room, live)
 
 
 def show_scrollback(
