@@ -17,9 +17,10 @@ L{SessionLog} logs each session's registration and end: a short session
 (one that ends before its registration's line is written, within
 L{REGISTRATION_WAIT}) in one line.
 
-L{text_observer} is twistd's text log on standard output, made faster: for
-C{twistd -n --logger chatservice.logs.text_observer chat ...}, where the
-log goes to standard output (systemd's journal, a container's log).
+How twistd's text log writes the events, faster than Twisted does, is
+L{chatservice.textlog}'s; L{text_observer} and L{format_classic} are
+importable from here too, by their old names
+(C{twistd --logger chatservice.logs.text_observer}).
 """
 
 import sys
@@ -28,13 +29,10 @@ from typing import overload
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.logger import (
-    FileLogObserver,
     ILogObserver,
     LogEvent,
     Logger,
     LogLevel,
-    formatEventAsClassicLogText,
-    formatTime,
     globalLogPublisher,
 )
 from twisted.python.failure import Failure
@@ -42,6 +40,8 @@ from zope.interface import implementer
 
 from .errors import InvalidName
 from .text import check_nickname
+from .textlog import format_classic as format_classic
+from .textlog import text_observer as text_observer
 
 #: The names C{--log-level} accepts, lowest first.
 LEVELS = tuple(level.name for level in LogLevel.iterconstants())
@@ -292,70 +292,6 @@ class SessionLog:
             peer=peer,
             nickname=nickname,
         )
-
-
-def text_observer() -> FileLogObserver:
-    """Twistd's text log on standard output, each line as twistd writes it.
-
-    For C{twistd --logger chatservice.logs.text_observer} (the factory of
-    the initial log observer: twistd calls it with no arguments).  It
-    writes exactly what twistd's own observer writes to standard output
-    (C{twistd -n} without C{--logfile}), made with L{format_classic}.
-    """
-    return FileLogObserver(sys.stdout, format_classic)
-
-
-class _Second:
-    """The last second whose timestamp L{format_classic} wrote, and it."""
-
-    second: float | None = None
-    stamp = ""
-
-
-def format_classic(event: LogEvent) -> str | None:
-    """C{event} as twistd's text log writes it, without Twisted's slow path.
-
-    The same text as C{formatEventAsClassicLogText} with twistd's time
-    format: C{2026-12-06T18:00:00+0000 [chatservice.session#info] ...}.
-    Twisted formats every event with C{string.Formatter} in Python and
-    makes a time zone object for each (12 us an event, some 28 us in a
-    busy server: a third of a short session's cost at C{info}); here a
-    plain event (a C{str} format, a level and a namespace, no failure, no
-    system) is formatted by C{str.format_map}, with the timestamp made
-    once a second.  Anything else, and anything that fails, is Twisted's
-    own formatting, so the text is the same for every event.
-    """
-    fmt = event.get("log_format")
-    level = event.get("log_level")
-    when = event.get("log_time")
-    if (
-        fmt.__class__ is not str
-        or level is None
-        or when.__class__ is not float
-        or "log_failure" in event
-        or "log_system" in event
-        or "log_flattened" in event
-    ):
-        return _twistd_format(event)
-    try:
-        text = fmt.format_map(event)  # type: ignore[union-attr]
-        system = f"{event.get('log_namespace', '-')}#{level.name}"
-    except Exception:
-        return _twistd_format(event)  # which says why it could not
-    if not text:
-        return None
-    second = int(when)  # type: ignore[arg-type]
-    if second != _Second.second:
-        _Second.second, _Second.stamp = second, formatTime(second)
-    line = f"{_Second.stamp} [{system}] {text}"
-    if "\n" in line:
-        line = line.replace("\n", "\n\t")
-    return line + "\n"
-
-
-def _twistd_format(event: LogEvent) -> str | None:
-    """What twistd's own text observer writes for C{event}."""
-    return formatEventAsClassicLogText(event, formatTime=formatTime)
 
 
 def format_peer(host: str | None, address: IAddress) -> str:

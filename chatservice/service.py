@@ -26,6 +26,7 @@ from .metrics import metrics_site, warn_if_exposed
 from .operators import OperatorsFileError
 from .store import StoreError
 from .system import SPARE_FILES, fit_open_files, set_listener_options
+from .textlog import format_classic, speed_up_text_logs
 
 log = Logger(observer=gate)
 
@@ -64,16 +65,25 @@ class ChatService(Service):
         self._previous_sighup: object = None
         self._previous_log_level: LogLevel | None = None
 
-    def _set_log_level(self) -> None:
-        """Apply C{--log-level} to chatservice's events, until the stop."""
+    def _set_up_log(self) -> None:
+        """Apply C{--log-level} to chatservice's events, until the stop.
+
+        And give twistd's text log (made before any plugin runs) the
+        faster formatting of the same lines: L{speed_up_text_logs}.
+        """
         if self._previous_log_level is None:
             self._previous_log_level = gate.level
         gate.level = LogLevel.levelWithName(self.factory.settings.log_level)
+        if speed_up_text_logs():
+            log.info(
+                "text log: twistd's lines, formatted by {formatter}",
+                formatter=f"{format_classic.__module__}.{format_classic.__name__}",
+            )
 
     def privilegedStartService(self) -> None:
         """Bind every endpoint, or raise L{StartupError} naming the failure."""
         super().privilegedStartService()
-        self._set_log_level()
+        self._set_up_log()
         self._log_plugins()
         self._fit_open_files()
         self._read_files()
@@ -160,7 +170,7 @@ class ChatService(Service):
 
     def startService(self) -> None:
         """Start serving; binds now if C{privilegedStartService} did not."""
-        self._set_log_level()
+        self._set_up_log()
         if not self.ports:
             self._log_plugins()
             self._fit_open_files()

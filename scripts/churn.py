@@ -11,8 +11,9 @@ Usage::
 It runs a chat server in this process, built from ``twistd chat``'s own
 options (those of bench/peers.conf.sh, then any given) on a free port of
 127.0.0.1, logging as ``twistd --logfile`` does (Twisted's text file
-observer, to a temporary file).  A client process (this script again)
-drives the cycle of the ``churn`` cell: C clients at a time (20) each
+observer, to a temporary file, given chatservice.textlog.format_classic
+by the chat service as under twistd).  A client process (this script
+again) drives the cycle of the ``churn`` cell: C clients at a time (20) each
 connect, send ``/nick NAME``, wait for ``Welcome, NAME!``, say one line,
 shut down their sending side, read until the server closes, and close.
 

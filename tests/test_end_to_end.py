@@ -88,16 +88,16 @@ def test_log_level_warn_leaves_out_connections(
     assert "Main loop terminated." in output  # Twisted's own events still pass
 
 
-def test_faster_text_log_on_standard_output(
-    twistd: Callable[..., Server], connections: Callable[[int], Connection]
-) -> None:
-    """--logger chatservice.logs.text_observer writes twistd's own lines."""
-    port = free_port()
-    server = twistd(
-        f"tcp:{port}:interface=127.0.0.1",
-        twistd_args=("--logger", "chatservice.logs.text_observer"),
-    )
-    server.wait_for_port(port)
+#: A line of twistd's text log: its timestamp, its system, the text.
+LOG_LINE = (
+    r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} \[(?P<system>[^\]]+)\] (?P<text>.*)"
+)
+
+#: What the server says when it gave twistd's own observer the faster formatting.
+SPED_UP = "text log: twistd's lines, formatted by chatservice.textlog.format_classic"
+
+
+def _one_session(port: int, connections: Callable[[int], Connection]) -> None:
     alice = connections(port)
     assert alice.read(2) == GREETING
     alice.send("alice")
@@ -105,32 +105,110 @@ def test_faster_text_log_on_standard_output(
     alice.send("/quit")
     while alice.read()[0] is not None:
         pass
-    server.process.send_signal(signal.SIGTERM)
-    assert server.wait() in (0, -signal.SIGTERM)
-    lines = server.output().splitlines()
-    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}"
-    peer = r"127\.0\.0\.1:\d+"
-    prefix = rf"{stamp} \[chatservice\.session#info\] connection \d+ from {peer} "
+
+
+def _log_lines(text: str) -> list[tuple[str, str]]:
+    """Each line of a twistd text log: (system, text); any other line fails."""
+    lines = []
+    for line in text.splitlines():
+        match = re.fullmatch(LOG_LINE, line)
+        assert match, f"not a line of twistd's text log: {line!r}"
+        lines.append((match["system"], match["text"]))
+    return lines
+
+
+def _sessions_logged(lines: list[tuple[str, str]]) -> int:
+    """How many of alice's sessions the log has, checking each line's text."""
+    session = [text for system, text in lines if system == "chatservice.session#info"]
     # (wait_for_port's own connection comes and goes too.)
-    registered = [
-        line for line in lines if re.fullmatch(prefix + "registered as alice", line)
-    ]
+    peer = r"connection \d+ from 127\.0\.0\.1:\d+ "
+    registered = [t for t in session if re.fullmatch(peer + "registered as alice", t)]
     closed = [
-        line
-        for line in lines
-        if re.fullmatch(prefix + r"closed \(quit; closed cleanly\)", line)
+        t for t in session if re.fullmatch(peer + r"closed \(quit; closed cleanly\)", t)
     ]
     # A session that ends within a second of registering is one line.
     both = [
-        line
-        for line in lines
+        t
+        for t in session
         if re.fullmatch(
-            prefix + r"registered as alice, closed \(quit; closed cleanly\)", line
+            peer + r"registered as alice, closed \(quit; closed cleanly\)", t
         )
     ]
-    counts = (len(registered), len(closed), len(both))
-    assert counts in ((1, 1, 0), (0, 0, 1)), lines
-    assert any("Main loop terminated." in line for line in lines), lines
+    assert len(registered) == len(closed), session
+    return len(both) + len(registered)
+
+
+@pytest.mark.parametrize(
+    ("twistd_args", "log_file", "sped_up"),
+    [
+        pytest.param((), None, True, id="stdout"),
+        pytest.param(("--logfile", "chat.log"), "chat.log", True, id="logfile"),
+        pytest.param(
+            ("--logger", "chatservice.logs.text_observer"), None, False, id="logger"
+        ),
+    ],
+)
+def test_twistds_text_log_formatted_faster(
+    twistd: Callable[..., Server],
+    connections: Callable[[int], Connection],
+    tmp_path: Path,
+    twistd_args: tuple[str, ...],
+    log_file: str | None,
+    sped_up: bool,
+) -> None:
+    """The default log, to stdout or --logfile, is formatted faster, line for line.
+
+    The server says so once; every line is twistd's classic text (the
+    formatting itself is compared with Twisted's in test_textlog).  With
+    --logger chatservice.logs.text_observer it was already.
+    """
+    port = free_port()
+    server = twistd(f"tcp:{port}:interface=127.0.0.1", twistd_args=twistd_args)
+    server.wait_for_port(port)
+    _one_session(port, connections)
+    server.process.send_signal(signal.SIGTERM)
+    assert server.wait() in (0, -signal.SIGTERM)
+    if log_file is None:
+        text = server.output()
+    else:
+        text = (tmp_path / log_file).read_text()
+        assert server.output() == ""
+    lines = _log_lines(text)
+    assert lines.count(("chatservice.service#info", SPED_UP)) == sped_up, lines
+    assert _sessions_logged(lines) == 1, lines
+    # Twisted's own lines, before and after the change, and at the end.
+    texts = [text for _, text in lines]
+    assert texts[0].startswith("twistd "), lines
+    assert "Main loop terminated." in texts, lines
+    assert texts[-1] == "Server Shut Down.", lines
+
+
+def test_log_file_still_rotates(
+    twistd: Callable[..., Server],
+    connections: Callable[[int], Connection],
+    tmp_path: Path,
+) -> None:
+    """SIGUSR1 still rotates twistd's --logfile, whose observer was sped up."""
+    port = free_port()
+    server = twistd(
+        f"tcp:{port}:interface=127.0.0.1", twistd_args=("--logfile", "chat.log")
+    )
+    server.wait_for_port(port)
+    _one_session(port, connections)
+    server.process.send_signal(signal.SIGUSR1)
+    rotated = tmp_path / "chat.log.1"
+    deadline = time.monotonic() + WAIT
+    while not rotated.exists():
+        assert time.monotonic() < deadline, "chat.log was not rotated"
+        time.sleep(0.05)
+    _one_session(port, connections)
+    server.process.send_signal(signal.SIGTERM)
+    assert server.wait() in (0, -signal.SIGTERM)
+    before = _log_lines(rotated.read_text())
+    after = _log_lines((tmp_path / "chat.log").read_text())
+    assert ("chatservice.service#info", SPED_UP) in before
+    assert (_sessions_logged(before), _sessions_logged(after)) == (1, 1)
+    assert after[-1][1] == "Server Shut Down.", after
 
 
 def test_port_in_use(twistd: Callable[[str], Server]) -> None:

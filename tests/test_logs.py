@@ -314,6 +314,7 @@ SERVER_FIELDS = frozenset(
         "dropped",
         "duration",
         "error",
+        "formatter",
         "grace",
         "host",
         "limit",
@@ -385,89 +386,3 @@ def test_every_log_call_escapes_user_chosen_fields() -> None:
         "pass these through chatservice.logs.shown (or, if only the server "
         "chooses them, add them to SERVER_FIELDS)"
     )
-
-
-# The faster text observer writes what twistd writes -----------------------------
-
-
-class _Thing:
-    """A value with an attribute and a method, as log fields may be."""
-
-    size = 3
-
-    def describe(self) -> str:
-        return "a thing"
-
-    def __repr__(self) -> str:
-        return "<thing>"
-
-
-def _failure_event() -> dict[str, object]:
-    try:
-        1 / 0  # noqa: B018
-    except ZeroDivisionError:
-        from twisted.python.failure import Failure
-
-        failure = Failure()
-    return {
-        "log_format": "it failed: {why}",
-        "why": "division",
-        "log_failure": failure,
-        "log_level": LogLevel.critical,
-        "log_namespace": "chatservice.commands",
-        "log_time": 1_700_000_000.25,
-    }
-
-
-def _event(fmt: object, when: float = 1_700_000_000.5, **fields: object) -> dict:
-    return {
-        "log_format": fmt,
-        "log_level": LogLevel.info,
-        "log_namespace": "chatservice.session",
-        "log_time": when,
-        "log_logger": None,
-        "log_source": None,
-        **fields,
-    }
-
-
-@pytest.mark.parametrize(
-    "event",
-    [
-        _event(
-            "connection {connection_id} from {peer} registered as {nickname}",
-            connection_id=7,
-            peer="[::1]:4567",
-            nickname=shown("x\N{BRAILLE PATTERN BLANK}y"),
-        ),
-        _event("a second later: {n}", when=1_700_000_001.75, n=1),
-        _event("throttled: more than {rate:g} lines per second", rate=5.0),
-        _event(
-            "{thing!r} {thing!s} {thing.size} {items[1]} {d[k]}",
-            thing=_Thing(),
-            items=["a", "b"],
-            d={"k": "v"},
-        ),
-        _event("called: {thing.describe()}", thing=_Thing()),
-        _event("{f()}", f=lambda: "from a call"),
-        _event("two\nlines: {x}", x="and\nthree"),
-        _event("a missing {field}"),
-        _event("positional {}"),
-        _event("{empty}", empty=""),
-        _event(b"bytes {x}", x=1),
-        _event(None),
-        _event("no time", when=None),  # type: ignore[arg-type]
-        {**_event("a system {x}", x=1), "log_system": "ChatFactory,0,127.0.0.1"},
-        {**_event("no level {x}", x=1), "log_level": None},
-        {**_event("flattened {x}", x=1), "log_flattened": {"x!s:": "other"}},
-        _failure_event(),
-    ],
-)
-def test_format_classic_is_twistds(event: dict[str, object]) -> None:
-    """The faster text observer writes, for any event, what twistd's own writes."""
-    from twisted.logger import formatEventAsClassicLogText, formatTime
-
-    from chatservice.logs import format_classic
-
-    expected = formatEventAsClassicLogText(dict(event), formatTime=formatTime)
-    assert format_classic(dict(event)) == expected
