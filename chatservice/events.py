@@ -20,7 +20,7 @@ those).
 """
 
 import time as _time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -319,6 +319,66 @@ class SharedEncoding:
 
     def __repr__(self) -> str:
         return f"<SharedEncoding {self.encoder.__qualname__}>"
+
+
+class Batch:
+    """Events answered together, whose bytes in each format are made once.
+
+    A room's stamped scrollback, shown to each newcomer
+    (L{chatservice.welcome.ShownScrollback}): the send queue's
+    C{answer_all} takes a batch's bytes in its format with one list copy
+    (L{encoded}), where each event is otherwise checked and encoded for
+    each newcomer.  The events are checked once, here.
+    """
+
+    __slots__ = ("events", "_encoded")
+
+    #: The most formats whose bytes a batch keeps (a front end whose
+    #: encoder is a bound method has a new key for each connection).
+    FORMATS = 8
+
+    def __init__(self, events: Iterable[Event]) -> None:
+        self.events = tuple(events)
+        for event in self.events:
+            if event.__class__ is not Event:
+                raise not_an_event(event)
+        self._encoded: dict[Encoder, list[bytes]] = {}
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def __iter__(self) -> "Iterator[Event]":
+        return iter(self.events)
+
+    def __getitem__(self, index: int) -> Event:
+        return self.events[index]
+
+    def __repr__(self) -> str:
+        return f"<Batch of {len(self.events)} events>"
+
+    def encoded(self, encoder: Encoder) -> list[bytes]:
+        """The events' bytes in the format of C{encoder}: a new list each time."""
+        data = self._encoded.get(encoder)
+        if data is None:
+            data = []
+            if len(self._encoded) < self.FORMATS:
+                self._encoded[encoder] = data
+        if len(data) < len(self.events):
+            data.extend(map(encoder, self.events[len(data) :]))
+        return data[:]
+
+    def shifted(self, drop: int, more: Sequence[Event]) -> "Batch":
+        """The batch without its first C{drop} events, and with C{more}.
+
+        The bytes kept for each format are kept for the events that stay;
+        C{more} are encoded in a format when first asked for in it.
+        """
+        batch = Batch(more)
+        batch.events = self.events[drop:] + batch.events
+        batch._encoded = {
+            encoder: data[drop:] for encoder, data in self._encoded.items()
+        }
+        return batch
 
 
 def iso_time(when: float) -> str:

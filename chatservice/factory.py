@@ -53,6 +53,7 @@ from .throttle import (
     TokenBucket,
     address_key,
 )
+from .welcome import ShownScrollback
 
 log = Logger(observer=gate)
 
@@ -129,6 +130,8 @@ class ChatFactory(ServerFactory):
         self.history = History(
             self.store, clock, self.settings.history, self.settings.history_days
         )
+        #: Each room's stamped scrollback, as a newcomer is shown it.
+        self.shown_scrollback = ShownScrollback()
         #: The message of the day, as lines; see L{load_motd}.
         self.motd: tuple[str, ...] = ()
         if extensions is None:

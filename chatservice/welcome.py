@@ -134,8 +134,18 @@ def _with_older(
 def show_scrollback(
     session: IChatSession, room: str, history: list[Scrollback]
 ) -> None:
-    """Answer C{session} with C{room}'s scrollback (see L{scrollback})."""
-    session.answer_all(scrollback(room, history, session.server.clock.seconds()))
+    """Answer C{session} with C{room}'s scrollback (see L{scrollback}).
+
+    The same lines as L{scrollback}'s; the stamped ones are the batch
+    L{ShownScrollback} keeps for the room, encoded once for each format.
+    """
+    if not history:
+        return
+    server = session.server
+    now = server.clock.seconds()
+    session.answer(_scrollback_starts(room, len(history)))
+    session.answer_all(server.shown_scrollback.batch(room, history, now))
+    session.answer(_scrollback_ends(room))
 
 
 def scrollback(
@@ -149,13 +159,20 @@ def scrollback(
     if not history:
         return []
     return [
-        events.notice(
-            f"Scrollback of {room}, {len(history)} "
-            f"line{'s' if len(history) != 1 else ''}, times in UTC:"
-        ),
+        _scrollback_starts(room, len(history)),
         *stamped(history, now),
-        events.notice(f"End of scrollback of {room}."),
+        _scrollback_ends(room),
     ]
+
+
+def _scrollback_starts(room: str, count: int) -> Event:
+    return events.notice(
+        f"Scrollback of {room}, {count} line{'s' if count != 1 else ''}, times in UTC:"
+    )
+
+
+def _scrollback_ends(room: str) -> Event:
+    return events.notice(f"End of scrollback of {room}.")
 
 
 def stamped(history: list[Scrollback], now: float | None) -> list[Event]:
@@ -168,3 +185,65 @@ def stamped(history: list[Scrollback], now: float | None) -> list[Event]:
         return [line.stamped for line in history]
     today = now - now % 86400
     return [line.stamped if line.when >= today else line.dated for line in history]
+
+
+class ShownScrollback:
+    """Each room's stamped scrollback as last shown, for the next newcomer.
+
+    Every newcomer to a room is shown the same stamped lines (L{stamped}),
+    until a line is said there or the day changes (a line said before
+    today shows its date).  The batch of them (L{events.Batch}) is kept
+    for each room, with its bytes in each format, made once: a newcomer
+    costs a list copy, not a stamped event and an encoding per line (~10
+    us a welcome of 50 lines, lines front end; more for frames and
+    WebSocket).  When lines were said since, the batch is shifted: the
+    lines that scrolled out are dropped and only the new ones are stamped
+    and encoded.  Lines are told apart by identity (the registry's
+    L{Scrollback} objects, which the batch keeps alive), so any other
+    list (the store's older lines, another registry's) is a new batch.
+
+    @ivar rooms: the most rooms kept, the least recently shown forgotten.
+    """
+
+    def __init__(self, rooms: int = 64) -> None:
+        self.rooms = rooms
+        # By room: the day (the start of it, UTC), the lines, their batch.
+        self._kept: dict[str, tuple[float, list[Scrollback], events.Batch]] = {}
+
+    def batch(self, room: str, history: list[Scrollback], now: float) -> events.Batch:
+        """C{history}'s lines of C{room}, stamped as on the day of C{now}."""
+        today = now - now % 86400
+        kept = self._kept.pop(room, None)
+        batch = None
+        if kept is not None and kept[0] == today:
+            batch = _shifted(kept[1], kept[2], history, now)
+        if batch is None:
+            batch = events.Batch(stamped(history, now))
+        self._kept[room] = (today, list(history), batch)
+        if len(self._kept) > self.rooms:
+            del self._kept[next(iter(self._kept))]
+        return batch
+
+
+def _shifted(
+    old: list[Scrollback], batch: events.Batch, history: list[Scrollback], now: float
+) -> events.Batch | None:
+    """C{batch} (of C{old}) made C{history}'s, if C{history} is C{old} scrolled on.
+
+    That is: C{old} without its first lines, then new lines.  None if not.
+    """
+    if not history or not old:
+        return None
+    first = history[0]
+    for drop in range(len(old)):
+        if old[drop] is first:
+            break
+    else:
+        return None
+    stay = len(old) - drop
+    # The same objects, compared by identity, in C.
+    if stay > len(history) or old[drop:] != history[:stay]:
+        return None
+    if stay == len(history) and not drop:
+        return batch
+    return batch.shifted(drop, stamped(history[stay:], now))

@@ -1,17 +1,27 @@
 """Tests of the welcome: the same lines whether the registry answers at once or not."""
 
 import re
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
+from test_web import FakeWebSocket
+
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
+from chatservice import events
 from chatservice.config import Settings
 from chatservice.factory import ChatFactory, run_at_once
 from chatservice.fired import then
+from chatservice.frontends.web import web
+from chatservice.interfaces import Scrollback
+from chatservice.reasons import CloseReason
 from chatservice.registry import Registry
-from chatservice.testing import FakeConnection, register
+from chatservice.testing import FakeConnection, FakeFrames, register
+from chatservice.welcome import ShownScrollback
 
 #: A resume token, which differs from one welcome to the next.
 TOKEN = re.compile(rb"[\w-]{22}")
@@ -131,3 +141,116 @@ def test_registered_user_still_registers(factory: ChatFactory) -> None:
     """The test helper's registration goes through the path that answers at once."""
     alice = register(factory, "alice")
     assert alice.session.nickname == "alice"
+
+
+# The scrollback a newcomer is shown, kept between newcomers -----------------
+
+#: 2027-01-15 23:57 UTC: three minutes before a new day.
+BEFORE_MIDNIGHT = 1_800_057_420.0
+
+
+def _newcomer(
+    factory: ChatFactory, clock: Clock, front_end: str, nickname: str
+) -> bytes:
+    """All that a newcomer on C{front_end} is sent when it registers as C{nickname}."""
+    if front_end == "web":
+        connection = web.build_protocol(
+            factory, 10_000 + int(clock.seconds()), IPv4Address("TCP", "127.0.0.1", 1)
+        )
+        websocket = FakeWebSocket()
+        connection.opened(websocket)  # type: ignore[arg-type]
+        connection.session.received(f"/nick {nickname}")
+        clock.advance(0)
+        data = websocket.transport.value()
+        connection.session.close(CloseReason.quit())
+        return data
+    user = FakeFrames(factory) if front_end == "frames" else FakeConnection(factory)
+    if front_end == "frames":
+        user.say(f"/nick {nickname}")
+    else:
+        user.enter(f"/nick {nickname}")
+    data = user.output()
+    user.drop()
+    return data
+
+
+def _newcomers_see(
+    shown: ShownScrollback, monkeypatch: pytest.MonkeyPatch
+) -> list[bytes]:
+    """What newcomers on each front end are sent while lines are said, over midnight."""
+    clock = Clock()
+    clock.advance(BEFORE_MIDNIGHT)
+    # The events' times too are the fake clock's: the same in every run.
+    monkeypatch.setattr(events, "_time", SimpleNamespace(time=clock.seconds))
+    factory = ChatFactory(
+        Settings(history=4, resume_grace=0), clock=clock, run_in_thread=run_at_once
+    )
+    factory.shown_scrollback = shown
+    alice = register(factory, "alice")
+    seen = []
+    said = 0
+    for minute in range(6):
+        for _ in range(minute % 3):  # none, one line, or two, then again
+            said += 1
+            alice.enter(f"line {said}")
+        for front_end in ("lines", "frames", "web", "lines"):
+            seen.append(_newcomer(factory, clock, front_end, f"{front_end}{minute}"))
+            clock.advance(1)
+        clock.advance(56)
+    return seen
+
+
+def test_kept_scrollback_is_byte_for_byte_the_one_made_anew(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Newcomers on every front end are sent the same bytes as when nothing is kept."""
+    kept = _newcomers_see(ShownScrollback(), monkeypatch)
+    made_anew = _newcomers_see(ShownScrollback(rooms=0), monkeypatch)
+    assert kept == made_anew
+    # The last minute's newcomers, after midnight: lines, frames, web, lines.
+    assert (
+        b"\r\n[2027-01-15 23:59] <alice> line 3\r\n[00:01] <alice> line 4\r\n"
+        in (kept[-1])
+    )
+    for data in kept[-3:-1]:
+        assert data.count(b'"history":true') == 4, data
+
+
+def test_a_line_said_is_in_the_next_newcomers_scrollback(factory: ChatFactory) -> None:
+    """The scrollback kept for a room is shifted when lines are said: old ones go."""
+    factory = ChatFactory(
+        Settings(history=2), clock=factory.clock, run_in_thread=run_at_once
+    )
+    alice = register(factory, "alice")
+    alice.enter("one", "two")
+    first = _newcomer(factory, factory.clock, "lines", "bob")
+    alice.enter("three")
+    second = _newcomer(factory, factory.clock, "lines", "carol")
+    shown = b"times in UTC:\r\n[00:00] <alice> %s\r\n[00:00] <alice> %s\r\n*** End"
+    assert shown % (b"one", b"two") in first
+    assert shown % (b"two", b"three") in second
+
+
+def test_a_new_day_dates_the_kept_scrollback(clock: Clock) -> None:
+    """After midnight (UTC) the next newcomer sees yesterday's lines with their date."""
+    clock.advance(BEFORE_MIDNIGHT)
+    factory = ChatFactory(Settings(), clock=clock, run_in_thread=run_at_once)
+    alice = register(factory, "alice")
+    alice.enter("late")
+    before = _newcomer(factory, clock, "lines", "bob")
+    clock.advance(180)
+    after = _newcomer(factory, clock, "lines", "carol")
+    assert b"\r\n[23:57] <alice> late\r\n" in before
+    assert b"\r\n[2027-01-15 23:57] <alice> late\r\n" in after
+
+
+def test_a_room_forgotten_is_made_anew() -> None:
+    """Past its number of rooms, the least recently shown room's lines are dropped."""
+    shown = ShownScrollback(rooms=1)
+    line = Scrollback(0.0, events.chat("alice", "hi", "#a"))
+    first = shown.batch("#a", [line], 60.0)
+    assert shown.batch("#a", [line], 60.0) is first
+    shown.batch("#b", [line], 60.0)
+    again = shown.batch("#a", [line], 60.0)
+    assert again is not first
+    assert [event.line for event in again] == [b"[00:00] <alice> hi\r\n"]
