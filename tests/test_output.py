@@ -1,12 +1,17 @@
 """The output path: the direct-send writer on real TCP, and output's type."""
 
+import socket
+import struct
+from collections.abc import Callable
+
 import pytest
 import pytest_twisted
-from harness import Harness, wait_until
+from harness import GREETING, Harness, wait_until
 
 from twisted.internet import tcp
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
 
 from chatservice import events
 from chatservice.config import Settings
@@ -77,6 +82,123 @@ async def test_half_closed_client_is_closed_at_once(chat: Harness) -> None:
     assert loses == []
     # No timer is left behind for the connection that is gone.
     assert session._TimeoutMixin__timeoutCall is None
+
+
+def _connect_and_send(port: int, data: bytes) -> socket.socket:
+    """A client that sends C{data} before the server has accepted it.
+
+    The connect and the send do not wait for the reactor (the kernel
+    completes the handshake from the listen backlog); the server accepts
+    only once the test lets the reactor run.
+    """
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(data)
+    sock.setblocking(False)
+    return sock
+
+
+def _reader(sock: socket.socket, received: bytearray) -> Callable[[], bool]:
+    """A predicate for wait_until: reads what has come; true once closed."""
+
+    def closed() -> bool:
+        try:
+            while data := sock.recv(65536):
+                received.extend(data)
+        except BlockingIOError:
+            return False
+        return True
+
+    return closed
+
+
+def _data_segments_in(sock: socket.socket) -> int:
+    """How many TCP segments with data C{sock} has received (Linux's count)."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    return struct.unpack_from("I", info, 152)[0]  # tcpi_data_segs_in
+
+
+@pytest_twisted.ensureDeferred
+async def test_line_sent_before_the_accept_is_answered_with_the_greeting(
+    chat: Harness,
+) -> None:
+    """A nickname sent before the server accepted is answered with the greeting.
+
+    The greeting and the welcome arrive in one TCP segment, in order: the
+    line was read when the connection was accepted, not in the reactor's
+    next iteration, after the greeting had gone out alone.
+    """
+    chat.start()
+    sock = _connect_and_send(chat.port, b"alice\n")
+    received = bytearray()
+    try:
+        read = _reader(sock, received)
+        await wait_until(
+            lambda: read() or b"Type /help" in received, "the greeting and welcome"
+        )
+        lines = received.decode().split("\r\n")
+        assert lines[:2] == GREETING
+        assert lines[2].startswith("*** Welcome, alice! Online (1): alice")
+        assert lines[3:] == ["*** Type /help for the commands.", ""]
+        assert _data_segments_in(sock) == 1
+    finally:
+        sock.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_half_closed_before_the_accept(chat: Harness) -> None:
+    """A client that sent a nickname and a line, then half-closed, before the accept.
+
+    It is greeted, welcomed, heard, and closed, as when the server is quick.
+    """
+    chat.start()
+    alice = await chat.user("alice")
+    sock = _connect_and_send(chat.port, b"bob\nhello\n")
+    sock.shutdown(socket.SHUT_WR)
+    received = bytearray()
+    try:
+        await wait_until(_reader(sock, received), "bob's close")
+        lines = received.decode().split("\r\n")
+        assert lines[:2] == GREETING
+        assert lines[2].startswith("*** Welcome, bob! Online (2): alice, bob")
+        assert lines[3:] == ["*** Type /help for the commands.", ""]
+        await wait_until(lambda: len(alice.lines) >= 7, "bob's arrival and leave")
+        assert alice.lines[4:] == [
+            "*** bob has joined #lobby",
+            "<bob> hello",
+            "*** bob has left (connection lost)",
+        ]
+        assert chat.factory.connections.keys() == {
+            chat.server_side("alice").connection_id
+        }
+    finally:
+        sock.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_reset_before_the_accept(chat: Harness) -> None:
+    """A client that reset before the accept is logged as lost, as before it was read."""
+    chat.start()
+    alice = await chat.user("alice")
+    logged: list[dict[str, object]] = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        sock = _connect_and_send(chat.port, b"")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()  # a reset
+        await wait_until(
+            lambda: chat.factory.stats.closed.get("connection lost"), "the close"
+        )
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    (closed,) = [event for event in logged if "detail" in event]
+    assert closed["detail"] == (
+        "Connection to the other side was lost in a non-clean fashion."
+    )
+    assert list(chat.factory.connections.values()) == [
+        chat.server_side("alice").session
+    ]
+    alice.send("/ping")
+    await wait_until(lambda: alice.lines[-1] == "*** PONG", "the answer to /ping")
 
 
 def test_text_refused_at_the_call(clock: Clock) -> None:

@@ -12,12 +12,19 @@ it has already read (L{StreamConnection._read_buffered}).
 
 from typing import TYPE_CHECKING
 
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ..logs import gate
 from ..output import OutputMixin
 from ..reasons import CONNECTION_LOST, CloseReason
 
 if TYPE_CHECKING:
     from ..events import Event
     from ..session import Session
+
+log = Logger(observer=gate)
 
 
 class SessionConnection(OutputMixin):
@@ -61,6 +68,48 @@ class StreamConnection(SessionConnection):
     def _read_buffered(self) -> None:
         """Act on the input already read, in order, until paused again."""
         raise NotImplementedError
+
+    def _read_waiting(self) -> None:
+        """Read now what the client sent before its connection was accepted.
+
+        Called once the session has greeted (C{connectionMade}).  A client
+        that speaks first (a program, an IRC client, C{churn}'s) has often
+        sent its first line by the time a busy server accepts it.  Read in
+        the reactor's next iteration, as Twisted would, that line is acted
+        on only after the greeting was sent: the greeting and the answer
+        (the welcome) then go out in two C{send}s and two packets, each
+        waking the client.  Read here, they go out together, in the same
+        order and bytes; the reactor's next C{epoll_wait} has one event
+        fewer to report.  Measured with C{scripts/churn.py}: 1.8 TCP
+        segments fewer per session (14.5 to 12.7) and 8 us less of the
+        server's system time (35 to 27).  A client that sends nothing first
+        (a person at telnet) costs one C{recv} that finds nothing (1.5 us).
+
+        Only on a C{tcp.Server} (as for the direct send): C{doRead} is
+        what the reactor calls when the socket is readable.  What it
+        returns, the reactor would act on: an end of input is found again
+        in the next iteration, as Twisted would find it; an error, which a
+        second C{recv} would not report again, loses the connection now, as
+        the reactor does (and so does an exception, which it logs).
+        """
+        if not self._direct or self.session._close_reason is not None:
+            return
+        transport = self.transport
+        try:
+            why = transport.doRead()  # type: ignore[attr-defined]
+        except Exception:
+            why = Failure()
+            log.failure(
+                "connection {connection_id}: reading its first input failed",
+                why,
+                connection_id=self.connection_id,
+            )
+        if why is None or isinstance(why, ConnectionDone):
+            return
+        if not isinstance(why, Failure):
+            # The reactor's own: ConnectionLost() says "non-clean fashion."
+            why = Failure(ConnectionLost() if isinstance(why, ConnectionLost) else why)
+        transport.connectionLost(why)  # type: ignore[attr-defined]
 
     def pause_input(self, why: str) -> None:
         """See L{IConnection.pause_input}."""

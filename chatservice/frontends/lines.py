@@ -117,13 +117,18 @@ class LineProtocol(StreamConnection, LineFraming, LineReceiver):
     # Connection life -----------------------------------------------------
 
     def connectionMade(self) -> None:
-        """Set the socket up, start the output, and let the session greet."""
+        """Set the socket up, start the output, let the session greet, read.
+
+        What the client sent before it was accepted is read at once (see
+        L{StreamConnection._read_waiting}).
+        """
         # Notice peers that vanished without a FIN, within --keepalive's
         # bound, quiet people staying; telnet's urgent data in line (see
         # chatservice.system).
         set_socket_options(self.transport, self.factory.settings.keepalive)
         self._start_output()
         self.session.connected()
+        self._read_waiting()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Drop what is unsent, and let the session leave."""
