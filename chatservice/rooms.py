@@ -42,15 +42,38 @@ class Room:
         return len(self._members)
 
     def add(self, client: IChatClient) -> None:
-        """Make C{client} a member."""
+        """Make C{client} a member.
+
+        The tuples fan-out iterates get it at their end, as they would if
+        made again, when its receiver's class is the last one's (or the
+        room was empty): a room where users come and go (churn) does not
+        make them again for each arrival.
+        """
         self._members[client] = None
-        self._recipients = self._receivers = None
+        receivers = self._receivers
+        recipients = self._recipients
+        if receivers is None or recipients is None:
+            self._recipients = self._receivers = None
+            return
+        receiver = client.receiver
+        if receivers and receivers[-1].__class__ is not receiver.__class__:
+            self._recipients = self._receivers = None
+            return
+        self._receivers = (*receivers, receiver)
+        self._recipients = (*recipients, client)
 
     def discard(self, client: IChatClient) -> None:
-        """Make C{client} no longer a member, if it was."""
+        """Make C{client} no longer a member, if it was.
+
+        The tuples fan-out iterates lose it where it was (see L{add}).
+        """
         if client in self._members:
             del self._members[client]
-            self._recipients = self._receivers = None
+            self._recipients = _without(self._recipients, client)
+            if self._recipients is None:
+                self._receivers = None
+            else:
+                self._receivers = _without(self._receivers, client.receiver)
 
     @property
     def recipients(self) -> tuple[IChatClient, ...]:
@@ -72,6 +95,21 @@ class Room:
             receivers.sort(key=_class_name)
             self._receivers = tuple(receivers)
         return self._receivers
+
+
+def _without(
+    members: tuple[object, ...] | None, member: object
+) -> tuple[object, ...] | None:
+    """C{members} without C{member}, or None (made again when next needed)."""
+    if members is None:
+        return None
+    try:
+        at = members.index(member)
+    except ValueError:
+        return None
+    if members[at] is not member:  # equal, not the same: a class's __eq__
+        return None
+    return members[:at] + members[at + 1 :]
 
 
 #: The key L{Room.receivers} are grouped by: their class's name.
@@ -216,12 +254,13 @@ class Rooms:
 
     def user_infos(self, room: str | None = None) -> list[UserInfo]:
         """The users in C{room} (everyone when None), sorted ignoring case."""
-        if room is None:
-            clients: Iterable[IChatClient] = self.users
-        else:
-            found = self.rooms.get(room)
-            clients = found.recipients if found is not None else ()
         users = self.users
+        if room is None:
+            # by_fold's keys are the keys to sort by, made already (every
+            # welcome lists everyone in a small server).
+            return [users[client].info() for _, client in sorted(self.by_fold.items())]
+        found = self.rooms.get(room)
+        clients = found.recipients if found is not None else ()
         infos = [users[client].info() for client in clients]
         return sorted(infos, key=_folded)
 

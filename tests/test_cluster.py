@@ -109,6 +109,11 @@ class _Events:
         self.host = None
         self.events: list[events.Event] = []
 
+    @property
+    def receiver(self) -> "_Events":
+        """See L{IChatClient.receiver}: this client itself."""
+        return self
+
     def deliver(self, event: events.Event) -> None:
         self.events.append(event)
 

@@ -4,11 +4,12 @@ import pytest
 
 from twisted.internet.task import Clock
 
+from chatservice import events
 from chatservice.config import Settings
 from chatservice.factory import ChatFactory
 from chatservice.interfaces import UserInfo
-from chatservice.rooms import User
-from chatservice.testing import FakeConnection, register
+from chatservice.rooms import Room, User, say_in
+from chatservice.testing import FakeClient, FakeConnection, frame_user, register
 
 Trio = tuple[FakeConnection, FakeConnection, FakeConnection]
 
@@ -264,3 +265,80 @@ def test_user_info_follows_changes() -> None:
     assert user.info().host == "10.0.0.2"
     user.away = None
     assert user.info() == UserInfo("Alice", None, "10.0.0.2")
+
+
+class _OtherFrontEnd(FakeClient):
+    """A client of another front end (another class of receiver)."""
+
+
+def test_arrivals_are_each_told_a_line_once() -> None:
+    """Members who arrive between lines each get the next line, once, by front end."""
+    room = Room("#r", 0)
+    first, second, other, last = (
+        FakeClient(),
+        FakeClient(),
+        _OtherFrontEnd(),
+        FakeClient(),
+    )
+    said = 0
+    for client in (first, second, other, last):
+        room.add(client)
+        said += 1
+        say_in(room, events.chat("alice", f"line {said}", "#r"), None)
+    assert room.recipients == (first, second, other, last)
+    # Grouped by front end (class), each group in the order of arrival.
+    assert room.receivers == (first, second, last, other)
+    assert [len(client.lines()) for client in (first, second, other, last)] == [
+        4,
+        3,
+        2,
+        1,
+    ]
+
+
+def test_a_member_who_left_is_told_nothing_more() -> None:
+    """Members who leave between lines get no later line; the others get each once."""
+    room = Room("#r", 0)
+    clients = [FakeClient(), _OtherFrontEnd(), FakeClient(), _OtherFrontEnd()]
+    for client in clients:
+        room.add(client)
+    say_in(room, events.chat("alice", "everyone", "#r"), None)
+    room.discard(clients[1])
+    room.discard(clients[2])
+    room.discard(clients[2])  # again: nothing happens
+    say_in(room, events.chat("alice", "two left", "#r"), None)
+    room.add(clients[2])
+    say_in(room, events.chat("alice", "one is back", "#r"), None)
+    assert [client.lines() for client in clients] == [
+        ["<alice> everyone", "<alice> two left", "<alice> one is back"],
+        ["<alice> everyone"],
+        ["<alice> everyone", "<alice> one is back"],
+        ["<alice> everyone", "<alice> two left", "<alice> one is back"],
+    ]
+    assert room.recipients == (clients[0], clients[3], clients[2])
+
+
+def test_line_and_frame_users_arriving_in_turn_all_hear_a_line(
+    factory: ChatFactory,
+) -> None:
+    """Line and frame users who arrive in turn each get each later line once."""
+    speaker = register(factory, "speaker")
+    line_user = register(factory, "lineuser")
+    speaker.enter("one")
+    frames = frame_user(factory, "frameuser")
+    speaker.enter("two")
+    late = register(factory, "late")
+    speaker.enter("three")
+    assert line_user.lines() == [
+        "<speaker> one",
+        "*** frameuser has joined #lobby",
+        "<speaker> two",
+        "*** late has joined #lobby",
+        "<speaker> three",
+    ]
+    assert frames.said() == [
+        "chat: two",
+        "join: ",
+        "chat: three",
+    ]
+    assert late.lines() == ["<speaker> three"]

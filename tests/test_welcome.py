@@ -254,3 +254,17 @@ def test_a_room_forgotten_is_made_anew() -> None:
     again = shown.batch("#a", [line], 60.0)
     assert again is not first
     assert [event.line for event in again] == [b"[00:00] <alice> hi\r\n"]
+
+
+def test_welcome_lists_everyone_ignoring_case(factory: ChatFactory) -> None:
+    """The welcome's list is sorted ignoring case, and shows who is away."""
+    register(factory, "bob")
+    zed = register(factory, "Zed")
+    register(factory, "alice")
+    zed.enter("/away lunch")
+    carol = FakeConnection(factory)
+    carol.output()
+    carol.enter("/nick Carol")
+    assert carol.lines()[0] == (
+        "*** Welcome, Carol! Online (4): alice, bob, Carol, Zed (away)"
+    )
