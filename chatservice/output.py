@@ -578,8 +578,7 @@ class OutputMixin:
             return False
         if not idle:
             return False
-        transport.stopReading()  # type: ignore[attr-defined]
-        transport.stopWriting()  # type: ignore[attr-defined]
+        # It stops watching the socket itself (FileDescriptor.connectionLost).
         transport.connectionLost(connectionDone)  # type: ignore[attr-defined]
         return True
 

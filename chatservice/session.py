@@ -92,6 +92,7 @@ class Session(TimeoutMixin):
         "_TimeoutMixin__timeoutCall",
         "server",
         "connection",
+        "receiver",
         "connection_id",
         "host",
         "peer",
@@ -121,6 +122,10 @@ class Session(TimeoutMixin):
         self.server = server
         #: The front end's connection this session speaks through.
         self.connection = connection
+        #: See L{IChatClient.receiver}: the connection, whose C{deliver} is
+        #: ours.  An attribute, not a property: a room's list of receivers
+        #: is made anew at each arrival and departure, one read a member.
+        self.receiver = connection
         self.connection_id = connection_id
         #: The peer's IP address, or None for a transport without one (UNIX).
         self.host = host
@@ -227,11 +232,6 @@ class Session(TimeoutMixin):
         if result is not None:
             self._wait_for(result)
 
-    @property
-    def receiver(self) -> IConnection:
-        """See L{IChatClient.receiver}: the connection, whose C{deliver} is ours."""
-        return self.connection
-
     def deliver(self, event: "Event") -> None:
         """See L{IChatClient.deliver}: queued by the front end."""
         self.connection.deliver(event)
@@ -319,7 +319,8 @@ class Session(TimeoutMixin):
             self._flood_timer = None
         if self._close_reason is None:
             self._close_reason = CONNECTION_LOST
-        self._leave(self._close_reason)
+        if not self._left:  # else left already, when the session closed
+            self._leave(self._close_reason)
         self.server.hooks.disconnected(self, self._close_reason)
         # A quit message or a kick reason is someone's text: the log and the
         # counts get only its kind ("quit", "kicked"), from a closed set.
