@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter
 
-from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
+from twisted.internet.defer import CancelledError, Deferred, fail, maybeDeferred
 from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
@@ -228,11 +228,19 @@ def _run(session: IChatSession, name: str, args: str) -> Result:
         args = args.replace("\n", " ")
     if len(args.split(None, entry.min_args)) < entry.min_args:
         raise UsageError(entry.usage)
-    d = maybeDeferred(entry, session, args)
-    if succeeded(d):
-        # Done already (most commands, and /nick with the in-memory
-        # registry): nothing to wait for, time out or contain.
-        return None
+    try:
+        result = entry(session, args)
+    except BaseException:
+        d: Deferred[object] = fail()
+    else:
+        if result is None:
+            return None  # done: most commands, and /nick most often
+        # A Deferred, a coroutine (Deferred.fromCoroutine) or a value.
+        d = maybeDeferred(lambda: result)
+        if succeeded(d):
+            # Done already (/nick with the in-memory registry): nothing to
+            # wait for, time out or contain.
+            return None
     return _bounded(d, session, f"/{entry.name} failed")
 
 

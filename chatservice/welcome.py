@@ -103,17 +103,17 @@ def _registered(result: object, session: IChatSession) -> object:
 
 def names(users: Sequence[UserInfo], away_messages: bool = False) -> str:
     """The users' nicknames, marked when away (with why, if asked)."""
-
-    def name(user: UserInfo) -> str:
-        if user.away is None:
-            return user.nickname
-        return (
-            f"{user.nickname} (away: {user.away})"
+    # One expression, no call per user: every welcome lists up to 20.
+    return ", ".join(
+        [
+            user.nickname
+            if user.away is None
+            else f"{user.nickname} (away: {user.away})"
             if away_messages
-            else (f"{user.nickname} (away)")
-        )
-
-    return ", ".join(map(name, users))
+            else f"{user.nickname} (away)"
+            for user in users
+        ]
+    )
 
 
 def join_room(session: IChatSession, room: str) -> Deferred[list[Scrollback]]:

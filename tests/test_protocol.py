@@ -331,6 +331,25 @@ def test_failing_command_reported(
     assert bob.lines() == ["<alice> still here"]
 
 
+def test_coroutine_command_is_waited_for(
+    pair: tuple[FakeConnection, FakeConnection], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command written as a coroutine answers when it is done; later lines wait."""
+    waiting: Deferred[str] = Deferred()
+
+    async def slow(session: object, args: str) -> None:
+        alice.session.answer(events.notice(await waiting))
+
+    entry = commands.Command("slow", slow, "/slow", "waits")
+    alice, bob = pair
+    monkeypatch.setitem(alice.session.server.commands, "slow", entry)
+    alice.enter("/slow", "after it")
+    assert (alice.lines(), bob.lines()) == ([], [])
+    waiting.callback("done")
+    assert alice.lines() == ["*** done"]
+    assert bob.lines() == ["<alice> after it"]
+
+
 # Sanitising ------------------------------------------------------------------
 
 
