@@ -24,6 +24,7 @@ importable from here too, by their old names
 """
 
 import sys
+from time import time
 from typing import overload
 
 from twisted.internet.error import ConnectionDone
@@ -45,6 +46,9 @@ from .textlog import text_observer as text_observer
 
 #: The names C{--log-level} accepts, lowest first.
 LEVELS = tuple(level.name for level in LogLevel.iterconstants())
+
+#: Every log level, for L{GatedLogger}: one set lookup.
+_LEVELS = frozenset(LogLevel.iterconstants())
 
 #: The most characters of one value that are shown in the log.
 SHOWN_MAX = 100
@@ -120,18 +124,22 @@ class LevelGate:
         An event about a connection whose registration's line waits (see
         L{SessionLog}) comes after that line: it is written first.
         """
-        if event["log_level"] >= self._level:
+        # (A set lookup: comparing levels is a Python call, 0.2 us.)
+        if event["log_level"] not in self.dropped:
             if _waiting and "connection_id" in event:
                 connection_id = event["connection_id"]
+                # Most events about a connection find nothing waiting (a
+                # session's close took its own line): look before taking.
+                waiting = [
+                    session_log
+                    for session_log in _waiting
+                    if connection_id in session_log._lines
+                ]
                 # Taken from every server's log first, then written: writing
                 # one passes this gate again.
-                waiting = [
-                    line
-                    for session_log in tuple(_waiting)
-                    if (line := session_log.take(connection_id)) is not None
-                ]
-                for line in waiting:
-                    SessionLog.write_line(*line)
+                lines = [session_log.take(connection_id) for session_log in waiting]
+                for line in lines:
+                    SessionLog.write_line(*line)  # type: ignore[misc]
             globalLogPublisher(event)
 
 
@@ -146,7 +154,7 @@ class GatedLogger(Logger):
     more, a clock reading, a check of the level among all levels: 2 us)
     before any observer sees it; with C{--log-level warn} a short
     session's two C{info} events were made for nothing.  What passes is
-    made by C{Logger.emit}, unchanged.
+    made as C{Logger.emit} makes it (see L{emit}).
     """
 
     def __init__(
@@ -165,10 +173,32 @@ class GatedLogger(Logger):
     def emit(
         self, level: LogLevel, format: str | None = None, **kwargs: object
     ) -> None:
-        """Make and emit the event, unless the gate would drop it."""
+        """Make and emit the event, unless the gate would drop it.
+
+        The event is made as C{Logger.emit} makes it, the same fields
+        (C{tests/test_logs.py} compares them with Twisted's), without its
+        check of the level among all of C{LogLevel}'s constants (a walk
+        through them, 0.6 us) and a call: an event to a file takes 4.1 us
+        instead of 5.6.  A level that is not one of them goes to
+        C{Logger.emit}, which logs the mistake as it always does.
+        """
         if level in gate.dropped:
             return
-        super().emit(level, format, **kwargs)
+        if level not in _LEVELS:
+            super().emit(level, format, **kwargs)
+            return
+        event = kwargs
+        event.update(
+            log_logger=self,
+            log_level=level,
+            log_namespace=self.namespace,
+            log_source=self.source,
+            log_format=format,
+            log_time=time(),
+        )
+        if "log_trace" in event:
+            event["log_trace"].append((self, self.observer))  # type: ignore[attr-defined]
+        self.observer(event)
 
 
 #: The longest (seconds) a registration's line waits to be written: a

@@ -2,6 +2,7 @@
 
 import ast
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from chatservice.factory import ChatFactory, run_at_once
 from chatservice.logs import (
     REGISTRATION_WAIT,
     TOKEN_LENGTH,
+    GatedLogger,
     LevelGate,
     claimed_nickname,
     gate,
@@ -167,14 +169,54 @@ def test_events_below_the_level_are_not_made(
         made.append(self.namespace)
         emit(self, level, *args, **kwargs)  # type: ignore[arg-type]
 
+    def clock() -> float:
+        # A GatedLogger reads the time for each event it makes.
+        made.append("GatedLogger")
+        return time.time()
+
     monkeypatch.setattr(Logger, "emit", counted)
+    monkeypatch.setattr("chatservice.logs.time", clock)
     monkeypatch.setattr(gate, "level", LogLevel.warn)
     alice = FakeConnection(factory)
     alice.enter("alice")
     assert _waiting(factory, factory.clock) == []  # type: ignore[arg-type]
     alice.drop()
     assert "chatservice.session" not in made
+    assert "GatedLogger" not in made
     assert texts(logged) == []
+
+
+@pytest.mark.parametrize("level", list(LogLevel.iterconstants()), ids=str)
+def test_gated_logger_makes_twisteds_events(
+    level: LogLevel, logged: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A GatedLogger's event has exactly the fields Twisted's Logger gives it."""
+    monkeypatch.setattr(gate, "level", LogLevel.debug)
+    source = object()
+    twisteds: list[dict[str, object]] = []
+    twisted_logger = Logger("chatservice.test", source, observer=twisteds.append)
+    gated = GatedLogger("chatservice.test", source)
+    before = time.time()
+    twisted_logger.emit(level, "a {field}", field=1, log_trace=[])
+    gated.emit(level, "a {field}", field=1, log_trace=[])
+    after = time.time()
+    (theirs,), (ours,) = twisteds, logged
+    assert ours.keys() == theirs.keys()
+    same = ours.keys() - {"log_logger", "log_time", "log_trace"}
+    assert {key: ours[key] for key in same} == {key: theirs[key] for key in same}
+    assert (ours["log_logger"], theirs["log_logger"]) == (gated, twisted_logger)
+    assert before <= theirs["log_time"] <= ours["log_time"] <= after
+    assert ours["log_trace"][0] == (gated, gate)
+    assert theirs["log_trace"] == [(twisted_logger, twisteds.append)]
+
+
+def test_gated_logger_with_no_level_says_so(logged: list) -> None:
+    """A GatedLogger given something that is no level logs Twisted's critical event."""
+    GatedLogger("chatservice.test").emit("loud", "a {field}", field=1)  # type: ignore[arg-type]
+    assert [event["log_level"] for event in logged] == [LogLevel.critical]
+    assert formatEvent(logged[0]).startswith(
+        "Got invalid log level 'loud' in <GatedLogger 'chatservice.test'>.emit()"
+    )
 
 
 def test_default_level_is_info() -> None:
