@@ -34,6 +34,7 @@ from twisted.internet.endpoints import (
 from chatservice.config import Settings
 from chatservice.factory import ChatFactory
 from chatservice.service import ChatService
+from chatservice.system import set_listener_options
 
 PLAIN = "tcp:0:interface=127.0.0.1"
 
@@ -86,6 +87,35 @@ async def test_listener_has_the_options_its_connections_copy(chat: Harness) -> N
     accepted = session.connection.transport.getHandle()
     assert _timers(accepted) == (1, 7, 3, 3, 16_000)
     assert accepted.getsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_options_set_on_every_connection_made_before_the_listener_had_them(
+    chat: Harness,
+) -> None:
+    """Each connection made before its listener had the options is given them.
+
+    However many wait to be accepted; those made after are too (Linux
+    copies them), and the server stops asking once it has seen one that has
+    them.
+    """
+    chat.start(keepalive=7)
+    port = chat.service.ports[0]
+    listener = port.socket
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 0)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 0)
+    # The kernel completes these handshakes without the reactor.
+    clients = [socket.create_connection(("127.0.0.1", chat.port)) for _ in range(2)]
+    set_listener_options(port, 7)
+    clients += [socket.create_connection(("127.0.0.1", chat.port)) for _ in range(2)]
+    try:
+        await wait_until(lambda: len(chat.factory.connections) == 4, "the accepts")
+        for session in chat.factory.connections.values():
+            accepted = session.connection.transport.getHandle()
+            assert _timers(accepted) == (1, 7, 3, 3, 16_000)
+    finally:
+        for client in clients:
+            client.close()
 
 
 @pytest_twisted.ensureDeferred
