@@ -21,7 +21,7 @@ from autobahn.websocket.protocol import PreparedMessage
 from certs import make_ca, make_server_cert
 from harness import Harness, bounded, wait_until
 
-from twisted.internet import reactor
+from twisted.internet import reactor, tcp
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import (
@@ -844,3 +844,43 @@ async def test_anything_else_is_not_found(server, path: bytes) -> None:  # type:
     assert code == 404
     assert b"import" not in body
     assert b"script-src 'self'" in headers[b"content-security-policy"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_web_and_frame_users_are_sent_on_the_socket(
+    chat: Harness, server
+) -> None:  # type: ignore[no-untyped-def]
+    """A web and a frame user's lines go out on their sockets, not transport.write.
+
+    As for a line user (C{tests/test_output.py}): the WebSocket's
+    transport, taken over from the HTTP channel, is the TCP connection
+    itself, so the send queue's direct-send writer sends on it; this fails
+    if the takeover ever wraps the transport (each flush would then cost a
+    write through Twisted and two C{epoll_ctl}).
+    """
+    web_server = server()
+    carol = FrameClient()
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", web_server.frame_port)
+    await bounded(connectProtocol(endpoint, carol))
+    carol.say("carol")
+    await wait_until(
+        lambda: any(b.get("type") == "welcome" for b in carol.bodies), "carol"
+    )
+    alice = await web_server.user("alice")
+    bob = await chat.user("bob")
+    await wait_until(lambda: alice.messages[-1].get("type") == "join", "bob's join")
+    writes: list[bytes] = []
+    for nickname in ("alice", "carol"):
+        transport = chat.server_side(nickname).transport
+        assert type(transport) is tcp.Server
+        transport.write = writes.append  # type: ignore[method-assign]
+    mark = len(alice.messages)
+    bob.send("hello")
+    await wait_until(lambda: len(alice.messages) > mark, "bob's line for alice")
+    await wait_until(
+        lambda: any(b.get("text") == "hello" for b in carol.bodies),
+        "bob's line for carol",
+    )
+    assert alice.events(mark) == [("EVENT", "chat", "#lobby", "bob", "hello")]
+    assert writes == []
+    carol.transport.loseConnection()
