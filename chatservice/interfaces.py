@@ -40,7 +40,11 @@ class IChatClient(Interface):
         "the client itself, or (a session) its connection, whose deliver() "
         "is the session's.  MUST NOT change while the client is registered. "
         "(A call through it is the fan-out's inner step: a method of its "
-        "class, found by Python's fast path, not a callable in an attribute.)"
+        "class, found by Python's fast path, not a callable in an attribute.) "
+        "Its class MAY have a static deliver_all(receivers, event, skip), "
+        "which a room's fan-out then calls once for the receivers of that "
+        "class instead: it MUST do what deliver(event) of each of them but "
+        "skip would, in their order."
     )
 
     def deliver(event: Event) -> None:

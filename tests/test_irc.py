@@ -781,6 +781,36 @@ def test_private_lines_carry_server_time(factory: ChatFactory) -> None:
     )
 
 
+def test_tagged_and_plain_users_in_one_channel_each_get_their_own_lines(
+    factory: ChatFactory,
+) -> None:
+    """IRC users with and without server-time, in turn in one channel, each get theirs.
+
+    The fan-out encodes a line once per variant (IRCProtocol.deliver_all),
+    switching between the two as the recipients do; a recipient whose
+    output is held gets the same line once it reads again.
+    """
+    users = []
+    for n in range(4):
+        caps = ["CAP REQ :server-time"] if n % 2 else []
+        users.append(irc_connection(factory, *caps, f"NICK u{n}", f"USER u{n} 0 * :x"))
+    bob = register(factory, "bob")
+    for user in users:
+        user.output()
+    users[3].stop_reading()
+    bob.enter("hello")
+    factory.flusher.flush()
+    plain = ":bob!bob@chatservice PRIVMSG #lobby :hello"
+    tagged = r"@time=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z " + re.escape(plain)
+    assert users[0].lines() == [plain]
+    assert users[2].lines() == [plain]
+    (line,) = users[1].lines()
+    assert re.fullmatch(tagged, line), line
+    users[3].resume_reading()
+    (line,) = users[3].lines()
+    assert re.fullmatch(tagged, line), line
+
+
 def test_an_irc_client_that_stops_reading_is_dropped(clock: Clock) -> None:
     """Past --max-sendq an IRC reader is dropped; the others see it QUIT."""
     factory = ChatFactory(

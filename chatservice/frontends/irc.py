@@ -50,6 +50,8 @@ from .irctable import dispatch, extra_cost
 from .lines import LineProtocol
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from ..interfaces import IChatServer
 
 
@@ -148,6 +150,40 @@ class IRCProtocol(LineProtocol):
                 out.append(data)
         else:
             self._queue(event)
+
+    @staticmethod
+    def deliver_all(
+        receivers: "Sequence[IRCProtocol]", event: "events.Event", skip: object
+    ) -> None:
+        """See L{OutputMixin.deliver_all}: L{deliver} to each, in one loop.
+
+        A broadcast (L{is_shared}) is encoded once per variant of the shared
+        encoding (server-time tags or not); anything else, by each
+        recipient's own L{deliver}.
+        """
+        if not is_shared(event):
+            for receiver in receivers:
+                if receiver is not skip:
+                    receiver.deliver(event)
+            return
+        last = None
+        data = b""
+        for receiver in receivers:
+            if receiver is skip:
+                continue
+            if receiver._held is None:
+                encoding = receiver._encoder
+                if encoding is not last:
+                    data = encoding(event)
+                    last = encoding
+                out = receiver._out
+                if out is None:
+                    receiver._out = [data]
+                    receiver._flusher.add(receiver)
+                else:
+                    out.append(data)
+            else:
+                receiver._queue(event)
 
     def send(self, command: str, *params: str, prefix: str | None = SERVER) -> None:
         """Answer with one IRC message (from the server, by default)."""
