@@ -239,8 +239,8 @@ class SessionLog:
     def registered(self, connection_id: int, peer: str, nickname: str) -> None:
         """Connection C{connection_id} from C{peer} registered as C{nickname}.
 
-        C{nickname} is L{shown} already.  Nothing waits if C{info} events
-        are not logged (C{--log-level warn}).
+        Nothing waits, and nothing is made for the log, if C{info} events
+        are not logged (C{--log-level warn}); else C{nickname} is L{shown}.
         """
         if LogLevel.info in gate.dropped:
             return
@@ -248,7 +248,7 @@ class SessionLog:
             _waiting.add(self)
             if self._call is None:
                 self._call = self._clock.callLater(REGISTRATION_WAIT, self.write_all)
-        self._lines[connection_id] = (peer, nickname)
+        self._lines[connection_id] = (peer, shown(nickname))
 
     def closed(
         self,
@@ -256,15 +256,24 @@ class SessionLog:
         peer: str,
         nickname: str | None,
         reason: str,
-        detail: str,
+        failure: Failure,
     ) -> None:
-        """Connection C{connection_id} ended: C{reason}, C{detail}; log it.
+        """Connection C{connection_id} ended: C{reason}, then C{failure}; log it.
 
-        C{nickname} (None if it never registered) and C{reason} are
-        L{shown} already.  In one line with the registration, if that
-        still waits.
+        C{nickname} is None if it never registered.  In one line with the
+        registration, if that still waits.  If C{info} events are not
+        logged (C{--log-level warn}), nothing is made for the log: the
+        nickname and the reason L{shown}, the failure described
+        (L{describe_close}), the event (1.5 us a session).
         """
         waiting = self._lines.pop(connection_id, None)
+        if waiting is not None and not self._lines:
+            self._none_waiting()
+        if LogLevel.info in gate.dropped:
+            return
+        nickname = shown(nickname)
+        reason = shown(reason)
+        detail = describe_close(failure)
         if waiting is None:
             _session_log.info(
                 "connection {connection_id} from {peer} closed ({reason}; {detail})",
@@ -275,8 +284,6 @@ class SessionLog:
                 detail=detail,
             )
             return
-        if not self._lines:
-            self._none_waiting()
         _session_log.info(
             "connection {connection_id} from {peer} registered as {nickname}, "
             "closed ({reason}; {detail})",

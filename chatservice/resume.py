@@ -31,7 +31,6 @@ from hmac import compare_digest
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import deferLater
-from twisted.logger import Logger
 
 from . import events
 from .commands import Result, command
@@ -39,13 +38,15 @@ from .errors import ChatError
 from .events import Event
 from .held import HeldClient
 from .interfaces import IChatClient, IChatSession, IRegistry, ISharedSessions
-from .logs import claimed_nickname, gate, shown
+from .logs import GatedLogger, claimed_nickname, shown
 from .reasons import SHUTDOWN, CloseReason
 from .shared import LocalSessions
 from .text import fold
 from .throttle import address_key
 
-log = Logger(observer=gate)
+# A dropped connection's session is held, and its hold ends, in a session's
+# life: with --log-level warn those events are not even made.
+log = GatedLogger()
 
 #: Random bytes in a token: 128 bits.
 TOKEN_BYTES = 16

@@ -43,7 +43,7 @@ from zope.interface import implementer
 from . import commands, events
 from .errors import ChatError
 from .interfaces import IChatSession, IConnection
-from .logs import GatedLogger, describe_close, shown
+from .logs import GatedLogger, shown
 from .reasons import (
     CONNECTION_LOST,
     IDLE_TIMEOUT,
@@ -327,9 +327,9 @@ class Session(TimeoutMixin):
         self.server.session_log.closed(
             self.connection_id,
             self.peer,
-            shown(self.nickname),
-            shown(self._close_reason.kind.value),
-            describe_close(reason),
+            self.nickname,
+            self._close_reason.kind.value,
+            reason,
         )
         self.server.connection_closed(self, self._close_reason)
 
@@ -343,9 +343,7 @@ class Session(TimeoutMixin):
             return nickname
         self.nickname = nickname
         self._new_timer(self.server.settings.idle_timeout or None)
-        self.server.session_log.registered(
-            self.connection_id, self.peer, shown(nickname)
-        )
+        self.server.session_log.registered(self.connection_id, self.peer, nickname)
         return nickname
 
     def renamed(self, nickname: str) -> str:

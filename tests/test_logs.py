@@ -3,13 +3,15 @@
 import ast
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
 from twisted.logger import Logger, LogLevel, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 
 import chatservice
 from chatservice.config import Settings
@@ -19,7 +21,9 @@ from chatservice.logs import (
     TOKEN_LENGTH,
     GatedLogger,
     LevelGate,
+    SessionLog,
     claimed_nickname,
+    describe_close,
     gate,
     shown,
 )
@@ -174,16 +178,44 @@ def test_events_below_the_level_are_not_made(
         made.append("GatedLogger")
         return time.time()
 
+    def counting(name: str, function: Callable[..., object]) -> Callable[..., object]:
+        def call(*args: object) -> object:
+            made.append(name)
+            return function(*args)
+
+        return call
+
     monkeypatch.setattr(Logger, "emit", counted)
     monkeypatch.setattr("chatservice.logs.time", clock)
+    # The session's log makes no field for an event it would not write.
+    monkeypatch.setattr("chatservice.logs.shown", counting("shown", shown))
+    monkeypatch.setattr(
+        "chatservice.logs.describe_close", counting("describe_close", describe_close)
+    )
     monkeypatch.setattr(gate, "level", LogLevel.warn)
     alice = FakeConnection(factory)
     alice.enter("alice")
     assert _waiting(factory, factory.clock) == []  # type: ignore[arg-type]
     alice.drop()
-    assert "chatservice.session" not in made
-    assert "GatedLogger" not in made
+    assert made == []
     assert texts(logged) == []
+
+
+def test_session_log_shows_what_it_is_given(clock: Clock, logged: list) -> None:
+    """The session's log passes the nickname and the reason through shown()."""
+    session_log = SessionLog(clock)
+    session_log.registered(1, "192.0.2.1:5000", "a\nb")
+    session_log.closed(2, "192.0.2.2:5000", None, "x\u2800y", Failure(ConnectionDone()))
+    clock.advance(REGISTRATION_WAIT)
+    session_log.closed(1, "192.0.2.1:5000", "c\rd", "quit", Failure(ConnectionLost()))
+    assert texts(logged) == [
+        "connection 2 from 192.0.2.2:5000 closed (x\\u2800y; closed cleanly)",
+        "connection 1 from 192.0.2.1:5000 registered as a\\nb",
+        "connection 1 from 192.0.2.1:5000 closed (quit; "
+        + describe_close(Failure(ConnectionLost()))
+        + ")",
+    ]
+    assert logged[-1]["nickname"] == "c\\rd"
 
 
 @pytest.mark.parametrize("level", list(LogLevel.iterconstants()), ids=str)
