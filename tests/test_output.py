@@ -1,7 +1,9 @@
 """The output path: the direct-send writer on real TCP, and output's type."""
 
+import gc
 import socket
 import struct
+import weakref
 from collections.abc import Callable
 
 import pytest
@@ -199,6 +201,28 @@ async def test_reset_before_the_accept(chat: Harness) -> None:
     ]
     alice.send("/ping")
     await wait_until(lambda: alice.lines[-1] == "*** PONG", "the answer to /ping")
+
+
+@pytest_twisted.ensureDeferred
+async def test_closed_connection_freed_without_the_garbage_collector(
+    chat: Harness,
+) -> None:
+    """A connection is freed when it closes, not by Python's cyclic collector.
+
+    Its session and it refer to each other; once lost, the connection lets
+    go of the session, so neither waits for a garbage collection (with the
+    transport and all they hold).
+    """
+    chat.start()
+    alice = await chat.user("alice")
+    transport = weakref.ref(chat.server_side("alice").transport)
+    gc.disable()
+    try:
+        alice.transport.loseConnection()
+        await wait_until(lambda: not chat.factory.connections, "the close")
+        await wait_until(lambda: transport() is None, "the transport freed", 2)
+    finally:
+        gc.enable()
 
 
 def test_text_refused_at_the_call(clock: Clock) -> None:

@@ -136,6 +136,7 @@ class LineProtocol(StreamConnection, LineFraming, LineReceiver):
         # dropped, not queued or counted as sent.
         self._drop_output()
         self.session.connection_lost(reason)
+        self._let_go_of_session()
 
     def readConnectionLost(self) -> None:
         """The client finished sending: act on what it sent, then close.
