@@ -225,6 +225,11 @@ class ShownScrollback:
         return batch
 
 
+#: The most lines said since a room's scrollback was last shown for which
+#: the batch kept is shifted, not made anew.
+_SHIFT_MOST = 16
+
+
 def _shifted(
     old: list[Scrollback], batch: events.Batch, history: list[Scrollback], now: float
 ) -> events.Batch | None:
@@ -235,7 +240,10 @@ def _shifted(
     if not history or not old:
         return None
     first = history[0]
-    for drop in range(len(old)):
+    # A few lines said since: more, and making the batch anew costs about
+    # what shifting it would; another registry's lines (Redis: new objects
+    # each time) are never found, and are not looked for long.
+    for drop in range(min(len(old), _SHIFT_MOST)):
         if old[drop] is first:
             break
     else:

@@ -231,6 +231,25 @@ def test_a_line_said_is_in_the_next_newcomers_scrollback(factory: ChatFactory) -
     assert shown % (b"two", b"three") in second
 
 
+def test_many_lines_said_since_the_last_newcomer(factory: ChatFactory) -> None:
+    """After more lines than are shifted, the next newcomer sees the latest ones."""
+    factory = ChatFactory(
+        Settings(history=20, flood_burst=100),
+        clock=factory.clock,
+        run_in_thread=run_at_once,
+    )
+    alice = register(factory, "alice")
+    alice.enter(*[f"line {n}" for n in range(1, 26)])
+    _newcomer(factory, factory.clock, "lines", "bob")
+    alice.enter(*[f"line {n}" for n in range(26, 43)])
+    shown = _newcomer(factory, factory.clock, "lines", "carol").split(b"\r\n")
+    start = shown.index(b"*** Scrollback of #lobby, 20 lines, times in UTC:")
+    assert shown[start + 1 : start + 22] == [
+        *[b"[00:00] <alice> line %d" % n for n in range(23, 43)],
+        b"*** End of scrollback of #lobby.",
+    ]
+
+
 def test_a_new_day_dates_the_kept_scrollback(clock: Clock) -> None:
     """After midnight (UTC) the next newcomer sees yesterday's lines with their date."""
     clock.advance(BEFORE_MIDNIGHT)
