@@ -56,9 +56,13 @@ class Room:
         The tuples fan-out iterates get it at their end, as they would if
         made again, when its receiver's class is the last one's (or the
         room was empty): a room where users come and go (churn) does not
-        make them again for each arrival.
+        make them again for each arrival.  A member added again stays
+        listed once.
         """
-        self._members[client] = None
+        members = self._members
+        if client in members:
+            return  # a member already: listed once (fan-out tells it once)
+        members[client] = None
         receivers = self._receivers
         recipients = self._recipients
         if receivers is None or recipients is None:

@@ -318,6 +318,23 @@ def test_a_member_who_left_is_told_nothing_more() -> None:
     assert room.recipients == (clients[0], clients[3], clients[2])
 
 
+def test_a_member_added_again_is_told_a_line_once() -> None:
+    """Adding a member twice lists it once: it gets each line once."""
+    room = Room("#r", 0)
+    first, other = FakeClient(), _OtherFrontEnd()
+    room.add(first)
+    room.add(other)
+    say_in(room, events.chat("alice", "once", "#r"), None)
+    assert room.recipients == (first, other)
+    room.add(other)  # the last member again, of the last one's front end
+    say_in(room, events.chat("alice", "twice?", "#r"), None)
+    assert [client.lines() for client in (first, other)] == [
+        ["<alice> once", "<alice> twice?"],
+        ["<alice> once", "<alice> twice?"],
+    ]
+    assert room.recipients == (first, other)
+
+
 def test_line_and_frame_users_arriving_in_turn_all_hear_a_line(
     factory: ChatFactory,
 ) -> None:
