@@ -11,6 +11,7 @@ membership changes, so a broadcast neither copies the member list nor trips
 over a member that leaves while it is under way.
 """
 
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterable
 from operator import attrgetter
@@ -186,18 +187,38 @@ def _deliver_each(receivers: tuple[object, ...], event: Event, skip: object) -> 
 
 
 class User:
-    """What a registry knows of one registered client."""
+    """What a registry knows of one registered client.
 
-    __slots__ = ("nickname", "rooms", "away", "host", "_info")
+    Setting C{away} (whoever sets it: a registry, a cluster's hand-over)
+    updates the list of everyone the index keeps (L{Rooms.user_infos}).
+    """
 
-    def __init__(self, nickname: str, host: str | None) -> None:
+    __slots__ = ("nickname", "rooms", "_away", "host", "_info", "_listing")
+
+    def __init__(
+        self, nickname: str, host: str | None, listing: "Rooms | None" = None
+    ) -> None:
         self.nickname = nickname
         # A tuple, not a set: most users are in one room, and an empty set
         # alone is 216 bytes.
         self.rooms: tuple[str, ...] = ()
-        self.away: str | None = None
+        self._away: str | None = None
         self.host = host
         self._info: UserInfo | None = None
+        #: The index listing this user (L{Rooms.add}), told of a new away
+        #: message; None once it has forgotten the user.
+        self._listing = listing
+
+    @property
+    def away(self) -> str | None:
+        """The away message, or None when the user is not away."""
+        return self._away
+
+    @away.setter
+    def away(self, message: str | None) -> None:
+        self._away = message
+        if self._listing is not None:
+            self._listing.relist(self)
 
     def info(self) -> UserInfo:
         """The user as lists show it.
@@ -210,10 +231,10 @@ class User:
         if (
             info is None
             or info.nickname is not self.nickname
-            or info.away is not self.away
+            or info.away is not self._away
             or info.host is not self.host
         ):
-            info = self._info = UserInfo(self.nickname, self.away, self.host)
+            info = self._info = UserInfo(self.nickname, self._away, self.host)
         return info
 
 
@@ -235,28 +256,62 @@ class Rooms:
         self.users: dict[IChatClient, User] = {}
         self.by_fold: dict[str, IChatClient] = {}
         self.rooms: dict[str, Room] = {LOBBY: Room(LOBBY, history)}
+        # Everyone, as user_infos(None) lists them: their folded nicknames,
+        # sorted, and their UserInfos in the same order.  Kept up to date
+        # at each arrival, departure, rename and away message (a bisection
+        # and an insertion or deletion), not made and sorted for each
+        # welcome: every welcome in a small server lists everyone, and
+        # every arrival changes the list.
+        self._folds: list[str] = []
+        self._everyone: list[UserInfo] = []
 
     def add(self, client: IChatClient, nickname: str) -> User:
         """Index C{client} as C{nickname}, in no room yet."""
-        user = self.users[client] = User(nickname, client.host)
-        self.by_fold[fold(nickname)] = client
+        user = self.users[client] = User(nickname, client.host, self)
+        key = fold(nickname)
+        self.by_fold[key] = client
+        self._list(key, user)
         return user
 
     def remove(self, client: IChatClient) -> User | None:
         """Forget C{client}, but not its rooms' membership; None if unknown."""
         user = self.users.pop(client, None)
         if user is not None:
-            del self.by_fold[fold(user.nickname)]
+            key = fold(user.nickname)
+            del self.by_fold[key]
+            self._unlist(key)
+            user._listing = None
         return user
 
     def rename(self, client: IChatClient, nickname: str) -> str:
         """Give C{client} C{nickname}; return the old one."""
         user = self.users[client]
         old = user.nickname
+        key = fold(nickname)
         del self.by_fold[fold(old)]
-        self.by_fold[fold(nickname)] = client
+        self._unlist(fold(old))
+        self.by_fold[key] = client
         user.nickname = nickname
+        self._list(key, user)
         return old
+
+    def relist(self, user: User) -> None:
+        """Show C{user} in the list of everyone as it is now (its away message)."""
+        key = fold(user.nickname)
+        at = bisect_left(self._folds, key)
+        if at < len(self._folds) and self._folds[at] == key:
+            self._everyone[at] = user.info()
+
+    def _list(self, key: str, user: User) -> None:
+        at = bisect_left(self._folds, key)
+        self._folds.insert(at, key)
+        self._everyone.insert(at, user.info())
+
+    def _unlist(self, key: str) -> None:
+        at = bisect_left(self._folds, key)
+        if at < len(self._folds) and self._folds[at] == key:
+            del self._folds[at]
+            del self._everyone[at]
 
     def enter(self, client: IChatClient, name: str) -> Room:
         """Put C{client} in room C{name}, creating it."""
@@ -284,6 +339,7 @@ class Rooms:
         self.users[new] = user
         self.by_fold[fold(user.nickname)] = new
         user.host = new.host
+        self.relist(user)
         for name in user.rooms:
             room = self.rooms[name]
             room.discard(old)
@@ -323,11 +379,9 @@ class Rooms:
 
     def user_infos(self, room: str | None = None) -> list[UserInfo]:
         """The users in C{room} (everyone when None), sorted ignoring case."""
-        users = self.users
         if room is None:
-            # by_fold's keys are the keys to sort by, made already (every
-            # welcome lists everyone in a small server).
-            return [users[client].info() for _, client in sorted(self.by_fold.items())]
+            return self._everyone[:]  # kept sorted (see __init__)
+        users = self.users
         found = self.rooms.get(room)
         clients = found.recipients if found is not None else ()
         infos = [users[client].info() for client in clients]

@@ -1,5 +1,7 @@
 """Rooms as a line client sees them: /join, /rooms, /who, /topic, /away."""
 
+import random
+
 import pytest
 
 from twisted.internet.task import Clock
@@ -8,7 +10,7 @@ from chatservice import events
 from chatservice.config import Settings
 from chatservice.factory import ChatFactory
 from chatservice.interfaces import UserInfo
-from chatservice.rooms import Room, User, say_in
+from chatservice.rooms import Room, Rooms, User, say_in
 from chatservice.testing import FakeClient, FakeConnection, frame_user, register
 
 Trio = tuple[FakeConnection, FakeConnection, FakeConnection]
@@ -359,3 +361,36 @@ def test_line_and_frame_users_arriving_in_turn_all_hear_a_line(
         "chat: three",
     ]
     assert late.lines() == ["<speaker> three"]
+
+
+def test_list_of_everyone_kept_as_made_anew() -> None:
+    """The index's list of everyone, kept between lists, is the one sorted anew."""
+    rooms = Rooms(history=0, announce_max=None)
+    chooser = random.Random(19)
+    clients: list[FakeClient] = []
+    for step in range(400):
+        action = chooser.randrange(6)
+        if action <= 1 or not clients:
+            client = FakeClient(host=f"10.0.0.{step % 7}")
+            rooms.add(client, chooser.choice(["a", "B", "c"]) + f"{step}")
+            clients.append(client)
+        elif action == 2:
+            client = clients.pop(chooser.randrange(len(clients)))
+            rooms.remove(client)
+        elif action == 3:
+            client = chooser.choice(clients)
+            rooms.rename(client, chooser.choice(["A", "b", "C"]) + f"{step}")
+        elif action == 4:  # as a registry, or a cluster's hand-over, sets it
+            rooms.users[chooser.choice(clients)].away = chooser.choice([None, "x"])
+        else:  # resumed from another address
+            old = clients.pop(chooser.randrange(len(clients)))
+            clients.append(FakeClient(host=f"10.1.0.{step % 5}"))
+            rooms.swap(old, clients[-1])
+        made_anew = sorted(
+            (user.nickname.lower(), user.nickname, user.away, user.host)
+            for user in rooms.users.values()
+        )
+        assert [
+            (info.nickname.lower(), info.nickname, info.away, info.host)
+            for info in rooms.user_infos()
+        ] == made_anew

@@ -287,3 +287,38 @@ def test_welcome_lists_everyone_ignoring_case(factory: ChatFactory) -> None:
     assert carol.lines()[0] == (
         "*** Welcome, Carol! Online (4): alice, bob, Carol, Zed (away)"
     )
+
+
+def _online_line(factory: ChatFactory, nickname: str) -> str:
+    """The first line of C{nickname}'s welcome (who is online), who then leaves."""
+    newcomer = FakeConnection(factory)
+    newcomer.output()
+    newcomer.enter(f"/nick {nickname}")
+    line = newcomer.lines()[0]
+    newcomer.enter("/quit")
+    return line
+
+
+def test_welcome_list_follows_arrivals_departures_renames_and_away(
+    factory: ChatFactory,
+) -> None:
+    """The list of everyone, kept between welcomes, shows each change since the last."""
+    bob = register(factory, "bob")
+    assert _online_line(factory, "x") == "*** Welcome, x! Online (2): bob, x"
+    alice = register(factory, "Alice")
+    assert _online_line(factory, "x") == "*** Welcome, x! Online (3): Alice, bob, x"
+    bob.enter("/away lunch")
+    assert _online_line(factory, "y") == (
+        "*** Welcome, y! Online (3): Alice, bob (away), y"
+    )
+    bob.enter("/nick zed")  # renamed: keeps the away mark, moves in the order
+    assert _online_line(factory, "y") == (
+        "*** Welcome, y! Online (3): Alice, y, zed (away)"
+    )
+    bob.enter("/away")  # back
+    alice.enter("/join #elsewhere")  # everyone online, whatever the room
+    assert _online_line(factory, "a") == "*** Welcome, a! Online (3): a, Alice, zed"
+    alice.enter("/quit")
+    assert _online_line(factory, "a") == "*** Welcome, a! Online (2): a, zed"
+    bob.drop()  # held for a resume: still online (--resume-grace)
+    assert _online_line(factory, "a") == "*** Welcome, a! Online (2): a, zed"
