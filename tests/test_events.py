@@ -106,6 +106,38 @@ def test_scrollback_is_stamped_with_when_it_was_said() -> None:
     assert stamped.as_dict()["history"] is True
 
 
+@pytest.mark.parametrize("kind", sorted(KINDS))
+@pytest.mark.parametrize("dated", [False, True])
+def test_stamped_lines_are_each_line_of_the_event_stamped(
+    kind: str, dated: bool
+) -> None:
+    """A line of scrollback, of any kind and of several lines, has each stamped."""
+    fields = {name: (1 if name == "count" else "x") for name in KINDS[kind]}
+    text = "one\ntwo" if fields.pop("text", None) else ""
+    event = Event(kind, text, **fields, when=0.0)  # type: ignore[arg-type]
+    said = 3600 * 24 * 365 + 3600 * 13 + 60 * 7
+    stamp = b"[1971-01-01 13:07] " if dated else b"[13:07] "
+    unstamped = event.line.split(b"\n")[:-1]
+    expected = b"".join([stamp + part + b"\n" for part in unstamped])
+    once = event.stamped(said, dated)
+    assert (once.line, once.time, once.history) == (expected, said, True)
+    assert once.as_dict() == {
+        **event.as_dict(),
+        "time": once.as_dict()["time"],
+        "history": True,
+    }
+    # A line of scrollback stamped again (another day) is stamped once.
+    assert once.stamped(said, dated).line == expected
+    if not dated:
+        assert Event(kind, text, **fields, when=said, history=True).line == expected  # type: ignore[arg-type]
+
+
+def test_an_unknown_kind_is_refused() -> None:
+    """An event of a kind no front end knows is never made."""
+    with pytest.raises(ValueError, match="unknown event kind 'shout'"):
+        Event("shout", "hi")
+
+
 def _web_user(factory: ChatFactory, nickname: str, host: str) -> StringTransport:
     """A web user registered as C{nickname}, its WebSocket's transport returned."""
     address = IPv4Address("TCP", host, 40000)
