@@ -127,6 +127,24 @@ def test_then_waits_for_a_deferred_that_has_not_fired() -> None:
     assert result.result == 2
 
 
+@pytest.mark.parametrize("value", ["Online", ["a"], ("a",), {"a": 1}, 0, None])
+def test_then_passes_a_plain_value_on_at_once(value: object) -> None:
+    """A value that is not a Deferred goes to the step as it is, now."""
+    assert then(value, lambda given: [given]) == [value]
+
+
+class _MyDeferred(Deferred[int]):
+    """A subclass of Deferred, as a plugin's registry might return."""
+
+
+def test_then_waits_for_a_deferred_of_a_subclass() -> None:
+    """A Deferred of another class that has not fired is waited for too."""
+    d = _MyDeferred()
+    assert then(d, lambda value: value + 1) is d
+    d.callback(1)
+    assert d.result == 2
+
+
 def test_then_leaves_a_failure_on_its_deferred() -> None:
     """A failed Deferred does not run the step; its failure stays with it."""
     ran: list[object] = []
