@@ -97,11 +97,13 @@ class Flusher:
     iteration, however many lines it has.
     """
 
-    __slots__ = ("_clock", "_pending", "_call", "_stats", "generation")
+    __slots__ = ("_clock", "_pending", "_readers", "_call", "_stats", "generation")
 
     def __init__(self, clock: IReactorTime, stats: Stats) -> None:
         self._clock = clock
         self._pending: list[OutputMixin] = []
+        # New connections whose first input is read before the flush.
+        self._readers: list[OutputMixin] = []
         self._call: IDelayedCall | None = None
         self._stats = stats
         #: How many flushes there were: output given with the same number
@@ -114,8 +116,22 @@ class Flusher:
         if self._call is None:
             self._call = self._clock.callLater(0, self.flush)
 
+    def read_first(self, connection: "OutputMixin") -> None:
+        """Read C{connection}'s first input before its greeting is sent.
+
+        Its C{_read_waiting} is called at the start of the next flush, so
+        that the answer to what the client sent first goes out with the
+        greeting (see L{chatservice.frontends.connection}).  The connection
+        has output queued already (its greeting): the flush is on its way.
+        """
+        self._readers.append(connection)
+
     def flush(self) -> None:
-        """Send all pending output now."""
+        """Read new connections' first input; send all pending output now."""
+        if self._readers:
+            readers, self._readers = self._readers, []
+            for reader in readers:
+                reader._read_waiting()  # type: ignore[attr-defined]
         call, self._call = self._call, None
         if call is not None and call.active():
             call.cancel()

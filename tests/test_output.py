@@ -19,6 +19,8 @@ from chatservice import events
 from chatservice.config import Settings
 from chatservice.factory import ChatFactory
 from chatservice.held import HeldClient
+from chatservice.output import Flusher
+from chatservice.stats import Stats
 from chatservice.testing import register
 
 
@@ -223,6 +225,37 @@ async def test_closed_connection_freed_without_the_garbage_collector(
         await wait_until(lambda: transport() is None, "the transport freed", 2)
     finally:
         gc.enable()
+
+
+def test_first_input_read_before_the_flush(clock: Clock) -> None:
+    """A new connection's first input is read before its output is sent.
+
+    So the answer to it goes out with the greeting, in one flush; a
+    reader's own output and others' made by what it read go in that flush.
+    """
+    done: list[str] = []
+
+    class Connection:
+        def __init__(self, name: str) -> None:
+            self.name = name
+            self.connection_id = 0
+
+        def _read_waiting(self) -> None:
+            done.append(f"read {self.name}")
+            flusher.add(other)  # what the read made for someone else
+
+        def _flush(self) -> None:
+            done.append(f"sent {self.name}")
+
+    flusher = Flusher(clock, Stats(started=0))
+    new, other = Connection("new"), Connection("other")
+    flusher.add(new)  # the greeting
+    flusher.read_first(new)  # type: ignore[arg-type]
+    clock.advance(0)
+    assert done == ["read new", "sent new", "sent other"]
+    assert clock.getDelayedCalls() == []
+    clock.advance(0)
+    assert done == ["read new", "sent new", "sent other"]  # read once
 
 
 def test_text_refused_at_the_call(clock: Clock) -> None:

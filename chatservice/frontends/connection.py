@@ -98,20 +98,25 @@ class StreamConnection(SessionConnection):
         raise NotImplementedError
 
     def _read_waiting(self) -> None:
-        """Read now what the client sent before its connection was accepted.
+        """Read what the client sent before its greeting was sent.
 
-        Called once the session has greeted (C{connectionMade}).  A client
-        that speaks first (a program, an IRC client, C{churn}'s) has often
-        sent its first line by the time a busy server accepts it.  Read in
-        the reactor's next iteration, as Twisted would, that line is acted
-        on only after the greeting was sent: the greeting and the answer
-        (the welcome) then go out in two C{send}s and two packets, each
+        Called by the flusher (L{chatservice.output.Flusher.read_first})
+        at the start of the first flush after the connection was accepted,
+        before the greeting goes out.  A client that speaks first (a
+        program, an IRC client, C{churn}'s) has often sent its first line
+        by the time a busy server accepts it; read by the reactor, in the
+        iteration after the greeting was sent, that line's answer (the
+        welcome) went out in a second C{send} and a second packet, each
         waking the client.  Read here, they go out together, in the same
-        order and bytes; the reactor's next C{epoll_wait} has one event
-        fewer to report.  Measured with C{scripts/churn.py}: 1.8 TCP
-        segments fewer per session (14.5 to 12.7) and 8 us less of the
-        server's system time (35 to 27).  A client that sends nothing first
-        (a person at telnet) costs one C{recv} that finds nothing (1.5 us).
+        order and bytes, and the reactor has one event fewer to report.
+        Not in C{connectionMade}: a registration between two accepts made
+        every step of the accept loop slower (about 1 us each), which took
+        back all it saved.  Measured with C{scripts/churn.py}, the server
+        on one core and the client on the other, the change switched on
+        and off every other round: 7-11 us less server CPU a session
+        (three runs, 7 of 8 to 8 of 10 pairs lower), 14.5 to 12.7 TCP
+        segments.  A client that sends nothing first (a person at telnet)
+        costs one C{recv} that finds nothing (1.5 us).
 
         Only on a C{tcp.Server} (as for the direct send): C{doRead} is
         what the reactor calls when the socket is readable.  What it

@@ -119,8 +119,8 @@ class LineProtocol(StreamConnection, LineFraming, LineReceiver):
     def connectionMade(self) -> None:
         """Set the socket up, start the output, let the session greet, read.
 
-        What the client sent before it was accepted is read at once (see
-        L{StreamConnection._read_waiting}).
+        What the client sent before it was accepted is read before the
+        greeting is sent (see L{StreamConnection._read_waiting}).
         """
         # Notice peers that vanished without a FIN, within --keepalive's
         # bound, quiet people staying; telnet's urgent data in line (see
@@ -128,7 +128,8 @@ class LineProtocol(StreamConnection, LineFraming, LineReceiver):
         set_socket_options(self.transport, self.factory.settings.keepalive)
         self._start_output()
         self.session.connected()
-        self._read_waiting()
+        if self._direct:
+            self._flusher.read_first(self)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Drop what is unsent, and let the session leave."""
