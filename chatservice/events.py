@@ -433,6 +433,33 @@ class Batch:
         return batch
 
 
+def again(event: Event) -> Event:
+    """C{event} said again now: its fields and its line, with the time now.
+
+    For what the server says alike to each newcomer (the help and MOTD, a
+    room's scrollback's first and last lines): a copy of one made once,
+    0.25 us, where making it anew formats its line again (0.8 us a notice,
+    1.5 the help and MOTD).  Its bytes in other formats are made for it,
+    with its own time.
+    """
+    copy = object.__new__(_Making)
+    copy.kind = event.kind
+    copy.time = _time.time()
+    copy.text = event.text
+    copy.nick = event.nick
+    copy.room = event.room
+    copy.reason = event.reason
+    copy.new_nick = event.new_nick
+    copy.token = event.token
+    copy.count = event.count
+    copy.code = event.code
+    copy.history = event.history
+    copy.line = event.line
+    copy._encoded = None
+    copy.__class__ = Event  # type: ignore[assignment]
+    return copy  # type: ignore[return-value]
+
+
 def iso_time(when: float) -> str:
     """C{when} as ISO 8601 UTC with milliseconds: C{2026-12-06T17:55:03.123Z}."""
     # isoformat drops the microseconds below the millisecond, as

@@ -80,11 +80,27 @@ def _greet(
 ) -> "list[Scrollback] | Deferred[list[Scrollback]]":
     """The welcome's first lines; then the lobby's scrollback, when fetched."""
     session.answer(events.welcome(nickname, who))
-    session.answer(
-        events.notices(["Type /help for the commands.", *session.server.motd])
-    )
+    session.answer(_help_and_motd(session.server.motd))
     # Already in the lobby: this only fetches its scrollback.
     return join_room(session, session.registry.lobby)
+
+
+#: The help and MOTD notice last made, and the MOTD it was made of.
+_help: tuple[object, Event] = ((), events.notices(["Type /help for the commands."]))
+
+
+def _help_and_motd(motd: Sequence[str]) -> Event:
+    """The welcome's help line and message of the day, as one notice.
+
+    Made again (L{events.again}) from the one last made for this MOTD,
+    until the MOTD is read again (a new tuple).
+    """
+    global _help
+    made_for, notice = _help
+    if made_for is not motd:
+        notice = events.notices(["Type /help for the commands.", *motd])
+        _help = (motd, notice)
+    return events.again(notice)
 
 
 def _finish(history: list[Scrollback], session: IChatSession, nickname: str) -> None:
@@ -142,10 +158,11 @@ def show_scrollback(
     if not history:
         return
     server = session.server
-    now = server.clock.seconds()
-    session.answer(_scrollback_starts(room, len(history)))
-    session.answer_all(server.shown_scrollback.batch(room, history, now))
-    session.answer(_scrollback_ends(room))
+    shown = server.shown_scrollback
+    starts, ends = shown.notices(room, len(history))
+    session.answer(starts)
+    session.answer_all(shown.batch(room, history, server.clock.seconds()))
+    session.answer(ends)
 
 
 def scrollback(
@@ -209,6 +226,23 @@ class ShownScrollback:
         self.rooms = rooms
         # By room: the day (the start of it, UTC), the lines, their batch.
         self._kept: dict[str, tuple[float, list[Scrollback], events.Batch]] = {}
+        # By room: the number of lines, and the scrollback's first and last
+        # notices for it, made again for each newcomer (L{notices}).
+        self._notices: dict[str, tuple[int, Event, Event]] = {}
+
+    def notices(self, room: str, count: int) -> tuple[Event, Event]:
+        """The first and last lines around C{count} lines of C{room}'s scrollback.
+
+        Made again (L{events.again}, with the time now) from those made
+        for the last newcomer shown as many lines.
+        """
+        kept = self._notices.get(room)
+        if kept is None or kept[0] != count:
+            kept = (count, _scrollback_starts(room, count), _scrollback_ends(room))
+            self._notices[room] = kept
+            if len(self._notices) > self.rooms:
+                del self._notices[next(iter(self._notices))]
+        return events.again(kept[1]), events.again(kept[2])
 
     def batch(self, room: str, history: list[Scrollback], now: float) -> events.Batch:
         """C{history}'s lines of C{room}, stamped as on the day of C{now}."""

@@ -1,5 +1,6 @@
 """Tests of the welcome: the same lines whether the registry answers at once or not."""
 
+import json
 import re
 from types import SimpleNamespace
 from typing import Any
@@ -16,6 +17,7 @@ from chatservice import events
 from chatservice.config import Settings
 from chatservice.factory import ChatFactory, run_at_once
 from chatservice.fired import then
+from chatservice.frontends.frameformat import FrameDecoder
 from chatservice.frontends.web import web
 from chatservice.interfaces import Scrollback
 from chatservice.reasons import CloseReason
@@ -340,3 +342,57 @@ def test_welcome_list_follows_arrivals_departures_renames_and_away(
     assert _online_line(factory, "a") == "*** Welcome, a! Online (2): a, zed"
     bob.drop()  # held for a resume: still online (--resume-grace)
     assert _online_line(factory, "a") == "*** Welcome, a! Online (2): a, zed"
+
+
+def _frames_welcome(factory: ChatFactory, nickname: str) -> list[dict[str, Any]]:
+    """The events a frame newcomer is sent, with their times, who then leaves."""
+    user = FakeFrames(factory)
+    user.say(f"/nick {nickname}")
+    decoder = FrameDecoder(max_frame=1 << 24)
+    decoder.feed(user.output())
+    sent = [json.loads(frame.body) for frame in decoder]
+    user.say("/quit")
+    return [body for body in sent if "type" in body]
+
+
+def test_notices_said_again_carry_the_time_now_and_the_motd_read_last(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The help, MOTD and scrollback notices each newcomer gets are as of then."""
+    clock.advance(BEFORE_MIDNIGHT)
+    monkeypatch.setattr(events, "_time", SimpleNamespace(time=clock.seconds))
+    factory = ChatFactory(
+        Settings(resume_grace=0), clock=clock, run_in_thread=run_at_once
+    )
+    factory.motd = ("Be nice.",)
+    register(factory, "alice").enter("hi")
+    first = _frames_welcome(factory, "bob")
+    clock.advance(61.5)
+    factory.motd = ("New rules.",)  # as --motd is read again on SIGHUP
+    register(factory, "carol").enter("there")
+    second = _frames_welcome(factory, "dan")
+    shown = [(body["type"], body.get("text"), body["time"]) for body in second]
+    assert shown[1][0] == "welcome"
+    assert shown[2:6] == [
+        (
+            "notice",
+            "Type /help for the commands.\nNew rules.",
+            "2027-01-15T23:58:01.500Z",
+        ),
+        (
+            "notice",
+            "Scrollback of #lobby, 2 lines, times in UTC:",
+            "2027-01-15T23:58:01.500Z",
+        ),
+        ("chat", "hi", "2027-01-15T23:57:00.000Z"),
+        ("chat", "there", "2027-01-15T23:58:01.500Z"),
+    ]
+    assert shown[6] == (
+        "notice",
+        "End of scrollback of #lobby.",
+        "2027-01-15T23:58:01.500Z",
+    )
+    assert [body.get("text") for body in first][2:4] == [
+        "Type /help for the commands.\nBe nice.",
+        "Scrollback of #lobby, 1 line, times in UTC:",
+    ]
