@@ -92,14 +92,16 @@ _help: tuple[object, Event] = ((), events.notices(["Type /help for the commands.
 def _help_and_motd(motd: Sequence[str]) -> Event:
     """The welcome's help line and message of the day, as one notice.
 
-    Made again (L{events.again}) from the one last made for this MOTD,
-    until the MOTD is read again (a new tuple).
+    Made again (L{events.again}) from the one last made for the same
+    lines of MOTD.
     """
     global _help
     made_for, notice = _help
-    if made_for is not motd:
+    # The same tuple (the factory's, until read again) at once; anything
+    # else (a list changed in place) compared line by line.
+    if made_for is not motd and made_for != motd:
         notice = events.notices(["Type /help for the commands.", *motd])
-        _help = (motd, notice)
+        _help = (tuple(motd) if motd.__class__ is not tuple else motd, notice)
     return events.again(notice)
 
 

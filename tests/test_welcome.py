@@ -396,3 +396,16 @@ def test_notices_said_again_carry_the_time_now_and_the_motd_read_last(
         "Type /help for the commands.\nBe nice.",
         "Scrollback of #lobby, 1 line, times in UTC:",
     ]
+
+
+def test_a_motd_changed_in_place_is_shown_as_it_is_now(factory: ChatFactory) -> None:
+    """A MOTD that is a list changed in place (by a plugin) is shown as changed."""
+    motd = ["Be nice."]
+    factory.motd = motd  # type: ignore[assignment]
+    first = FakeConnection(factory)
+    first.enter("/nick bob")
+    motd[0] = "Be kind."
+    second = FakeConnection(factory)
+    second.enter("/nick carol")
+    assert "*** Be nice." in first.lines()
+    assert "*** Be kind." in second.lines()
