@@ -250,6 +250,12 @@ class Rooms:
     @ivar rooms: by name, the rooms that have members here (and the lobby).
     """
 
+    #: The most users for whom the list of everyone is kept sorted (see
+    #: L{user_infos}): a welcome lists everyone only in a small server
+    #: (L{chatservice.welcome.WELCOME_NAMES}); a big one keeps no
+    #: C{UserInfo} for each user (80 bytes a user) and sorts for C{/users}.
+    LISTED_MOST = 256
+
     def __init__(self, history: int, announce_max: int | None) -> None:
         self.history = history
         self.announce_max = announce_max
@@ -261,9 +267,10 @@ class Rooms:
         # at each arrival, departure, rename and away message (a bisection
         # and an insertion or deletion), not made and sorted for each
         # welcome: every welcome in a small server lists everyone, and
-        # every arrival changes the list.
-        self._folds: list[str] = []
-        self._everyone: list[UserInfo] = []
+        # every arrival changes the list.  None (not kept) beyond
+        # LISTED_MOST users, until listed again with no more.
+        self._folds: list[str] | None = []
+        self._everyone: list[UserInfo] | None = []
 
     def add(self, client: IChatClient, nickname: str) -> User:
         """Index C{client} as C{nickname}, in no room yet."""
@@ -297,21 +304,33 @@ class Rooms:
 
     def relist(self, user: User) -> None:
         """Show C{user} in the list of everyone as it is now (its away message)."""
+        folds, everyone = self._folds, self._everyone
+        if folds is None or everyone is None:
+            return
         key = fold(user.nickname)
-        at = bisect_left(self._folds, key)
-        if at < len(self._folds) and self._folds[at] == key:
-            self._everyone[at] = user.info()
+        at = bisect_left(folds, key)
+        if at < len(folds) and folds[at] == key:
+            everyone[at] = user.info()
 
     def _list(self, key: str, user: User) -> None:
-        at = bisect_left(self._folds, key)
-        self._folds.insert(at, key)
-        self._everyone.insert(at, user.info())
+        folds, everyone = self._folds, self._everyone
+        if folds is None or everyone is None:
+            return
+        if len(folds) >= self.LISTED_MOST:
+            self._folds = self._everyone = None
+            return
+        at = bisect_left(folds, key)
+        folds.insert(at, key)
+        everyone.insert(at, user.info())
 
     def _unlist(self, key: str) -> None:
-        at = bisect_left(self._folds, key)
-        if at < len(self._folds) and self._folds[at] == key:
-            del self._folds[at]
-            del self._everyone[at]
+        folds, everyone = self._folds, self._everyone
+        if folds is None or everyone is None:
+            return
+        at = bisect_left(folds, key)
+        if at < len(folds) and folds[at] == key:
+            del folds[at]
+            del everyone[at]
 
     def enter(self, client: IChatClient, name: str) -> Room:
         """Put C{client} in room C{name}, creating it."""
@@ -379,9 +398,17 @@ class Rooms:
 
     def user_infos(self, room: str | None = None) -> list[UserInfo]:
         """The users in C{room} (everyone when None), sorted ignoring case."""
-        if room is None:
-            return self._everyone[:]  # kept sorted (see __init__)
         users = self.users
+        if room is None:
+            if self._everyone is not None:
+                return self._everyone[:]  # kept sorted (see __init__)
+            # by_fold's keys are the keys to sort by, made already.
+            listed = sorted(self.by_fold.items())
+            infos = [users[client].info() for _, client in listed]
+            if len(infos) <= self.LISTED_MOST:  # kept again from now on
+                self._folds = [key for key, _ in listed]
+                self._everyone = infos[:]
+            return infos
         found = self.rooms.get(room)
         clients = found.recipients if found is not None else ()
         infos = [users[client].info() for client in clients]

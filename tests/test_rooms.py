@@ -363,13 +363,18 @@ def test_line_and_frame_users_arriving_in_turn_all_hear_a_line(
     assert late.lines() == ["<speaker> three"]
 
 
-def test_list_of_everyone_kept_as_made_anew() -> None:
+@pytest.mark.parametrize("most", [1000, 12])
+def test_list_of_everyone_kept_as_made_anew(most: int) -> None:
     """The index's list of everyone, kept between lists, is the one sorted anew."""
     rooms = Rooms(history=0, announce_max=None)
+    rooms.LISTED_MOST = most  # beyond it, not kept: sorted when asked for
     chooser = random.Random(19)
     clients: list[FakeClient] = []
+    sizes = []
     for step in range(400):
         action = chooser.randrange(6)
+        if 150 <= step < 300 and action <= 1:  # fewer again, then more
+            action = 2
         if action <= 1 or not clients:
             client = FakeClient(host=f"10.0.0.{step % 7}")
             rooms.add(client, chooser.choice(["a", "B", "c"]) + f"{step}")
@@ -394,3 +399,6 @@ def test_list_of_everyone_kept_as_made_anew() -> None:
             (info.nickname.lower(), info.nickname, info.away, info.host)
             for info in rooms.user_infos()
         ] == made_anew
+        sizes.append(len(rooms.users))
+    if most == 12:  # past it, back below it: kept again
+        assert max(sizes[:150]) > most > min(sizes[150:300])
