@@ -308,6 +308,7 @@ class FrameProtocol(StreamConnection, Protocol):
             )
         self._drop_output()
         self.session.connection_lost(reason)
+        self._let_go_of_session()
 
     def readConnectionLost(self) -> None:
         """The client finished sending: act on what it sent, then close."""

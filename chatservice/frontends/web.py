@@ -54,7 +54,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.plugin import IPlugin
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import implementer
 
 from .. import __version__, events
@@ -324,6 +324,7 @@ class WebConnection(SessionConnection):
         self._waiting.clear()
         self._front = None
         self.session.connection_lost(reason)
+        self._let_go_of_session()
 
     def heartbeat_expired(self) -> None:
         """No pong to a ping within C{--heartbeat}: close (resumable)."""
@@ -548,6 +549,11 @@ class ChatWebSocket(WebSocketServerProtocol):
         """Let autobahn clean up, then the session leave."""
         transport = self.transport
         super().connectionLost(reason)
+        # autobahn has fired is_closed with this protocol as its result: the
+        # protocol and its Deferred refer to each other, a cycle that would
+        # wait for Python's cyclic garbage collector with the transport and
+        # all autobahn holds.  Nothing here waits on it.
+        self.is_closed = None
         site = self.factory.site
         if site is not None:
             site.ended(transport)
@@ -614,9 +620,30 @@ class WebFrontEnd:
         """See L{IServingFrontEnd.build_factory}: the page and C{/ws}."""
         root = page_root()
         factory = ChatWebSocketFactory(server)
-        root.putChild(b"ws", WebSocketResource(factory))
+        root.putChild(b"ws", _ChatWebSocketResource(factory))
         site = factory.site = _WebSite(root, server)
         return site
+
+
+class _ChatWebSocketResource(WebSocketResource):
+    """autobahn's resource at C{/ws}, which lets go of the upgrade's request.
+
+    autobahn takes the HTTP channel's transport over for the WebSocket;
+    the request is never finished, so the channel keeps it in its queue,
+    and the request refers to the channel: a reference cycle, freed only
+    by Python's cyclic garbage collector, with the request's headers and
+    the transport, once per WebSocket.  Nothing uses either afterwards
+    (the channel's transport is None and it reads no more).
+    """
+
+    def render(self, request: Request) -> bytes | int:
+        """Let autobahn take the connection over, then drop the request."""
+        result: bytes | int = super().render(request)
+        if result is NOT_DONE_YET:
+            requests = request.channel.requests
+            if request in requests:
+                requests.remove(request)
+        return result
 
 
 class _WebChannel(BodilessChannel):
