@@ -187,16 +187,24 @@ class _OutputValve:
     __slots__ = ("_output",)
 
     def __init__(self, output: "OutputMixin") -> None:
-        self._output = output
+        self._output: OutputMixin | None = output
 
     def pauseProducing(self) -> None:
-        self._output._hold_output()
+        if self._output is not None:
+            self._output._hold_output()
 
     def resumeProducing(self) -> None:
-        self._output._release_output()
+        if self._output is not None:
+            self._output._release_output()
 
     def stopProducing(self) -> None:
-        """The connection is gone; nothing to do."""
+        """The connection is gone: let go of it.
+
+        A TLS transport keeps its producer once the connection is lost (a
+        TCP one lets go of it); the connection refers to the transport, so
+        the three would wait for Python's cyclic garbage collector.
+        """
+        self._output = None
 
 
 #: The attributes of L{OutputMixin}, for the C{__slots__} of the class that
