@@ -7,6 +7,7 @@ Usage::
     python3 scripts/churn.py --sessions 3000 --rounds 7 --profile /tmp/churn.prof
     python3 scripts/churn.py --idle 10000         # with 10,000 users in #idle
     python3 scripts/churn.py --text-observer      # chatservice.logs.text_observer
+    python3 scripts/churn.py --gc                 # and the garbage collections
 
 It runs a chat server in this process, built from ``twistd chat``'s own
 options (those of bench/peers.conf.sh, then any given) on a free port of
@@ -166,6 +167,25 @@ def server(args: argparse.Namespace, chat_options: list[str]) -> None:
     port = service.ports[0].getHost().port
     rounds: list[tuple[float, float, float]] = []
     profiler = None
+    # With --gc: the cyclic garbage collector's work in the measured rounds.
+    collections_seen = {0: [0, 0.0, 0], 1: [0, 0.0, 0], 2: [0, 0.0, 0]}
+    collecting = {"on": False, "start": 0.0}
+
+    def count_collection(phase: str, info: dict[str, int]) -> None:
+        if not collecting["on"]:
+            return
+        if phase == "start":
+            collecting["start"] = time.perf_counter()
+            return
+        seen = collections_seen[info["generation"]]
+        seen[0] += 1
+        seen[1] += time.perf_counter() - collecting["start"]
+        seen[2] += info["collected"]
+
+    if args.gc:
+        import gc
+
+        gc.callbacks.append(count_collection)
     if args.profile:
         import cProfile
 
@@ -182,6 +202,7 @@ def server(args: argparse.Namespace, chat_options: list[str]) -> None:
             if b"ready\n" in data:
                 if profiler is not None and self.number >= 0:
                     profiler.enable()
+                collecting["on"] = self.number >= 0
                 self.cpu = time.process_time()
                 self.rusage = resource.getrusage(resource.RUSAGE_SELF)
             if b"done" in data:
@@ -190,6 +211,7 @@ def server(args: argparse.Namespace, chat_options: list[str]) -> None:
                 self.system = rusage.ru_stime - self.rusage.ru_stime
                 if profiler is not None:
                     profiler.disable()
+                collecting["on"] = False
                 _, wall, client_cpu, errors = self.output.split()[-4:]
                 if int(errors):
                     print(f"round {self.number}: {int(errors)} client errors")
@@ -274,6 +296,18 @@ def server(args: argparse.Namespace, chat_options: list[str]) -> None:
         f"{statistics.median(rates):.0f} sessions/s median; "
         f"{lines} log lines"
     )
+    if args.gc:
+        total = args.sessions * len(rounds)
+        print(
+            "garbage collections in the rounds: "
+            + ", ".join(
+                f"generation {generation} {n} ({ms * 1e3:.1f} ms, {found} found)"
+                for generation, (n, ms, found) in collections_seen.items()
+            )
+            + f"; {sum(c[1] for c in collections_seen.values()) / total * 1e6:.2f} "
+            f"us and {sum(c[2] for c in collections_seen.values()) / total:.2f} "
+            "objects of cyclic garbage a session"
+        )
     if profiler is not None:
         profiler.dump_stats(args.profile)
         print(f"profile of the measured rounds written to {args.profile}")
@@ -297,6 +331,11 @@ def main() -> None:
         "--idle", type=int, default=0, help="users sitting in #idle meanwhile"
     )
     parser.add_argument("--profile", help="write a cProfile of the rounds here")
+    parser.add_argument(
+        "--gc",
+        action="store_true",
+        help="count the cyclic garbage collector's work in the measured rounds",
+    )
     parser.add_argument(
         "--text-observer",
         action="store_true",
