@@ -200,9 +200,11 @@ KINDS: dict[str, tuple[str, Session]] = {
 }
 
 
-def start(chat: Harness, listen: str = LOCAL) -> tuple[ChatFactory, dict[str, int]]:
+def start(
+    chat: Harness, listen: str = LOCAL, resume_grace: float = 0
+) -> tuple[ChatFactory, dict[str, int]]:
     """A server with every front end on C{listen}; the port of each."""
-    factory = ChatFactory(Settings(max_connect_rate=1e6, resume_grace=0))
+    factory = ChatFactory(Settings(max_connect_rate=1e6, resume_grace=resume_grace))
     service = ChatService(
         factory,
         [(listen, serverFromString(reactor, listen))],
@@ -247,14 +249,18 @@ async def garbage_after(
     objects made meanwhile count: what earlier tests in this process still
     held then (their clients, closing) may become garbage meanwhile too.
     """
+
+    def ended() -> bool:
+        return not factory.connections and not len(factory.sessions)
+
     await bounded(in_thread(lambda: session(connect, SESSIONS)))
-    await wait_until(lambda: not factory.connections, "the first session's end")
+    await wait_until(ended, "the first session's end")
     gc.collect()
     before = {id(o) for o in gc.get_objects()}
     gc.disable()
     try:
         await bounded(in_thread(lambda: [session(connect, n) for n in range(SESSIONS)]))
-        await wait_until(lambda: not factory.connections, "the sessions' end")
+        await wait_until(ended, "the sessions' end")
         gc.set_debug(gc.DEBUG_SAVEALL)
         gc.collect()
         return collections.Counter(
@@ -281,6 +287,21 @@ async def test_a_closed_session_leaves_no_cyclic_garbage(
         factory, session, lambda: socket.create_connection(address)
     )
     assert found == {}, f"{SESSIONS} sessions left cyclic garbage: {dict(found)}"
+
+
+@pytest.mark.parametrize("kind", ["lines dropped", "frames", "web dropped"])
+@pytest_twisted.ensureDeferred
+async def test_a_session_held_for_resume_leaves_no_cyclic_garbage(
+    chat: Harness, kind: str
+) -> None:
+    """A dropped session held for /resume, then given up, leaves no cycle."""
+    front_end, session = KINDS[kind]
+    factory, ports = start(chat, resume_grace=0.2)
+    address = ("127.0.0.1", ports[front_end])
+    found = await garbage_after(
+        factory, session, lambda: socket.create_connection(address)
+    )
+    assert found == {}, f"{SESSIONS} held sessions left cyclic garbage: {dict(found)}"
 
 
 @pytest.mark.parametrize(
