@@ -337,6 +337,35 @@ def test_a_member_added_again_is_told_a_line_once() -> None:
     assert room.recipients == (first, other)
 
 
+def test_a_big_room_makes_its_tuples_when_a_line_needs_them() -> None:
+    """Above KEPT_MOST, arrivals and departures cost no copy; a line reaches each once."""
+    room = Room("#r", 0)
+    clients = [FakeClient() if n % 3 else _OtherFrontEnd() for n in range(600)]
+    for client in clients[:10]:
+        room.add(client)
+    say_in(room, events.chat("alice", "small", "#r"), None)
+    assert room.recipients == tuple(clients[:10])
+    for client in clients[10:]:
+        room.add(client)
+    # Past KEPT_MOST the tuples were dropped, not copied at each arrival.
+    assert room._recipients is None and room._receivers is None
+    for client in clients[500:]:
+        room.discard(client)
+    assert room._recipients is None
+    say_in(room, events.chat("alice", "big", "#r"), None)
+    assert room.recipients == tuple(clients[:500])
+    for client in clients[Room.KEPT_MOST :]:
+        room.discard(client)
+    room.add(clients[0])  # a member already
+    say_in(room, events.chat("alice", "small again", "#r"), None)
+    assert [len(client.lines()) for client in clients[:3]] == [3, 3, 3]
+    assert [client.lines() for client in clients[Room.KEPT_MOST : 500]] == [
+        ["<alice> big"]
+    ] * (500 - Room.KEPT_MOST)
+    assert [client.lines() for client in clients[500:]] == [[]] * 100
+    assert room.recipients == tuple(clients[: Room.KEPT_MOST])
+
+
 def test_line_and_frame_users_arriving_in_turn_all_hear_a_line(
     factory: ChatFactory,
 ) -> None:
