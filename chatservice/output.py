@@ -131,7 +131,16 @@ class Flusher:
         if self._readers:
             readers, self._readers = self._readers, []
             for reader in readers:
-                reader._read_waiting()  # type: ignore[attr-defined]
+                try:
+                    reader._read_waiting()  # type: ignore[attr-defined]
+                except Exception:
+                    # What the reactor does when a read raises: logged, and
+                    # everyone's output goes on (escaping, it would leave
+                    # _call set to this call, and no flush would come again).
+                    log.failure(
+                        "connection {connection_id}: its first input failed",
+                        connection_id=reader.connection_id,
+                    )
         call, self._call = self._call, None
         if call is not None and call.active():
             call.cancel()

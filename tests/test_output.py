@@ -258,6 +258,50 @@ def test_first_input_read_before_the_flush(clock: Clock) -> None:
     assert done == ["read new", "sent new", "sent other"]  # read once
 
 
+def test_a_first_read_that_fails_stops_nobody_s_output(clock: Clock) -> None:
+    """A new connection whose first read raises is logged; all output goes on."""
+    done: list[str] = []
+    logged: list[dict[str, object]] = []
+
+    class Connection:
+        def __init__(self, name: str, fail: bool = False) -> None:
+            self.name = name
+            self.fail = fail
+            self.connection_id = 7
+
+        def _read_waiting(self) -> None:
+            if self.fail:
+                raise RuntimeError("a plugin's disconnected hook failed")
+
+        def _flush(self) -> None:
+            done.append(f"sent {self.name}")
+
+    flusher = Flusher(clock, Stats(started=0))
+    broken, new, other = (
+        Connection("broken", True),
+        Connection("new"),
+        Connection("other"),
+    )
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        flusher.add(broken)
+        flusher.read_first(broken)  # type: ignore[arg-type]
+        flusher.read_first(new)  # type: ignore[arg-type]
+        flusher.add(new)
+        clock.advance(0)
+        flusher.add(other)  # later output is still flushed
+        clock.advance(0)
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert done == ["sent broken", "sent new", "sent other"]
+    failures = [event for event in logged if "log_failure" in event]
+    assert [event["log_failure"].getErrorMessage() for event in failures] == [  # type: ignore[attr-defined]
+        "a plugin's disconnected hook failed"
+    ]
+    assert failures[0]["connection_id"] == 7
+    assert clock.getDelayedCalls() == []
+
+
 def test_text_refused_at_the_call(clock: Clock) -> None:
     """Output that is not an Event raises TypeError where it is delivered.
 
