@@ -312,7 +312,7 @@ class OutputMixin:
         Likewise its C{deliver_all}, a room's fan-out to the receivers of
         this class (L{chatservice.rooms.say_in}): L{_deliver_all_line},
         L{_deliver_all_shared}'s, or, for a class with a C{deliver} of its
-        own, L{_deliver_each}.
+        own, L{deliver_each}.
 
         Each class gets its own copy of these and of L{_flush} (see
         L{_own_copy}): with line, frame, web and IRC users in one room, the
@@ -334,7 +334,7 @@ class OutputMixin:
             if own_deliver or not (
                 encode is _LINE or isinstance(encode, SharedEncoding)
             ):
-                each = _deliver_each
+                each = deliver_each
             elif encode is _LINE:
                 each = _deliver_all_line
             else:
@@ -352,7 +352,7 @@ class OutputMixin:
         What their C{deliver} does, in one call: see L{_deliver_all_line}.
         The caller has checked that C{event} is an L{Event}.
         """
-        _deliver_each(receivers, event, skip)
+        deliver_each(receivers, event, skip)
 
     def deliver(self, event: Event) -> None:
         """See L{IChatClient.deliver}."""
@@ -728,10 +728,14 @@ def _deliver_shared(encoding: SharedEncoding) -> "Callable[[OutputMixin, Event],
     return deliver
 
 
-def _deliver_each(
+def deliver_each(
     receivers: "Sequence[OutputMixin]", event: Event, skip: object
 ) -> None:
-    """L{OutputMixin.deliver_all} by each receiver's own C{deliver}."""
+    """L{OutputMixin.deliver_all} by each receiver's own C{deliver}.
+
+    Also what a room calls for a receiver class without a C{deliver_all}
+    (L{chatservice.rooms.Room.groups}).
+    """
     for receiver in receivers:
         if receiver is not skip:
             receiver.deliver(event)

@@ -18,6 +18,7 @@ from operator import attrgetter
 
 from .events import Event, not_an_event
 from .interfaces import IChatClient, RoomInfo, Scrollback, UserInfo
+from .output import deliver_each
 from .text import fold
 
 LOBBY = "#lobby"
@@ -137,7 +138,7 @@ class Room:
         """L{receivers} by class, each with its class's C{deliver_all}.
 
         For L{say_in}; a class without one (see L{IChatClient.receiver}) gets
-        L{_deliver_each}.
+        L{deliver_each}.
         """
         if self._groups is None:
             groups: list[tuple[_DeliverAll, tuple[object, ...]]] = []
@@ -146,7 +147,7 @@ class Room:
             for end in range(1, len(receivers) + 1):
                 kind = receivers[start].__class__
                 if end == len(receivers) or receivers[end].__class__ is not kind:
-                    deliver_all = getattr(kind, "deliver_all", _deliver_each)
+                    deliver_all = getattr(kind, "deliver_all", deliver_each)
                     groups.append((deliver_all, receivers[start:end]))
                     start = end
             self._groups = tuple(groups)
@@ -191,13 +192,6 @@ _class_name = attrgetter("__class__.__qualname__")
 
 #: A receiver class's C{deliver_all}: an event to each receiver but one.
 _DeliverAll = Callable[[tuple[object, ...], Event, object], None]
-
-
-def _deliver_each(receivers: tuple[object, ...], event: Event, skip: object) -> None:
-    """The C{deliver_all} of a receiver class without one: each C{deliver}."""
-    for receiver in receivers:
-        if receiver is not skip:
-            receiver.deliver(event)  # type: ignore[attr-defined]
 
 
 class User:

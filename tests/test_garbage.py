@@ -256,7 +256,10 @@ async def garbage_after(
     await bounded(in_thread(lambda: session(connect, SESSIONS)))
     await wait_until(ended, "the first session's end")
     gc.collect()
-    before = {id(o) for o in gc.get_objects()}
+    # Kept alive (not only their ids) so that no new object can take the
+    # id of one that died meanwhile and go uncounted.
+    alive = gc.get_objects()
+    before = {id(o) for o in alive}
     gc.disable()
     try:
         await bounded(in_thread(lambda: [session(connect, n) for n in range(SESSIONS)]))
@@ -269,6 +272,7 @@ async def garbage_after(
             if id(o) not in before
         )
     finally:
+        del alive
         gc.set_debug(0)
         gc.garbage.clear()
         gc.enable()
