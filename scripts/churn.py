@@ -6,7 +6,7 @@ Usage::
     python3 scripts/churn.py --log-level warn     # any twistd chat options
     python3 scripts/churn.py --sessions 3000 --rounds 7 --profile /tmp/churn.prof
     python3 scripts/churn.py --idle 10000         # with 10,000 users in #idle
-    python3 scripts/churn.py --text-observer      # the same lines since fef0da0 (see --help)
+    python3 scripts/churn.py --text-observer      # now what the default does
     python3 scripts/churn.py --gc                 # and the garbage collections
 
 It runs a chat server in this process, built from ``twistd chat``'s own
