@@ -385,8 +385,7 @@ class Batch:
 
     __slots__ = ("events", "_encoded")
 
-    #: The most formats whose bytes a batch keeps (a front end whose
-    #: encoder is a bound method has a new key for each connection).
+    #: The most formats whose bytes a batch keeps.
     FORMATS = 8
 
     def __init__(self, events: Iterable[Event]) -> None:
@@ -409,7 +408,12 @@ class Batch:
         return f"<Batch of {len(self.events)} events>"
 
     def encoded(self, encoder: Encoder) -> list[bytes]:
-        """The events' bytes in the format of C{encoder}: a new list each time."""
+        """The events' bytes in the format of C{encoder}: a new list each time.
+
+        C{encoder} is a format's, shared by all its connections (the line
+        format's, a L{SharedEncoding}): the bytes are kept for it, and so
+        is it.  A connection's own (a bound method) is for L{map}.
+        """
         data = self._encoded.get(encoder)
         if data is None:
             data = []

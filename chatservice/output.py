@@ -420,10 +420,13 @@ class OutputMixin:
             for event in events:
                 self._answer(event)
             return
-        if batch:
-            encoded = events.encoded(self._encode)  # type: ignore[attr-defined]
+        encode = self._encode
+        # A batch keeps its bytes for a format's shared encoder only: a
+        # method's (IRC's) are this connection's, and would keep it.
+        if batch and (encode is _LINE or isinstance(encode, SharedEncoding)):
+            encoded = events.encoded(encode)  # type: ignore[attr-defined]
         else:
-            encoded = list(map(self._encode, events))
+            encoded = list(map(encode, events))
         out = self._out
         if out is None:
             self._out = encoded

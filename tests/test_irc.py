@@ -6,8 +6,10 @@ telnet-style L{Client}.  Each test asserts the exact IRC lines a client is
 sent.
 """
 
+import gc
 import re
 import timeit
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -895,3 +897,23 @@ def test_each_channel_of_a_join_costs_a_flood_token(clock: Clock) -> None:
     assert joined == [f":alice!alice@chatservice JOIN {room}" for room in channels]
     assert answers[-1] == ":chatservice PONG chatservice :after"
     assert alice.session.server.registry.local_sizes()[1] == 21
+
+
+def test_a_batch_reaches_each_irc_user_in_their_own_words(clock: Clock) -> None:
+    """A batch (a room's scrollback) answered to IRC users names each, and keeps none."""
+    factory = ChatFactory(
+        Settings(resume_grace=0), clock=clock, run_in_thread=run_at_once
+    )
+    batch = events.Batch([events.notice("hello")])
+    bob = irc_registered(factory, "bob")
+    carol = irc_registered(factory, "carol")
+    bob.output()  # carol's arrival
+    bob.protocol.answer_all(batch)
+    carol.protocol.answer_all(batch)
+    assert bob.output() == b":chatservice NOTICE bob :hello\r\n"
+    assert carol.output() == b":chatservice NOTICE carol :hello\r\n"
+    gone = weakref.ref(bob.protocol)
+    bob.drop()
+    del bob
+    gc.collect()
+    assert gone() is None
