@@ -526,8 +526,8 @@ class IChatServer(Interface):
     registry = Attribute("The L{IRegistry}.")
     motd = Attribute("The message of the day: a sequence of lines of text.")
     shown_scrollback = Attribute(
-        "Each room's stamped scrollback as last shown to a newcomer "
-        "(L{chatservice.welcome.ShownScrollback})."
+        "Each room's stamped scrollback as last shown to a newcomer, and the "
+        "welcome's help and MOTD (L{chatservice.welcome.ShownScrollback})."
     )
     commands = Attribute("A mapping of command names to L{ICommand}s.")
     filters = Attribute("A sequence of L{IMessageFilter}s, in the order applied.")

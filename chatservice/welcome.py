@@ -80,29 +80,10 @@ def _greet(
 ) -> "list[Scrollback] | Deferred[list[Scrollback]]":
     """The welcome's first lines; then the lobby's scrollback, when fetched."""
     session.answer(events.welcome(nickname, who))
-    session.answer(_help_and_motd(session.server.motd))
+    server = session.server
+    session.answer(server.shown_scrollback.help_and_motd(server.motd))
     # Already in the lobby: this only fetches its scrollback.
     return join_room(session, session.registry.lobby)
-
-
-#: The help and MOTD notice last made, and the MOTD it was made of.
-_help: tuple[object, Event] = ((), events.notices(["Type /help for the commands."]))
-
-
-def _help_and_motd(motd: Sequence[str]) -> Event:
-    """The welcome's help line and message of the day, as one notice.
-
-    Made again (L{events.again}) from the one last made for the same
-    lines of MOTD.
-    """
-    global _help
-    made_for, notice = _help
-    # The same tuple (the factory's, until read again) at once; anything
-    # else (a list changed in place) compared line by line.
-    if made_for is not motd and made_for != motd:
-        notice = events.notices(["Type /help for the commands.", *motd])
-        _help = (tuple(motd) if motd.__class__ is not tuple else motd, notice)
-    return events.again(notice)
 
 
 def _finish(history: list[Scrollback], session: IChatSession, nickname: str) -> None:
@@ -206,6 +187,10 @@ def stamped(history: list[Scrollback], now: float | None) -> list[Event]:
     return [line.stamped if line.when >= today else line.dated for line in history]
 
 
+#: The welcome's help line, with no MOTD.
+_HELP = events.notices(["Type /help for the commands."])
+
+
 class ShownScrollback:
     """Each room's stamped scrollback as last shown, for the next newcomer.
 
@@ -221,6 +206,8 @@ class ShownScrollback:
     L{Scrollback} objects, which the batch keeps alive), so any other
     list (the store's older lines, another registry's) is a new batch.
 
+    It keeps the welcome's help and MOTD notice too (L{help_and_motd}).
+
     @ivar rooms: the most rooms kept, the least recently shown forgotten.
     """
 
@@ -231,6 +218,8 @@ class ShownScrollback:
         # By room: the number of lines, and the scrollback's first and last
         # notices for it, made again for each newcomer (L{notices}).
         self._notices: dict[str, tuple[int, Event, Event]] = {}
+        # The help and MOTD notice last made, and the MOTD it was made of.
+        self._help: tuple[tuple[str, ...], Event] = ((), _HELP)
 
     def notices(self, room: str, count: int) -> tuple[Event, Event]:
         """The first and last lines around C{count} lines of C{room}'s scrollback.
@@ -238,13 +227,28 @@ class ShownScrollback:
         Made again (L{events.again}, with the time now) from those made
         for the last newcomer shown as many lines.
         """
-        kept = self._notices.get(room)
+        kept = self._notices.pop(room, None)  # now the most recently shown
         if kept is None or kept[0] != count:
             kept = (count, _scrollback_starts(room, count), _scrollback_ends(room))
-            self._notices[room] = kept
-            if len(self._notices) > self.rooms:
-                del self._notices[next(iter(self._notices))]
+        self._notices[room] = kept
+        if len(self._notices) > self.rooms:
+            del self._notices[next(iter(self._notices))]
         return events.again(kept[1]), events.again(kept[2])
+
+    def help_and_motd(self, motd: Sequence[str]) -> Event:
+        """The welcome's help line and C{motd}, as one notice.
+
+        Made again (L{events.again}) from the one last made for the same
+        lines of MOTD.
+        """
+        # The same tuple (the factory's, until read again) at once; anything
+        # else (a list changed in place) compared line by line.
+        lines = motd if motd.__class__ is tuple else tuple(motd)
+        made_for, notice = self._help
+        if lines is not made_for and lines != made_for:
+            notice = events.notices(["Type /help for the commands.", *lines])
+            self._help = (lines, notice)
+        return events.again(notice)
 
     def batch(self, room: str, history: list[Scrollback], now: float) -> events.Batch:
         """C{history}'s lines of C{room}, stamped as on the day of C{now}."""

@@ -409,3 +409,37 @@ def test_a_motd_changed_in_place_is_shown_as_it_is_now(factory: ChatFactory) -> 
     second.enter("/nick carol")
     assert "*** Be nice." in first.lines()
     assert "*** Be kind." in second.lines()
+
+
+def test_each_factory_shows_its_own_motd_made_once(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two servers in one process, one MOTD a list, each show theirs, made once each."""
+    made = []
+    notices = events.notices
+
+    def counted(lines: list[str]) -> events.Event:
+        made.append(lines[1:])
+        return notices(lines)
+
+    monkeypatch.setattr(events, "notices", counted)
+    first = ChatFactory(Settings(), clock=clock, run_in_thread=run_at_once)
+    second = ChatFactory(Settings(), clock=clock, run_in_thread=run_at_once)
+    first.motd = ("Be nice.",)
+    second.motd = ["Be kind."]  # type: ignore[assignment]
+    for n in range(2):
+        for factory, motd in ((first, "*** Be nice."), (second, "*** Be kind.")):
+            user = FakeConnection(factory)
+            user.enter(f"/nick user{n}")
+            assert motd in user.lines()
+    assert made == [["Be nice."], ["Be kind."]]
+
+
+def test_scrollback_notices_kept_for_the_rooms_last_shown() -> None:
+    """Past its number of rooms, the least recently shown room's notices are dropped."""
+    shown = ShownScrollback(rooms=2)
+    first = shown.notices("#a", 1)[0]
+    shown.notices("#b", 1)
+    shown.notices("#a", 1)
+    shown.notices("#c", 1)  # #b is forgotten, not #a
+    assert shown.notices("#a", 1)[0].text is first.text
