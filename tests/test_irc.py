@@ -20,6 +20,7 @@ from harness import Client, Harness, wait_until
 from processes import Connection, Server, free_port
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.ssl import Certificate, optionsForClientTLS
@@ -31,6 +32,7 @@ from zope.interface.verify import verifyObject
 
 from chatservice import events
 from chatservice.config import Settings
+from chatservice.errors import NoSuchNickname
 from chatservice.factory import ChatFactory, run_at_once
 from chatservice.frontends import load_front_ends
 from chatservice.frontends.frames import frames
@@ -917,3 +919,57 @@ def test_a_batch_reaches_each_irc_user_in_their_own_words(clock: Clock) -> None:
     del bob
     gc.collect()
     assert gone() is None
+
+
+def _late_errors(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The failures the IRC front end logs from now on."""
+    logged: list[object] = []
+    monkeypatch.setattr(
+        "chatservice.frontends.irctable.log.failure",
+        lambda *args, **kwargs: logged.append(args),
+    )
+    return logged
+
+
+def test_an_answer_that_comes_after_the_client_left_is_dropped(
+    factory: ChatFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A WHOIS answered after the client dropped sends nothing and logs no error."""
+    alice = irc_registered(factory, "alice")
+    asked: list[Deferred[object]] = []
+    monkeypatch.setattr(
+        factory.registry, "find", lambda name: asked.append(Deferred()) or asked[-1]
+    )
+    alice.enter("WHOIS bob", "WHO bob")
+    assert len(asked) == 1  # WHO waits for WHOIS's answer
+    logged = _late_errors(monkeypatch)
+    alice.drop()
+    alice.output()
+    assert alice.protocol.session is alice.session  # kept while WHOIS waits
+    asked[0].errback(Failure(NoSuchNickname("bob")))
+    factory.flusher.flush()
+    assert alice.output() == b""
+    assert logged == []
+    assert alice.protocol.session is not alice.session  # then let go (no cycle)
+
+
+def test_a_join_whose_scrollback_comes_after_the_client_left(
+    factory: ChatFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A JOIN whose older lines come after the client dropped sends nothing."""
+    alice = irc_registered(factory, "alice")
+    read: list[Deferred[object]] = []
+    monkeypatch.setattr(
+        factory.history,
+        "scrollback",
+        lambda room, live: read.append(Deferred()) or read[-1],
+    )
+    alice.enter("JOIN #tea,#cake")
+    assert len(read) == 1
+    logged = _late_errors(monkeypatch)
+    alice.drop()
+    alice.output()
+    read[0].callback([])
+    factory.flusher.flush()
+    assert alice.output() == b""
+    assert logged == []

@@ -71,6 +71,7 @@ class IRCProtocol(LineProtocol):
         "_ping_call",
         "_encoder",
         "_waiting",
+        "_kept",
     )
 
     def __init__(
@@ -102,6 +103,8 @@ class IRCProtocol(LineProtocol):
         # A message whose channels or targets the flood bucket could not
         # pay for yet: acted on first once reading resumes.
         self._waiting: tuple[str, list[str]] | None = None
+        # Lost while a command waited: the session is let go of at its end.
+        self._kept = False
 
     def __repr__(self) -> str:
         return f"<IRCProtocol {self.session!r}>"
@@ -206,6 +209,28 @@ class IRCProtocol(LineProtocol):
             self._ping_call.cancel()
         self._ping_call = None
         super().connectionLost(reason)
+
+    def _let_go_of_session(self) -> None:
+        """Keep only the close reason, but not while a command waits.
+
+        A command waiting on a Deferred (a WHOIS on the registry, a JOIN on
+        the store's older lines) finishes in callbacks that read the
+        session (its nickname, its room) and answer on this connection,
+        where late output is dropped for the reason the session ended.  So
+        the session, and the cycle, are kept until the command has ended
+        (L{command_ended}), and are let go of then.
+        """
+        if "command" in self._pauses:
+            self._kept = True
+        else:
+            super()._let_go_of_session()
+
+    def command_ended(self) -> None:
+        """The command that stopped reading has ended: read, or let go."""
+        self.resume_input("command")
+        if self._kept:
+            self._kept = False
+            super()._let_go_of_session()
 
     def _schedule_ping(self, delay: float) -> None:
         if self.factory.settings.irc_ping > 0:

@@ -244,6 +244,8 @@ def join(conn: Connection, params: list[str]) -> "Deferred[object] | None":
 
 
 def _join_one(conn: Connection, name: str) -> "Deferred[object] | None":
+    if conn._close_reason is not None:
+        return None  # the session ended while an earlier channel was joined
     try:
         room = check_room(name)
     except InvalidName:

@@ -133,13 +133,17 @@ def _plugin_command(conn: Connection, command: str, params: list[str]) -> None:
 
 
 def _wait(conn: Connection, d: "Deferred[object]") -> None:
-    """Read no further message until C{d} fires: messages keep their order."""
+    """Read no further message until C{d} fires: messages keep their order.
+
+    A connection lost meanwhile keeps its session until then (see
+    L{IRCProtocol._let_go_of_session}): the command's callbacks read it.
+    """
     d.addErrback(_failed, conn)
     fired: list[object] = []
     d.addBoth(fired.append)
     if not fired:
         conn.pause_input("command")
-        d.addBoth(lambda _: conn.resume_input("command"))
+        d.addBoth(lambda _: conn.command_ended())
 
 
 def _failed(failure: Failure, conn: Connection) -> None:
