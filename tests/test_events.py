@@ -16,6 +16,8 @@ from chatservice.events import (
     Encoder,
     Event,
     SharedEncoding,
+    _Fields,
+    again,
     from_dict,
     iso_time,
 )
@@ -235,3 +237,20 @@ def test_a_broadcast_is_encoded_once_per_format(
 def test_times_are_iso_8601_utc_with_milliseconds(when: float, text: str) -> None:
     """An event's time in JSON is UTC, to the millisecond below, with a Z."""
     assert iso_time(when) == text
+
+
+def test_copies_fill_every_field() -> None:
+    """Events made by stamped() and again() have every field of Event set.
+
+    They fill an event slot by slot (for speed), as _made does: a field
+    added to Event and forgotten in one of them fails here.
+    """
+    original = events.renamed("alice", "alicia")
+    for copy in (original.stamped(), again(original)):
+        for name in _Fields.__slots__:
+            getattr(copy, name)  # AttributeError: a slot left unset
+        assert (copy.kind, copy.nick, copy.new_nick) == (
+            original.kind,
+            "alice",
+            "alicia",
+        )
