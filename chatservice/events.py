@@ -273,22 +273,7 @@ class Event(_Fields):
         else:
             parts = line.split(b"\n")[:-1]
             line = b"".join([stamp(when, part + b"\n") for part in parts])
-        event = object.__new__(_Making)
-        event.kind = self.kind
-        event.time = when
-        event.text = self.text
-        event.nick = self.nick
-        event.room = self.room
-        event.reason = self.reason
-        event.new_nick = self.new_nick
-        event.token = self.token
-        event.count = self.count
-        event.code = self.code
-        event.history = True
-        event.line = line
-        event._encoded = None
-        event.__class__ = Event  # type: ignore[assignment]
-        return event  # type: ignore[return-value]
+        return _copy(self, when, True, line)
 
 
 def _made(
@@ -446,9 +431,19 @@ def again(event: Event) -> Event:
     1.5 the help and MOTD).  Its bytes in other formats are made for it,
     with its own time.
     """
+    return _copy(event, _time.time(), event.history, event.line)
+
+
+def _copy(event: Event, when: float, history: bool, line: bytes) -> Event:
+    """C{event}'s fields with another time, history mark and line.
+
+    Made as L{_made} makes an event (a _Making turned into an Event), for
+    L{Event.stamped} and L{again}; a field added to the event is added
+    here and in L{_made}.
+    """
     copy = object.__new__(_Making)
     copy.kind = event.kind
-    copy.time = _time.time()
+    copy.time = when
     copy.text = event.text
     copy.nick = event.nick
     copy.room = event.room
@@ -457,8 +452,8 @@ def again(event: Event) -> Event:
     copy.token = event.token
     copy.count = event.count
     copy.code = event.code
-    copy.history = event.history
-    copy.line = event.line
+    copy.history = history
+    copy.line = line
     copy._encoded = None
     copy.__class__ = Event  # type: ignore[assignment]
     return copy  # type: ignore[return-value]
