@@ -9,7 +9,7 @@ What the session owns:
   - Phase.  Unregistered until the registry accepts a nickname, then
     registered; closing once it has decided to go.  It leaves the registry
     exactly once, with the first reason that applied.
-  - Timers.  One C{TimeoutMixin} timer on the server's clock: the
+  - Timers.  One timer on the server's clock: the
     registration timeout (from the connection, whatever is sent), then the
     idle timeout (restarted by every input; none with C{idle_timeout} 0,
     the default: TCP keepalive finds dead peers instead), then (while
@@ -34,9 +34,9 @@ connection (L{IChatClient.receiver}, L{chatservice.rooms.say_in}).
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
+from twisted.internet.error import AlreadyCalled, AlreadyCancelled
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import connectionDone
-from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -75,7 +75,7 @@ GREETING = events.notices(
 
 
 @implementer(IChatSession)
-class Session(TimeoutMixin):
+class Session:
     """One user's chat session over one connection; see the module docstring.
 
     @param server: the chat core (L{IChatServer}) this session belongs to.
@@ -86,10 +86,13 @@ class Session(TimeoutMixin):
     """
 
     # Slots keep a session small (idle connections are most of a big
-    # server); TimeoutMixin's attributes are here too.
+    # server).  A dict (empty unless a plugin or a test adds attributes)
+    # and weak references, as sessions had with TimeoutMixin as a base.
     __slots__ = (
-        "timeOut",
-        "_TimeoutMixin__timeoutCall",
+        "__dict__",
+        "__weakref__",
+        "_timer",
+        "_timeout",
         "server",
         "connection",
         "receiver",
@@ -116,8 +119,13 @@ class Session(TimeoutMixin):
         host: str | None,
         peer: str,
     ) -> None:
-        self.timeOut = None
-        self._TimeoutMixin__timeoutCall = None
+        # The one timer (see the module docstring), and its period: what
+        # an input restarts it with, once registered.  The session's own,
+        # not twisted.protocols.policies.TimeoutMixin's: its setTimeout went
+        # through two calls more to start the timer and one more to stop
+        # it, and resetTimeout through one more at every input.
+        self._timer: IDelayedCall | None = None
+        self._timeout: float | None = None
         #: The server, as commands and plugins see it (IChatServer).
         self.server = server
         #: The front end's connection this session speaks through.
@@ -151,10 +159,6 @@ class Session(TimeoutMixin):
     def __repr__(self) -> str:
         return f"<Session #{self.connection_id} {self.nickname or '-'} {self.peer}>"
 
-    def callLater(self, period: float, func: object) -> IDelayedCall:
-        """Run C{TimeoutMixin}'s timer on the server's (injectable) clock."""
-        return self.server.clock.callLater(period, func)
-
     def resetTimeout(self) -> None:
         """Restart the idle timer on an input; the registration deadline stays.
 
@@ -162,8 +166,22 @@ class Session(TimeoutMixin):
         counted from the connection: inputs (a C{/ping} every few seconds)
         must not keep a connection without a nickname open for ever.
         """
-        if self.nickname is not None:
-            TimeoutMixin.resetTimeout(self)
+        timer = self._timer
+        if timer is not None and self.nickname is not None:
+            timer.reset(self._timeout)
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        self.timeoutConnection()
+
+    def _stop_timer(self) -> None:
+        timer = self._timer
+        if timer is not None:
+            self._timer = None
+            try:
+                timer.cancel()
+            except (AlreadyCancelled, AlreadyCalled):
+                pass
 
     # What the front end tells the session ----------------------------------
 
@@ -177,9 +195,11 @@ class Session(TimeoutMixin):
         One event fewer per connection is a sixth of the cost of a short
         session.
         """
-        self.setTimeout(self.server.settings.register_timeout)
+        server = self.server
+        timeout = self._timeout = server.settings.register_timeout
+        self._timer = server.clock.callLater(timeout, self._timed_out)
         self.deliver(greeting)
-        self.server.hooks.connected(self)
+        server.hooks.connected(self)
 
     def take_token(self, tokens: int = 1) -> bool:
         """Whether the next input (worth C{tokens}) may be acted on now.
@@ -313,7 +333,7 @@ class Session(TimeoutMixin):
     def connection_lost(self, reason: Failure = connectionDone) -> None:
         """Leave the registry, if that has not happened yet, and clean up."""
         self._lost = True
-        self.setTimeout(None)
+        self._stop_timer()
         if self._flood_timer is not None:
             self._flood_timer.cancel()
             self._flood_timer = None
@@ -442,18 +462,19 @@ class Session(TimeoutMixin):
         Twisted's heap until it would have fired, 290 bytes a user for the
         30 seconds of --register-timeout (idle10k: 2.82 KB a connection).
         """
-        call = self._TimeoutMixin__timeoutCall
+        call = self._timer
+        self._timeout = seconds
         if (
             seconds is not None
             and call is not None
             and call.active()
             and call.getTime() <= self.server.clock.seconds() + seconds
         ):
-            self.setTimeout(seconds)  # later: a reset
+            call.reset(seconds)  # later: a reset
             return
-        self.setTimeout(None)
+        self._stop_timer()
         if seconds is not None:
-            self.setTimeout(seconds)
+            self._timer = self.server.clock.callLater(seconds, self._timed_out)
 
     def _leave(self, reason: CloseReason) -> None:
         rescued: list[Event] | None = self.connection.take_rescued()

@@ -85,7 +85,7 @@ async def test_half_closed_client_is_closed_at_once(chat: Harness) -> None:
     assert alice.lines[-2:] == ["<bob> bye", "*** bob has left (connection lost)"]
     assert loses == []
     # No timer is left behind for the connection that is gone.
-    assert session._TimeoutMixin__timeoutCall is None
+    assert session._timer is None
 
 
 def _connect_and_send(port: int, data: bytes) -> socket.socket:
