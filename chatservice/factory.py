@@ -379,7 +379,9 @@ class ChatFactory(ServerFactory):
 
     def connection_closed(self, session: IChatSession, reason: CloseReason) -> None:
         """Forget C{session}'s connection; called once, by the session."""
-        self.stats.closed[reason.kind.value] += 1  # a closed set of labels
+        # A closed set of labels.  (_value_, the member's own attribute: the
+        # value property is two calls through enum.py, 76 ns more.)
+        self.stats.closed[reason.kind._value_] += 1
         del self.connections[session.connection_id]
         key = address_key(session.host)
         if key is not None:

@@ -73,7 +73,9 @@ class CloseReason:
 
     def __str__(self) -> str:
         """As the others are told it: C{kicked by root: spam}."""
-        text = self.kind.value
+        # (_value_, the member's own attribute: the value property is two
+        # calls through enum.py, 76 ns more, in every departure's notice.)
+        text = self.kind._value_
         if self.by is not None:
             text += f" by {self.by}"
         if self.detail:

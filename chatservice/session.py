@@ -348,7 +348,7 @@ class Session:
             self.connection_id,
             self.peer,
             self.nickname,
-            self._close_reason.kind.value,
+            self._close_reason.kind._value_,  # (not .value: see factory.py)
             reason,
         )
         self.server.connection_closed(self, self._close_reason)
