@@ -224,22 +224,28 @@ class SessionKeeper:
     def hold(
         self, session: IChatSession, reason: CloseReason, unsent: Iterable[Event] = ()
     ) -> bool:
-        """Hold C{session}, whose connection is ending; False if it can't be.
+        """Hold C{session}, whose connection is ending; else forget its token.
 
         A session is held only when resuming is on and C{reason} is one a
-        user may come back from (L{CloseReason.holdable}).  C{unsent} is output the
-        connection never sent (it fell too far behind): the first missed
-        lines.
+        user may come back from (L{CloseReason.holdable}); True if it was.
+        Else it left for good (quit, kicked...): its token is dropped.
+        C{unsent} is output the connection never sent (it fell too far
+        behind): the first missed lines.
+
+        One call and one folding of the nickname for both (they were two
+        methods, each folding it): every registered session's end comes
+        here, and with resuming off (no tokens) it is one test.
         """
+        records = self._records
+        if not records:
+            return False
         key = fold(session.nickname)
-        record = self._records.get(key)
-        if (
-            not self.enabled
-            or self._stopped
-            or record is None
-            or record.client is not session
-            or not reason.holdable
-        ):
+        record = records.get(key)
+        if record is None or record.client is not session:
+            return False
+        if not self.enabled or self._stopped or not reason.holdable:
+            del records[key]
+            self._count_out(record)
             return False
         held = HeldClient(
             session,
@@ -261,16 +267,6 @@ class SessionKeeper:
             reason=shown(reason.kind.value),
         )
         return True
-
-    def forget(self, session: IChatSession) -> None:
-        """C{session} left for good (quit, kicked...): drop its token."""
-        if session.nickname is None:
-            return
-        key = fold(session.nickname)
-        record = self._records.get(key)
-        if record is not None and record.client is session:
-            del self._records[key]
-            self._count_out(record)
 
     def expire(self, held: HeldClient, reason: CloseReason) -> None:
         """End the held session C{held}: the user leaves, for C{reason}."""

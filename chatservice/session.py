@@ -482,6 +482,5 @@ class Session:
             return
         self._left = True
         sessions = self.server.sessions
-        if not sessions.hold(self, reason, rescued or ()):
-            sessions.forget(self)
+        if not sessions.hold(self, reason, rescued or ()):  # else forgotten
             self.registry.unregister(self, reason)
