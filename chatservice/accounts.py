@@ -597,29 +597,29 @@ class Accounts(SessionHooks):
         grace is over, so that it does not keep the nickname longer.
         """
         cid = session.connection_id
-        timer = self._timers.get(cid)
-        if (
-            timer is not None
-            and timer.active()
-            and session.nickname is not None
-            and reason.holdable  # else it is not held: nothing to end
-        ):
-            left = max(timer.getTime() - self.clock.seconds(), 0.0)
-            self._held_timers[cid] = self.clock.callLater(
-                left, self._held_grace_over, session.server.sessions, session
-            )
-        self._cancel(cid)
+        # (Its timer taken here and the time read only when needed: every
+        # session's end comes here, and few have a timer or a proof.)
+        timer = self._timers.pop(cid, None)
+        if timer is not None and timer.active():
+            if session.nickname is not None and reason.holdable:
+                # (Else it is not held: nothing to end.)
+                left = max(timer.getTime() - self.clock.seconds(), 0.0)
+                self._held_timers[cid] = self.clock.callLater(
+                    left, self._held_grace_over, session.server.sessions, session
+                )
+            timer.cancel()
         proven = self._proven.pop(cid, None)
-        now = self.clock.seconds()
         departed = self._departed
-        if proven is not None and self.resume_grace > 0:
-            departed[cid] = (proven, now)
-        # Oldest first: those whose session can no longer be resumed go.
-        while departed:
-            first = next(iter(departed))
-            if now - departed[first][1] <= self.resume_grace:
-                break
-            del departed[first]
+        if proven is not None or departed:
+            now = self.clock.seconds()
+            if proven is not None and self.resume_grace > 0:
+                departed[cid] = (proven, now)
+            # Oldest first: those whose session can no longer be resumed go.
+            while departed:
+                first = next(iter(departed))
+                if now - departed[first][1] <= self.resume_grace:
+                    break
+                del departed[first]
         self._pending.pop(cid, None)
         self._early.discard(cid)
 
