@@ -251,7 +251,11 @@ class ShownScrollback:
         return events.again(notice)
 
     def batch(self, room: str, history: list[Scrollback], now: float) -> events.Batch:
-        """C{history}'s lines of C{room}, stamped as on the day of C{now}."""
+        """C{history}'s lines of C{room}, stamped as on the day of C{now}.
+
+        C{history} is kept as it is, not copied: the caller gives it up
+        (a registry's answer, made for this newcomer).
+        """
         today = now - now % 86400
         kept = self._kept.pop(room, None)
         batch = None
@@ -259,7 +263,7 @@ class ShownScrollback:
             batch = _shifted(kept[1], kept[2], history, now)
         if batch is None:
             batch = events.Batch(stamped(history, now))
-        self._kept[room] = (today, list(history), batch)
+        self._kept[room] = (today, history, batch)
         if len(self._kept) > self.rooms:
             del self._kept[next(iter(self._kept))]
         return batch
@@ -280,6 +284,10 @@ def _shifted(
     if not history or not old:
         return None
     first = history[0]
+    if old[0] is first and len(old) == len(history):
+        # Nothing said since (most newcomers: they come in bursts), told
+        # without copying both lists to compare them.
+        return batch if old == history else None
     # A few lines said since: more, and making the batch anew costs about
     # what shifting it would; another registry's lines (Redis: new objects
     # each time) are never found, and are not looked for long.

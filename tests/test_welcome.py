@@ -295,6 +295,21 @@ def test_a_room_forgotten_is_made_anew() -> None:
     assert [event.line for event in again] == [b"[00:00] <alice> hi\r\n"]
 
 
+def test_a_scrollback_as_long_with_the_same_first_line_is_compared_whole() -> None:
+    """Lines as many as last shown, the first the same, show the ones that differ."""
+    shown = ShownScrollback()
+    first = Scrollback(0.0, events.chat("alice", "hi", "#a"))
+    kept = shown.batch("#a", [first, Scrollback(60.0, events.chat("bob", "yo"))], 90.0)
+    other = shown.batch(
+        "#a", [first, Scrollback(60.0, events.chat("carol", "o"))], 90.0
+    )
+    assert other is not kept
+    assert [event.line for event in other] == [
+        b"[00:00] <alice> hi\r\n",
+        b"[00:01] <carol> o\r\n",
+    ]
+
+
 def test_welcome_lists_everyone_ignoring_case(factory: ChatFactory) -> None:
     """The welcome's list is sorted ignoring case, and shows who is away."""
     register(factory, "bob")
