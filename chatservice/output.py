@@ -424,9 +424,10 @@ class OutputMixin:
         # A batch keeps its bytes for a format's shared encoder only: a
         # method's (IRC's) are this connection's, and would keep it.
         if batch and (encode is _LINE or isinstance(encode, SharedEncoding)):
-            encoded = events.encoded(encode)  # type: ignore[attr-defined]
+            encoded, size = events.encoded_sized(encode)  # type: ignore[attr-defined]
         else:
             encoded = list(map(encode, events))
+            size = sum(map(len, encoded))
         out = self._out
         if out is None:
             self._out = encoded
@@ -434,7 +435,6 @@ class OutputMixin:
         else:
             out.extend(encoded)
         # As in _answer: these bytes do not count if the transport fills.
-        size = sum(map(len, encoded))
         generation, before = self._answers_out
         now = self._flusher.generation
         self._answers_out = (now, size + (before if generation == now else 0))

@@ -254,3 +254,20 @@ def test_copies_fill_every_field() -> None:
             "alice",
             "alicia",
         )
+
+
+def test_a_shifted_batch_measures_the_bytes_it_gives() -> None:
+    """A batch, shifted on, gives each format its lines' bytes and their total length."""
+    lines = [events.chat("alice", "x" * n) for n in range(1, 6)]
+    batch = events.Batch(lines[:3])
+    line = SharedEncoding(lambda event: event.line)
+    double = SharedEncoding(lambda event: event.line * 2)
+    for encoder in (line, double):
+        batch.encoded_sized(encoder)
+    shifted = batch.shifted(2, lines[3:])
+    triple = SharedEncoding(lambda event: event.line * 3)  # first asked for now
+    for encoder, times in ((line, 1), (double, 2), (triple, 3)):
+        data, size = shifted.encoded_sized(encoder)
+        assert data == [event.line * times for event in lines[2:]]
+        assert size == sum(map(len, data))
+        assert shifted.encoded_sized(encoder) == (data, size)
