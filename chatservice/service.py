@@ -26,7 +26,7 @@ from .metrics import metrics_site, warn_if_exposed
 from .operators import OperatorsFileError
 from .store import StoreError
 from .system import SPARE_FILES, fit_open_files, set_listener_options
-from .textlog import format_classic, speed_up_text_logs
+from .textlog import format_classic, speed_up_text_logs, write_once_a_turn
 
 log = Logger(observer=gate)
 
@@ -69,12 +69,17 @@ class ChatService(Service):
         """Apply C{--log-level} to chatservice's events, until the stop.
 
         And give twistd's text log (made before any plugin runs) the
-        faster formatting of the same lines: L{speed_up_text_logs}.
+        faster formatting of the same lines (L{speed_up_text_logs}),
+        written once per reactor turn (L{write_once_a_turn}).
         """
         if self._previous_log_level is None:
             self._previous_log_level = gate.level
         gate.level = LogLevel.levelWithName(self.factory.settings.log_level)
-        if speed_up_text_logs():
+        observers = speed_up_text_logs()
+        if observers:
+            from twisted.internet import reactor
+
+            write_once_a_turn(observers, reactor)
             log.info(
                 "text log: twistd's lines, formatted by {formatter}",
                 formatter=f"{format_classic.__module__}.{format_classic.__name__}",
