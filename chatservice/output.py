@@ -297,9 +297,20 @@ class OutputMixin:
         self._rescue: list[Output] | None = None
 
     def _start_output(self) -> None:
-        """The transport is there: watch its buffer, choose the writer."""
+        """The transport is there: choose the writer, watch its buffer.
+
+        A C{tcp.Server}'s buffer is watched (its producer registered) only
+        once it is given bytes (in L{_flush}): the direct-send writer sends
+        on the socket itself, and most connections (a short session, a
+        quiet user) never fill the socket, so their transport never buffers
+        a byte.  The valve and its registering and unregistering were 0.34 us
+        of a churn session's start and end (timeit), and 40 bytes an idle
+        connection.  Registered before the transport's first C{write}, the
+        valve hears every pause Twisted would have told it of.
+        """
         self._direct = type(self.transport) is tcp.Server
-        self.transport.registerProducer(_OutputValve(self), True)
+        if not self._direct:
+            self.transport.registerProducer(_OutputValve(self), True)
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         """Give a class of the line format the line format's own C{deliver}.
@@ -504,6 +515,7 @@ class OutputMixin:
                 # Twisted's insides changed: write through the transport
                 # from now on (tests/test_output.py says so).
                 self._direct = idle = False
+                transport.registerProducer(_OutputValve(self), True)
             if idle:
                 try:
                     sent = sock.send(data)
@@ -514,6 +526,11 @@ class OutputMixin:
                 if sent == len(data):
                     return
                 data = data[sent:]
+            if transport.producer is None and not transport.disconnecting:
+                # Its first bytes to buffer: from now on its buffer is
+                # watched (see _start_output); not once it is closing, as a
+                # transport with a producer waits for it before closing.
+                transport.registerProducer(_OutputValve(self), True)
         transport.write(data)
         if self._held is not None:
             # That filled the transport's buffer: what it could not take
@@ -606,7 +623,10 @@ class OutputMixin:
             encoded = list(map(self._encode, held))
             self.transport.writeSequence(encoded)
             self._count_out(encoded)
-        self.transport.unregisterProducer()
+        transport = self.transport
+        if not self._direct or transport.producer is not None:
+            # (A tcp.Server's is registered only once it buffered bytes.)
+            transport.unregisterProducer()
 
     def _close_at_once(self) -> bool:
         """Close now a TCP connection whose output is all sent; or say no.
