@@ -10,6 +10,7 @@ without them they fail, never skip.
 """
 
 import os
+import select
 import shutil
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import pytest_twisted
@@ -143,6 +145,40 @@ async def test_options_set_on_a_connection_the_listener_lacked_them_for(
     accepted = session.connection.transport.getHandle()
     assert _timers(accepted) == (1, 7, 3, 3, 16_000)
     assert accepted.getsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE) == 1
+
+
+@pytest.mark.parametrize(
+    ("family", "host"), [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")]
+)
+def test_listener_accepts_the_sockets_the_standard_accept_makes(
+    family: socket.AddressFamily, host: str
+) -> None:
+    """A listener given the options accepts the very sockets socket.accept makes."""
+    made = []
+    for given in (False, True):
+        with socket.socket(family) as listener:
+            listener.bind((host, 0))
+            listener.listen()
+            listener.setblocking(False)  # as Twisted's listeners
+            if given:
+                set_listener_options(SimpleNamespace(socket=listener), 7)
+            with socket.create_connection(listener.getsockname()[:2]) as client:
+                select.select([listener], [], [], 5)
+                accepted, address = listener.accept()
+                with accepted:
+                    made.append(
+                        (
+                            type(accepted),
+                            accepted.family,
+                            accepted.type,
+                            accepted.proto,
+                            accepted.gettimeout(),
+                            accepted.get_inheritable(),
+                            accepted.getpeername() == client.getsockname() == address,
+                        )
+                    )
+    assert made[0] == made[1]
+    assert made[1][-1]
 
 
 @pytest_twisted.ensureDeferred
