@@ -56,7 +56,9 @@ def _welcome(nickname: str, session: IChatSession) -> Result:
         result = then(joined, _finish, session, nickname)
     except Exception:
         result = fail()
-    if isinstance(result, Deferred):
+    # None (all done) told apart first: isinstance(None, Deferred) goes
+    # through ABCMeta.__instancecheck__ (a Deferred is an Awaitable).
+    if result is not None and isinstance(result, Deferred):
         return result.addBoth(_registered, session)
     _registered(None, session)
     return None
