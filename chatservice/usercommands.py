@@ -46,14 +46,15 @@ def nick_command(session: IChatSession, args: str) -> Result:
             "takes a nickname)",
             "not_registered_nickname",
         )
-    check_nickname(name)
     if password:
+        check_nickname(name)  # before the password is kept for it
         # Checked once the nickname is this session's (see Accounts).
         accounts.expect(session, password)
     if session.nickname is None:
-        d = choose_nickname(session, name)
+        d = choose_nickname(session, name)  # which checks it
     else:
-        d = session.registry.rename(session, name).addCallback(session.renamed)
+        d = session.registry.rename(session, check_nickname(name))
+        d.addCallback(session.renamed)
     if password and d is not None:  # None: registered and welcomed already
         d.addErrback(lambda failure: accounts.expect_nothing(session) or failure)
         # Held by someone who has not identified: the owner takes it back.

@@ -142,6 +142,18 @@ def test_invalid_nickname_then_retry(factory: ChatFactory) -> None:
     assert alice.lines()[0] == "*** Welcome, alice! Online (1): alice"
 
 
+def test_invalid_nickname_by_nick_command(factory: ChatFactory) -> None:
+    """/nick with an invalid nickname, before registration, says why; none is taken."""
+    alice = FakeConnection(factory)
+    alice.output()
+    alice.enter("/nick 9lives")
+    assert alice.lines() == [
+        "!!! invalid nickname '9lives': use a letter first, then letters, "
+        "digits, _ or -"
+    ]
+    assert alice.session.nickname is None
+
+
 def test_taken_nickname_then_retry(factory: ChatFactory) -> None:
     """A nickname taken ignoring case gets an error; another one works."""
     register(factory, "alice")
