@@ -62,10 +62,11 @@ class Registry:
 
     def register(self, client: IChatClient, nickname: str) -> Deferred[str]:
         """See L{IRegistry.register}."""
-        if fold(nickname) in self._by_fold:
+        key = fold(nickname)
+        if key in self._by_fold:
             return fail(NicknameInUse(nickname))
-        self._index.add(client, nickname)
-        self._enter(client, LOBBY)
+        self._index.add(client, nickname, key)
+        self._enter(client, LOBBY, nickname)
         return succeed(nickname)
 
     def rename(self, client: IChatClient, nickname: str) -> Deferred[str]:
@@ -206,9 +207,14 @@ class Registry:
         """See L{IRegistry.stop}."""
         self._stopping = True
 
-    def _enter(self, client: IChatClient, name: str) -> None:
-        """Put C{client} in room C{name}, creating it; tell the others."""
+    def _enter(self, client: IChatClient, name: str, nickname: str = "") -> None:
+        """Put C{client} (C{nickname}, if known) in room C{name}; tell the others.
+
+        A room it is alone in (a new one, an empty lobby) tells nobody, and
+        makes no event for nobody.
+        """
         room: Room = self._index.enter(client, name)
-        if self._index.announces(len(room)):
-            nickname = self._users[client].nickname
+        size = len(room)
+        if size > 1 and self._index.announces(size):
+            nickname = nickname or self._users[client].nickname
             say_in(room, events.joined(nickname, name), client)

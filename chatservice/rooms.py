@@ -280,10 +280,10 @@ class Rooms:
         self._folds: list[str] | None = []
         self._everyone: list[UserInfo] | None = []
 
-    def add(self, client: IChatClient, nickname: str) -> User:
-        """Index C{client} as C{nickname}, in no room yet."""
+    def add(self, client: IChatClient, nickname: str, key: str = "") -> User:
+        """Index C{client} as C{nickname} (folded: C{key}, if given), in no room yet."""
         user = self.users[client] = User(nickname, client.host, self)
-        key = fold(nickname)
+        key = key or fold(nickname)
         self.by_fold[key] = client
         self._list(key, user)
         return user
