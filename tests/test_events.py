@@ -1,7 +1,9 @@
 """Events: what the registry fans out, and their line format (issue 16)."""
 
 import json
+from collections.abc import Callable
 from types import SimpleNamespace
+from unittest.mock import ANY
 
 import pytest
 
@@ -271,3 +273,39 @@ def test_a_shifted_batch_measures_the_bytes_it_gives() -> None:
         assert data == [event.line * times for event in lines[2:]]
         assert size == sum(map(len, data))
         assert shifted.encoded_sized(encoder) == (data, size)
+
+
+@pytest.mark.parametrize(
+    ("made", "kind", "text", "fields"),
+    [
+        (lambda: events.notice("hi"), "notice", "hi", {}),
+        (lambda: events.notice("a\nb"), "notice", "a\nb", {}),
+        (
+            lambda: events.chat("bob", "hi", "#a"),
+            "chat",
+            "hi",
+            {"nick": "bob", "room": "#a"},
+        ),
+        (lambda: events.chat("bob", "a\nb"), "chat", "a\nb", {"nick": "bob"}),
+        (lambda: events.joined("bob", "#a"), "join", "", {"nick": "bob", "room": "#a"}),
+        (
+            lambda: events.left("bob", "quit: a\nb"),
+            "quit",
+            "",
+            {"nick": "bob", "reason": "quit: a\nb"},
+        ),
+        (
+            lambda: events.welcome("bob", "Online (1): bob"),
+            "welcome",
+            "Online (1): bob",
+            {"nick": "bob"},
+        ),
+    ],
+)
+def test_a_builder_makes_the_line_of_its_kind(
+    made: Callable[[], Event], kind: str, text: str, fields: dict[str, str]
+) -> None:
+    """A builder that gives its event's line gives the one the kind's format makes."""
+    event = made()
+    assert event.line == Event(kind, text, **fields).line
+    assert event.as_dict() == {**Event(kind, text, **fields).as_dict(), "time": ANY}
