@@ -836,3 +836,44 @@ async def test_a_database_indexed_by_trigger_is_searched_and_pruned_after_migrat
         assert await new.run_interaction(_search, "#lobby", ["apple"], 10) == []
     finally:
         new.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_lines_indexed_before_migration_4_are_searched_and_pruned_after_it(
+    tmp_path: Path,
+) -> None:
+    """A database of migration 3 keeps its lines searchable, and prunable, once upgraded."""
+    url = f"sqlite:{tmp_path / 'chat.db'}"
+    old = Store(url, migrations=MIGRATIONS[:3])
+    old.open()
+    before = [
+        ("#lobby", float(n), "chat", "bob", "bob", f"apple before {n}")
+        for n in range(1, 4)
+    ]
+    await old.run_interaction(write_rows, before)
+    old.close()
+    new = Store(url)
+    new.open()
+    try:
+        after = [("#lobby", 10.0, "chat", "bob", "bob", "apple after")]
+        await new.run_interaction(write_rows, after)
+        found = await new.run_interaction(_search, "#lobby", ["apple"], 10)
+        assert [row[-1] for row in found] == [
+            "apple before 1",
+            "apple before 2",
+            "apple before 3",
+            "apple after",
+        ]
+        assert await new.run_interaction(_prune, 3.0, 10) == 2
+        found = await new.run_interaction(_search, "#lobby", ["apple"], 10)
+        assert [row[-1] for row in found] == ["apple before 3", "apple after"]
+
+        def checked(cursor: Any) -> None:
+            # FTS5 raises if its index and the lines it indexes disagree.
+            cursor.execute(
+                "INSERT INTO history_words (history_words) VALUES ('integrity-check')"
+            )
+
+        await new.run_interaction(checked)
+    finally:
+        new.close()
