@@ -439,7 +439,8 @@ class Session:
         self._close_reason = reason
         self._leave(reason)
         self.connection.close(flush=True)  # from now on deliver() drops all
-        self._close_deadline()
+        if not self._lost:  # (_close_deadline, inline: every session's end)
+            self._new_timer(self.server.settings.shutdown_timeout)
 
     def _close_deadline(self) -> None:
         """Abort the connection if it is not closed in C{shutdown_timeout}.
@@ -462,12 +463,11 @@ class Session:
         Twisted's heap until it would have fired, 290 bytes a user for the
         30 seconds of --register-timeout (idle10k: 2.82 KB a connection).
         """
-        call = self._timer
+        call = self._timer  # active if there (None once fired or stopped)
         self._timeout = seconds
         if (
             seconds is not None
             and call is not None
-            and call.active()
             and call.getTime() <= self.server.clock.seconds() + seconds
         ):
             call.reset(seconds)  # later: a reset

@@ -21,7 +21,6 @@ from ..output import OutputMixin
 from ..reasons import CONNECTION_LOST, CloseReason
 
 if TYPE_CHECKING:
-    from ..events import Event
     from ..session import Session
 
 log = Logger(observer=gate)
@@ -54,9 +53,9 @@ class SessionConnection(OutputMixin):
         """Why the session is ending (what output.py reads)."""
         return self.session._close_reason
 
-    def take_rescued(self) -> "list[Event] | None":
-        """See L{IConnection.take_rescued}."""
-        return self._take_rescued()
+    #: See L{IConnection.take_rescued}: the send queue's own, not a method
+    #: calling it (every registered session's end asks).
+    take_rescued = OutputMixin._take_rescued
 
     def _let_go_of_session(self) -> None:
         """The connection is lost and its session told: keep only the reason.
