@@ -877,3 +877,32 @@ async def test_lines_indexed_before_migration_4_are_searched_and_pruned_after_it
         await new.run_interaction(checked)
     finally:
         new.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_pruning_finds_every_old_line_in_any_order(real_store: Store) -> None:
+    """Pruning deletes exactly the lines older than the limit, in any room and order."""
+    ats = [50.0, 5.0, 40.0, 1.0, 60.0, 7.0, 30.0, 2.0, 9.0]
+    rooms = ["#b", "#a", "#c", "#b", "#a", "#c", "#b", "#a", "#d"]
+    rows = [
+        (room, at, "chat", "bob", "bob", f"line at {at:g}")
+        for room, at in zip(rooms, ats, strict=True)
+    ]
+    await real_store.run_interaction(write_rows, rows)
+    deleted = []
+    while not deleted or deleted[-1] == 2:
+        deleted.append(await real_store.run_interaction(_prune, 10.0, 2))
+    assert sum(deleted) == 5
+    left = await real_store.run_interaction(
+        lambda cursor: cursor.execute(
+            "SELECT room, at FROM history ORDER BY at"
+        ).fetchall()
+    )
+    assert [(room, float(at)) for room, at in left] == [
+        ("#b", 30.0),
+        ("#c", 40.0),
+        ("#b", 50.0),
+        ("#a", 60.0),
+    ]
+    found = await real_store.run_interaction(_search, "#b", ["line"], 10)
+    assert [row[-1] for row in found] == ["line at 30", "line at 50"]
