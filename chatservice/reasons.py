@@ -59,6 +59,11 @@ HOLDABLE = frozenset(
     }
 )
 
+# HOLDABLE by the kinds' values: asked at every registered session's end
+# with resuming on, and a kind's hash is Enum.__hash__, in Python (a string
+# set's lookup: holdable 91 -> 44 ns, timeit).
+_HOLDABLE_VALUES = frozenset(kind._value_ for kind in HOLDABLE)
+
 
 @dataclass(frozen=True, slots=True)
 class CloseReason:
@@ -85,7 +90,7 @@ class CloseReason:
     @property
     def holdable(self) -> bool:
         """Whether the session may be held for a C{/resume}."""
-        return self.kind in HOLDABLE
+        return self.kind._value_ in _HOLDABLE_VALUES
 
     @classmethod
     def quit(cls, message: str = "") -> "CloseReason":

@@ -264,7 +264,7 @@ class SessionKeeper:
             "session of {nickname} held for {grace:g} seconds ({reason})",
             nickname=shown(session.nickname),
             grace=self._grace,
-            reason=shown(reason.kind.value),
+            reason=shown(reason.kind._value_),
         )
         return True
 
@@ -281,7 +281,7 @@ class SessionKeeper:
         log.info(
             "held session of {nickname} ended ({reason})",
             nickname=shown(held.nickname),
-            reason=shown(reason.kind.value),
+            reason=shown(reason.kind._value_),
         )
         self._registry.unregister(held, reason)
 
