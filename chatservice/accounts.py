@@ -528,7 +528,8 @@ class Accounts(SessionHooks):
             return
         password = self._pending.pop(session.connection_id, None)
         nickname = session.nickname
-        if fold(nickname) in RESERVED:
+        key = fold(nickname)  # once: every registration comes here
+        if key in RESERVED:
             self._to_guest(
                 session,
                 nickname,
@@ -541,7 +542,7 @@ class Accounts(SessionHooks):
             if self.is_identified(session):
                 self.proven(session)
                 return
-        if fold(nickname) not in self.known:
+        if key not in self.known:
             if password is not None:
                 session.answer(
                     events.notice(
