@@ -150,7 +150,7 @@ class SessionKeeper:
 
     def issue(self, session: IChatSession) -> str | None:
         """Give the newly registered C{session} a token (None when off)."""
-        if not self.enabled:
+        if self._grace <= 0:  # not self.enabled: a call less a welcome
             return None
         token = secrets.token_urlsafe(TOKEN_BYTES)
         self._add(fold(session.nickname), _Record(token, session, None), session)
