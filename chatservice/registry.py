@@ -20,6 +20,7 @@ from .events import Event
 from .interfaces import (
     IChatClient,
     IRegistry,
+    IRegistryAtOnce,
     RoomInfo,
     Scrollback,
     UserInfo,
@@ -29,7 +30,7 @@ from .rooms import LOBBY, Room, Rooms, deliver, say_in, tell
 from .text import fold
 
 
-@implementer(IRegistry)
+@implementer(IRegistry, IRegistryAtOnce)
 class Registry:
     """An L{IRegistry} for one process, holding everything in memory.
 
@@ -62,12 +63,18 @@ class Registry:
 
     def register(self, client: IChatClient, nickname: str) -> Deferred[str]:
         """See L{IRegistry.register}."""
+        if fold(nickname) in self._by_fold:
+            return fail(NicknameInUse(nickname))
+        return succeed(self.register_now(client, nickname))
+
+    def register_now(self, client: IChatClient, nickname: str) -> str:
+        """See L{IRegistryAtOnce.register_now}."""
         key = fold(nickname)
         if key in self._by_fold:
-            return fail(NicknameInUse(nickname))
+            raise NicknameInUse(nickname)
         self._index.add(client, nickname, key)
         self._enter(client, LOBBY, nickname)
-        return succeed(nickname)
+        return nickname
 
     def rename(self, client: IChatClient, nickname: str) -> Deferred[str]:
         """See L{IRegistry.rename}."""
@@ -103,9 +110,13 @@ class Registry:
 
     def join(self, client: IChatClient, room: str) -> Deferred[list[Scrollback]]:
         """See L{IRegistry.join}."""
+        return succeed(self.join_now(client, room))
+
+    def join_now(self, client: IChatClient, room: str) -> list[Scrollback]:
+        """See L{IRegistryAtOnce.join_now}."""
         if room not in self._users[client].rooms:
             self._enter(client, room)
-        return succeed(list(self._rooms[room].history))
+        return list(self._rooms[room].history)
 
     def part(self, client: IChatClient, room: str, reason: str) -> None:
         """See L{IRegistry.part}."""
@@ -169,6 +180,10 @@ class Registry:
         """See L{IRegistry.count}."""
         return succeed(len(self._users))
 
+    def count_now(self) -> int:
+        """See L{IRegistryAtOnce.count_now}."""
+        return len(self._users)
+
     def local_sizes(self) -> tuple[int, int]:
         """See L{IRegistry.local_sizes}."""
         return len(self._users), len(self._rooms)
@@ -176,6 +191,10 @@ class Registry:
     def users(self, room: str | None = None) -> Deferred[list[UserInfo]]:
         """See L{IRegistry.users}."""
         return succeed(self._index.user_infos(room))
+
+    def users_now(self, room: str | None = None) -> list[UserInfo]:
+        """See L{IRegistryAtOnce.users_now}."""
+        return self._index.user_infos(room)
 
     def rooms(self) -> Deferred[list[RoomInfo]]:
         """See L{IRegistry.rooms}."""

@@ -14,7 +14,13 @@ from twisted.internet.defer import Deferred, fail
 from . import events
 from .events import Event
 from .fired import succeeded, then
-from .interfaces import IChatSession, IRegistry, Scrollback, UserInfo
+from .interfaces import (
+    IChatSession,
+    IRegistry,
+    IRegistryAtOnce,
+    Scrollback,
+    UserInfo,
+)
 from .text import check_nickname
 
 Result = Deferred[object] | None
@@ -28,7 +34,16 @@ def choose_nickname(session: IChatSession, name: str) -> Result:
     L{chatservice.fired}.  Otherwise it returns the Deferred of the
     registration and the welcome; a failure of either is that Deferred's.
     """
-    d = session.registry.register(session, check_nickname(name))
+    registry = session.registry
+    nickname = check_nickname(name)
+    if IRegistryAtOnce.providedBy(registry):
+        # Its answers themselves, not Deferreds fired with them.
+        try:
+            nickname = session.registered(registry.register_now(session, nickname))
+        except Exception:
+            return fail()
+        return _welcome(nickname, session, True)
+    d = registry.register(session, nickname)
     if not succeeded(d):
         return d.addCallback(session.registered).addCallback(_welcome, session)
     try:
@@ -42,17 +57,23 @@ def choose_nickname(session: IChatSession, name: str) -> Result:
 WELCOME_NAMES = 20
 
 
-def _welcome(nickname: str, session: IChatSession) -> Result:
+def _welcome(nickname: str, session: IChatSession, at_once: bool = False) -> Result:
     """Queue the welcome, then tell the hooks (L{_registered}).
 
     Each step runs as soon as the registry's answer for it is there: at
-    once, or as a callback when it has to be waited for.
+    once, or as a callback when it has to be waited for.  C{at_once}: the
+    registry is an L{IRegistryAtOnce}, asked for its answers themselves.
     """
     if session.closing:
         return None  # it went while the registry was deciding
+    registry = session.registry
     try:
-        online = then(session.registry.count(), _online, session.registry)
-        joined = then(online, _greet, session, nickname)
+        if at_once:
+            count: object = registry.count_now()  # type: ignore[attr-defined]
+        else:
+            count = registry.count()
+        online = then(count, _online, registry, at_once)
+        joined = then(online, _greet, session, nickname, at_once)
         result = then(joined, _finish, session, nickname)
     except Exception:
         result = fail()
@@ -64,12 +85,14 @@ def _welcome(nickname: str, session: IChatSession) -> Result:
     return None
 
 
-def _online(count: int, registry: IRegistry) -> "str | Deferred[str]":
+def _online(count: int, registry: IRegistry, at_once: bool) -> "str | Deferred[str]":
     """The welcome's list of who is online."""
     # Listing (and sorting) everyone for every arrival would make a
     # crowd's arrival cost time quadratic in its size.
     if count > WELCOME_NAMES:
         return f"Online ({count}): /users lists them"
+    if at_once:
+        return _listed(registry.users_now())  # type: ignore[attr-defined]
     return then(registry.users(), _listed)
 
 
@@ -78,14 +101,19 @@ def _listed(users: list[UserInfo]) -> str:
 
 
 def _greet(
-    who: str, session: IChatSession, nickname: str
+    who: str, session: IChatSession, nickname: str, at_once: bool
 ) -> "list[Scrollback] | Deferred[list[Scrollback]]":
     """The welcome's first lines; then the lobby's scrollback, when fetched."""
     session.answer(events.welcome(nickname, who))
     server = session.server
     session.answer(server.shown_scrollback.help_and_motd(server.motd))
-    # Already in the lobby: this only fetches its scrollback.
-    return join_room(session, session.registry.lobby)
+    # Already in the lobby: this only fetches its scrollback (join_room's).
+    registry = session.registry
+    lobby = registry.lobby
+    if at_once:
+        live = registry.join_now(session, lobby)  # type: ignore[attr-defined]
+        return _with_older(live, session, lobby)
+    return join_room(session, lobby)
 
 
 def _finish(history: list[Scrollback], session: IChatSession, nickname: str) -> None:
