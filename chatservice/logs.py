@@ -126,21 +126,29 @@ class LevelGate:
         """
         # (A set lookup: comparing levels is a Python call, 0.2 us.)
         if event["log_level"] not in self.dropped:
-            if _waiting and "connection_id" in event:
-                connection_id = event["connection_id"]
+            if _waiting:
+                connection_id = event.get("connection_id")
                 # Most events about a connection find nothing waiting (a
-                # session's close took its own line): look before taking.
-                waiting = [
-                    session_log
-                    for session_log in _waiting
-                    if connection_id in session_log._lines
-                ]
-                # Taken from every server's log first, then written: writing
-                # one passes this gate again.
-                lines = [session_log.take(connection_id) for session_log in waiting]
-                for line in lines:
-                    SessionLog.write_line(*line)  # type: ignore[misc]
+                # session's close took its own line): look before taking,
+                # without making a list (0.2 us of each session's close).
+                if connection_id is not None:
+                    for session_log in _waiting:
+                        if connection_id in session_log._lines:
+                            _write_waiting(connection_id)
+                            break
             globalLogPublisher(event)
+
+
+def _write_waiting(connection_id: int) -> None:
+    """Write connection C{connection_id}'s registration, wherever it waits."""
+    waiting = [
+        session_log for session_log in _waiting if connection_id in session_log._lines
+    ]
+    # Taken from every server's log first, then written: writing one
+    # passes the gate again.
+    lines = [session_log.take(connection_id) for session_log in waiting]
+    for line in lines:
+        SessionLog.write_line(*line)  # type: ignore[misc]
 
 
 #: The gate of all of chatservice's loggers.
