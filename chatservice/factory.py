@@ -20,6 +20,7 @@ from . import events, wire
 from .accounts import Accounts
 from .bans import Ban, BanList, parse_target
 from .config import Settings
+from .deadlines import Deadlines
 from .extensions import Extensions, load_extensions
 from .frontends.lines import lines as line_front_end
 from .hooks import Hooks
@@ -196,6 +197,8 @@ class ChatFactory(ServerFactory):
         self.flusher = Flusher(clock, self.stats)
         #: Logs each session's registration and end.
         self.session_log = SessionLog(clock)
+        #: Every session's timeout, on one timer of the clock.
+        self.deadlines = Deadlines(clock)
         # Per address: a token bucket of new connections, oldest first.
         self._connects: dict[str, TokenBucket] = {}
         self._prune_connects_at = _PRUNE_CONNECTS

@@ -598,6 +598,10 @@ class IChatServer(Interface):
         "The L{chatservice.logs.SessionLog}: each session's registration and "
         "end in the log."
     )
+    deadlines = Attribute(
+        "The L{chatservice.deadlines.Deadlines} every session's timeout is "
+        "one of, on one timer of C{clock}."
+    )
 
     def connection_closed(session: "IChatSession", reason: str) -> None:
         """Forget C{session}'s connection: called once, by the connection."""

@@ -9,7 +9,8 @@ What the session owns:
   - Phase.  Unregistered until the registry accepts a nickname, then
     registered; closing once it has decided to go.  It leaves the registry
     exactly once, with the first reason that applied.
-  - Timers.  One timer on the server's clock: the
+  - Timers.  One deadline at a time, one of the server's
+    (L{chatservice.deadlines}, one timer of its clock for all): the
     registration timeout (from the connection, whatever is sent), then the
     idle timeout (restarted by every input; none with C{idle_timeout} 0,
     the default: TCP keepalive finds dead peers instead), then (while
@@ -34,13 +35,13 @@ connection (L{IChatClient.receiver}, L{chatservice.rooms.say_in}).
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
-from twisted.internet.error import AlreadyCalled, AlreadyCancelled
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from . import commands, events
+from .deadlines import Deadline
 from .errors import ChatError
 from .interfaces import IChatSession, IConnection
 from .logs import GatedLogger, shown
@@ -120,11 +121,10 @@ class Session:
         peer: str,
     ) -> None:
         # The one timer (see the module docstring), and its period: what
-        # an input restarts it with, once registered.  The session's own,
-        # not twisted.protocols.policies.TimeoutMixin's: its setTimeout went
-        # through two calls more to start the timer and one more to stop
-        # it, and resetTimeout through one more at every input.
-        self._timer: IDelayedCall | None = None
+        # an input restarts it with, once registered.  A deadline of the
+        # server's (chatservice.deadlines), not a DelayedCall of its own as
+        # twisted.protocols.policies.TimeoutMixin's was.
+        self._timer: Deadline | None = None
         self._timeout: float | None = None
         #: The server, as commands and plugins see it (IChatServer).
         self.server = server
@@ -168,7 +168,9 @@ class Session:
         """
         timer = self._timer
         if timer is not None and self.nickname is not None:
-            timer.reset(self._timeout)
+            # Its due time (see chatservice.deadlines): later, as the period
+            # is the one it was started or last moved later with.
+            timer[3] = self.server.clock.seconds() + self._timeout
 
     def _timed_out(self) -> None:
         self._timer = None
@@ -178,10 +180,7 @@ class Session:
         timer = self._timer
         if timer is not None:
             self._timer = None
-            try:
-                timer.cancel()
-            except (AlreadyCancelled, AlreadyCalled):
-                pass
+            self.server.deadlines.stop(timer)
 
     # What the front end tells the session ----------------------------------
 
@@ -197,7 +196,7 @@ class Session:
         """
         server = self.server
         timeout = self._timeout = server.settings.register_timeout
-        self._timer = server.clock.callLater(timeout, self._timed_out)
+        self._timer = server.deadlines.start(timeout, self._timed_out)
         self.deliver(greeting)
         server.hooks.connected(self)
 
@@ -454,27 +453,21 @@ class Session:
     def _new_timer(self, seconds: float | None) -> None:
         """Replace the timer with one firing in C{seconds} (None: no timer).
 
-        A new timer, never the running one moved sooner (C{setTimeout}
-        would C{reset} it): Twisted finds a timer it moves sooner in its
-        heap by a linear scan, 0.44 ms per close with 12,000 timers (every
-        user's idle timeout), and a shutdown closes everyone.  Moved later
-        (the registration deadline becoming the idle timeout), the running
-        one is reset, which costs nothing: a cancelled timer stays in
-        Twisted's heap until it would have fired, 290 bytes a user for the
-        30 seconds of --register-timeout (idle10k: 2.82 KB a connection).
+        A new deadline, never the running one moved sooner (see
+        L{chatservice.deadlines}).  Moved later (the registration deadline
+        becoming the idle timeout), the running one is moved, which costs
+        nothing.
         """
-        call = self._timer  # active if there (None once fired or stopped)
+        timer = self._timer  # running if there (None once passed or stopped)
         self._timeout = seconds
-        if (
-            seconds is not None
-            and call is not None
-            and call.getTime() <= self.server.clock.seconds() + seconds
-        ):
-            call.reset(seconds)  # later: a reset
-            return
+        if seconds is not None and timer is not None:
+            due = self.server.clock.seconds() + seconds
+            if timer[3] <= due:
+                timer[3] = due  # later: moved
+                return
         self._stop_timer()
         if seconds is not None:
-            self._timer = self.server.clock.callLater(seconds, self._timed_out)
+            self._timer = self.server.deadlines.start(seconds, self._timed_out)
 
     def _leave(self, reason: CloseReason) -> None:
         rescued: list[Event] | None = self.connection.take_rescued()
