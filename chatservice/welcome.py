@@ -112,7 +112,9 @@ def _greet(
     lobby = registry.lobby
     if at_once:
         live = registry.join_now(session, lobby)  # type: ignore[attr-defined]
-        return _with_older(live, session, lobby)
+        # Without a Deferred too when the store need not be read (most).
+        shown = server.history.scrollback_now(lobby, live)
+        return shown if shown is not None else _with_older(live, session, lobby)
     return join_room(session, lobby)
 
 

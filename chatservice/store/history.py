@@ -515,6 +515,25 @@ class History:
 
     # Reading ---------------------------------------------------------------
 
+    def scrollback_now(
+        self, room: str, live: list[Scrollback]
+    ) -> list[Scrollback] | None:
+        """L{scrollback}'s answer if it needs no reading from the store, else None.
+
+        C{live} itself when it has C{--history} lines (a busy room's, as
+        most newcomers see), or with the older lines kept from a recent
+        read: the welcome takes it without a Deferred.
+        """
+        wanted = self._lines
+        if len(live) >= wanted or not wanted:
+            return live
+        cached = self._older.get(room)
+        if cached is not None and (
+            self._clock.seconds() - self._read_at[room] < CACHE_SECONDS
+        ):
+            return self._joined(cached, live)
+        return None
+
     def scrollback(
         self, room: str, live: list[Scrollback]
     ) -> Deferred[list[Scrollback]]:
@@ -523,14 +542,9 @@ class History:
         Those lines, preceded, if there are fewer than C{--history}, by
         older ones from the store.
         """
-        wanted = self._lines
-        if len(live) >= wanted or not wanted:
-            return succeed(live)
-        cached = self._older.get(room)
-        if cached is not None and (
-            self._clock.seconds() - self._read_at[room] < CACHE_SECONDS
-        ):
-            return succeed(self._joined(cached, live))
+        now = self.scrollback_now(room, live)
+        if now is not None:
+            return succeed(now)
         reading = self._reading.get(room)
         if reading is None:
             reading = self._read(room)
