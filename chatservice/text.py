@@ -104,6 +104,8 @@ def check_nickname(name: str) -> str:
     digits, C{_} or C{-}.  ASCII only, so that two names that look alike are
     also alike to L{fold}.
     """
+    if len(name) <= NICKNAME_MAX and _NICKNAME.fullmatch(name):
+        return name  # valid (every registration): what follows says why not
     if not name:
         raise InvalidName("a nickname cannot be empty")
     if len(name.split(None, 1)) > 1:
