@@ -14,8 +14,9 @@ among the protocol's slots: it costs no object of its own per connection
 and no call more per line.  The class that inherits it provides
 C{MAX_LENGTH}, C{paused}, C{_close_reason}, C{lineReceived(line)},
 C{lineLengthExceeded(line)}, C{answer(data)}, C{_take_token()} (may this
-line be read now?) and C{_first_bytes(data)} (may a connection that starts
-with these bytes go on?).
+line be read now?), C{_first_bytes(data)} (may a connection that starts
+with these bytes go on?) and C{_read_more()} (told of every read but the
+first).
 """
 
 from typing import TYPE_CHECKING
@@ -62,6 +63,7 @@ class LineFraming:
         def _answer_raw(self, data: bytes) -> None: ...
         def _take_token(self) -> bool: ...
         def _first_bytes(self, data: bytes) -> bool: ...
+        def _read_more(self) -> None: ...
 
     def _init_framing(self) -> None:
         """Start with nothing read."""
@@ -82,10 +84,13 @@ class LineFraming:
         rest of the buffer, good lines included.  Pausing (C{self.paused})
         and re-entrancy work as in C{LineReceiver}.
         """
-        if self._first_data and data:
-            self._first_data = False
-            if not self._first_bytes(data):
-                return
+        if self._first_data:
+            if data:
+                self._first_data = False
+                if not self._first_bytes(data):
+                    return
+        elif data:
+            self._read_more()
         self._buffer += data
         if self._busyReceiving:
             return

@@ -97,13 +97,23 @@ class Flusher:
     iteration, however many lines it has.
     """
 
-    __slots__ = ("_clock", "_pending", "_readers", "_call", "_stats", "generation")
+    __slots__ = (
+        "_clock",
+        "_pending",
+        "_readers",
+        "_ending",
+        "_call",
+        "_stats",
+        "generation",
+    )
 
     def __init__(self, clock: IReactorTime, stats: Stats) -> None:
         self._clock = clock
         self._pending: list[OutputMixin] = []
         # New connections whose first input is read before the flush.
         self._readers: list[OutputMixin] = []
+        # Connections read this iteration, whose end of input is looked for.
+        self._ending: list[OutputMixin] = []
         self._call: IDelayedCall | None = None
         self._stats = stats
         #: How many flushes there were: output given with the same number
@@ -126,8 +136,23 @@ class Flusher:
         """
         self._readers.append(connection)
 
+    def read_end(self, connection: "OutputMixin") -> None:
+        """Look for the end of C{connection}'s input before the next flush.
+
+        Its C{_read_end} is called at the start of the next flush (after
+        the first reads), so that a client that has finished sending, its
+        last line and its end of input read in one iteration, is answered
+        and closed in that flush (see L{chatservice.frontends.connection}).
+        """
+        ending = self._ending
+        if ending and ending[-1] is connection:
+            return
+        ending.append(connection)
+        if self._call is None:
+            self._call = self._clock.callLater(0, self.flush)
+
     def flush(self) -> None:
-        """Read new connections' first input; send all pending output now."""
+        """Read new connections' first input, and ends of input; send all."""
         if self._readers:
             readers, self._readers = self._readers, []
             for reader in readers:
@@ -139,6 +164,16 @@ class Flusher:
                     # _call set to this call, and no flush would come again).
                     log.failure(
                         "connection {connection_id}: its first input failed",
+                        connection_id=reader.connection_id,
+                    )
+        if self._ending:
+            ending, self._ending = self._ending, []
+            for reader in ending:
+                try:
+                    reader._read_end()  # type: ignore[attr-defined]
+                except Exception:
+                    log.failure(
+                        "connection {connection_id}: its end of input failed",
                         connection_id=reader.connection_id,
                     )
         call, self._call = self._call, None

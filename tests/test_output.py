@@ -179,6 +179,44 @@ async def test_half_closed_before_the_accept(chat: Harness) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_last_line_and_end_of_input_reach_the_others_in_one_segment(
+    chat: Harness,
+) -> None:
+    """A client's last line and its end of input, sent together, go out together.
+
+    The end of input is read in the iteration that read the line: the
+    others are sent the line and the departure in one TCP segment, not one
+    each, and the client is closed cleanly after what it was sent.
+    """
+    chat.start()
+    alice = _connect_and_send(chat.port, b"alice\n")
+    bob = _connect_and_send(chat.port, b"bob\n")
+    seen, bob_seen = bytearray(), bytearray()
+    try:
+        read_alice, read_bob = _reader(alice, seen), _reader(bob, bob_seen)
+        await wait_until(
+            lambda: read_alice() or b"bob has joined" in seen, "bob's arrival"
+        )
+        await wait_until(lambda: read_bob() or b"Type /help" in bob_seen, "bob")
+        mark, segments = len(seen), _data_segments_in(alice)
+        bob.setblocking(True)
+        bob.sendall(b"bye\n")
+        bob.shutdown(socket.SHUT_WR)
+        bob.setblocking(False)
+        await wait_until(
+            lambda: read_alice() or b"has left" in seen, "bob's line and departure"
+        )
+        assert bytes(seen[mark:]) == (
+            b"<bob> bye\r\n*** bob has left (connection lost)\r\n"
+        )
+        assert _data_segments_in(alice) == segments + 1
+        await wait_until(read_bob, "bob's close")
+    finally:
+        alice.close()
+        bob.close()
+
+
+@pytest_twisted.ensureDeferred
 async def test_reset_before_the_accept(chat: Harness) -> None:
     """A client that reset before the accept is logged as lost, as before it was read."""
     chat.start()
@@ -300,6 +338,63 @@ def test_a_first_read_that_fails_stops_nobody_s_output(clock: Clock) -> None:
     ]
     assert failures[0]["connection_id"] == 7
     assert clock.getDelayedCalls() == []
+
+
+def test_end_of_input_looked_for_before_the_flush(clock: Clock) -> None:
+    """A connection read is asked for its end of input before output is sent.
+
+    After new connections' first reads, once for several reads in a row,
+    with a flush scheduled even when the read made no output; what the end
+    made for others goes in that flush, and one that raises is logged
+    without stopping anyone's output.
+    """
+    done: list[str] = []
+    logged: list[dict[str, object]] = []
+
+    class Connection:
+        def __init__(self, name: str, fail: bool = False) -> None:
+            self.name = name
+            self.fail = fail
+            self.connection_id = 3
+
+        def _read_waiting(self) -> None:
+            done.append(f"first {self.name}")
+
+        def _read_end(self) -> None:
+            if self.fail:
+                raise RuntimeError("a plugin's disconnected hook failed")
+            done.append(f"end {self.name}")
+            flusher.add(other)  # the departure, told to someone else
+
+        def _flush(self) -> None:
+            done.append(f"sent {self.name}")
+
+    flusher = Flusher(clock, Stats(started=0))
+    broken, done_reading, new, other = (
+        Connection("broken", True),
+        Connection("done"),
+        Connection("new"),
+        Connection("other"),
+    )
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        flusher.read_end(broken)  # type: ignore[arg-type]
+        flusher.read_end(done_reading)  # type: ignore[arg-type]
+        flusher.read_end(done_reading)  # type: ignore[arg-type]
+        assert len(clock.getDelayedCalls()) == 1
+        flusher.read_first(new)  # type: ignore[arg-type]
+        flusher.add(new)
+        clock.advance(0)
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert done == ["first new", "end done", "sent new", "sent other"]
+    failures = [event for event in logged if "log_failure" in event]
+    assert [event["log_failure"].getErrorMessage() for event in failures] == [  # type: ignore[attr-defined]
+        "a plugin's disconnected hook failed"
+    ]
+    assert clock.getDelayedCalls() == []
+    clock.advance(0)
+    assert done == ["first new", "end done", "sent new", "sent other"]  # once
 
 
 def test_text_refused_at_the_call(clock: Clock) -> None:

@@ -10,6 +10,8 @@ half-close, the close and the abort.  A front end says how to act on input
 it has already read (L{StreamConnection._read_buffered}).
 """
 
+import socket
+from socket import IPPROTO_TCP
 from typing import TYPE_CHECKING
 
 from twisted.internet.error import ConnectionDone, ConnectionLost
@@ -24,6 +26,15 @@ if TYPE_CHECKING:
     from ..session import Session
 
 log = Logger(observer=gate)
+
+#: Linux's TCP_INFO (its first byte: the connection's state), and the state
+#: once the peer's FIN has been received (TCP_CLOSE_WAIT); elsewhere, no
+#: end of input is looked for (see StreamConnection._read_end).
+_TCP_INFO = getattr(socket, "TCP_INFO", -1)
+_CLOSE_WAIT = b"\x08"
+
+#: The end of input, as the reactor reports it (one shared Failure).
+_DONE = Failure(ConnectionDone())
 
 
 class _Ended:
@@ -126,22 +137,81 @@ class StreamConnection(SessionConnection):
         """
         if not self._direct or self.session._close_reason is not None:
             return
+        why = self._read_now("first input")
+        if why is not None and not isinstance(why, ConnectionDone):
+            self._lost_reading(why)
+
+    def _read_more(self) -> None:
+        """Input was read: look for its end at the flush (L{_read_end})."""
+        if self._direct and not self._eof and _TCP_INFO >= 0:
+            self._flusher.read_end(self)
+
+    def _read_end(self) -> None:
+        """Act on an end of input that came with the input just read.
+
+        Called by the flusher (L{chatservice.output.Flusher.read_end}) at
+        the start of the flush after a read (not a connection's first).  A
+        client that says its last line and half-closes (a program, the
+        C{churn} cell's) sends its end of input with, or just after, that
+        line: read by the reactor, in the next iteration, its close (its
+        output sent, its departure told) took a reactor event and a second
+        send to it and to everyone who heard its line.  Found here, the
+        line, the departure and the close go in the same flush, in the
+        same order.  One C{getsockopt} (C{TCP_INFO}'s state: the peer's FIN
+        has been received) tells, 0.3 us, where a C{recv} finding nothing
+        costs 0.75 and an exception.  Only on a C{tcp.Server} (as for the
+        direct send) on Linux, and only while reading (not paused): what
+        came before the end is read first, then the end, as the reactor
+        would read them; anything else is left for the reactor.
+        """
+        if (
+            self.paused
+            or self._eof
+            or not self._direct
+            or self.session._close_reason is not None
+        ):
+            return
         transport = self.transport
         try:
-            why = transport.doRead()  # type: ignore[attr-defined]
+            state = transport.socket.getsockopt(  # type: ignore[attr-defined]
+                IPPROTO_TCP, _TCP_INFO, 1
+            )
+        except (AttributeError, OSError):
+            return
+        if state != _CLOSE_WAIT:
+            return
+        why = self._read_now("input")
+        if why is None and not self.paused and self.session._close_reason is None:
+            why = self._read_now("input")  # input before the end, then the end
+        if why is None:
+            return
+        if isinstance(why, ConnectionDone):
+            # What the reactor does at an end of input (_disconnectSelectable).
+            transport.stopReading()
+            transport.readConnectionLost(_DONE)  # type: ignore[attr-defined]
+        else:
+            self._lost_reading(why)
+
+    def _read_now(self, what: str) -> object:
+        """Read what is waiting, as the reactor would; what C{doRead} says."""
+        try:
+            return self.transport.doRead()  # type: ignore[attr-defined]
         except Exception:
             why = Failure()
             log.failure(
-                "connection {connection_id}: reading its first input failed",
+                "connection {connection_id}: reading its {what} failed",
                 why,
                 connection_id=self.connection_id,
+                what=what,
             )
-        if why is None or isinstance(why, ConnectionDone):
-            return
+            return why
+
+    def _lost_reading(self, why: object) -> None:
+        """A read failed: lose the connection, as the reactor would."""
         if not isinstance(why, Failure):
             # The reactor's own: ConnectionLost() says "non-clean fashion."
             why = Failure(ConnectionLost() if isinstance(why, ConnectionLost) else why)
-        transport.connectionLost(why)  # type: ignore[attr-defined]
+        self.transport.connectionLost(why)  # type: ignore[attr-defined]
 
     def pause_input(self, why: str) -> None:
         """See L{IConnection.pause_input}."""
