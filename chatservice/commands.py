@@ -100,7 +100,8 @@ def dispatch(session: IChatSession, text: str) -> Result:
     """
     if not text.strip():
         return None
-    if _is_bare_quit(session, text):
+    # The common case (a registered user's line, not QUIT) costs no call.
+    if (text == "QUIT" or session.nickname is None) and _is_bare_quit(session, text):
         return _run(session, "quit", "")
     if text[0] == "/":
         if text[:2] != "//":
