@@ -76,16 +76,19 @@ class TokenBucket:
         Nothing is taken when too few are left.  More than the burst counts
         as the burst (it could never be there).
         """
-        if count > self._burst:
-            count = self._burst
+        burst = self._burst
+        if count > burst:
+            count = burst
         tokens = self._tokens + (now - self._counted) * self._rate
-        if tokens > self._burst:
-            tokens = self._burst
+        if tokens > burst:
+            tokens = burst
         self._counted = now
         # The tolerance absorbs rounding: a timer set to fire when a token
         # is back must find it there, or it would be set again and again.
         if tokens > count - 0.000_001:
-            self._tokens = max(tokens - count, 0.0)
+            # Not max(): a call less on every line read and connection.
+            tokens -= count
+            self._tokens = tokens if tokens > 0.0 else 0.0
             return 0.0
         self._tokens = tokens
         return max((count - tokens) / self._rate, 0.001)
