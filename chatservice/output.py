@@ -820,7 +820,12 @@ def _deliver_all_line(
             out = receiver._out
             if out is None:
                 receiver._out = [data]
-                receiver._flusher.add(receiver)
+                # Flusher.add's body: no call for a recipient with nothing
+                # waiting yet (every one, when lines come one at a time).
+                flusher = receiver._flusher
+                flusher._pending.append(receiver)
+                if flusher._call is None:
+                    flusher._call = flusher._clock.callLater(0, flusher.flush)
             else:
                 out.append(data)
         else:
@@ -846,7 +851,11 @@ def _deliver_all_shared(
                 out = receiver._out
                 if out is None:
                     receiver._out = [data]
-                    receiver._flusher.add(receiver)
+                    # Flusher.add's body, as in _deliver_all_line.
+                    flusher = receiver._flusher
+                    flusher._pending.append(receiver)
+                    if flusher._call is None:
+                        flusher._call = flusher._clock.callLater(0, flusher.flush)
                 else:
                     out.append(data)
             else:
