@@ -93,8 +93,13 @@ def sanitise_lines(text: str) -> str:
 
 
 def clean_line(raw: bytes) -> str:
-    """Turn one framed input line into safe text."""
-    return sanitise(decode(raw))
+    """Turn one framed input line into safe text.
+
+    L{sanitise} of L{decode}, their common case inline: two calls fewer
+    for every line read.
+    """
+    text = raw.decode("utf-8", errors="replace")
+    return text if text.isprintable() else sanitise(text)
 
 
 def check_nickname(name: str) -> str:
