@@ -73,6 +73,14 @@ def shown(value: object) -> str | None:
     """
     if value is None:
         return None
+    if (
+        value.__class__ is str
+        and len(value) <= SHOWN_MAX
+        and value.isascii()
+        and value.isprintable()
+        and "\\" not in value
+    ):
+        return value  # a nickname, a reason: kept as it is (3 calls a session)
     text = value if isinstance(value, str) else str(value)
     cut = text[:SHOWN_MAX]
     if not (cut.isascii() and cut.isprintable() and "\\" not in cut):
