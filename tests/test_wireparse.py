@@ -93,6 +93,14 @@ def test_any_line_builds_back_the_same(build: object, text: str) -> None:
     assert str(parse(raw)) == raw.decode().removesuffix("\r\n")
 
 
+@given(NICKS, ROOMS, TEXTS)
+def test_lines_made_at_once_are_notices(nick: str, room: str, text: str) -> None:
+    """A join, a departure and a welcome, made without notice(), are its lines."""
+    assert wire.joined(nick, room) == wire.notice(f"{nick} has joined {room}")
+    assert wire.left(nick, text) == wire.notice(f"{nick} has left ({text})")
+    assert wire.welcome(nick, text) == wire.notice(f"Welcome, {nick}! {text}")
+
+
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
