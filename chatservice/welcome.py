@@ -69,11 +69,13 @@ def _welcome(nickname: str, session: IChatSession, at_once: bool = False) -> Res
     registry = session.registry
     try:
         if at_once:
-            count: object = registry.count_now()  # type: ignore[attr-defined]
+            # Values, called at once; the scrollback may still be a
+            # Deferred (the store's older lines read).
+            count = registry.count_now()  # type: ignore[attr-defined]
+            joined = _greet(_online(count, registry, True), session, nickname, True)
         else:
-            count = registry.count()
-        online = then(count, _online, registry, at_once)
-        joined = then(online, _greet, session, nickname, at_once)
+            online = then(registry.count(), _online, registry, False)
+            joined = then(online, _greet, session, nickname, False)
         result = then(joined, _finish, session, nickname)
     except Exception:
         result = fail()
