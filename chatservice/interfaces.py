@@ -324,9 +324,11 @@ class IRegistryAtOnce(IRegistry):
     answers without a Deferred each (a fired Deferred and the step taking
     its result cost ~0.4 us: four a welcome).  Each does what the method of
     the same name without C{_now} does, and returns what its Deferred
-    would fire with, or raises what it would fail with.  A subclass whose
-    answers wait (a test's, a registry over a network) MUST NOT provide
-    it: C{@implementer_only(IRegistry)}.
+    would fire with, or raises what it would fail with.  A subclass that
+    overrides C{register}, C{count}, C{users} or C{join} (to make the
+    answers wait: a test's, a registry over a network) is asked through
+    them, not through the C{_now} twins it inherits: the welcome sees the
+    override (L{chatservice.welcome.answers_at_once}).
     """
 
     def register_now(client: IChatClient, nickname: str) -> str:

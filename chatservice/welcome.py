@@ -36,7 +36,7 @@ def choose_nickname(session: IChatSession, name: str) -> Result:
     """
     registry = session.registry
     nickname = check_nickname(name)
-    if IRegistryAtOnce.providedBy(registry):
+    if IRegistryAtOnce.providedBy(registry) and answers_at_once(type(registry)):
         # Its answers themselves, not Deferreds fired with them.
         try:
             nickname = session.registered(registry.register_now(session, nickname))
@@ -51,6 +51,38 @@ def choose_nickname(session: IChatSession, name: str) -> Result:
     except Exception:
         return fail()
     return _welcome(nickname, session)
+
+
+#: The IRegistry methods the welcome asks, each with its IRegistryAtOnce twin.
+_ASKED = ("register", "count", "users", "join")
+
+#: answers_at_once's verdict on each registry class seen.
+_AT_ONCE: dict[type, bool] = {}
+
+
+def answers_at_once(cls: type) -> bool:
+    """Whether the welcome may ask a registry of class C{cls} its C{_now} twins.
+
+    Not if a subclass overrides one of the L{IRegistry} methods the welcome
+    asks (C{register}, C{count}, C{users}, C{join}) below where its C{_now}
+    twin is defined: the override (a registry whose answers wait, over a
+    network or in a test) is what the welcome must hear, and the inherited
+    C{_now} twin knows nothing of it.  Decided once per class.
+    """
+    known = _AT_ONCE.get(cls)
+    if known is None:
+        known = _AT_ONCE[cls] = all(
+            _defined_in(cls, name) >= _defined_in(cls, name + "_now") for name in _ASKED
+        )
+    return known
+
+
+def _defined_in(cls: type, name: str) -> int:
+    """How far down C{cls}'s method resolution order C{name} is defined."""
+    for depth, klass in enumerate(cls.__mro__):
+        if name in vars(klass):
+            return depth
+    return len(cls.__mro__)
 
 
 #: The most users the welcome lists by name; beyond it, it gives the count.

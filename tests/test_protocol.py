@@ -9,12 +9,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from zope.interface import implementer_only
 
 from chatservice import commands, events
 from chatservice.config import Settings
 from chatservice.factory import ChatFactory
-from chatservice.interfaces import IRegistry
 from chatservice.reasons import CloseReason
 from chatservice.registry import Registry
 from chatservice.testing import FakeConnection, register
@@ -745,9 +743,12 @@ def test_disconnect_tells_user_and_others(
 # Ordering with a registry that answers later -----------------------------------
 
 
-@implementer_only(IRegistry)  # not IRegistryAtOnce: it makes them wait
 class SlowRegistry(Registry):
-    """A registry whose nickname claims are answered later, as over a network."""
+    """A registry whose nickname claims are answered later, as over a network.
+
+    It inherits L{IRegistryAtOnce} and C{register_now}: the welcome must
+    still ask its C{register}, the override.
+    """
 
     def __init__(self) -> None:
         super().__init__()

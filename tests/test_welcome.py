@@ -458,3 +458,29 @@ def test_scrollback_notices_kept_for_the_rooms_last_shown() -> None:
     shown.notices("#a", 1)
     shown.notices("#c", 1)  # #b is forgotten, not #a
     assert shown.notices("#a", 1)[0].text is first.text
+
+
+def test_answers_at_once_only_without_overrides_below_the_twins() -> None:
+    """A registry class that overrides an asked method (not its twin) is asked through it."""
+    from chatservice.registry import Registry
+    from chatservice.welcome import answers_at_once
+
+    class Counting(Registry):
+        def count(self):  # type: ignore[no-untyped-def]
+            return super().count()
+
+    class Both(Registry):
+        def join(self, client, room):  # type: ignore[no-untyped-def]
+            return super().join(client, room)
+
+        def join_now(self, client, room):  # type: ignore[no-untyped-def]
+            return super().join_now(client, room)
+
+    class Below(Counting):
+        def count_now(self):  # type: ignore[no-untyped-def]
+            return super().count_now()
+
+    assert answers_at_once(Registry)
+    assert not answers_at_once(Counting)
+    assert answers_at_once(Both)
+    assert answers_at_once(Below)
