@@ -217,6 +217,49 @@ async def test_last_line_and_end_of_input_reach_the_others_in_one_segment(
 
 
 @pytest_twisted.ensureDeferred
+async def test_an_end_of_input_that_fails_is_logged_and_lost(chat: Harness) -> None:
+    """An end of input read with the last line whose handling raises is logged.
+
+    As the reactor does with a half-closeable protocol's: the failure
+    logged once, with its connection, and the connection lost; the others
+    go on.
+    """
+    chat.start()
+    alice = await chat.user("alice")
+    bob = _connect_and_send(chat.port, b"bob\n")
+    seen = bytearray()
+    logged: list[dict[str, object]] = []
+    try:
+        read_bob = _reader(bob, seen)
+        await wait_until(lambda: read_bob() or b"Type /help" in seen, "bob")
+        protocol = chat.server_side("bob")
+
+        def failing() -> None:
+            raise RuntimeError("a plugin's hook failed")
+
+        protocol.readConnectionLost = failing  # type: ignore[method-assign]
+        globalLogPublisher.addObserver(logged.append)
+        bob.setblocking(True)
+        bob.sendall(b"bye\n")
+        bob.shutdown(socket.SHUT_WR)
+        bob.setblocking(False)
+        await wait_until(read_bob, "bob's close")
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+        bob.close()
+    failures = [event for event in logged if "log_failure" in event]
+    assert [event["log_failure"].getErrorMessage() for event in failures] == [  # type: ignore[attr-defined]
+        "a plugin's hook failed"
+    ]
+    assert failures[0]["connection_id"] == protocol.connection_id
+    await wait_until(
+        lambda: alice.lines[-1].endswith("has left (connection lost)"), "bob's leave"
+    )
+    alice.send("/ping")
+    await wait_until(lambda: alice.lines[-1] == "*** PONG", "the answer to /ping")
+
+
+@pytest_twisted.ensureDeferred
 async def test_reset_before_the_accept(chat: Harness) -> None:
     """A client that reset before the accept is logged as lost, as before it was read."""
     chat.start()

@@ -33,9 +33,6 @@ log = Logger(observer=gate)
 _TCP_INFO = getattr(socket, "TCP_INFO", -1)
 _CLOSE_WAIT = b"\x08"
 
-#: The end of input, as the reactor reports it (one shared Failure).
-_DONE = Failure(ConnectionDone())
-
 
 class _Ended:
     """What a lost connection keeps of its session: why it ended."""
@@ -94,7 +91,8 @@ class StreamConnection(SessionConnection):
 
     The inheriting class has C{paused} (true while input waits), C{_pauses}
     (the reasons) and C{_eof} (the client half-closed), and defines
-    L{_read_buffered}.
+    L{_read_buffered} and C{readConnectionLost} (it is an
+    L{IHalfCloseableProtocol}).
     """
 
     __slots__ = ()
@@ -105,6 +103,10 @@ class StreamConnection(SessionConnection):
 
     def _read_buffered(self) -> None:
         """Act on the input already read, in order, until paused again."""
+        raise NotImplementedError
+
+    def readConnectionLost(self) -> None:
+        """See L{IHalfCloseableProtocol}: the client finished sending."""
         raise NotImplementedError
 
     def _read_waiting(self) -> None:
@@ -186,9 +188,20 @@ class StreamConnection(SessionConnection):
         if why is None:
             return
         if isinstance(why, ConnectionDone):
-            # What the reactor does at an end of input (_disconnectSelectable).
+            # What the reactor does at an end of input (_disconnectSelectable,
+            # then tcp.Connection.readConnectionLost), but for adapting this
+            # connection to IHalfCloseableProtocol, which it provides: 0.5 us.
             transport.stopReading()
-            transport.readConnectionLost(_DONE)  # type: ignore[attr-defined]
+            try:
+                self.readConnectionLost()
+            except Exception:
+                failure = Failure()
+                log.failure(
+                    "connection {connection_id}: its end of input failed",
+                    failure,
+                    connection_id=self.connection_id,
+                )
+                transport.connectionLost(failure)  # type: ignore[attr-defined]
         else:
             self._lost_reading(why)
 
