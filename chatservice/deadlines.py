@@ -114,8 +114,11 @@ class Deadlines:
                 if function is None:
                     self._dead -= 1
                     continue
-                if entry[3] > now:
-                    # Moved later since: back on the heap for then.
+                if entry[3] > entry[0]:
+                    # Moved later since: back on the heap for then, among
+                    # the others by that time (it may have come too: then
+                    # it passes after those due before it, as a
+                    # DelayedCall reset to then would).
                     entry[0] = entry[3]
                     heappush(self._heap, entry)
                     continue

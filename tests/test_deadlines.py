@@ -129,13 +129,14 @@ def test_stopped_deadlines_do_not_pile_up() -> None:
 
 @pytest.mark.parametrize("seed", range(20))
 def test_same_times_as_delayed_calls(seed: int) -> None:
-    """Deadlines pass at the very clock times DelayedCalls made and reset alike fire."""
+    """Deadlines pass at the very clock times DelayedCalls made and reset alike fire, in order of due time."""
     rng = random.Random(seed)
     clock = Clock()
     deadlines = Deadlines(clock)
     ours: list[tuple[int, float]] = []
     theirs: list[tuple[int, float]] = []
     running: dict[int, tuple[list[object], object]] = {}
+    due_at: dict[int, float] = {}
     for step in range(300):
         action = rng.random()
         if action < 0.4 or not running:
@@ -147,6 +148,7 @@ def test_same_times_as_delayed_calls(seed: int) -> None:
                 seconds, lambda step=step: theirs.append((step, clock.seconds()))
             )
             running[step] = (entry, call)
+            due_at[step] = entry[3]  # type: ignore[assignment]
         elif action < 0.6:
             key = rng.choice(list(running))
             entry, call = running.pop(key)
@@ -162,10 +164,27 @@ def test_same_times_as_delayed_calls(seed: int) -> None:
                 if due >= entry[3]:
                     entry[3] = due  # moved later, as a session's input does
                     call.reset(seconds)  # type: ignore[attr-defined]
+                    due_at[key] = due
         else:
             clock.advance(rng.choice([0.1, 0.2, 1 / 3, 1, 7]))
-        # What passed is the same, at the same time, in each.
+        # What passed is the same, at the same time, in the same order of
+        # due times (those due at the same time: in any order).
         assert sorted(ours) == sorted(theirs)
+        assert [due_at[s] for s, _ in ours] == [due_at[s] for s, _ in theirs]
     clock.advance(1000)
     assert sorted(ours) == sorted(theirs)
+    assert [due_at[s] for s, _ in ours] == [due_at[s] for s, _ in theirs]
     assert clock.getDelayedCalls() == []
+
+
+def test_a_deadline_moved_later_passes_after_those_due_before_it() -> None:
+    """One clock step past two deadlines passes them by due time, the moved one last."""
+    clock = Clock()
+    deadlines = Deadlines(clock)
+    passed: list[str] = []
+    a = deadlines.start(3, lambda: passed.append("A"))
+    deadlines.start(4, lambda: passed.append("B"))
+    clock.advance(1)
+    a[3] = clock.seconds() + 4  # an input: A due at 5
+    clock.advance(5)
+    assert passed == ["B", "A"]
