@@ -273,6 +273,20 @@ class SessionKeeper:
         )
         return True
 
+    def forget(self, session: IChatSession) -> None:
+        """C{session} left for good (quit, kicked...): drop its token.
+
+        What L{hold} does for a session it does not hold; kept for plugins
+        (the server's own close calls L{hold} only).
+        """
+        if session.nickname is None:
+            return
+        key = fold(session.nickname)
+        record = self._records.get(key)
+        if record is not None and record.client is session:
+            del self._records[key]
+            self._count_out(record)
+
     def expire(self, held: HeldClient, reason: CloseReason) -> None:
         """End the held session C{held}: the user leaves, for C{reason}."""
         key = fold(held.nickname)

@@ -276,3 +276,13 @@ def test_shutdown_ends_held_sessions(factory: ChatFactory, clock: Clock) -> None
     alice.drop()
     factory.stop()
     assert clock.getDelayedCalls() == []
+
+
+def test_forget_voids_the_token(factory: ChatFactory) -> None:
+    """A plugin that has the server forget a session's token makes it unresumable."""
+    alice, token = join(factory, "alice")
+    factory.sessions.forget(alice.session)
+    alice.drop()
+    assert resume(factory, "alice", token).lines() == [
+        "!!! resume failed: unknown nickname or wrong token"
+    ]
