@@ -35,7 +35,7 @@ from chatservice.metrics import (
     warn_if_exposed,
 )
 from chatservice.service import ChatService
-from chatservice.testing import FakeClient, FakeConnection, register
+from chatservice.testing import FakeClient, FakeConnection, FakeFrames, register
 from tests.harness import WAIT, Harness, bounded, wait_until
 
 
@@ -123,6 +123,37 @@ def test_sent_lines_and_bytes_are_what_clients_got(factory: ChatFactory) -> None
     received = b"".join(person.output() for person in people)
     assert _metric(factory, "chatservice_sent_bytes_total") == len(received)
     assert _metric(factory, "chatservice_lines_sent_total") == received.count(b"\n")
+
+
+def test_sent_lines_count_each_line_of_every_piece(factory: ChatFactory) -> None:
+    """Lines sent count every line a line client got, and one per frame.
+
+    Counted without reading the bytes sent: a frame user's chat of two
+    lines told to line users, a newcomer's scrollback after more was
+    said, /help, telnet's answers (no line), and output held while a
+    client did not read, then sent.
+    """
+    people = [FakeConnection(factory) for _ in range(2)]
+    for person, name in zip(people, ["alice", "bob"], strict=True):
+        person.enter(name)
+    dave = FakeFrames(factory)
+    dave.say("dave")
+    received = b"".join(person.output() for person in people)
+    dave.say("one\ntwo", "three")
+    people[0].enter("/help", "hello")
+    people[1].send(b"\xff\xfd\x18\xff\xfb\x1f")  # DO TERMINAL-TYPE, WILL NAWS
+    people[1].stop_reading()
+    dave.say("four\nfive")
+    people[0].enter("again")
+    carol = FakeConnection(factory)
+    carol.enter("carol")
+    received += b"".join(person.output() for person in people)
+    people[1].resume_reading()
+    received += b"".join(person.output() for person in [*people, carol])
+    frames = len(dave.frames())
+    assert factory.stats.lines_out == received.count(b"\n") + frames
+    assert b"<dave> one\r\n<dave> two\r\n" in received
+    assert b"\xff" in received  # telnet was answered
 
 
 def test_send_queue_high_water(clock: Clock) -> None:
