@@ -21,7 +21,7 @@ from .errors import StartupError
 from .extensions import Extensions, log_extensions
 from .factory import ChatFactory
 from .interfaces import IFrontEnd
-from .logs import gate
+from .logs import gate, write_ended
 from .metrics import metrics_site, warn_if_exposed
 from .operators import OperatorsFileError
 from .store import StoreError
@@ -79,7 +79,7 @@ class ChatService(Service):
         if observers:
             from twisted.internet import reactor
 
-            write_once_a_turn(observers, reactor)
+            write_once_a_turn(observers, reactor, first=write_ended)
             log.info(
                 "text log: twistd's lines, formatted by {formatter}",
                 formatter=f"{format_classic.__module__}.{format_classic.__name__}",
@@ -274,6 +274,8 @@ class ChatService(Service):
         # may still hold a call for the end of this iteration: end it now, so
         # no timer of a stopped server is left on the reactor.
         stopped.addCallback(lambda _: self.factory.flusher.flush())
+        # Likewise the lines of the sessions that ended in this iteration.
+        stopped.addCallback(lambda _: self.factory.session_log.write_closed())
         # The users' leaves have been sent; then a cluster's node leaves.
         stopped.addCallback(lambda _: self.factory.registry.close())
         # A ban made just before the stop is on disk before the process ends.

@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall
@@ -202,13 +202,17 @@ class TurnWriter:
 
 
 def write_once_a_turn(
-    observers: Iterable[FileLogObserver], reactor: Any
+    observers: Iterable[FileLogObserver],
+    reactor: Any,
+    first: Callable[[], object] | None = None,
 ) -> list[TurnWriter]:
     """Have each of C{observers} write its C{info} lines once per turn of C{reactor}.
 
     Each observer's C{formatEvent} (public) becomes a L{TurnWriter} of it,
     stopped after the reactor's shutdown and at the process's exit, and
-    written out before twistd rotates its C{--logfile} on C{SIGUSR1}.  For
+    written out before twistd rotates its C{--logfile} on C{SIGUSR1}
+    (after C{first} is called: what logs lines that wait for the turn's
+    end too, L{chatservice.logs.write_ended}).  For
     the observers L{speed_up_text_logs} changed (twistd's own text log):
     C{--logger}'s observers, JSON or syslog, are never given here.
     """
@@ -220,11 +224,13 @@ def write_once_a_turn(
         atexit.register(_stop_at_exit, writer)
         writers.append(writer)
     if writers:
-        _write_before_rotating(writers, reactor)
+        _write_before_rotating(writers, reactor, first)
     return writers
 
 
-def _write_before_rotating(writers: list[TurnWriter], reactor: Any) -> None:
+def _write_before_rotating(
+    writers: list[TurnWriter], reactor: Any, first: Callable[[], object] | None
+) -> None:
     """Have C{SIGUSR1} write the lines that wait before twistd rotates its file.
 
     twistd's handler of C{SIGUSR1} (C{--logfile}) rotates the file in the
@@ -242,6 +248,8 @@ def _write_before_rotating(writers: list[TurnWriter], reactor: Any) -> None:
         return
 
     def write_then_rotate(number: int, frame: Any) -> None:
+        if first is not None:
+            reactor.callFromThread(first)
         for writer in writers:
             reactor.callFromThread(writer.write_now)
         previous(number, frame)

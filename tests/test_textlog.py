@@ -454,14 +454,19 @@ def test_sigusr1_writes_what_waits_before_the_rotation() -> None:
         reactor.callFromThread(rotate)
 
     previous = signal.signal(signal.SIGUSR1, twistds_handler)
+    later = _events(LogLevel.info, LogLevel.info)
     try:
         publisher = LogPublisher(textFileLogObserver(out))
-        write_once_a_turn(speed_up_text_logs(publisher), reactor)
-        event = _events(LogLevel.info)[0]
-        publisher(dict(event))
+        # What logs lines waiting for the turn's end too (a session's end).
+        write_once_a_turn(
+            speed_up_text_logs(publisher),
+            reactor,
+            first=lambda: publisher(dict(later[1])),
+        )
+        publisher(dict(later[0]))
         signal.raise_signal(signal.SIGUSR1)
     finally:
         signal.signal(signal.SIGUSR1, previous)
     for call in reactor.from_threads:  # the reactor's next turn
         call()
-    assert written_at_rotation == [twisted_text(event)]
+    assert written_at_rotation == ["".join(twisted_text(e) or "" for e in later)]
