@@ -131,11 +131,12 @@ class TurnWriter:
     flush, of the same bytes, in the same order, through the same observer
     (so C{--logfile}'s rotation by size is as before, and by SIGUSR1 too:
     see L{write_once_a_turn}).
-    Any other line (a warning or worse, a line from another thread, one
-    before the reactor runs or once it has stopped) is written at once,
-    after those that wait.  When the reactor stops (after its shutdown),
-    and at the process's exit, what waits is written and every later line
-    is written at once.
+    Any other line (a warning or worse, one before the reactor runs or
+    once it has stopped) is written at once, after those that wait; a
+    line from another thread (or a signal handler) at once, alone: it may
+    come before the reactor's lines of the same turn.  When the reactor
+    stops (after its shutdown), and at the process's exit, what waits is
+    written and every later line is written at once.
 
     What a C{kill -9} can lose: the C{info} lines of the reactor's current
     turn (written when it ends, within milliseconds), as a process killed
@@ -150,38 +151,50 @@ class TurnWriter:
         self._observer = observer
         self._format = observer.formatEvent
         self._reactor = reactor
+        # Touched by the reactor's thread only: no lock (see __call__).
         self._lines: list[str] = []
         self._call: IDelayedCall | None = None
         self._thread = threading.get_ident()
-        # Another thread's line takes the lines that wait: one at a time.
-        self._lock = threading.Lock()
+        self._busy = False
         self._stopped = False
 
     def __call__(self, event: LogEvent) -> str | None:
-        """The text to write now for C{event}: None if it waits."""
+        """The text to write now for C{event}: None if it waits.
+
+        Only the reactor's thread keeps lines or takes them, and never
+        within itself: a line logged by a signal handler (Twisted's logs
+        C{Received SIGTERM}), which runs in that thread between any two
+        steps of this, is written at once, as another thread's is, and
+        the lines waiting are left as they are.  (A lock here deadlocked
+        a server whose SIGTERM came while it kept a line.)
+        """
         if event is _WRITE:
-            with self._lock:
-                text = "".join(self._lines)
-                self._lines.clear()
-            return text or None
+            # Taken whole, then joined: a handler's line, if one comes
+            # meanwhile, is in the list taken or in the new one.
+            lines = self._lines
+            self._lines = []
+            return "".join(lines) or None
         text = self._format(event)
-        if not text:
+        if not text or self._busy or threading.get_ident() != self._thread:
             return text
-        with self._lock:
+        self._busy = True
+        try:
             if (
                 event.get("log_level") in WAITING_LEVELS
                 and not self._stopped
                 and self._reactor.running
-                and threading.get_ident() == self._thread
             ):
                 self._lines.append(text)
                 if self._call is None:
                     self._call = self._reactor.callLater(0, self._write)
                 return None
             if self._lines:
-                text = "".join(self._lines) + text
-                self._lines.clear()
-        return text
+                lines = self._lines
+                self._lines = []
+                text = "".join(lines) + text
+            return text
+        finally:
+            self._busy = False
 
     def _write(self) -> None:
         self._call = None

@@ -413,15 +413,51 @@ def test_the_exit_writes_what_waits() -> None:
     assert out.getvalue() == twisted_text(event)
 
 
-def test_another_threads_line_is_written_at_once_after_those_waiting() -> None:
-    """A line logged in another thread is written at once, after those the reactor's thread logged."""
+def test_another_threads_line_is_written_at_once() -> None:
+    """A line logged in another thread is written at once, the reactor's waiting lines after the turn."""
     publisher, out, reactor, _ = _turn_log()
     events = _events(LogLevel.info, LogLevel.info)
     publisher(dict(events[0]))
     thread = threading.Thread(target=publisher, args=(dict(events[1]),))
     thread.start()
     thread.join()
-    assert out.writes == ["".join(twisted_text(event) or "" for event in events)]
+    assert out.writes == [twisted_text(events[1])]
+    reactor.advance(0)
+    assert out.writes == [twisted_text(events[1]), twisted_text(events[0])]
+
+
+def test_a_signal_handlers_line_while_a_line_is_kept() -> None:
+    """A line logged by a signal handler while a line is being kept is written at once, and nothing hangs.
+
+    Twisted's handler of SIGTERM logs; it runs in the reactor's thread
+    between any two steps of the observer's (a lock there deadlocked).
+    """
+    events = _events(LogLevel.info, LogLevel.info)
+    written: list[str] = []
+
+    def reactors_thread() -> None:
+        publisher, out, reactor, _ = _turn_log()
+        call_later = reactor.callLater
+
+        def interrupted(*args: Any) -> Any:
+            publisher(dict(events[1]))  # what a signal handler would log here
+            return call_later(*args)
+
+        reactor.callLater = interrupted  # type: ignore[method-assign]
+        publisher(dict(events[0]))
+        written.append(out.getvalue())
+        reactor.advance(0)
+        written.append(out.getvalue())
+
+    # (In a thread of its own, so that a deadlock fails the test.)
+    thread = threading.Thread(target=reactors_thread, daemon=True)
+    thread.start()
+    thread.join(5)
+    assert not thread.is_alive(), "the observer deadlocked"
+    assert written == [
+        twisted_text(events[1]),
+        "".join(twisted_text(event) or "" for event in reversed(events)),
+    ]
 
 
 def test_a_log_file_written_once_a_turn_still_rotates(tmp_path: Path) -> None:
