@@ -176,6 +176,10 @@ class Flusher:
                         "connection {connection_id}: its end of input failed",
                         connection_id=reader.connection_id,
                     )
+            # Those these reads asked to be looked at again (more input
+            # than two reads take): the reactor reads them, and asks again.
+            # Kept, they would wait for some later flush, closed or not.
+            self._ending.clear()
         call, self._call = self._call, None
         if call is not None and call.active():
             call.cancel()

@@ -383,6 +383,26 @@ def test_a_first_read_that_fails_stops_nobody_s_output(clock: Clock) -> None:
     assert clock.getDelayedCalls() == []
 
 
+def test_a_connection_read_again_by_its_end_is_not_kept(clock: Clock) -> None:
+    """One that the end-of-input read asks to be looked at again is left to the reactor, not kept."""
+
+    class Connection:
+        connection_id = 4
+
+        def _read_end(self) -> None:
+            flusher.read_end(self)  # more input than two reads take
+
+        def _flush(self) -> None:
+            pass
+
+    flusher = Flusher(clock, Stats(started=0))
+    connection = Connection()
+    flusher.read_end(connection)  # type: ignore[arg-type]
+    clock.advance(0)
+    assert flusher._ending == []
+    assert clock.getDelayedCalls() == []
+
+
 def test_end_of_input_looked_for_before_the_flush(clock: Clock) -> None:
     """A connection read is asked for its end of input before output is sent.
 

@@ -11,6 +11,7 @@ it has already read (L{StreamConnection._read_buffered}).
 """
 
 import socket
+import sys
 from socket import IPPROTO_TCP
 from typing import TYPE_CHECKING
 
@@ -30,7 +31,7 @@ log = Logger(observer=gate)
 #: Linux's TCP_INFO (its first byte: the connection's state), and the state
 #: once the peer's FIN has been received (TCP_CLOSE_WAIT); elsewhere, no
 #: end of input is looked for (see StreamConnection._read_end).
-_TCP_INFO = getattr(socket, "TCP_INFO", -1)
+_TCP_INFO = getattr(socket, "TCP_INFO", -1) if sys.platform.startswith("linux") else -1
 _CLOSE_WAIT = b"\x08"
 
 
@@ -171,6 +172,7 @@ class StreamConnection(SessionConnection):
             or self._eof
             or not self._direct
             or self.session._close_reason is not None
+            or _TCP_INFO < 0
         ):
             return
         transport = self.transport
