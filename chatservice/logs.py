@@ -134,9 +134,6 @@ class LevelGate:
         """
         # (A set lookup: comparing levels is a Python call, 0.2 us.)
         if event["log_level"] not in self.dropped:
-            if _closing:
-                # The sessions that ended before it, this turn, come first.
-                write_ended()
             if _waiting:
                 connection_id = event.get("connection_id")
                 # Most events about a connection find nothing waiting (a
@@ -160,20 +157,6 @@ def _write_waiting(connection_id: int) -> None:
     lines = [session_log.take(connection_id) for session_log in waiting]
     for line in lines:
         SessionLog.write_line(*line)  # type: ignore[misc]
-
-
-def write_ended() -> None:
-    """Write the lines of every server's sessions that ended this turn, now.
-
-    Before any other event of chatservice's (L{LevelGate}), and before
-    twistd rotates its C{--logfile} (L{chatservice.textlog.write_once_a_turn}).
-    """
-    closes = [session_log.take_closed() for session_log in tuple(_closing)]
-    # Taken from every server's log first, then written: writing one passes
-    # the gate again.
-    for each in closes:
-        for line in each:
-            SessionLog.write_closed_line(*line)
 
 
 #: The gate of all of chatservice's loggers.
@@ -241,14 +224,6 @@ REGISTRATION_WAIT = 1.0
 #: The session logs with registration lines waiting (see L{LevelGate}).
 _waiting: set["SessionLog"] = set()
 
-#: The session logs with the lines of sessions that ended waiting for the
-#: end of the reactor's turn (see L{SessionLog.closed}).
-_closing: set["SessionLog"] = set()
-
-#: What a session's line at its end says: connection id, peer, nickname,
-#: reason, detail (L{describe_close}), whether it says the registration too.
-_Closed = tuple[int, str, str | None, str, str, bool]
-
 #: The registration and the end of a session are the session's events.
 _session_log = GatedLogger("chatservice.session")
 
@@ -269,12 +244,6 @@ class SessionLog:
     event about the connection (a rename, flood control, an operator's
     login...) writes the waiting line first (L{LevelGate}), so a
     connection's lines keep their order.
-
-    The line of a session's end is written at the end of the reactor's
-    turn it ended in (L{closed}), with those of the others that ended in
-    it, or before any other event of chatservice's, whichever comes first:
-    the same lines in the same order among chatservice's events, with
-    less of the session's CPU (see L{closed}).
     """
 
     def __init__(self, clock: IReactorTime) -> None:
@@ -282,10 +251,6 @@ class SessionLog:
         # By connection id, in the order they registered: peer, nickname.
         self._lines: dict[int, tuple[str, str]] = {}
         self._call: IDelayedCall | None = None
-        # The sessions that ended this turn, in order, and the call that
-        # writes their lines at its end.
-        self._closed: list[_Closed] = []
-        self._closed_call: IDelayedCall | None = None
 
     def registered(self, connection_id: int, peer: str, nickname: str) -> None:
         """Connection C{connection_id} from C{peer} registered as C{nickname}.
@@ -316,71 +281,23 @@ class SessionLog:
         logged (C{--log-level warn}), nothing is made for the log: the
         nickname and the reason L{shown}, the failure described
         (L{describe_close}), the event (1.5 us a session).
-
-        The line is written at the end of the reactor's turn (a
-        C{callLater(0)}), with those of every session that ended in it,
-        or before any other event of chatservice's passes the gate,
-        whichever comes first: the lines of 20 sessions ending together
-        are made and written one after the other, not each in the midst
-        of its own connection's end, and a churn session took 2-10 us
-        less for the same line (C{scripts/churn.py}: docs/performance.md).
         """
         waiting = self._lines.pop(connection_id, None)
         if waiting is not None and not self._lines:
             self._none_waiting()
         if LogLevel.info in gate.dropped:
             return
-        if not self._closed:
-            _closing.add(self)
-            if self._closed_call is None:
-                self._closed_call = self._clock.callLater(0, self.write_closed)
-        # (The failure described now: a Failure kept holds its traceback.)
-        self._closed.append(
-            (
-                connection_id,
-                peer,
-                nickname,
-                reason,
-                describe_close(failure),
-                waiting is not None,
-            )
-        )
-
-    def take_closed(self) -> list[_Closed]:
-        """The sessions that ended and wait to be written; they no longer do.
-
-        Their lines are for L{write_closed_line} to write, now.
-        """
-        closed, self._closed = self._closed, []
-        _closing.discard(self)
-        call, self._closed_call = self._closed_call, None
-        if call is not None and call.active():
-            call.cancel()
-        return closed
-
-    def write_closed(self) -> None:
-        """Write the lines of the sessions that ended, in the order they ended."""
-        for line in self.take_closed():
-            self.write_closed_line(*line)
-
-    @staticmethod
-    def write_closed_line(
-        connection_id: int,
-        peer: str,
-        nickname: str | None,
-        reason: str,
-        detail: str,
-        registered: bool,
-    ) -> None:
-        """Write the line of a session's end (L{take_closed} from its log)."""
-        if not registered:
+        nickname = shown(nickname)
+        reason = shown(reason)
+        detail = describe_close(failure)
+        if waiting is None:
             _session_log.emit(
                 LogLevel.info,
                 "connection {connection_id} from {peer} closed ({reason}; {detail})",
                 connection_id=connection_id,
                 peer=peer,
-                nickname=shown(nickname),
-                reason=shown(reason),
+                nickname=nickname,
+                reason=reason,
                 detail=detail,
             )
             return
@@ -390,8 +307,8 @@ class SessionLog:
             "closed ({reason}; {detail})",
             connection_id=connection_id,
             peer=peer,
-            nickname=shown(nickname),
-            reason=shown(reason),
+            nickname=nickname,
+            reason=reason,
             detail=detail,
             registered=True,
         )

@@ -21,12 +21,12 @@ from .errors import StartupError
 from .extensions import Extensions, log_extensions
 from .factory import ChatFactory
 from .interfaces import IFrontEnd
-from .logs import gate, write_ended
+from .logs import gate
 from .metrics import metrics_site, warn_if_exposed
 from .operators import OperatorsFileError
 from .store import StoreError
 from .system import SPARE_FILES, fit_open_files, set_listener_options
-from .textlog import format_classic, speed_up_text_logs, write_once_a_turn
+from .textlog import format_classic, speed_up_text_logs
 
 log = Logger(observer=gate)
 
@@ -69,17 +69,12 @@ class ChatService(Service):
         """Apply C{--log-level} to chatservice's events, until the stop.
 
         And give twistd's text log (made before any plugin runs) the
-        faster formatting of the same lines (L{speed_up_text_logs}),
-        written once per reactor turn (L{write_once_a_turn}).
+        faster formatting of the same lines: L{speed_up_text_logs}.
         """
         if self._previous_log_level is None:
             self._previous_log_level = gate.level
         gate.level = LogLevel.levelWithName(self.factory.settings.log_level)
-        observers = speed_up_text_logs()
-        if observers:
-            from twisted.internet import reactor
-
-            write_once_a_turn(observers, reactor, first=write_ended)
+        if speed_up_text_logs():
             log.info(
                 "text log: twistd's lines, formatted by {formatter}",
                 formatter=f"{format_classic.__module__}.{format_classic.__name__}",
@@ -274,8 +269,6 @@ class ChatService(Service):
         # may still hold a call for the end of this iteration: end it now, so
         # no timer of a stopped server is left on the reactor.
         stopped.addCallback(lambda _: self.factory.flusher.flush())
-        # Likewise the lines of the sessions that ended in this iteration.
-        stopped.addCallback(lambda _: self.factory.session_log.write_closed())
         # The users' leaves have been sent; then a cluster's node leaves.
         stopped.addCallback(lambda _: self.factory.registry.close())
         # A ban made just before the stop is on disk before the process ends.

@@ -10,21 +10,13 @@ timestamp made once a second, and leaves anything unusual to Twisted.
 L{speed_up_text_logs} gives twistd's own observer L{format_classic} when
 the chat service starts (L{chatservice.service.ChatService}): the default
 log is still twistd's (its file, its rotation, its lines), only made
-faster.  L{write_once_a_turn} then has it write its C{info} lines once per
-reactor turn (L{TurnWriter}), not a write and a flush each.
-L{text_observer} is the same observer for C{twistd --logger}, which was
-the way to it before.
+faster.  L{text_observer} is the same observer for C{twistd --logger},
+which was the way to it before.
 """
 
-import atexit
-import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
 
-from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import (
     FileLogObserver,
     ILogObserver,
@@ -101,181 +93,6 @@ def _twistds_text(formatter: object) -> bool:
     except Exception:
         return False
     return bool(text) and text == format_classic(dict(probe))
-
-
-#: The levels whose lines wait for the end of the reactor's turn
-#: (L{TurnWriter}); a warning, an error or a critical line is written at
-#: once, with the lines that wait before it.
-WAITING_LEVELS = frozenset({LogLevel.debug, LogLevel.info})
-
-#: What L{TurnWriter} gives its observer to write the lines that wait (an
-#: event of no one else's: its identity is what is checked).
-_WRITE: LogEvent = {
-    "log_format": "",
-    "log_level": LogLevel.info,
-    "log_namespace": __name__,
-    "log_time": 0.0,
-}
-
-
-class TurnWriter:
-    """A text file observer's C{formatEvent} that writes once per reactor turn.
-
-    Twisted's C{FileLogObserver} writes and flushes every line it formats:
-    a system call a line (C{twistd --logfile}'s file is unbuffered,
-    standard output is flushed), some 6 % of the CPU of a server of short
-    sessions, each logged in a line when it closes.  Here a C{debug} or
-    C{info} line logged in the reactor's thread while it runs waits for the
-    end of the reactor's turn (a C{callLater(0)}), and the lines of the
-    turn are then given to the observer as one text: one write and one
-    flush, of the same bytes, in the same order, through the same observer
-    (so C{--logfile}'s rotation by size is as before, and by SIGUSR1 too:
-    see L{write_once_a_turn}).
-    Any other line (a warning or worse, one before the reactor runs or
-    once it has stopped) is written at once, after those that wait; a
-    line from another thread (or a signal handler) at once, alone: it may
-    come before the reactor's lines of the same turn.  When the reactor
-    stops (after its shutdown), and at the process's exit, what waits is
-    written and every later line is written at once.
-
-    What a C{kill -9} can lose: the C{info} lines of the reactor's current
-    turn (written when it ends, within milliseconds), as a process killed
-    between two Python calls loses what it has not written.
-
-    @param observer: the observer, whose C{formatEvent} formats each line;
-        L{write_once_a_turn} makes this its C{formatEvent}.
-    @param reactor: the reactor whose turns are waited for.
-    """
-
-    def __init__(self, observer: FileLogObserver, reactor: Any) -> None:
-        self._observer = observer
-        self._format = observer.formatEvent
-        self._reactor = reactor
-        # Touched by the reactor's thread only: no lock (see __call__).
-        self._lines: list[str] = []
-        self._call: IDelayedCall | None = None
-        self._thread = threading.get_ident()
-        self._busy = False
-        self._stopped = False
-
-    def __call__(self, event: LogEvent) -> str | None:
-        """The text to write now for C{event}: None if it waits.
-
-        Only the reactor's thread keeps lines or takes them, and never
-        within itself: a line logged by a signal handler (Twisted's logs
-        C{Received SIGTERM}), which runs in that thread between any two
-        steps of this, is written at once, as another thread's is, and
-        the lines waiting are left as they are.  (A lock here deadlocked
-        a server whose SIGTERM came while it kept a line.)
-        """
-        if event is _WRITE:
-            # Taken whole, then joined: a handler's line, if one comes
-            # meanwhile, is in the list taken or in the new one.
-            lines = self._lines
-            self._lines = []
-            return "".join(lines) or None
-        text = self._format(event)
-        if not text or self._busy or threading.get_ident() != self._thread:
-            return text
-        self._busy = True
-        try:
-            if (
-                event.get("log_level") in WAITING_LEVELS
-                and not self._stopped
-                and self._reactor.running
-            ):
-                self._lines.append(text)
-                if self._call is None:
-                    self._call = self._reactor.callLater(0, self._write)
-                return None
-            if self._lines:
-                lines = self._lines
-                self._lines = []
-                text = "".join(lines) + text
-            return text
-        finally:
-            self._busy = False
-
-    def _write(self) -> None:
-        self._call = None
-        self.write_now()
-
-    def write_now(self) -> None:
-        """Give the observer the lines that wait, to write in one."""
-        if self._lines and self._observer.formatEvent is self:
-            self._observer(_WRITE)
-
-    def stop(self) -> None:
-        """Write what waits now; from now on, every line is written at once."""
-        self._stopped = True
-        call, self._call = self._call, None
-        if call is not None and call.active():
-            call.cancel()
-        self.write_now()
-
-
-def write_once_a_turn(
-    observers: Iterable[FileLogObserver],
-    reactor: Any,
-    first: Callable[[], object] | None = None,
-) -> list[TurnWriter]:
-    """Have each of C{observers} write its C{info} lines once per turn of C{reactor}.
-
-    Each observer's C{formatEvent} (public) becomes a L{TurnWriter} of it,
-    stopped after the reactor's shutdown and at the process's exit, and
-    written out before twistd rotates its C{--logfile} on C{SIGUSR1}
-    (after C{first} is called: what logs lines that wait for the turn's
-    end too, L{chatservice.logs.write_ended}).  For
-    the observers L{speed_up_text_logs} changed (twistd's own text log):
-    C{--logger}'s observers, JSON or syslog, are never given here.
-    """
-    writers = []
-    for observer in observers:
-        writer = TurnWriter(observer, reactor)
-        observer.formatEvent = writer
-        reactor.addSystemEventTrigger("after", "shutdown", writer.stop)
-        atexit.register(_stop_at_exit, writer)
-        writers.append(writer)
-    if writers:
-        _write_before_rotating(writers, reactor, first)
-    return writers
-
-
-def _write_before_rotating(
-    writers: list[TurnWriter], reactor: Any, first: Callable[[], object] | None
-) -> None:
-    """Have C{SIGUSR1} write the lines that wait before twistd rotates its file.
-
-    twistd's handler of C{SIGUSR1} (C{--logfile}) rotates the file in the
-    reactor's next turn (C{callFromThread}), before that turn's timed
-    calls: the lines logged before the signal would have gone to the new
-    file.  Here the handler first asks for them to be written, in the same
-    queue, so the old file has every line logged before the rotation, as
-    when each line was written at once.  Any other handler (none, the
-    default, or one not in Python) is left alone.
-    """
-    previous = signal.getsignal(signal.SIGUSR1)
-    if not callable(previous) or threading.current_thread() is not (
-        threading.main_thread()
-    ):
-        return
-
-    def write_then_rotate(number: int, frame: Any) -> None:
-        if first is not None:
-            reactor.callFromThread(first)
-        for writer in writers:
-            reactor.callFromThread(writer.write_now)
-        previous(number, frame)
-
-    signal.signal(signal.SIGUSR1, write_then_rotate)
-
-
-def _stop_at_exit(writer: TurnWriter) -> None:
-    """Write what waits as the process exits (its file may be closed)."""
-    try:
-        writer.stop()
-    except Exception:
-        pass
 
 
 def text_observer() -> ILogObserver:

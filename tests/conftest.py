@@ -73,7 +73,7 @@ def _no_leftover_delayed_calls() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _no_registrations_waiting() -> Iterator[None]:
-    """Forget the registrations and ends a test's servers left waiting to be logged.
+    """Forget the registrations a test's servers left waiting to be logged.
 
     A server on a fake clock that is not advanced never writes them
     (chatservice.logs.SessionLog); the next test's events must not.
@@ -82,8 +82,6 @@ def _no_registrations_waiting() -> Iterator[None]:
     from chatservice import logs
 
     logs._waiting.clear()
-    for session_log in tuple(logs._closing):
-        session_log.take_closed()
 
 
 _modules = itertools.count()

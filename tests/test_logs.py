@@ -72,7 +72,6 @@ def test_a_session_is_two_events(
     assert texts(logged) == [f"connection 1 from {peer} registered as alice"]
     alice.enter("/quit")
     alice.drop()
-    clock.advance(0)  # the end of the reactor's turn
     assert texts(logged) == [
         f"connection 1 from {peer} registered as alice",
         f"connection 1 from {peer} closed (quit; closed cleanly)",
@@ -91,7 +90,6 @@ def test_a_short_session_is_one_event(
     clock.advance(REGISTRATION_WAIT / 2)
     alice.enter("/quit")
     alice.drop()
-    clock.advance(0)  # the end of the reactor's turn
     peer = alice.session.peer
     assert texts(logged) == [
         f"connection 1 from {peer} registered as alice, closed (quit; closed cleanly)"
@@ -139,57 +137,16 @@ def test_a_connections_other_events_come_after_its_registration(
         "connection 1 renamed from alice to alicia",
     ]
     bob.drop()
-    clock.advance(0)
     assert texts(logged)[-1] == (
         f"connection 2 from {bob.session.peer} registered as bob, "
         "closed (connection lost; closed cleanly)"
     )
 
 
-def test_sessions_ending_in_one_turn_are_written_at_its_end_in_order(
-    factory: ChatFactory, clock: Clock, logged: list
-) -> None:
-    """The lines of sessions that end in one reactor turn are written at its end, in the order they ended."""
-    alice, bob = FakeConnection(factory), FakeConnection(factory)
-    alice.enter("alice")
-    bob.enter("bob")
-    for each in (bob, alice):
-        each.enter("/quit")
-        each.drop()
-    assert texts(logged) == []
-    clock.advance(0)
-    assert texts(logged) == [
-        f"connection 2 from {bob.session.peer} registered as bob, "
-        "closed (quit; closed cleanly)",
-        f"connection 1 from {alice.session.peer} registered as alice, "
-        "closed (quit; closed cleanly)",
-    ]
-    assert clock.getDelayedCalls() == []
-
-
-def test_another_event_writes_the_ended_sessions_first(
-    factory: ChatFactory, clock: Clock, logged: list
-) -> None:
-    """Any event of chatservice's comes after the lines of the sessions that ended before it."""
-    alice, bob = FakeConnection(factory), FakeConnection(factory)
-    alice.enter("alice")
-    bob.enter("bob")
-    clock.advance(REGISTRATION_WAIT)
-    alice.drop()
-    bob.enter("/nick robert")
-    assert texts(logged)[-2:] == [
-        f"connection 1 from {alice.session.peer} closed (connection lost; closed cleanly)",
-        "connection 2 renamed from bob to robert",
-    ]
-    clock.advance(0)
-    assert len(texts(logged)) == 4  # written once
-
-
 def test_unregistered_close_names_the_peer(factory: ChatFactory, logged: list) -> None:
     """A connection that never registers is logged once, when it closes."""
     stranger = FakeConnection(factory)
     stranger.drop()
-    factory.clock.advance(0)  # type: ignore[attr-defined]
     assert texts(logged) == [
         f"connection 1 from {stranger.session.peer} closed "
         "(connection lost; closed cleanly)"
@@ -251,7 +208,6 @@ def test_session_log_shows_what_it_is_given(clock: Clock, logged: list) -> None:
     session_log.closed(2, "192.0.2.2:5000", None, "x\u2800y", Failure(ConnectionDone()))
     clock.advance(REGISTRATION_WAIT)
     session_log.closed(1, "192.0.2.1:5000", "c\rd", "quit", Failure(ConnectionLost()))
-    clock.advance(0)
     assert texts(logged) == [
         "connection 2 from 192.0.2.2:5000 closed (x\\u2800y; closed cleanly)",
         "connection 1 from 192.0.2.1:5000 registered as a\\nb",

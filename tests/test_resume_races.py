@@ -143,6 +143,5 @@ def test_stop_between_overflow_and_connection_lost_leaves_timer():
     alice.drop()
     spammer.drop()
     factory.flusher.flush()  # the end of the reactor iteration
-    factory.session_log.write_closed()  # (as the service's stop does both)
     assert len(factory.sessions) == 0
     assert clock.getDelayedCalls() == []

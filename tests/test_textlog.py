@@ -2,16 +2,12 @@
 
 import io
 import json
-import signal
-import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from twisted.internet.task import Clock
 from twisted.logger import (
     FileLogObserver,
     LogLevel,
@@ -22,17 +18,10 @@ from twisted.logger import (
     textFileLogObserver,
 )
 from twisted.python.failure import Failure
-from twisted.python.logfile import LogFile
 
 from chatservice import logs
 from chatservice.logs import shown
-from chatservice.textlog import (
-    TurnWriter,
-    format_classic,
-    speed_up_text_logs,
-    text_observer,
-    write_once_a_turn,
-)
+from chatservice.textlog import format_classic, speed_up_text_logs, text_observer
 
 
 def twisted_text(event: dict[str, Any]) -> str | None:
@@ -299,210 +288,3 @@ def test_text_observer_writes_to_standard_output(
     event = _event("connection {n} closed", n=5)
     observer(dict(event))
     assert capsys.readouterr().out == twisted_text(event)
-
-
-# twistd's observer writes its info lines once a reactor turn ------------------
-
-
-class _Reactor(Clock):
-    """A clock that runs, and keeps the system event triggers it is given."""
-
-    running = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.triggers: list[tuple[str, str, Any]] = []
-        self.from_threads: list[Any] = []
-
-    def addSystemEventTrigger(self, phase: str, event: str, call: Any) -> None:
-        self.triggers.append((phase, event, call))
-
-    def callFromThread(self, call: Any) -> None:
-        self.from_threads.append(call)
-
-    def shut_down(self) -> None:
-        """Fire the triggers of the shutdown, as the reactor does, and stop."""
-        for phase in ("before", "during", "after"):
-            for when, event, call in self.triggers:
-                if (when, event) == (phase, "shutdown"):
-                    call()
-        self.running = False
-
-
-class _Writes(io.StringIO):
-    """A text file that keeps each write."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes: list[str] = []
-
-    def write(self, text: str) -> int:
-        self.writes.append(text)
-        return super().write(text)
-
-
-def _turn_log() -> tuple[LogPublisher, _Writes, _Reactor, list[TurnWriter]]:
-    """The twistd observer, sped up and writing once a turn of a fake reactor."""
-    out, reactor = _Writes(), _Reactor()
-    publisher = LogPublisher(textFileLogObserver(out))
-    writers = write_once_a_turn(speed_up_text_logs(publisher), reactor)
-    return publisher, out, reactor, writers
-
-
-def _events(*levels: LogLevel) -> list[dict[str, object]]:
-    return [
-        {**_event("line {n}", n=n, when=1_700_000_000.5 + n), "log_level": level}
-        for n, level in enumerate(levels)
-    ]
-
-
-def test_info_lines_are_written_once_a_turn() -> None:
-    """The info lines of a reactor turn are written at its end, in one write, as Twisted writes them."""
-    publisher, out, reactor, _ = _turn_log()
-    events = _events(LogLevel.info, LogLevel.debug, LogLevel.info)
-    for event in events:
-        publisher(dict(event))
-    assert out.getvalue() == ""
-    reactor.advance(0)
-    assert out.writes == ["".join(twisted_text(event) or "" for event in events)]
-    assert reactor.getDelayedCalls() == []
-
-
-def test_a_warning_is_written_at_once_after_the_lines_waiting() -> None:
-    """A warning (or worse) is not kept: it is written at once, after the lines before it."""
-    publisher, out, reactor, _ = _turn_log()
-    events = _events(LogLevel.info, LogLevel.warn, LogLevel.info, LogLevel.critical)
-    for event in events:
-        publisher(dict(event))
-    text = [twisted_text(event) or "" for event in events]
-    assert out.writes == [text[0] + text[1], text[2] + text[3]]
-    reactor.advance(0)
-    assert out.getvalue() == "".join(text)
-
-
-def test_lines_are_written_at_once_while_the_reactor_does_not_run() -> None:
-    """Before the reactor runs (a start that fails), every line is written at once."""
-    publisher, out, reactor, _ = _turn_log()
-    reactor.running = False
-    events = _events(LogLevel.info, LogLevel.info)
-    for event in events:
-        publisher(dict(event))
-    assert out.writes == [twisted_text(event) for event in events]
-    assert reactor.getDelayedCalls() == []
-
-
-def test_the_shutdown_writes_what_waits() -> None:
-    """When the reactor stops, the lines that wait are written, and later ones at once."""
-    publisher, out, reactor, _ = _turn_log()
-    events = _events(LogLevel.info, LogLevel.info, LogLevel.info)
-    publisher(dict(events[0]))
-    publisher(dict(events[1]))
-    reactor.shut_down()
-    publisher(dict(events[2]))
-    text = [twisted_text(event) or "" for event in events]
-    assert out.writes == [text[0] + text[1], text[2]]
-    assert reactor.getDelayedCalls() == []
-
-
-def test_the_exit_writes_what_waits() -> None:
-    """A process that exits without the reactor's shutdown still writes the lines that wait."""
-    publisher, out, reactor, (writer,) = _turn_log()
-    event = _events(LogLevel.info)[0]
-    publisher(dict(event))
-    writer.stop()  # what atexit calls
-    assert out.getvalue() == twisted_text(event)
-
-
-def test_another_threads_line_is_written_at_once() -> None:
-    """A line logged in another thread is written at once, the reactor's waiting lines after the turn."""
-    publisher, out, reactor, _ = _turn_log()
-    events = _events(LogLevel.info, LogLevel.info)
-    publisher(dict(events[0]))
-    thread = threading.Thread(target=publisher, args=(dict(events[1]),))
-    thread.start()
-    thread.join()
-    assert out.writes == [twisted_text(events[1])]
-    reactor.advance(0)
-    assert out.writes == [twisted_text(events[1]), twisted_text(events[0])]
-
-
-def test_a_signal_handlers_line_while_a_line_is_kept() -> None:
-    """A line logged by a signal handler while a line is being kept is written at once, and nothing hangs.
-
-    Twisted's handler of SIGTERM logs; it runs in the reactor's thread
-    between any two steps of the observer's (a lock there deadlocked).
-    """
-    events = _events(LogLevel.info, LogLevel.info)
-    written: list[str] = []
-
-    def reactors_thread() -> None:
-        publisher, out, reactor, _ = _turn_log()
-        call_later = reactor.callLater
-
-        def interrupted(*args: Any) -> Any:
-            publisher(dict(events[1]))  # what a signal handler would log here
-            return call_later(*args)
-
-        reactor.callLater = interrupted  # type: ignore[method-assign]
-        publisher(dict(events[0]))
-        written.append(out.getvalue())
-        reactor.advance(0)
-        written.append(out.getvalue())
-
-    # (In a thread of its own, so that a deadlock fails the test.)
-    thread = threading.Thread(target=reactors_thread, daemon=True)
-    thread.start()
-    thread.join(5)
-    assert not thread.is_alive(), "the observer deadlocked"
-    assert written == [
-        twisted_text(events[1]),
-        "".join(twisted_text(event) or "" for event in reversed(events)),
-    ]
-
-
-def test_a_log_file_written_once_a_turn_still_rotates(tmp_path: Path) -> None:
-    """A --logfile written once a turn rotates by size with every line kept."""
-    log_file = LogFile("chat.log", str(tmp_path), rotateLength=200)
-    publisher = LogPublisher(textFileLogObserver(log_file))
-    reactor = _Reactor()
-    write_once_a_turn(speed_up_text_logs(publisher), reactor)
-    events = _events(*[LogLevel.info] * 9)
-    for turn in range(3):
-        for event in events[turn * 3 : turn * 3 + 3]:
-            publisher(dict(event))
-        reactor.advance(0)
-    log_file.close()
-    rotated = sorted(tmp_path.glob("chat.log.*"), reverse=True)
-    assert rotated, "not rotated"
-    written = "".join(path.read_text() for path in [*rotated, tmp_path / "chat.log"])
-    assert written == "".join(twisted_text(event) or "" for event in events)
-
-
-def test_sigusr1_writes_what_waits_before_the_rotation() -> None:
-    """SIGUSR1 writes the lines that wait before twistd's handler rotates the file."""
-    out, reactor = _Writes(), _Reactor()
-    written_at_rotation: list[str] = []
-
-    def rotate() -> None:
-        written_at_rotation.append(out.getvalue())
-
-    def twistds_handler(number: int, frame: object) -> None:
-        reactor.callFromThread(rotate)
-
-    previous = signal.signal(signal.SIGUSR1, twistds_handler)
-    later = _events(LogLevel.info, LogLevel.info)
-    try:
-        publisher = LogPublisher(textFileLogObserver(out))
-        # What logs lines waiting for the turn's end too (a session's end).
-        write_once_a_turn(
-            speed_up_text_logs(publisher),
-            reactor,
-            first=lambda: publisher(dict(later[1])),
-        )
-        publisher(dict(later[0]))
-        signal.raise_signal(signal.SIGUSR1)
-    finally:
-        signal.signal(signal.SIGUSR1, previous)
-    for call in reactor.from_threads:  # the reactor's next turn
-        call()
-    assert written_at_rotation == ["".join(twisted_text(e) or "" for e in later)]
