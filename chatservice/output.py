@@ -155,27 +155,10 @@ class Flusher:
         """Read new connections' first input, and ends of input; send all."""
         if self._readers:
             readers, self._readers = self._readers, []
-            for reader in readers:
-                try:
-                    reader._read_waiting()  # type: ignore[attr-defined]
-                except Exception:
-                    # What the reactor does when a read raises: logged, and
-                    # everyone's output goes on (escaping, it would leave
-                    # _call set to this call, and no flush would come again).
-                    log.failure(
-                        "connection {connection_id}: its first input failed",
-                        connection_id=reader.connection_id,
-                    )
+            _read_each(readers, "_read_waiting", "its first input failed")
         if self._ending:
             ending, self._ending = self._ending, []
-            for reader in ending:
-                try:
-                    reader._read_end()  # type: ignore[attr-defined]
-                except Exception:
-                    log.failure(
-                        "connection {connection_id}: its end of input failed",
-                        connection_id=reader.connection_id,
-                    )
+            _read_each(ending, "_read_end", "its end of input failed")
             # Those these reads asked to be looked at again (more input
             # than two reads take): the reactor reads them, and asks again.
             # Kept, they would wait for some later flush, closed or not.
@@ -198,6 +181,23 @@ class Flusher:
                 )
         self.generation += 1
         self._stats.flush.observe(perf_counter() - start)
+
+
+def _read_each(readers: "list[OutputMixin]", method: str, failed: str) -> None:
+    """Call each of C{readers}' C{method} (a read the flusher makes for the reactor).
+
+    One that raises is logged, as the reactor logs a read that raises, and
+    the others go on (escaping, it would leave the flusher's call set to
+    the running one, and no flush would come again).
+    """
+    for reader in readers:
+        try:
+            getattr(reader, method)()
+        except Exception:
+            log.failure(
+                "connection {connection_id}: " + failed,
+                connection_id=reader.connection_id,
+            )
 
 
 class Raw:
