@@ -101,7 +101,7 @@ def tcp_socket(transport: object) -> socket.socket | None:
 
 
 def set_socket_options(transport: object, keepalive: float) -> None:
-    """Set a new TCP connection's options: urgent data in line, keepalive.
+    """Set a new TCP connection's options: urgent data in line, no Nagle, keepalive.
 
     Keepalive is turned on with C{keepalive_options(keepalive)}; 0 leaves
     it as the system made it (off).  Nothing is set on a connection that
@@ -203,7 +203,14 @@ def _socket_options(seconds: int) -> tuple[tuple[int, int, int], ...]:
     on, the time output may stay unacknowledged (or the probe count),
     whose value is ours, not a system's default.
     """
-    options = [(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)]
+    # No Nagle delay: the flusher already writes a connection's output once
+    # a reactor iteration; held until the last segment was acknowledged,
+    # a line waited for the client's delayed acknowledgement, up to 40 ms
+    # (docs/performance.md, "fan100 and Nagle").
+    options = [
+        (socket.SOL_SOCKET, socket.SO_OOBINLINE, 1),
+        (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
+    ]
     if not seconds:
         return tuple(options)
     timers = keepalive_options(seconds)

@@ -311,9 +311,9 @@ async def test_cut_off_then_resume_nothing_missed(chat: Harness) -> None:
     token = alice.lines[-1].split()[3]
     bob = await chat.user("bob")
     server_side = chat.server_side("alice")
+    mark = len(bob.lines)  # before: bob may hear it before alice sees the drop
     server_side.transport.abortConnection()  # as a network failure would
     await wait_until(lambda: alice.disconnected, "alice's connection to drop")
-    mark = len(bob.lines)
     await wait_until(lambda: "*** alice lost connection" in bob.since(mark), "lost")
     for n in range(5):
         bob.send(f"line {n}")

@@ -89,6 +89,20 @@ async def test_listener_has_the_options_its_connections_copy(chat: Harness) -> N
     accepted = session.connection.transport.getHandle()
     assert _timers(accepted) == (1, 7, 3, 3, 16_000)
     assert accepted.getsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE) == 1
+    assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+
+
+@pytest.mark.parametrize("keepalive", [0, 7])
+@pytest_twisted.ensureDeferred
+async def test_accepted_connection_sends_without_nagle_delay(
+    chat: Harness, keepalive: int
+) -> None:
+    """An accepted TCP socket has TCP_NODELAY, with keepalive on or off."""
+    chat.start(keepalive=keepalive)
+    await chat.greeted()
+    (session,) = chat.factory.connections.values()
+    accepted = session.connection.transport.getHandle()
+    assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
 
 
 @pytest_twisted.ensureDeferred
@@ -133,6 +147,7 @@ async def test_options_set_on_a_connection_the_listener_lacked_them_for(
     listener = chat.service.ports[0].socket
     for level, option, value in [
         (socket.SOL_SOCKET, socket.SO_OOBINLINE, 0),
+        (socket.IPPROTO_TCP, socket.TCP_NODELAY, 0),
         (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 0),
         (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 7200),
         (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 75),
@@ -145,6 +160,7 @@ async def test_options_set_on_a_connection_the_listener_lacked_them_for(
     accepted = session.connection.transport.getHandle()
     assert _timers(accepted) == (1, 7, 3, 3, 16_000)
     assert accepted.getsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE) == 1
+    assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
 
 
 @pytest.mark.parametrize(
