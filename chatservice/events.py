@@ -383,8 +383,9 @@ class Batch:
         for event in self.events:
             if event.__class__ is not Event:
                 raise not_an_event(event)
-        # By format: the bytes of the events encoded so far, and their length.
-        self._encoded: dict[Encoder, tuple[list[bytes], int]] = {}
+        # By format: the bytes of the events encoded so far, their length,
+        # and their LFs.
+        self._encoded: dict[Encoder, tuple[list[bytes], int, int]] = {}
 
     def __len__(self) -> int:
         return len(self.events)
@@ -413,15 +414,26 @@ class Batch:
         The send queue counts what it is answered: measuring a 50-line
         scrollback took 0.77 us a newcomer (C{sum(map(len, ...))}).
         """
+        data, size, _ = self.encoded_counted(encoder)
+        return data, size
+
+    def encoded_counted(self, encoder: Encoder) -> tuple[list[bytes], int, int]:
+        """L{encoded_sized}, and the LFs in those bytes, kept with them.
+
+        The send queue counts the lines it sends where they are queued
+        (C{chatservice_lines_sent}): a 50-line scrollback's once, not for
+        each newcomer.
+        """
         kept = self._encoded.get(encoder)
-        data, size = ([], 0) if kept is None else kept
+        data, size, lines = ([], 0, 0) if kept is None else kept
         if len(data) < len(self.events):
             more = list(map(encoder, self.events[len(data) :]))
             data = data + more
             size += sum(map(len, more))
+            lines += b"".join(more).count(b"\n")
             if kept is not None or len(self._encoded) < self.FORMATS:
-                self._encoded[encoder] = (data, size)
-        return data[:], size
+                self._encoded[encoder] = (data, size, lines)
+        return data[:], size, lines
 
     def shifted(self, drop: int, more: Sequence[Event]) -> "Batch":
         """The batch without its first C{drop} events, and with C{more}.
@@ -432,8 +444,12 @@ class Batch:
         batch = Batch(more)
         batch.events = self.events[drop:] + batch.events
         batch._encoded = {
-            encoder: (data[drop:], size - sum(map(len, data[:drop])))
-            for encoder, (data, size) in self._encoded.items()
+            encoder: (
+                data[drop:],
+                size - sum(map(len, data[:drop])),
+                lines - b"".join(data[:drop]).count(b"\n"),
+            )
+            for encoder, (data, size, lines) in self._encoded.items()
         }
         return batch
 

@@ -259,8 +259,8 @@ def test_copies_fill_every_field() -> None:
 
 
 def test_a_shifted_batch_measures_the_bytes_it_gives() -> None:
-    """A batch, shifted on, gives each format its lines' bytes and their total length."""
-    lines = [events.chat("alice", "x" * n) for n in range(1, 6)]
+    """A batch, shifted on, gives each format its lines' bytes, their length and LFs."""
+    lines = [events.chat("alice", "x\n" * n) for n in range(1, 6)]
     batch = events.Batch(lines[:3])
     line = SharedEncoding(lambda event: event.line)
     double = SharedEncoding(lambda event: event.line * 2)
@@ -273,6 +273,13 @@ def test_a_shifted_batch_measures_the_bytes_it_gives() -> None:
         assert data == [event.line * times for event in lines[2:]]
         assert size == sum(map(len, data))
         assert shifted.encoded_sized(encoder) == (data, size)
+        assert shifted.encoded_counted(encoder) == (data, size, lf(data))
+    assert batch.encoded_counted(line)[2] == lf(batch.encoded(line)) == 2 + 3 + 4
+
+
+def lf(data: list[bytes]) -> int:
+    """The LFs in C{data}."""
+    return b"".join(data).count(b"\n")
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Property tests (hypothesis) of framing, the sanitiser and the command parser.
+"""Property tests (hypothesis) of framing, the sanitiser, the command parser, a metric.
 
 Each property is checked through the public pieces a client's bytes pass:
 L{chatservice.testing.FakeConnection} for whole connections, and the pure
@@ -6,6 +6,7 @@ functions of L{chatservice.text}.  Flood control is switched off (a huge
 burst) so that every line read is acted on at once.
 """
 
+import json
 import re
 import unicodedata
 from collections.abc import Callable
@@ -15,13 +16,21 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 
 from chatservice import telnet
 from chatservice.config import Settings
 from chatservice.factory import ChatFactory, run_at_once
+from chatservice.frontends.frameformat import FrameDecoder, FrameType, encode_frame
+from chatservice.frontends.frames import frames
+from chatservice.frontends.irc import irc_front_end
+from chatservice.frontends.web import web
 from chatservice.testing import FakeConnection, register
 from chatservice.text import clean_line, decode, sanitise
+from tests.test_web import FakeWebSocket
 
 #: Modest, so that the whole file runs in seconds.
 PROPERTY = settings(max_examples=200, deadline=None)
@@ -580,3 +589,167 @@ def test_adversarial_line_cost_bounded(unit: bytes) -> None:
         if ratio <= 30:
             break
     assert min(ratios) <= 30, ratios
+
+
+# Lines sent --------------------------------------------------------------
+
+
+class _User:
+    """One client of a front end, of a room of every kind, for the metric."""
+
+    def __init__(self, factory: ChatFactory, kind: str, number: int) -> None:
+        self.kind = kind
+        self.name = f"{kind[0]}{number}"
+        host = f"10.0.{number // 200}.{number % 200 + 1}"
+        self.gone = False
+        if kind == "web":
+            self.web = web.build_protocol(
+                factory, 10_000 + number, IPv4Address("TCP", host, 1)
+            )
+            factory.connections[10_000 + number] = self.web.session
+            websocket = FakeWebSocket()
+            self.web.opened(websocket)  # type: ignore[arg-type]
+            self.transport = websocket.transport
+            self.say(self.name)
+            return
+        front_end = {"lines": None, "frames": frames, "irc": irc_front_end}
+        self.connection = FakeConnection(factory, host, front_end[kind.split(",")[0]])
+        self.transport = self.connection.transport
+        if kind == "irc, server-time":
+            self.connection.enter("CAP LS 302", "CAP REQ :server-time", "CAP END")
+        if kind.startswith("irc"):
+            self.connection.enter(f"NICK {self.name}", f"USER {self.name} 0 * :x")
+        else:
+            self.say(self.name)
+
+    def say(self, text: str) -> None:
+        """Send C{text} as this front end's client types a line (or a message)."""
+        if self.kind == "web":
+            message = {"frame": "INPUT", "text": text}
+            self.web.received(json.dumps(message).encode(), False)
+        elif self.kind == "frames":
+            self.connection.send(encode_frame(FrameType.INPUT, {"text": text}))
+        elif not self.kind.startswith("irc"):
+            self.connection.enter(text)
+        elif text == "/help":
+            self.connection.enter("MOTD", "JOIN #lobby")  # its scrollback again
+        elif text.startswith("/msg "):
+            _, to, said = text.split(" ", 2)
+            self.connection.enter(f"PRIVMSG {to} :{said}")
+        elif text == "/quit":
+            self.connection.enter("QUIT :bye")
+        else:
+            for line in text.split("\n"):
+                self.connection.enter(f"PRIVMSG #lobby :{line}")
+
+    def reading(self, reading: bool) -> None:
+        """The client stops reading (the transport's buffer fills), or resumes.
+
+        Once the connection is closing, nothing is told: the server sends
+        nothing more that the client could be behind on.
+        """
+        valve = self.transport.producer
+        if valve is not None:
+            valve.resumeProducing() if reading else valve.pauseProducing()
+
+    def drop(self) -> None:
+        """The connection is lost."""
+        self.gone = True
+        if self.kind == "web":
+            self.web.lost(Failure(ConnectionDone()))
+        else:
+            self.connection.drop()
+
+    def lines_got(self) -> int:
+        """What the metric counts of this client's bytes: LFs, or frames."""
+        data = self.transport.value()
+        if self.kind == "frames":
+            decoder = FrameDecoder(max_frame=1 << 24)
+            decoder.feed(data)
+            count = len(list(decoder))
+            assert decoder.buffered == 0
+            return count
+        if self.kind == "web":
+            count = at = 0
+            while at < len(data):  # WebSocket frames, server to client
+                size, at = data[at + 1] & 0x7F, at + 2
+                if size >= 126:
+                    width = 2 if size == 126 else 8
+                    size, at = int.from_bytes(data[at : at + width]), at + width
+                at += size
+                count += 1
+            assert at == len(data)
+            return count
+        return data.count(b"\n")
+
+
+#: What users do: say one line or several, a line longer than IRC's, an
+#: action, a private message, /help, /quit.
+SAID = st.sampled_from(
+    ["hi", "one\ntwo", "a\nb\nc", "x" * 700, "/me waves", "/msg {}  hey", "/help"]
+    + ["/quit", "/who"]
+)
+#: Each step: (what, who, said); who is taken modulo the users there are.
+STEPS = st.lists(
+    st.tuples(
+        st.sampled_from(["say"] * 6 + ["new", "stop", "resume", "drop", "flush"]),
+        st.integers(min_value=0, max_value=63),
+        SAID,
+    ),
+    max_size=40,
+)
+KINDS = ("lines", "frames", "web", "irc", "irc, server-time")
+
+
+@PROPERTY
+@given(steps=STEPS)
+@example(steps=[("say", 1, "one\ntwo"), ("say", 2, "a\nb\nc")])
+@example(steps=[("stop", 0, ""), ("say", 3, "x" * 700), ("say", 1, "one\ntwo")])
+@example(steps=[("stop", 3, ""), *[("say", 1, "one\ntwo")] * 20, ("flush", 0, "")])
+def test_lines_sent_are_the_lines_handed_to_transports(
+    steps: list[tuple[str, int, str]],
+) -> None:
+    """Lines sent are always the LFs line and IRC clients got, plus one a frame.
+
+    Line, frame, web and IRC users (with server-time tags and without) in
+    one room say one line or several, ask for /help, come (and are shown
+    the scrollback), stop reading (and overflow) and resume, and go.
+    """
+    factory = ChatFactory(
+        Settings(flood_burst=10**9, max_sendq=3000, max_per_ip=100),
+        clock=Clock(),
+        run_in_thread=run_at_once,
+    )
+    users = [_User(factory, kind, n) for n, kind in enumerate(KINDS * 2)]
+
+    def check() -> None:
+        factory.flusher.flush()
+        for user in users:
+            if user.transport.disconnecting and not user.gone:
+                user.drop()  # the server closed it: it is lost
+        factory.flusher.flush()
+        assert factory.stats.lines_out == sum(user.lines_got() for user in users)
+
+    for what, who, said in steps:
+        if what == "new":
+            users.append(_User(factory, KINDS[who % len(KINDS)], len(users)))
+            continue
+        if what == "flush":
+            check()
+            continue
+        user = users[who % len(users)]
+        if user.gone or user.transport.disconnecting:
+            continue
+        if what == "say":
+            other = users[(who * 7 + 3) % len(users)]
+            user.say(said.format(other.name))
+        elif what in ("stop", "resume"):
+            user.reading(what == "resume")
+        elif what == "drop":
+            user.drop()
+    check()
+    for user in users:
+        if not user.gone:
+            user.reading(True)
+    users.extend(_User(factory, kind, len(users) + n) for n, kind in enumerate(KINDS))
+    check()  # the newcomers were shown the scrollback

@@ -35,7 +35,7 @@ from zope.interface import implementer
 from .. import events
 from ..events import not_an_event
 from ..interfaces import IFrontEnd
-from ..output import Raw
+from ..output import COUNTED, Raw
 from ..reasons import CloseKind, CloseReason
 from ..session import GREETING
 from ..text import decode
@@ -151,6 +151,14 @@ class IRCProtocol(LineProtocol):
                 self._flusher.add(self)
             else:
                 out.append(data)
+            # The lines beyond one (see OutputMixin._counts_events): counted
+            # once for a broadcast told to each member.
+            counted = COUNTED
+            if data is not counted.data:
+                counted.data = data
+                counted.extra = data.count(b"\n") - 1
+            if counted.extra:
+                self._extra += counted.extra
         else:
             self._queue(event)
 
@@ -171,6 +179,7 @@ class IRCProtocol(LineProtocol):
             return
         last = None
         data = b""
+        extra = 0
         for receiver in receivers:
             if receiver is skip:
                 continue
@@ -178,6 +187,8 @@ class IRCProtocol(LineProtocol):
                 encoding = receiver._encoder
                 if encoding is not last:
                     data = encoding(event)
+                    # Its lines beyond one, counted once a variant.
+                    extra = data.count(b"\n") - 1
                     last = encoding
                 out = receiver._out
                 if out is None:
@@ -185,6 +196,8 @@ class IRCProtocol(LineProtocol):
                     receiver._flusher.add(receiver)
                 else:
                     out.append(data)
+                if extra:
+                    receiver._extra += extra
             else:
                 receiver._queue(event)
 
