@@ -918,6 +918,18 @@ def _deliver_all_line(
             receiver._queue(event)
 
 
+def deliver_all_shared(
+    encoding: SharedEncoding, count_lines: bool
+) -> "Callable[[Sequence[OutputMixin], Event, object], None]":
+    """A C{deliver_all} for receivers who are all sent C{encoding}'s bytes.
+
+    L{_deliver_all_shared}'s, with code of its own (L{_own_copy}): for a
+    front end whose format varies by receiver (IRC's server-time tags),
+    when every receiver has the same.
+    """
+    return _own_copy(_deliver_all_shared(encoding, count_lines))
+
+
 def _deliver_all_shared(
     encoding: SharedEncoding, count_lines: bool
 ) -> "Callable[[Sequence[OutputMixin], Event, object], None]":

@@ -815,6 +815,45 @@ def test_tagged_and_plain_users_in_one_channel_each_get_their_own_lines(
     assert re.fullmatch(tagged, line), line
 
 
+def test_server_time_asked_for_in_a_channel_tags_that_user_s_lines_only(
+    factory: ChatFactory,
+) -> None:
+    """A user who asks for server-time once in a channel gets tags; the others never.
+
+    Before anyone asks, and once the last who asked is gone, the fan-out
+    sends every IRC user the same bytes without looking at each one's
+    variant; one who asks later, already in the channel, gets its tags.
+    """
+    plain = irc_connection(factory, "NICK u0", "USER u0 0 * :x")
+    later = irc_connection(factory, "NICK u1", "USER u1 0 * :x")
+    bob = register(factory, "bob")
+    plain.output()
+    later.output()
+    bob.enter("one")
+    said = ":bob!bob@chatservice PRIVMSG #lobby :{}"
+    assert plain.lines() == later.lines() == [said.format("one")]
+    later.enter("CAP REQ :server-time")
+    assert later.lines() == [":chatservice CAP u1 ACK :server-time"]
+    bob.enter("two")
+    assert plain.lines() == [said.format("two")]
+    (line,) = later.lines()
+    time = r"@time=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z "
+    assert re.fullmatch(time + re.escape(said.format("two")), line), line
+    later.drop()
+    bob.enter("three")
+    assert plain.lines()[-1] == said.format("three")
+    timed = [
+        irc_connection(factory, "CAP REQ :server-time", f"NICK t{n}", "USER t 0 * :x")
+        for n in range(2)
+    ]
+    timed[0].drop()  # one of two who asked
+    timed[1].output()
+    bob.enter("four")
+    assert plain.lines()[-1] == said.format("four")
+    (line,) = timed[1].lines()
+    assert re.fullmatch(time + re.escape(said.format("four")), line), line
+
+
 def test_an_irc_client_that_stops_reading_is_dropped(clock: Clock) -> None:
     """Past --max-sendq an IRC reader is dropped; the others see it QUIT."""
     factory = ChatFactory(

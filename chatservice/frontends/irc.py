@@ -35,7 +35,7 @@ from zope.interface import implementer
 from .. import events
 from ..events import not_an_event
 from ..interfaces import IFrontEnd
-from ..output import COUNTED, Raw
+from ..output import COUNTED, Raw, deliver_all_shared
 from ..reasons import CloseKind, CloseReason
 from ..session import GREETING
 from ..text import decode
@@ -53,6 +53,14 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from ..interfaces import IChatServer
+
+
+#: By server, how many of its IRC users asked for server-time tags, while
+#: any do (see L{IRCProtocol.deliver_all}).
+_TIMED: "dict[IChatServer, int]" = {}
+
+#: L{IRCProtocol.deliver_all} when no receiver asked for server-time tags.
+_deliver_all_plain = deliver_all_shared(ircformat.SHARED, count_lines=True)
 
 
 class IRCProtocol(LineProtocol):
@@ -170,12 +178,19 @@ class IRCProtocol(LineProtocol):
 
         A broadcast (L{is_shared}) is encoded once per variant of the shared
         encoding (server-time tags or not); anything else, by each
-        recipient's own L{deliver}.
+        recipient's own L{deliver}.  While no IRC user of the receivers'
+        server (a room's members are one server's) asked for server-time
+        tags, as most do not, every one of them is sent the same bytes, in
+        the shared formats' loop: no recipient's variant is read (a line to
+        1,000 IRC users, C{scripts/fanout.py --irc --batch 60}: 82 to 73 us).
         """
         if not is_shared(event):
             for receiver in receivers:
                 if receiver is not skip:
                     receiver.deliver(event)
+            return
+        if not _TIMED or (receivers and receivers[0].factory not in _TIMED):
+            _deliver_all_plain(receivers, event, skip)
             return
         last = None
         data = b""
@@ -201,6 +216,14 @@ class IRCProtocol(LineProtocol):
             else:
                 receiver._queue(event)
 
+    def use_server_time(self) -> None:
+        """From now on, tag this user's lines with their time (IRCv3 server-time)."""
+        if self.server_time:
+            return
+        self.server_time = True
+        self._encoder = ircformat.SHARED_TIMED
+        _TIMED[self.factory] = _TIMED.get(self.factory, 0) + 1
+
     def send(self, command: str, *params: str, prefix: str | None = SERVER) -> None:
         """Answer with one IRC message (from the server, by default)."""
         self._answer_raw(message(prefix, command, *params))
@@ -222,6 +245,12 @@ class IRCProtocol(LineProtocol):
             self._ping_call.cancel()
         self._ping_call = None
         super().connectionLost(reason)
+        if self.server_time:  # no longer one of _TIMED's
+            left = _TIMED[self.factory] - 1
+            if left:
+                _TIMED[self.factory] = left
+            else:
+                del _TIMED[self.factory]
 
     def _let_go_of_session(self) -> None:
         """Keep only the close reason, but not while a command waits.

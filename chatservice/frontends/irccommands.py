@@ -21,7 +21,6 @@ from ..welcome import join_room, scrollback
 from .ircformat import (
     LINE_MAX,
     SERVER,
-    SHARED_TIMED,
     mask,
     message,
     notices,
@@ -64,8 +63,7 @@ def cap(conn: Connection, params: list[str]) -> None:
             for name in asked.split():
                 conn.caps.add(name)
             if "server-time" in asked.split():
-                conn.server_time = True
-                conn._encoder = SHARED_TIMED
+                conn.use_server_time()
             conn.send("CAP", who, "ACK", asked)
         else:
             conn.send("CAP", who, "NAK", asked)
