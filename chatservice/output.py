@@ -75,6 +75,10 @@ if TYPE_CHECKING:
 
 log = Logger(observer=gate)
 
+#: The order of a flush: the order the connections were made (one counter
+#: for every front end, L{chatservice.factory.ChatFactory}).
+_CONNECTION_ID = attrgetter("connection_id")
+
 #: No answers waiting to be flushed (one shared tuple, not one per connection).
 _NO_ANSWERS = (-1, 0)
 
@@ -94,7 +98,8 @@ class Flusher:
     its socket when its transport has nothing buffered (else through the
     transport, which keeps the order).  So a steady trickle of lines costs
     one system call per recipient, and a burst costs one per recipient per
-    iteration, however many lines it has.
+    iteration, however many lines it has.  Connections are sent their
+    output in the order they were made, whatever their front end.
     """
 
     __slots__ = (
@@ -167,6 +172,14 @@ class Flusher:
         if call is not None and call.active():
             call.cancel()
         pending, self._pending = self._pending, []
+        if len(pending) > 1:
+            # In the order the connections were made, whatever their front
+            # end: a room's fan-out queues its members grouped by class
+            # (rooms.Room.receivers), and flushed in that order the users of
+            # one front end (web, sorted last) would always be sent a line
+            # last, up to a whole flush (milliseconds, under load) after
+            # the others.  Timsort of a few sorted runs: 25 us for 1,000.
+            pending.sort(key=_CONNECTION_ID)
         start = perf_counter()
         for connection in pending:
             try:

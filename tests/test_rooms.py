@@ -1,6 +1,7 @@
 """Rooms as a line client sees them: /join, /rooms, /who, /topic, /away."""
 
 import random
+from typing import Any
 
 import pytest
 
@@ -9,6 +10,7 @@ from twisted.internet.task import Clock
 from chatservice import events
 from chatservice.config import Settings
 from chatservice.factory import ChatFactory
+from chatservice.frontends.irc import irc_front_end
 from chatservice.interfaces import UserInfo
 from chatservice.rooms import Room, Rooms, User, say_in
 from chatservice.testing import FakeClient, FakeConnection, frame_user, register
@@ -390,6 +392,28 @@ def test_line_and_frame_users_arriving_in_turn_all_hear_a_line(
         "chat: three",
     ]
     assert late.lines() == ["<speaker> three"]
+
+
+def test_a_line_is_sent_in_the_order_users_connected_whatever_their_client(
+    factory: ChatFactory,
+) -> None:
+    """In a room of line, frame and IRC users, a line goes out to them in the order they connected."""
+    speaker = register(factory, "speaker")
+    users: list[tuple[str, Any]] = []
+    for n in range(3):
+        irc_user = FakeConnection(factory, front_end=irc_front_end)
+        irc_user.enter(f"NICK irc{n}", f"USER irc{n} 0 * :irc{n}", "JOIN #lobby")
+        users.append((f"irc{n}", irc_user))
+        users.append((f"line{n}", register(factory, f"line{n}")))
+        users.append((f"frames{n}", frame_user(factory, f"frames{n}")))
+    for _, user in users:
+        user.output()
+    sent: list[str] = []
+    for name, user in users:
+        user.transport.write = lambda data, name=name: sent.append(name)
+    speaker.enter("hello")
+    factory.flusher.flush()
+    assert sent == [name for name, _ in users]
 
 
 @pytest.mark.parametrize("most", [1000, 12])
