@@ -172,6 +172,7 @@ class Flusher:
         if call is not None and call.active():
             call.cancel()
         pending, self._pending = self._pending, []
+        start = perf_counter()
         if len(pending) > 1:
             # In the order the connections were made, whatever their front
             # end: a room's fan-out queues its members grouped by class
@@ -179,8 +180,13 @@ class Flusher:
             # one front end (web, sorted last) would always be sent a line
             # last, up to a whole flush (milliseconds, under load) after
             # the others.  Timsort of a few sorted runs: 25 us for 1,000.
-            pending.sort(key=_CONNECTION_ID)
-        start = perf_counter()
+            try:
+                pending.sort(key=_CONNECTION_ID)
+            except Exception:
+                # A connection of a plugin's without a comparable number:
+                # logged, and everyone's output still sent, in queued order
+                # (raising here would strand every connection's output).
+                log.failure("the connections to flush could not be ordered")
         for connection in pending:
             try:
                 connection._flush()
@@ -342,7 +348,9 @@ class OutputMixin:
     #: one line, and the lines beyond one of a piece (a chat line of
     #: several lines, a welcome's answers, a telnet negotiation's none) are
     #: added to C{_extra} where the piece is queued, counted once per
-    #: broadcast by a fan-out loop and once per piece by the rest.
+    #: broadcast by a fan-out loop and once per piece by the rest.  A
+    #: subclass with a C{deliver} of its own that queues several lines in a
+    #: piece adds the lines beyond one to C{_extra} itself.
     _counts_events = False
 
     # Provided by the class that inherits this (see the module docstring).

@@ -383,6 +383,36 @@ def test_a_first_read_that_fails_stops_nobody_s_output(clock: Clock) -> None:
     assert clock.getDelayedCalls() == []
 
 
+def test_connections_that_cannot_be_ordered_are_still_flushed(clock: Clock) -> None:
+    """A plugin's connection without a number is logged; every connection's output is still sent."""
+    done: list[str] = []
+    logged: list[dict[str, object]] = []
+
+    class Numbered:
+        connection_id = 3
+
+        def _flush(self) -> None:
+            done.append("numbered")
+
+    class Unnumbered:
+        def _flush(self) -> None:
+            done.append("unnumbered")
+
+    flusher = Flusher(clock, Stats(started=0))
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        flusher.add(Unnumbered())  # type: ignore[arg-type]
+        flusher.add(Numbered())  # type: ignore[arg-type]
+        clock.advance(0)
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert done == ["unnumbered", "numbered"]  # as queued
+    assert [event["log_format"] for event in logged if "log_failure" in event] == [
+        "the connections to flush could not be ordered"
+    ]
+    assert clock.getDelayedCalls() == []
+
+
 def test_a_connection_read_again_by_its_end_is_not_kept(clock: Clock) -> None:
     """One that the end-of-input read asks to be looked at again is left to the reactor, not kept."""
 
