@@ -79,6 +79,11 @@ log = Logger(observer=gate)
 #: for every front end, L{chatservice.factory.ChatFactory}).
 _CONNECTION_ID = attrgetter("connection_id")
 
+#: From how many pieces a connection's output is joined once for all who
+#: are sent the same (L{OutputMixin._flush}): below, a join costs less
+#: than looking for one.
+_JOINED_SHARED = 8
+
 #: No answers waiting to be flushed (one shared tuple, not one per connection).
 _NO_ANSWERS = (-1, 0)
 
@@ -99,7 +104,10 @@ class Flusher:
     transport, which keeps the order).  So a steady trickle of lines costs
     one system call per recipient, and a burst costs one per recipient per
     iteration, however many lines it has.  Connections are sent their
-    output in the order they were made, whatever their front end.
+    output in the order they were made, whatever their front end.  Under
+    load, when a room's members are each sent the same many lines in one
+    flush, those are joined once and the bytes shared (see
+    L{OutputMixin._flush}).
     """
 
     __slots__ = (
@@ -110,6 +118,7 @@ class Flusher:
         "_call",
         "_stats",
         "generation",
+        "joined",
     )
 
     def __init__(self, clock: IReactorTime, stats: Stats) -> None:
@@ -124,6 +133,10 @@ class Flusher:
         #: How many flushes there were: output given with the same number
         #: is sent in the same flush.
         self.generation = 0
+        #: While flushing: by the identity of its first piece, the last
+        #: output joined whose pieces were many, and its bytes (see
+        #: L{OutputMixin._flush}).  None between flushes.
+        self.joined: dict[int, tuple[list[bytes], bytes]] | None = None
 
     def add(self, connection: "OutputMixin") -> None:
         """Send C{connection}'s output at the end of this iteration."""
@@ -187,6 +200,7 @@ class Flusher:
                 # logged, and everyone's output still sent, in queued order
                 # (raising here would strand every connection's output).
                 log.failure("the connections to flush could not be ordered")
+        self.joined = {}
         for connection in pending:
             try:
                 connection._flush()
@@ -198,6 +212,7 @@ class Flusher:
                     "connection {connection_id}: its output could not be sent",
                     connection_id=connection.connection_id,
                 )
+        self.joined = None
         self.generation += 1
         self._stats.flush.observe(perf_counter() - start)
 
@@ -607,9 +622,27 @@ class OutputMixin:
         if out is None:
             return
         self._out = None
-        # One line since the last flush, as often: its bytes, shared with
-        # every other recipient (join gives a lone item back, uncopied).
-        data = b"".join(out)
+        joined = self._flusher.joined
+        if joined is None or len(out) < _JOINED_SHARED:
+            # One line since the last flush, as often: its bytes, shared
+            # with every other recipient (join gives a lone item back,
+            # uncopied).
+            data = b"".join(out)
+        else:
+            # Many pieces: under load, a room's members of one front end
+            # are mostly sent the same ones (a flush's worth of the room's
+            # lines), so their bytes are joined once and shared, as one
+            # line's are.  The pieces are compared (by identity first,
+            # as a list compares), never assumed: a user who joined late,
+            # or was sent something of its own, gets its own join.
+            first = id(out[0])
+            last = joined.get(first)
+            if last is not None and last[0] == out:
+                data = last[1]
+            else:
+                data = b"".join(out)
+                # Keeping the list keeps its first piece, and so its id.
+                joined[first] = (out, data)
         stats = self.factory.stats
         # One line a piece, and those beyond one counted where queued.
         stats.lines_out += len(out) + self._extra

@@ -9,7 +9,7 @@ from twisted.internet.task import Clock
 
 from chatservice import events
 from chatservice.config import Settings
-from chatservice.factory import ChatFactory
+from chatservice.factory import ChatFactory, run_at_once
 from chatservice.frontends.irc import irc_front_end
 from chatservice.interfaces import UserInfo
 from chatservice.rooms import Room, Rooms, User, say_in
@@ -455,3 +455,44 @@ def test_list_of_everyone_kept_as_made_anew(most: int) -> None:
         sizes.append(len(rooms.users))
     if most == 12:  # past it, back below it: kept again
         assert max(sizes[:150]) > most > min(sizes[150:300])
+
+
+def test_users_sent_many_lines_in_one_flush_each_get_their_own() -> None:
+    """Many lines at once to a room: each member gets exactly its own, however alike.
+
+    Under load a flush joins a member's many lines once for every member
+    sent the same (chatservice.output.OutputMixin._flush); one who joined
+    partway, or was also sent a private message, still gets exactly what
+    was meant for it.
+    """
+    factory = ChatFactory(
+        Settings(flood_rate=1e9, flood_burst=10**9),
+        clock=Clock(),
+        run_in_thread=run_at_once,
+    )
+    speakers = [register(factory, f"s{n}") for n in range(2)]
+    alike = [register(factory, f"alike{n}") for n in range(3)]
+    private = register(factory, "private")
+    for user in (*speakers, *alike, private):
+        user.output()
+    said = [f"line {n}" for n in range(12)]
+    expected = [f"<s0> {text}" for text in said]
+    for n, text in enumerate(said):
+        speakers[0].enter(text)
+        if n == 6:
+            speakers[1].enter("/msg private psst")
+            late = FakeConnection(factory)
+            late.enter("late")  # no flush: its welcome waits with the rest
+    for user in alike:
+        assert user.lines() == [
+            *expected[:7],
+            "*** late has joined #lobby",
+            *expected[7:],
+        ]
+    assert private.lines() == [
+        *expected[:7],
+        "*s1* psst",
+        "*** late has joined #lobby",
+        *expected[7:],
+    ]
+    assert late.lines()[-5:] == expected[7:]
