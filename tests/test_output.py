@@ -17,7 +17,7 @@ from twisted.logger import globalLogPublisher
 
 from chatservice import events
 from chatservice.config import Settings
-from chatservice.factory import ChatFactory
+from chatservice.factory import ChatFactory, run_at_once
 from chatservice.held import HeldClient
 from chatservice.output import Flusher
 from chatservice.stats import Stats
@@ -567,3 +567,42 @@ def test_answer_all_while_output_is_held(clock: Clock) -> None:
     alice.session.answer_all([events.notice("two"), events.notice("three")])
     alice.resume_reading()
     assert alice.lines() == ["*** one", "*** two", "*** three"]
+
+
+@pytest.mark.parametrize("kind", ["lines", "frames", "web", "irc", "irc, server-time"])
+def test_after_a_busy_flush_everything_still_goes_out(kind: str) -> None:
+    """A user sent many lines in one flush is still sent what comes next, of every kind.
+
+    After a flush of many pieces a connection keeps its emptied output
+    list for the next (OutputMixin._flush); each way of giving it output
+    (a room's fan-out, a private message, answers, a scrollback) must
+    still have it flushed.
+    """
+    from tests.test_properties import _User
+
+    factory = ChatFactory(
+        Settings(flood_burst=10**9, flood_rate=1e9),
+        clock=Clock(),
+        run_in_thread=run_at_once,
+    )
+    speaker = _User(factory, "lines", 0)
+    user = _User(factory, kind, 1)
+    factory.flusher.flush()
+
+    def sent_after(*said: tuple[_User, str]) -> int:
+        before = len(user.transport.value())
+        for who, text in said:
+            who.say(text)
+        factory.flusher.flush()
+        return len(user.transport.value()) - before
+
+    burst = [(speaker, f"line {n}") for n in range(12)]
+    assert sent_after(*burst) > 0
+    assert sent_after((speaker, "one line")) > 0  # the room's fan-out
+    assert sent_after(*burst) > 0
+    assert sent_after((speaker, f"/msg {user.name} psst")) > 0  # its own
+    assert sent_after(*burst) > 0
+    assert sent_after((user, "/help")) > 0  # answers; IRC: its scrollback
+    assert sent_after(*burst, (user, "/help")) > 0
+    assert sent_after((speaker, "and again")) > 0
+    assert factory.stats.lines_out == speaker.lines_got() + user.lines_got()

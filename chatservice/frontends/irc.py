@@ -154,8 +154,11 @@ class IRCProtocol(LineProtocol):
             encoding = self._encoder
             data = encoding.data if event is encoding.event else self._encode(event)
             out = self._out
-            if out is None:
-                self._out = [data]
+            if not out:  # None, or kept empty (see OutputMixin._flush)
+                if out is None:
+                    self._out = [data]
+                else:
+                    out.append(data)
                 self._flusher.add(self)
             else:
                 out.append(data)
@@ -206,8 +209,11 @@ class IRCProtocol(LineProtocol):
                     extra = data.count(b"\n") - 1
                     last = encoding
                 out = receiver._out
-                if out is None:
-                    receiver._out = [data]
+                if not out:  # None, or kept empty (see OutputMixin._flush)
+                    if out is None:
+                        receiver._out = [data]
+                    else:
+                        out.append(data)
                     receiver._flusher.add(receiver)
                 else:
                     out.append(data)
