@@ -84,6 +84,12 @@ _CONNECTION_ID = attrgetter("connection_id")
 #: than looking for one.
 _JOINED_SHARED = 8
 
+#: The most outputs a flush keeps joined for others (L{Flusher.joined}),
+#: so that users sent many pieces of their own (a private message first)
+#: do not keep a whole flush's bytes until its end: a room's members need
+#: one a front end.
+_JOINED_MOST = 16
+
 #: No answers waiting to be flushed (one shared tuple, not one per connection).
 _NO_ANSWERS = (-1, 0)
 
@@ -201,18 +207,20 @@ class Flusher:
                 # (raising here would strand every connection's output).
                 log.failure("the connections to flush could not be ordered")
         self.joined = {}
-        for connection in pending:
-            try:
-                connection._flush()
-            except Exception:
-                # A bug: logged, and the other connections' output goes on.
-                # (Output of the wrong type cannot get here: deliver()
-                # refuses it at the call.)
-                log.failure(
-                    "connection {connection_id}: its output could not be sent",
-                    connection_id=connection.connection_id,
-                )
-        self.joined = None
+        try:
+            for connection in pending:
+                try:
+                    connection._flush()
+                except Exception:
+                    # A bug: logged, and the other connections' output goes
+                    # on.  (Output of the wrong type cannot get here:
+                    # deliver() refuses it at the call.)
+                    log.failure(
+                        "connection {connection_id}: its output could not be sent",
+                        connection_id=connection.connection_id,
+                    )
+        finally:
+            self.joined = None
         self.generation += 1
         self._stats.flush.observe(perf_counter() - start)
 
@@ -389,7 +397,8 @@ class OutputMixin:
         # through the whole MRO at each read (20 ns, per piece queued).
         self._per_event = self._counts_events
         # Output not yet handed to the socket or transport (see Flusher),
-        # encoded already, or None when there is none.
+        # encoded already, or None when there is none; or an empty list,
+        # kept by a connection sent many pieces in its last flush (_flush).
         self._out: list[bytes] | None = None
         # The LFs in _out beyond one a piece (see _counts_events): always 0
         # for a front end that counts events.
@@ -633,6 +642,11 @@ class OutputMixin:
         out = self._out
         if not out:
             return
+        # Taken, with its count, before anything can fail: output that
+        # cannot be joined is lost, and what comes after is still sent.
+        self._out = None
+        extra = self._extra
+        self._extra = 0
         count = len(out)
         joined = self._flusher.joined
         if joined is None or count < _JOINED_SHARED:
@@ -640,7 +654,6 @@ class OutputMixin:
             # with every other recipient (join gives a lone item back,
             # uncopied).  The list goes, as between flushes a quiet
             # connection has none.
-            self._out = None
             data = b"".join(out)
         else:
             # Many pieces: under load, a room's members of one front end
@@ -655,6 +668,8 @@ class OutputMixin:
                 data = last[1]
             else:
                 data = b"".join(out)
+                if len(joined) >= _JOINED_MOST:
+                    joined.clear()
                 # A copy: this list is kept.  Keeping the copy keeps its
                 # first piece, and so its id.
                 joined[first] = (out.copy(), data)
@@ -662,12 +677,13 @@ class OutputMixin:
             # flush: a list made and dropped per member per flush was,
             # under load, most of what the garbage collector looked at
             # (it lived through collections, and its promotions brought
-            # on a full collection, some 30 ms, every second).
+            # on a full collection, some 30 ms, every second).  Nothing
+            # was queued meanwhile: no Python code ran.
             out.clear()
+            self._out = out
         stats = self.factory.stats
         # One line a piece, and those beyond one counted where queued.
-        stats.lines_out += count + self._extra
-        self._extra = 0
+        stats.lines_out += count + extra
         stats.bytes_out += len(data)
         transport = self.transport
         if self._direct:

@@ -19,9 +19,10 @@ from chatservice import events
 from chatservice.config import Settings
 from chatservice.factory import ChatFactory, run_at_once
 from chatservice.held import HeldClient
-from chatservice.output import Flusher
+from chatservice.output import Flusher, OutputMixin
 from chatservice.stats import Stats
 from chatservice.testing import register
+from tests.test_properties import _User
 
 
 @pytest_twisted.ensureDeferred
@@ -578,8 +579,6 @@ def test_after_a_busy_flush_everything_still_goes_out(kind: str) -> None:
     (a room's fan-out, a private message, answers, a scrollback) must
     still have it flushed.
     """
-    from tests.test_properties import _User
-
     factory = ChatFactory(
         Settings(flood_burst=10**9, flood_rate=1e9),
         clock=Clock(),
@@ -605,4 +604,44 @@ def test_after_a_busy_flush_everything_still_goes_out(kind: str) -> None:
     assert sent_after((user, "/help")) > 0  # answers; IRC: its scrollback
     assert sent_after(*burst, (user, "/help")) > 0
     assert sent_after((speaker, "and again")) > 0
+    connection = _connection_of(user)
+    assert sent_after(*burst) > 0
+    connection.answer_all([events.notice("a"), events.notice("b")])
+    assert sent_after() > 0  # a batch of answers (a scrollback, /history)
+    assert sent_after(*burst) > 0
+    OutputMixin.deliver(connection, events.notice("c"))  # a plugin's class's
+    assert sent_after() > 0
     assert factory.stats.lines_out == speaker.lines_got() + user.lines_got()
+
+
+def _connection_of(user: _User) -> OutputMixin:
+    """The server's side of C{user}'s connection: its send queue."""
+    connection = user.web if user.kind == "web" else user.connection.protocol
+    assert isinstance(connection, OutputMixin)
+    return connection
+
+
+def test_output_that_cannot_be_joined_does_not_stop_what_comes_after(
+    clock: Clock,
+) -> None:
+    """A flush that fails on a user's many pieces is logged; its later output still goes out."""
+    factory = ChatFactory(
+        Settings(flood_burst=10**9, flood_rate=1e9),
+        clock=clock,
+        run_in_thread=run_at_once,
+    )
+    speaker, alice = register(factory, "speaker"), register(factory, "alice")
+    for n in range(10):
+        speaker.enter(f"line {n}")
+    alice.protocol._out.append("not bytes")  # as a plugin's encoder might
+    logged: list[dict[str, object]] = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        assert alice.lines() == []  # lost, with the line it came with
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert [event["log_format"] for event in logged if "log_failure" in event] == [
+        "connection {connection_id}: its output could not be sent"
+    ]
+    speaker.enter("later")
+    assert alice.lines() == ["<speaker> later"]
