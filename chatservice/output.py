@@ -397,9 +397,13 @@ class OutputMixin:
         # through the whole MRO at each read (20 ns, per piece queued).
         self._per_event = self._counts_events
         # Output not yet handed to the socket or transport (see Flusher),
-        # encoded already, or None when there is none; or an empty list,
-        # kept by a connection sent many pieces in its last flush (_flush).
-        self._out: list[bytes] | None = None
+        # encoded already: while it is not empty, the connection is the
+        # flusher's to flush.  One list for the connection's life (56
+        # bytes), emptied by each flush: a list made and dropped per member
+        # per flush was, under load, most of what the garbage collector
+        # looked at (alive through its collections, promoted, it brought
+        # on a full collection, some 30 ms, every second).
+        self._out: list[bytes] = []
         # The LFs in _out beyond one a piece (see _counts_events): always 0
         # for a front end that counts events.
         self._extra = 0
@@ -501,14 +505,9 @@ class OutputMixin:
         if held is None:
             data = self._encode(event)
             out = self._out
-            if not out:  # None, or kept empty (see OutputMixin._flush)
-                if out is None:
-                    self._out = [data]
-                else:
-                    out.append(data)
+            if not out:
                 self._flusher.add(self)
-            else:
-                out.append(data)
+            out.append(data)
             if not self._per_event:
                 self._extra += COUNTED.extra_of(data)
         else:
@@ -519,14 +518,9 @@ class OutputMixin:
         if held is None:
             encoded = self._encode(data)
             out = self._out
-            if not out:  # None, or kept empty (see OutputMixin._flush)
-                if out is None:
-                    self._out = [encoded]
-                else:
-                    out.append(encoded)
+            if not out:
                 self._flusher.add(self)
-            else:
-                out.append(encoded)
+            out.append(encoded)
             if not self._per_event:
                 self._extra += encoded.count(b"\n") - 1
         elif self._close_reason is None:
@@ -580,14 +574,9 @@ class OutputMixin:
                 lines = b"".join(encoded).count(b"\n")
             self._extra += lines - len(encoded)
         out = self._out
-        if not out:  # None, or kept empty (see OutputMixin._flush)
-            if out is None:
-                self._out = encoded
-            else:
-                out.extend(encoded)
+        if not out:
             self._flusher.add(self)
-        else:
-            out.extend(encoded)
+        out.extend(encoded)
         # As in _answer: these bytes do not count if the transport fills.
         generation, before = self._answers_out
         now = self._flusher.generation
@@ -603,14 +592,9 @@ class OutputMixin:
             # _queue's first case, inline: one call less per answer.
             encoded = self._encode(data)
             out = self._out
-            if not out:  # None, or kept empty (see OutputMixin._flush)
-                if out is None:
-                    self._out = [encoded]
-                else:
-                    out.append(encoded)
+            if not out:
                 self._flusher.add(self)
-            else:
-                out.append(encoded)
+            out.append(encoded)
             if not self._per_event:
                 self._extra += encoded.count(b"\n") - 1
             # Sent at the end of this iteration; if the transport fills
@@ -642,45 +626,23 @@ class OutputMixin:
         out = self._out
         if not out:
             return
-        # Taken, with its count, before anything can fail: output that
-        # cannot be joined is lost, and what comes after is still sent.
-        self._out = None
         extra = self._extra
         self._extra = 0
         count = len(out)
         joined = self._flusher.joined
-        if joined is None or count < _JOINED_SHARED:
-            # One line since the last flush, as often: its bytes, shared
-            # with every other recipient (join gives a lone item back,
-            # uncopied).  The list goes, as between flushes a quiet
-            # connection has none.
-            data = b"".join(out)
-        else:
-            # Many pieces: under load, a room's members of one front end
-            # are mostly sent the same ones (a flush's worth of the room's
-            # lines), so their bytes are joined once and shared, as one
-            # line's are.  The pieces are compared (by identity first,
-            # as a list compares), never assumed: a user who joined late,
-            # or was sent something of its own, gets its own join.
-            first = id(out[0])
-            last = joined.get(first)
-            if last is not None and last[0] == out:
-                data = last[1]
-            else:
+        try:
+            if joined is None or count < _JOINED_SHARED:
+                # One line since the last flush, as often: its bytes,
+                # shared with every other recipient (join gives a lone item
+                # back, uncopied).
                 data = b"".join(out)
-                if len(joined) >= _JOINED_MOST:
-                    joined.clear()
-                # A copy: this list is kept.  Keeping the copy keeps its
-                # first piece, and so its id.
-                joined[first] = (out.copy(), data)
-            # A busy connection keeps its list, emptied, for the next
-            # flush: a list made and dropped per member per flush was,
-            # under load, most of what the garbage collector looked at
-            # (it lived through collections, and its promotions brought
-            # on a full collection, some 30 ms, every second).  Nothing
-            # was queued meanwhile: no Python code ran.
+            else:
+                data = _joined(joined, out)
+        finally:
+            # Emptied whatever happens (no Python code ran meanwhile, so
+            # nothing was queued): output that cannot be joined is lost,
+            # and what comes after is still sent.
             out.clear()
-            self._out = out
         stats = self.factory.stats
         # One line a piece, and those beyond one counted where queued.
         stats.lines_out += count + extra
@@ -739,7 +701,7 @@ class OutputMixin:
         held, self._held = self._held, None
         encoded = list(map(self._encode, held)) if held else []
         self._count_out(encoded)
-        out, self._out = self._out, None
+        out = self._out
         if out:
             # Delivered before the transport filled (it can fill outside a
             # flush, e.g. TLS writing records of its own): older than held.
@@ -748,6 +710,7 @@ class OutputMixin:
             stats.bytes_out += sum(map(len, out))
             self._extra = 0
             encoded = out + encoded
+            out.clear()
         size = 0
         if encoded:
             self.transport.writeSequence(encoded)
@@ -861,8 +824,31 @@ class OutputMixin:
     def _drop_output(self) -> None:
         """The connection is gone: what comes late is dropped, not counted."""
         self._held = []
-        self._out = None
+        self._out.clear()
         self._extra = 0
+
+
+def _joined(joined: dict[int, tuple[list[bytes], bytes]], out: list[bytes]) -> bytes:
+    """C{b"".join(out)}, shared with the connections sent the same pieces.
+
+    Under load, a room's members of one front end are mostly sent the same
+    many pieces in a flush (a flush's worth of the room's lines), so their
+    bytes are joined once and shared, as one line's are.  The pieces are
+    compared (by identity first, as a list compares), never assumed: a
+    user who joined late, or was sent something of its own, gets its own
+    join.  C{joined} is the flush's L{Flusher.joined}.
+    """
+    first = id(out[0])
+    last = joined.get(first)
+    if last is not None and last[0] == out:
+        return last[1]
+    data = b"".join(out)
+    if len(joined) >= _JOINED_MOST:
+        joined.clear()
+    # A copy: the list is emptied after.  Keeping the copy keeps its first
+    # piece, and so its id.
+    joined[first] = (out.copy(), data)
+    return data
 
 
 def _own_copy(function: "Callable[..., None]") -> "Callable[..., None]":
@@ -910,14 +896,9 @@ def _deliver_line(self: OutputMixin, event: Event) -> None:
     if held is None:
         data = event.line
         out = self._out
-        if not out:  # None, or kept empty (see OutputMixin._flush)
-            if out is None:
-                self._out = [data]
-            else:
-                out.append(data)
+        if not out:
             self._flusher.add(self)
-        else:
-            out.append(data)
+        out.append(data)
         # _Counted.extra_of's body: no call for a line told to each member.
         counted = COUNTED
         if data is not counted.data:
@@ -947,14 +928,9 @@ def _deliver_shared(
         if self._held is None:
             data = encoding.data if event is encoding.event else encoding(event)
             out = self._out
-            if not out:  # None, or kept empty (see OutputMixin._flush)
-                if out is None:
-                    self._out = [data]
-                else:
-                    out.append(data)
+            if not out:
                 self._flusher.add(self)
-            else:
-                out.append(data)
+            out.append(data)
             if count_lines:
                 self._extra += COUNTED.extra_of(data)
         else:
@@ -999,19 +975,14 @@ def _deliver_all_line(
             continue
         if receiver._held is None:
             out = receiver._out
-            if not out:  # None, or kept empty (see OutputMixin._flush)
-                if out is None:
-                    receiver._out = [data]
-                else:
-                    out.append(data)
+            if not out:
                 # Flusher.add's body: no call for a recipient with nothing
                 # waiting yet (every one, when lines come one at a time).
                 flusher = receiver._flusher
                 flusher._pending.append(receiver)
                 if flusher._call is None:
                     flusher._call = flusher._clock.callLater(0, flusher.flush)
-            else:
-                out.append(data)
+            out.append(data)
             if extra:
                 receiver._extra += extra
         else:
@@ -1049,18 +1020,13 @@ def _deliver_all_shared(
                 continue
             if receiver._held is None:
                 out = receiver._out
-                if not out:  # None, or kept empty (see OutputMixin._flush)
-                    if out is None:
-                        receiver._out = [data]
-                    else:
-                        out.append(data)
+                if not out:
                     # Flusher.add's body, as in _deliver_all_line.
                     flusher = receiver._flusher
                     flusher._pending.append(receiver)
                     if flusher._call is None:
                         flusher._call = flusher._clock.callLater(0, flusher.flush)
-                else:
-                    out.append(data)
+                out.append(data)
                 if extra:
                     receiver._extra += extra
             else:

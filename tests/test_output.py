@@ -574,10 +574,10 @@ def test_answer_all_while_output_is_held(clock: Clock) -> None:
 def test_after_a_busy_flush_everything_still_goes_out(kind: str) -> None:
     """A user sent many lines in one flush is still sent what comes next, of every kind.
 
-    After a flush of many pieces a connection keeps its emptied output
-    list for the next (OutputMixin._flush); each way of giving it output
-    (a room's fan-out, a private message, answers, a scrollback) must
-    still have it flushed.
+    A connection keeps one output list, emptied by each flush
+    (OutputMixin._flush); each way of giving it output (a room's fan-out,
+    a private message, answers, a scrollback) must still have it flushed
+    once it is empty again.
     """
     factory = ChatFactory(
         Settings(flood_burst=10**9, flood_rate=1e9),

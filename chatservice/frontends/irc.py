@@ -154,14 +154,9 @@ class IRCProtocol(LineProtocol):
             encoding = self._encoder
             data = encoding.data if event is encoding.event else self._encode(event)
             out = self._out
-            if not out:  # None, or kept empty (see OutputMixin._flush)
-                if out is None:
-                    self._out = [data]
-                else:
-                    out.append(data)
+            if not out:
                 self._flusher.add(self)
-            else:
-                out.append(data)
+            out.append(data)
             # The lines beyond one (see OutputMixin._counts_events): counted
             # once for a broadcast told to each member.
             counted = COUNTED
@@ -209,14 +204,9 @@ class IRCProtocol(LineProtocol):
                     extra = data.count(b"\n") - 1
                     last = encoding
                 out = receiver._out
-                if not out:  # None, or kept empty (see OutputMixin._flush)
-                    if out is None:
-                        receiver._out = [data]
-                    else:
-                        out.append(data)
+                if not out:
                     receiver._flusher.add(receiver)
-                else:
-                    out.append(data)
+                out.append(data)
                 if extra:
                     receiver._extra += extra
             else:
